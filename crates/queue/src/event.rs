@@ -1,0 +1,72 @@
+//! Notification-suppression arithmetic shared by the device and driver sides.
+
+/// The EVENT_IDX rule (split rings, and packed rings in DESC mode): the other side asked to be
+/// notified when the index passes `event`; `old..new` are the entries produced since the last
+/// notification decision. True when `event` lies in `[old, new)`, all modulo 2^16.
+pub fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// A position in a packed ring: the 15-bit index and the wrap counter, as seed 001 encodes the
+/// available and used state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RingPosition {
+    /// Slot index, below the queue size.
+    pub index: u16,
+    /// Wrap counter: starts at 1 (`true`), flips each time the index wraps to 0.
+    pub wrap_counter: bool,
+}
+
+impl RingPosition {
+    /// The initial position: index 0, wrap counter 1.
+    pub const INITIAL: Self = Self {
+        index: 0,
+        wrap_counter: true,
+    };
+
+    /// Seed 001 encoding: bits 0–14 index, bit 15 wrap counter.
+    pub fn to_state(self) -> u16 {
+        (self.index & 0x7fff) | (u16::from(self.wrap_counter) << 15)
+    }
+
+    /// Decodes the seed 001 encoding.
+    pub fn from_state(state: u16) -> Self {
+        Self {
+            index: state & 0x7fff,
+            wrap_counter: state & 0x8000 != 0,
+        }
+    }
+
+    /// Moves forward by `slots` in a ring of `size` entries, flipping the wrap counter on each wrap.
+    pub fn advance(self, slots: u16, size: u16) -> Self {
+        let mut index = u32::from(self.index) + u32::from(slots);
+        let mut wrap_counter = self.wrap_counter;
+        let size32 = u32::from(size);
+        while index >= size32 {
+            index -= size32;
+            wrap_counter = !wrap_counter;
+        }
+        Self {
+            index: index as u16,
+            wrap_counter,
+        }
+    }
+
+    /// Position on a line of `2 * size` slots that the pair (index, wrap) walks around: lets two
+    /// positions be subtracted.
+    pub fn linear(self, size: u16) -> u32 {
+        u32::from(self.index) + if self.wrap_counter { 0 } else { u32::from(size) }
+    }
+
+    /// Slots from `earlier` forward to `self`, in `0..2 * size`.
+    pub fn distance_from(self, earlier: Self, size: u16) -> u32 {
+        let span = 2 * u32::from(size);
+        (self.linear(size) + span - earlier.linear(size)) % span
+    }
+}
+
+/// The packed-ring DESC rule: notify when the used descriptor at `event` was written since the
+/// last decision, i.e. `event` lies in `[old, new)` walking forward around the ring.
+pub fn packed_need_event(event: RingPosition, new: RingPosition, old: RingPosition, size: u16) -> bool {
+    event.distance_from(old, size) < new.distance_from(old, size)
+}

@@ -1,0 +1,450 @@
+//! Device side of a packed virtqueue.
+
+use std::sync::atomic::{fence, Ordering};
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use virtio_lm_spec::ring::{
+    PackedDescriptor, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+};
+use zerocopy::FromBytes;
+
+use super::layout;
+use crate::chain::DescriptorChain;
+use crate::config::{QueueConfig, RingKind};
+use crate::device_queue::DeviceQueue;
+use crate::error::{ChainError, ConfigError, QueueError, StateError};
+use crate::event::{packed_need_event, RingPosition};
+use crate::inflight::InflightTracker;
+use crate::split::validate_inflight;
+use crate::state::QueueState;
+use crate::walk::{indirect_entries, read_desc, ChainBuilder, DESC_SIZE};
+
+/// Device side of a packed virtqueue.
+///
+/// Any size in 1..=32768 works, not only powers of two. Used descriptors are written in
+/// completion order; [`DeviceQueue::publish_used`] flips their flags as one batch.
+///
+/// ```
+/// use virtio_lm_queue::{BufferSpec, DeviceQueue, PackedDriver, PackedQueue, QueueConfig, RingFeatures, RingKind};
+/// use vm_memory::{GuestAddress, GuestMemoryMmap};
+///
+/// let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+/// let (config, _) = QueueConfig::contiguous(RingKind::Packed, 3, GuestAddress(0), RingFeatures::default());
+/// let mut driver = PackedDriver::new(config, &mem).unwrap();
+/// let mut device = PackedQueue::new(config, &mem).unwrap();
+///
+/// let id = driver.add_chain(&mem, &[BufferSpec::readable(0x8000, 64), BufferSpec::writable(0x9000, 16)]).unwrap();
+/// driver.publish(&mem).unwrap();
+///
+/// let chain = device.pop(&mem).unwrap().expect("one chain");
+/// assert_eq!((chain.id, chain.ring_slots, chain.writable_len()), (id, 2, 16));
+/// device.add_used(&mem, chain.id, 16).unwrap();
+/// device.publish_used(&mem).unwrap();
+/// assert!(device.needs_notification(&mem).unwrap());
+/// assert_eq!(driver.collect_used(&mem).unwrap()[0].len, 16);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PackedQueue {
+    config: QueueConfig,
+    /// Next descriptor slot to read and the driver wrap counter expected there (seed 001
+    /// `last_avail_idx` and `last_avail_wrap_counter`).
+    next_avail: RingPosition,
+    /// Next descriptor slot to write a used descriptor to (seed 001 `used_idx` and
+    /// `used_wrap_counter`).
+    next_used: RingPosition,
+    /// Used descriptors whose id and len are written but whose flags wait for `publish_used`:
+    /// (slot, flags), in the order they were added.
+    pending: Vec<(u16, u16)>,
+    /// `next_used` as of the last `publish_used`: what the driver can see.
+    published_used: RingPosition,
+    /// `published_used` at the last notification decision.
+    signalled_used: RingPosition,
+    /// Ring slots published since the last notification decision. Positions alone cannot tell
+    /// "nothing" from "two whole laps" (a ring of size 1 has only two positions).
+    unsignalled_slots: u32,
+    /// A notification is owed regardless of suppression (restored from a saved state).
+    force_notify: bool,
+    inflight: InflightTracker,
+}
+
+fn ring_err(addr: GuestAddress) -> QueueError {
+    QueueError::RingAccess { addr: addr.0 }
+}
+
+impl PackedQueue {
+    fn load_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        order: Ordering,
+    ) -> Result<u16, QueueError> {
+        mem.load::<u16>(addr, order)
+            .map(u16::from_le)
+            .map_err(|_| ring_err(addr))
+    }
+
+    fn store_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        value: u16,
+        order: Ordering,
+    ) -> Result<(), QueueError> {
+        mem.store(value.to_le(), addr, order).map_err(|_| ring_err(addr))
+    }
+
+    /// Next descriptor slot the device will read, with the driver wrap counter it expects there
+    /// (seed 001 `last_avail_idx` and `last_avail_wrap_counter`).
+    pub fn next_avail(&self) -> RingPosition {
+        self.next_avail
+    }
+
+    /// Next descriptor slot the device will write a used descriptor to, with its wrap counter
+    /// (seed 001 `used_idx` and `used_wrap_counter`).
+    pub fn next_used(&self) -> RingPosition {
+        self.next_used
+    }
+
+    /// Reads the chain starting at `next_avail`, whose head the caller has seen available.
+    /// The chain is the run of ring descriptors up to the first without NEXT, wrapping at the
+    /// end of the ring; only the head's AVAIL bit is checked (the driver makes it available last).
+    fn parse_chain<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        chain: &mut DescriptorChain,
+    ) -> Result<(), ChainError> {
+        let size = self.config.size;
+        let mut builder = ChainBuilder::new(std::mem::take(&mut chain.segments));
+        let mut position = self.next_avail;
+        let mut slots = 0u16;
+        let id = loop {
+            let addr = layout::desc(&self.config, position.index);
+            let raw = read_desc(mem, addr)?;
+            let desc = PackedDescriptor::read_from_bytes(&raw)
+                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            slots += 1;
+            let flags = desc.flags.get();
+            let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
+            if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                let entries = indirect_entries(
+                    mem,
+                    self.config.features.indirect_desc,
+                    false,
+                    has_next,
+                    desc.addr.get(),
+                    desc.len.get(),
+                )?;
+                self.walk_indirect(mem, &mut builder, GuestAddress(desc.addr.get()), entries)?;
+            } else {
+                builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+            }
+            if !has_next {
+                break desc.id.get();
+            }
+            if slots >= size {
+                return Err(ChainError::ChainTooLong {
+                    limit: u32::from(size),
+                });
+            }
+            position = position.advance(1, size);
+        };
+        *chain = builder.finish(id, slots);
+        Ok(())
+    }
+
+    /// Adds the `entries` descriptors of an indirect table, read in order. Only WRITE counts in
+    /// a table entry: NEXT and id are ignored, INDIRECT is a nested table.
+    fn walk_indirect<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        builder: &mut ChainBuilder,
+        table: GuestAddress,
+        entries: u32,
+    ) -> Result<(), ChainError> {
+        for i in 0..entries {
+            let addr = table
+                .checked_add(u64::from(i) * DESC_SIZE)
+                .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
+            let raw = read_desc(mem, addr)?;
+            let desc = PackedDescriptor::read_from_bytes(&raw)
+                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            let flags = desc.flags.get();
+            if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                // Inside a table this always fails (with NestedIndirect); the fallback only
+                // keeps the rule in one place.
+                indirect_entries(
+                    mem,
+                    true,
+                    true,
+                    false,
+                    desc.addr.get(),
+                    desc.len.get(),
+                )?;
+                return Err(ChainError::NestedIndirect);
+            }
+            builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+        }
+        Ok(())
+    }
+
+    fn check_state<M: GuestMemory + ?Sized>(
+        config: &QueueConfig,
+        state: &QueueState,
+        mem: &M,
+    ) -> Result<(RingPosition, RingPosition), StateError> {
+        config.validate(mem)?;
+        let size = config.size;
+        let avail = RingPosition::from_state(state.avail_state);
+        let used = RingPosition::from_state(state.used_state);
+        for (which, position) in [("avail_state", avail), ("used_state", used)] {
+            if position.index >= size {
+                return Err(StateError::IndexOutOfRange {
+                    which,
+                    index: position.index,
+                    size,
+                });
+            }
+        }
+        // Every slot between the used and the available position belongs to exactly one chain
+        // in flight: otherwise a buffer would be lost or used twice.
+        let distance = avail.distance_from(used, size);
+        let inflight = state
+            .inflight
+            .iter()
+            .fold(0u32, |acc, c| acc.saturating_add(u32::from(c.ring_slots)));
+        if inflight != distance || distance > u32::from(size) {
+            return Err(StateError::InflightMismatch { inflight, distance });
+        }
+        // Any chain length the ring holds is possible; the sum check above ties them together.
+        validate_inflight(config, state, mem, |c| {
+            if c.ring_slots <= size {
+                c.ring_slots
+            } else {
+                0
+            }
+        })?;
+        Ok((avail, used))
+    }
+
+    /// Reads an event suppression structure: (flags mode, event position). Flags are read
+    /// first with Acquire, so a `desc` written before them is seen with them.
+    fn load_event<M: GuestMemory + ?Sized>(
+        mem: &M,
+        desc: GuestAddress,
+        flags: GuestAddress,
+    ) -> Result<(u16, RingPosition), QueueError> {
+        let mode = Self::load_u16(mem, flags, Ordering::Acquire)? & RING_EVENT_FLAGS_MASK;
+        let event = Self::load_u16(mem, desc, Ordering::Relaxed)?;
+        Ok((mode, RingPosition::from_state(event)))
+    }
+}
+
+impl DeviceQueue for PackedQueue {
+    fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
+        config.expect_kind(RingKind::Packed)?;
+        config.validate(mem)?;
+        Ok(Self {
+            config,
+            next_avail: RingPosition::INITIAL,
+            next_used: RingPosition::INITIAL,
+            pending: Vec::new(),
+            published_used: RingPosition::INITIAL,
+            signalled_used: RingPosition::INITIAL,
+            unsignalled_slots: 0,
+            force_notify: false,
+            inflight: InflightTracker::new(config.size),
+        })
+    }
+
+    fn from_state<M: GuestMemory + ?Sized>(
+        config: QueueConfig,
+        state: &QueueState,
+        mem: &M,
+    ) -> Result<Self, StateError> {
+        config.expect_kind(RingKind::Packed)?;
+        let (avail, used) = Self::check_state(&config, state, mem)?;
+        Ok(Self {
+            config,
+            next_avail: avail,
+            next_used: used,
+            pending: Vec::new(),
+            published_used: used,
+            signalled_used: used,
+            unsignalled_slots: 0,
+            force_notify: state.notification_owed,
+            inflight: InflightTracker::from_chains(config.size, &state.inflight),
+        })
+    }
+
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn pop_into<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        // has_available reads the head's flags with Acquire: the rest of the chain, written
+        // before them, is visible to the reads below.
+        if !self.has_available(mem)? {
+            return Ok(false);
+        }
+        self.parse_chain(mem, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
+        Ok(true)
+    }
+
+    fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u16, len: u32) -> Result<(), QueueError> {
+        let slots = self.inflight.check_used(id, len)?;
+        let slot = self.next_used.index;
+        // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
+        // without it, which is what a zero-length completion means anyway.
+        let flags = layout::used_bits(self.next_used.wrap_counter)
+            | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
+        // Only len and id now; addr is left as the driver wrote it and the flags, which hand the
+        // slot back, wait for publish_used.
+        let desc = PackedDescriptor::new(0, len, 0, id);
+        let bytes: [u8; 16] = zerocopy::transmute!(desc);
+        let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
+        mem.write_slice(&bytes[layout::LEN_ID_BYTES], addr)
+            .map_err(|_| ring_err(addr))?;
+        self.pending.push((slot, flags));
+        self.inflight.remove(id);
+        self.next_used = self.next_used.advance(slots, self.config.size);
+        Ok(())
+    }
+
+    fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
+        let Some((&(first_slot, first_flags), rest)) = self.pending.split_first() else {
+            return Ok(());
+        };
+        // Release: each descriptor's id and len before the flags that hand it over. The first
+        // descriptor's flags go last: the driver reads in ring order and stops at the first slot
+        // not yet used, so it sees the whole batch at once (as DPDK does).
+        for &(slot, flags) in rest {
+            Self::store_u16(mem, layout::desc_flags(&self.config, slot), flags, Ordering::Release)?;
+        }
+        Self::store_u16(
+            mem,
+            layout::desc_flags(&self.config, first_slot),
+            first_flags,
+            Ordering::Release,
+        )?;
+        let published = self.next_used.distance_from(self.published_used, self.config.size);
+        self.unsignalled_slots = self.unsignalled_slots.saturating_add(published);
+        self.published_used = self.next_used;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn needs_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        // The flag stores must be ordered before the read of the driver's suppression structure,
+        // or a driver that just re-enabled interrupts could be missed.
+        fence(Ordering::SeqCst);
+        let old = self.signalled_used;
+        let new = self.published_used;
+        let slots = std::mem::take(&mut self.unsignalled_slots);
+        self.signalled_used = new;
+        if std::mem::take(&mut self.force_notify) {
+            return Ok(true);
+        }
+        if slots == 0 {
+            return Ok(false);
+        }
+        let (mode, event) = Self::load_event(
+            mem,
+            layout::driver_event_desc(&self.config),
+            layout::driver_event_flags(&self.config),
+        )?;
+        Ok(match mode {
+            RING_EVENT_FLAGS_DISABLE => false,
+            // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
+            // interrupt is harmless, a missed one hangs the driver.
+            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
+                // A whole ring of slots written certainly passed the event slot.
+                slots >= u32::from(self.config.size)
+                    || packed_need_event(event, new, old, self.config.size)
+            }
+            _ => true,
+        })
+    }
+
+    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        if self.config.features.event_idx {
+            // Notify me when the descriptor I read next becomes available.
+            Self::store_u16(
+                mem,
+                layout::device_event_desc(&self.config),
+                self.next_avail.to_state(),
+                Ordering::Relaxed,
+            )?;
+            Self::store_u16(
+                mem,
+                layout::device_event_flags(&self.config),
+                RING_EVENT_FLAGS_DESC,
+                Ordering::Release,
+            )?;
+        } else {
+            Self::store_u16(
+                mem,
+                layout::device_event_flags(&self.config),
+                RING_EVENT_FLAGS_ENABLE,
+                Ordering::Release,
+            )?;
+        }
+        // The enable must be visible before re-reading the ring, or a buffer made available in
+        // between would get neither a kick nor a poll.
+        fence(Ordering::SeqCst);
+        self.has_available(mem)
+    }
+
+    fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
+        Self::store_u16(
+            mem,
+            layout::device_event_flags(&self.config),
+            RING_EVENT_FLAGS_DISABLE,
+            Ordering::Relaxed,
+        )
+    }
+
+    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        // Acquire: the descriptor's other fields are read only after its flags say available.
+        let addr = layout::desc_flags(&self.config, self.next_avail.index);
+        let flags = Self::load_u16(mem, addr, Ordering::Acquire)?;
+        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
+    }
+
+    fn state(&self) -> Result<QueueState, QueueError> {
+        if !self.pending.is_empty() {
+            return Err(QueueError::UnpublishedUsed {
+                count: u16::try_from(self.pending.len()).unwrap_or(u16::MAX),
+            });
+        }
+        Ok(QueueState {
+            avail_state: self.next_avail.to_state(),
+            used_state: self.next_used.to_state(),
+            notification_owed: self.force_notify || self.unsignalled_slots != 0,
+            inflight: self.inflight.in_order(),
+        })
+    }
+
+    fn inflight(&self) -> Vec<DescriptorChain> {
+        self.inflight.in_order()
+    }
+
+    fn inflight_len(&self) -> u16 {
+        self.inflight.len()
+    }
+
+    fn reset(&mut self) {
+        self.next_avail = RingPosition::INITIAL;
+        self.next_used = RingPosition::INITIAL;
+        self.pending.clear();
+        self.published_used = RingPosition::INITIAL;
+        self.signalled_used = RingPosition::INITIAL;
+        self.unsignalled_slots = 0;
+        self.force_notify = false;
+        self.inflight.clear();
+    }
+}

@@ -1,0 +1,384 @@
+//! Driver side of a packed virtqueue: the guest driver model used by tests, the simulated VM's
+//! guest drivers and the conformance suite.
+
+use std::sync::atomic::{fence, Ordering};
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use virtio_lm_spec::ring::{
+    PackedDescriptor, PackedEventSuppression, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
+    RING_EVENT_FLAGS_ENABLE, RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
+};
+use zerocopy::FromBytes;
+
+use super::layout;
+use crate::chain::{BufferSpec, UsedBuffer};
+use crate::config::{QueueConfig, RingKind};
+use crate::error::DriverError;
+use crate::event::{packed_need_event, RingPosition};
+
+fn mem_err(addr: GuestAddress) -> DriverError {
+    DriverError::MemoryAccess { addr: addr.0 }
+}
+
+/// Driver side of a packed virtqueue.
+///
+/// Buffer ids come from a pool of `size` ids; each chain takes one id and as many ring slots as
+/// it has descriptors (one for an indirect chain), returned when the device uses the id.
+#[derive(Clone, Debug)]
+pub struct PackedDriver {
+    config: QueueConfig,
+    /// Free buffer ids (a stack: the most recently freed is reused first).
+    free_ids: Vec<u16>,
+    /// Per buffer id: ring slots its chain occupies while the device holds it (0: not outstanding).
+    slots: Vec<u16>,
+    /// Ring slots not occupied by an outstanding chain.
+    free_slots: u16,
+    /// Next slot to make available and the driver ring wrap counter.
+    avail: RingPosition,
+    /// Head descriptors written but not yet made available: (slot, flags), in ring order.
+    pending_heads: Vec<(u16, u16)>,
+    /// Ring slots added since the last publish.
+    unpublished_slots: u32,
+    /// `avail` as of the last publish.
+    published_avail: RingPosition,
+    /// `published_avail` at the last kick decision.
+    kicked_avail: RingPosition,
+    /// Ring slots published since the last kick decision.
+    unkicked_slots: u32,
+    /// Next slot to read a used descriptor from, and the wrap counter it must carry.
+    used: RingPosition,
+}
+
+impl PackedDriver {
+    /// Zeroes the descriptor ring and both event suppression structures (flags ENABLE) and
+    /// returns a driver for them.
+    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
+        config.expect_kind(RingKind::Packed)?;
+        config.validate(mem)?;
+        let areas = [config.desc_table, config.driver_area, config.device_area];
+        for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
+            mem.write_slice(&vec![0u8; len as usize], addr)
+                .map_err(|_| mem_err(addr))?;
+        }
+        Ok(Self {
+            config,
+            free_ids: (0..config.size).rev().collect(),
+            slots: vec![0; usize::from(config.size)],
+            free_slots: config.size,
+            avail: RingPosition::INITIAL,
+            pending_heads: Vec::new(),
+            unpublished_slots: 0,
+            published_avail: RingPosition::INITIAL,
+            kicked_avail: RingPosition::INITIAL,
+            unkicked_slots: 0,
+            used: RingPosition::INITIAL,
+        })
+    }
+
+    /// The queue configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Free ring slots (descriptors).
+    pub fn num_free(&self) -> u16 {
+        self.free_slots
+    }
+
+    /// Chains made available and not yet collected back.
+    pub fn outstanding(&self) -> usize {
+        usize::from(self.config.size).saturating_sub(self.free_ids.len())
+    }
+
+    /// Next slot the driver makes available, with the driver ring wrap counter.
+    pub fn avail_position(&self) -> RingPosition {
+        self.avail
+    }
+
+    /// Next slot the driver reads a used descriptor from, with the wrap counter it expects.
+    pub fn used_position(&self) -> RingPosition {
+        self.used
+    }
+
+    fn check_order(buffers: &[BufferSpec]) -> Result<(), DriverError> {
+        if buffers.is_empty() {
+            return Err(DriverError::EmptyChain);
+        }
+        if buffers.windows(2).any(|w| w[0].writable && !w[1].writable) {
+            return Err(DriverError::ReadableAfterWritable);
+        }
+        Ok(())
+    }
+
+    fn check_free(&self, needed: usize) -> Result<(), DriverError> {
+        if needed > usize::from(self.free_slots) || self.free_ids.is_empty() {
+            return Err(DriverError::QueueFull {
+                free: self.free_slots,
+                needed: needed.min(usize::from(u16::MAX)) as u16,
+            });
+        }
+        Ok(())
+    }
+
+    fn flags_of(buf: &BufferSpec) -> u16 {
+        if buf.writable {
+            VIRTQ_DESC_F_WRITE
+        } else {
+            0
+        }
+    }
+
+    /// Writes `descs` at the available position, AVAIL/USED bits set for each slot's wrap
+    /// counter, all but the head's flags; the head's flags wait for [`Self::publish`], so the
+    /// device never sees a partly written chain. Advances the available position.
+    fn write_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        descs: &[PackedDescriptor],
+    ) -> Result<(), DriverError> {
+        let size = self.config.size;
+        let mut position = self.avail;
+        let mut head = None;
+        for desc in descs {
+            let flags = (desc.flags.get() & !layout::used_bits(true)) | layout::avail_bits(position.wrap_counter);
+            let mut desc = *desc;
+            desc.flags.set(flags);
+            let bytes: [u8; 16] = zerocopy::transmute!(desc);
+            let addr = layout::desc(&self.config, position.index);
+            if head.is_none() {
+                mem.write_slice(&bytes[..14], addr).map_err(|_| mem_err(addr))?;
+                head = Some((position.index, flags));
+            } else {
+                mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))?;
+            }
+            position = position.advance(1, size);
+        }
+        self.pending_heads.extend(head);
+        self.unpublished_slots = self.unpublished_slots.saturating_add(descs.len() as u32);
+        self.avail = position;
+        Ok(())
+    }
+
+    /// Records `id` as outstanding with `slots` ring slots.
+    fn track(&mut self, id: u16, slots: u16) {
+        if let Some(count) = self.slots.get_mut(usize::from(id)) {
+            *count = slots;
+        }
+        self.free_slots -= slots;
+    }
+
+    /// Writes `buffers` as a chain of consecutive ring descriptors (visible to the device after
+    /// [`Self::publish`]). Returns the buffer id, carried by every descriptor of the chain.
+    pub fn add_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        buffers: &[BufferSpec],
+    ) -> Result<u16, DriverError> {
+        Self::check_order(buffers)?;
+        self.check_free(buffers.len())?;
+        let id = self.free_ids.pop().ok_or(DriverError::QueueFull {
+            free: self.free_slots,
+            needed: 1,
+        })?;
+        let last = buffers.len() - 1;
+        let descs: Vec<PackedDescriptor> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, buf)| {
+                let next = if i == last { 0 } else { VIRTQ_DESC_F_NEXT };
+                PackedDescriptor::new(buf.addr.0, buf.len, Self::flags_of(buf) | next, id)
+            })
+            .collect();
+        if let Err(e) = self.write_chain(mem, &descs) {
+            self.free_ids.push(id);
+            return Err(e);
+        }
+        self.track(id, descs.len() as u16);
+        Ok(id)
+    }
+
+    /// Writes `buffers` into an indirect table at `table` and makes it available through one
+    /// ring descriptor. Returns the buffer id.
+    pub fn add_indirect_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        buffers: &[BufferSpec],
+        table: GuestAddress,
+    ) -> Result<u16, DriverError> {
+        Self::check_order(buffers)?;
+        self.check_free(1)?;
+        let entries = u16::try_from(buffers.len()).map_err(|_| DriverError::QueueFull {
+            free: self.free_slots,
+            needed: u16::MAX,
+        })?;
+        // Table entries carry only WRITE: the device reads them in order.
+        for (i, buf) in (0u16..).zip(buffers) {
+            let desc = PackedDescriptor::new(buf.addr.0, buf.len, Self::flags_of(buf), 0);
+            let bytes: [u8; 16] = zerocopy::transmute!(desc);
+            let addr = table
+                .checked_add(16 * u64::from(i))
+                .ok_or(mem_err(table))?;
+            mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))?;
+        }
+        let id = self.free_ids.pop().ok_or(DriverError::QueueFull {
+            free: self.free_slots,
+            needed: 1,
+        })?;
+        let desc = PackedDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, id);
+        if let Err(e) = self.write_chain(mem, &[desc]) {
+            self.free_ids.push(id);
+            return Err(e);
+        }
+        self.track(id, 1);
+        Ok(id)
+    }
+
+    /// Makes every chain added so far available: stores the deferred head flags in ring order.
+    pub fn publish<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
+        for &(slot, flags) in &self.pending_heads {
+            let addr = layout::desc_flags(&self.config, slot);
+            // Release: the chain's descriptors before the head flags that expose them.
+            mem.store(flags.to_le(), addr, Ordering::Release)
+                .map_err(|_| mem_err(addr))?;
+        }
+        self.pending_heads.clear();
+        self.unkicked_slots = self
+            .unkicked_slots
+            .saturating_add(std::mem::take(&mut self.unpublished_slots));
+        self.published_avail = self.avail;
+        Ok(())
+    }
+
+    fn load<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress) -> Result<u16, DriverError> {
+        mem.load::<u16>(addr, Ordering::Acquire)
+            .map(u16::from_le)
+            .map_err(|_| mem_err(addr))
+    }
+
+    fn store<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress, value: u16) -> Result<(), DriverError> {
+        mem.store(value.to_le(), addr, Ordering::Release)
+            .map_err(|_| mem_err(addr))
+    }
+
+    /// Whether the device asked to be notified of what was published since the last decision.
+    pub fn should_kick<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        // The flag stores of publish before the read of the device's suppression structure.
+        fence(Ordering::SeqCst);
+        let old = self.kicked_avail;
+        let new = self.published_avail;
+        let slots = std::mem::take(&mut self.unkicked_slots);
+        self.kicked_avail = new;
+        if slots == 0 {
+            return Ok(false);
+        }
+        let mode = self.load(mem, layout::device_event_flags(&self.config))? & RING_EVENT_FLAGS_MASK;
+        let event = RingPosition::from_state(self.load(mem, layout::device_event_desc(&self.config))?);
+        Ok(match mode {
+            RING_EVENT_FLAGS_DISABLE => false,
+            // As on the device side: DESC without EVENT_IDX and the reserved 3 count as ENABLE.
+            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
+                slots >= u32::from(self.config.size)
+                    || packed_need_event(event, new, old, self.config.size)
+            }
+            _ => true,
+        })
+    }
+
+    /// Whether the descriptor at the used position holds a used buffer of this driver.
+    fn used_ready<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<bool, DriverError> {
+        if self.outstanding() == 0 {
+            return Ok(false);
+        }
+        // Acquire: the id and len are read only after the flags say used.
+        let flags = self.load(mem, layout::desc_flags(&self.config, self.used.index))?;
+        Ok(layout::is_used(flags, self.used.wrap_counter))
+    }
+
+    /// Collects every buffer the device has used since the last call, freeing its ring slots.
+    pub fn collect_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Vec<UsedBuffer>, DriverError> {
+        let mut used = Vec::new();
+        // Each used buffer frees at least one slot, so a ring's worth of rounds is enough.
+        for _ in 0..self.config.size {
+            if !self.used_ready(mem)? {
+                break;
+            }
+            let addr = layout::desc(&self.config, self.used.index);
+            let raw: [u8; 16] = mem.read_obj(addr).map_err(|_| mem_err(addr))?;
+            let desc = PackedDescriptor::read_from_bytes(&raw).map_err(|_| mem_err(addr))?;
+            let id = desc.id.get();
+            let slots = self
+                .slots
+                .get_mut(usize::from(id))
+                .map(std::mem::take)
+                .filter(|&n| n != 0)
+                .ok_or(DriverError::UnknownUsedId { id: u32::from(id) })?;
+            self.free_ids.push(id);
+            self.free_slots += slots;
+            // len is reserved unless WRITE is set.
+            let len = if desc.flags.get() & VIRTQ_DESC_F_WRITE != 0 {
+                desc.len.get()
+            } else {
+                0
+            };
+            used.push(UsedBuffer { id, len });
+            self.used = self.used.advance(slots, self.config.size);
+        }
+        Ok(used)
+    }
+
+    /// Asks for used-buffer notifications (with EVENT_IDX: when the descriptor at the driver's
+    /// used position is used). Returns true if used buffers are already waiting.
+    pub fn enable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        let flags = layout::driver_event_flags(&self.config);
+        if self.config.features.event_idx {
+            self.store(mem, layout::driver_event_desc(&self.config), self.used.to_state())?;
+            self.store(mem, flags, RING_EVENT_FLAGS_DESC)?;
+        } else {
+            self.store(mem, flags, RING_EVENT_FLAGS_ENABLE)?;
+        }
+        // The enable before re-reading the ring, or a buffer used in between goes unnoticed.
+        fence(Ordering::SeqCst);
+        self.used_ready(mem)
+    }
+
+    /// Asks the device not to send used-buffer notifications.
+    pub fn disable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
+        self.store(mem, layout::driver_event_flags(&self.config), RING_EVENT_FLAGS_DISABLE)
+    }
+
+    /// Writes the driver event suppression structure verbatim (EVENT_IDX tests and hostile
+    /// drivers).
+    pub fn set_driver_event<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        event: PackedEventSuppression,
+    ) -> Result<(), DriverError> {
+        self.store(mem, layout::driver_event_desc(&self.config), event.desc.get())?;
+        self.store(mem, layout::driver_event_flags(&self.config), event.flags.get())
+    }
+
+    /// Hostile-driver hook: writes a raw descriptor into ring slot `index` (modulo the size),
+    /// bypassing every bookkeeping.
+    pub fn write_raw_descriptor<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        index: u16,
+        desc: PackedDescriptor,
+    ) -> Result<(), DriverError> {
+        let addr = layout::desc(&self.config, index % self.config.size);
+        let bytes: [u8; 16] = zerocopy::transmute!(desc);
+        mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))
+    }
+
+    /// Hostile-driver hook: writes `descs` at the available position as one chain, with the
+    /// AVAIL/USED bits of each slot set and everything else (NEXT, id, lengths) verbatim,
+    /// without taking an id or ring slots. The head becomes available at [`Self::publish`].
+    pub fn push_raw_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        descs: &[PackedDescriptor],
+    ) -> Result<(), DriverError> {
+        self.write_chain(mem, descs)
+    }
+}

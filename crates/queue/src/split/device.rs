@@ -1,0 +1,391 @@
+//! Device side of a split virtqueue.
+
+use std::sync::atomic::{fence, Ordering};
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use virtio_lm_spec::ring::{
+    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+};
+use zerocopy::FromBytes;
+
+use super::layout;
+use crate::chain::DescriptorChain;
+use crate::config::{QueueConfig, RingKind};
+use crate::device_queue::DeviceQueue;
+use crate::error::{ChainError, ConfigError, QueueError, StateError};
+use crate::event::need_event;
+use crate::inflight::InflightTracker;
+use crate::state::QueueState;
+use crate::walk::{indirect_entries, read_desc, ChainBuilder, DESC_SIZE};
+
+/// Device side of a split virtqueue.
+///
+/// ```
+/// use virtio_lm_queue::{BufferSpec, DeviceQueue, QueueConfig, RingFeatures, RingKind, SplitDriver, SplitQueue};
+/// use vm_memory::{GuestAddress, GuestMemoryMmap};
+///
+/// let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+/// let (config, _) = QueueConfig::contiguous(RingKind::Split, 8, GuestAddress(0), RingFeatures::default());
+/// let mut driver = SplitDriver::new(config, &mem).unwrap();
+/// let mut device = SplitQueue::new(config, &mem).unwrap();
+///
+/// let head = driver.add_chain(&mem, &[BufferSpec::readable(0x8000, 64), BufferSpec::writable(0x9000, 16)]).unwrap();
+/// driver.publish(&mem).unwrap();
+///
+/// let chain = device.pop(&mem).unwrap().expect("one chain");
+/// assert_eq!((chain.id, chain.readable_len(), chain.writable_len()), (head, 64, 16));
+/// device.add_used(&mem, chain.id, 16).unwrap();
+/// device.publish_used(&mem).unwrap();
+/// assert!(device.needs_notification(&mem).unwrap());
+/// assert_eq!(driver.collect_used(&mem).unwrap()[0].len, 16);
+/// ```
+#[derive(Clone, Debug)]
+pub struct SplitQueue {
+    config: QueueConfig,
+    /// Next available-ring index to read (seed 001 `last_avail_idx`).
+    next_avail: u16,
+    /// Last avail.idx read from guest memory: saves a memory read per chain in a batch.
+    cached_avail_idx: u16,
+    /// Next used-ring index to write.
+    next_used: u16,
+    /// used.idx as last stored to guest memory.
+    published_used: u16,
+    /// used.idx at the last notification decision.
+    signalled_used: u16,
+    /// A notification is owed regardless of suppression (restored from a saved state).
+    force_notify: bool,
+    inflight: InflightTracker,
+}
+
+fn ring_err(addr: GuestAddress) -> QueueError {
+    QueueError::RingAccess { addr: addr.0 }
+}
+
+impl SplitQueue {
+    fn load_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        order: Ordering,
+    ) -> Result<u16, QueueError> {
+        mem.load::<u16>(addr, order)
+            .map(u16::from_le)
+            .map_err(|_| ring_err(addr))
+    }
+
+    fn store_u16<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        value: u16,
+        order: Ordering,
+    ) -> Result<(), QueueError> {
+        mem.store(value.to_le(), addr, order).map_err(|_| ring_err(addr))
+    }
+
+    /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+
+    /// Next used-ring index the device will write.
+    pub fn next_used(&self) -> u16 {
+        self.next_used
+    }
+
+    fn parse_chain<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        head: u16,
+        chain: &mut DescriptorChain,
+    ) -> Result<(), ChainError> {
+        let size = u32::from(self.config.size);
+        if u32::from(head) >= size {
+            return Err(ChainError::IndexOutOfRange {
+                index: u32::from(head),
+                limit: size,
+            });
+        }
+        let mut builder = ChainBuilder::new(std::mem::take(&mut chain.segments));
+        let mut table = self.config.desc_table;
+        let mut limit = size;
+        let mut index = u32::from(head);
+        let mut visited = 0u32;
+        let mut in_indirect = false;
+        loop {
+            visited += 1;
+            if visited > limit {
+                return Err(ChainError::ChainTooLong { limit });
+            }
+            let addr = table
+                .checked_add(u64::from(index) * DESC_SIZE)
+                .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
+            let raw = read_desc(mem, addr)?;
+            let desc = SplitDescriptor::read_from_bytes(&raw)
+                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            let flags = desc.flags.get();
+            let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
+            if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                limit = indirect_entries(
+                    mem,
+                    self.config.features.indirect_desc,
+                    in_indirect,
+                    has_next,
+                    desc.addr.get(),
+                    desc.len.get(),
+                )?;
+                table = GuestAddress(desc.addr.get());
+                in_indirect = true;
+                index = 0;
+                visited = 0;
+                continue;
+            }
+            builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+            if !has_next {
+                break;
+            }
+            index = u32::from(desc.next.get());
+            if index >= limit {
+                return Err(ChainError::IndexOutOfRange { index, limit });
+            }
+        }
+        *chain = builder.finish(head, 1);
+        Ok(())
+    }
+
+    fn check_state<M: GuestMemory + ?Sized>(
+        config: &QueueConfig,
+        state: &QueueState,
+        mem: &M,
+    ) -> Result<u16, StateError> {
+        config.validate(mem)?;
+        if state.used_state != 0 {
+            return Err(StateError::SplitUsedState(state.used_state));
+        }
+        let last_avail = state.avail_state;
+        let load = |addr: GuestAddress| {
+            mem.load::<u16>(addr, Ordering::Acquire)
+                .map(u16::from_le)
+                .map_err(|_| StateError::RingAccess { addr: addr.0 })
+        };
+        let avail_idx = load(layout::avail_idx(config))?;
+        if avail_idx.wrapping_sub(last_avail) > config.size {
+            return Err(StateError::AvailAhead {
+                avail_idx,
+                last_avail,
+                size: config.size,
+            });
+        }
+        let used_idx = load(layout::used_idx(config))?;
+        let distance = u32::from(last_avail.wrapping_sub(used_idx));
+        if distance != state.inflight.len() as u32 {
+            return Err(StateError::InflightMismatch {
+                inflight: state.inflight.len() as u32,
+                distance,
+            });
+        }
+        validate_inflight(config, state, mem, |_| 1)?;
+        Ok(used_idx)
+    }
+}
+
+/// Checks the in-flight list of a saved state: ids distinct and below the size, ring slots as
+/// the format requires, segments readable-then-writable and inside guest memory.
+pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
+    config: &QueueConfig,
+    state: &QueueState,
+    mem: &M,
+    expected_slots: impl Fn(&DescriptorChain) -> u16,
+) -> Result<(), StateError> {
+    let mut seen = vec![false; usize::from(config.size)];
+    for chain in &state.inflight {
+        let bad = |reason| StateError::BadInflight {
+            id: chain.id,
+            reason,
+        };
+        let slot = seen
+            .get_mut(usize::from(chain.id))
+            .ok_or(bad("id not below the queue size"))?;
+        if std::mem::replace(slot, true) {
+            return Err(bad("id listed twice"));
+        }
+        if chain.ring_slots == 0 || chain.ring_slots != expected_slots(chain) {
+            return Err(bad("ring slot count does not fit the ring format"));
+        }
+        let mut builder = ChainBuilder::new(Vec::new());
+        for seg in &chain.segments {
+            builder
+                .push(mem, seg.addr.0, seg.len, seg.writable)
+                .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
+        }
+    }
+    Ok(())
+}
+
+impl DeviceQueue for SplitQueue {
+    fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
+        config.expect_kind(RingKind::Split)?;
+        config.validate(mem)?;
+        Ok(Self {
+            config,
+            next_avail: 0,
+            cached_avail_idx: 0,
+            next_used: 0,
+            published_used: 0,
+            signalled_used: 0,
+            force_notify: false,
+            inflight: InflightTracker::new(config.size),
+        })
+    }
+
+    fn from_state<M: GuestMemory + ?Sized>(
+        config: QueueConfig,
+        state: &QueueState,
+        mem: &M,
+    ) -> Result<Self, StateError> {
+        config.expect_kind(RingKind::Split)?;
+        let used_idx = Self::check_state(&config, state, mem)?;
+        Ok(Self {
+            config,
+            next_avail: state.avail_state,
+            cached_avail_idx: state.avail_state,
+            next_used: used_idx,
+            published_used: used_idx,
+            signalled_used: used_idx,
+            force_notify: state.notification_owed,
+            inflight: InflightTracker::from_chains(config.size, &state.inflight),
+        })
+    }
+
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn pop_into<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        if self.cached_avail_idx == self.next_avail && !self.has_available(mem)? {
+            return Ok(false);
+        }
+        let entry = layout::avail_entry(&self.config, self.next_avail);
+        let head = Self::load_u16(mem, entry, Ordering::Relaxed)?;
+        self.parse_chain(mem, head, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(true)
+    }
+
+    fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u16, len: u32) -> Result<(), QueueError> {
+        self.inflight.check_used(id, len)?;
+        let addr = layout::used_entry(&self.config, self.next_used);
+        let elem = UsedElem::new(u32::from(id), len);
+        let bytes: [u8; 8] = zerocopy::transmute!(elem);
+        mem.write_obj(bytes, addr).map_err(|_| ring_err(addr))?;
+        self.inflight.remove(id);
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
+    }
+
+    fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
+        if self.published_used == self.next_used {
+            return Ok(());
+        }
+        // Release: the used elements must be visible before the index that exposes them.
+        Self::store_u16(mem, layout::used_idx(&self.config), self.next_used, Ordering::Release)?;
+        self.published_used = self.next_used;
+        Ok(())
+    }
+
+    fn needs_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        // The used.idx store must be ordered before the read of the driver's suppression field,
+        // or a driver that just re-enabled interrupts could be missed.
+        fence(Ordering::SeqCst);
+        let old = self.signalled_used;
+        let new = self.published_used;
+        self.signalled_used = new;
+        if std::mem::take(&mut self.force_notify) {
+            return Ok(true);
+        }
+        if old == new {
+            return Ok(false);
+        }
+        if self.config.features.event_idx {
+            let used_event = Self::load_u16(mem, layout::used_event(&self.config), Ordering::Relaxed)?;
+            Ok(need_event(used_event, new, old))
+        } else {
+            let flags = Self::load_u16(mem, layout::avail_flags(&self.config), Ordering::Relaxed)?;
+            Ok(flags & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        if self.config.features.event_idx {
+            Self::store_u16(mem, layout::avail_event(&self.config), self.next_avail, Ordering::Relaxed)?;
+        } else {
+            Self::store_u16(mem, layout::used_flags(&self.config), 0, Ordering::Relaxed)?;
+        }
+        // The enable must be visible before re-reading avail.idx, or a buffer added in between
+        // would get neither a kick nor a poll.
+        fence(Ordering::SeqCst);
+        self.has_available(mem)
+    }
+
+    fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
+        // With EVENT_IDX a stale avail_event already suppresses kicks; writing it would only cost.
+        if !self.config.features.event_idx {
+            Self::store_u16(
+                mem,
+                layout::used_flags(&self.config),
+                VIRTQ_USED_F_NO_NOTIFY,
+                Ordering::Relaxed,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        let avail_idx = Self::load_u16(mem, layout::avail_idx(&self.config), Ordering::Acquire)?;
+        if avail_idx.wrapping_sub(self.next_avail) > self.config.size {
+            return Err(QueueError::AvailIndexJump {
+                avail_idx,
+                next_avail: self.next_avail,
+                size: self.config.size,
+            });
+        }
+        self.cached_avail_idx = avail_idx;
+        Ok(avail_idx != self.next_avail)
+    }
+
+    fn state(&self) -> Result<QueueState, QueueError> {
+        if self.published_used != self.next_used {
+            return Err(QueueError::UnpublishedUsed {
+                count: self.next_used.wrapping_sub(self.published_used),
+            });
+        }
+        Ok(QueueState {
+            avail_state: self.next_avail,
+            used_state: 0,
+            notification_owed: self.force_notify || self.signalled_used != self.published_used,
+            inflight: self.inflight.in_order(),
+        })
+    }
+
+    fn inflight(&self) -> Vec<DescriptorChain> {
+        self.inflight.in_order()
+    }
+
+    fn inflight_len(&self) -> u16 {
+        self.inflight.len()
+    }
+
+    fn reset(&mut self) {
+        self.next_avail = 0;
+        self.cached_avail_idx = 0;
+        self.next_used = 0;
+        self.published_used = 0;
+        self.signalled_used = 0;
+        self.force_notify = false;
+        self.inflight.clear();
+    }
+}

@@ -1,0 +1,298 @@
+//! Driver side of a split virtqueue: the guest driver model used by tests, the simulated VM's
+//! guest drivers and the conformance suite.
+
+use std::sync::atomic::{fence, Ordering};
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use virtio_lm_spec::ring::{
+    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+};
+use zerocopy::FromBytes;
+
+use super::layout;
+use crate::chain::{BufferSpec, UsedBuffer};
+use crate::config::{QueueConfig, RingKind};
+use crate::error::DriverError;
+use crate::event::need_event;
+
+fn mem_err(addr: GuestAddress) -> DriverError {
+    DriverError::MemoryAccess { addr: addr.0 }
+}
+
+/// Driver side of a split virtqueue.
+#[derive(Clone, Debug)]
+pub struct SplitDriver {
+    config: QueueConfig,
+    /// Free descriptor indices (a stack: the most recently freed is reused first).
+    free: Vec<u16>,
+    /// Per head: the descriptor indices the chain occupies, while the device holds it.
+    outstanding: Vec<Option<Vec<u16>>>,
+    /// avail.idx to publish next.
+    avail_idx: u16,
+    /// avail.idx as last stored to guest memory.
+    published_avail: u16,
+    /// avail.idx at the last kick decision.
+    kicked_avail: u16,
+    /// Next used index to read.
+    last_used: u16,
+}
+
+impl SplitDriver {
+    /// Zeroes the rings (the driver initialises used.flags to 0) and returns a driver for them.
+    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
+        config.expect_kind(RingKind::Split)?;
+        config.validate(mem)?;
+        let areas = [config.desc_table, config.driver_area, config.device_area];
+        for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
+            mem.write_slice(&vec![0u8; len as usize], addr)
+                .map_err(|_| mem_err(addr))?;
+        }
+        Ok(Self {
+            config,
+            free: (0..config.size).rev().collect(),
+            outstanding: vec![None; usize::from(config.size)],
+            avail_idx: 0,
+            published_avail: 0,
+            kicked_avail: 0,
+            last_used: 0,
+        })
+    }
+
+    /// The queue configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    /// Free descriptors.
+    pub fn num_free(&self) -> u16 {
+        self.free.len() as u16
+    }
+
+    /// Chains made available and not yet collected back.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.iter().filter(|o| o.is_some()).count()
+    }
+
+    fn write_desc<M: GuestMemory + ?Sized>(
+        mem: &M,
+        addr: GuestAddress,
+        desc: SplitDescriptor,
+    ) -> Result<(), DriverError> {
+        let bytes: [u8; 16] = zerocopy::transmute!(desc);
+        mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))
+    }
+
+    fn check_order(buffers: &[BufferSpec]) -> Result<(), DriverError> {
+        if buffers.is_empty() {
+            return Err(DriverError::EmptyChain);
+        }
+        if buffers.windows(2).any(|w| w[0].writable && !w[1].writable) {
+            return Err(DriverError::ReadableAfterWritable);
+        }
+        Ok(())
+    }
+
+    fn take_descs(&mut self, count: usize) -> Result<Vec<u16>, DriverError> {
+        if count > self.free.len() {
+            return Err(DriverError::QueueFull {
+                free: self.num_free(),
+                needed: count.min(usize::from(u16::MAX)) as u16,
+            });
+        }
+        Ok(self.free.split_off(self.free.len() - count))
+    }
+
+    /// Writes `buffers` as a chain of descriptors and places it in the available ring (visible
+    /// to the device after [`Self::publish`]). Returns the head index.
+    pub fn add_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        buffers: &[BufferSpec],
+    ) -> Result<u16, DriverError> {
+        Self::check_order(buffers)?;
+        let descs = self.take_descs(buffers.len())?;
+        for (i, (buf, &index)) in buffers.iter().zip(&descs).enumerate() {
+            let next = descs.get(i + 1).copied();
+            let flags = if buf.writable { VIRTQ_DESC_F_WRITE } else { 0 }
+                | if next.is_some() { VIRTQ_DESC_F_NEXT } else { 0 };
+            let desc = SplitDescriptor::new(buf.addr.0, buf.len, flags, next.unwrap_or(0));
+            if let Err(e) = Self::write_desc(mem, layout::desc(&self.config, index), desc) {
+                self.free.extend(descs);
+                return Err(e);
+            }
+        }
+        self.expose(mem, descs)
+    }
+
+    /// Writes `buffers` into an indirect table at `table` and makes it available through one
+    /// descriptor. Returns the head index.
+    pub fn add_indirect_chain<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        buffers: &[BufferSpec],
+        table: GuestAddress,
+    ) -> Result<u16, DriverError> {
+        Self::check_order(buffers)?;
+        let entries = u16::try_from(buffers.len()).map_err(|_| DriverError::QueueFull {
+            free: self.num_free(),
+            needed: u16::MAX,
+        })?;
+        for (i, buf) in (0u16..).zip(buffers) {
+            let last = i + 1 == entries;
+            let flags = if buf.writable { VIRTQ_DESC_F_WRITE } else { 0 }
+                | if last { 0 } else { VIRTQ_DESC_F_NEXT };
+            let desc = SplitDescriptor::new(buf.addr.0, buf.len, flags, if last { 0 } else { i + 1 });
+            let addr = table
+                .checked_add(16 * u64::from(i))
+                .ok_or(mem_err(table))?;
+            Self::write_desc(mem, addr, desc)?;
+        }
+        let descs = self.take_descs(1)?;
+        let desc = SplitDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, 0);
+        if let Err(e) = Self::write_desc(mem, layout::desc(&self.config, descs[0]), desc) {
+            self.free.extend(descs);
+            return Err(e);
+        }
+        self.expose(mem, descs)
+    }
+
+    fn expose<M: GuestMemory + ?Sized>(&mut self, mem: &M, descs: Vec<u16>) -> Result<u16, DriverError> {
+        let head = descs[0];
+        let entry = layout::avail_entry(&self.config, self.avail_idx);
+        if let Err(e) = mem.store(head.to_le(), entry, Ordering::Relaxed) {
+            let _ = e;
+            self.free.extend(descs);
+            return Err(mem_err(entry));
+        }
+        self.outstanding[usize::from(head)] = Some(descs);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        Ok(head)
+    }
+
+    /// Stores avail.idx so the device can see every chain added so far.
+    pub fn publish<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
+        let addr = layout::avail_idx(&self.config);
+        // Release: ring entries and descriptors before the index that exposes them.
+        mem.store(self.avail_idx.to_le(), addr, Ordering::Release)
+            .map_err(|_| mem_err(addr))?;
+        self.published_avail = self.avail_idx;
+        Ok(())
+    }
+
+    /// Whether the device asked to be notified of what was published since the last decision.
+    pub fn should_kick<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        fence(Ordering::SeqCst);
+        let old = self.kicked_avail;
+        let new = self.published_avail;
+        self.kicked_avail = new;
+        if old == new {
+            return Ok(false);
+        }
+        if self.config.features.event_idx {
+            let addr = layout::avail_event(&self.config);
+            let event = self.load(mem, addr)?;
+            Ok(need_event(event, new, old))
+        } else {
+            let flags = self.load(mem, layout::used_flags(&self.config))?;
+            Ok(flags & VIRTQ_USED_F_NO_NOTIFY == 0)
+        }
+    }
+
+    fn load<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress) -> Result<u16, DriverError> {
+        mem.load::<u16>(addr, Ordering::Acquire)
+            .map(u16::from_le)
+            .map_err(|_| mem_err(addr))
+    }
+
+    /// Collects every buffer the device has used since the last call, freeing its descriptors.
+    pub fn collect_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Vec<UsedBuffer>, DriverError> {
+        let used_idx = self.load(mem, layout::used_idx(&self.config))?;
+        let distance = used_idx.wrapping_sub(self.last_used);
+        if distance > self.config.size {
+            return Err(DriverError::UsedIndexJump { distance });
+        }
+        let mut used = Vec::with_capacity(usize::from(distance));
+        while self.last_used != used_idx {
+            let addr = layout::used_entry(&self.config, self.last_used);
+            let raw: [u8; 8] = mem.read_obj(addr).map_err(|_| mem_err(addr))?;
+            let elem = UsedElem::read_from_bytes(&raw).map_err(|_| mem_err(addr))?;
+            let id = elem.id.get();
+            let descs = u16::try_from(id)
+                .ok()
+                .and_then(|h| self.outstanding.get_mut(usize::from(h)))
+                .and_then(Option::take)
+                .ok_or(DriverError::UnknownUsedId { id })?;
+            self.free.extend(descs);
+            used.push(UsedBuffer {
+                id: id as u16,
+                len: elem.len.get(),
+            });
+            self.last_used = self.last_used.wrapping_add(1);
+        }
+        Ok(used)
+    }
+
+    /// Asks for used-buffer notifications. Returns true if used buffers are already waiting.
+    pub fn enable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+        if self.config.features.event_idx {
+            let addr = layout::used_event(&self.config);
+            mem.store(self.last_used.to_le(), addr, Ordering::Relaxed)
+                .map_err(|_| mem_err(addr))?;
+        } else {
+            let addr = layout::avail_flags(&self.config);
+            mem.store(0u16, addr, Ordering::Relaxed).map_err(|_| mem_err(addr))?;
+        }
+        fence(Ordering::SeqCst);
+        Ok(self.load(mem, layout::used_idx(&self.config))? != self.last_used)
+    }
+
+    /// Asks the device not to send used-buffer notifications.
+    pub fn disable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
+        let (addr, value) = if self.config.features.event_idx {
+            // As Linux does: an event index half the index space away is never reached soon.
+            (layout::used_event(&self.config), self.last_used.wrapping_add(0x8000))
+        } else {
+            (layout::avail_flags(&self.config), VIRTQ_AVAIL_F_NO_INTERRUPT)
+        };
+        mem.store(value.to_le(), addr, Ordering::Relaxed)
+            .map_err(|_| mem_err(addr))
+    }
+
+    /// Sets `used_event` to an explicit value (EVENT_IDX tests).
+    pub fn set_used_event<M: GuestMemory + ?Sized>(&mut self, mem: &M, value: u16) -> Result<(), DriverError> {
+        let addr = layout::used_event(&self.config);
+        mem.store(value.to_le(), addr, Ordering::Release)
+            .map_err(|_| mem_err(addr))
+    }
+
+    /// Hostile-driver hook: writes a raw descriptor into the table, bypassing the free list.
+    pub fn write_raw_descriptor<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        index: u16,
+        desc: SplitDescriptor,
+    ) -> Result<(), DriverError> {
+        let addr = layout::desc(&self.config, index % self.config.size);
+        Self::write_desc(mem, addr, desc)
+    }
+
+    /// Hostile-driver hook: places `head` in the available ring without tracking it.
+    pub fn push_raw_head<M: GuestMemory + ?Sized>(&mut self, mem: &M, head: u16) -> Result<(), DriverError> {
+        let entry = layout::avail_entry(&self.config, self.avail_idx);
+        mem.store(head.to_le(), entry, Ordering::Relaxed)
+            .map_err(|_| mem_err(entry))?;
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Hostile-driver hook: stores an arbitrary avail.idx.
+    pub fn set_raw_avail_idx<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: u16) -> Result<(), DriverError> {
+        let addr = layout::avail_idx(&self.config);
+        mem.store(idx.to_le(), addr, Ordering::Release)
+            .map_err(|_| mem_err(addr))?;
+        self.avail_idx = idx;
+        self.published_avail = idx;
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! Queue state: everything a device needs, beyond guest memory and the queue configuration, to
+//! resume a virtqueue exactly where it stopped.
+//!
+//! `avail_state` and `used_state` are the 16-bit seed 001 encodings. The rest is ours: the
+//! notification the device still owes (without it an EVENT_IDX driver can wait forever after a
+//! restore) and the chains taken but not yet used, so a device can migrate without draining.
+
+use crate::chain::DescriptorChain;
+use crate::config::RingKind;
+use crate::event::RingPosition;
+
+/// Saved state of one virtqueue. Untrusted: restoring validates every field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueState {
+    /// Seed 001 available state. Split: `last_avail_idx`. Packed: bits 0–14 `last_avail_idx`,
+    /// bit 15 `last_avail_wrap_counter`.
+    pub avail_state: u16,
+    /// Seed 001 used state. Packed: bits 0–14 `used_idx`, bit 15 `used_wrap_counter`.
+    /// Split: 0 (its used index lives in guest memory).
+    pub used_state: u16,
+    /// Used entries were published whose notification decision is still pending.
+    pub notification_owed: bool,
+    /// Chains taken and not yet used, oldest first.
+    pub inflight: Vec<DescriptorChain>,
+}
+
+impl QueueState {
+    /// The state of a queue that has never run: indices 0, wrap counters 1.
+    pub fn initial(kind: RingKind) -> Self {
+        let position = match kind {
+            RingKind::Split => 0,
+            RingKind::Packed => RingPosition::INITIAL.to_state(),
+        };
+        Self {
+            avail_state: position,
+            used_state: position,
+            notification_owed: false,
+            inflight: Vec::new(),
+        }
+    }
+
+    /// Ids of the in-flight chains, oldest first (the VQ_INFLIGHT context field).
+    pub fn inflight_ids(&self) -> Vec<u16> {
+        self.inflight.iter().map(|c| c.id).collect()
+    }
+}

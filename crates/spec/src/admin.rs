@@ -1,0 +1,318 @@
+//! Administration command set: the merged framework (spec §2) and the seed-004
+//! device-migration commands with this project's opcodes (spec-notes §4).
+//!
+//! A command is one admin-queue buffer: [`AdminCmdHeader`] + command data
+//! (device-readable), then [`AdminResultHeader`] + result (device-writable).
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::context::FieldType;
+
+/// Size of [`AdminCmdHeader`].
+pub const ADMIN_CMD_HEADER_LEN: usize = 24;
+/// Size of [`AdminResultHeader`].
+pub const ADMIN_RESULT_HEADER_LEN: usize = 8;
+
+/// Command opcodes (`le16 opcode`).
+pub mod opcode {
+    /// Report the supported opcodes as a bitmap (merged).
+    pub const LIST_QUERY: u16 = 0x0000;
+    /// Declare the opcodes the driver will use (merged).
+    pub const LIST_USE: u16 = 0x0001;
+    /// Seed 004, our number: read the member's mode ([`DevModeData`](super::DevModeData)).
+    pub const DEV_MODE_GET: u16 = 0x0013;
+    /// Seed 004, our number: set the member's mode ([`DevModeData`](super::DevModeData)).
+    pub const DEV_MODE_SET: u16 = 0x0014;
+    /// Seed 004, our number: estimated context bytes left to read.
+    pub const DEV_CTX_SIZE_GET: u16 = 0x0015;
+    /// Seed 004, our number: read the next part of the device context.
+    pub const DEV_CTX_READ: u16 = 0x0016;
+    /// Seed 004, our number: write part of a device context (Freeze only).
+    pub const DEV_CTX_WRITE: u16 = 0x0017;
+    /// Seed 004, our number: drop a partially read or written context.
+    pub const DEV_CTX_DISCARD: u16 = 0x0018;
+    /// Seed 004, our number: list the context field types the device knows.
+    pub const DEV_CTX_FIELDS_QUERY: u16 = 0x0019;
+
+    /// The seven seed-004 commands, which a device supports all or none of.
+    pub const DEVICE_MIGRATION: [u16; 7] = [
+        DEV_MODE_GET,
+        DEV_MODE_SET,
+        DEV_CTX_SIZE_GET,
+        DEV_CTX_READ,
+        DEV_CTX_WRITE,
+        DEV_CTX_DISCARD,
+        DEV_CTX_FIELDS_QUERY,
+    ];
+
+    /// Merged virtio 1.4 device-parts opcodes, for the `v1.4` profile later.
+    pub mod v1_4 {
+        /// VIRTIO_ADMIN_CMD_DEV_PARTS_METADATA_GET.
+        pub const DEV_PARTS_METADATA_GET: u16 = 0x000e;
+        /// VIRTIO_ADMIN_CMD_DEV_PARTS_GET.
+        pub const DEV_PARTS_GET: u16 = 0x000f;
+        /// VIRTIO_ADMIN_CMD_DEV_PARTS_SET.
+        pub const DEV_PARTS_SET: u16 = 0x0010;
+        /// VIRTIO_ADMIN_CMD_DEV_MODE_SET (`u8 flags`, bit 0 = stopped); not
+        /// the seed-004 command of the same name.
+        pub const DEV_MODE_SET: u16 = 0x0011;
+    }
+}
+
+/// Group types (`le16 group_type`).
+pub mod group_type {
+    /// The owner itself; member id 0.
+    pub const SELF: u16 = 0x0000;
+    /// SR-IOV: owner is the PF, members are VFs 1..=NumVFs.
+    pub const SRIOV: u16 = 0x0001;
+}
+
+/// `status` values: Linux errno numbers.
+pub mod status {
+    /// Success.
+    pub const OK: u16 = 0;
+    /// No such device or address.
+    pub const ENXIO: u16 = 6;
+    /// Try again; the command had no side effects.
+    pub const EAGAIN: u16 = 11;
+    /// Out of memory; the command had no side effects.
+    pub const ENOMEM: u16 = 12;
+    /// Device or resource busy.
+    pub const EBUSY: u16 = 16;
+    /// Invalid command; it had no side effects.
+    pub const EINVAL: u16 = 22;
+    /// No space left.
+    pub const ENOSPC: u16 = 28;
+}
+
+/// `status_qualifier` values; 0x08 and above are reserved.
+pub mod qualifier {
+    /// Success (always with status OK).
+    pub const Q_OK: u16 = 0x00;
+    /// Malformed command (also how a driver treats a reserved qualifier).
+    pub const Q_INVALID_COMMAND: u16 = 0x01;
+    /// Unknown or unused opcode.
+    pub const Q_INVALID_OPCODE: u16 = 0x02;
+    /// Invalid value in the command data.
+    pub const Q_INVALID_FIELD: u16 = 0x03;
+    /// Invalid or absent group.
+    pub const Q_INVALID_GROUP: u16 = 0x04;
+    /// Member id out of range.
+    pub const Q_INVALID_MEMBER: u16 = 0x05;
+    /// Out of resources; may be retried.
+    pub const Q_NORESOURCE: u16 = 0x06;
+    /// Retry later.
+    pub const Q_TRYAGAIN: u16 = 0x07;
+}
+
+/// The readable header of every command (24 bytes).
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct AdminCmdHeader {
+    /// One of [`opcode`].
+    pub opcode: U16,
+    /// One of [`group_type`].
+    pub group_type: U16,
+    /// Zero.
+    pub reserved1: [u8; 12],
+    /// 0 for [`group_type::SELF`], the VF number for SR-IOV.
+    pub group_member_id: U64,
+}
+
+impl AdminCmdHeader {
+    /// A header from native values.
+    pub const fn new(opcode: u16, group_type: u16, group_member_id: u64) -> Self {
+        AdminCmdHeader {
+            opcode: U16::new(opcode),
+            group_type: U16::new(group_type),
+            reserved1: [0; 12],
+            group_member_id: U64::new(group_member_id),
+        }
+    }
+}
+
+/// The writable header of every command (8 bytes).
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct AdminResultHeader {
+    /// One of [`status`].
+    pub status: U16,
+    /// One of [`qualifier`].
+    pub status_qualifier: U16,
+    /// Zero.
+    pub reserved2: [u8; 4],
+}
+
+impl AdminResultHeader {
+    /// A header from native values.
+    pub const fn new(status: u16, status_qualifier: u16) -> Self {
+        AdminResultHeader {
+            status: U16::new(status),
+            status_qualifier: U16::new(status_qualifier),
+            reserved2: [0; 4],
+        }
+    }
+}
+
+/// Seed-004 device mode of a member device (values are our assignment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[repr(u8)]
+pub enum DevMode {
+    /// Normal operation.
+    #[default]
+    Active = 0,
+    /// No new requests and no DMA; context may still change.
+    Stop = 1,
+    /// Context frozen; the only mode that accepts DEV_CTX_WRITE.
+    Freeze = 2,
+}
+
+/// A mode byte other than Active/Stop/Freeze (answered EINVAL / Q_INVALID_FIELD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid device mode {0}")]
+pub struct InvalidDevMode(pub u8);
+
+impl TryFrom<u8> for DevMode {
+    type Error = InvalidDevMode;
+
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            0 => Ok(DevMode::Active),
+            1 => Ok(DevMode::Stop),
+            2 => Ok(DevMode::Freeze),
+            other => Err(InvalidDevMode(other)),
+        }
+    }
+}
+
+impl From<DevMode> for u8 {
+    fn from(m: DevMode) -> Self {
+        m as u8
+    }
+}
+
+/// DEV_MODE_SET data and DEV_MODE_GET result: `u8 mode; u8 reserved[7]`.
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DevModeData {
+    /// A [`DevMode`] value (unchecked on the wire).
+    pub mode: u8,
+    /// Zero; pads to the 64-bit multiple the framework requires.
+    pub reserved: [u8; 7],
+}
+
+impl DevModeData {
+    /// The data for `mode`.
+    pub const fn new(mode: DevMode) -> Self {
+        DevModeData {
+            mode: mode as u8,
+            reserved: [0; 7],
+        }
+    }
+}
+
+/// DEV_CTX_SIZE_GET result: `le32 size; le32 reserved`.
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DevCtxSizeResult {
+    /// Estimated context bytes left to read in the current mode.
+    pub size: U32,
+    /// Zero.
+    pub reserved: U32,
+}
+
+impl DevCtxSizeResult {
+    /// A result reporting `size` bytes.
+    pub const fn new(size: u32) -> Self {
+        DevCtxSizeResult {
+            size: U32::new(size),
+            reserved: U32::ZERO,
+        }
+    }
+}
+
+/// DEV_CTX_READ result header (seed 004 v4 layout), followed by `u8 data[size]`.
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DevCtxReadResultHeader {
+    /// Context bytes still to read after this response.
+    pub remaining_ctx_size: U32,
+    /// Bytes of context data in this response.
+    pub size: U32,
+}
+
+impl DevCtxReadResultHeader {
+    /// A header from native values.
+    pub const fn new(remaining_ctx_size: u32, size: u32) -> Self {
+        DevCtxReadResultHeader {
+            remaining_ctx_size: U32::new(remaining_ctx_size),
+            size: U32::new(size),
+        }
+    }
+}
+
+/// DEV_CTX_FIELDS_QUERY result header, followed by `count` [`DevCtxFieldInfo`].
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DevCtxFieldsQueryHeader {
+    /// Number of entries that follow.
+    pub count: U32,
+    /// Zero.
+    pub reserved: U32,
+}
+
+impl DevCtxFieldsQueryHeader {
+    /// A header announcing `count` entries.
+    pub const fn new(count: u32) -> Self {
+        DevCtxFieldsQueryHeader {
+            count: U32::new(count),
+            reserved: U32::ZERO,
+        }
+    }
+}
+
+/// One DEV_CTX_FIELDS_QUERY entry: `le16 type; le16 flags; le32 length`.
+#[derive(
+    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DevCtxFieldInfo {
+    /// The [`FieldType`].
+    pub field_type: U16,
+    /// `FIELD_FLAG_*` bits the device uses for this type.
+    pub flags: U16,
+    /// Value length, or 0 for variable length.
+    pub length: U32,
+}
+
+impl DevCtxFieldInfo {
+    /// An entry from native values.
+    pub const fn new(field_type: FieldType, flags: u16, length: u32) -> Self {
+        DevCtxFieldInfo {
+            field_type: U16::new(field_type.0),
+            flags: U16::new(flags),
+            length: U32::new(length),
+        }
+    }
+
+    /// The field type.
+    pub const fn field_type(&self) -> FieldType {
+        FieldType(self.field_type.get())
+    }
+}
+
+#[cfg(test)]
+mod tests;

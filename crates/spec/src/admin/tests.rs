@@ -1,0 +1,190 @@
+use super::*;
+use core::mem::{offset_of, size_of};
+
+/// Spec §2.2 `struct virtio_admin_cmd`: "le16 opcode; le16 group_type; u8
+/// reserved1[12]; le64 group_member_id;" — "device-readable part (24 bytes +
+/// data)".
+#[test]
+fn cmd_header_layout() {
+    assert_eq!(size_of::<AdminCmdHeader>(), 24);
+    assert_eq!(size_of::<AdminCmdHeader>(), ADMIN_CMD_HEADER_LEN);
+    assert_eq!(offset_of!(AdminCmdHeader, opcode), 0);
+    assert_eq!(offset_of!(AdminCmdHeader, group_type), 2);
+    assert_eq!(offset_of!(AdminCmdHeader, reserved1), 4);
+    assert_eq!(offset_of!(AdminCmdHeader, group_member_id), 16);
+}
+
+/// Spec §2.2: "le16 status; le16 status_qualifier; u8 reserved2[4];" —
+/// "device-writable part (8 bytes + result)".
+#[test]
+fn result_header_layout() {
+    assert_eq!(size_of::<AdminResultHeader>(), 8);
+    assert_eq!(size_of::<AdminResultHeader>(), ADMIN_RESULT_HEADER_LEN);
+    assert_eq!(offset_of!(AdminResultHeader, status), 0);
+    assert_eq!(offset_of!(AdminResultHeader, status_qualifier), 2);
+    assert_eq!(offset_of!(AdminResultHeader, reserved2), 4);
+}
+
+/// Headers serialise little-endian with zeroed reserved bytes and read back.
+#[test]
+fn header_bytes() {
+    let h = AdminCmdHeader::new(opcode::DEV_CTX_READ, group_type::SRIOV, 0x0102);
+    let b = h.as_bytes();
+    assert_eq!(b[..4], [0x16, 0x00, 0x01, 0x00]);
+    assert_eq!(b[4..16], [0; 12]);
+    assert_eq!(b[16..], [0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(AdminCmdHeader::read_from_bytes(b).unwrap(), h);
+
+    let r = AdminResultHeader::new(status::EINVAL, qualifier::Q_INVALID_MEMBER);
+    assert_eq!(r.as_bytes(), [22, 0, 5, 0, 0, 0, 0, 0]);
+    assert_eq!(AdminResultHeader::read_from_bytes(r.as_bytes()).unwrap(), r);
+}
+
+/// Spec §2.3: LIST_QUERY 0x0000, LIST_USE 0x0001; spec-notes §4 assigns the
+/// seed-004 commands 0x0013-0x0019 in the free range "0x0013–0x7FFF".
+#[test]
+fn opcodes() {
+    assert_eq!(opcode::LIST_QUERY, 0x0);
+    assert_eq!(opcode::LIST_USE, 0x1);
+    assert_eq!(opcode::DEV_MODE_GET, 0x13);
+    assert_eq!(opcode::DEV_MODE_SET, 0x14);
+    assert_eq!(opcode::DEV_CTX_SIZE_GET, 0x15);
+    assert_eq!(opcode::DEV_CTX_READ, 0x16);
+    assert_eq!(opcode::DEV_CTX_WRITE, 0x17);
+    assert_eq!(opcode::DEV_CTX_DISCARD, 0x18);
+    assert_eq!(opcode::DEV_CTX_FIELDS_QUERY, 0x19);
+    for op in opcode::DEVICE_MIGRATION {
+        assert!(
+            (0x0013..=0x7fff).contains(&op),
+            "{op:#x} outside the free range"
+        );
+    }
+    assert_eq!(opcode::v1_4::DEV_PARTS_METADATA_GET, 0xe);
+    assert_eq!(opcode::v1_4::DEV_PARTS_GET, 0xf);
+    assert_eq!(opcode::v1_4::DEV_PARTS_SET, 0x10);
+    assert_eq!(opcode::v1_4::DEV_MODE_SET, 0x11);
+}
+
+/// Seed 004: "A device MUST either support all of, or none of" the migration
+/// commands — the list holds seven distinct opcodes.
+#[test]
+fn device_migration_set_is_complete() {
+    let mut ops = opcode::DEVICE_MIGRATION.to_vec();
+    ops.sort_unstable();
+    ops.dedup();
+    assert_eq!(ops.len(), 7);
+}
+
+/// Spec §2.1: group type 0 Self, 1 SR-IOV.
+#[test]
+fn group_types() {
+    assert_eq!(group_type::SELF, 0);
+    assert_eq!(group_type::SRIOV, 1);
+}
+
+/// Spec §2.4 status table: 0 OK, 6 ENXIO, 11 EAGAIN, 12 ENOMEM, 16 EBUSY,
+/// 22 EINVAL, 28 ENOSPC.
+#[test]
+fn status_codes() {
+    assert_eq!(status::OK, 0);
+    assert_eq!(status::ENXIO, 6);
+    assert_eq!(status::EAGAIN, 11);
+    assert_eq!(status::ENOMEM, 12);
+    assert_eq!(status::EBUSY, 16);
+    assert_eq!(status::EINVAL, 22);
+    assert_eq!(status::ENOSPC, 28);
+}
+
+/// Spec §2.4 qualifier table 0x00-0x07.
+#[test]
+fn qualifiers() {
+    assert_eq!(qualifier::Q_OK, 0);
+    assert_eq!(qualifier::Q_INVALID_COMMAND, 1);
+    assert_eq!(qualifier::Q_INVALID_OPCODE, 2);
+    assert_eq!(qualifier::Q_INVALID_FIELD, 3);
+    assert_eq!(qualifier::Q_INVALID_GROUP, 4);
+    assert_eq!(qualifier::Q_INVALID_MEMBER, 5);
+    assert_eq!(qualifier::Q_NORESOURCE, 6);
+    assert_eq!(qualifier::Q_TRYAGAIN, 7);
+}
+
+/// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET
+/// when the mode is other than Active or Stop or Freeze"; spec-notes §4:
+/// Active = 0, Stop = 1, Freeze = 2.
+#[test]
+fn dev_mode_values() {
+    for (v, m) in [
+        (0, DevMode::Active),
+        (1, DevMode::Stop),
+        (2, DevMode::Freeze),
+    ] {
+        assert_eq!(DevMode::try_from(v), Ok(m));
+        assert_eq!(u8::from(m), v);
+    }
+    for v in 3..=u8::MAX {
+        assert_eq!(DevMode::try_from(v), Err(InvalidDevMode(v)));
+    }
+    assert_eq!(InvalidDevMode(7).to_string(), "invalid device mode 7");
+}
+
+/// spec-notes §4: DEV_MODE data/result "`u8 mode; u8 reserved[7]`".
+#[test]
+fn dev_mode_data() {
+    assert_eq!(size_of::<DevModeData>(), 8);
+    assert_eq!(offset_of!(DevModeData, mode), 0);
+    assert_eq!(offset_of!(DevModeData, reserved), 1);
+    let d = DevModeData::new(DevMode::Freeze);
+    assert_eq!(d.as_bytes(), [2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(DevModeData::read_from_bytes(d.as_bytes()).unwrap(), d);
+}
+
+/// spec-notes §4: DEV_CTX_SIZE_GET result "`le32 size; le32 reserved`".
+#[test]
+fn dev_ctx_size_result() {
+    assert_eq!(size_of::<DevCtxSizeResult>(), 8);
+    assert_eq!(offset_of!(DevCtxSizeResult, size), 0);
+    assert_eq!(offset_of!(DevCtxSizeResult, reserved), 4);
+    let r = DevCtxSizeResult::new(0x1234);
+    assert_eq!(r.as_bytes(), [0x34, 0x12, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(DevCtxSizeResult::read_from_bytes(r.as_bytes()).unwrap(), r);
+}
+
+/// Seed 004 (v4): "struct virtio_admin_cmd_dev_ctx_rd_result { le32
+/// remaining_ctx_size; le32 size; u8 data[]; }" — the v3 le64 and reserved
+/// word are gone, so data starts at 8.
+#[test]
+fn dev_ctx_read_result_header() {
+    assert_eq!(size_of::<DevCtxReadResultHeader>(), 8);
+    assert_eq!(offset_of!(DevCtxReadResultHeader, remaining_ctx_size), 0);
+    assert_eq!(offset_of!(DevCtxReadResultHeader, size), 4);
+    let h = DevCtxReadResultHeader::new(0x0102_0304, 0x10);
+    assert_eq!(h.as_bytes(), [0x04, 0x03, 0x02, 0x01, 0x10, 0, 0, 0]);
+    assert_eq!(
+        DevCtxReadResultHeader::read_from_bytes(h.as_bytes()).unwrap(),
+        h
+    );
+}
+
+/// spec-notes §4: DEV_CTX_FIELDS_QUERY result "`le32 count; le32 reserved;
+/// {le16 type; le16 flags; le32 length}[count]`".
+#[test]
+fn dev_ctx_fields_query() {
+    assert_eq!(size_of::<DevCtxFieldsQueryHeader>(), 8);
+    assert_eq!(offset_of!(DevCtxFieldsQueryHeader, count), 0);
+    assert_eq!(offset_of!(DevCtxFieldsQueryHeader, reserved), 4);
+    assert_eq!(size_of::<DevCtxFieldInfo>(), 8);
+    assert_eq!(offset_of!(DevCtxFieldInfo, field_type), 0);
+    assert_eq!(offset_of!(DevCtxFieldInfo, flags), 2);
+    assert_eq!(offset_of!(DevCtxFieldInfo, length), 4);
+
+    let h = DevCtxFieldsQueryHeader::new(3);
+    assert_eq!(h.as_bytes(), [3, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        DevCtxFieldsQueryHeader::read_from_bytes(h.as_bytes()).unwrap(),
+        h
+    );
+    let e = DevCtxFieldInfo::new(FieldType::VQ_CONFIG, 0, 32);
+    assert_eq!(e.as_bytes(), [0x10, 0x01, 0, 0, 32, 0, 0, 0]);
+    let back = DevCtxFieldInfo::read_from_bytes(e.as_bytes()).unwrap();
+    assert_eq!(back.field_type(), FieldType::VQ_CONFIG);
+}
