@@ -39,6 +39,7 @@ mod config;
 mod device_queue;
 mod error;
 mod event;
+pub mod fuzzing;
 mod inflight;
 mod packed;
 mod split;

@@ -2,11 +2,11 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use virtio_lm_spec::ring::{
     PackedDescriptor, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use zerocopy::FromBytes;
 
 use super::layout;
@@ -89,7 +89,8 @@ impl PackedQueue {
         value: u16,
         order: Ordering,
     ) -> Result<(), QueueError> {
-        mem.store(value.to_le(), addr, order).map_err(|_| ring_err(addr))
+        mem.store(value.to_le(), addr, order)
+            .map_err(|_| ring_err(addr))
     }
 
     /// Next descriptor slot the device will read, with the driver wrap counter it expects there
@@ -135,7 +136,12 @@ impl PackedQueue {
                 )?;
                 self.walk_indirect(mem, &mut builder, GuestAddress(desc.addr.get()), entries)?;
             } else {
-                builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+                builder.push(
+                    mem,
+                    desc.addr.get(),
+                    desc.len.get(),
+                    flags & VIRTQ_DESC_F_WRITE != 0,
+                )?;
             }
             if !has_next {
                 break desc.id.get();
@@ -169,19 +175,17 @@ impl PackedQueue {
                 .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
             let flags = desc.flags.get();
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                // Inside a table this always fails (with NestedIndirect); the fallback only
-                // keeps the rule in one place.
-                indirect_entries(
-                    mem,
-                    true,
-                    true,
-                    false,
-                    desc.addr.get(),
-                    desc.len.get(),
-                )?;
+                // indirect_entries owns the rule; inside a table it always fails with
+                // NestedIndirect, so the explicit error below is only a fallback.
+                indirect_entries(mem, true, true, false, desc.addr.get(), desc.len.get())?;
                 return Err(ChainError::NestedIndirect);
             }
-            builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+            builder.push(
+                mem,
+                desc.addr.get(),
+                desc.len.get(),
+                flags & VIRTQ_DESC_F_WRITE != 0,
+            )?;
         }
         Ok(())
     }
@@ -295,7 +299,12 @@ impl DeviceQueue for PackedQueue {
         Ok(true)
     }
 
-    fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u16, len: u32) -> Result<(), QueueError> {
+    fn add_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
         let slots = self.inflight.check_used(id, len)?;
         let slot = self.next_used.index;
         // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
@@ -323,7 +332,12 @@ impl DeviceQueue for PackedQueue {
         // descriptor's flags go last: the driver reads in ring order and stops at the first slot
         // not yet used, so it sees the whole batch at once (as DPDK does).
         for &(slot, flags) in rest {
-            Self::store_u16(mem, layout::desc_flags(&self.config, slot), flags, Ordering::Release)?;
+            Self::store_u16(
+                mem,
+                layout::desc_flags(&self.config, slot),
+                flags,
+                Ordering::Release,
+            )?;
         }
         Self::store_u16(
             mem,
@@ -331,7 +345,9 @@ impl DeviceQueue for PackedQueue {
             first_flags,
             Ordering::Release,
         )?;
-        let published = self.next_used.distance_from(self.published_used, self.config.size);
+        let published = self
+            .next_used
+            .distance_from(self.published_used, self.config.size);
         self.unsignalled_slots = self.unsignalled_slots.saturating_add(published);
         self.published_used = self.next_used;
         self.pending.clear();
@@ -362,15 +378,19 @@ impl DeviceQueue for PackedQueue {
             // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
             // interrupt is harmless, a missed one hangs the driver.
             RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                // A whole ring of slots written certainly passed the event slot.
-                slots >= u32::from(self.config.size)
+                // Positions repeat every two laps (index and wrap counter): that many slots
+                // certainly passed the event position; fewer are compared exactly.
+                slots >= 2 * u32::from(self.config.size)
                     || packed_need_event(event, new, old, self.config.size)
             }
             _ => true,
         })
     }
 
-    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+    fn enable_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
         if self.config.features.event_idx {
             // Notify me when the descriptor I read next becomes available.
             Self::store_u16(

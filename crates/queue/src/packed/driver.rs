@@ -3,12 +3,12 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use virtio_lm_spec::ring::{
     PackedDescriptor, PackedEventSuppression, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
     RING_EVENT_FLAGS_ENABLE, RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
     VIRTQ_DESC_F_WRITE,
 };
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use zerocopy::FromBytes;
 
 use super::layout;
@@ -141,13 +141,15 @@ impl PackedDriver {
         let mut position = self.avail;
         let mut head = None;
         for desc in descs {
-            let flags = (desc.flags.get() & !layout::used_bits(true)) | layout::avail_bits(position.wrap_counter);
+            let flags = (desc.flags.get() & !layout::used_bits(true))
+                | layout::avail_bits(position.wrap_counter);
             let mut desc = *desc;
             desc.flags.set(flags);
             let bytes: [u8; 16] = zerocopy::transmute!(desc);
             let addr = layout::desc(&self.config, position.index);
             if head.is_none() {
-                mem.write_slice(&bytes[..14], addr).map_err(|_| mem_err(addr))?;
+                mem.write_slice(&bytes[..14], addr)
+                    .map_err(|_| mem_err(addr))?;
                 head = Some((position.index, flags));
             } else {
                 mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))?;
@@ -216,16 +218,15 @@ impl PackedDriver {
         for (i, buf) in (0u16..).zip(buffers) {
             let desc = PackedDescriptor::new(buf.addr.0, buf.len, Self::flags_of(buf), 0);
             let bytes: [u8; 16] = zerocopy::transmute!(desc);
-            let addr = table
-                .checked_add(16 * u64::from(i))
-                .ok_or(mem_err(table))?;
+            let addr = table.checked_add(16 * u64::from(i)).ok_or(mem_err(table))?;
             mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))?;
         }
         let id = self.free_ids.pop().ok_or(DriverError::QueueFull {
             free: self.free_slots,
             needed: 1,
         })?;
-        let desc = PackedDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, id);
+        let desc =
+            PackedDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, id);
         if let Err(e) = self.write_chain(mem, &[desc]) {
             self.free_ids.push(id);
             return Err(e);
@@ -250,13 +251,22 @@ impl PackedDriver {
         Ok(())
     }
 
-    fn load<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress) -> Result<u16, DriverError> {
+    fn load<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        addr: GuestAddress,
+    ) -> Result<u16, DriverError> {
         mem.load::<u16>(addr, Ordering::Acquire)
             .map(u16::from_le)
             .map_err(|_| mem_err(addr))
     }
 
-    fn store<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress, value: u16) -> Result<(), DriverError> {
+    fn store<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        addr: GuestAddress,
+        value: u16,
+    ) -> Result<(), DriverError> {
         mem.store(value.to_le(), addr, Ordering::Release)
             .map_err(|_| mem_err(addr))
     }
@@ -272,13 +282,16 @@ impl PackedDriver {
         if slots == 0 {
             return Ok(false);
         }
-        let mode = self.load(mem, layout::device_event_flags(&self.config))? & RING_EVENT_FLAGS_MASK;
-        let event = RingPosition::from_state(self.load(mem, layout::device_event_desc(&self.config))?);
+        let mode =
+            self.load(mem, layout::device_event_flags(&self.config))? & RING_EVENT_FLAGS_MASK;
+        let event =
+            RingPosition::from_state(self.load(mem, layout::device_event_desc(&self.config))?);
         Ok(match mode {
             RING_EVENT_FLAGS_DISABLE => false,
             // As on the device side: DESC without EVENT_IDX and the reserved 3 count as ENABLE.
             RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                slots >= u32::from(self.config.size)
+                // Two laps pass every (index, wrap) position; fewer are compared exactly.
+                slots >= 2 * u32::from(self.config.size)
                     || packed_need_event(event, new, old, self.config.size)
             }
             _ => true,
@@ -296,7 +309,10 @@ impl PackedDriver {
     }
 
     /// Collects every buffer the device has used since the last call, freeing its ring slots.
-    pub fn collect_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Vec<UsedBuffer>, DriverError> {
+    pub fn collect_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Vec<UsedBuffer>, DriverError> {
         let mut used = Vec::new();
         // Each used buffer frees at least one slot, so a ring's worth of rounds is enough.
         for _ in 0..self.config.size {
@@ -329,10 +345,17 @@ impl PackedDriver {
 
     /// Asks for used-buffer notifications (with EVENT_IDX: when the descriptor at the driver's
     /// used position is used). Returns true if used buffers are already waiting.
-    pub fn enable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+    pub fn enable_interrupts<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, DriverError> {
         let flags = layout::driver_event_flags(&self.config);
         if self.config.features.event_idx {
-            self.store(mem, layout::driver_event_desc(&self.config), self.used.to_state())?;
+            self.store(
+                mem,
+                layout::driver_event_desc(&self.config),
+                self.used.to_state(),
+            )?;
             self.store(mem, flags, RING_EVENT_FLAGS_DESC)?;
         } else {
             self.store(mem, flags, RING_EVENT_FLAGS_ENABLE)?;
@@ -343,8 +366,15 @@ impl PackedDriver {
     }
 
     /// Asks the device not to send used-buffer notifications.
-    pub fn disable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
-        self.store(mem, layout::driver_event_flags(&self.config), RING_EVENT_FLAGS_DISABLE)
+    pub fn disable_interrupts<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), DriverError> {
+        self.store(
+            mem,
+            layout::driver_event_flags(&self.config),
+            RING_EVENT_FLAGS_DISABLE,
+        )
     }
 
     /// Writes the driver event suppression structure verbatim (EVENT_IDX tests and hostile
@@ -354,8 +384,16 @@ impl PackedDriver {
         mem: &M,
         event: PackedEventSuppression,
     ) -> Result<(), DriverError> {
-        self.store(mem, layout::driver_event_desc(&self.config), event.desc.get())?;
-        self.store(mem, layout::driver_event_flags(&self.config), event.flags.get())
+        self.store(
+            mem,
+            layout::driver_event_desc(&self.config),
+            event.desc.get(),
+        )?;
+        self.store(
+            mem,
+            layout::driver_event_flags(&self.config),
+            event.flags.get(),
+        )
     }
 
     /// Hostile-driver hook: writes a raw descriptor into ring slot `index` (modulo the size),

@@ -1,7 +1,7 @@
 //! Guest addresses of the packed-ring fields and the flag rules of the wrap counters.
 
-use vm_memory::{Address, GuestAddress};
 use virtio_lm_spec::ring::{VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED};
+use vm_memory::{Address, GuestAddress};
 
 use crate::config::QueueConfig;
 
