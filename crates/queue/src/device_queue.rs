@@ -39,7 +39,10 @@ pub trait DeviceQueue: Sized {
 
     /// Takes the next available chain, or `None` when the driver has made nothing new available.
     /// On error the queue does not advance.
-    fn pop<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Option<DescriptorChain>, QueueError> {
+    fn pop<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Option<DescriptorChain>, QueueError> {
         let mut chain = DescriptorChain::default();
         Ok(self.pop_into(mem, &mut chain)?.then_some(chain))
     }
@@ -53,7 +56,12 @@ pub trait DeviceQueue: Sized {
 
     /// Returns buffer `id` to the driver with `len` bytes written. The entry becomes visible to
     /// the driver at the next [`Self::publish_used`].
-    fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u16, len: u32) -> Result<(), QueueError>;
+    fn add_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError>;
 
     /// Makes every entry added since the last call visible to the driver.
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError>;
@@ -64,7 +72,8 @@ pub trait DeviceQueue: Sized {
 
     /// Asks the driver to notify on new available buffers. Returns true if buffers are already
     /// available (the caller must pop again rather than sleep).
-    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError>;
+    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M)
+        -> Result<bool, QueueError>;
 
     /// Asks the driver not to notify (a hint; spurious notifications stay possible).
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError>;

@@ -187,7 +187,9 @@ pub enum StateError {
     },
     /// The in-flight list does not account for the distance between the available and used
     /// positions: some buffer would be lost or completed twice.
-    #[error("{inflight} in-flight ring slots, but available and used positions are {distance} apart")]
+    #[error(
+        "{inflight} in-flight ring slots, but available and used positions are {distance} apart"
+    )]
     InflightMismatch {
         /// Ring slots (split: buffers) recorded in flight.
         inflight: u32,

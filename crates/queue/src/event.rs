@@ -55,7 +55,12 @@ impl RingPosition {
     /// Position on a line of `2 * size` slots that the pair (index, wrap) walks around: lets two
     /// positions be subtracted.
     pub fn linear(self, size: u16) -> u32 {
-        u32::from(self.index) + if self.wrap_counter { 0 } else { u32::from(size) }
+        u32::from(self.index)
+            + if self.wrap_counter {
+                0
+            } else {
+                u32::from(size)
+            }
     }
 
     /// Slots from `earlier` forward to `self`, in `0..2 * size`.
@@ -67,6 +72,11 @@ impl RingPosition {
 
 /// The packed-ring DESC rule: notify when the used descriptor at `event` was written since the
 /// last decision, i.e. `event` lies in `[old, new)` walking forward around the ring.
-pub fn packed_need_event(event: RingPosition, new: RingPosition, old: RingPosition, size: u16) -> bool {
+pub fn packed_need_event(
+    event: RingPosition,
+    new: RingPosition,
+    old: RingPosition,
+    size: u16,
+) -> bool {
     event.distance_from(old, size) < new.distance_from(old, size)
 }

@@ -3,10 +3,10 @@
 //!
 //! Each run owns two guest memories with the same layout. Both are driven by our `SplitDriver`
 //! (one instance per memory; the driver is deterministic, so the two stay in lock step), and the
-//! same operation sequence is applied to both devices. After every operation the two memories
-//! must be byte-identical (descriptor table, available ring with `used_event`, used ring with
-//! `avail_event`, indirect tables and the data area), popped chains must be the same, and the
-//! notification decisions must agree.
+//! same operation sequence is applied to both devices. After every operation of the property
+//! test the two memories must be byte-identical (descriptor table, available ring with
+//! `used_event`, used ring with `avail_event`, indirect tables and the data area the devices
+//! write into), popped chains must be the same, and the notification decisions must agree.
 //!
 //! Batching: `virtio-queue` stores `used.idx` inside every `add_used`, while ours defers it to
 //! `publish_used`. A completion operation is therefore "add_used on both, then publish_used on
@@ -19,7 +19,7 @@
 //! Narrowing (see [`Harness::notify`]): without VIRTIO_F_EVENT_IDX, `virtio-queue` 0.18 does not
 //! read `avail.flags` at all ("The VRING_AVAIL_F_NO_INTERRUPT flag isn't supported yet") and
 //! answers `true` to every `needs_notification`, even when nothing was added since the last
-//! decision. The spec (virtio 1.x §2.7.7.2; reference spec.md §10.1) only says the device SHOULD
+//! decision. The spec (virtio 1.2 §2.7.7.2; reference spec.md §10.1) only says the device SHOULD
 //! NOT notify when `flags` is 1 and MUST notify when it is 0 after writing a used entry, so that
 //! is a permitted (spurious-notification) difference. For that case the test checks that
 //! `virtio-queue` says `true` and that ours implements the spec rule exactly: notify iff an entry
@@ -513,7 +513,7 @@ impl Harness {
         let chain = self.inflight.remove(pick % self.inflight.len());
         let writable = writable_len(&chain.ours);
         assert_eq!(writable, writable_len(&chain.theirs));
-        let len = if len_sel % 4 == 0 {
+        let len = if len_sel.is_multiple_of(4) {
             writable
         } else {
             len_sel % (writable + 1)

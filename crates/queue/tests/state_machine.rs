@@ -37,7 +37,12 @@ const MEM_SIZE: usize = 0x40_0000;
 trait Driver: Sized {
     fn create(config: QueueConfig, mem: &Mem) -> Self;
     fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> Result<u16, DriverError>;
-    fn add_indirect(&mut self, mem: &Mem, bufs: &[BufferSpec], table: GuestAddress) -> Result<u16, DriverError>;
+    fn add_indirect(
+        &mut self,
+        mem: &Mem,
+        bufs: &[BufferSpec],
+        table: GuestAddress,
+    ) -> Result<u16, DriverError>;
     fn publish(&mut self, mem: &Mem);
     fn should_kick(&mut self, mem: &Mem) -> bool;
     fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer>;
@@ -54,7 +59,12 @@ macro_rules! impl_driver {
             fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> Result<u16, DriverError> {
                 self.add_chain(mem, bufs)
             }
-            fn add_indirect(&mut self, mem: &Mem, bufs: &[BufferSpec], table: GuestAddress) -> Result<u16, DriverError> {
+            fn add_indirect(
+                &mut self,
+                mem: &Mem,
+                bufs: &[BufferSpec],
+                table: GuestAddress,
+            ) -> Result<u16, DriverError> {
                 self.add_indirect_chain(mem, bufs, table)
             }
             fn publish(&mut self, mem: &Mem) {
@@ -80,10 +90,18 @@ impl_driver!(PackedDriver);
 
 #[derive(Clone, Debug)]
 enum Op {
-    Add { readable: u8, writable: u8, indirect: bool, len_seed: u16 },
+    Add {
+        readable: u8,
+        writable: u8,
+        indirect: bool,
+        len_seed: u16,
+    },
     Publish,
     Pop,
-    Complete { pick: u16, len_seed: u32 },
+    Complete {
+        pick: u16,
+        len_seed: u32,
+    },
     PublishUsed,
     Collect,
     SaveRestore,
@@ -252,7 +270,12 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
 
     fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Add { readable, writable, indirect, len_seed } => {
+            Op::Add {
+                readable,
+                writable,
+                indirect,
+                len_seed,
+            } => {
                 let count = usize::from(readable + writable).max(1);
                 let indirect = indirect && self.config.features.indirect_desc && count > 0;
                 let bufs: Vec<BufferSpec> = (0..count)
@@ -267,7 +290,9 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                     })
                     .collect();
                 let (result, table_slot) = if indirect {
-                    let Some(slot) = self.free_tables.pop() else { return };
+                    let Some(slot) = self.free_tables.pop() else {
+                        return;
+                    };
                     let table = GuestAddress(TABLES + slot as u64 * TABLE_SLOT);
                     let r = self.driver.add_indirect(&self.mem, &bufs, table);
                     if r.is_err() {
@@ -279,8 +304,13 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 };
                 match result {
                     Ok(id) => {
-                        let offered = Offered { id, bufs, table_slot };
-                        self.driver_added = (self.driver_added + self.slots(&offered)) % self.modulus();
+                        let offered = Offered {
+                            id,
+                            bufs,
+                            table_slot,
+                        };
+                        self.driver_added =
+                            (self.driver_added + self.slots(&offered)) % self.modulus();
                         self.unpublished.push_back(offered);
                     }
                     Err(DriverError::QueueFull { .. }) => {}
@@ -310,7 +340,11 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                             .chain
                             .segments
                             .iter()
-                            .map(|s| BufferSpec { addr: s.addr, len: s.len, writable: s.writable })
+                            .map(|s| BufferSpec {
+                                addr: s.addr,
+                                len: s.len,
+                                writable: s.writable,
+                            })
                             .collect();
                         assert_eq!(segs, offered.bufs);
                         self.inflight.push(offered);
@@ -321,8 +355,15 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 if self.inflight.is_empty() {
                     return;
                 }
-                let offered = self.inflight.remove(usize::from(pick) % self.inflight.len());
-                let writable: u32 = offered.bufs.iter().filter(|b| b.writable).map(|b| b.len).sum();
+                let offered = self
+                    .inflight
+                    .remove(usize::from(pick) % self.inflight.len());
+                let writable: u32 = offered
+                    .bufs
+                    .iter()
+                    .filter(|b| b.writable)
+                    .map(|b| b.len)
+                    .sum();
                 let len = len_seed % (writable + 1);
                 self.device.add_used(&self.mem, offered.id, len).unwrap();
                 self.completed_unpublished.push((offered, len));
@@ -335,17 +376,29 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                     self.used_visible.push_back((offered, len));
                 }
                 let (area, off) = (self.config.driver_area, self.split_event_offsets().0);
-                let off = if self.config.kind == RingKind::Split { off } else { 0 };
+                let off = if self.config.kind == RingKind::Split {
+                    off
+                } else {
+                    0
+                };
                 let want = std::mem::take(&mut self.owed)
                     || self.reference_decision(area, off, self.signalled, self.published);
                 self.signalled = self.published;
-                assert_eq!(self.device.needs_notification(&self.mem).unwrap(), want, "notification decision");
+                assert_eq!(
+                    self.device.needs_notification(&self.mem).unwrap(),
+                    want,
+                    "notification decision"
+                );
             }
             Op::Collect => {
                 let used = self.driver.collect(&self.mem);
-                let expected: Vec<(u16, u32)> = self.used_visible.iter().map(|(o, l)| (o.id, *l)).collect();
+                let expected: Vec<(u16, u32)> =
+                    self.used_visible.iter().map(|(o, l)| (o.id, *l)).collect();
                 let got: Vec<(u16, u32)> = used.iter().map(|u| (u.id, u.len)).collect();
-                assert_eq!(got, expected, "driver must collect exactly the published completions");
+                assert_eq!(
+                    got, expected,
+                    "driver must collect exactly the published completions"
+                );
                 for (offered, _) in self.used_visible.drain(..) {
                     if let Some(slot) = offered.table_slot {
                         self.free_tables.push(slot);
@@ -356,7 +409,10 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 let state = match self.device.state() {
                     Ok(state) => state,
                     Err(_) => {
-                        assert!(!self.completed_unpublished.is_empty(), "state() refused without reason");
+                        assert!(
+                            !self.completed_unpublished.is_empty(),
+                            "state() refused without reason"
+                        );
                         return;
                     }
                 };
@@ -365,7 +421,11 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 self.owed |= state.notification_owed;
                 assert_eq!(state.notification_owed, self.signalled != self.published);
                 self.device = Q::from_state(self.config, &state, &self.mem).unwrap();
-                assert_eq!(self.device.state().unwrap(), state, "restored queue reports the same state");
+                assert_eq!(
+                    self.device.state().unwrap(),
+                    state,
+                    "restored queue reports the same state"
+                );
             }
             Op::EnableNotification => {
                 let pending = self.device.enable_notification(&self.mem).unwrap();
@@ -384,7 +444,10 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
             self.apply(&Op::Pop);
         }
         while !self.inflight.is_empty() {
-            self.apply(&Op::Complete { pick: 0, len_seed: 0 });
+            self.apply(&Op::Complete {
+                pick: 0,
+                len_seed: 0,
+            });
         }
         self.apply(&Op::PublishUsed);
         self.apply(&Op::Collect);
@@ -401,7 +464,10 @@ fn run<Q: DeviceQueue, D: Driver>(kind: RingKind, size: u16, features: RingFeatu
 }
 
 fn features() -> impl Strategy<Value = RingFeatures> {
-    (any::<bool>(), any::<bool>()).prop_map(|(event_idx, indirect_desc)| RingFeatures { event_idx, indirect_desc })
+    (any::<bool>(), any::<bool>()).prop_map(|(event_idx, indirect_desc)| RingFeatures {
+        event_idx,
+        indirect_desc,
+    })
 }
 
 proptest! {

@@ -2,11 +2,11 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use virtio_lm_spec::ring::{
-    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-    VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 };
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use zerocopy::FromBytes;
 
 use super::layout;
@@ -79,7 +79,8 @@ impl SplitQueue {
         value: u16,
         order: Ordering,
     ) -> Result<(), QueueError> {
-        mem.store(value.to_le(), addr, order).map_err(|_| ring_err(addr))
+        mem.store(value.to_le(), addr, order)
+            .map_err(|_| ring_err(addr))
     }
 
     /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
@@ -139,7 +140,12 @@ impl SplitQueue {
                 visited = 0;
                 continue;
             }
-            builder.push(mem, desc.addr.get(), desc.len.get(), flags & VIRTQ_DESC_F_WRITE != 0)?;
+            builder.push(
+                mem,
+                desc.addr.get(),
+                desc.len.get(),
+                flags & VIRTQ_DESC_F_WRITE != 0,
+            )?;
             if !has_next {
                 break;
             }
@@ -276,7 +282,12 @@ impl DeviceQueue for SplitQueue {
         Ok(true)
     }
 
-    fn add_used<M: GuestMemory + ?Sized>(&mut self, mem: &M, id: u16, len: u32) -> Result<(), QueueError> {
+    fn add_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
         self.inflight.check_used(id, len)?;
         let addr = layout::used_entry(&self.config, self.next_used);
         let elem = UsedElem::new(u32::from(id), len);
@@ -292,7 +303,12 @@ impl DeviceQueue for SplitQueue {
             return Ok(());
         }
         // Release: the used elements must be visible before the index that exposes them.
-        Self::store_u16(mem, layout::used_idx(&self.config), self.next_used, Ordering::Release)?;
+        Self::store_u16(
+            mem,
+            layout::used_idx(&self.config),
+            self.next_used,
+            Ordering::Release,
+        )?;
         self.published_used = self.next_used;
         Ok(())
     }
@@ -311,7 +327,8 @@ impl DeviceQueue for SplitQueue {
             return Ok(false);
         }
         if self.config.features.event_idx {
-            let used_event = Self::load_u16(mem, layout::used_event(&self.config), Ordering::Relaxed)?;
+            let used_event =
+                Self::load_u16(mem, layout::used_event(&self.config), Ordering::Relaxed)?;
             Ok(need_event(used_event, new, old))
         } else {
             let flags = Self::load_u16(mem, layout::avail_flags(&self.config), Ordering::Relaxed)?;
@@ -319,9 +336,17 @@ impl DeviceQueue for SplitQueue {
         }
     }
 
-    fn enable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+    fn enable_notification<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, QueueError> {
         if self.config.features.event_idx {
-            Self::store_u16(mem, layout::avail_event(&self.config), self.next_avail, Ordering::Relaxed)?;
+            Self::store_u16(
+                mem,
+                layout::avail_event(&self.config),
+                self.next_avail,
+                Ordering::Relaxed,
+            )?;
         } else {
             Self::store_u16(mem, layout::used_flags(&self.config), 0, Ordering::Relaxed)?;
         }

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use virtio_lm_spec::ring::{
-    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-    VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 };
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use zerocopy::FromBytes;
 
 use super::layout;
@@ -142,10 +142,9 @@ impl SplitDriver {
             let last = i + 1 == entries;
             let flags = if buf.writable { VIRTQ_DESC_F_WRITE } else { 0 }
                 | if last { 0 } else { VIRTQ_DESC_F_NEXT };
-            let desc = SplitDescriptor::new(buf.addr.0, buf.len, flags, if last { 0 } else { i + 1 });
-            let addr = table
-                .checked_add(16 * u64::from(i))
-                .ok_or(mem_err(table))?;
+            let desc =
+                SplitDescriptor::new(buf.addr.0, buf.len, flags, if last { 0 } else { i + 1 });
+            let addr = table.checked_add(16 * u64::from(i)).ok_or(mem_err(table))?;
             Self::write_desc(mem, addr, desc)?;
         }
         let descs = self.take_descs(1)?;
@@ -157,7 +156,11 @@ impl SplitDriver {
         self.expose(mem, descs)
     }
 
-    fn expose<M: GuestMemory + ?Sized>(&mut self, mem: &M, descs: Vec<u16>) -> Result<u16, DriverError> {
+    fn expose<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        descs: Vec<u16>,
+    ) -> Result<u16, DriverError> {
         let head = descs[0];
         let entry = layout::avail_entry(&self.config, self.avail_idx);
         if let Err(e) = mem.store(head.to_le(), entry, Ordering::Relaxed) {
@@ -199,14 +202,21 @@ impl SplitDriver {
         }
     }
 
-    fn load<M: GuestMemory + ?Sized>(&self, mem: &M, addr: GuestAddress) -> Result<u16, DriverError> {
+    fn load<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        addr: GuestAddress,
+    ) -> Result<u16, DriverError> {
         mem.load::<u16>(addr, Ordering::Acquire)
             .map(u16::from_le)
             .map_err(|_| mem_err(addr))
     }
 
     /// Collects every buffer the device has used since the last call, freeing its descriptors.
-    pub fn collect_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<Vec<UsedBuffer>, DriverError> {
+    pub fn collect_used<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<Vec<UsedBuffer>, DriverError> {
         let used_idx = self.load(mem, layout::used_idx(&self.config))?;
         let distance = used_idx.wrapping_sub(self.last_used);
         if distance > self.config.size {
@@ -234,33 +244,50 @@ impl SplitDriver {
     }
 
     /// Asks for used-buffer notifications. Returns true if used buffers are already waiting.
-    pub fn enable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
+    pub fn enable_interrupts<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<bool, DriverError> {
         if self.config.features.event_idx {
             let addr = layout::used_event(&self.config);
             mem.store(self.last_used.to_le(), addr, Ordering::Relaxed)
                 .map_err(|_| mem_err(addr))?;
         } else {
             let addr = layout::avail_flags(&self.config);
-            mem.store(0u16, addr, Ordering::Relaxed).map_err(|_| mem_err(addr))?;
+            mem.store(0u16, addr, Ordering::Relaxed)
+                .map_err(|_| mem_err(addr))?;
         }
         fence(Ordering::SeqCst);
         Ok(self.load(mem, layout::used_idx(&self.config))? != self.last_used)
     }
 
     /// Asks the device not to send used-buffer notifications.
-    pub fn disable_interrupts<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
+    pub fn disable_interrupts<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+    ) -> Result<(), DriverError> {
         let (addr, value) = if self.config.features.event_idx {
             // As Linux does: an event index half the index space away is never reached soon.
-            (layout::used_event(&self.config), self.last_used.wrapping_add(0x8000))
+            (
+                layout::used_event(&self.config),
+                self.last_used.wrapping_add(0x8000),
+            )
         } else {
-            (layout::avail_flags(&self.config), VIRTQ_AVAIL_F_NO_INTERRUPT)
+            (
+                layout::avail_flags(&self.config),
+                VIRTQ_AVAIL_F_NO_INTERRUPT,
+            )
         };
         mem.store(value.to_le(), addr, Ordering::Relaxed)
             .map_err(|_| mem_err(addr))
     }
 
     /// Sets `used_event` to an explicit value (EVENT_IDX tests).
-    pub fn set_used_event<M: GuestMemory + ?Sized>(&mut self, mem: &M, value: u16) -> Result<(), DriverError> {
+    pub fn set_used_event<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        value: u16,
+    ) -> Result<(), DriverError> {
         let addr = layout::used_event(&self.config);
         mem.store(value.to_le(), addr, Ordering::Release)
             .map_err(|_| mem_err(addr))
@@ -278,7 +305,11 @@ impl SplitDriver {
     }
 
     /// Hostile-driver hook: places `head` in the available ring without tracking it.
-    pub fn push_raw_head<M: GuestMemory + ?Sized>(&mut self, mem: &M, head: u16) -> Result<(), DriverError> {
+    pub fn push_raw_head<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        head: u16,
+    ) -> Result<(), DriverError> {
         let entry = layout::avail_entry(&self.config, self.avail_idx);
         mem.store(head.to_le(), entry, Ordering::Relaxed)
             .map_err(|_| mem_err(entry))?;
@@ -287,7 +318,11 @@ impl SplitDriver {
     }
 
     /// Hostile-driver hook: stores an arbitrary avail.idx.
-    pub fn set_raw_avail_idx<M: GuestMemory + ?Sized>(&mut self, mem: &M, idx: u16) -> Result<(), DriverError> {
+    pub fn set_raw_avail_idx<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        idx: u16,
+    ) -> Result<(), DriverError> {
         let addr = layout::avail_idx(&self.config);
         mem.store(idx.to_le(), addr, Ordering::Release)
             .map_err(|_| mem_err(addr))?;

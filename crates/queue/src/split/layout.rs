@@ -23,7 +23,9 @@ pub(crate) fn avail_entry(config: &QueueConfig, idx: u16) -> GuestAddress {
 }
 
 pub(crate) fn used_event(config: &QueueConfig) -> GuestAddress {
-    config.driver_area.unchecked_add(4 + 2 * u64::from(config.size))
+    config
+        .driver_area
+        .unchecked_add(4 + 2 * u64::from(config.size))
 }
 
 pub(crate) fn used_flags(config: &QueueConfig) -> GuestAddress {
@@ -40,5 +42,7 @@ pub(crate) fn used_entry(config: &QueueConfig, idx: u16) -> GuestAddress {
 }
 
 pub(crate) fn avail_event(config: &QueueConfig) -> GuestAddress {
-    config.device_area.unchecked_add(4 + 8 * u64::from(config.size))
+    config
+        .device_area
+        .unchecked_add(4 + 8 * u64::from(config.size))
 }

@@ -1,9 +1,9 @@
 //! Split-ring rules, hostile rings and seed 001 state save/restore.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use virtio_lm_spec::ring::{
     SplitDescriptor, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout;
 use crate::{
@@ -33,7 +33,8 @@ fn rig_in(mem_size: usize, size: u16, event_idx: bool, indirect_desc: bool) -> R
         event_idx,
         indirect_desc,
     };
-    let (config, _) = QueueConfig::contiguous(RingKind::Split, size, GuestAddress(0x1000), features);
+    let (config, _) =
+        QueueConfig::contiguous(RingKind::Split, size, GuestAddress(0x1000), features);
     let driver = SplitDriver::new(config, &mem).unwrap();
     let device = SplitQueue::new(config, &mem).unwrap();
     Rig {
@@ -66,7 +67,11 @@ impl Rig {
 
     fn raw(&mut self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         self.driver
-            .write_raw_descriptor(&self.mem, index, SplitDescriptor::new(addr, len, flags, next))
+            .write_raw_descriptor(
+                &self.mem,
+                index,
+                SplitDescriptor::new(addr, len, flags, next),
+            )
             .unwrap();
     }
 
@@ -78,7 +83,11 @@ impl Rig {
     fn pop_err(&mut self) -> QueueError {
         let before = self.device.next_avail();
         let err = self.device.pop(&self.mem).unwrap_err();
-        assert_eq!(self.device.next_avail(), before, "a rejected chain must not advance the queue");
+        assert_eq!(
+            self.device.next_avail(),
+            before,
+            "a rejected chain must not advance the queue"
+        );
         err
     }
 
@@ -96,7 +105,10 @@ fn pop_returns_readable_then_writable_segments() {
     assert_eq!(chain.id, head);
     assert_eq!(chain.segments.len(), 3);
     assert_eq!((chain.readable_len(), chain.writable_len()), (0x200, 0x100));
-    assert_eq!(chain.writable().next().unwrap().addr, GuestAddress(DATA + 0x200));
+    assert_eq!(
+        chain.writable().next().unwrap().addr,
+        GuestAddress(DATA + 0x200)
+    );
     assert!(r.device.pop(&r.mem).unwrap().is_none());
 }
 
@@ -106,15 +118,25 @@ fn pop_returns_readable_then_writable_segments() {
 fn out_of_order_completion_returns_each_id_once() {
     let mut r = rig(8);
     let heads: Vec<u16> = (0..4).map(|i| r.add(&[buf(i, true)])).collect();
-    let chains: Vec<_> = (0..4).map(|_| r.device.pop(&r.mem).unwrap().unwrap()).collect();
+    let chains: Vec<_> = (0..4)
+        .map(|_| r.device.pop(&r.mem).unwrap().unwrap())
+        .collect();
     for (order, &i) in [2usize, 0, 3, 1].iter().enumerate() {
-        r.device.add_used(&r.mem, chains[i].id, order as u32).unwrap();
+        r.device
+            .add_used(&r.mem, chains[i].id, order as u32)
+            .unwrap();
     }
     r.device.publish_used(&r.mem).unwrap();
     let used = r.driver.collect_used(&r.mem).unwrap();
     let got: Vec<(u16, u32)> = used.iter().map(|u| (u.id, u.len)).collect();
-    assert_eq!(got, vec![(heads[2], 0), (heads[0], 1), (heads[3], 2), (heads[1], 3)]);
-    assert_eq!(r.device.add_used(&r.mem, heads[0], 0), Err(QueueError::NotInFlight { id: heads[0] }));
+    assert_eq!(
+        got,
+        vec![(heads[2], 0), (heads[0], 1), (heads[3], 2), (heads[1], 3)]
+    );
+    assert_eq!(
+        r.device.add_used(&r.mem, heads[0], 0),
+        Err(QueueError::NotInFlight { id: heads[0] })
+    );
 }
 
 /// Batch publish: used.idx in guest memory moves only at `publish_used`, once per batch.
@@ -128,7 +150,10 @@ fn used_index_moves_only_on_publish() {
         r.device.add_used(&r.mem, c.id, 1).unwrap();
     }
     assert_eq!(r.used_idx(), 0);
-    assert_eq!(r.device.state(), Err(QueueError::UnpublishedUsed { count: 3 }));
+    assert_eq!(
+        r.device.state(),
+        Err(QueueError::UnpublishedUsed { count: 3 })
+    );
     r.device.publish_used(&r.mem).unwrap();
     assert_eq!(r.used_idx(), 3);
 }
@@ -141,7 +166,11 @@ fn used_len_beyond_writable_part_is_rejected() {
     r.device.pop(&r.mem).unwrap();
     assert_eq!(
         r.device.add_used(&r.mem, head, 0x101),
-        Err(QueueError::UsedLenTooLarge { id: head, len: 0x101, writable: 0x100 })
+        Err(QueueError::UsedLenTooLarge {
+            id: head,
+            len: 0x101,
+            writable: 0x100
+        })
     );
     r.device.add_used(&r.mem, head, 0x100).unwrap();
 }
@@ -194,7 +223,10 @@ fn avail_notification_suppression_drives_driver_kicks() {
         r.add(&[buf(0, true)]);
         // EVENT_IDX: avail_event is still 0 from initialisation, so the first add kicks.
         assert_eq!(r.driver.should_kick(&r.mem).unwrap(), event_idx);
-        assert!(r.device.enable_notification(&r.mem).unwrap(), "buffer already there");
+        assert!(
+            r.device.enable_notification(&r.mem).unwrap(),
+            "buffer already there"
+        );
         r.device.pop(&r.mem).unwrap().unwrap();
         assert!(!r.device.enable_notification(&r.mem).unwrap());
         r.add(&[buf(1, true)]);
@@ -218,7 +250,10 @@ fn indirect_chain_is_followed() {
         .unwrap();
     r.driver.publish(&r.mem).unwrap();
     let chain = r.device.pop(&r.mem).unwrap().unwrap();
-    assert_eq!((chain.id, chain.ring_slots, chain.segments.len()), (head, 1, 3));
+    assert_eq!(
+        (chain.id, chain.ring_slots, chain.segments.len()),
+        (head, 1, 3)
+    );
     assert_eq!((chain.readable_len(), chain.writable_len()), (0x100, 0x200));
     assert_eq!(r.driver.num_free(), 3);
 }
@@ -241,7 +276,10 @@ fn chain_longer_than_queue_is_rejected() {
         r.raw(i, DATA, 8, VIRTQ_DESC_F_NEXT, (i + 1) % 4);
     }
     r.expose_raw(2);
-    assert!(matches!(r.pop_err(), QueueError::Chain(ChainError::ChainTooLong { .. })));
+    assert!(matches!(
+        r.pop_err(),
+        QueueError::Chain(ChainError::ChainTooLong { .. })
+    ));
 }
 
 /// Hostile ring: head and next indices at or past the queue size.
@@ -249,11 +287,17 @@ fn chain_longer_than_queue_is_rejected() {
 fn indices_out_of_range_are_rejected() {
     let mut r = rig(4);
     r.expose_raw(4);
-    assert_eq!(r.pop_err(), ChainError::IndexOutOfRange { index: 4, limit: 4 }.into());
+    assert_eq!(
+        r.pop_err(),
+        ChainError::IndexOutOfRange { index: 4, limit: 4 }.into()
+    );
     let mut r = rig(4);
     r.raw(0, DATA, 8, VIRTQ_DESC_F_NEXT, 9);
     r.expose_raw(0);
-    assert_eq!(r.pop_err(), ChainError::IndexOutOfRange { index: 9, limit: 4 }.into());
+    assert_eq!(
+        r.pop_err(),
+        ChainError::IndexOutOfRange { index: 9, limit: 4 }.into()
+    );
 }
 
 /// Hostile ring: indirect-table abuses, each with its own error.
@@ -261,10 +305,26 @@ fn indices_out_of_range_are_rejected() {
 fn malformed_indirect_descriptors_are_rejected() {
     let table = 0x7_0000u64;
     let cases: [(u16, u32, ChainError); 4] = [
-        (VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 32, ChainError::IndirectWithNext),
-        (VIRTQ_DESC_F_INDIRECT, 0, ChainError::BadIndirectTableLength { len: 0 }),
-        (VIRTQ_DESC_F_INDIRECT, 24, ChainError::BadIndirectTableLength { len: 24 }),
-        (VIRTQ_DESC_F_INDIRECT, 16 * 32769, ChainError::BadIndirectTableLength { len: 16 * 32769 }),
+        (
+            VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT,
+            32,
+            ChainError::IndirectWithNext,
+        ),
+        (
+            VIRTQ_DESC_F_INDIRECT,
+            0,
+            ChainError::BadIndirectTableLength { len: 0 },
+        ),
+        (
+            VIRTQ_DESC_F_INDIRECT,
+            24,
+            ChainError::BadIndirectTableLength { len: 24 },
+        ),
+        (
+            VIRTQ_DESC_F_INDIRECT,
+            16 * 32769,
+            ChainError::BadIndirectTableLength { len: 16 * 32769 },
+        ),
     ];
     for (flags, len, want) in cases {
         let mut r = rig(4);
@@ -274,7 +334,8 @@ fn malformed_indirect_descriptors_are_rejected() {
     }
     // Indirect inside indirect.
     let mut r = rig(4);
-    let nested: [u8; 16] = zerocopy::transmute!(SplitDescriptor::new(table, 16, VIRTQ_DESC_F_INDIRECT, 0));
+    let nested: [u8; 16] =
+        zerocopy::transmute!(SplitDescriptor::new(table, 16, VIRTQ_DESC_F_INDIRECT, 0));
     r.mem.write_obj(nested, GuestAddress(table)).unwrap();
     r.raw(0, table, 16, VIRTQ_DESC_F_INDIRECT, 0);
     r.expose_raw(0);
@@ -288,7 +349,10 @@ fn malformed_indirect_descriptors_are_rejected() {
     let mut r = rig(4);
     r.raw(0, MEM_SIZE as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
     r.expose_raw(0);
-    assert!(matches!(r.pop_err(), QueueError::Chain(ChainError::DescriptorOutOfMemory { .. })));
+    assert!(matches!(
+        r.pop_err(),
+        QueueError::Chain(ChainError::DescriptorOutOfMemory { .. })
+    ));
 }
 
 /// Hostile ring: buffers outside guest memory, overflowing lengths, readable after writable.
@@ -297,16 +361,32 @@ fn malformed_buffers_are_rejected() {
     let mut r = rig(4);
     r.raw(0, MEM_SIZE as u64 - 4, 8, 0, 0);
     r.expose_raw(0);
-    assert_eq!(r.pop_err(), ChainError::BufferOutOfMemory { addr: MEM_SIZE as u64 - 4, len: 8 }.into());
+    assert_eq!(
+        r.pop_err(),
+        ChainError::BufferOutOfMemory {
+            addr: MEM_SIZE as u64 - 4,
+            len: 8
+        }
+        .into()
+    );
 
     let mut r = rig(4);
     r.raw(0, u64::MAX - 2, 8, 0, 0);
     r.expose_raw(0);
-    assert!(matches!(r.pop_err(), QueueError::Chain(ChainError::BufferOutOfMemory { .. })));
+    assert!(matches!(
+        r.pop_err(),
+        QueueError::Chain(ChainError::BufferOutOfMemory { .. })
+    ));
 
     // Two 2 GiB buffers: each inside (lazily mapped) guest memory, together 2^32 bytes.
     let mut r = rig_in(0x8010_0000, 4, false, false);
-    r.raw(0, 0x10_0000, 0x8000_0000, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+    r.raw(
+        0,
+        0x10_0000,
+        0x8000_0000,
+        VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+        1,
+    );
     r.raw(1, 0x10_0000, 0x8000_0000, VIRTQ_DESC_F_WRITE, 0);
     r.expose_raw(0);
     assert_eq!(r.pop_err(), ChainError::LengthOverflow.into());
@@ -325,7 +405,11 @@ fn avail_index_jump_is_rejected() {
     r.driver.set_raw_avail_idx(&r.mem, 5).unwrap();
     assert_eq!(
         r.pop_err(),
-        QueueError::AvailIndexJump { avail_idx: 5, next_avail: 0, size: 4 }
+        QueueError::AvailIndexJump {
+            avail_idx: 5,
+            next_avail: 0,
+            size: 4
+        }
     );
 }
 
@@ -343,7 +427,9 @@ fn state_round_trip_at_index_wrap_with_inflight() {
         r.device.publish_used(&r.mem).unwrap();
         r.driver.collect_used(&r.mem).unwrap();
     }
-    let heads: Vec<u16> = (0..3).map(|i| r.add(&[buf(i, false), buf(i + 4, true)])).collect();
+    let heads: Vec<u16> = (0..3)
+        .map(|i| r.add(&[buf(i, false), buf(i + 4, true)]))
+        .collect();
     let a = r.device.pop(&r.mem).unwrap().unwrap();
     let b = r.device.pop(&r.mem).unwrap().unwrap();
     let state = r.device.state().unwrap();
@@ -358,7 +444,13 @@ fn state_round_trip_at_index_wrap_with_inflight() {
         resumed.add_used(&r.mem, id, 3).unwrap();
     }
     resumed.publish_used(&r.mem).unwrap();
-    let used: Vec<u16> = r.driver.collect_used(&r.mem).unwrap().iter().map(|u| u.id).collect();
+    let used: Vec<u16> = r
+        .driver
+        .collect_used(&r.mem)
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
     assert_eq!(used, vec![heads[1], heads[2], heads[0]]);
 }
 
@@ -370,9 +462,15 @@ fn reset_returns_state_to_initial() {
     let mut r = rig(8);
     r.add(&[buf(0, true)]);
     r.device.pop(&r.mem).unwrap();
-    assert_ne!(r.device.state().unwrap(), QueueState::initial(RingKind::Split));
+    assert_ne!(
+        r.device.state().unwrap(),
+        QueueState::initial(RingKind::Split)
+    );
     r.device.reset();
-    assert_eq!(r.device.state().unwrap(), QueueState::initial(RingKind::Split));
+    assert_eq!(
+        r.device.state().unwrap(),
+        QueueState::initial(RingKind::Split)
+    );
 }
 
 /// Restore validation (pitfall 3): each inconsistent field is rejected on its own, and a failed
@@ -387,30 +485,48 @@ fn invalid_states_are_rejected_and_change_nothing() {
 
     let mut bad = good.clone();
     bad.used_state = 1;
-    assert_eq!(r.device.set_state(&bad, &r.mem), Err(StateError::SplitUsedState(1)));
+    assert_eq!(
+        r.device.set_state(&bad, &r.mem),
+        Err(StateError::SplitUsedState(1))
+    );
 
     let mut bad = good.clone();
     bad.inflight.clear();
     assert_eq!(
         r.device.set_state(&bad, &r.mem),
-        Err(StateError::InflightMismatch { inflight: 0, distance: 1 })
+        Err(StateError::InflightMismatch {
+            inflight: 0,
+            distance: 1
+        })
     );
 
     let mut bad = good.clone();
     bad.avail_state = good.avail_state.wrapping_sub(1);
-    assert!(matches!(r.device.set_state(&bad, &r.mem), Err(StateError::InflightMismatch { .. })));
+    assert!(matches!(
+        r.device.set_state(&bad, &r.mem),
+        Err(StateError::InflightMismatch { .. })
+    ));
 
     let mut bad = good.clone();
     bad.inflight[0].id = 4;
-    assert!(matches!(r.device.set_state(&bad, &r.mem), Err(StateError::BadInflight { id: 4, .. })));
+    assert!(matches!(
+        r.device.set_state(&bad, &r.mem),
+        Err(StateError::BadInflight { id: 4, .. })
+    ));
 
     let mut bad = good.clone();
     bad.inflight[0].segments[0].addr = GuestAddress(MEM_SIZE as u64);
-    assert!(matches!(r.device.set_state(&bad, &r.mem), Err(StateError::BadInflight { .. })));
+    assert!(matches!(
+        r.device.set_state(&bad, &r.mem),
+        Err(StateError::BadInflight { .. })
+    ));
 
     // avail.idx more than a queue size past last_avail_idx.
     r.driver.set_raw_avail_idx(&r.mem, 6).unwrap();
-    assert!(matches!(r.device.set_state(&good, &r.mem), Err(StateError::AvailAhead { .. })));
+    assert!(matches!(
+        r.device.set_state(&good, &r.mem),
+        Err(StateError::AvailAhead { .. })
+    ));
     r.driver.set_raw_avail_idx(&r.mem, 1).unwrap();
 
     assert_eq!(r.device.state().unwrap(), good);
@@ -448,7 +564,10 @@ fn restore_finds_buffers_added_without_kick() {
     let state = r.device.state().unwrap();
     r.driver.enable_interrupts(&r.mem).unwrap();
     let second = r.add(&[buf(1, true)]);
-    assert!(!r.driver.should_kick(&r.mem).unwrap(), "no kick is due for the second buffer");
+    assert!(
+        !r.driver.should_kick(&r.mem).unwrap(),
+        "no kick is due for the second buffer"
+    );
 
     let mut resumed = SplitQueue::from_state(r.config, &state, &r.mem).unwrap();
     assert!(resumed.has_available(&r.mem).unwrap());
@@ -502,7 +621,13 @@ fn state_round_trip_at_every_ring_position() {
         resumed.add_used(&r.mem, second, 5).unwrap();
         resumed.add_used(&r.mem, first, 6).unwrap();
         resumed.publish_used(&r.mem).unwrap();
-        let used: Vec<(u16, u32)> = r.driver.collect_used(&r.mem).unwrap().iter().map(|u| (u.id, u.len)).collect();
+        let used: Vec<(u16, u32)> = r
+            .driver
+            .collect_used(&r.mem)
+            .unwrap()
+            .iter()
+            .map(|u| (u.id, u.len))
+            .collect();
         assert_eq!(used, vec![(second, 5), (first, 6)], "position {position}");
     }
 }
