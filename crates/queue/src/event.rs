@@ -1,5 +1,7 @@
 //! Notification-suppression arithmetic shared by the device and driver sides.
 
+use virtio_lm_spec::queue_state::PackedRingPosition;
+
 /// The EVENT_IDX rule (split rings, and packed rings in DESC mode): the other side asked to be
 /// notified when the index passes `event`; `old..new` are the entries produced since the last
 /// notification decision. True when `event` lies in `[old, new)`, all modulo 2^16.
@@ -26,14 +28,15 @@ impl RingPosition {
 
     /// Seed 001 encoding: bits 0–14 index, bit 15 wrap counter.
     pub fn to_state(self) -> u16 {
-        (self.index & 0x7fff) | (u16::from(self.wrap_counter) << 15)
+        PackedRingPosition::new(self.index, self.wrap_counter).to_u16()
     }
 
     /// Decodes the seed 001 encoding.
     pub fn from_state(state: u16) -> Self {
+        let position = PackedRingPosition::from_u16(state);
         Self {
-            index: state & 0x7fff,
-            wrap_counter: state & 0x8000 != 0,
+            index: position.index,
+            wrap_counter: position.wrap_counter,
         }
     }
 

@@ -5,9 +5,13 @@
 //! notification the device still owes (without it an EVENT_IDX driver can wait forever after a
 //! restore) and the chains taken but not yet used, so a device can migrate without draining.
 
+use vm_memory::GuestMemory;
+
 use crate::chain::DescriptorChain;
-use crate::config::RingKind;
+use crate::config::{QueueConfig, RingKind};
+use crate::error::StateError;
 use crate::event::RingPosition;
+use crate::walk::ChainBuilder;
 
 /// Saved state of one virtqueue. Untrusted: restoring validates every field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,4 +47,37 @@ impl QueueState {
     pub fn inflight_ids(&self) -> Vec<u16> {
         self.inflight.iter().map(|c| c.id).collect()
     }
+}
+
+/// Checks the in-flight list of a saved state: ids distinct and below the size, ring slots as
+/// the format requires, segments readable-then-writable and inside guest memory.
+pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
+    config: &QueueConfig,
+    state: &QueueState,
+    mem: &M,
+    expected_slots: impl Fn(&DescriptorChain) -> u16,
+) -> Result<(), StateError> {
+    let mut seen = vec![false; usize::from(config.size)];
+    for chain in &state.inflight {
+        let bad = |reason| StateError::BadInflight {
+            id: chain.id,
+            reason,
+        };
+        let slot = seen
+            .get_mut(usize::from(chain.id))
+            .ok_or(bad("id not below the queue size"))?;
+        if std::mem::replace(slot, true) {
+            return Err(bad("id listed twice"));
+        }
+        if chain.ring_slots == 0 || chain.ring_slots != expected_slots(chain) {
+            return Err(bad("ring slot count does not fit the ring format"));
+        }
+        let mut builder = ChainBuilder::new(Vec::new());
+        for seg in &chain.segments {
+            builder
+                .push(mem, seg.addr.0, seg.len, seg.writable)
+                .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,10 @@
 //! ring formats. Every limit here is what keeps a hostile driver from causing an unbounded loop,
 //! an overflow or an access outside guest memory.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
+use zerocopy::FromBytes;
+
+use virtio_lm_spec::ring::VIRTQ_DESC_F_WRITE;
 
 use crate::chain::{DescriptorChain, Segment};
 use crate::config::MAX_QUEUE_SIZE;
@@ -11,13 +14,19 @@ use crate::error::ChainError;
 /// Bytes in one descriptor of either format.
 pub(crate) const DESC_SIZE: u64 = 16;
 
-/// Reads the 16 raw bytes of a descriptor.
-pub(crate) fn read_desc<M: GuestMemory + ?Sized>(
+/// Reads entry `index` of a descriptor table (either format) at `table`.
+pub(crate) fn read_desc<T: FromBytes, M: GuestMemory + ?Sized>(
     mem: &M,
-    addr: GuestAddress,
-) -> Result<[u8; 16], ChainError> {
-    mem.read_obj::<[u8; 16]>(addr)
-        .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })
+    table: GuestAddress,
+    index: u32,
+) -> Result<T, ChainError> {
+    let addr = table
+        .checked_add(u64::from(index) * DESC_SIZE)
+        .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
+    let raw = mem
+        .read_obj::<[u8; 16]>(addr)
+        .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+    T::read_from_bytes(&raw).map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })
 }
 
 /// Collects segments while enforcing the chain rules common to split and packed rings.
@@ -81,6 +90,17 @@ impl ChainBuilder {
             writable,
         });
         Ok(())
+    }
+
+    /// Adds a buffer descriptor given its raw `flags` (only WRITE matters here).
+    pub(crate) fn push_desc<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        addr: u64,
+        len: u32,
+        flags: u16,
+    ) -> Result<(), ChainError> {
+        self.push(mem, addr, len, flags & VIRTQ_DESC_F_WRITE != 0)
     }
 
     pub(crate) fn finish(mut self, id: u16, ring_slots: u16) -> DescriptorChain {

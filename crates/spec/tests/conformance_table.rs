@@ -9,7 +9,9 @@ fn workspace_root() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -26,8 +28,12 @@ fn module_of(root: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(root).ok()?.to_str()?.replace('\\', "/");
     let rest = rel.strip_prefix("crates/")?;
     let (_, inner) = rest.split_once('/')?;
-    let inner = inner.strip_prefix("src/").or_else(|| inner.strip_prefix("tests/"))?;
-    let inner = inner.strip_suffix("/mod.rs").or_else(|| inner.strip_suffix(".rs"))?;
+    let inner = inner
+        .strip_prefix("src/")
+        .or_else(|| inner.strip_prefix("tests/"))?;
+    let inner = inner
+        .strip_suffix("/mod.rs")
+        .or_else(|| inner.strip_suffix(".rs"))?;
     Some(inner.replace('/', "::"))
 }
 
@@ -69,7 +75,10 @@ fn every_conformance_row_names_a_citing_test() {
     for line in table.lines().filter(|l| l.starts_with("| 0")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let (seed, test, status) = (cells[1], cells[3].trim_matches('`'), cells[4]);
-        assert!(matches!(seed, "000" | "001" | "002" | "003" | "004"), "bad seed in: {line}");
+        assert!(
+            matches!(seed, "000" | "001" | "002" | "003" | "004"),
+            "bad seed in: {line}"
+        );
         assert_eq!(status, "pass", "row not passing: {line}");
         let (module, name) = test.rsplit_once("::").unwrap_or(("", test));
         let found = sources.iter().any(|(file_module, source)| {

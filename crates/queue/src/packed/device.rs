@@ -7,7 +7,6 @@ use virtio_lm_spec::ring::{
     RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
-use zerocopy::FromBytes;
 
 use super::layout;
 use crate::chain::DescriptorChain;
@@ -16,9 +15,9 @@ use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::{packed_need_event, RingPosition};
 use crate::inflight::InflightTracker;
-use crate::split::validate_inflight;
+use crate::state::validate_inflight;
 use crate::state::QueueState;
-use crate::walk::{indirect_entries, read_desc, ChainBuilder, DESC_SIZE};
+use crate::walk::{indirect_entries, read_desc, ChainBuilder};
 
 /// Device side of a packed virtqueue.
 ///
@@ -118,10 +117,8 @@ impl PackedQueue {
         let mut position = self.next_avail;
         let mut slots = 0u16;
         let id = loop {
-            let addr = layout::desc(&self.config, position.index);
-            let raw = read_desc(mem, addr)?;
-            let desc = PackedDescriptor::read_from_bytes(&raw)
-                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            let desc: PackedDescriptor =
+                read_desc(mem, self.config.desc_table, u32::from(position.index))?;
             slots += 1;
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
@@ -136,12 +133,7 @@ impl PackedQueue {
                 )?;
                 self.walk_indirect(mem, &mut builder, GuestAddress(desc.addr.get()), entries)?;
             } else {
-                builder.push(
-                    mem,
-                    desc.addr.get(),
-                    desc.len.get(),
-                    flags & VIRTQ_DESC_F_WRITE != 0,
-                )?;
+                builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
             }
             if !has_next {
                 break desc.id.get();
@@ -167,12 +159,7 @@ impl PackedQueue {
         entries: u32,
     ) -> Result<(), ChainError> {
         for i in 0..entries {
-            let addr = table
-                .checked_add(u64::from(i) * DESC_SIZE)
-                .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
-            let raw = read_desc(mem, addr)?;
-            let desc = PackedDescriptor::read_from_bytes(&raw)
-                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            let desc: PackedDescriptor = read_desc(mem, table, i)?;
             let flags = desc.flags.get();
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
                 // indirect_entries owns the rule; inside a table it always fails with
@@ -180,12 +167,7 @@ impl PackedQueue {
                 indirect_entries(mem, true, true, false, desc.addr.get(), desc.len.get())?;
                 return Err(ChainError::NestedIndirect);
             }
-            builder.push(
-                mem,
-                desc.addr.get(),
-                desc.len.get(),
-                flags & VIRTQ_DESC_F_WRITE != 0,
-            )?;
+            builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
         }
         Ok(())
     }

@@ -4,10 +4,9 @@ use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
     SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
-    VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+    VIRTQ_DESC_F_NEXT, VIRTQ_USED_F_NO_NOTIFY,
 };
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
-use zerocopy::FromBytes;
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
 use crate::chain::DescriptorChain;
@@ -17,7 +16,7 @@ use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::need_event;
 use crate::inflight::InflightTracker;
 use crate::state::QueueState;
-use crate::walk::{indirect_entries, read_desc, ChainBuilder, DESC_SIZE};
+use crate::walk::{indirect_entries, read_desc, ChainBuilder};
 
 /// Device side of a split virtqueue.
 ///
@@ -117,12 +116,7 @@ impl SplitQueue {
             if visited > limit {
                 return Err(ChainError::ChainTooLong { limit });
             }
-            let addr = table
-                .checked_add(u64::from(index) * DESC_SIZE)
-                .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
-            let raw = read_desc(mem, addr)?;
-            let desc = SplitDescriptor::read_from_bytes(&raw)
-                .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
+            let desc: SplitDescriptor = read_desc(mem, table, index)?;
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
@@ -140,12 +134,7 @@ impl SplitQueue {
                 visited = 0;
                 continue;
             }
-            builder.push(
-                mem,
-                desc.addr.get(),
-                desc.len.get(),
-                flags & VIRTQ_DESC_F_WRITE != 0,
-            )?;
+            builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
             if !has_next {
                 break;
             }
@@ -189,42 +178,9 @@ impl SplitQueue {
                 distance,
             });
         }
-        validate_inflight(config, state, mem, |_| 1)?;
+        crate::state::validate_inflight(config, state, mem, |_| 1)?;
         Ok(used_idx)
     }
-}
-
-/// Checks the in-flight list of a saved state: ids distinct and below the size, ring slots as
-/// the format requires, segments readable-then-writable and inside guest memory.
-pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
-    config: &QueueConfig,
-    state: &QueueState,
-    mem: &M,
-    expected_slots: impl Fn(&DescriptorChain) -> u16,
-) -> Result<(), StateError> {
-    let mut seen = vec![false; usize::from(config.size)];
-    for chain in &state.inflight {
-        let bad = |reason| StateError::BadInflight {
-            id: chain.id,
-            reason,
-        };
-        let slot = seen
-            .get_mut(usize::from(chain.id))
-            .ok_or(bad("id not below the queue size"))?;
-        if std::mem::replace(slot, true) {
-            return Err(bad("id listed twice"));
-        }
-        if chain.ring_slots == 0 || chain.ring_slots != expected_slots(chain) {
-            return Err(bad("ring slot count does not fit the ring format"));
-        }
-        let mut builder = ChainBuilder::new(Vec::new());
-        for seg in &chain.segments {
-            builder
-                .push(mem, seg.addr.0, seg.len, seg.writable)
-                .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
-        }
-    }
-    Ok(())
 }
 
 impl DeviceQueue for SplitQueue {

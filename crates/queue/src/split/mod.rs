@@ -4,7 +4,6 @@ mod device;
 mod driver;
 mod layout;
 
-pub(crate) use device::validate_inflight;
 pub use device::SplitQueue;
 pub use driver::SplitDriver;
 
