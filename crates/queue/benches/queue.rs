@@ -203,28 +203,41 @@ trait BenchDevice {
     fn batch(&mut self, mem: &GuestMemoryMmap) -> Outcome;
 }
 
-/// Our split or packed queue, reusing one `DescriptorChain` allocation.
+/// Our split or packed queue, driven through its batch calls (ring memory resolved once per
+/// batch), reusing the chains' and the completion list's allocations.
 struct Ours<Q> {
     queue: Q,
-    chain: DescriptorChain,
+    chains: Vec<DescriptorChain>,
+    used: Vec<(u16, u32)>,
 }
 
 impl<Q: DeviceQueue> BenchDevice for Ours<Q> {
     #[inline(never)]
     fn batch(&mut self, mem: &GuestMemoryMmap) -> Outcome {
         let mut out = Outcome::default();
-        while self.queue.pop_into(mem, &mut self.chain).expect("pop") {
-            let mut written = 0u32;
-            for seg in &self.chain.segments {
-                out.bytes += u64::from(seg.len);
-                if seg.writable {
-                    written += seg.len;
+        loop {
+            let taken = self
+                .queue
+                .pop_batch(mem, &mut self.chains, usize::MAX)
+                .expect("pop");
+            if taken == 0 {
+                break;
+            }
+            self.used.clear();
+            for chain in &self.chains[..taken] {
+                let mut written = 0u32;
+                for seg in &chain.segments {
+                    out.bytes += u64::from(seg.len);
+                    if seg.writable {
+                        written += seg.len;
+                    }
                 }
+                self.used.push((chain.id, written));
             }
             self.queue
-                .add_used(mem, self.chain.id, written)
+                .add_used_batch(mem, &self.used)
                 .expect("add_used");
-            out.chains += 1;
+            out.chains += taken as u32;
         }
         self.queue.publish_used(mem).expect("publish_used");
         out.notify = self
@@ -306,7 +319,8 @@ fn ours_split(workload: Workload) -> Fixture<SplitDriver, Ours<SplitQueue>> {
         driver,
         device: Ours {
             queue,
-            chain: DescriptorChain::default(),
+            chains: Vec::new(),
+            used: Vec::new(),
         },
         workload,
     }
@@ -322,7 +336,8 @@ fn ours_packed(workload: Workload) -> Fixture<PackedDriver, Ours<PackedQueue>> {
         driver,
         device: Ours {
             queue,
-            chain: DescriptorChain::default(),
+            chains: Vec::new(),
+            used: Vec::new(),
         },
         workload,
     }

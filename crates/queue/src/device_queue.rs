@@ -54,6 +54,17 @@ pub trait DeviceQueue: Sized {
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError>;
 
+    /// Takes up to `max` available chains into `chains[..n]`, reusing the chains already in the
+    /// vector (and their allocations), and returns `n`. Ring memory is resolved once for the
+    /// whole batch. If a malformed chain follows some good ones, the good ones are returned and
+    /// the error comes at the next call (the queue does not advance past a bad chain).
+    fn pop_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chains: &mut Vec<DescriptorChain>,
+        max: usize,
+    ) -> Result<usize, QueueError>;
+
     /// Returns buffer `id` to the driver with `len` bytes written. The entry becomes visible to
     /// the driver at the next [`Self::publish_used`].
     fn add_used<M: GuestMemory + ?Sized>(
@@ -61,6 +72,14 @@ pub trait DeviceQueue: Sized {
         mem: &M,
         id: u16,
         len: u32,
+    ) -> Result<(), QueueError>;
+
+    /// [`Self::add_used`] for each `(id, len)` in order, with ring memory resolved once. On error
+    /// the entries before the failing one are added; it and the rest are not.
+    fn add_used_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        used: &[(u16, u32)],
     ) -> Result<(), QueueError>;
 
     /// Makes every entry added since the last call visible to the driver.
@@ -93,4 +112,26 @@ pub trait DeviceQueue: Sized {
 
     /// Returns the queue to its initial state: indices 0, wrap counters 1, nothing in flight.
     fn reset(&mut self);
+}
+
+/// The shared loop of `pop_batch`: fills `chains[..n]` with `pop` until it reports no chain or
+/// `max` is reached; an error after the first chain is left for the next call.
+pub(crate) fn pop_batch_with(
+    chains: &mut Vec<DescriptorChain>,
+    max: usize,
+    mut pop: impl FnMut(&mut DescriptorChain) -> Result<bool, QueueError>,
+) -> Result<usize, QueueError> {
+    let mut taken = 0;
+    while taken < max {
+        if chains.len() == taken {
+            chains.push(DescriptorChain::default());
+        }
+        match pop(&mut chains[taken]) {
+            Ok(true) => taken += 1,
+            Ok(false) => break,
+            Err(e) if taken == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(taken)
 }

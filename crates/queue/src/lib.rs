@@ -44,6 +44,7 @@ mod inflight;
 mod packed;
 mod split;
 mod state;
+mod view;
 mod walk;
 
 pub use chain::{BufferSpec, DescriptorChain, Segment, UsedBuffer};

@@ -11,6 +11,7 @@ use crate::chain::DescriptorChain;
 use crate::config::{QueueConfig, RingKind};
 use crate::error::StateError;
 use crate::event::RingPosition;
+use crate::view::RingView;
 use crate::walk::ChainBuilder;
 
 /// Saved state of one virtqueue. Untrusted: restoring validates every field.
@@ -57,6 +58,7 @@ pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
     mem: &M,
     expected_slots: impl Fn(&DescriptorChain) -> u16,
 ) -> Result<(), StateError> {
+    let view = RingView::new(mem, config);
     let mut seen = vec![false; usize::from(config.size)];
     for chain in &state.inflight {
         let bad = |reason| StateError::BadInflight {
@@ -75,7 +77,7 @@ pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
         let mut builder = ChainBuilder::new(Vec::new());
         for seg in &chain.segments {
             builder
-                .push(mem, seg.addr.0, seg.len, seg.writable)
+                .push(&view, seg.addr.0, seg.len, seg.writable)
                 .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
         }
     }

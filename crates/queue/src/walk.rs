@@ -2,32 +2,17 @@
 //! ring formats. Every limit here is what keeps a hostile driver from causing an unbounded loop,
 //! an overflow or an access outside guest memory.
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, Permissions};
-use zerocopy::FromBytes;
+use vm_memory::{GuestAddress, GuestMemory};
 
 use virtio_lm_spec::ring::VIRTQ_DESC_F_WRITE;
 
 use crate::chain::{DescriptorChain, Segment};
 use crate::config::MAX_QUEUE_SIZE;
 use crate::error::ChainError;
+use crate::view::{DescTable, RingView};
 
 /// Bytes in one descriptor of either format.
 pub(crate) const DESC_SIZE: u64 = 16;
-
-/// Reads entry `index` of a descriptor table (either format) at `table`.
-pub(crate) fn read_desc<T: FromBytes, M: GuestMemory + ?Sized>(
-    mem: &M,
-    table: GuestAddress,
-    index: u32,
-) -> Result<T, ChainError> {
-    let addr = table
-        .checked_add(u64::from(index) * DESC_SIZE)
-        .ok_or(ChainError::DescriptorOutOfMemory { addr: table.0 })?;
-    let raw = mem
-        .read_obj::<[u8; 16]>(addr)
-        .map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })?;
-    T::read_from_bytes(&raw).map_err(|_| ChainError::DescriptorOutOfMemory { addr: addr.0 })
-}
 
 /// Collects segments while enforcing the chain rules common to split and packed rings.
 pub(crate) struct ChainBuilder {
@@ -55,7 +40,7 @@ impl ChainBuilder {
     /// Adds one buffer descriptor (not an indirect one).
     pub(crate) fn push<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        view: &RingView<'_, M>,
         addr: u64,
         len: u32,
         writable: bool,
@@ -75,13 +60,8 @@ impl ChainBuilder {
                 .checked_add(len)
                 .ok_or(ChainError::LengthOverflow)?;
         }
-        let access = if writable {
-            Permissions::Write
-        } else {
-            Permissions::Read
-        };
         // A zero-length buffer carries no data; its address is never dereferenced.
-        if len != 0 && !mem.check_range(GuestAddress(addr), len as usize, access) {
+        if len != 0 && !view.check_buffer(addr, len, writable) {
             return Err(ChainError::BufferOutOfMemory { addr, len });
         }
         self.chain.segments.push(Segment {
@@ -95,12 +75,12 @@ impl ChainBuilder {
     /// Adds a buffer descriptor given its raw `flags` (only WRITE matters here).
     pub(crate) fn push_desc<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        view: &RingView<'_, M>,
         addr: u64,
         len: u32,
         flags: u16,
     ) -> Result<(), ChainError> {
-        self.push(mem, addr, len, flags & VIRTQ_DESC_F_WRITE != 0)
+        self.push(view, addr, len, flags & VIRTQ_DESC_F_WRITE != 0)
     }
 
     pub(crate) fn finish(mut self, id: u16, ring_slots: u16) -> DescriptorChain {
@@ -110,30 +90,35 @@ impl ChainBuilder {
     }
 }
 
-/// Validates an indirect descriptor and returns how many entries its table holds.
-pub(crate) fn indirect_entries<M: GuestMemory + ?Sized>(
-    mem: &M,
-    indirect_negotiated: bool,
-    in_indirect: bool,
-    has_next: bool,
+/// What an indirect descriptor may not be, checked before its table is touched.
+pub(crate) struct IndirectRules {
+    /// VIRTIO_F_INDIRECT_DESC was negotiated.
+    pub(crate) negotiated: bool,
+    /// The descriptor is itself inside an indirect table.
+    pub(crate) in_indirect: bool,
+    /// The descriptor also has NEXT set.
+    pub(crate) has_next: bool,
+}
+
+/// Validates an indirect descriptor and resolves its table; returns the table and its entries.
+pub(crate) fn indirect_table<'m, M: GuestMemory + ?Sized>(
+    view: &RingView<'m, M>,
+    rules: IndirectRules,
     addr: u64,
     len: u32,
-) -> Result<u32, ChainError> {
-    if !indirect_negotiated {
+) -> Result<(DescTable<'m, M>, u32), ChainError> {
+    if !rules.negotiated {
         return Err(ChainError::IndirectNotNegotiated);
     }
-    if in_indirect {
+    if rules.in_indirect {
         return Err(ChainError::NestedIndirect);
     }
-    if has_next {
+    if rules.has_next {
         return Err(ChainError::IndirectWithNext);
     }
     let entries = len / DESC_SIZE as u32;
     if len == 0 || !len.is_multiple_of(DESC_SIZE as u32) || entries > u32::from(MAX_QUEUE_SIZE) {
         return Err(ChainError::BadIndirectTableLength { len });
     }
-    if !mem.check_range(GuestAddress(addr), len as usize, Permissions::Read) {
-        return Err(ChainError::DescriptorOutOfMemory { addr });
-    }
-    Ok(entries)
+    Ok((view.table(GuestAddress(addr), entries)?, entries))
 }

@@ -98,8 +98,15 @@ enum Op {
     },
     Publish,
     Pop,
+    PopBatch {
+        max: u8,
+    },
     Complete {
         pick: u16,
+        len_seed: u32,
+    },
+    CompleteBatch {
+        count: u8,
         len_seed: u32,
     },
     PublishUsed,
@@ -121,7 +128,9 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         4 => Just(Op::Publish),
         6 => Just(Op::Pop),
+        2 => (1u8..8).prop_map(|max| Op::PopBatch { max }),
         5 => (any::<u16>(), any::<u32>()).prop_map(|(pick, len_seed)| Op::Complete { pick, len_seed }),
+        2 => (1u8..8, any::<u32>()).prop_map(|(count, len_seed)| Op::CompleteBatch { count, len_seed }),
         3 => Just(Op::PublishUsed),
         3 => Just(Op::Collect),
         2 => Just(Op::SaveRestore),
@@ -169,6 +178,7 @@ struct Model<Q, D> {
     driver_added: u32,
     free_tables: Vec<usize>,
     chain: DescriptorChain,
+    batch: Vec<DescriptorChain>,
 }
 
 impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
@@ -195,6 +205,7 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
             driver_added: 0,
             free_tables: (0..usize::from(size)).rev().collect(),
             chain: DescriptorChain::default(),
+            batch: Vec::new(),
         }
     }
 
@@ -350,6 +361,52 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                         self.inflight.push(offered);
                     }
                 }
+            }
+            Op::PopBatch { max } => {
+                let taken = self
+                    .device
+                    .pop_batch(&self.mem, &mut self.batch, usize::from(max))
+                    .unwrap();
+                assert_eq!(
+                    taken,
+                    self.available.len().min(usize::from(max)),
+                    "batch size"
+                );
+                for chain in &self.batch[..taken] {
+                    let offered = self.available.pop_front().unwrap();
+                    assert_eq!(chain.id, offered.id);
+                    let segs: Vec<BufferSpec> = chain
+                        .segments
+                        .iter()
+                        .map(|s| BufferSpec {
+                            addr: s.addr,
+                            len: s.len,
+                            writable: s.writable,
+                        })
+                        .collect();
+                    assert_eq!(segs, offered.bufs);
+                    self.inflight.push(offered);
+                }
+            }
+            Op::CompleteBatch { count, len_seed } => {
+                let count = usize::from(count).min(self.inflight.len());
+                let batch: Vec<(Offered, u32)> = self
+                    .inflight
+                    .drain(..count)
+                    .map(|offered| {
+                        let writable: u32 = offered
+                            .bufs
+                            .iter()
+                            .filter(|b| b.writable)
+                            .map(|b| b.len)
+                            .sum();
+                        let len = len_seed % (writable + 1);
+                        (offered, len)
+                    })
+                    .collect();
+                let used: Vec<(u16, u32)> = batch.iter().map(|(o, l)| (o.id, *l)).collect();
+                self.device.add_used_batch(&self.mem, &used).unwrap();
+                self.completed_unpublished.extend(batch);
             }
             Op::Complete { pick, len_seed } => {
                 if self.inflight.is_empty() {

@@ -11,13 +11,15 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use super::layout;
 use crate::chain::DescriptorChain;
 use crate::config::{QueueConfig, RingKind};
+use crate::device_queue::pop_batch_with;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::{packed_need_event, RingPosition};
 use crate::inflight::InflightTracker;
 use crate::state::validate_inflight;
 use crate::state::QueueState;
-use crate::walk::{indirect_entries, read_desc, ChainBuilder};
+use crate::view::{DescTable, RingView};
+use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 
 /// Device side of a packed virtqueue.
 ///
@@ -104,12 +106,16 @@ impl PackedQueue {
         self.next_used
     }
 
+    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
+        RingView::new(mem, &self.config)
+    }
+
     /// Reads the chain starting at `next_avail`, whose head the caller has seen available.
     /// The chain is the run of ring descriptors up to the first without NEXT, wrapping at the
     /// end of the ring; only the head's AVAIL bit is checked (the driver makes it available last).
     fn parse_chain<M: GuestMemory + ?Sized>(
         &self,
-        mem: &M,
+        view: &RingView<'_, M>,
         chain: &mut DescriptorChain,
     ) -> Result<(), ChainError> {
         let size = self.config.size;
@@ -117,23 +123,22 @@ impl PackedQueue {
         let mut position = self.next_avail;
         let mut slots = 0u16;
         let id = loop {
-            let desc: PackedDescriptor =
-                read_desc(mem, self.config.desc_table, u32::from(position.index))?;
+            let raw = view.read_ring_desc(layout::desc(&self.config, position.index))?;
+            let desc = raw.packed();
             slots += 1;
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                let entries = indirect_entries(
-                    mem,
-                    self.config.features.indirect_desc,
-                    false,
+                let rules = IndirectRules {
+                    negotiated: self.config.features.indirect_desc,
+                    in_indirect: false,
                     has_next,
-                    desc.addr.get(),
-                    desc.len.get(),
-                )?;
-                self.walk_indirect(mem, &mut builder, GuestAddress(desc.addr.get()), entries)?;
+                };
+                let (table, entries) =
+                    indirect_table(view, rules, desc.addr.get(), desc.len.get())?;
+                Self::walk_indirect(view, &mut builder, &table, entries)?;
             } else {
-                builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
+                builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
             }
             if !has_next {
                 break desc.id.get();
@@ -150,26 +155,74 @@ impl PackedQueue {
     }
 
     /// Adds the `entries` descriptors of an indirect table, read in order. Only WRITE counts in
-    /// a table entry: NEXT and id are ignored, INDIRECT is a nested table.
+    /// a table entry: NEXT and id are ignored, INDIRECT would be a nested table.
     fn walk_indirect<M: GuestMemory + ?Sized>(
-        &self,
-        mem: &M,
+        view: &RingView<'_, M>,
         builder: &mut ChainBuilder,
-        table: GuestAddress,
+        table: &DescTable<'_, M>,
         entries: u32,
     ) -> Result<(), ChainError> {
         for i in 0..entries {
-            let desc: PackedDescriptor = read_desc(mem, table, i)?;
+            let desc = table.read(i)?.packed();
             let flags = desc.flags.get();
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                // indirect_entries owns the rule; inside a table it always fails with
-                // NestedIndirect, so the explicit error below is only a fallback.
-                indirect_entries(mem, true, true, false, desc.addr.get(), desc.len.get())?;
                 return Err(ChainError::NestedIndirect);
             }
-            builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
+            builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
         }
         Ok(())
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        // has_available reads the head's flags with Acquire: the rest of the chain, written
+        // before them, is visible to the reads below.
+        if !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        self.parse_chain(view, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
+        Ok(true)
+    }
+
+    fn add_used_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let slots = self.inflight.check_used(id, len)?;
+        let slot = self.next_used.index;
+        // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
+        // without it, which is what a zero-length completion means anyway.
+        let flags = layout::used_bits(self.next_used.wrap_counter)
+            | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
+        // Only len and id now; addr is left as the driver wrote it and the flags, which hand the
+        // slot back, wait for publish_used.
+        let desc = PackedDescriptor::new(0, len, 0, id);
+        let bytes: [u8; 16] = zerocopy::transmute!(desc);
+        let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
+        let mut len_id = [0u8; 6];
+        len_id.copy_from_slice(&bytes[layout::LEN_ID_BYTES]);
+        view.write_obj(len_id, addr).map_err(ring_err)?;
+        self.pending.push((slot, flags));
+        self.inflight.remove(id);
+        self.next_used = self.next_used.advance(slots, self.config.size);
+        Ok(())
+    }
+
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError> {
+        // Acquire: the descriptor's other fields are read only after its flags say available.
+        let addr = layout::desc_flags(&self.config, self.next_avail.index);
+        let flags = view.load_u16(addr, Ordering::Acquire).map_err(ring_err)?;
+        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
     }
 
     fn check_state<M: GuestMemory + ?Sized>(
@@ -270,15 +323,17 @@ impl DeviceQueue for PackedQueue {
         mem: &M,
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        // has_available reads the head's flags with Acquire: the rest of the chain, written
-        // before them, is visible to the reads below.
-        if !self.has_available(mem)? {
-            return Ok(false);
-        }
-        self.parse_chain(mem, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
-        Ok(true)
+        self.pop_in(&self.view(mem), chain)
+    }
+
+    fn pop_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chains: &mut Vec<DescriptorChain>,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let view = self.view(mem);
+        pop_batch_with(chains, max, |chain| self.pop_in(&view, chain))
     }
 
     fn add_used<M: GuestMemory + ?Sized>(
@@ -287,46 +342,35 @@ impl DeviceQueue for PackedQueue {
         id: u16,
         len: u32,
     ) -> Result<(), QueueError> {
-        let slots = self.inflight.check_used(id, len)?;
-        let slot = self.next_used.index;
-        // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
-        // without it, which is what a zero-length completion means anyway.
-        let flags = layout::used_bits(self.next_used.wrap_counter)
-            | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
-        // Only len and id now; addr is left as the driver wrote it and the flags, which hand the
-        // slot back, wait for publish_used.
-        let desc = PackedDescriptor::new(0, len, 0, id);
-        let bytes: [u8; 16] = zerocopy::transmute!(desc);
-        let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
-        mem.write_slice(&bytes[layout::LEN_ID_BYTES], addr)
-            .map_err(|_| ring_err(addr))?;
-        self.pending.push((slot, flags));
-        self.inflight.remove(id);
-        self.next_used = self.next_used.advance(slots, self.config.size);
-        Ok(())
+        self.add_used_in(&self.view(mem), id, len)
+    }
+
+    fn add_used_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        used: &[(u16, u32)],
+    ) -> Result<(), QueueError> {
+        let view = self.view(mem);
+        used.iter()
+            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
         let Some((&(first_slot, first_flags), rest)) = self.pending.split_first() else {
             return Ok(());
         };
+        let view = self.view(mem);
         // Release: each descriptor's id and len before the flags that hand it over. The first
         // descriptor's flags go last: the driver reads in ring order and stops at the first slot
         // not yet used, so it sees the whole batch at once (as DPDK does).
-        for &(slot, flags) in rest {
-            Self::store_u16(
-                mem,
+        for &(slot, flags) in rest.iter().chain([&(first_slot, first_flags)]) {
+            view.store_u16(
                 layout::desc_flags(&self.config, slot),
                 flags,
                 Ordering::Release,
-            )?;
+            )
+            .map_err(ring_err)?;
         }
-        Self::store_u16(
-            mem,
-            layout::desc_flags(&self.config, first_slot),
-            first_flags,
-            Ordering::Release,
-        )?;
         let published = self
             .next_used
             .distance_from(self.published_used, self.config.size);
@@ -411,10 +455,7 @@ impl DeviceQueue for PackedQueue {
     }
 
     fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        // Acquire: the descriptor's other fields are read only after its flags say available.
-        let addr = layout::desc_flags(&self.config, self.next_avail.index);
-        let flags = Self::load_u16(mem, addr, Ordering::Acquire)?;
-        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
+        self.has_available_in(&self.view(mem))
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {

@@ -3,20 +3,22 @@
 use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
-    SplitDescriptor, UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
-    VIRTQ_DESC_F_NEXT, VIRTQ_USED_F_NO_NOTIFY,
+    UsedElem, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+    VIRTQ_USED_F_NO_NOTIFY,
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
 use crate::chain::DescriptorChain;
 use crate::config::{QueueConfig, RingKind};
+use crate::device_queue::pop_batch_with;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::need_event;
 use crate::inflight::InflightTracker;
 use crate::state::QueueState;
-use crate::walk::{indirect_entries, read_desc, ChainBuilder};
+use crate::view::RingView;
+use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 
 /// Device side of a split virtqueue.
 ///
@@ -62,26 +64,6 @@ fn ring_err(addr: GuestAddress) -> QueueError {
 }
 
 impl SplitQueue {
-    fn load_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        order: Ordering,
-    ) -> Result<u16, QueueError> {
-        mem.load::<u16>(addr, order)
-            .map(u16::from_le)
-            .map_err(|_| ring_err(addr))
-    }
-
-    fn store_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        value: u16,
-        order: Ordering,
-    ) -> Result<(), QueueError> {
-        mem.store(value.to_le(), addr, order)
-            .map_err(|_| ring_err(addr))
-    }
-
     /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
     pub fn next_avail(&self) -> u16 {
         self.next_avail
@@ -92,9 +74,13 @@ impl SplitQueue {
         self.next_used
     }
 
+    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
+        RingView::new(mem, &self.config)
+    }
+
     fn parse_chain<M: GuestMemory + ?Sized>(
         &self,
-        mem: &M,
+        view: &RingView<'_, M>,
         head: u16,
         chain: &mut DescriptorChain,
     ) -> Result<(), ChainError> {
@@ -106,45 +92,116 @@ impl SplitQueue {
             });
         }
         let mut builder = ChainBuilder::new(std::mem::take(&mut chain.segments));
-        let mut table = self.config.desc_table;
-        let mut limit = size;
         let mut index = u32::from(head);
         let mut visited = 0u32;
-        let mut in_indirect = false;
-        loop {
+        // The direct part of the chain, in the ring's own table.
+        let indirect = loop {
             visited += 1;
-            if visited > limit {
-                return Err(ChainError::ChainTooLong { limit });
+            if visited > size {
+                return Err(ChainError::ChainTooLong { limit: size });
             }
-            let desc: SplitDescriptor = read_desc(mem, table, index)?;
+            let raw = view.read_ring_desc(layout::desc(&self.config, index as u16))?;
+            let desc = raw.split();
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                limit = indirect_entries(
-                    mem,
-                    self.config.features.indirect_desc,
-                    in_indirect,
+                let rules = IndirectRules {
+                    negotiated: self.config.features.indirect_desc,
+                    in_indirect: false,
                     has_next,
+                };
+                break Some(indirect_table(
+                    view,
+                    rules,
                     desc.addr.get(),
                     desc.len.get(),
-                )?;
-                table = GuestAddress(desc.addr.get());
-                in_indirect = true;
-                index = 0;
-                visited = 0;
-                continue;
+                )?);
             }
-            builder.push_desc(mem, desc.addr.get(), desc.len.get(), flags)?;
+            builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
             if !has_next {
-                break;
+                break None;
             }
             index = u32::from(desc.next.get());
-            if index >= limit {
-                return Err(ChainError::IndexOutOfRange { index, limit });
+            if index >= size {
+                return Err(ChainError::IndexOutOfRange { index, limit: size });
+            }
+        };
+        // An indirect table ends the chain: the descriptor pointing to it cannot have NEXT.
+        if let Some((table, entries)) = indirect {
+            let mut index = 0u32;
+            for visited in 1.. {
+                if visited > entries {
+                    return Err(ChainError::ChainTooLong { limit: entries });
+                }
+                let desc = table.read(index)?.split();
+                let flags = desc.flags.get();
+                if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+                    return Err(ChainError::NestedIndirect);
+                }
+                builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
+                if flags & VIRTQ_DESC_F_NEXT == 0 {
+                    break;
+                }
+                index = u32::from(desc.next.get());
+                if index >= entries {
+                    return Err(ChainError::IndexOutOfRange {
+                        index,
+                        limit: entries,
+                    });
+                }
             }
         }
         *chain = builder.finish(head, 1);
         Ok(())
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        if self.cached_avail_idx == self.next_avail && !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        let entry = layout::avail_entry(&self.config, self.next_avail);
+        let head = view.load_u16(entry, Ordering::Relaxed).map_err(ring_err)?;
+        self.parse_chain(view, head, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(true)
+    }
+
+    fn add_used_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        self.inflight.check_used(id, len)?;
+        let addr = layout::used_entry(&self.config, self.next_used);
+        let bytes: [u8; 8] = zerocopy::transmute!(UsedElem::new(u32::from(id), len));
+        view.write_obj(bytes, addr).map_err(ring_err)?;
+        self.inflight.remove(id);
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
+    }
+
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError> {
+        let avail_idx = view
+            .load_u16(layout::avail_idx(&self.config), Ordering::Acquire)
+            .map_err(ring_err)?;
+        if avail_idx.wrapping_sub(self.next_avail) > self.config.size {
+            return Err(QueueError::AvailIndexJump {
+                avail_idx,
+                next_avail: self.next_avail,
+                size: self.config.size,
+            });
+        }
+        self.cached_avail_idx = avail_idx;
+        Ok(avail_idx != self.next_avail)
     }
 
     fn check_state<M: GuestMemory + ?Sized>(
@@ -227,15 +284,17 @@ impl DeviceQueue for SplitQueue {
         mem: &M,
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        if self.cached_avail_idx == self.next_avail && !self.has_available(mem)? {
-            return Ok(false);
-        }
-        let entry = layout::avail_entry(&self.config, self.next_avail);
-        let head = Self::load_u16(mem, entry, Ordering::Relaxed)?;
-        self.parse_chain(mem, head, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        Ok(true)
+        self.pop_in(&self.view(mem), chain)
+    }
+
+    fn pop_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        chains: &mut Vec<DescriptorChain>,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let view = self.view(mem);
+        pop_batch_with(chains, max, |chain| self.pop_in(&view, chain))
     }
 
     fn add_used<M: GuestMemory + ?Sized>(
@@ -244,14 +303,17 @@ impl DeviceQueue for SplitQueue {
         id: u16,
         len: u32,
     ) -> Result<(), QueueError> {
-        self.inflight.check_used(id, len)?;
-        let addr = layout::used_entry(&self.config, self.next_used);
-        let elem = UsedElem::new(u32::from(id), len);
-        let bytes: [u8; 8] = zerocopy::transmute!(elem);
-        mem.write_obj(bytes, addr).map_err(|_| ring_err(addr))?;
-        self.inflight.remove(id);
-        self.next_used = self.next_used.wrapping_add(1);
-        Ok(())
+        self.add_used_in(&self.view(mem), id, len)
+    }
+
+    fn add_used_batch<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        used: &[(u16, u32)],
+    ) -> Result<(), QueueError> {
+        let view = self.view(mem);
+        used.iter()
+            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
@@ -259,12 +321,9 @@ impl DeviceQueue for SplitQueue {
             return Ok(());
         }
         // Release: the used elements must be visible before the index that exposes them.
-        Self::store_u16(
-            mem,
-            layout::used_idx(&self.config),
-            self.next_used,
-            Ordering::Release,
-        )?;
+        let addr = layout::used_idx(&self.config);
+        mem.store(self.next_used.to_le(), addr, Ordering::Release)
+            .map_err(|_| ring_err(addr))?;
         self.published_used = self.next_used;
         Ok(())
     }
@@ -282,13 +341,19 @@ impl DeviceQueue for SplitQueue {
         if old == new {
             return Ok(false);
         }
+        let load = |addr: GuestAddress| {
+            mem.load::<u16>(addr, Ordering::Relaxed)
+                .map(u16::from_le)
+                .map_err(|_| ring_err(addr))
+        };
         if self.config.features.event_idx {
-            let used_event =
-                Self::load_u16(mem, layout::used_event(&self.config), Ordering::Relaxed)?;
-            Ok(need_event(used_event, new, old))
+            Ok(need_event(
+                load(layout::used_event(&self.config))?,
+                new,
+                old,
+            ))
         } else {
-            let flags = Self::load_u16(mem, layout::avail_flags(&self.config), Ordering::Relaxed)?;
-            Ok(flags & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
+            Ok(load(layout::avail_flags(&self.config))? & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
         }
     }
 
@@ -296,46 +361,32 @@ impl DeviceQueue for SplitQueue {
         &mut self,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        if self.config.features.event_idx {
-            Self::store_u16(
-                mem,
-                layout::avail_event(&self.config),
-                self.next_avail,
-                Ordering::Relaxed,
-            )?;
+        let view = self.view(mem);
+        let (addr, value) = if self.config.features.event_idx {
+            (layout::avail_event(&self.config), self.next_avail)
         } else {
-            Self::store_u16(mem, layout::used_flags(&self.config), 0, Ordering::Relaxed)?;
-        }
+            (layout::used_flags(&self.config), 0)
+        };
+        view.store_u16(addr, value, Ordering::Relaxed)
+            .map_err(ring_err)?;
         // The enable must be visible before re-reading avail.idx, or a buffer added in between
         // would get neither a kick nor a poll.
         fence(Ordering::SeqCst);
-        self.has_available(mem)
+        self.has_available_in(&view)
     }
 
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
         // With EVENT_IDX a stale avail_event already suppresses kicks; writing it would only cost.
         if !self.config.features.event_idx {
-            Self::store_u16(
-                mem,
-                layout::used_flags(&self.config),
-                VIRTQ_USED_F_NO_NOTIFY,
-                Ordering::Relaxed,
-            )?;
+            let addr = layout::used_flags(&self.config);
+            mem.store(VIRTQ_USED_F_NO_NOTIFY.to_le(), addr, Ordering::Relaxed)
+                .map_err(|_| ring_err(addr))?;
         }
         Ok(())
     }
 
     fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        let avail_idx = Self::load_u16(mem, layout::avail_idx(&self.config), Ordering::Acquire)?;
-        if avail_idx.wrapping_sub(self.next_avail) > self.config.size {
-            return Err(QueueError::AvailIndexJump {
-                avail_idx,
-                next_avail: self.next_avail,
-                size: self.config.size,
-            });
-        }
-        self.cached_avail_idx = avail_idx;
-        Ok(avail_idx != self.next_avail)
+        self.has_available_in(&self.view(mem))
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {

@@ -631,3 +631,33 @@ fn state_round_trip_at_every_ring_position() {
         assert_eq!(used, vec![(second, 5), (first, 6)], "position {position}");
     }
 }
+
+/// Batch taking stops before a malformed chain: the good chains come back, the error comes at
+/// the next call, and the queue does not move past the bad chain.
+#[test]
+fn pop_batch_returns_good_chains_before_a_bad_one() {
+    let mut r = rig(8);
+    let first = r.add(&[buf(0, true)]);
+    let second = r.add(&[buf(1, true)]);
+    r.expose_raw(9);
+    let mut chains = Vec::new();
+    assert_eq!(r.device.pop_batch(&r.mem, &mut chains, 8).unwrap(), 2);
+    assert_eq!((chains[0].id, chains[1].id), (first, second));
+    assert_eq!(
+        r.device.pop_batch(&r.mem, &mut chains, 8),
+        Err(ChainError::IndexOutOfRange { index: 9, limit: 8 }.into())
+    );
+    assert_eq!(r.device.next_avail(), 2);
+    r.device
+        .add_used_batch(&r.mem, &[(second, 1), (first, 2)])
+        .unwrap();
+    r.device.publish_used(&r.mem).unwrap();
+    let used: Vec<(u16, u32)> = r
+        .driver
+        .collect_used(&r.mem)
+        .unwrap()
+        .iter()
+        .map(|u| (u.id, u.len))
+        .collect();
+    assert_eq!(used, vec![(second, 1), (first, 2)]);
+}
