@@ -96,6 +96,18 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         }
     }
 
+    pub(crate) fn store_u64(
+        &self,
+        addr: GuestAddress,
+        value: u64,
+        order: Ordering,
+    ) -> Result<(), GuestAddress> {
+        match self.slice_at(addr, 8) {
+            Some((slice, offset)) => slice.store(value.to_le(), offset, order).map_err(|_| addr),
+            None => self.mem.store(value.to_le(), addr, order).map_err(|_| addr),
+        }
+    }
+
     /// Writes a small value (a used element, a packed len+id) with one volatile store.
     pub(crate) fn write_obj<T: ByteValued>(
         &self,

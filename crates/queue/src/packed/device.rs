@@ -3,7 +3,7 @@
 use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
-    PackedDescriptor, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
@@ -54,9 +54,12 @@ pub struct PackedQueue {
     /// Next descriptor slot to write a used descriptor to (seed 001 `used_idx` and
     /// `used_wrap_counter`).
     next_used: RingPosition,
-    /// Used descriptors whose id and len are written but whose flags wait for `publish_used`:
-    /// (slot, flags), in the order they were added.
-    pending: Vec<(u16, u16)>,
+    /// The first used descriptor added since the last `publish_used`: (slot, flags). Its flags
+    /// wait for `publish_used`; the driver reads used descriptors in ring order starting there,
+    /// so the ones after it can be written whole at once and stay unseen until it flips.
+    pending_head: Option<(u16, u16)>,
+    /// Used descriptors added since the last `publish_used`.
+    pending: u16,
     /// `next_used` as of the last `publish_used`: what the driver can see.
     published_used: RingPosition,
     /// `published_used` at the last notification decision.
@@ -201,15 +204,21 @@ impl PackedQueue {
         // without it, which is what a zero-length completion means anyway.
         let flags = layout::used_bits(self.next_used.wrap_counter)
             | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
-        // Only len and id now; addr is left as the driver wrote it and the flags, which hand the
-        // slot back, wait for publish_used.
-        let desc = PackedDescriptor::new(0, len, 0, id);
-        let bytes: [u8; 16] = zerocopy::transmute!(desc);
+        // Bytes 8..16 of the descriptor: len, id, flags (addr stays as the driver wrote it).
+        let tail = u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48;
         let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
-        let mut len_id = [0u8; 6];
-        len_id.copy_from_slice(&bytes[layout::LEN_ID_BYTES]);
-        view.write_obj(len_id, addr).map_err(ring_err)?;
-        self.pending.push((slot, flags));
+        if self.pending_head.is_none() {
+            // The batch head: len and id now, the flags that hand the batch over at publish.
+            let b = tail.to_le_bytes();
+            let len_id = [b[0], b[1], b[2], b[3], b[4], b[5]];
+            view.write_obj(len_id, addr).map_err(ring_err)?;
+            self.pending_head = Some((slot, flags));
+        } else {
+            // One aligned 8-byte store; the driver, stopped at the head, does not look yet.
+            view.store_u64(addr, tail, Ordering::Relaxed)
+                .map_err(ring_err)?;
+        }
+        self.pending += 1;
         self.inflight.remove(id);
         self.next_used = self.next_used.advance(slots, self.config.size);
         Ok(())
@@ -285,7 +294,8 @@ impl DeviceQueue for PackedQueue {
             config,
             next_avail: RingPosition::INITIAL,
             next_used: RingPosition::INITIAL,
-            pending: Vec::new(),
+            pending_head: None,
+            pending: 0,
             published_used: RingPosition::INITIAL,
             signalled_used: RingPosition::INITIAL,
             unsignalled_slots: 0,
@@ -305,7 +315,8 @@ impl DeviceQueue for PackedQueue {
             config,
             next_avail: avail,
             next_used: used,
-            pending: Vec::new(),
+            pending_head: None,
+            pending: 0,
             published_used: used,
             signalled_used: used,
             unsignalled_slots: 0,
@@ -356,27 +367,22 @@ impl DeviceQueue for PackedQueue {
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        let Some((&(first_slot, first_flags), rest)) = self.pending.split_first() else {
+        let Some((slot, flags)) = self.pending_head.take() else {
             return Ok(());
         };
-        let view = self.view(mem);
-        // Release: each descriptor's id and len before the flags that hand it over. The first
-        // descriptor's flags go last: the driver reads in ring order and stops at the first slot
-        // not yet used, so it sees the whole batch at once (as DPDK does).
-        for &(slot, flags) in rest.iter().chain([&(first_slot, first_flags)]) {
-            view.store_u16(
-                layout::desc_flags(&self.config, slot),
-                flags,
-                Ordering::Release,
-            )
-            .map_err(ring_err)?;
+        // Release: every used descriptor of the batch is written before the head's flags hand
+        // the batch over; the driver sees it all at once (as DPDK does).
+        let addr = layout::desc_flags(&self.config, slot);
+        if let Err(addr) = self.view(mem).store_u16(addr, flags, Ordering::Release) {
+            self.pending_head = Some((slot, flags));
+            return Err(ring_err(addr));
         }
         let published = self
             .next_used
             .distance_from(self.published_used, self.config.size);
         self.unsignalled_slots = self.unsignalled_slots.saturating_add(published);
         self.published_used = self.next_used;
-        self.pending.clear();
+        self.pending = 0;
         Ok(())
     }
 
@@ -459,9 +465,9 @@ impl DeviceQueue for PackedQueue {
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {
-        if !self.pending.is_empty() {
+        if self.pending != 0 {
             return Err(QueueError::UnpublishedUsed {
-                count: u16::try_from(self.pending.len()).unwrap_or(u16::MAX),
+                count: self.pending,
             });
         }
         Ok(QueueState {
@@ -483,7 +489,8 @@ impl DeviceQueue for PackedQueue {
     fn reset(&mut self) {
         self.next_avail = RingPosition::INITIAL;
         self.next_used = RingPosition::INITIAL;
-        self.pending.clear();
+        self.pending_head = None;
+        self.pending = 0;
         self.published_used = RingPosition::INITIAL;
         self.signalled_used = RingPosition::INITIAL;
         self.unsignalled_slots = 0;

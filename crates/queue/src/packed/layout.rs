@@ -9,8 +9,6 @@ use crate::config::QueueConfig;
 const FLAGS_OFFSET: u64 = 14;
 /// Byte offset of `len` in a packed descriptor (`len` and `id` follow each other).
 pub(crate) const LEN_OFFSET: u64 = 8;
-/// The `len` and `id` bytes of an encoded packed descriptor.
-pub(crate) const LEN_ID_BYTES: std::ops::Range<usize> = 8..14;
 /// Byte offset of `flags` in an event suppression structure (`desc` is at 0).
 const EVENT_FLAGS_OFFSET: u64 = 2;
 
