@@ -6,13 +6,14 @@ use crate::chain::DescriptorChain;
 use crate::config::QueueConfig;
 use crate::error::{ConfigError, QueueError, StateError};
 use crate::state::QueueState;
+use crate::view::{RingOps, RingView};
 
 /// The device side of a virtqueue.
 ///
 /// The usual loop: `pop` chains until `None`, process each, `add_used` (in any order), then
 /// `publish_used` once for the batch and `needs_notification` to decide whether to interrupt the
 /// driver; `enable_notification` before sleeping, and pop again if it reports new buffers.
-pub trait DeviceQueue: Sized {
+pub trait DeviceQueue: RingOps + Sized {
     /// Validates `config` against guest memory and creates a queue in its initial state.
     fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError>;
 
@@ -30,12 +31,14 @@ pub trait DeviceQueue: Sized {
         state: &QueueState,
         mem: &M,
     ) -> Result<(), StateError> {
-        *self = Self::from_state(*self.config(), state, mem)?;
+        *self = Self::from_state(*self.ring_config(), state, mem)?;
         Ok(())
     }
 
     /// The configuration the queue runs with.
-    fn config(&self) -> &QueueConfig;
+    fn config(&self) -> &QueueConfig {
+        self.ring_config()
+    }
 
     /// Takes the next available chain, or `None` when the driver has made nothing new available.
     /// On error the queue does not advance.
@@ -52,7 +55,10 @@ pub trait DeviceQueue: Sized {
         &mut self,
         mem: &M,
         chain: &mut DescriptorChain,
-    ) -> Result<bool, QueueError>;
+    ) -> Result<bool, QueueError> {
+        let view = RingView::new(mem, self.ring_config());
+        self.pop_in(&view, chain)
+    }
 
     /// Takes up to `max` available chains into `chains[..n]`, reusing the chains already in the
     /// vector (and their allocations), and returns `n`. Ring memory is resolved once for the
@@ -63,7 +69,23 @@ pub trait DeviceQueue: Sized {
         mem: &M,
         chains: &mut Vec<DescriptorChain>,
         max: usize,
-    ) -> Result<usize, QueueError>;
+    ) -> Result<usize, QueueError> {
+        let view = RingView::new(mem, self.ring_config());
+        let mut taken = 0;
+        while taken < max {
+            if chains.len() == taken {
+                chains.push(DescriptorChain::default());
+            }
+            match self.pop_in(&view, &mut chains[taken]) {
+                Ok(true) => taken += 1,
+                Ok(false) => break,
+                Err(e) if taken == 0 => return Err(e),
+                // Left for the next call: the queue has not moved past the bad chain.
+                Err(_) => break,
+            }
+        }
+        Ok(taken)
+    }
 
     /// Returns buffer `id` to the driver with `len` bytes written. The entry becomes visible to
     /// the driver at the next [`Self::publish_used`].
@@ -72,7 +94,10 @@ pub trait DeviceQueue: Sized {
         mem: &M,
         id: u16,
         len: u32,
-    ) -> Result<(), QueueError>;
+    ) -> Result<(), QueueError> {
+        let view = RingView::new(mem, self.ring_config());
+        self.add_used_in(&view, id, len)
+    }
 
     /// [`Self::add_used`] for each `(id, len)` in order, with ring memory resolved once. On error
     /// the entries before the failing one are added; it and the rest are not.
@@ -80,7 +105,11 @@ pub trait DeviceQueue: Sized {
         &mut self,
         mem: &M,
         used: &[(u16, u32)],
-    ) -> Result<(), QueueError>;
+    ) -> Result<(), QueueError> {
+        let view = RingView::new(mem, self.ring_config());
+        used.iter()
+            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
+    }
 
     /// Makes every entry added since the last call visible to the driver.
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError>;
@@ -112,26 +141,4 @@ pub trait DeviceQueue: Sized {
 
     /// Returns the queue to its initial state: indices 0, wrap counters 1, nothing in flight.
     fn reset(&mut self);
-}
-
-/// The shared loop of `pop_batch`: fills `chains[..n]` with `pop` until it reports no chain or
-/// `max` is reached; an error after the first chain is left for the next call.
-pub(crate) fn pop_batch_with(
-    chains: &mut Vec<DescriptorChain>,
-    max: usize,
-    mut pop: impl FnMut(&mut DescriptorChain) -> Result<bool, QueueError>,
-) -> Result<usize, QueueError> {
-    let mut taken = 0;
-    while taken < max {
-        if chains.len() == taken {
-            chains.push(DescriptorChain::default());
-        }
-        match pop(&mut chains[taken]) {
-            Ok(true) => taken += 1,
-            Ok(false) => break,
-            Err(e) if taken == 0 => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(taken)
 }

@@ -19,8 +19,9 @@ use vm_memory::{
 
 use virtio_lm_spec::ring::{PackedDescriptor, SplitDescriptor};
 
+use crate::chain::DescriptorChain;
 use crate::config::QueueConfig;
-use crate::error::ChainError;
+use crate::error::{ChainError, QueueError};
 
 type Slice<'m, M> = VolatileSlice<'m, BS<'m, <M as GuestMemory>::Bitmap>>;
 
@@ -31,7 +32,7 @@ struct Area<'m, M: GuestMemory + ?Sized> {
 }
 
 /// Guest memory as one queue sees it during one call or one batch.
-pub(crate) struct RingView<'m, M: GuestMemory + ?Sized> {
+pub struct RingView<'m, M: GuestMemory + ?Sized> {
     mem: &'m M,
     areas: [Area<'m, M>; 3],
     /// `[start, end)` of the region the last checked buffer was in; empty at first.
@@ -256,4 +257,26 @@ fn resolve<M: GuestMemory + ?Sized>(mem: &M, base: u64, len: u64) -> Option<Slic
         .ok()?;
     let first = slices.next()?.ok()?;
     (first.len() == len).then_some(first)
+}
+
+/// The ring-format operations `DeviceQueue`'s provided methods are built on. Sealed: it lives in
+/// a private module, so only this crate's queues implement `DeviceQueue`.
+pub trait RingOps {
+    /// The queue's configuration (the view needs its areas).
+    fn ring_config(&self) -> &QueueConfig;
+
+    /// Takes the next available chain through `view`.
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError>;
+
+    /// Writes one used entry through `view`.
+    fn add_used_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError>;
 }

@@ -149,6 +149,21 @@ struct Offered {
     table_slot: Option<usize>,
 }
 
+/// The device took exactly the chain the driver offered: same id, same buffers in order.
+fn assert_taken(chain: &DescriptorChain, offered: &Offered) {
+    assert_eq!(chain.id, offered.id);
+    let taken: Vec<BufferSpec> = chain
+        .segments
+        .iter()
+        .map(|s| BufferSpec {
+            addr: s.addr,
+            len: s.len,
+            writable: s.writable,
+        })
+        .collect();
+    assert_eq!(taken, offered.bufs);
+}
+
 struct Model<Q, D> {
     mem: Mem,
     config: QueueConfig,
@@ -346,18 +361,7 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                     None => assert!(!got, "device took a chain the driver never published"),
                     Some(offered) => {
                         assert!(got, "device missed a published chain");
-                        assert_eq!(self.chain.id, offered.id);
-                        let segs: Vec<BufferSpec> = self
-                            .chain
-                            .segments
-                            .iter()
-                            .map(|s| BufferSpec {
-                                addr: s.addr,
-                                len: s.len,
-                                writable: s.writable,
-                            })
-                            .collect();
-                        assert_eq!(segs, offered.bufs);
+                        assert_taken(&self.chain, &offered);
                         self.inflight.push(offered);
                     }
                 }
@@ -374,17 +378,7 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 );
                 for chain in &self.batch[..taken] {
                     let offered = self.available.pop_front().unwrap();
-                    assert_eq!(chain.id, offered.id);
-                    let segs: Vec<BufferSpec> = chain
-                        .segments
-                        .iter()
-                        .map(|s| BufferSpec {
-                            addr: s.addr,
-                            len: s.len,
-                            writable: s.writable,
-                        })
-                        .collect();
-                    assert_eq!(segs, offered.bufs);
+                    assert_taken(chain, &offered);
                     self.inflight.push(offered);
                 }
             }

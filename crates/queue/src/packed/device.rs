@@ -11,14 +11,13 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use super::layout;
 use crate::chain::DescriptorChain;
 use crate::config::{QueueConfig, RingKind};
-use crate::device_queue::pop_batch_with;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::{packed_need_event, RingPosition};
 use crate::inflight::InflightTracker;
 use crate::state::validate_inflight;
 use crate::state::QueueState;
-use crate::view::{DescTable, RingView};
+use crate::view::{DescTable, RingOps, RingView};
 use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 
 /// Device side of a packed virtqueue.
@@ -176,54 +175,6 @@ impl PackedQueue {
         Ok(())
     }
 
-    fn pop_in<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-        chain: &mut DescriptorChain,
-    ) -> Result<bool, QueueError> {
-        // has_available reads the head's flags with Acquire: the rest of the chain, written
-        // before them, is visible to the reads below.
-        if !self.has_available_in(view)? {
-            return Ok(false);
-        }
-        self.parse_chain(view, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
-        Ok(true)
-    }
-
-    fn add_used_in<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
-    ) -> Result<(), QueueError> {
-        let slots = self.inflight.check_used(id, len)?;
-        let slot = self.next_used.index;
-        // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
-        // without it, which is what a zero-length completion means anyway.
-        let flags = layout::used_bits(self.next_used.wrap_counter)
-            | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
-        // Bytes 8..16 of the descriptor: len, id, flags (addr stays as the driver wrote it).
-        let tail = u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48;
-        let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
-        if self.pending_head.is_none() {
-            // The batch head: len and id now, the flags that hand the batch over at publish.
-            let b = tail.to_le_bytes();
-            let len_id = [b[0], b[1], b[2], b[3], b[4], b[5]];
-            view.write_obj(len_id, addr).map_err(ring_err)?;
-            self.pending_head = Some((slot, flags));
-        } else {
-            // One aligned 8-byte store; the driver, stopped at the head, does not look yet.
-            view.store_u64(addr, tail, Ordering::Relaxed)
-                .map_err(ring_err)?;
-        }
-        self.pending += 1;
-        self.inflight.remove(id);
-        self.next_used = self.next_used.advance(slots, self.config.size);
-        Ok(())
-    }
-
     fn has_available_in<M: GuestMemory + ?Sized>(
         &self,
         view: &RingView<'_, M>,
@@ -323,47 +274,6 @@ impl DeviceQueue for PackedQueue {
             force_notify: state.notification_owed,
             inflight: InflightTracker::from_chains(config.size, &state.inflight),
         })
-    }
-
-    fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
-    fn pop_into<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        chain: &mut DescriptorChain,
-    ) -> Result<bool, QueueError> {
-        self.pop_in(&self.view(mem), chain)
-    }
-
-    fn pop_batch<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        chains: &mut Vec<DescriptorChain>,
-        max: usize,
-    ) -> Result<usize, QueueError> {
-        let view = self.view(mem);
-        pop_batch_with(chains, max, |chain| self.pop_in(&view, chain))
-    }
-
-    fn add_used<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        id: u16,
-        len: u32,
-    ) -> Result<(), QueueError> {
-        self.add_used_in(&self.view(mem), id, len)
-    }
-
-    fn add_used_batch<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        used: &[(u16, u32)],
-    ) -> Result<(), QueueError> {
-        let view = self.view(mem);
-        used.iter()
-            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
@@ -496,5 +406,59 @@ impl DeviceQueue for PackedQueue {
         self.unsignalled_slots = 0;
         self.force_notify = false;
         self.inflight.clear();
+    }
+}
+
+impl RingOps for PackedQueue {
+    fn ring_config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        // has_available reads the head's flags with Acquire: the rest of the chain, written
+        // before them, is visible to the reads below.
+        if !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        self.parse_chain(view, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
+        Ok(true)
+    }
+
+    fn add_used_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let slots = self.inflight.check_used(id, len)?;
+        let slot = self.next_used.index;
+        // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
+        // without it, which is what a zero-length completion means anyway.
+        let flags = layout::used_bits(self.next_used.wrap_counter)
+            | if len != 0 { VIRTQ_DESC_F_WRITE } else { 0 };
+        // Bytes 8..16 of the descriptor: len, id, flags (addr stays as the driver wrote it).
+        let tail = u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48;
+        let addr = layout::desc(&self.config, slot).unchecked_add(layout::LEN_OFFSET);
+        if self.pending_head.is_none() {
+            // The batch head: len and id now, the flags that hand the batch over at publish.
+            let b = tail.to_le_bytes();
+            let len_id = [b[0], b[1], b[2], b[3], b[4], b[5]];
+            view.write_obj(len_id, addr).map_err(ring_err)?;
+            self.pending_head = Some((slot, flags));
+        } else {
+            // One aligned 8-byte store; the driver, stopped at the head, does not look yet.
+            view.store_u64(addr, tail, Ordering::Relaxed)
+                .map_err(ring_err)?;
+        }
+        self.pending += 1;
+        self.inflight.remove(id);
+        self.next_used = self.next_used.advance(slots, self.config.size);
+        Ok(())
     }
 }

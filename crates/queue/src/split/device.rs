@@ -11,13 +11,12 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use super::layout;
 use crate::chain::DescriptorChain;
 use crate::config::{QueueConfig, RingKind};
-use crate::device_queue::pop_batch_with;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::need_event;
 use crate::inflight::InflightTracker;
 use crate::state::QueueState;
-use crate::view::RingView;
+use crate::view::{RingOps, RingView};
 use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 
 /// Device side of a split virtqueue.
@@ -155,37 +154,6 @@ impl SplitQueue {
         Ok(())
     }
 
-    fn pop_in<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-        chain: &mut DescriptorChain,
-    ) -> Result<bool, QueueError> {
-        if self.cached_avail_idx == self.next_avail && !self.has_available_in(view)? {
-            return Ok(false);
-        }
-        let entry = layout::avail_entry(&self.config, self.next_avail);
-        let head = view.load_u16(entry, Ordering::Relaxed).map_err(ring_err)?;
-        self.parse_chain(view, head, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        Ok(true)
-    }
-
-    fn add_used_in<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
-    ) -> Result<(), QueueError> {
-        self.inflight.check_used(id, len)?;
-        let addr = layout::used_entry(&self.config, self.next_used);
-        let bytes: [u8; 8] = zerocopy::transmute!(UsedElem::new(u32::from(id), len));
-        view.write_obj(bytes, addr).map_err(ring_err)?;
-        self.inflight.remove(id);
-        self.next_used = self.next_used.wrapping_add(1);
-        Ok(())
-    }
-
     fn has_available_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
@@ -273,47 +241,6 @@ impl DeviceQueue for SplitQueue {
             force_notify: state.notification_owed,
             inflight: InflightTracker::from_chains(config.size, &state.inflight),
         })
-    }
-
-    fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
-    fn pop_into<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        chain: &mut DescriptorChain,
-    ) -> Result<bool, QueueError> {
-        self.pop_in(&self.view(mem), chain)
-    }
-
-    fn pop_batch<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        chains: &mut Vec<DescriptorChain>,
-        max: usize,
-    ) -> Result<usize, QueueError> {
-        let view = self.view(mem);
-        pop_batch_with(chains, max, |chain| self.pop_in(&view, chain))
-    }
-
-    fn add_used<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        id: u16,
-        len: u32,
-    ) -> Result<(), QueueError> {
-        self.add_used_in(&self.view(mem), id, len)
-    }
-
-    fn add_used_batch<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        used: &[(u16, u32)],
-    ) -> Result<(), QueueError> {
-        let view = self.view(mem);
-        used.iter()
-            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
@@ -419,5 +346,42 @@ impl DeviceQueue for SplitQueue {
         self.signalled_used = 0;
         self.force_notify = false;
         self.inflight.clear();
+    }
+}
+
+impl RingOps for SplitQueue {
+    fn ring_config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        if self.cached_avail_idx == self.next_avail && !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        let entry = layout::avail_entry(&self.config, self.next_avail);
+        let head = view.load_u16(entry, Ordering::Relaxed).map_err(ring_err)?;
+        self.parse_chain(view, head, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(true)
+    }
+
+    fn add_used_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        id: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        self.inflight.check_used(id, len)?;
+        let addr = layout::used_entry(&self.config, self.next_used);
+        let bytes: [u8; 8] = zerocopy::transmute!(UsedElem::new(u32::from(id), len));
+        view.write_obj(bytes, addr).map_err(ring_err)?;
+        self.inflight.remove(id);
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
     }
 }
