@@ -34,6 +34,7 @@
 
 #![deny(missing_docs)]
 
+mod any;
 mod chain;
 mod config;
 mod device_queue;
@@ -47,6 +48,7 @@ mod state;
 mod view;
 mod walk;
 
+pub use any::Virtqueue;
 pub use chain::{BufferSpec, DescriptorChain, Segment, UsedBuffer};
 pub use config::{QueueConfig, RingFeatures, RingKind, MAX_QUEUE_SIZE};
 pub use device_queue::DeviceQueue;

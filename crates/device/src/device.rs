@@ -1,0 +1,131 @@
+//! What a device type implements; the core does everything generic around it.
+
+use virtio_lm_queue::{DescriptorChain, DeviceQueue, QueueError, Virtqueue};
+use vm_memory::GuestMemory;
+
+use crate::error::DeviceError;
+
+/// How a device quiesces when it is stopped, suspended or frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuiesceMode {
+    /// Complete every request in process (used + notification) before reporting quiet.
+    Drain,
+    /// Stop at once; requests in process stay in the queue's in-flight list, to be completed
+    /// exactly once by whoever resumes the queue state.
+    RecordInflight,
+}
+
+/// Whether a device has no request in process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiesce {
+    /// Nothing is in process; the device will touch no guest memory until resumed.
+    Done,
+    /// Requests are still completing; the core asks again (after [`VirtioDevice::poll`]).
+    Pending,
+}
+
+/// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,
+/// stop and suspend are the core's.
+pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
+    /// The virtio device id (4 = entropy source, 2 = block, 1 = network).
+    fn device_type(&self) -> u32;
+
+    /// Device-type feature bits offered (the core adds ring and transport features).
+    fn device_features(&self) -> u64;
+
+    /// Maximum size of each of the device's queues; its length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+
+    /// Reads `data.len()` bytes of device-specific configuration at `offset`; bytes past the
+    /// end read as 0.
+    fn read_config(&self, offset: usize, data: &mut [u8]);
+
+    /// Driver write to device-specific configuration; read-only fields ignore it.
+    fn write_config(&mut self, _offset: usize, _data: &[u8]) {}
+
+    /// The driver set DRIVER_OK with these negotiated features.
+    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// The driver notified queue `index` (or the core re-checks it on resume): take and complete
+    /// what is available. The core publishes and notifies afterwards.
+    fn process_queue(
+        &mut self,
+        index: u16,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError>;
+
+    /// Completes work that finished in the background (async backends); the core then publishes
+    /// and notifies. Synchronous devices have nothing to do.
+    fn poll(&mut self, _queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// Stops taking new requests and reports whether any is still in process.
+    fn quiesce(&mut self, _mode: QuiesceMode) -> Quiesce {
+        Quiesce::Done
+    }
+
+    /// Device reset: back to the state before the driver's first access.
+    fn reset(&mut self) {}
+
+    /// Device-specific state that is in neither the config space nor the queues.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Checks a saved device-specific state without applying it.
+    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(DeviceError::BadState("this device type keeps no state"))
+        }
+    }
+
+    /// Applies a state that [`Self::validate_state`] accepted.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
+        self.validate_state(state)
+    }
+}
+
+/// A live queue as a device sees it while processing: take chains, return them used.
+pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
+    pub(crate) queue: &'a mut Virtqueue,
+    pub(crate) mem: &'a M,
+    pub(crate) used: bool,
+}
+
+impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
+    /// Guest memory, for the device to read and write buffers.
+    pub fn mem(&self) -> &'a M {
+        self.mem
+    }
+
+    /// Takes the next available chain.
+    pub fn pop(&mut self) -> Result<Option<DescriptorChain>, QueueError> {
+        self.queue.pop(self.mem)
+    }
+
+    /// Takes up to `max` chains into `chains[..n]`, reusing allocations; returns `n`.
+    pub fn pop_batch(
+        &mut self,
+        chains: &mut Vec<DescriptorChain>,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        self.queue.pop_batch(self.mem, chains, max)
+    }
+
+    /// Returns buffer `id` with `len` bytes written.
+    pub fn add_used(&mut self, id: u16, len: u32) -> Result<(), QueueError> {
+        self.queue.add_used(self.mem, id, len)?;
+        self.used = true;
+        Ok(())
+    }
+
+    /// Chains taken and not yet used, oldest first (work handed over by a restore).
+    pub fn inflight(&self) -> Vec<DescriptorChain> {
+        self.queue.inflight()
+    }
+}

@@ -1,0 +1,50 @@
+//! The virtio device core of virtio-lm: the device status state machine with the migration
+//! facilities of four seed proposals, and the [`VirtioDevice`] trait device types implement.
+//!
+//! - seed 002 DEVICE_NEEDS_RESET: an unrecoverable error stops all processing and notifies a
+//!   configuration change; the driver recovers by reset.
+//! - seed 000 DEVICE_STOPPED: the driver stops the device (in-process requests complete first)
+//!   and resumes it by clearing the bit.
+//! - seed 001 queue state: kept across reset, initial after ACKNOWLEDGE, readable while the
+//!   device does not run, writable between FEATURES_OK and DRIVER_OK, validated at start.
+//! - seed 003 SUSPEND (with the merged resolution of its review): the device finishes its work,
+//!   records queue state, clears DRIVER_OK and presents SUSPEND; DRIVER_OK resumes it.
+//!
+//! While stopped or suspended the core touches no guest memory and raises no interrupt; kicks
+//! are latched and processed on resume, and every queue is re-checked so no notification is lost.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use virtio_lm_device::{CoreOptions, CountingEntropy, DeviceCore, InterruptCounter, Rng};
+//! use virtio_lm_spec::status;
+//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//!
+//! let mem = Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+//! let irq = Arc::new(InterruptCounter::default());
+//! let rng = Rng::new(Box::new(CountingEntropy::new(0)), 64);
+//! let mut core = DeviceCore::new(Box::new(rng), mem, irq, CoreOptions::default()).unwrap();
+//!
+//! core.write_status(status::ACKNOWLEDGE);
+//! core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+//! core.set_driver_features(core.device_features());
+//! core.write_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+//! assert_ne!(core.status() & status::FEATURES_OK, 0);
+//! ```
+
+#![deny(missing_docs)]
+
+mod core;
+mod device;
+mod error;
+mod interrupt;
+mod queues;
+mod rng;
+mod worker;
+
+pub use crate::core::{CoreError, CoreOptions, DeviceCore};
+pub use device::{QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+pub use error::DeviceError;
+pub use interrupt::{InterruptCounter, Interrupts};
+pub use queues::QueueRegisters;
+pub use rng::{CountingEntropy, EntropySource, HostEntropy, Rng, VIRTIO_ID_RNG};
+pub use worker::Worker;

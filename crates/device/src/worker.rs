@@ -1,0 +1,100 @@
+//! The device's worker thread: waits for the driver's queue notifications (one eventfd per
+//! queue) and processes them on the shared core.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use vm_memory::GuestMemory;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::core::DeviceCore;
+
+/// A running worker; dropping it stops the thread.
+pub struct Worker {
+    exit: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts a worker that processes queue `i` of `core` whenever `kicks[i]` is signalled.
+    pub fn spawn<M: GuestMemory + Send + Sync + 'static>(
+        core: Arc<Mutex<DeviceCore<M>>>,
+        kicks: Vec<Arc<EventFd>>,
+    ) -> io::Result<Self> {
+        let exit = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        let exit_token = kicks.len() as u64;
+        epoll.ctl(
+            ControlOperation::Add,
+            exit.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, exit_token),
+        )?;
+        for (index, kick) in kicks.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                kick.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, index as u64),
+            )?;
+        }
+        let thread = std::thread::Builder::new()
+            .name("virtio-worker".into())
+            .spawn(move || run(&epoll, &core, &kicks, exit_token))?;
+        Ok(Self {
+            exit,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.exit.write(1);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+use std::os::fd::AsRawFd;
+
+fn run<M: GuestMemory + Send + Sync + 'static>(
+    epoll: &Epoll,
+    core: &Mutex<DeviceCore<M>>,
+    kicks: &[Arc<EventFd>],
+    exit_token: u64,
+) {
+    let mut events = vec![EpollEvent::default(); kicks.len() + 1];
+    loop {
+        let ready = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        for event in &events[..ready] {
+            let token = event.data();
+            if token == exit_token {
+                return;
+            }
+            let Some(kick) = kicks.get(token as usize) else {
+                continue;
+            };
+            // Consume the notification before processing: a kick that lands during processing
+            // re-arms the eventfd and is seen on the next round, so none is lost.
+            let _ = kick.read();
+            if let Ok(mut core) = core.lock() {
+                core.kick(token as u16);
+            }
+        }
+    }
+}

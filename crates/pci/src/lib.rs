@@ -1,0 +1,1 @@
+//! virtio-pci transport for virtio-lm (in progress).
