@@ -441,6 +441,14 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         match self.device.quiesce(self.quiesce_mode) {
             Quiesce::Pending => return,
             Quiesce::Done => {}
+            Quiesce::Failed => {
+                // Seed 003 (as merged): a device that cannot suspend sets NEEDS_RESET instead;
+                // the same holds for a stop.
+                self.stop = Quiet::No;
+                self.suspend = Quiet::No;
+                self.needs_reset(DeviceError::Quiesce);
+                return;
+            }
         }
         self.record_queue_states();
         if self.stop == Quiet::Requested {

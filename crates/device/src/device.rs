@@ -22,6 +22,8 @@ pub enum Quiesce {
     Done,
     /// Requests are still completing; the core asks again (after [`VirtioDevice::poll`]).
     Pending,
+    /// The device cannot quiesce; the core sets DEVICE_NEEDS_RESET instead of presenting quiet.
+    Failed,
 }
 
 /// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,

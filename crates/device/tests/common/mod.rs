@@ -1,0 +1,302 @@
+//! A core-level driver for the device tests: it programs a `DeviceCore` the way a transport
+//! would, owns the ring drivers, and offers test device types.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use virtio_lm_device::{
+    CoreOptions, CountingEntropy, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce,
+    QuiesceMode, Rng, VirtioDevice,
+};
+use virtio_lm_queue::{
+    BufferSpec, DescriptorChain, PackedDriver, QueueConfig, RingFeatures, RingKind, SplitDriver,
+    UsedBuffer,
+};
+use virtio_lm_spec::{status, Feature, Profile};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub type Mem = GuestMemoryMmap<()>;
+
+pub const QUEUE_BASE: u64 = 0x1000;
+pub const DATA: u64 = 0x10_0000;
+pub const MEM_SIZE: usize = 0x40_0000;
+
+pub fn memory() -> Arc<Mem> {
+    Arc::new(Mem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
+}
+
+/// Either ring driver.
+pub enum RingDriver {
+    Split(SplitDriver),
+    Packed(PackedDriver),
+}
+
+impl RingDriver {
+    pub fn new(config: QueueConfig, mem: &Mem) -> Self {
+        match config.kind {
+            RingKind::Split => RingDriver::Split(SplitDriver::new(config, mem).unwrap()),
+            RingKind::Packed => RingDriver::Packed(PackedDriver::new(config, mem).unwrap()),
+        }
+    }
+
+    pub fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
+        match self {
+            RingDriver::Split(d) => d.add_chain(mem, bufs).unwrap(),
+            RingDriver::Packed(d) => d.add_chain(mem, bufs).unwrap(),
+        }
+    }
+
+    pub fn publish(&mut self, mem: &Mem) {
+        match self {
+            RingDriver::Split(d) => d.publish(mem).unwrap(),
+            RingDriver::Packed(d) => d.publish(mem).unwrap(),
+        }
+    }
+
+    pub fn config(&self) -> QueueConfig {
+        match self {
+            RingDriver::Split(d) => *d.config(),
+            RingDriver::Packed(d) => *d.config(),
+        }
+    }
+
+    pub fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
+        match self {
+            RingDriver::Split(d) => d.collect_used(mem).unwrap(),
+            RingDriver::Packed(d) => d.collect_used(mem).unwrap(),
+        }
+    }
+}
+
+/// Drives one `DeviceCore` through its status, features and queues.
+pub struct CoreDriver {
+    pub mem: Arc<Mem>,
+    pub irq: Arc<InterruptCounter>,
+    pub core: DeviceCore<Mem>,
+    pub rings: Vec<Option<RingDriver>>,
+    pub kind: RingKind,
+}
+
+pub const SETUP: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+pub const RUNNING: u8 = SETUP | status::DRIVER_OK;
+
+pub fn bit(feature: Feature) -> u64 {
+    Profile::Seeds.mask(feature).unwrap()
+}
+
+impl CoreDriver {
+    pub fn new(device: Box<dyn VirtioDevice<Mem>>) -> Self {
+        Self::with_options(device, CoreOptions::default())
+    }
+
+    pub fn with_options(device: Box<dyn VirtioDevice<Mem>>, options: CoreOptions) -> Self {
+        let mem = memory();
+        let irq = Arc::new(InterruptCounter::default());
+        let core = DeviceCore::new(device, mem.clone(), irq.clone(), options).unwrap();
+        Self {
+            mem,
+            irq,
+            core,
+            rings: Vec::new(),
+            kind: RingKind::Split,
+        }
+    }
+
+    pub fn rng() -> Self {
+        Self::new(Box::new(Rng::new(Box::new(CountingEntropy::new(0)), 16)))
+    }
+
+    /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK.
+    pub fn negotiate(&mut self, features: u64) {
+        self.core.write_status(0);
+        self.core.write_status(status::ACKNOWLEDGE);
+        self.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+        self.core.set_driver_features(features);
+        self.core.write_status(SETUP);
+        assert_eq!(self.core.status(), SETUP, "features accepted");
+        self.kind = if features & bit(Feature::RingPacked) != 0 {
+            RingKind::Packed
+        } else {
+            RingKind::Split
+        };
+    }
+
+    /// Lays out and enables every queue (the ring memory is initialised by the ring driver).
+    pub fn setup_queues(&mut self, features: u64) {
+        let ring = RingFeatures {
+            event_idx: features & bit(Feature::EventIdx) != 0,
+            indirect_desc: features & bit(Feature::IndirectDesc) != 0,
+        };
+        self.rings.clear();
+        for index in 0..self.core.num_queues() {
+            let size = self.core.queue(index).unwrap().max_size;
+            let base = GuestAddress(QUEUE_BASE + u64::from(index) * 0x10000);
+            let (config, _) = QueueConfig::contiguous(self.kind, size, base, ring);
+            self.core.write_queue(index, |regs| {
+                regs.size = size;
+                regs.desc = config.desc_table.0;
+                regs.driver = config.driver_area.0;
+                regs.device = config.device_area.0;
+                regs.enabled = true;
+            });
+            self.rings.push(Some(RingDriver::new(config, &self.mem)));
+        }
+    }
+
+    /// Programs the queue registers for the rings the driver already has (after a reset, to
+    /// continue on the same ring memory).
+    pub fn reprogram_queues(&mut self) {
+        for (index, ring) in self.rings.iter().enumerate() {
+            let Some(config) = ring.as_ref().map(RingDriver::config) else {
+                continue;
+            };
+            self.core.write_queue(index as u16, |regs| {
+                regs.size = config.size;
+                regs.desc = config.desc_table.0;
+                regs.driver = config.driver_area.0;
+                regs.device = config.device_area.0;
+                regs.enabled = true;
+            });
+        }
+    }
+
+    /// The whole initialisation with `features`, ending with DRIVER_OK.
+    pub fn start(&mut self, features: u64) {
+        self.negotiate(features);
+        self.setup_queues(features);
+        self.core.write_status(RUNNING);
+        assert_eq!(self.core.status(), RUNNING, "device running");
+    }
+
+    pub fn start_default(&mut self) -> u64 {
+        let features = bit(Feature::Version1)
+            | bit(Feature::DeviceStop)
+            | bit(Feature::QueueState)
+            | bit(Feature::Suspend)
+            | bit(Feature::EventIdx);
+        self.start(features);
+        features
+    }
+
+    /// Adds `count` one-buffer writable chains to queue 0 and publishes them (no kick).
+    pub fn offer(&mut self, count: usize) -> Vec<u16> {
+        let mem = self.mem.clone();
+        let ring = self.rings[0].as_mut().unwrap();
+        let ids = (0..count)
+            .map(|i| {
+                ring.add(
+                    &mem,
+                    &[BufferSpec::writable(DATA + (i as u64 % 64) * 0x100, 0x40)],
+                )
+            })
+            .collect();
+        ring.publish(&mem);
+        ids
+    }
+
+    pub fn collect(&mut self) -> Vec<UsedBuffer> {
+        let mem = self.mem.clone();
+        self.rings[0].as_mut().unwrap().collect(&mem)
+    }
+
+    /// A checksum of all guest memory, to prove the device wrote nothing.
+    pub fn memory_checksum(&self) -> u64 {
+        let mut buf = vec![0u8; MEM_SIZE];
+        self.mem.read_slice(&mut buf, GuestAddress(0)).unwrap();
+        buf.iter()
+            .enumerate()
+            .fold(0xcbf29ce484222325u64, |h, (i, b)| {
+                (h ^ u64::from(*b) ^ (i as u64).rotate_left(17)).wrapping_mul(0x100000001b3)
+            })
+    }
+}
+
+/// A device whose requests stay in process until released: exercises drain and in-flight
+/// recording. Completes each buffer with its whole writable length.
+pub struct SlowDevice {
+    pub held: Arc<Mutex<VecDeque<(u16, u32)>>>,
+    pub release: Arc<AtomicBool>,
+    pub fail_quiesce: Arc<AtomicBool>,
+}
+
+impl SlowDevice {
+    pub fn new() -> Self {
+        Self {
+            held: Arc::default(),
+            release: Arc::new(AtomicBool::new(false)),
+            fail_quiesce: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl VirtioDevice<Mem> for SlowDevice {
+    fn device_type(&self) -> u32 {
+        0xffff
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![8]
+    }
+
+    fn read_config(&self, offset: usize, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (offset + i) as u8;
+        }
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        queue: &mut QueueAccess<'_, Mem>,
+    ) -> Result<(), DeviceError> {
+        let mut chain = DescriptorChain::default();
+        while let Some(c) = queue.pop()? {
+            chain = c;
+            self.held
+                .lock()
+                .unwrap()
+                .push_back((chain.id, chain.writable_len()));
+        }
+        let _ = chain;
+        self.poll(std::slice::from_mut(queue))
+    }
+
+    fn poll(&mut self, queues: &mut [QueueAccess<'_, Mem>]) -> Result<(), DeviceError> {
+        if !self.release.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(queue) = queues.first_mut() else {
+            return Ok(());
+        };
+        while let Some((id, len)) = self.held.lock().unwrap().pop_front() {
+            queue.add_used(id, len)?;
+        }
+        Ok(())
+    }
+
+    fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
+        if self.fail_quiesce.load(Ordering::SeqCst) {
+            return Quiesce::Failed;
+        }
+        match mode {
+            QuiesceMode::RecordInflight => {
+                // The requests stay in the queue's in-flight list for whoever resumes.
+                self.held.lock().unwrap().clear();
+                Quiesce::Done
+            }
+            QuiesceMode::Drain if self.held.lock().unwrap().is_empty() => Quiesce::Done,
+            QuiesceMode::Drain => Quiesce::Pending,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.held.lock().unwrap().clear();
+    }
+}

@@ -1,0 +1,188 @@
+//! Seed 000 (DEVICE_STOPPED / VIRTIO_F_DEVICE_STOP) at the device core, plus the general status
+//! rules the seed restates.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{bit, CoreDriver, SlowDevice, RUNNING, SETUP};
+use virtio_lm_device::{CoreOptions, VirtioDevice};
+use virtio_lm_spec::{status, Feature};
+
+/// Seed 000: "The device MUST initialize device status to 0 upon reset."
+#[test]
+fn reset_sets_status_to_zero() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(0);
+    assert_eq!(d.core.status(), 0);
+    assert_eq!(d.core.driver_features(), 0);
+}
+
+/// Seed 000: "The device MUST NOT consume buffers or send any used buffer notifications to the
+/// driver before DRIVER_OK." Kicks before DRIVER_OK are ignored; nothing is used.
+#[test]
+fn no_processing_before_driver_ok() {
+    let mut d = CoreDriver::rng();
+    let features = bit(Feature::Version1);
+    d.negotiate(features);
+    d.setup_queues(features);
+    d.offer(2);
+    d.core.kick(0);
+    assert!(d.collect().is_empty());
+    assert_eq!(d.irq.used(), 0);
+    d.core.write_status(RUNNING);
+    d.core.kick(0);
+    assert_eq!(d.collect().len(), 2);
+    assert_eq!(d.irq.used(), 1);
+}
+
+/// Seed 000: "The driver MUST NOT clear a device status bit. If the driver sets the FAILED bit,
+/// the driver MUST later reset the device" — restated as: the driver may clear DEVICE_STOPPED
+/// only. The device ignores a write that clears any other bit (spec-notes §2).
+#[test]
+fn status_write_clearing_other_bits_is_ignored() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    for value in [
+        SETUP,
+        RUNNING & !status::ACKNOWLEDGE,
+        status::ACKNOWLEDGE | status::DRIVER_OK,
+    ] {
+        d.core.write_status(value);
+        assert_eq!(d.core.status(), RUNNING, "write {value:#x} must be ignored");
+    }
+}
+
+/// Seed 000: "The driver MUST NOT set or clear DEVICE_STOPPED when DRIVER_OK is not set." and
+/// "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set."
+#[test]
+fn device_stopped_ignored_without_driver_ok() {
+    let mut d = CoreDriver::rng();
+    let features = bit(Feature::Version1) | bit(Feature::DeviceStop);
+    d.negotiate(features);
+    d.core.write_status(SETUP | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), SETUP);
+}
+
+/// Seed 000 (VIRTIO_F_DEVICE_STOP): without the feature negotiated the bit is ignored too.
+#[test]
+fn device_stopped_ignored_without_feature() {
+    let mut d = CoreDriver::rng();
+    d.start(bit(Feature::Version1));
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING);
+}
+
+/// Seed 000: "In order to stop the device, the driver MUST set DEVICE_STOPPED and re-read
+/// device status until DEVICE_STOPPED is set. In order to resume the device, the driver MUST
+/// clear DEVICE_STOPPED and re-read until it is clear."
+#[test]
+fn stop_and_resume_by_the_bit() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING);
+    assert_eq!(d.core.status(), RUNNING);
+}
+
+/// Seed 000: "When driver is trying to set DEVICE_STOPPED, the device MUST not process new avail
+/// requests and MUST complete all requests that is being processed before presenting the bit."
+#[test]
+fn stop_presented_only_after_in_process_requests_complete() {
+    let slow = SlowDevice::new();
+    let release = slow.release.clone();
+    let mut d = CoreDriver::new(Box::new(slow));
+    d.start_default();
+    d.offer(3);
+    d.core.kick(0);
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING, "three requests still in process");
+    let more = d.offer(2);
+    d.core.kick(0);
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    let used = d.collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "in-process requests completed, new ones not taken"
+    );
+    assert!(used.iter().all(|u| !more.contains(&u.id)));
+    let irq = d.irq.used();
+    assert!(irq >= 1, "completions were notified before the bit");
+    d.core.write_status(RUNNING);
+    assert_eq!(d.collect().len(), 2, "latched kick processed on resume");
+}
+
+/// Seed 000: "The device MUST keep the config space unchanged when DEVICE_STOPPED is set." A
+/// device-side change waits for resume (then bumps the generation and notifies); driver writes
+/// are ignored.
+#[test]
+fn config_space_unchanged_while_stopped() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    let generation = d.core.config_generation();
+    let applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = applied.clone();
+    d.core
+        .change_config(move |_dev: &mut dyn VirtioDevice<common::Mem>| {
+            flag.store(true, Ordering::SeqCst)
+        });
+    assert!(!applied.load(Ordering::SeqCst));
+    assert_eq!(d.core.config_generation(), generation);
+    assert_eq!(d.irq.config(), 0);
+    d.core.write_status(RUNNING);
+    assert!(applied.load(Ordering::SeqCst));
+    assert_eq!(d.core.config_generation(), generation.wrapping_add(1));
+    assert_eq!(
+        d.irq.config(),
+        1,
+        "the held-back change is notified on resume"
+    );
+}
+
+/// Seed 000 quiescence at the core: while stopped, kicks touch no guest memory and raise no
+/// interrupt; on resume each latched buffer completes exactly once.
+#[test]
+fn stopped_device_is_quiet_and_catches_up() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    let ids = d.offer(5);
+    let checksum = d.memory_checksum();
+    let irq = d.irq.used();
+    for _ in 0..10 {
+        d.core.kick(0);
+    }
+    assert_eq!(d.memory_checksum(), checksum);
+    assert_eq!(d.irq.used(), irq);
+    d.core.write_status(RUNNING);
+    let mut used: Vec<u16> = d.collect().iter().map(|u| u.id).collect();
+    used.sort_unstable();
+    let mut want = ids;
+    want.sort_unstable();
+    assert_eq!(used, want);
+    assert_eq!(d.irq.used(), irq + 1);
+}
+
+/// A device that records in-flight requests stops at once; the requests stay in the queue state
+/// (spec-notes §3 extension) rather than completing.
+#[test]
+fn record_inflight_stop_keeps_requests_in_queue_state() {
+    let options = CoreOptions {
+        quiesce_mode: virtio_lm_device::QuiesceMode::RecordInflight,
+        ..CoreOptions::default()
+    };
+    let mut d = CoreDriver::with_options(Box::new(SlowDevice::new()), options);
+    d.start_default();
+    let ids = d.offer(2);
+    d.core.kick(0);
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    let state = d.core.queue_state(0).unwrap();
+    assert_eq!(state.inflight_ids(), ids);
+    assert!(d.collect().is_empty());
+}
