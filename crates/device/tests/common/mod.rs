@@ -300,3 +300,14 @@ impl VirtioDevice<Mem> for SlowDevice {
         self.held.lock().unwrap().clear();
     }
 }
+
+/// FNV-style checksum of `len` bytes of guest memory at `start`.
+pub fn checksum(mem: &Mem, start: u64, len: usize) -> u64 {
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(start)).unwrap();
+    buf.iter()
+        .enumerate()
+        .fold(0xcbf29ce484222325u64, |h, (i, b)| {
+            (h ^ u64::from(*b) ^ (i as u64).rotate_left(17)).wrapping_mul(0x100000001b3)
+        })
+}
