@@ -384,9 +384,6 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
         self.stop = Quiet::No;
         self.status &= !status::DEVICE_STOPPED;
-        for slot in &mut self.queues {
-            slot.state = None;
-        }
         self.after_resume();
     }
 
@@ -409,9 +406,6 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.suspend = Quiet::No;
         self.status &= !status::SUSPEND;
         self.status |= status::DRIVER_OK;
-        for slot in &mut self.queues {
-            slot.live = None;
-        }
         self.activate();
         if self.has(status::DEVICE_NEEDS_RESET) {
             return;
@@ -459,6 +453,11 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             self.suspend = Quiet::Presented;
             self.status &= !status::DRIVER_OK;
             self.status |= status::SUSPEND;
+            // The recorded states are now the queues: the driver may rewrite them, and resume
+            // restarts every queue from them.
+            for slot in &mut self.queues {
+                slot.live = None;
+            }
         }
     }
 
@@ -531,10 +530,18 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if !self.queue_state_readable() {
             return 0;
         }
-        let kind = self.ring_kind();
         self.queues
             .get(usize::from(index))
-            .map_or(0, |slot| field(&slot.start_state(kind)))
+            .map_or(0, |slot| field(&self.current_state(slot)))
+    }
+
+    /// A queue's state: the live queue's while it exists (it does not run when this is read),
+    /// else the recorded or written one, else the initial one.
+    fn current_state(&self, slot: &QueueSlot) -> QueueState {
+        match slot.live.as_ref().map(|q| q.state()) {
+            Some(Ok(state)) => state,
+            _ => slot.start_state(self.ring_kind()),
+        }
     }
 
     /// Seed 001: the driver sets queue state after FEATURES_OK and before DRIVER_OK (also while

@@ -187,3 +187,29 @@ fn rewriting_bits_has_no_side_effect() {
         "clearing SUSPEND by the driver is ignored"
     );
 }
+
+/// Seed 003 with seed 000 (spec-notes §2): "The device is quiescent while any of them holds;
+/// each is resumed only by its own mechanism." Suspending a stopped device, then resuming from
+/// the suspension, leaves it stopped until DEVICE_STOPPED is cleared.
+#[test]
+fn stop_and_suspend_are_undone_separately() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core
+        .write_status(RUNNING | status::DEVICE_STOPPED | status::SUSPEND);
+    assert_eq!(d.core.status(), SUSPENDED | status::DEVICE_STOPPED);
+    let ids = d.offer(2);
+    d.core.kick(0);
+    d.core
+        .write_status(SUSPENDED | status::DEVICE_STOPPED | status::DRIVER_OK);
+    assert_eq!(
+        d.core.status(),
+        RUNNING | status::DEVICE_STOPPED,
+        "resumed from suspend, still stopped"
+    );
+    assert!(d.collect().is_empty(), "still quiet");
+    d.core.write_status(RUNNING);
+    let used: Vec<u16> = d.collect().iter().map(|u| u.id).collect();
+    assert_eq!(used, ids);
+}
