@@ -295,7 +295,6 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     fn reset(&mut self) {
-        let kind = self.ring_kind();
         for slot in &mut self.queues {
             // Seed 001: the queue state survives the reset so the driver can read it afterwards.
             if let Some(live) = slot.live.take() {
@@ -306,13 +305,6 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             let max = slot.regs.max_size;
             slot.regs = QueueRegisters::new(max);
             slot.kicked = false;
-            if slot
-                .state
-                .as_ref()
-                .is_some_and(|s| *s == QueueState::initial(kind))
-            {
-                slot.state = None;
-            }
         }
         self.device.reset();
         self.status = 0;
@@ -638,16 +630,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             let Some(queue) = slot.live.as_mut() else {
                 continue;
             };
-            let mem = &*self.mem;
-            let mut access = QueueAccess {
-                queue,
-                mem,
-                used: false,
-            };
-            let processed = self.device.process_queue(index as u16, &mut access);
-            // Publish and decide even if nothing was used: a restored queue may owe a
-            // notification.
-            let result = processed.and_then(|()| finish(access.queue, mem));
+            let result = run_queue(&mut *self.device, index as u16, queue, &*self.mem);
             match result {
                 Ok(true) => self.interrupts.signal_used_queue(index as u16),
                 Ok(false) => {}
@@ -739,6 +722,33 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.config_generation = self.config_generation.wrapping_add(1);
         if self.has(status::DRIVER_OK) {
             self.interrupts.signal_config_change();
+        }
+    }
+}
+
+/// Processes a kicked queue until the driver has nothing more: process, publish, decide the
+/// notification, re-arm driver notifications (EVENT_IDX: avail_event or the DESC event at the
+/// next buffer) and go round again if buffers arrived before the re-arm was visible; without the
+/// re-arm an EVENT_IDX driver never kicks again. Returns whether to notify. A driver that keeps
+/// adding keeps only this device's thread busy.
+fn run_queue<M: GuestMemory + ?Sized>(
+    device: &mut dyn VirtioDevice<M>,
+    index: u16,
+    queue: &mut Virtqueue,
+    mem: &M,
+) -> Result<bool, DeviceError> {
+    let mut notify = false;
+    loop {
+        let mut access = QueueAccess {
+            queue: &mut *queue,
+            mem,
+            used: false,
+        };
+        device.process_queue(index, &mut access)?;
+        // Publish and decide even if nothing was used: a restored queue may owe a notification.
+        notify |= finish(queue, mem)?;
+        if !queue.enable_notification(mem)? {
+            return Ok(notify);
         }
     }
 }
