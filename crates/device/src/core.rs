@@ -758,3 +758,9 @@ fn finish<M: GuestMemory + ?Sized>(queue: &mut Virtqueue, mem: &M) -> Result<boo
     queue.publish_used(mem)?;
     Ok(queue.needs_notification(mem)?)
 }
+
+// ---- device context (spec-notes §5) --------------------------------------------------------
+// `save_context`, `validate_context` and `restore_context` live in src/context/core_glue.rs,
+// declared here as a child module so they reach the core's private state without widening it.
+#[path = "context/core_glue.rs"]
+mod context_glue;

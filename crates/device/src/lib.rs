@@ -33,6 +33,7 @@
 
 #![deny(missing_docs)]
 
+pub mod context;
 mod core;
 mod device;
 mod error;
@@ -41,6 +42,7 @@ mod queues;
 mod rng;
 mod worker;
 
+pub use crate::context::{ContextError, DeviceContext};
 pub use crate::core::{CoreError, CoreOptions, DeviceCore};
 pub use device::{QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 pub use error::DeviceError;

@@ -311,3 +311,227 @@ pub fn checksum(mem: &Mem, start: u64, len: usize) -> u64 {
             (h ^ u64::from(*b) ^ (i as u64).rotate_left(17)).wrapping_mul(0x100000001b3)
         })
 }
+
+// ==== Device-context helpers (tests/context_*.rs) ===========================================
+
+pub mod context {
+    //! A device that adopts in-flight chains handed over by a restore and keeps a
+    //! device-specific state, a destination-core builder on shared memory, and field-level
+    //! editing of encoded contexts.
+
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use virtio_lm_device::context::{parse_fields, ContextWriter};
+    use virtio_lm_device::{
+        CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce, QuiesceMode,
+        VirtioDevice,
+    };
+    use virtio_lm_queue::{RingKind, UsedBuffer};
+    use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
+
+    use super::{CoreDriver, Mem, RingDriver};
+
+    /// Device-specific field of [`AdoptingDevice`]: `u8 mode` (a blk-range type, as a test
+    /// device type has no range of its own).
+    pub const MODE_FIELD: FieldType = FieldType(0x0201);
+
+    /// Like `SlowDevice` (requests held until `release`), but after a restore it takes over
+    /// the chains the queue reports in flight, so each completes exactly once. It also keeps a
+    /// device-specific `mode` byte saved as [`MODE_FIELD`].
+    pub struct AdoptingDevice {
+        pub held: Arc<Mutex<VecDeque<(u16, u32)>>>,
+        pub release: Arc<AtomicBool>,
+        pub mode: Arc<AtomicU8>,
+    }
+
+    impl AdoptingDevice {
+        pub fn new(release: bool) -> Self {
+            Self {
+                held: Arc::default(),
+                release: Arc::new(AtomicBool::new(release)),
+                mode: Arc::default(),
+            }
+        }
+
+        fn parse(state: &[u8]) -> Result<Option<u8>, DeviceError> {
+            let fields = parse_fields(state).map_err(|_| DeviceError::BadState("framing"))?;
+            let mut mode = None;
+            for f in fields {
+                match (f.field_type, f.value) {
+                    (MODE_FIELD, [m]) if *m <= 3 => mode = Some(*m),
+                    (MODE_FIELD, _) => return Err(DeviceError::BadState("bad mode")),
+                    _ if f.flags & FIELD_FLAG_OPTIONAL != 0 => {}
+                    _ => return Err(DeviceError::BadState("unknown mandatory field")),
+                }
+            }
+            Ok(mode)
+        }
+    }
+
+    impl VirtioDevice<Mem> for AdoptingDevice {
+        fn device_type(&self) -> u32 {
+            0xfffe
+        }
+
+        fn device_features(&self) -> u64 {
+            0
+        }
+
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![8]
+        }
+
+        fn read_config(&self, offset: usize, data: &mut [u8]) {
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = (offset + i) as u8;
+            }
+        }
+
+        fn process_queue(
+            &mut self,
+            _index: u16,
+            queue: &mut QueueAccess<'_, Mem>,
+        ) -> Result<(), DeviceError> {
+            {
+                let mut held = self.held.lock().unwrap();
+                for chain in queue.inflight() {
+                    if !held.iter().any(|&(id, _)| id == chain.id) {
+                        held.push_back((chain.id, chain.writable_len()));
+                    }
+                }
+            }
+            while let Some(chain) = queue.pop()? {
+                let entry = (chain.id, chain.writable_len());
+                self.held.lock().unwrap().push_back(entry);
+            }
+            self.poll(std::slice::from_mut(queue))
+        }
+
+        fn poll(&mut self, queues: &mut [QueueAccess<'_, Mem>]) -> Result<(), DeviceError> {
+            if !self.release.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let Some(queue) = queues.first_mut() else {
+                return Ok(());
+            };
+            while let Some((id, len)) = self.held.lock().unwrap().pop_front() {
+                queue.add_used(id, len)?;
+            }
+            Ok(())
+        }
+
+        fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
+            match mode {
+                QuiesceMode::RecordInflight => {
+                    self.held.lock().unwrap().clear();
+                    Quiesce::Done
+                }
+                QuiesceMode::Drain if self.held.lock().unwrap().is_empty() => Quiesce::Done,
+                QuiesceMode::Drain => Quiesce::Pending,
+            }
+        }
+
+        fn reset(&mut self) {
+            self.held.lock().unwrap().clear();
+            self.mode.store(0, Ordering::SeqCst);
+        }
+
+        fn save_state(&self) -> Vec<u8> {
+            let mut w = ContextWriter::new();
+            w.field(MODE_FIELD, 0, &[self.mode.load(Ordering::SeqCst)])
+                .unwrap();
+            w.into_bytes()
+        }
+
+        fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
+            Self::parse(state).map(|_| ())
+        }
+
+        fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
+            let mode = Self::parse(state)?.unwrap_or(0);
+            self.mode.store(mode, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Options that leave requests in flight on a stop or suspend.
+    pub fn record_inflight() -> CoreOptions {
+        CoreOptions {
+            quiesce_mode: QuiesceMode::RecordInflight,
+            ..CoreOptions::default()
+        }
+    }
+
+    /// A destination: a fresh core on `source`'s guest memory that takes over its ring drivers
+    /// (the guest keeps running its rings across the migration).
+    pub fn destination(
+        source: &mut CoreDriver,
+        device: Box<dyn VirtioDevice<Mem>>,
+        options: CoreOptions,
+    ) -> CoreDriver {
+        let irq = Arc::new(InterruptCounter::default());
+        let core = DeviceCore::new(device, source.mem.clone(), irq.clone(), options).unwrap();
+        CoreDriver {
+            mem: source.mem.clone(),
+            irq,
+            core,
+            rings: std::mem::take(&mut source.rings),
+            kind: source.kind,
+        }
+    }
+
+    /// A fresh core on its own memory, in status 0 (a restore target).
+    pub fn fresh(device: Box<dyn VirtioDevice<Mem>>, options: CoreOptions) -> CoreDriver {
+        let mut d = CoreDriver::with_options(device, options);
+        d.kind = RingKind::Split;
+        d
+    }
+
+    /// Collects queue 0's used buffers and re-enables notifications, as a driver does after
+    /// handling an interrupt (with EVENT_IDX this moves `used_event` to what it consumed).
+    pub fn collect_rearm(d: &mut CoreDriver) -> Vec<UsedBuffer> {
+        let used = d.collect();
+        let mem = d.mem.clone();
+        match d.rings[0].as_mut().unwrap() {
+            RingDriver::Split(r) => r.enable_interrupts(&*mem).unwrap(),
+            RingDriver::Packed(r) => r.enable_interrupts(&*mem).unwrap(),
+        };
+        used
+    }
+
+    /// One field of an encoded context, owned, for editing.
+    pub type RawField = (FieldType, u16, Vec<u8>);
+
+    /// The fields of an encoded context.
+    pub fn fields(bytes: &[u8]) -> Vec<RawField> {
+        parse_fields(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.field_type, f.flags, f.value.to_vec()))
+            .collect()
+    }
+
+    /// Encodes `fields` as they are (no marker or order rules applied).
+    pub fn build(fields: &[RawField]) -> Vec<u8> {
+        let mut w = ContextWriter::new();
+        for (t, flags, value) in fields {
+            w.field(*t, *flags, value).unwrap();
+        }
+        w.into_bytes()
+    }
+
+    /// Byte offset of field `i` in `build(fields)`.
+    pub fn offset_of(fields: &[RawField], i: usize) -> usize {
+        fields[..i]
+            .iter()
+            .map(|(_, _, v)| 8 + v.len().div_ceil(8) * 8)
+            .sum()
+    }
+
+    /// Position of the first field of type `t`.
+    pub fn position(fields: &[RawField], t: FieldType) -> usize {
+        fields.iter().position(|f| f.0 == t).unwrap()
+    }
+}

@@ -1,0 +1,197 @@
+//! Checks of a device context that need no access to the core: reachable status values (with
+//! the context's own negotiation), the shape of a queue state that does not start now, and the
+//! device-specific fields a device type saves.
+
+use virtio_lm_queue::{QueueState, RingFeatures, RingKind, StateError};
+use virtio_lm_spec::{status, Feature, Profile, StatusBit};
+use vm_memory::{GuestMemory, Permissions};
+
+use super::{is_device_specific, parse_fields, ContextError, DeviceField};
+
+/// The context's view of negotiation: features and status as they will be after the restore.
+pub(crate) struct Negotiation {
+    pub(crate) profile: Profile,
+    pub(crate) status: u8,
+    pub(crate) driver: u64,
+}
+
+impl Negotiation {
+    pub(crate) fn has(&self, bit: u8) -> bool {
+        self.status & bit != 0
+    }
+
+    pub(crate) fn negotiated(&self, feature: Feature) -> bool {
+        let mask = self.profile.mask(feature).unwrap_or(0);
+        mask != 0 && self.has(status::FEATURES_OK) && self.driver & mask != 0
+    }
+
+    pub(crate) fn ring_kind(&self) -> RingKind {
+        if self.negotiated(Feature::RingPacked) {
+            RingKind::Packed
+        } else {
+            RingKind::Split
+        }
+    }
+
+    pub(crate) fn ring_features(&self) -> RingFeatures {
+        RingFeatures {
+            event_idx: self.negotiated(Feature::EventIdx),
+            indirect_desc: self.negotiated(Feature::IndirectDesc),
+        }
+    }
+
+    /// Whether the status is one the core can be in (reached by driver writes and the device's
+    /// own transitions).
+    pub(crate) fn check_status(&self) -> Result<(), &'static str> {
+        let rules: [(bool, &'static str); 9] = [
+            (
+                !self.has(status::DRIVER) || self.has(status::ACKNOWLEDGE),
+                "DRIVER without ACKNOWLEDGE",
+            ),
+            (
+                !self.has(status::FEATURES_OK) || self.has(status::DRIVER),
+                "FEATURES_OK without DRIVER",
+            ),
+            (
+                !self.has(status::FEATURES_OK) || self.negotiated(Feature::Version1),
+                "FEATURES_OK without VIRTIO_F_VERSION_1",
+            ),
+            (
+                !self.has(status::DRIVER_OK) || self.has(status::FEATURES_OK),
+                "DRIVER_OK without FEATURES_OK",
+            ),
+            (
+                self.driver == 0 || self.has(status::DRIVER),
+                "driver features without DRIVER",
+            ),
+            (
+                !self.has(status::SUSPEND)
+                    || (!self.has(status::DRIVER_OK) && self.negotiated(Feature::Suspend)),
+                "SUSPEND needs VIRTIO_F_SUSPEND and DRIVER_OK clear",
+            ),
+            (
+                !self.has(status::DEVICE_STOPPED)
+                    || self.profile.status_bit(StatusBit::DeviceStopped).is_some(),
+                "DEVICE_STOPPED is not a status bit of this profile",
+            ),
+            (
+                !self.has(status::DEVICE_STOPPED)
+                    || (self.negotiated(Feature::DeviceStop)
+                        && self.status & (status::DRIVER_OK | status::SUSPEND) != 0),
+                "DEVICE_STOPPED needs VIRTIO_F_DEVICE_STOP and a started device",
+            ),
+            (
+                !self.has(status::DEVICE_NEEDS_RESET) || self.has(status::FEATURES_OK),
+                "DEVICE_NEEDS_RESET before FEATURES_OK",
+            ),
+        ];
+        match rules.into_iter().find(|(ok, _)| !ok) {
+            Some((_, reason)) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues are started (and their states must start) when the device runs, is stopped, or
+    /// is suspended, and has not failed.
+    pub(crate) fn queues_start(&self) -> bool {
+        self.status & (status::DRIVER_OK | status::SUSPEND) != 0
+            && !self.has(status::DEVICE_NEEDS_RESET)
+            && !self.has(status::FAILED)
+    }
+}
+
+/// Splits a device type's saved state into device-specific fields.
+pub(crate) fn device_fields(state: &[u8]) -> Result<Vec<DeviceField>, ContextError> {
+    let malformed = |reason| ContextError::DeviceStateFormat { reason };
+    let fields = parse_fields(state).map_err(|_| malformed("not a sequence of context fields"))?;
+    fields
+        .into_iter()
+        .map(|f| {
+            if is_device_specific(f.field_type) {
+                Ok(DeviceField {
+                    field_type: f.field_type,
+                    flags: f.flags,
+                    value: f.value.to_vec(),
+                })
+            } else {
+                Err(malformed(
+                    "a field outside the device-specific range 0x0200-0x03FF",
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Checks a state that does not start now: positions as the ring format allows (when known),
+/// in-flight chains with distinct ids below the size, ring slots as the format requires, and
+/// buffers readable-then-writable, not overflowing, inside guest memory.
+pub(crate) fn check_state_shape<M: GuestMemory + ?Sized>(
+    kind: Option<RingKind>,
+    size: u16,
+    state: &QueueState,
+    mem: &M,
+) -> Result<(), StateError> {
+    match kind {
+        Some(RingKind::Split) if state.used_state != 0 => {
+            return Err(StateError::SplitUsedState(state.used_state))
+        }
+        Some(RingKind::Packed) => {
+            for (which, position) in [
+                ("avail_state", state.avail_state),
+                ("used_state", state.used_state),
+            ] {
+                let index = position & 0x7fff;
+                if index >= size {
+                    return Err(StateError::IndexOutOfRange { which, index, size });
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut seen = vec![false; usize::from(size)];
+    for chain in &state.inflight {
+        let bad = |reason| StateError::BadInflight {
+            id: chain.id,
+            reason,
+        };
+        let slot = seen
+            .get_mut(usize::from(chain.id))
+            .ok_or(bad("id not below the queue size"))?;
+        if std::mem::replace(slot, true) {
+            return Err(bad("id listed twice"));
+        }
+        let slots_ok = match kind {
+            Some(RingKind::Split) => chain.ring_slots == 1,
+            _ => chain.ring_slots >= 1 && chain.ring_slots <= size,
+        };
+        if !slots_ok {
+            return Err(bad("ring slot count does not fit the ring format"));
+        }
+        let mut writable_seen = false;
+        let (mut readable, mut writable) = (0u32, 0u32);
+        for seg in &chain.segments {
+            let total = if seg.writable {
+                &mut writable
+            } else {
+                &mut readable
+            };
+            *total = total
+                .checked_add(seg.len)
+                .ok_or(bad("buffer lengths overflow 32 bits"))?;
+            if writable_seen && !seg.writable {
+                return Err(bad("readable buffer after a writable one"));
+            }
+            writable_seen |= seg.writable;
+            let access = if seg.writable {
+                Permissions::Write
+            } else {
+                Permissions::Read
+            };
+            let len = usize::try_from(seg.len).map_err(|_| bad("buffer length"))?;
+            if !mem.check_range(seg.addr, len, access) {
+                return Err(bad("buffer outside guest memory"));
+            }
+        }
+    }
+    Ok(())
+}
