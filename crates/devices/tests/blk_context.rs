@@ -1,0 +1,83 @@
+//! The blk device through the core's device context (spec-notes §5): the source is stopped
+//! recording in-flight requests, its context (with VQ_INFLIGHT and BLK_WRITEBACK) is restored
+//! into a fresh core and `Blk` on the same memory and image, and the destination completes the
+//! handed-over requests exactly once when the stop is lifted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{initial_sector, pattern, Req, Rig, TempImage, RUNNING};
+use virtio_lm_device::QuiesceMode;
+use virtio_lm_devices::blk::config::{offset, status};
+use virtio_lm_devices::Gate;
+use virtio_lm_spec::context::FieldType;
+use virtio_lm_spec::status as dev;
+
+const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+
+/// spec-notes §5 and §7 pitfalls 2 and 9: in-flight requests and the device-specific state
+/// (BLK_WRITEBACK) survive a context transfer; each request completes once, on the destination.
+#[test]
+fn context_transfer_hands_over_inflight_and_writeback() {
+    let image = TempImage::new(64);
+    let gate = Gate::new();
+    gate.close();
+    let options = virtio_lm_devices::BlkOptions {
+        faults: virtio_lm_devices::Faults {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        },
+        ..image.options()
+    };
+    let mut src = Rig::new(options, QuiesceMode::RecordInflight);
+    src.start_all(false);
+    src.core.write_config(offset::WRITEBACK, &[0]);
+    let write = Req::write(4, pattern(1, 1024));
+    let read = Req::read(9, 2);
+    let a = src.add(0, 0, &write);
+    let b = src.add(0, 1, &read);
+    src.publish(0);
+    src.core.kick(0);
+    src.set_and_wait(STOPPED, STOPPED);
+    let ctx = src
+        .core
+        .save_context()
+        .expect("context of a stopped device");
+    let blk_fields: Vec<_> = ctx
+        .device_fields
+        .iter()
+        .map(|f| (f.field_type, f.value.clone()))
+        .collect();
+    assert_eq!(blk_fields, vec![(FieldType::BLK_WRITEBACK, vec![0])]);
+    assert_eq!(ctx.queues[0].state.inflight_ids(), vec![a, b]);
+    gate.open();
+
+    let mut dst = Rig::with_mem(
+        image.options(),
+        QuiesceMode::RecordInflight,
+        src.mem.clone(),
+    );
+    dst.rings = std::mem::take(&mut src.rings);
+    drop(src);
+    dst.core.restore_context(&ctx).expect("restore");
+    assert_eq!(dst.core.status(), STOPPED);
+    let mut wb = [0xffu8];
+    dst.core.read_config(offset::WRITEBACK, &mut wb);
+    assert_eq!(wb, [0], "BLK_WRITEBACK restored");
+    std::thread::sleep(Duration::from_millis(5));
+    dst.core.process_pending();
+    assert!(dst.collect(0).is_empty(), "nothing runs while stopped");
+    dst.core.write_status(RUNNING);
+    let mut used: Vec<u16> = dst.wait_used(0, 2).iter().map(|u| u.id).collect();
+    used.sort_unstable();
+    let mut want = vec![a, b];
+    want.sort_unstable();
+    assert_eq!(used, want);
+    assert_eq!(dst.status_of(0, &write), status::OK);
+    assert_eq!(dst.status_of(1, &read), status::OK);
+    assert_eq!(image.sector(4, 2), pattern(1, 1024));
+    let want: Vec<u8> = (9..11).flat_map(initial_sector).collect();
+    assert_eq!(dst.in_data(1, &read), want);
+    assert_eq!(dst.stats.executed(), 2);
+}

@@ -1,0 +1,171 @@
+//! The blk-specific device context (spec-notes §5: 0x0200 BLK_WRITEBACK, `u8`) and the
+//! driver-writable `writeback` field behind it (virtio spec 5.2.4, VIRTIO_BLK_F_CONFIG_WCE).
+
+mod common;
+
+use common::{bit, Mem, Rig, TempImage};
+use virtio_lm_device::{QuiesceMode, VirtioDevice};
+use virtio_lm_devices::blk::config::{features, offset};
+use virtio_lm_devices::{Blk, BlkOptions};
+use virtio_lm_spec::Feature;
+
+fn blk(image: &TempImage, writeback: bool) -> Blk {
+    Blk::open(BlkOptions {
+        writeback,
+        ..image.options()
+    })
+    .unwrap()
+}
+
+fn save(d: &Blk) -> Vec<u8> {
+    VirtioDevice::<Mem>::save_state(d)
+}
+
+fn writeback(d: &Blk) -> u8 {
+    let mut b = [0u8];
+    VirtioDevice::<Mem>::read_config(d, offset::WRITEBACK, &mut b);
+    b[0]
+}
+
+/// A field in the spec-notes §5 encoding: header, value, zero padding to 8.
+fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+/// spec-notes §5: the state is one BLK_WRITEBACK field (type 0x0200, `u8`), 8-byte header plus
+/// value padded to 8; restoring it into a fresh device reproduces the config byte.
+#[test]
+fn writeback_state_round_trips() {
+    let image = TempImage::new(8);
+    let mut src = blk(&image, true);
+    assert_eq!(
+        save(&src),
+        [0x00, 0x02, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    );
+    VirtioDevice::<Mem>::write_config(&mut src, offset::WRITEBACK, &[0]);
+    let state = save(&src);
+    assert_eq!(state, field(0x0200, 0, &[0]));
+    let mut dst = blk(&image, true);
+    assert_eq!(writeback(&dst), 1);
+    VirtioDevice::<Mem>::validate_state(&dst, &state).unwrap();
+    VirtioDevice::<Mem>::restore_state(&mut dst, &state).unwrap();
+    assert_eq!(writeback(&dst), 0);
+    assert_eq!(save(&dst), state);
+}
+
+/// spec-notes §5: "Every value is validated before any of it is applied ... lengths exact; a
+/// context that fails validation changes nothing." Bad lengths, values, types, flags, padding,
+/// duplicates, truncation and a missing field are all rejected, and a failed restore leaves
+/// the device as it was.
+#[test]
+fn invalid_states_are_rejected_without_effect() {
+    let image = TempImage::new(8);
+    let mut d = blk(&image, true);
+    let good = field(0x0200, 0, &[0]);
+    let mut bad_padding = good.clone();
+    bad_padding[9] = 1;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("value 2", field(0x0200, 0, &[2])),
+        ("value 0xff", field(0x0200, 0, &[0xff])),
+        ("length 0", field(0x0200, 0, &[])),
+        ("length 2", field(0x0200, 0, &[0, 0])),
+        ("length 8", field(0x0200, 0, &[0; 8])),
+        ("twice", [good.clone(), good.clone()].concat()),
+        ("truncated header", good[..5].to_vec()),
+        ("truncated value", good[..8].to_vec()),
+        ("missing padding", good[..9].to_vec()),
+        ("non-zero padding", bad_padding),
+        ("trailing bytes", [good.clone(), vec![0; 3]].concat()),
+        (
+            "unknown mandatory",
+            [good.clone(), field(0x0201, 0, &[1])].concat(),
+        ),
+        ("net type", [good.clone(), field(0x0300, 1, &[1])].concat()),
+        (
+            "common type",
+            [good.clone(), field(0x0102, 1, &[1])].concat(),
+        ),
+        ("reserved flags", field(0x0200, 2, &[0])),
+        ("only optional", field(0x02ff, 1, &[1, 2, 3])),
+        ("huge length", {
+            let mut f = good.clone();
+            f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+            f
+        }),
+    ];
+    for (name, state) in cases {
+        assert!(
+            VirtioDevice::<Mem>::validate_state(&d, &state).is_err(),
+            "{name} accepted"
+        );
+        assert!(VirtioDevice::<Mem>::restore_state(&mut d, &state).is_err());
+        assert_eq!(writeback(&d), 1, "{name}: nothing applied");
+    }
+}
+
+/// spec-notes §5: "flags bit 0 = OPTIONAL: a receiver skips an unknown optional field and
+/// rejects an unknown mandatory one." An optional BLK_WRITEBACK is accepted too.
+#[test]
+fn unknown_optional_fields_are_skipped() {
+    let image = TempImage::new(8);
+    let mut d = blk(&image, true);
+    let state = [
+        field(0x0280, 1, &[9; 13]),
+        field(0x0200, 1, &[0]),
+        field(0x02ff, 1, &[]),
+    ]
+    .concat();
+    VirtioDevice::<Mem>::restore_state(&mut d, &state).unwrap();
+    assert_eq!(writeback(&d), 0);
+}
+
+/// virtio spec 5.2.4 with VIRTIO_BLK_F_CONFIG_WCE: the driver switches `writeback` (0
+/// writethrough, 1 writeback); other values and other fields are not writable. A reset returns
+/// it to the configured initial value.
+#[test]
+fn writeback_is_driver_writable_and_reset() {
+    let image = TempImage::new(8);
+    let mut d = blk(&image, false);
+    let mut before = [0u8; 60];
+    VirtioDevice::<Mem>::read_config(&d, 0, &mut before);
+    VirtioDevice::<Mem>::write_config(&mut d, offset::WRITEBACK, &[1]);
+    assert_eq!(writeback(&d), 1);
+    VirtioDevice::<Mem>::write_config(&mut d, offset::WRITEBACK, &[2]);
+    assert_eq!(writeback(&d), 1, "invalid value ignored");
+    VirtioDevice::<Mem>::write_config(&mut d, 28, &[0xaa; 8]);
+    assert_eq!(writeback(&d), 1, "0xaa ignored");
+    VirtioDevice::<Mem>::write_config(&mut d, 30, &[0xaa, 0xaa, 0, 0xaa]);
+    assert_eq!(writeback(&d), 0, "a wider write sets writeback only");
+    VirtioDevice::<Mem>::write_config(&mut d, 0, &[0xaa; 8]);
+    VirtioDevice::<Mem>::write_config(&mut d, usize::MAX, &[0]);
+    let mut after = [0u8; 60];
+    VirtioDevice::<Mem>::read_config(&d, 0, &mut after);
+    assert_eq!(after, before, "capacity and limits unchanged");
+    VirtioDevice::<Mem>::write_config(&mut d, offset::WRITEBACK, &[1]);
+    VirtioDevice::<Mem>::reset(&mut d);
+    assert_eq!(writeback(&d), 0, "back to the initial value");
+}
+
+/// virtio spec 5.2.5: "If VIRTIO_BLK_F_CONFIG_WCE is negotiated but VIRTIO_BLK_F_FLUSH is not,
+/// the device MUST initialize writeback to 0" — the driver cannot flush, so the device is
+/// writethrough.
+#[test]
+fn config_wce_without_flush_means_writethrough() {
+    let image = TempImage::new(8);
+    let mut r = Rig::new(image.options(), QuiesceMode::Drain);
+    let mut wb = [0u8];
+    r.core.read_config(offset::WRITEBACK, &mut wb);
+    assert_eq!(wb, [1], "configured writeback");
+    r.start(bit(Feature::Version1) | features::CONFIG_WCE);
+    r.core.read_config(offset::WRITEBACK, &mut wb);
+    assert_eq!(wb, [0]);
+}
