@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use virtio_lm_queue::{DeviceQueue, QueueState, RingFeatures, RingKind, Virtqueue};
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{status, Feature, Profile};
 use vm_memory::GuestMemory;
 
@@ -89,6 +90,8 @@ pub struct DeviceCore<M: GuestMemory + Send + Sync + 'static> {
     deferred_config: Vec<ConfigChange<M>>,
     /// The first error that set DEVICE_NEEDS_RESET, for diagnostics.
     last_error: Option<DeviceError>,
+    /// Seed 004 admin (out-of-band) mode; see the "admin device modes" section.
+    admin: AdminState,
 }
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
@@ -124,6 +127,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             suspend: Quiet::No,
             deferred_config: Vec::new(),
             last_error: None,
+            admin: AdminState::default(),
         })
     }
 
@@ -190,6 +194,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
 
     /// Driver writes its features; accepted only after DRIVER and before FEATURES_OK.
     pub fn set_driver_features(&mut self, features: u64) {
+        if self.admin_silent() {
+            return;
+        }
         if self.has(status::DRIVER) && !self.has(status::FEATURES_OK) && !self.has(status::FAILED) {
             self.driver_features = features;
         }
@@ -208,8 +215,13 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     ///
     /// 0 resets. Otherwise the write may set bits (each only in its turn) and may clear
     /// DEVICE_STOPPED (seed 000: the one bit a driver may clear); a write that clears any other
-    /// bit is ignored whole. DEVICE_NEEDS_RESET is the device's and cannot be written.
+    /// bit is ignored whole. DEVICE_NEEDS_RESET is the device's and cannot be written. Ignored
+    /// whole while the owner holds the device in admin Stop or Freeze (seed 004).
     pub fn write_status(&mut self, value: u8) {
+        if self.admin_silent() {
+            // Seed 004: the owner holds the device in Stop or Freeze; see `set_admin_mode`.
+            return;
+        }
         if value == 0 {
             self.reset();
             return;
@@ -280,6 +292,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             && !self.has(status::FAILED)
             && self.stop == Quiet::No
             && self.suspend == Quiet::No
+            && !self.admin_quiet()
     }
 
     /// Seed 002: an error the device cannot recover from. Nothing is processed until reset.
@@ -290,7 +303,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.last_error = Some(error);
         self.status |= status::DEVICE_NEEDS_RESET;
         if self.has(status::DRIVER_OK) || self.suspend != Quiet::No {
-            self.interrupts.signal_config_change();
+            if self.admin_silent() {
+                // Seed 004: no configuration change notification unless Active; owed until then.
+                self.admin.config_owed = true;
+            } else {
+                self.interrupts.signal_config_change();
+            }
         }
     }
 
@@ -313,6 +331,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.suspend = Quiet::No;
         self.deferred_config.clear();
         self.last_error = None;
+        self.admin_after_reset();
     }
 
     fn activate(&mut self) {
@@ -340,6 +359,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 }
             }
         }
+        self.admin.queues_unstarted = false;
         for (slot, queue) in self.queues.iter_mut().zip(started) {
             slot.live = queue;
             slot.state = None;
@@ -420,10 +440,15 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
 
     /// Finishes a requested stop or suspend once no request is in process.
     fn progress_quiesce(&mut self) {
-        if self.stop != Quiet::Requested && self.suspend != Quiet::Requested {
+        self.admin_complete_if_dead();
+        if self.stop != Quiet::Requested
+            && self.suspend != Quiet::Requested
+            && self.admin.target.is_none()
+        {
             return;
         }
         self.poll_device();
+        self.admin_complete_if_dead();
         match self.device.quiesce(self.quiesce_mode) {
             Quiesce::Pending => return,
             Quiesce::Done => {}
@@ -433,10 +458,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 self.stop = Quiet::No;
                 self.suspend = Quiet::No;
                 self.needs_reset(DeviceError::Quiesce);
+                self.admin_complete_if_dead();
                 return;
             }
         }
         self.record_queue_states();
+        self.admin_complete();
         if self.stop == Quiet::Requested {
             self.stop = Quiet::Presented;
             self.status |= status::DEVICE_STOPPED;
@@ -478,7 +505,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Whether queue registers may be written now: after FEATURES_OK, before DRIVER_OK, and not
     /// while suspended (spec-notes §2: only queue state may be written then).
     fn queue_writable(&self) -> bool {
-        self.has(status::FEATURES_OK)
+        !self.admin_silent()
+            && self.has(status::FEATURES_OK)
             && !self.has(status::DRIVER_OK)
             && self.suspend == Quiet::No
             && !self.has(status::FAILED)
@@ -550,7 +578,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     fn write_state(&mut self, index: u16, update: impl FnOnce(&mut QueueState)) {
         let window = self.has(status::FEATURES_OK)
             && !self.has(status::DRIVER_OK)
-            && !self.has(status::FAILED);
+            && !self.has(status::FAILED)
+            && !self.admin_silent();
         if !window || !self.negotiated(Feature::QueueState) {
             return;
         }
@@ -566,7 +595,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Installs a complete queue state (with in-flight chains and owed notification), as a
     /// device context restore does; same window and validation as the register writes.
     pub fn set_queue_state(&mut self, index: u16, state: QueueState) -> bool {
-        let window = self.has(status::FEATURES_OK) && !self.has(status::DRIVER_OK);
+        let window =
+            self.has(status::FEATURES_OK) && !self.has(status::DRIVER_OK) && !self.admin_silent();
         match self.queues.get_mut(usize::from(index)) {
             Some(slot) if window => {
                 slot.state = Some(state);
@@ -594,7 +624,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// The driver notified queue `index`. Processed now if the device is live; latched (no
     /// guest memory access) while stopped or suspended; dropped after NEEDS_RESET or FAILED.
     pub fn kick(&mut self, index: u16) {
-        let quiet = self.stop != Quiet::No || self.suspend != Quiet::No;
+        let quiet = self.stop != Quiet::No || self.suspend != Quiet::No || self.admin_quiet();
         let dead = self.has(status::DEVICE_NEEDS_RESET) || self.has(status::FAILED);
         // Before DRIVER_OK there is nothing to do (the driver must not notify yet); after an
         // error the device touches nothing until reset.
@@ -617,6 +647,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     pub fn process_pending(&mut self) {
         if !self.live() {
             return;
+        }
+        if self.admin.queues_unstarted {
+            self.start_restored_queues();
+            if !self.live() {
+                return;
+            }
         }
         self.poll_device();
         for index in 0..self.queues.len() {
@@ -693,9 +729,11 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     /// Driver write to device-specific configuration; ignored while stopped or suspended
-    /// (seed 000: the config space does not change while stopped).
+    /// (seed 000: the config space does not change while stopped) and while not admin-Active
+    /// (seed 004: in Freeze "any write access to virtio configuration space MUST not update any
+    /// fields").
     pub fn write_config(&mut self, offset: usize, data: &[u8]) {
-        if self.stop == Quiet::No && self.suspend == Quiet::No {
+        if self.stop == Quiet::No && self.suspend == Quiet::No && !self.admin_quiet() {
             self.device.write_config(offset, data);
         }
     }
@@ -707,7 +745,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         change: impl FnOnce(&mut dyn VirtioDevice<M>) + Send + 'static,
     ) {
         self.deferred_config.push(Box::new(change));
-        if self.stop == Quiet::No && self.suspend == Quiet::No {
+        if self.stop == Quiet::No && self.suspend == Quiet::No && !self.admin_quiet() {
             self.apply_deferred_config();
         }
     }
@@ -764,3 +802,253 @@ fn finish<M: GuestMemory + ?Sized>(queue: &mut Virtqueue, mem: &M) -> Result<boo
 // declared here as a child module so they reach the core's private state without widening it.
 #[path = "context/core_glue.rs"]
 mod context_glue;
+
+// ==== admin device modes (seed 004) ==========================================================
+//
+// The owner's out-of-band control of this device (seed 004 DEV_MODE_SET/GET): Active, Stop and
+// Freeze. It is independent of DEVICE_STOPPED and SUSPEND (spec-notes §2: the device is quiescent
+// while any of them holds; each is undone only by its own mechanism). Everything the admin modes
+// add to the core is in this section; the code above only calls the `admin_*` helpers and
+// `start_restored_queues` defined here.
+//
+// - Active: normal operation.
+// - Stop: every request in process is finished first (drained, or left in the queue's in-flight
+//   list under `QuiesceMode::RecordInflight`), and only then is the mode Stop; until then the
+//   change is pending (`AdminModeChange::Pending`, `poll_admin_mode`). In Stop the device takes
+//   no buffer, touches no guest memory, raises no interrupt and sends no configuration change
+//   notification; driver notifications are accepted and latched.
+// - Freeze: as Stop, and the context does not change: every driver write to the device status,
+//   features, queue registers and configuration space is ignored. Stop ignores them too (our
+//   decision: seed 004 says the driver SHOULD NOT access the configuration space in Stop or
+//   Freeze, and applying such a write could need guest memory or an interrupt, e.g. DRIVER_OK
+//   starting queues, which Stop forbids). Device-side configuration changes wait for Active.
+// - Every transition between the three modes is allowed (the seed names only two reasons to
+//   fail DEV_MODE_SET: an unknown mode and a partially written context, the latter checked by
+//   the owner); Active → Freeze does the Stop work first.
+// - A context restored while not Active does not read guest memory (seed 004: no virtqueue
+//   memory access unless Active; the destination's memory may still be arriving): its running
+//   queues are checked as far as possible without the ring and started, against the ring, at
+//   the first moment the device is live again. A queue that cannot start then sets
+//   DEVICE_NEEDS_RESET, as at DRIVER_OK (spec-notes §3).
+// - A device reset or FLR keeps the mode (seed 004 v2 changelog: FLR does not make the device
+//   Active) and ends a pending change with `AdminModeError::Reset`. DEVICE_NEEDS_RESET ends a
+//   pending change successfully: the device processes nothing any more, so it is as quiet as
+//   Stop requires, and a broken device can still be migrated.
+
+/// What [`DeviceCore::set_admin_mode`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminModeChange {
+    /// The device is in the requested mode.
+    Done,
+    /// Requests in process must finish first; [`DeviceCore::poll_admin_mode`] reports the end.
+    Pending,
+}
+
+/// Where an admin mode change stands ([`DeviceCore::poll_admin_mode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminModeStatus {
+    /// No change is pending; the device is in this mode.
+    Idle(DevMode),
+    /// A change is waiting for requests in process.
+    Pending,
+    /// The pending change completed: the device is now in this mode.
+    Done(DevMode),
+    /// The pending change ended without effect; the mode is unchanged.
+    Failed(AdminModeError),
+}
+
+/// Why an admin mode change did not take effect. The mode is unchanged (seed 004: "if the
+/// command fails, the device MUST retain the current device mode").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminModeError {
+    /// Another mode change is still waiting for requests in process.
+    #[error("another admin mode change is still in progress")]
+    Busy,
+    /// The device was reset (driver reset or FLR) while the change waited.
+    #[error("the device was reset while the admin mode change waited")]
+    Reset,
+}
+
+/// The admin mode and its bookkeeping.
+#[derive(Debug, Default)]
+struct AdminState {
+    /// The current mode (what DEV_MODE_GET reports).
+    mode: DevMode,
+    /// A change out of Active waiting for requests in process.
+    target: Option<DevMode>,
+    /// How a pending change ended, until `poll_admin_mode` reports it.
+    outcome: Option<Result<DevMode, AdminModeError>>,
+    /// DEVICE_NEEDS_RESET was set while not Active: its notification goes out on return to Active.
+    config_owed: bool,
+    /// Device resets so far (driver reset or FLR).
+    resets: u64,
+    /// A context restored while not Active left running queues to start against the ring.
+    queues_unstarted: bool,
+}
+
+impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
+    /// The seed 004 admin mode.
+    pub fn admin_mode(&self) -> DevMode {
+        self.admin.mode
+    }
+
+    /// Whether an admin mode change is waiting for requests in process.
+    pub fn admin_mode_pending(&self) -> bool {
+        self.admin.target.is_some()
+    }
+
+    /// The owner sets the admin mode (seed 004 DEV_MODE_SET). Setting the current mode succeeds
+    /// and changes nothing. Leaving Active finishes (or records in flight) every request in
+    /// process first: if some cannot finish yet the change is [`AdminModeChange::Pending`] and
+    /// completes later, reported by [`Self::poll_admin_mode`]. Returning to Active resumes the
+    /// device: latched notifications are processed, every queue is re-checked and held
+    /// configuration changes are applied and notified (unless DEVICE_STOPPED or SUSPEND still
+    /// holds the device, which only their own mechanism undoes).
+    pub fn set_admin_mode(&mut self, mode: DevMode) -> Result<AdminModeChange, AdminModeError> {
+        if self.admin.target.is_some() {
+            return Err(AdminModeError::Busy);
+        }
+        if mode == self.admin.mode {
+            return Ok(AdminModeChange::Done);
+        }
+        match (self.admin.mode, mode) {
+            (DevMode::Active, _) => {
+                self.admin.target = Some(mode);
+                self.progress_quiesce();
+                match self.admin.outcome.take() {
+                    Some(Ok(_)) => Ok(AdminModeChange::Done),
+                    Some(Err(e)) => Err(e),
+                    None => Ok(AdminModeChange::Pending),
+                }
+            }
+            (_, DevMode::Active) => {
+                self.admin.mode = DevMode::Active;
+                self.admin_resume();
+                Ok(AdminModeChange::Done)
+            }
+            // Stop <-> Freeze: the device is already quiet; nothing else changes.
+            _ => {
+                self.admin.mode = mode;
+                Ok(AdminModeChange::Done)
+            }
+        }
+    }
+
+    /// Lets a pending admin mode change progress (the device completes background work) and
+    /// reports where it stands. A completed or failed change is reported once, then `Idle`.
+    pub fn poll_admin_mode(&mut self) -> AdminModeStatus {
+        self.progress_quiesce();
+        match self.admin.outcome.take() {
+            Some(Ok(mode)) => AdminModeStatus::Done(mode),
+            Some(Err(e)) => AdminModeStatus::Failed(e),
+            None if self.admin.target.is_some() => AdminModeStatus::Pending,
+            None => AdminModeStatus::Idle(self.admin.mode),
+        }
+    }
+
+    /// The owner abandons a pending change (the owner was reset, or its VFs were disabled): the
+    /// device stays Active and resumes as after a stop (latched kicks, queues re-checked).
+    /// Returns whether a change was pending.
+    pub fn cancel_admin_mode(&mut self) -> bool {
+        if self.admin.target.take().is_none() {
+            return false;
+        }
+        self.after_resume();
+        true
+    }
+
+    /// Device resets so far (driver resets and FLRs): an owner keeps context streams per reset.
+    pub fn reset_count(&self) -> u64 {
+        self.admin.resets
+    }
+
+    /// PCI Function Level Reset: resets the device as a driver reset does, in every admin mode
+    /// (seed 004: "the device MUST function same for the PCI architected interfaces regardless
+    /// of the device mode"). The admin mode is kept; a pending change ends with
+    /// [`AdminModeError::Reset`].
+    pub fn function_level_reset(&mut self) {
+        self.reset();
+    }
+
+    /// Not live because of the admin mode: not Active, or a change out of Active is pending.
+    /// Buffers are not taken, kicks are latched and configuration changes wait.
+    fn admin_quiet(&self) -> bool {
+        self.admin.mode != DevMode::Active || self.admin.target.is_some()
+    }
+
+    /// In Stop or Freeze: no guest memory access, no interrupt, driver writes ignored. (While a
+    /// change is pending the device is still Active and finishes its requests normally.)
+    fn admin_silent(&self) -> bool {
+        self.admin.mode != DevMode::Active
+    }
+
+    /// A device that set DEVICE_NEEDS_RESET processes nothing any more: a pending change out of
+    /// Active completes, as nothing in process will run again.
+    fn admin_complete_if_dead(&mut self) {
+        if self.admin.target.is_some() && self.has(status::DEVICE_NEEDS_RESET) {
+            self.admin_complete();
+        }
+    }
+
+    /// Requests in process are finished (the caller recorded the queue states): a pending
+    /// change takes effect.
+    fn admin_complete(&mut self) {
+        if let Some(target) = self.admin.target.take() {
+            self.admin.mode = target;
+            self.admin.outcome = Some(Ok(target));
+        }
+    }
+
+    fn admin_after_reset(&mut self) {
+        self.admin.resets = self.admin.resets.wrapping_add(1);
+        self.admin.queues_unstarted = false;
+        self.admin.config_owed = false;
+        if self.admin.target.take().is_some() {
+            self.admin.outcome = Some(Err(AdminModeError::Reset));
+        }
+    }
+
+    /// Back to Active: the owed DEVICE_NEEDS_RESET notification, then the same resume as after a
+    /// stop (held configuration changes, latched kicks, every queue re-checked).
+    fn admin_resume(&mut self) {
+        let started = self.has(status::DRIVER_OK) || self.suspend != Quiet::No;
+        if std::mem::take(&mut self.admin.config_owed) && started {
+            self.interrupts.signal_config_change();
+        }
+        self.after_resume();
+    }
+
+    /// Starts the running queues a context restored while not Active left unstarted, against
+    /// the ring in guest memory. Each is re-checked at once (buffers may have been made
+    /// available while the device moved; pitfall 4).
+    fn start_restored_queues(&mut self) {
+        self.admin.queues_unstarted = false;
+        let kind = self.ring_kind();
+        let features = self.ring_features();
+        for index in 0..self.queues.len() {
+            let slot = &self.queues[index];
+            if !slot.regs.enabled || slot.live.is_some() {
+                continue;
+            }
+            let config = slot.regs.config(kind, features);
+            let state = slot.start_state(kind);
+            match Virtqueue::from_state(config, &state, &*self.mem) {
+                Ok(queue) => {
+                    let slot = &mut self.queues[index];
+                    slot.live = Some(queue);
+                    slot.state = None;
+                    slot.restored = false;
+                    slot.kicked = true;
+                }
+                Err(source) => {
+                    self.needs_reset(DeviceError::QueueStart {
+                        index: index as u16,
+                        source,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+}
+// ==== end of admin device modes ==============================================================

@@ -43,7 +43,9 @@ mod rng;
 mod worker;
 
 pub use crate::context::{ContextError, DeviceContext};
-pub use crate::core::{CoreError, CoreOptions, DeviceCore};
+pub use crate::core::{
+    AdminModeChange, AdminModeError, AdminModeStatus, CoreError, CoreOptions, DeviceCore,
+};
 pub use device::{QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 pub use error::DeviceError;
 pub use interrupt::{InterruptCounter, Interrupts};

@@ -2,6 +2,7 @@
 //! decoded per field.
 
 use virtio_lm_device::DeviceCore;
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::pci::{offset, CommonConfig};
 use virtio_lm_spec::{status, Feature};
 use vm_memory::GuestMemory;
@@ -15,6 +16,27 @@ pub(crate) struct Selectors {
     pub(crate) device_feature_select: u32,
     pub(crate) driver_feature_select: u32,
     pub(crate) queue_select: u16,
+}
+
+/// The admin queues of an owner function: the last `num` queues of its core, from `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AdminQueues {
+    pub(crate) index: u16,
+    pub(crate) num: u16,
+}
+
+/// Whether queue `q` exists for the driver: every queue of the core, except that admin queues
+/// exist only once VIRTIO_F_ADMIN_VQ is negotiated (spec: the admin queue fields are valid
+/// only then).
+fn queue_visible<M: GuestMemory + Send + Sync + 'static>(
+    core: &DeviceCore<M>,
+    admin: Option<AdminQueues>,
+    q: u16,
+) -> bool {
+    match admin {
+        Some(a) if q >= a.index => core.negotiated(Feature::AdminVq),
+        _ => true,
+    }
 }
 
 /// The selected 32-bit word of a 64-bit feature set (words past the second read 0).
@@ -44,6 +66,7 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
     core: &mut DeviceCore<M>,
     irq: &MsixInterrupts,
     sel: &Selectors,
+    admin: Option<AdminQueues>,
 ) -> CommonConfig {
     let device_status = core.status();
     let q = sel.queue_select;
@@ -59,7 +82,8 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
             sel.driver_feature_select,
         )),
         config_msix_vector: U16::new(irq.config_vector()),
-        num_queues: U16::new(core.num_queues()),
+        // Admin queues are not counted in num_queues (spec §2.6).
+        num_queues: U16::new(core.num_queues() - admin.map_or(0, |a| a.num)),
         device_status,
         config_generation: core.config_generation(),
         queue_select: U16::new(q),
@@ -67,7 +91,15 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
     };
     // A queue_select past the last queue reads 0 in every queue field: queue_size 0 tells the
     // driver the queue does not exist.
-    if let Some(regs) = core.queue(q).copied() {
+    if let Some(a) = admin {
+        cfg.admin_queue_index = U16::new(a.index);
+        cfg.admin_queue_num = U16::new(a.num);
+    }
+    let regs = core
+        .queue(q)
+        .copied()
+        .filter(|_| queue_visible(core, admin, q));
+    if let Some(regs) = regs {
         cfg.queue_size = U16::new(regs.size);
         cfg.queue_msix_vector = U16::new(irq.queue_vector(q));
         cfg.queue_enable = U16::new(u16::from(regs.enabled));
@@ -81,7 +113,7 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
         }
     }
     // queue_notif_config_data (56), queue_reset (58): NOTIF_CONFIG_DATA and RING_RESET cannot
-    // be offered in the seeds profile. admin_queue_index/num (60/62): no admin queue yet.
+    // be offered in the seeds profile. admin_queue_index/num (60/62): 0 unless an owner.
     cfg
 }
 
@@ -119,6 +151,13 @@ fn address_access(off: usize, len: usize) -> Option<(usize, Half)> {
         })
 }
 
+/// Whether `off` is a field selected by `queue_select` (queue_size through queue_used_state).
+fn is_queue_field(off: usize) -> bool {
+    (offset::QUEUE_SIZE..offset::QUEUE_NOTIF_CONFIG_DATA).contains(&off)
+        || off == offset::QUEUE_AVAIL_STATE
+        || off == offset::QUEUE_USED_STATE
+}
+
 /// What a write did that the function must follow up on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WriteEffect {
@@ -136,11 +175,19 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
     core: &mut DeviceCore<M>,
     irq: &MsixInterrupts,
     sel: &mut Selectors,
-    off: usize,
-    len: usize,
+    admin: Option<AdminQueues>,
+    (off, len): (usize, usize),
     value: u64,
 ) -> WriteEffect {
+    if core.admin_mode() != DevMode::Active {
+        // Seed 004: in Freeze "any write access to virtio configuration space MUST not update
+        // any fields"; in Stop we ignore them too (see the core's admin modes).
+        return WriteEffect::None;
+    }
     let q = sel.queue_select;
+    if !queue_visible(core, admin, q) && is_queue_field(off) {
+        return WriteEffect::None;
+    }
     let v16 = value as u16;
     match (off, len) {
         (offset::DEVICE_FEATURE_SELECT, 4) => sel.device_feature_select = value as u32,

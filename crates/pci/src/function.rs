@@ -4,16 +4,18 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use virtio_lm_device::{CoreOptions, DeviceCore, VirtioDevice, Worker};
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::Feature;
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use zerocopy::IntoBytes;
 
-use crate::common::{self, Selectors, WriteEffect};
+use crate::common::{self, AdminQueues, Selectors, WriteEffect};
 use crate::error::PciError;
 use crate::interrupts::MsixInterrupts;
 use crate::layout::{self, VirtioCap, CONFIG_SPACE_LEN};
 use crate::notify::NotificationData;
+use crate::pci_cfg::PciCfgWindow;
 use crate::transport::PciTransport;
 
 /// How a driver notification reaches the core.
@@ -96,6 +98,10 @@ pub struct VirtioPciFunction<M: GuestMemory + Send + Sync + 'static> {
     num_queues: u16,
     caps: Vec<VirtioCap>,
     config_space: [u8; CONFIG_SPACE_LEN],
+    /// The last `num` queues are admin queues (an owner function; seed 004).
+    admin: Option<AdminQueues>,
+    /// The VIRTIO_PCI_CAP_PCI_CFG window, if the function has one.
+    pci_cfg: Option<PciCfgWindow>,
 }
 
 impl<M: GuestMemory + Send + Sync + 'static> VirtioPciFunction<M> {
@@ -135,7 +141,81 @@ impl<M: GuestMemory + Send + Sync + 'static> VirtioPciFunction<M> {
             num_queues,
             caps,
             config_space,
+            admin: None,
+            pci_cfg: None,
         })
+    }
+
+    /// The same function with a VIRTIO_PCI_CAP_PCI_CFG capability after the others: the driver
+    /// can then reach BAR 0 through configuration space ([`PciTransport::config_write`]). Seed
+    /// 004 rules it for member devices: writes to it are ignored in Freeze.
+    pub fn with_pci_cfg_window(mut self) -> Self {
+        if self.pci_cfg.is_some() {
+            return self;
+        }
+        let at = layout::FIRST_CAP
+            + self
+                .caps
+                .iter()
+                .map(|c| usize::from(c.header().cap_len))
+                .sum::<usize>();
+        let device_type = u32::from(
+            u16::from_le_bytes([self.config_space[2], self.config_space[3]])
+                .wrapping_sub(virtio_lm_spec::pci::VIRTIO_PCI_DEVICE_ID_BASE),
+        );
+        if let Some(last) = self.caps.last_mut() {
+            let header = match last {
+                VirtioCap::Plain(cap) => cap,
+                VirtioCap::Notify(cap) => &mut cap.cap,
+            };
+            header.cap_next = at as u8;
+        }
+        self.config_space = layout::config_space(device_type, &self.caps);
+        let cap = layout::pci_cfg_cap();
+        if let Some(slot) = self.config_space.get_mut(at..at + cap.len()) {
+            slot.copy_from_slice(&cap);
+            self.pci_cfg = Some(PciCfgWindow::new(at));
+        }
+        self
+    }
+
+    /// Marks the last `num` queues of the core as admin queues (an owner function): the common
+    /// configuration reports them at `admin_queue_index`/`admin_queue_num` (offsets 60/62) and
+    /// leaves them out of `num_queues`; they exist for the driver only once VIRTIO_F_ADMIN_VQ
+    /// is negotiated.
+    pub(crate) fn with_admin_queues(mut self, num: u16) -> Self {
+        if num > 0 && num <= self.num_queues {
+            self.admin = Some(AdminQueues {
+                index: self.num_queues - num,
+                num,
+            });
+        }
+        self
+    }
+
+    /// The admin queues (first index, number), for an owner function.
+    pub fn admin_queues(&self) -> Option<(u16, u16)> {
+        self.admin.map(|a| (a.index, a.num))
+    }
+
+    /// Configuration-space offset of the VIRTIO_PCI_CAP_PCI_CFG capability, if any.
+    pub fn pci_cfg_offset(&self) -> Option<u16> {
+        self.pci_cfg.as_ref().map(|w| w.at() as u16)
+    }
+
+    /// PCI Function Level Reset: the device is reset as by a driver reset, in every admin mode
+    /// (seed 004: PCI architected interfaces work the same in every mode; the admin mode is
+    /// kept), and the transport's own registers (MSI-X routing, ISR, selects, the PCI_CFG
+    /// window) return to their reset values.
+    pub fn function_level_reset(&self) {
+        let mut selectors = lock(&self.selectors);
+        lock(&self.core).function_level_reset();
+        self.interrupts.reset();
+        *selectors = Selectors::default();
+        lock(&self.notifications).fill(None);
+        if let Some(window) = &self.pci_cfg {
+            window.reset();
+        }
     }
 
     /// Builds everything around `device`: [`MsixInterrupts`] with `msix_vectors` vectors, the
@@ -209,7 +289,7 @@ impl<M: GuestMemory + Send + Sync + 'static> VirtioPciFunction<M> {
                 let selectors = lock(&self.selectors);
                 let snapshot = {
                     let mut core = lock(&self.core);
-                    common::snapshot(&mut core, &self.interrupts, &selectors)
+                    common::snapshot(&mut core, &self.interrupts, &selectors, self.admin)
                 };
                 let bytes = snapshot.as_bytes();
                 if off < bytes.len() {
@@ -239,8 +319,8 @@ impl<M: GuestMemory + Send + Sync + 'static> VirtioPciFunction<M> {
                     &mut core,
                     &self.interrupts,
                     &mut selectors,
-                    off,
-                    data.len(),
+                    self.admin,
+                    (off, data.len()),
                     value,
                 ) == WriteEffect::Reset
                 {
@@ -302,5 +382,24 @@ impl<M: GuestMemory + Send + Sync + 'static> PciTransport for VirtioPciFunction<
         let start = usize::from(offset).min(CONFIG_SPACE_LEN);
         let n = data.len().min(CONFIG_SPACE_LEN - start);
         data[..n].copy_from_slice(&self.config_space[start..start + n]);
+        if let Some(window) = &self.pci_cfg {
+            // Seed 004: reads through the window work the same in every mode.
+            window.overlay(start, &mut data[..n], |at, buf| self.bar_read(at, buf));
+        }
+    }
+
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        let Some(window) = &self.pci_cfg else {
+            return;
+        };
+        let offset = usize::from(offset);
+        if !window.touches(offset, data.len()) {
+            return;
+        }
+        // Seed 004: "the device MUST ignore writes when the device mode is set to Freeze".
+        if lock(&self.core).admin_mode() == DevMode::Freeze {
+            return;
+        }
+        window.write(offset, data, |at, bytes| self.bar_write(at, bytes));
     }
 }

@@ -4,7 +4,7 @@
 use virtio_lm_spec::pci::{
     PciCap, PciNotifyCap, COMMON_CONFIG_LEN, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG,
     VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG,
-    VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
+    VIRTIO_PCI_CAP_PCI_CFG, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
 };
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::IntoBytes;
@@ -152,4 +152,19 @@ pub fn config_space(device_type: u32, caps: &[VirtioCap]) -> [u8; CONFIG_SPACE_L
         at = next;
     }
     space
+}
+
+/// Length of `struct virtio_pci_cfg_cap`: the 16-byte header and `u8 pci_cfg_data[4]`.
+pub const PCI_CFG_CAP_LEN: usize = 20;
+/// Offset of `pci_cfg_data` in the PCI_CFG capability.
+pub const PCI_CFG_DATA: usize = 16;
+
+/// The bytes of a VIRTIO_PCI_CAP_PCI_CFG capability (`struct virtio_pci_cfg_cap`) with
+/// `cap_next` 0: the alternative access to BAR 0 through configuration space. The driver writes
+/// `bar`, `offset` and `length`, then reads or writes `pci_cfg_data`.
+pub fn pci_cfg_cap() -> [u8; PCI_CFG_CAP_LEN] {
+    let header = cap(VIRTIO_PCI_CAP_PCI_CFG, 0, 0, PCI_CFG_CAP_LEN as u8);
+    let mut bytes = [0u8; PCI_CFG_CAP_LEN];
+    bytes[..PCI_CFG_DATA].copy_from_slice(header.as_bytes());
+    bytes
 }

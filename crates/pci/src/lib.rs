@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod common;
 mod driver;
 mod error;
@@ -52,6 +53,7 @@ mod function;
 mod interrupts;
 pub mod layout;
 mod notify;
+mod pci_cfg;
 mod transport;
 
 pub use driver::{

@@ -12,4 +12,8 @@ pub trait PciTransport: Send + Sync {
     /// Reads `data.len()` bytes of PCI configuration space at `offset` (bytes past its end read
     /// as 0).
     fn config_read(&self, offset: u16, data: &mut [u8]);
+    /// Writes `data` to PCI configuration space at `offset`. Only writable registers change
+    /// (the VIRTIO_PCI_CAP_PCI_CFG window of a function that has one); the default ignores the
+    /// write, as for a configuration space with nothing writable.
+    fn config_write(&self, _offset: u16, _data: &[u8]) {}
 }

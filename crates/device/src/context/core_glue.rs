@@ -39,6 +39,9 @@ enum QueueStart {
     Live(Virtqueue),
     /// Otherwise: the state kept for the next start (`None`: the initial state).
     Recorded(Option<QueueState>),
+    /// DRIVER_OK restored while not admin-Active (seed 004): started against the ring when the
+    /// device is next live.
+    Deferred(QueueState),
 }
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
@@ -46,11 +49,15 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// (reset, during setup, stopped, suspended, or after DEVICE_NEEDS_RESET or FAILED), and no
     /// stop or suspend still waiting for requests in process.
     ///
-    /// The hook for the admin modes of seed 004: Stop and Freeze will count as quiet here, and
-    /// restoring will additionally require Freeze ("The device MUST fail
-    /// VIRTIO_ADMIN_CMD_DEV_CTX_WRITE command when the device mode is not Freeze").
+    /// The admin modes of seed 004 count as quiet here: Stop and Freeze are not live, and a
+    /// mode change still waiting for requests in process is a quiesce in progress. (That a
+    /// DEV_CTX_WRITE needs Freeze — "The device MUST fail VIRTIO_ADMIN_CMD_DEV_CTX_WRITE command
+    /// when the device mode is not Freeze" — is the owner's check, as in-band restores need no
+    /// admin mode.)
     fn context_quiescent(&self) -> bool {
-        let quiescing = self.stop == Quiet::Requested || self.suspend == Quiet::Requested;
+        let quiescing = self.stop == Quiet::Requested
+            || self.suspend == Quiet::Requested
+            || self.admin.target.is_some();
         !quiescing && !self.live()
     }
 
@@ -64,6 +71,16 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if !self.context_quiescent() {
             return Err(ContextError::NotQuiescent);
         }
+        self.snapshot_context()
+    }
+
+    /// The device context as it stands, also while the device runs: for seed 004 DEV_CTX_READ,
+    /// which works in every admin mode ("The device MUST support reading the device context
+    /// when the device is in any mode"). Consistent, because nothing processes while the core
+    /// is borrowed, but a running device moves on right after: a context read in Active is a
+    /// pre-copy, to be replaced (DISCARD) by one read after Stop. Same content rules as
+    /// [`Self::save_context`].
+    pub fn snapshot_context(&self) -> Result<DeviceContext, ContextError> {
         let kind = self.ring_kind();
         let mut queues = Vec::with_capacity(self.queues.len());
         for (index, slot) in (0u16..).zip(&self.queues) {
@@ -224,7 +241,16 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 .validate(&*self.mem)
                 .map_err(|source| ContextError::QueueLayout { index, source })?;
         }
-        let start = if c.enabled && neg.queues_start() {
+        let start = if c.enabled && neg.queues_start() && self.admin_silent() {
+            // Seed 004: no virtqueue memory access unless Active. Checked without the ring now;
+            // started against it when the device is next live (see the admin section of core).
+            check_state_shape(Some(kind), c.size, &q.state, &*self.mem).map_err(state_err)?;
+            if neg.has(status::DRIVER_OK) {
+                QueueStart::Deferred(q.state.clone())
+            } else {
+                QueueStart::Recorded(Some(q.state.clone()))
+            }
+        } else if c.enabled && neg.queues_start() {
             let live = Virtqueue::from_state(config, &q.state, &*self.mem).map_err(state_err)?;
             if neg.has(status::DRIVER_OK) {
                 QueueStart::Live(live)
@@ -259,6 +285,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.suspend = quiet(status::SUSPEND);
         self.deferred_config.clear();
         self.last_error = None;
+        self.admin.queues_unstarted = false;
         let suspended = has(status::SUSPEND);
         for (slot, (regs, start)) in self.queues.iter_mut().zip(plan.queues) {
             slot.regs = regs;
@@ -271,6 +298,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                     // Re-check on the first live moment: buffers may have been made available
                     // while the device was moving (pitfall 4).
                     slot.kicked = true;
+                }
+                QueueStart::Deferred(state) => {
+                    slot.live = None;
+                    slot.restored = false;
+                    slot.state = Some(state);
+                    self.admin.queues_unstarted = true;
                 }
                 QueueStart::Recorded(state) => {
                     slot.live = None;

@@ -1,6 +1,7 @@
 //! The driver side of virtio-pci: what a guest driver (and, later, the hypervisor's migration
 //! code) does through the registers of a [`PciTransport`].
 
+mod admin;
 mod caps;
 mod io;
 mod lifecycle;
@@ -74,6 +75,11 @@ impl<M: GuestMemory> PciDriver<M> {
     /// Guest memory.
     pub fn mem(&self) -> &Arc<M> {
         &self.mem
+    }
+
+    /// The numbering profile of feature and status bits.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// Changes how long status waits last.

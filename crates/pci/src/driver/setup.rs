@@ -28,7 +28,7 @@ impl<M: GuestMemory> PciDriver<M> {
 
     /// Reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK and its check, and the
     /// configuration vector. Returns the negotiated features.
-    fn negotiate(&mut self, wanted: u64) -> Result<u64, PciError> {
+    pub(super) fn negotiate(&mut self, wanted: u64) -> Result<u64, PciError> {
         self.reset()?;
         let mut s = status::ACKNOWLEDGE;
         self.write_status(s);
@@ -122,7 +122,7 @@ impl<M: GuestMemory> PciDriver<M> {
 
     /// Sets DRIVER_OK and waits for it (fails with [`PciError::NeedsReset`] if the device
     /// rejects a queue's configuration or state).
-    fn driver_ok(&self) -> Result<(), PciError> {
+    pub(super) fn driver_ok(&self) -> Result<(), PciError> {
         let s = self.status();
         self.write_status(s | status::DRIVER_OK);
         self.wait_for("DRIVER_OK", |s| s & status::DRIVER_OK != 0)
@@ -139,6 +139,12 @@ impl<M: GuestMemory> PciDriver<M> {
         self.wanted = features;
         self.setups = queues.to_vec();
         self.negotiate(features)?;
+        self.set_up_queues(queues)?;
+        self.driver_ok()
+    }
+
+    /// Lays out, programs and enables `queues` (after FEATURES_OK, before DRIVER_OK).
+    pub(super) fn set_up_queues(&mut self, queues: &[QueueSetup]) -> Result<(), PciError> {
         let kind = self.ring_kind();
         let ring_features = self.ring_features();
         for setup in queues {
@@ -164,7 +170,7 @@ impl<M: GuestMemory> PciDriver<M> {
                 },
             );
         }
-        self.driver_ok()
+        Ok(())
     }
 
     /// Re-initialises onto the function behind `transport` (a fresh device, or the same one

@@ -1,0 +1,390 @@
+//! Helpers of the admin (seed 004) tests: owners with members of two device types, guests
+//! driving members, an owner-side client and raw command bytes.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtio_lm_device::{
+    CoreOptions, CountingEntropy, DeviceError, QueueAccess, Quiesce, QuiesceMode, Rng,
+    VirtioDevice, VIRTIO_ID_RNG,
+};
+use virtio_lm_pci::admin::{
+    AdminClient, AdminClientConfig, AdminCommand, AdminResult, Completion, OwnerFunction,
+    OwnerOptions,
+};
+use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
+use virtio_lm_queue::BufferSpec;
+use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
+use virtio_lm_spec::{Feature, Profile};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+use zerocopy::IntoBytes;
+
+/// Guest memory of the tests.
+pub type Mem = GuestMemoryMmap<()>;
+
+/// Size of every guest memory (owner's and members').
+pub const MEM_SIZE: usize = 0x10000;
+/// A member's queue 0 ring.
+pub const RING: u64 = 0x1000;
+/// First data buffer of a guest.
+pub const DATA: u64 = 0x4000;
+/// Bytes per data buffer.
+pub const BUF_LEN: u32 = 32;
+/// Queue size of the members.
+pub const QUEUE_SIZE: u16 = 16;
+
+/// Fresh zeroed guest memory.
+pub fn memory() -> Arc<Mem> {
+    Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
+}
+
+/// The byte a [`DelayDevice`] writes at guest address `addr`.
+pub fn pattern(addr: u64) -> u8 {
+    (addr as u8) ^ 0x5a
+}
+
+/// A device with an asynchronous backend (device type rng, one queue of 16): it takes chains
+/// when notified, fills their writable buffers with [`pattern`] and completes them in
+/// [`VirtioDevice::poll`], unless `hold` is set. Drain quiesce waits for them; record-in-flight
+/// quiesce leaves them in the queue's in-flight list, and whoever runs the queue next adopts
+/// them from there (so a destination completes them exactly once).
+pub struct DelayDevice {
+    pending: VecDeque<(u16, u32)>,
+    hold: Arc<AtomicBool>,
+}
+
+impl DelayDevice {
+    /// A device whose completions wait while `hold` is set.
+    pub fn new(hold: Arc<AtomicBool>) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            hold,
+        }
+    }
+
+    fn adopt<M: GuestMemory + ?Sized>(
+        &mut self,
+        queue: &QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in queue.inflight() {
+            if !self.pending.iter().any(|&(id, _)| id == chain.id) {
+                fill(&chain, queue.mem())?;
+                self.pending.push_back((chain.id, chain.writable_len()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fill<M: GuestMemory + ?Sized>(
+    chain: &virtio_lm_queue::DescriptorChain,
+    mem: &M,
+) -> Result<(), DeviceError> {
+    for segment in chain.writable() {
+        let bytes: Vec<u8> = (0..u64::from(segment.len))
+            .map(|i| pattern(segment.addr.0 + i))
+            .collect();
+        mem.write_slice(&bytes, segment.addr)
+            .map_err(|e| DeviceError::Backend(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE]
+    }
+
+    fn read_config(&self, _offset: usize, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        self.adopt(queue)?;
+        while let Some(chain) = queue.pop()? {
+            fill(&chain, queue.mem())?;
+            self.pending.push_back((chain.id, chain.writable_len()));
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
+        let Some(queue) = queues.first_mut() else {
+            return Ok(());
+        };
+        self.adopt(queue)?;
+        if self.hold.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        while let Some((id, len)) = self.pending.pop_front() {
+            queue.add_used(id, len)?;
+        }
+        Ok(())
+    }
+
+    fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
+        match mode {
+            QuiesceMode::RecordInflight => {
+                // The queue keeps them in flight; whoever runs it next adopts them.
+                self.pending.clear();
+                Quiesce::Done
+            }
+            QuiesceMode::Drain if self.pending.is_empty() => Quiesce::Done,
+            QuiesceMode::Drain => Quiesce::Pending,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// Which device type the members are.
+#[derive(Clone)]
+pub enum Kind {
+    /// virtio-rng (counting entropy seeded by the VF number).
+    Rng,
+    /// [`DelayDevice`] sharing one hold flag, quiescing as `mode` says.
+    Delay(Arc<AtomicBool>, QuiesceMode),
+    /// [`DelayDevice`]s, VF `n` holding on flag `n - 1`, quiescing as `mode` says.
+    DelayEach(Vec<Arc<AtomicBool>>, QuiesceMode),
+}
+
+/// A member function of `kind` for VF `vf` over fresh guest memory (2 MSI-X vectors).
+pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
+    let mem = memory();
+    let (device, quiesce_mode): (Box<dyn VirtioDevice<Mem>>, _) = match kind {
+        Kind::Rng => (
+            Box::new(Rng::new(
+                Box::new(CountingEntropy::new(u64::from(vf) << 32)),
+                QUEUE_SIZE,
+            )),
+            QuiesceMode::Drain,
+        ),
+        Kind::Delay(hold, mode) => (Box::new(DelayDevice::new(hold.clone())), *mode),
+        Kind::DelayEach(holds, mode) => {
+            let hold = holds[usize::from(vf) - 1].clone();
+            (Box::new(DelayDevice::new(hold)), *mode)
+        }
+    };
+    let options = CoreOptions {
+        quiesce_mode,
+        ..CoreOptions::default()
+    };
+    VirtioPciFunction::with_device(device, mem, options, 2, false).unwrap()
+}
+
+/// An owner (its own device an rng) with `num_vfs` members of `kind`, VF Enable set.
+pub fn owner(num_vfs: u16, kind: Kind) -> OwnerFunction<Mem> {
+    owner_with(num_vfs, kind, OwnerOptions::default())
+}
+
+/// [`owner`] with explicit options.
+pub fn owner_with(num_vfs: u16, kind: Kind, options: OwnerOptions) -> OwnerFunction<Mem> {
+    let factory = Box::new(move |vf: u16| Ok(member_function(&kind, vf)));
+    let rng = Rng::new(Box::new(CountingEntropy::new(0)), 8);
+    let owner = OwnerFunction::new(Box::new(rng), memory(), options, factory).unwrap();
+    owner.set_num_vfs(num_vfs).unwrap();
+    owner.set_vf_enable(true).unwrap();
+    owner
+}
+
+/// Client configuration of the tests: a short timeout so a failure never stalls a test.
+pub fn client_config() -> AdminClientConfig {
+    AdminClientConfig {
+        ring_base: 0x2000,
+        buffer_base: 0x8000,
+        buffer_len: 0x2000,
+        timeout: Duration::from_millis(500),
+        eagain_retries: 8,
+        ..AdminClientConfig::default()
+    }
+}
+
+/// The owner's driver, initialised, without LIST_USE.
+pub fn bare_client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
+    client_with(owner, client_config())
+}
+
+/// The owner's driver with `config`.
+pub fn client_with(owner: &OwnerFunction<Mem>, config: AdminClientConfig) -> AdminClient<Mem> {
+    let mem = owner.function().core().lock().unwrap().mem().clone();
+    AdminClient::init(owner.function().clone(), mem, Profile::Seeds, config).unwrap()
+}
+
+/// The owner's driver after LIST_USE of every migration command.
+pub fn client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
+    let mut client = bare_client(owner);
+    client.use_migration_commands().unwrap();
+    client
+}
+
+/// The device-readable part of a command for the SR-IOV group.
+pub fn cmd(op: u16, member: u64, data: &[u8]) -> Vec<u8> {
+    AdminCommand::new(op, group_type::SRIOV, member, data.to_vec()).to_bytes()
+}
+
+/// DEV_MODE_SET data.
+pub fn mode_data(mode: DevMode) -> Vec<u8> {
+    DevModeData::new(mode).as_bytes().to_vec()
+}
+
+/// Sends `readable` with a `writable_len`-byte writable part and waits for the completion.
+pub fn raw(client: &mut AdminClient<Mem>, readable: &[u8], writable_len: u32) -> Completion {
+    let ticket = client.submit_raw(0, readable, writable_len).unwrap();
+    client.wait(&ticket).unwrap()
+}
+
+/// [`raw`] with room for `result_len` bytes of result; returns the decoded result.
+pub fn run(client: &mut AdminClient<Mem>, readable: &[u8], result_len: u32) -> AdminResult {
+    raw(client, readable, 8 + result_len).result()
+}
+
+/// A guest driving one member: its driver, and every buffer it made available and got back.
+pub struct Guest {
+    /// The function the guest's driver talks to.
+    pub function: Arc<VirtioPciFunction<Mem>>,
+    /// The guest's memory.
+    pub mem: Arc<Mem>,
+    /// The guest driver.
+    pub driver: PciDriver<Mem>,
+    /// Buffers in flight: chain id → buffer address.
+    pub inflight: BTreeMap<u16, u64>,
+    /// Buffer addresses used so far (each exactly once).
+    pub done: BTreeSet<u64>,
+    next: u64,
+}
+
+impl Guest {
+    /// Initialises `function` (VERSION_1 and EVENT_IDX, split ring) and its queue 0.
+    pub fn new(function: Arc<VirtioPciFunction<Mem>>) -> Self {
+        let mem = function.core().lock().unwrap().mem().clone();
+        let mut driver = PciDriver::new(function.clone(), mem.clone(), Profile::Seeds).unwrap();
+        let features = Profile::Seeds
+            .feature_set(&[Feature::Version1, Feature::EventIdx])
+            .unwrap();
+        driver
+            .init(features, &[QueueSetup::new(0, QUEUE_SIZE, RING)])
+            .unwrap();
+        Self {
+            function,
+            mem,
+            driver,
+            inflight: BTreeMap::new(),
+            done: BTreeSet::new(),
+            next: 0,
+        }
+    }
+
+    /// Makes `n` fresh buffers available (kicking as the device asks).
+    pub fn submit(&mut self, n: usize) {
+        for _ in 0..n {
+            let addr = DATA + self.next * u64::from(BUF_LEN);
+            self.next += 1;
+            let id = self
+                .driver
+                .submit(0, &[BufferSpec::writable(addr, BUF_LEN)])
+                .unwrap();
+            assert!(self.inflight.insert(id, addr).is_none(), "id {id} reused");
+        }
+    }
+
+    /// Buffers made available so far.
+    pub fn submitted(&self) -> usize {
+        self.next as usize
+    }
+
+    /// Notifies queue 0 unconditionally (an async device completes work when notified).
+    pub fn pump(&mut self) {
+        self.driver.notify(0).unwrap();
+    }
+
+    /// Collects used buffers; each must be in flight and used once.
+    pub fn collect(&mut self) -> usize {
+        let used = self.driver.collect_used(0).unwrap();
+        for u in &used {
+            let addr = self
+                .inflight
+                .remove(&u.id)
+                .unwrap_or_else(|| panic!("buffer {} used but not in flight", u.id));
+            assert_eq!(u.len, BUF_LEN);
+            assert!(self.done.insert(addr), "buffer at {addr:#x} used twice");
+        }
+        used.len()
+    }
+
+    /// Pumps and collects until nothing is in flight (bounded).
+    pub fn drain(&mut self) {
+        for _ in 0..100 {
+            if self.inflight.is_empty() {
+                return;
+            }
+            self.pump();
+            self.collect();
+        }
+        panic!("{} buffers never came back", self.inflight.len());
+    }
+
+    /// Follows the device to `function` (another owner's member running the migrated context)
+    /// with guest memory `mem` (a copy of this guest's memory).
+    pub fn migrate_to(&mut self, function: Arc<VirtioPciFunction<Mem>>, mem: Arc<Mem>) {
+        self.driver
+            .migrate_to(function.clone(), mem.clone())
+            .unwrap();
+        self.function = function;
+        self.mem = mem;
+    }
+
+    /// Every buffer used carries the [`DelayDevice`] pattern.
+    pub fn check_pattern(&self) {
+        for &addr in &self.done {
+            let mut bytes = vec![0u8; BUF_LEN as usize];
+            self.mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+            for (i, b) in bytes.iter().enumerate() {
+                assert_eq!(*b, pattern(addr + i as u64), "buffer {addr:#x} byte {i}");
+            }
+        }
+    }
+}
+
+/// `n` hold flags, all clear.
+pub fn holds(n: usize) -> Vec<Arc<AtomicBool>> {
+    (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect()
+}
+
+/// Copies all of `from` into `to` (guest memory migration).
+pub fn copy_memory(from: &Mem, to: &Mem) {
+    to.write_slice(&snapshot(from), GuestAddress(0)).unwrap();
+}
+
+/// All of a guest memory.
+pub fn snapshot(mem: &Mem) -> Vec<u8> {
+    let mut bytes = vec![0u8; MEM_SIZE];
+    mem.read_slice(&mut bytes, GuestAddress(0)).unwrap();
+    bytes
+}
+
+/// The LIST_USE bitmap with every supported opcode.
+pub fn all_opcodes() -> u64 {
+    let mut word = 1u64 << opcode::LIST_QUERY | 1u64 << opcode::LIST_USE;
+    for op in opcode::DEVICE_MIGRATION {
+        word |= 1u64 << op;
+    }
+    word
+}
