@@ -643,6 +643,14 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
     }
 
+    /// Background work finished (a backend's completion eventfd fired): lets the device return
+    /// it, finishes a stop, suspend or admin mode change that was waiting for it, and processes
+    /// whatever is latched. What a worker calls on a device's wake eventfd.
+    pub fn service(&mut self) {
+        self.progress_quiesce();
+        self.process_pending();
+    }
+
     /// Processes every queue with a latched kick, and completes background work.
     pub fn process_pending(&mut self) {
         if !self.live() {
@@ -690,6 +698,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 accesses.push(QueueAccess {
                     queue,
                     mem,
+                    index: index as u16,
                     used: false,
                 });
                 indices.push(index as u16);
@@ -780,6 +789,7 @@ fn run_queue<M: GuestMemory + ?Sized>(
         let mut access = QueueAccess {
             queue: &mut *queue,
             mem,
+            index,
             used: false,
         };
         device.process_queue(index, &mut access)?;

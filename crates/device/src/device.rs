@@ -96,10 +96,16 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
 pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
     pub(crate) queue: &'a mut Virtqueue,
     pub(crate) mem: &'a M,
+    pub(crate) index: u16,
     pub(crate) used: bool,
 }
 
 impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
+    /// The queue's index in the device.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
     /// Guest memory, for the device to read and write buffers.
     pub fn mem(&self) -> &'a M {
         self.mem

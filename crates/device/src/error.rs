@@ -22,6 +22,9 @@ pub enum DeviceError {
     /// The backend failed in a way that is not a per-request error.
     #[error("Backend failure: {0}")]
     Backend(String),
+    /// A request the device cannot even answer (no room for its status, say).
+    #[error("Malformed request: {0}")]
+    MalformedRequest(&'static str),
     /// A saved device-specific state is not acceptable.
     #[error("Invalid device state: {0}")]
     BadState(&'static str),

@@ -23,6 +23,16 @@ impl Worker {
         core: Arc<Mutex<DeviceCore<M>>>,
         kicks: Vec<Arc<EventFd>>,
     ) -> io::Result<Self> {
+        Self::spawn_with_wakers(core, kicks, Vec::new())
+    }
+
+    /// Like [`Self::spawn`], and also services the core ([`DeviceCore::service`]) whenever one of
+    /// `wakers` is signalled: a device's background-completion eventfd goes here.
+    pub fn spawn_with_wakers<M: GuestMemory + Send + Sync + 'static>(
+        core: Arc<Mutex<DeviceCore<M>>>,
+        kicks: Vec<Arc<EventFd>>,
+        wakers: Vec<Arc<EventFd>>,
+    ) -> io::Result<Self> {
         let exit = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         let exit_token = kicks.len() as u64;
@@ -38,9 +48,17 @@ impl Worker {
                 EpollEvent::new(EventSet::IN, index as u64),
             )?;
         }
+        for (index, waker) in wakers.iter().enumerate() {
+            let token = exit_token + 1 + index as u64;
+            epoll.ctl(
+                ControlOperation::Add,
+                waker.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
         let thread = std::thread::Builder::new()
             .name("virtio-worker".into())
-            .spawn(move || run(&epoll, &core, &kicks, exit_token))?;
+            .spawn(move || run(&epoll, &core, &kicks, &wakers, exit_token))?;
         Ok(Self {
             exit,
             thread: Some(thread),
@@ -72,9 +90,10 @@ fn run<M: GuestMemory + Send + Sync + 'static>(
     epoll: &Epoll,
     core: &Mutex<DeviceCore<M>>,
     kicks: &[Arc<EventFd>],
+    wakers: &[Arc<EventFd>],
     exit_token: u64,
 ) {
-    let mut events = vec![EpollEvent::default(); kicks.len() + 1];
+    let mut events = vec![EpollEvent::default(); kicks.len() + wakers.len() + 1];
     loop {
         let ready = match epoll.wait(-1, &mut events) {
             Ok(n) => n,
@@ -85,6 +104,15 @@ fn run<M: GuestMemory + Send + Sync + 'static>(
             let token = event.data();
             if token == exit_token {
                 return;
+            }
+            if token > exit_token {
+                if let Some(waker) = wakers.get((token - exit_token - 1) as usize) {
+                    let _ = waker.read();
+                    if let Ok(mut core) = core.lock() {
+                        core.service();
+                    }
+                }
+                continue;
             }
             let Some(kick) = kicks.get(token as usize) else {
                 continue;
