@@ -1,5 +1,6 @@
-//! Device types of virtio-lm, built on the device core (`virtio-lm-device`): for now
-//! [`Blk`], a virtio-blk device over an image file.
+//! Device types of virtio-lm, built on the device core (`virtio-lm-device`): [`Blk`], a
+//! virtio-blk device over an image file, and [`Net`], a virtio-net device over a UDP datagram
+//! tunnel (see [`net`]).
 //!
 //! The blk device completes requests asynchronously and out of order on a small pool of
 //! backend threads, and quiesces for migration either by draining or by recording in-flight
@@ -42,5 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+pub mod net;
 
 pub use blk::{BackendStats, Blk, BlkError, BlkOptions, Faults, Gate, RequestInfo, RequestKind};
+pub use net::{Announcer, Net, NetError, NetFaults, NetOptions, NetStats};

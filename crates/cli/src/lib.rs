@@ -1,0 +1,74 @@
+//! The `virtio-lm` command: host-side tools of the virtio live-migration reference
+//! implementation, as a library so its subcommands can be tested and reused.
+//!
+//! Today it has one subcommand, `net-echo`, the UDP peer of the virtio-net device's datagram
+//! tunnel (see [`net_echo`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
+//! global options and one [`Command`]; each subcommand is a variant with its own argument
+//! struct and module, dispatched by [`run`]. The subcommands later issues add (`demo`, `vm`,
+//! `migrate`, `inspect`, `conform`, `vhost-user-blk`, `bench`) slot in the same way.
+//!
+//! ```
+//! use clap::Parser;
+//! use virtio_lm_cli::{Cli, Command};
+//!
+//! let cli = Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "127.0.0.1:0", "--seconds", "1"]).unwrap();
+//! let Command::NetEcho(args) = &cli.command;
+//! assert_eq!(args.seconds, Some(1));
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod net_echo;
+
+use clap::{Parser, Subcommand};
+
+pub use net_echo::NetEchoArgs;
+
+/// Live migration for virtio devices (reference implementation): host-side tools.
+#[derive(Debug, Parser)]
+#[command(name = "virtio-lm", version)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// UDP echo peer for the virtio-net datagram tunnel: sends every datagram back to
+    /// whatever address last sent one.
+    #[command(long_about = net_echo::LONG_ABOUT)]
+    NetEcho(NetEchoArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::NetEcho(args) => net_echo::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn net_echo_needs_a_listen_address() {
+        assert!(Cli::try_parse_from(["virtio-lm", "net-echo"]).is_err());
+        assert!(Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "nowhere"]).is_err());
+        let cli =
+            Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "127.0.0.1:9"]).unwrap();
+        let Command::NetEcho(args) = cli.command;
+        assert_eq!(args.listen.port(), 9);
+        assert_eq!(args.seconds, None);
+    }
+}

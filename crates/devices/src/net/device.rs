@@ -1,0 +1,266 @@
+//! [`VirtioDevice`] for [`Net`]: features, configuration space, the processing entry points,
+//! quiescing, reset and the device-specific state. The design is in the parent module.
+
+use std::time::{Duration, Instant};
+
+use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+use vm_memory::GuestMemory;
+
+use super::config::{self, features, offset, status, VIRTIO_ID_NET};
+use super::filter::{MacTable, RxMode, VlanTable};
+use super::state::NetState;
+use super::{Net, QueueWork, Role};
+
+/// How long a draining stop or suspend waits for held transmit frames (a socket that takes
+/// nothing) before it leaves them in flight.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+impl Net {
+    /// A stop or suspend ended (or never began): processing as usual.
+    fn resume_processing(&mut self) {
+        self.quiescing = None;
+        self.drain_started = None;
+    }
+
+    /// The configuration space bytes.
+    fn config_bytes(&self) -> [u8; config::CONFIG_LEN] {
+        let mut b = [0u8; config::CONFIG_LEN];
+        let status = status::LINK_UP
+            | if self.shared.announcing() {
+                status::ANNOUNCE
+            } else {
+                0
+            };
+        b[offset::MAC..offset::MAC + 6].copy_from_slice(&self.shared.mac());
+        b[offset::STATUS..offset::STATUS + 2].copy_from_slice(&status.to_le_bytes());
+        b[offset::MAX_VIRTQUEUE_PAIRS..offset::MAX_VIRTQUEUE_PAIRS + 2]
+            .copy_from_slice(&self.max_pairs.to_le_bytes());
+        b
+    }
+
+    /// Delivers waiting frames (or, draining, returns held receive buffers) and retries held
+    /// transmit frames, on the queues `poll` can place.
+    fn poll_queues<M: GuestMemory + ?Sized>(
+        &mut self,
+        accesses: &mut [QueueAccess<'_, M>],
+    ) -> Result<(), DeviceError> {
+        let draining = self.quiescing == Some(QuiesceMode::Drain);
+        for pair in 0..self.data_pairs() {
+            let index = 2 * pair;
+            let Some(rx) = self.rx.get(usize::from(pair)) else {
+                continue;
+            };
+            let adopting = self.queues.get(usize::from(index)).is_none_or(|w| w.adopt);
+            let work = if draining {
+                !rx.held.is_empty()
+            } else {
+                self.quiescing.is_none() && !rx.backlog.is_empty()
+            };
+            if adopting || !work {
+                continue;
+            }
+            let Some(p) = self.position(index, rx.held.first(), accesses) else {
+                continue;
+            };
+            if draining {
+                self.return_rx_held(pair, &mut accesses[p])?;
+            } else {
+                self.deliver(pair, &mut accesses[p])?;
+            }
+        }
+        let mut queues: Vec<u16> = self.tx_held.iter().map(|h| h.queue).collect();
+        queues.dedup();
+        for index in queues {
+            let chain = self
+                .tx_held
+                .iter()
+                .find(|h| h.queue == index)
+                .map(|h| &h.chain);
+            if let Some(p) = self.position(index, chain, accesses) {
+                self.retry_tx(index, &mut accesses[p])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn device_features(&self) -> u64 {
+        let mut f = features::MAC
+            | features::STATUS
+            | features::CTRL_VQ
+            | features::CTRL_RX
+            | features::CTRL_RX_EXTRA
+            | features::CTRL_VLAN
+            | features::GUEST_ANNOUNCE
+            | features::CTRL_MAC_ADDR;
+        if self.mrg_rxbuf {
+            f |= features::MRG_RXBUF;
+        }
+        if self.max_pairs > 1 {
+            f |= features::MQ;
+        }
+        f
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![self.queue_size; self.queues.len()]
+    }
+
+    fn read_config(&self, offset: usize, data: &mut [u8]) {
+        let bytes = self.config_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = offset
+                .checked_add(i)
+                .and_then(|at| bytes.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    /// Every field is read-only with VIRTIO_F_VERSION_1 (the driver changes the address with
+    /// MAC ADDR_SET): writes are ignored.
+    fn write_config(&mut self, _offset: usize, _data: &[u8]) {}
+
+    /// Keeps the control queue state (a restored device is activated after `restore_state`).
+    fn activate(&mut self, negotiated: u64) -> Result<(), DeviceError> {
+        self.features = negotiated;
+        let guest_announce = features::GUEST_ANNOUNCE | features::CTRL_VQ;
+        self.shared
+            .set_guest_announce(negotiated & guest_announce == guest_announce);
+        for work in &mut self.queues {
+            *work = QueueWork {
+                seen: false,
+                adopt: true,
+            };
+        }
+        for rx in &mut self.rx {
+            rx.held.clear();
+        }
+        self.tx_held.clear();
+        self.backend.set_tx_blocked(false);
+        self.resume_processing();
+        self.resteer();
+        Ok(())
+    }
+
+    fn process_queue(
+        &mut self,
+        index: u16,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        let Some(work) = self.queues.get_mut(usize::from(index)) else {
+            return Ok(());
+        };
+        work.seen = true;
+        let adopt = std::mem::take(&mut work.adopt);
+        self.resume_processing();
+        self.pull();
+        match self.role(index) {
+            Role::Rx(pair) => {
+                if adopt {
+                    self.adopt_rx(pair, queue);
+                }
+                self.deliver(pair, queue)
+            }
+            Role::Tx(pair) => self.transmit(index, pair, adopt, queue),
+            Role::Ctrl => {
+                if adopt {
+                    for chain in queue.inflight() {
+                        self.control_chain(&chain, queue)?;
+                    }
+                }
+                while let Some(chain) = queue.pop()? {
+                    self.control_chain(&chain, queue)?;
+                }
+                Ok(())
+            }
+            // A queue the negotiated features give no role: its buffers are returned unused
+            // (the core processes a queue until nothing is available).
+            Role::Unused => {
+                while let Some(chain) = queue.pop()? {
+                    queue.add_used(chain.id, 0)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
+        self.pull();
+        self.poll_queues(queues)
+    }
+
+    /// Drain: `Pending` until `poll` has sent every held transmit frame and returned every
+    /// held receive buffer; after [`DRAIN_LIMIT`] what is left stays in flight instead.
+    /// Record in-flight: everything held stays in flight at once.
+    fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
+        self.quiescing = Some(mode);
+        if mode == QuiesceMode::Drain {
+            let started = *self.drain_started.get_or_insert_with(Instant::now);
+            let busy = !self.tx_held.is_empty() || self.rx.iter().any(|rx| !rx.held.is_empty());
+            if busy && started.elapsed() < DRAIN_LIMIT {
+                return Quiesce::Pending;
+            }
+        }
+        self.forget_tx_held();
+        self.forget_rx_held();
+        Quiesce::Done
+    }
+
+    /// Back to the state after `new`: control state to its defaults, frames waiting or held
+    /// dropped (the driver gave their buffers up).
+    fn reset(&mut self) {
+        self.features = 0;
+        self.mode = RxMode::default();
+        self.macs = MacTable::default();
+        self.vlans = VlanTable::default();
+        self.pairs = 1;
+        self.shared.set_mac(self.initial_mac);
+        self.shared.set_announcing(false);
+        self.shared.set_guest_announce(false);
+        self.steering.clear();
+        for work in &mut self.queues {
+            *work = QueueWork::default();
+        }
+        let dropped: usize = self.rx.iter().map(|rx| rx.backlog.len()).sum();
+        self.stats.add_rx_discarded(dropped as u64);
+        for rx in &mut self.rx {
+            *rx = Default::default();
+        }
+        self.tx_held.clear();
+        self.backend.set_tx_blocked(false);
+        self.resume_processing();
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        NetState {
+            mode: self.mode,
+            mac: self.shared.mac(),
+            macs: self.macs.clone(),
+            vlans: self.vlans.clone(),
+            pairs: self.pairs,
+            announce: self.shared.announcing(),
+        }
+        .encode()
+    }
+
+    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
+        NetState::decode(state, self.max_pairs).map(|_| ())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
+        let state = NetState::decode(state, self.max_pairs)?;
+        self.mode = state.mode;
+        self.shared.set_mac(state.mac);
+        self.macs = state.macs;
+        self.vlans = state.vlans;
+        self.pairs = state.pairs;
+        self.shared.set_announcing(state.announce);
+        Ok(())
+    }
+}

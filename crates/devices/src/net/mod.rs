@@ -1,0 +1,369 @@
+//! virtio-net (device id 1, virtio spec 5.1) over a UDP datagram tunnel, with the control
+//! queue, multiple queue pairs, announcement after a migration, and both ways of quiescing.
+//!
+//! # Queues
+//!
+//! receiveq*k* is queue 2*k*, transmitq*k* queue 2*k*+1, and the control queue comes last:
+//! queue 2×`max_virtqueue_pairs` with VIRTIO_NET_F_MQ, queue 2 without it (virtio spec 5.1.2).
+//! The core is built with 2×`max_virtqueue_pairs`+1 queues either way.
+//!
+//! # Taking every available chain
+//!
+//! The core processes a kicked queue until nothing is available in it (it re-arms driver
+//! notifications and goes round again while buffers are available). So `process_queue` takes
+//! every chain the driver made available, on every queue; what it cannot finish yet it holds:
+//! receive buffers until frames arrive, transmit frames while the socket is busy.
+//!
+//! # Transmit path
+//!
+//! `process_queue` on a transmit queue takes chains, checks them (device-readable only, a
+//! 12-byte `virtio_net_hdr_v1` then a frame of 14..=1518 bytes), strips the header and sends the
+//! frame as one datagram to the peer, then returns the chain used. A malformed chain is
+//! returned unsent and counted. When the socket cannot take a frame (send buffer full, or the
+//! test gate [`NetFaults::tx_gate`] closed) that chain and every later one of the queue are
+//! held, in order, and retried from every processing call; the tunnel's thread signals
+//! [`Net::wake_fd`] every 20 ms while frames are held.
+//!
+//! # Receive path
+//!
+//! A thread reads datagrams (one frame each) into a bounded channel and signals
+//! [`Net::wake_fd`]. The device takes frames from the channel into a backlog per queue pair,
+//! choosing the pair by automatic receive steering (`steer.rs`, virtio spec 5.1.6.5.5), and
+//! fills the receive buffers it holds — in `process_queue` of a receive queue and in `poll` —
+//! writing the header (`num_buffers` = the buffers used; always 1 without
+//! VIRTIO_NET_F_MRG_RXBUF) and the frame. The receive filter (RX mode, MAC table, VLAN table,
+//! `filter.rs`) is applied then. A frame waits in the backlog while no buffer is held; when
+//! backlog and channel are full, new frames are dropped and counted
+//! ([`NetStats::rx_dropped_no_buffer`]), as a NIC drops frames with no descriptor.
+//!
+//! `poll` receives only the live queues, without their indices. It reaches queue *i* at
+//! position *i* when every queue is live, or when every queue up to *i* has been processed
+//! since the last activation (the core passes live queues in index order); otherwise at the
+//! one access whose in-flight list holds a chain the device holds from queue *i*. Frames for a
+//! queue it cannot place wait for that queue's next `process_queue`.
+//!
+//! # Quiescing
+//!
+//! Nothing is ever half-done: held receive buffers are empty, held transmit frames unsent.
+//!
+//! - [`QuiesceMode::Drain`]: `Pending` until `poll` has sent every held transmit frame and
+//!   returned every held receive buffer used with length 0 (the driver reposts it), so nothing
+//!   is left in flight and a destination that only gets the queue state registers (seed 001)
+//!   loses no buffer. After [`DRAIN_LIMIT`] of a socket that takes nothing, the frames still
+//!   held are left in flight as below.
+//! - [`QuiesceMode::RecordInflight`]: everything held is forgotten at once and stays in the
+//!   queues' in-flight lists (saved with the queue state).
+//!
+//! Each queue has an "adopt" flag, set by `activate` and by a quiesce that forgot chains; the
+//! first `process_queue` of the queue takes its in-flight chains back: transmit chains are
+//! sent (exactly once: they were never sent before), receive chains held again as empty
+//! buffers, control commands executed.
+//!
+//! # Control queue and device context
+//!
+//! Every command of the classes RX, MAC, VLAN, ANNOUNCE and MQ (virtio spec 5.1.6.5) is
+//! executed at once (`ctrl.rs`), acknowledged OK or ERR; a rejected command changes nothing. A
+//! control chain without a device-writable byte cannot be acknowledged: `process_queue` returns
+//! a [`DeviceError`] and the core sets DEVICE_NEEDS_RESET. The state the commands set is the
+//! device context's net part (spec-notes §5), saved by `save_state` as five mandatory fields,
+//! each exactly once, values ours:
+//!
+//! | Type | Name | Value |
+//! |---|---|---|
+//! | 0x0300 | NET_RX_MODE | `u8`: bit *n* = RX command *n* on (PROMISC 0, ALLMULTI 1, ALLUNI 2, NOMULTI 3, NOUNI 4, NOBCAST 5) |
+//! | 0x0301 | NET_MAC_TABLE | `u8 mac[6]` (the device address, ADDR_SET); `u8 flags` (bit 0 unicast, bit 1 multicast overflow); `u8 reserved`; `le16 unicast`; `le16 multicast`; `u8 macs[][6]` |
+//! | 0x0302 | NET_VLAN_TABLE | `u8 vids[512]`, bit *v % 8* of byte *v / 8* = VLAN *v* |
+//! | 0x0303 | NET_MQ_PAIRS | `le16`, 1..=`max_virtqueue_pairs` |
+//! | 0x0304 | NET_ANNOUNCE | `u8`: 1 = VIRTIO_NET_S_ANNOUNCE set, ANNOUNCE_ACK pending |
+//!
+//! `validate_state` checks every length, value, reserved bit and the framing (unknown optional
+//! fields are skipped); a rejected `restore_state` changes nothing.
+//!
+//! # Announcing
+//!
+//! See [`Announcer`]: after a move, whoever resumes the device calls
+//! [`Announcer::announce`] on its core.
+
+mod announce;
+mod backend;
+pub mod config;
+mod ctrl;
+mod device;
+pub mod driver;
+pub mod echo;
+mod filter;
+mod guest_io;
+mod options;
+mod rx;
+mod state;
+mod stats;
+mod steer;
+mod tx;
+pub mod workload;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use virtio_lm_device::{DeviceError, QueueAccess, QuiesceMode};
+use virtio_lm_queue::DescriptorChain;
+use vm_memory::GuestMemory;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use announce::{rarp_frame, Announcer, ETH_P_RARP};
+pub use device::DRAIN_LIMIT;
+pub use options::{NetFaults, NetOptions};
+pub use stats::NetStats;
+
+use announce::Shared;
+use backend::Backend;
+use config::{features, MAX_QUEUE_PAIRS};
+use filter::{is_multicast, Filter, MacTable, RxMode, VlanTable};
+use rx::RxPair;
+use steer::Steering;
+use tx::HeldTx;
+
+/// Why a [`Net`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// An option is out of range.
+    #[error("Invalid option: {0}")]
+    Options(&'static str),
+    /// The tunnel socket, its thread or the wake eventfd could not be set up.
+    #[error("Cannot start the datagram tunnel on {local}: {source}")]
+    Backend {
+        /// The local address asked for.
+        local: SocketAddr,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Drop for Net {
+    /// Counts the frames that will never be delivered (after a migration, the source's).
+    fn drop(&mut self) {
+        self.backend.shutdown();
+        let n = self.undelivered();
+        self.stats.add_rx_discarded(n);
+    }
+}
+
+/// What a queue is for, under the negotiated features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Rx(u16),
+    Tx(u16),
+    Ctrl,
+    Unused,
+}
+
+/// Per-queue bookkeeping.
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueWork {
+    /// `process_queue` ran for this queue since activation: the queue is live.
+    seen: bool,
+    /// In-flight chains of the queue are to be taken back (see the module docs).
+    adopt: bool,
+}
+
+/// The virtio-net device type. See the module documentation for the design.
+pub struct Net {
+    initial_mac: [u8; 6],
+    max_pairs: u16,
+    queue_size: u16,
+    mrg_rxbuf: bool,
+    backend: Backend,
+    shared: Arc<Shared>,
+    stats: Arc<NetStats>,
+    /// Features negotiated at the last activation.
+    features: u64,
+    mode: RxMode,
+    macs: MacTable,
+    vlans: VlanTable,
+    /// Queue pairs in use (MQ VQ_PAIRS_SET).
+    pairs: u16,
+    steering: Steering,
+    queues: Vec<QueueWork>,
+    rx: Vec<RxPair>,
+    tx_held: std::collections::VecDeque<HeldTx>,
+    /// A stop or suspend asked for quiescence; cleared when processing resumes.
+    quiescing: Option<QuiesceMode>,
+    /// When a drain began.
+    drain_started: Option<std::time::Instant>,
+}
+
+impl Net {
+    /// Binds the tunnel's socket and starts its receiver thread.
+    pub fn new(options: NetOptions) -> Result<Self, NetError> {
+        if is_multicast(&options.mac) {
+            return Err(NetError::Options("mac must be a unicast address"));
+        }
+        if !(1..=MAX_QUEUE_PAIRS).contains(&options.queue_pairs) {
+            return Err(NetError::Options("queue_pairs must be in 1..=16"));
+        }
+        if !(2..=32768).contains(&options.queue_size) {
+            return Err(NetError::Options("queue_size must be in 2..=32768"));
+        }
+        let stats = Arc::new(NetStats::default());
+        let backend = Backend::start(
+            options.local,
+            options.remote,
+            options.faults.tx_gate.clone(),
+            stats.clone(),
+        )
+        .map_err(|source| NetError::Backend {
+            local: options.local,
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(
+            options.mac,
+            backend.socket().clone(),
+            backend.remote(),
+            stats.clone(),
+        ));
+        let pairs = usize::from(options.queue_pairs);
+        Ok(Self {
+            initial_mac: options.mac,
+            max_pairs: options.queue_pairs,
+            queue_size: options.queue_size,
+            mrg_rxbuf: options.mrg_rxbuf,
+            backend,
+            shared,
+            stats,
+            features: 0,
+            mode: RxMode::default(),
+            macs: MacTable::default(),
+            vlans: VlanTable::default(),
+            pairs: 1,
+            steering: Steering::default(),
+            queues: vec![QueueWork::default(); 2 * pairs + 1],
+            rx: (0..pairs).map(|_| RxPair::default()).collect(),
+            tx_held: Default::default(),
+            quiescing: None,
+            drain_started: None,
+        })
+    }
+
+    /// The tunnel's local address (the port actually bound when the options asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // The socket is bound: only a closed socket fails here, and it is never closed.
+        self.backend
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The eventfd signalled when frames arrive (and every 20 ms while transmit frames are held
+    /// for a busy socket). Non-blocking; the waiter reads it and calls
+    /// `DeviceCore::process_pending`. Take it before the device moves into a core.
+    pub fn wake_fd(&self) -> Arc<EventFd> {
+        self.backend.wake().clone()
+    }
+
+    /// The device's counters (shared: they stay readable after the device moves into a core).
+    pub fn stats(&self) -> Arc<NetStats> {
+        self.stats.clone()
+    }
+
+    /// The handle that announces this device once it is inside a core (see [`Announcer`]).
+    pub fn announcer(&self) -> Announcer {
+        Announcer::new(self.shared.clone())
+    }
+
+    /// Queue pairs the negotiated features give the driver.
+    fn data_pairs(&self) -> u16 {
+        if self.features & features::MQ != 0 {
+            self.max_pairs
+        } else {
+            1
+        }
+    }
+
+    /// Queue pairs receive steering may use now.
+    fn active_pairs(&self) -> u16 {
+        if self.features & features::MQ != 0 {
+            self.pairs.clamp(1, self.max_pairs)
+        } else {
+            1
+        }
+    }
+
+    fn role(&self, index: u16) -> Role {
+        let pairs = self.data_pairs();
+        if self.features & features::CTRL_VQ != 0 && index == 2 * pairs {
+            Role::Ctrl
+        } else if index < 2 * pairs {
+            if index.is_multiple_of(2) {
+                Role::Rx(index / 2)
+            } else {
+                Role::Tx(index / 2)
+            }
+        } else {
+            Role::Unused
+        }
+    }
+
+    /// The receive filter as programmed, for a device whose address is `own`.
+    fn filter<'a>(&'a self, own: &'a [u8; 6]) -> Filter<'a> {
+        Filter {
+            mode: &self.mode,
+            macs: &self.macs,
+            vlans: (self.features & features::CTRL_VLAN != 0).then_some(&self.vlans),
+            own,
+        }
+    }
+
+    /// Position of queue `index` among the live-queue accesses `poll` receives, when it is
+    /// known: every queue live; every queue up to `index` processed since activation; or
+    /// `held` (a chain the device holds from that queue) in exactly one access's in-flight list.
+    fn position<M: GuestMemory + ?Sized>(
+        &self,
+        index: u16,
+        held: Option<&DescriptorChain>,
+        accesses: &[QueueAccess<'_, M>],
+    ) -> Option<usize> {
+        let i = usize::from(index);
+        if accesses.len() == self.queues.len() {
+            return (i < accesses.len()).then_some(i);
+        }
+        let known = self.queues.get(..=i)?.iter().all(|w| w.seen);
+        if known && i < accesses.len() {
+            return Some(i);
+        }
+        let chain = held?;
+        let mut hits = accesses
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.inflight().contains(chain));
+        match (hits.next(), hits.next()) {
+            (Some((p, _)), None) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Frames taken from the tunnel or waiting in its channel, not delivered.
+    fn undelivered(&mut self) -> u64 {
+        let mut n: usize = self.rx.iter().map(|rx| rx.backlog.len()).sum();
+        while self.backend.try_recv().is_some() {
+            n += 1;
+        }
+        n as u64
+    }
+
+    /// Forgets held receive chains: they stay in flight and are adopted on resume.
+    fn forget_rx_held(&mut self) {
+        for (pair, rx) in self.rx.iter_mut().enumerate() {
+            if !rx.held.is_empty() {
+                rx.held.clear();
+                if let Some(work) = self.queues.get_mut(2 * pair) {
+                    work.adopt = true;
+                }
+            }
+        }
+    }
+
+    /// An error for a chain the device cannot even answer.
+    fn unanswerable(what: &str, id: u16) -> DeviceError {
+        DeviceError::Backend(format!("virtio-net: {what} {id} cannot be answered"))
+    }
+}
