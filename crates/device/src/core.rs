@@ -700,6 +700,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                     mem,
                     index: index as u16,
                     used: false,
+                    took: false,
                 });
                 indices.push(index as u16);
             }
@@ -775,9 +776,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
 
 /// Processes a kicked queue until the driver has nothing more: process, publish, decide the
 /// notification, re-arm driver notifications (EVENT_IDX: avail_event or the DESC event at the
-/// next buffer) and go round again if buffers arrived before the re-arm was visible; without the
-/// re-arm an EVENT_IDX driver never kicks again. Returns whether to notify. A driver that keeps
-/// adding keeps only this device's thread busy.
+/// next buffer) and go round again if buffers arrived before the re-arm was visible and the
+/// device is taking buffers; without the re-arm an EVENT_IDX driver never kicks again. Returns
+/// whether to notify. A driver that keeps adding keeps only this device's thread busy.
 fn run_queue<M: GuestMemory + ?Sized>(
     device: &mut dyn VirtioDevice<M>,
     index: u16,
@@ -791,11 +792,16 @@ fn run_queue<M: GuestMemory + ?Sized>(
             mem,
             index,
             used: false,
+            took: false,
         };
         device.process_queue(index, &mut access)?;
+        let took = access.took;
         // Publish and decide even if nothing was used: a restored queue may owe a notification.
         notify |= finish(queue, mem)?;
-        if !queue.enable_notification(mem)? {
+        // Round again only for buffers that arrived while the device was taking: a device that
+        // leaves buffers in the ring on purpose (a receive queue with no frame to deliver) must
+        // not spin here.
+        if !queue.enable_notification(mem)? || !took {
             return Ok(notify);
         }
     }

@@ -98,6 +98,8 @@ pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
     pub(crate) mem: &'a M,
     pub(crate) index: u16,
     pub(crate) used: bool,
+    /// The device took at least one chain through this access.
+    pub(crate) took: bool,
 }
 
 impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
@@ -113,7 +115,9 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
 
     /// Takes the next available chain.
     pub fn pop(&mut self) -> Result<Option<DescriptorChain>, QueueError> {
-        self.queue.pop(self.mem)
+        let chain = self.queue.pop(self.mem)?;
+        self.took |= chain.is_some();
+        Ok(chain)
     }
 
     /// Takes up to `max` chains into `chains[..n]`, reusing allocations; returns `n`.
