@@ -1,8 +1,8 @@
 //! The `virtio-lm` command: host-side tools of the virtio live-migration reference
 //! implementation, as a library so its subcommands can be tested and reused.
 //!
-//! Today it has one subcommand, `net-echo`, the UDP peer of the virtio-net device's datagram
-//! tunnel (see [`net_echo`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
+//! Subcommands: `net-echo`, the UDP peer of the virtio-net device's datagram tunnel (see
+//! [`net_echo`]), and `inspect`, which decodes a device context (see [`inspect`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
 //! global options and one [`Command`]; each subcommand is a variant with its own argument
 //! struct and module, dispatched by [`run`]. The subcommands later issues add (`demo`, `vm`,
 //! `migrate`, `inspect`, `conform`, `vhost-user-blk`, `bench`) slot in the same way.
@@ -12,17 +12,19 @@
 //! use virtio_lm_cli::{Cli, Command};
 //!
 //! let cli = Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "127.0.0.1:0", "--seconds", "1"]).unwrap();
-//! let Command::NetEcho(args) = &cli.command;
+//! let Command::NetEcho(args) = &cli.command else { panic!("net-echo") };
 //! assert_eq!(args.seconds, Some(1));
 //! ```
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod inspect;
 pub mod net_echo;
 
 use clap::{Parser, Subcommand};
 
+pub use inspect::InspectArgs;
 pub use net_echo::NetEchoArgs;
 
 /// Live migration for virtio devices (reference implementation): host-side tools.
@@ -41,12 +43,16 @@ pub enum Command {
     /// whatever address last sent one.
     #[command(long_about = net_echo::LONG_ABOUT)]
     NetEcho(NetEchoArgs),
+    /// Decodes a device context (as read with DEV_CTX_READ) into a readable listing or JSON;
+    /// malformed input fails with the byte offset of the problem.
+    Inspect(InspectArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::NetEcho(args) => net_echo::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
     }
 }
 
@@ -67,7 +73,9 @@ mod tests {
         assert!(Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "nowhere"]).is_err());
         let cli =
             Cli::try_parse_from(["virtio-lm", "net-echo", "--listen", "127.0.0.1:9"]).unwrap();
-        let Command::NetEcho(args) = cli.command;
+        let Command::NetEcho(args) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert_eq!(args.listen.port(), 9);
         assert_eq!(args.seconds, None);
     }
