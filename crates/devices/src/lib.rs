@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+mod guest_io;
 pub mod net;
 
 pub use blk::{BackendStats, Blk, BlkError, BlkOptions, Faults, Gate, RequestInfo, RequestKind};

@@ -1,77 +1,10 @@
-//! Copying between guest buffers (a chain's segments) and host bytes, through vm-memory so every
-//! device write is bounds-checked and dirty-logged.
+//! Completing a block request: data and status byte written into the chain's writable part.
 
 use virtio_lm_device::{DeviceError, QueueAccess};
-use virtio_lm_queue::{DescriptorChain, Segment};
-use vm_memory::{Address, Bytes, GuestMemory};
+use virtio_lm_queue::DescriptorChain;
+use vm_memory::GuestMemory;
 
-/// A guest buffer could not be read or written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GuestAccessError;
-
-/// Reads `buf.len()` bytes starting `offset` bytes into the concatenation of `segments`.
-pub(crate) fn read_segments<'a, M: GuestMemory + ?Sized>(
-    mem: &M,
-    segments: impl Iterator<Item = &'a Segment>,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<(), GuestAccessError> {
-    let mut skip = offset;
-    let mut filled = 0;
-    for seg in segments {
-        if filled == buf.len() {
-            break;
-        }
-        let len = u64::from(seg.len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = (len - skip).min((buf.len() - filled) as u64) as usize;
-        let addr = seg.addr.checked_add(skip).ok_or(GuestAccessError)?;
-        mem.read_slice(&mut buf[filled..filled + n], addr)
-            .map_err(|_| GuestAccessError)?;
-        filled += n;
-        skip = 0;
-    }
-    if filled == buf.len() {
-        Ok(())
-    } else {
-        Err(GuestAccessError)
-    }
-}
-
-/// Writes `data` starting `offset` bytes into the concatenation of `segments`.
-pub(crate) fn write_segments<'a, M: GuestMemory + ?Sized>(
-    mem: &M,
-    segments: impl Iterator<Item = &'a Segment>,
-    offset: u64,
-    data: &[u8],
-) -> Result<(), GuestAccessError> {
-    let mut skip = offset;
-    let mut done = 0;
-    for seg in segments {
-        if done == data.len() {
-            break;
-        }
-        let len = u64::from(seg.len);
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let n = (len - skip).min((data.len() - done) as u64) as usize;
-        let addr = seg.addr.checked_add(skip).ok_or(GuestAccessError)?;
-        mem.write_slice(&data[done..done + n], addr)
-            .map_err(|_| GuestAccessError)?;
-        done += n;
-        skip = 0;
-    }
-    if done == data.len() {
-        Ok(())
-    } else {
-        Err(GuestAccessError)
-    }
-}
+use crate::guest_io::{write_segments, GuestAccessError};
 
 /// Completes a request: writes `data` (IN or GET_ID bytes) at the start of the writable part,
 /// the status into its last byte, and returns the chain used with the bytes written.
@@ -95,12 +28,8 @@ pub(crate) fn finish_request<M: GuestMemory + ?Sized>(
             Err(GuestAccessError) => status = super::config::status::IOERR,
         }
     }
-    write_segments(mem, chain.writable(), status_at, &[status]).map_err(|_| {
-        DeviceError::Backend(format!(
-            "virtio-blk: status byte of request {} cannot be written",
-            chain.id
-        ))
-    })?;
+    write_segments(mem, chain.writable(), status_at, &[status])
+        .map_err(|_| DeviceError::MalformedRequest("virtio-blk: status byte cannot be written"))?;
     access.add_used(chain.id, written + 1)?;
     Ok(())
 }

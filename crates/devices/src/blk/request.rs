@@ -14,8 +14,8 @@ use super::config::{
     MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SEG, REQUEST_HEADER_LEN, SECTOR_SIZE,
     VIRTIO_BLK_ID_BYTES, WRITE_ZEROES_FLAG_UNMAP,
 };
-use super::guest::read_segments;
 use super::image_io::AlignedBuf;
+use crate::guest_io::read_segments;
 
 /// What the device knows when it parses a request.
 #[derive(Clone, Copy, Debug)]

@@ -16,8 +16,8 @@ use vm_memory::GuestMemory;
 
 use super::config::{ctrl, features};
 use super::filter::{is_multicast, Mac, MacTable};
-use super::guest_io::{read_segments, write_segments};
 use super::Net;
+use crate::guest_io::{read_segments, write_segments};
 
 /// Longest command the device reads (a MAC table far past the 64 entries it keeps); a longer
 /// one is ERR.

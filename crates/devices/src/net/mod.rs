@@ -92,7 +92,6 @@ mod device;
 pub mod driver;
 pub mod echo;
 mod filter;
-mod guest_io;
 mod options;
 mod rx;
 mod state;

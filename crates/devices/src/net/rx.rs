@@ -8,8 +8,8 @@ use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
 use super::config::{features, NET_HDR_LEN, NUM_BUFFERS_OFFSET};
-use super::guest_io::write_segments;
 use super::Net;
+use crate::guest_io::write_segments;
 
 /// Frames taken from the tunnel and not yet delivered, over all pairs. Past it, frames stay in
 /// the tunnel's channel (and past that they are dropped).

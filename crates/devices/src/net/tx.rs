@@ -7,8 +7,8 @@ use vm_memory::GuestMemory;
 
 use super::backend::Sent;
 use super::config::{ETH_HLEN, MAX_FRAME_LEN, NET_HDR_LEN};
-use super::guest_io::read_segments;
 use super::Net;
+use crate::guest_io::read_segments;
 
 /// A transmit chain taken but not sent yet (the socket was busy).
 #[derive(Debug)]
