@@ -60,11 +60,13 @@
 mod backend;
 pub mod config;
 mod device;
+pub mod driver;
 mod guest;
 mod image_io;
 mod options;
 mod request;
 mod state;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;

@@ -93,6 +93,7 @@ pub mod driver;
 pub mod echo;
 mod filter;
 mod options;
+pub mod pci_driver;
 mod rx;
 mod state;
 mod stats;
