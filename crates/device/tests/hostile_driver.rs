@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::TestRing;
+
 use common::{checksum, CoreDriver, DATA, QUEUE_BASE};
 use proptest::prelude::*;
 use virtio_lm_spec::status;
@@ -83,7 +85,7 @@ proptest! {
                             for i in 0..u16::from(n).min(free) {
                                 ring.add(&mem, &[virtio_lm_queue::BufferSpec::writable(DATA + u64::from(i) * 0x100, 0x40)]);
                             }
-                            ring.publish(&mem);
+                            ring.publish(&*mem).unwrap();
                         }
                     }
                 }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::TestRing;
+
 use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_device::DeviceError;
 use virtio_lm_queue::{BufferSpec, ChainError, QueueError};
@@ -20,7 +22,7 @@ fn offer_malformed(d: &mut CoreDriver) {
             writable: true,
         }],
     );
-    ring.publish(&mem);
+    ring.publish(&*mem).unwrap();
 }
 
 /// Seed 002: "The device SHOULD set DEVICE_NEEDS_RESET when it enters an error state that a

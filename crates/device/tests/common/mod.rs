@@ -12,8 +12,7 @@ use virtio_lm_device::{
     QuiesceMode, Rng, VirtioDevice,
 };
 use virtio_lm_queue::{
-    BufferSpec, DescriptorChain, PackedDriver, QueueConfig, RingFeatures, RingKind, SplitDriver,
-    UsedBuffer,
+    BufferSpec, DescriptorChain, QueueConfig, RingFeatures, RingKind, UsedBuffer,
 };
 use virtio_lm_spec::{status, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -28,46 +27,26 @@ pub fn memory() -> Arc<Mem> {
     Arc::new(Mem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
 }
 
-/// Either ring driver.
-pub enum RingDriver {
-    Split(SplitDriver),
-    Packed(PackedDriver),
+pub use virtio_lm_queue::RingDriver;
+
+/// Test shorthands on the ring driver: a failure is the test's failure.
+pub trait TestRing {
+    fn create(config: QueueConfig, mem: &Mem) -> Self;
+    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16;
+    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer>;
 }
 
-impl RingDriver {
-    pub fn new(config: QueueConfig, mem: &Mem) -> Self {
-        match config.kind {
-            RingKind::Split => RingDriver::Split(SplitDriver::new(config, mem).unwrap()),
-            RingKind::Packed => RingDriver::Packed(PackedDriver::new(config, mem).unwrap()),
-        }
+impl TestRing for RingDriver {
+    fn create(config: QueueConfig, mem: &Mem) -> Self {
+        RingDriver::new(config, mem).unwrap()
     }
 
-    pub fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
-        match self {
-            RingDriver::Split(d) => d.add_chain(mem, bufs).unwrap(),
-            RingDriver::Packed(d) => d.add_chain(mem, bufs).unwrap(),
-        }
+    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
+        self.add_chain(mem, bufs).unwrap()
     }
 
-    pub fn publish(&mut self, mem: &Mem) {
-        match self {
-            RingDriver::Split(d) => d.publish(mem).unwrap(),
-            RingDriver::Packed(d) => d.publish(mem).unwrap(),
-        }
-    }
-
-    pub fn config(&self) -> QueueConfig {
-        match self {
-            RingDriver::Split(d) => *d.config(),
-            RingDriver::Packed(d) => *d.config(),
-        }
-    }
-
-    pub fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
-        match self {
-            RingDriver::Split(d) => d.collect_used(mem).unwrap(),
-            RingDriver::Packed(d) => d.collect_used(mem).unwrap(),
-        }
+    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
+        self.collect_used(mem).unwrap()
     }
 }
 
@@ -142,7 +121,7 @@ impl CoreDriver {
                 regs.device = config.device_area.0;
                 regs.enabled = true;
             });
-            self.rings.push(Some(RingDriver::new(config, &self.mem)));
+            self.rings.push(Some(RingDriver::create(config, &self.mem)));
         }
     }
 
@@ -150,7 +129,7 @@ impl CoreDriver {
     /// continue on the same ring memory).
     pub fn reprogram_queues(&mut self) {
         for (index, ring) in self.rings.iter().enumerate() {
-            let Some(config) = ring.as_ref().map(RingDriver::config) else {
+            let Some(config) = ring.as_ref().map(|r| *r.config()) else {
                 continue;
             };
             self.core.write_queue(index as u16, |regs| {
@@ -193,7 +172,7 @@ impl CoreDriver {
                 )
             })
             .collect();
-        ring.publish(&mem);
+        ring.publish(&*mem).unwrap();
         ids
     }
 

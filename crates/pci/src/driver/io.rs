@@ -69,8 +69,7 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn notify(&mut self, index: u16) -> Result<(), PciError> {
         let address = self.notify_address(index)?;
         if self.negotiated(Feature::NotificationData) {
-            let mem = self.mem.clone();
-            let data = self.queue_or_err(index)?.ring.notification(&*mem, index)?;
+            let data = super::ring::notification_data(&self.queue_or_err(index)?.ring, index);
             self.transport.write(address, &data.encode().to_le_bytes());
         } else {
             self.transport.write(address, &index.to_le_bytes());

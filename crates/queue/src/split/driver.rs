@@ -69,6 +69,11 @@ impl SplitDriver {
         self.free.len() as u16
     }
 
+    /// avail.idx as last published to the device.
+    pub fn published_avail_idx(&self) -> u16 {
+        self.published_avail
+    }
+
     /// Chains made available and not yet collected back.
     pub fn outstanding(&self) -> usize {
         self.outstanding.iter().filter(|o| o.is_some()).count()
