@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::TestRing;
+
 use common::{bit, initial_sector, pattern, Req, Rig, TempImage};
 use proptest::prelude::*;
 use virtio_lm_device::QuiesceMode;

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::TestRing;
+
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,7 +93,7 @@ fn worker_and_completion_thread_drive_the_device() {
                 let bufs = lay_out(&mem, slot as u64, req);
                 ring.add(&mem, &bufs);
             }
-            ring.publish(&mem);
+            ring.push(&mem);
             kick.write(1).unwrap();
             if round % 4 == 1 {
                 // Stop while the backend works; the driver re-reads the status.
@@ -123,7 +125,7 @@ fn worker_and_completion_thread_drive_the_device() {
         }
         let read = Req::read(3, 1);
         ring.add(&mem, &lay_out(&mem, 9, &read));
-        ring.publish(&mem);
+        ring.push(&mem);
         kick.write(1).unwrap();
         let deadline = Instant::now() + common::TIMEOUT;
         while ring.collect(&mem).is_empty() {

@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice};
 use virtio_lm_devices::blk::config::{request_type, SECTOR_SIZE};
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions};
-use virtio_lm_queue::{
-    BufferSpec, PackedDriver, QueueConfig, QueueState, RingFeatures, RingKind, SplitDriver,
-    UsedBuffer,
-};
+use virtio_lm_queue::{BufferSpec, QueueConfig, QueueState, RingFeatures, RingKind, UsedBuffer};
 use virtio_lm_spec::{status, Feature, Profile};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, MmapRegion};
@@ -99,48 +96,32 @@ pub fn initial_sector(s: u64) -> Vec<u8> {
     vec![s as u8; SECTOR_SIZE as usize]
 }
 
-/// Either ring driver.
-pub enum RingDriver {
-    Split(SplitDriver),
-    Packed(PackedDriver),
+pub use virtio_lm_queue::RingDriver;
+
+/// Test shorthands on the ring driver: a failure is the test's failure. `collect` fails on an
+/// id the ring driver has not made available, so a buffer used twice fails the test.
+pub trait TestRing {
+    fn create(config: QueueConfig, mem: &Mem) -> Self;
+    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16;
+    fn push(&mut self, mem: &Mem);
+    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer>;
 }
 
-impl RingDriver {
-    pub fn new(config: QueueConfig, mem: &Mem) -> Self {
-        match config.kind {
-            RingKind::Split => RingDriver::Split(SplitDriver::new(config, mem).unwrap()),
-            RingKind::Packed => RingDriver::Packed(PackedDriver::new(config, mem).unwrap()),
-        }
+impl TestRing for RingDriver {
+    fn create(config: QueueConfig, mem: &Mem) -> Self {
+        RingDriver::new(config, mem).unwrap()
     }
 
-    pub fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
-        match self {
-            RingDriver::Split(d) => d.add_chain(mem, bufs).unwrap(),
-            RingDriver::Packed(d) => d.add_chain(mem, bufs).unwrap(),
-        }
+    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
+        self.add_chain(mem, bufs).unwrap()
     }
 
-    pub fn publish(&mut self, mem: &Mem) {
-        match self {
-            RingDriver::Split(d) => d.publish(mem).unwrap(),
-            RingDriver::Packed(d) => d.publish(mem).unwrap(),
-        }
+    fn push(&mut self, mem: &Mem) {
+        self.publish(mem).unwrap()
     }
 
-    pub fn config(&self) -> QueueConfig {
-        match self {
-            RingDriver::Split(d) => *d.config(),
-            RingDriver::Packed(d) => *d.config(),
-        }
-    }
-
-    /// Collects used buffers; the ring driver rejects an id it has not made available, so a
-    /// buffer used twice fails here.
-    pub fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
-        match self {
-            RingDriver::Split(d) => d.collect_used(mem).unwrap(),
-            RingDriver::Packed(d) => d.collect_used(mem).unwrap(),
-        }
+    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
+        self.collect_used(mem).unwrap()
     }
 }
 
@@ -323,14 +304,14 @@ impl Rig {
                 regs.device = config.device_area.0;
                 regs.enabled = true;
             });
-            self.rings.push(Some(RingDriver::new(config, &self.mem)));
+            self.rings.push(Some(RingDriver::create(config, &self.mem)));
         }
     }
 
     /// Programs the queue registers for the rings the driver already has.
     pub fn reprogram_queues(&mut self) {
         for (index, ring) in self.rings.iter().enumerate() {
-            let Some(config) = ring.as_ref().map(RingDriver::config) else {
+            let Some(config) = ring.as_ref().map(|r| *r.config()) else {
                 continue;
             };
             self.core.write_queue(index as u16, |regs| {
@@ -383,10 +364,7 @@ impl Rig {
 
     pub fn publish(&mut self, queue: u16) {
         let mem = self.mem.clone();
-        self.rings[usize::from(queue)]
-            .as_mut()
-            .unwrap()
-            .publish(&mem);
+        self.rings[usize::from(queue)].as_mut().unwrap().push(&mem);
     }
 
     /// The status byte of slot `slot` (0xee: not written).

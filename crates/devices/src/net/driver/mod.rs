@@ -129,7 +129,9 @@ impl NetDriver {
 
     /// The configuration of queue `index`, for the transport's queue registers.
     pub fn queue_config(&self, index: u16) -> Option<QueueConfig> {
-        self.queues.get(usize::from(index)).map(|q| q.ring.config())
+        self.queues
+            .get(usize::from(index))
+            .map(|q| *q.ring.config())
     }
 
     /// Number of queues set up (receive and transmit of every pair, then control).

@@ -1,68 +1,13 @@
-//! The ring-level part of the net driver: either ring driver, and a queue with its buffer
-//! slots.
+//! The ring-level part of the net driver: a queue with its buffer slots over either ring
+//! format.
 
-use virtio_lm_queue::{
-    BufferSpec, DriverError, PackedDriver, QueueConfig, RingKind, SplitDriver, UsedBuffer,
-};
+use virtio_lm_queue::{BufferSpec, DriverError, UsedBuffer};
 use vm_memory::GuestMemory;
 
 use super::NetDriverError;
 
-/// Either ring driver.
-#[derive(Clone, Debug)]
-pub enum Ring {
-    /// Split ring.
-    Split(SplitDriver),
-    /// Packed ring.
-    Packed(PackedDriver),
-}
-
-impl Ring {
-    /// A driver for `config` (zeroes its rings).
-    pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
-        Ok(match config.kind {
-            RingKind::Split => Ring::Split(SplitDriver::new(config, mem)?),
-            RingKind::Packed => Ring::Packed(PackedDriver::new(config, mem)?),
-        })
-    }
-
-    /// The queue configuration (what the transport's queue registers get).
-    pub fn config(&self) -> QueueConfig {
-        match self {
-            Ring::Split(d) => *d.config(),
-            Ring::Packed(d) => *d.config(),
-        }
-    }
-
-    fn add<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        bufs: &[BufferSpec],
-    ) -> Result<u16, DriverError> {
-        match self {
-            Ring::Split(d) => d.add_chain(mem, bufs),
-            Ring::Packed(d) => d.add_chain(mem, bufs),
-        }
-    }
-
-    pub(super) fn publish<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
-        match self {
-            Ring::Split(d) => d.publish(mem),
-            Ring::Packed(d) => d.publish(mem),
-        }
-    }
-
-    /// Used buffers; an id not outstanding (a buffer used twice) is an error.
-    fn collect<M: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-    ) -> Result<Vec<UsedBuffer>, DriverError> {
-        match self {
-            Ring::Split(d) => d.collect_used(mem),
-            Ring::Packed(d) => d.collect_used(mem),
-        }
-    }
-}
+/// Either ring driver (the queue crate's).
+pub use virtio_lm_queue::RingDriver as Ring;
 
 /// One queue: its ring, its slots, and the slot of each outstanding buffer id.
 #[derive(Clone, Debug)]
@@ -88,7 +33,7 @@ impl Queue {
         let Some(slot) = self.free.pop() else {
             return Ok(None);
         };
-        match self.ring.add(mem, &bufs(self.slot_addr(slot))) {
+        match self.ring.add_chain(mem, &bufs(self.slot_addr(slot))) {
             Ok(id) => {
                 if let Some(s) = self.slot_of.get_mut(usize::from(id)) {
                     *s = Some(slot);
@@ -111,7 +56,7 @@ impl Queue {
         &mut self,
         mem: &M,
     ) -> Result<Vec<(UsedBuffer, u64)>, NetDriverError> {
-        let used = self.ring.collect(mem)?;
+        let used = self.ring.collect_used(mem)?;
         let mut out = Vec::with_capacity(used.len());
         for u in used {
             let slot = self
