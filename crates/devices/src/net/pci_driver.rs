@@ -155,8 +155,10 @@ impl<M: GuestMemory> NetPciDriver<M> {
     /// Posts receive buffers on every pair and notifies where any were posted.
     pub fn refill(&mut self) -> Result<(), NetPciError> {
         for pair in 0..self.pairs() {
-            if self.net.fill_rx(&**self.pci.mem(), pair)? > 0 {
-                self.pci.notify(NetDriver::rx_queue(pair))?;
+            let mem = self.pci.mem().clone();
+            let queue = NetDriver::rx_queue(pair);
+            if self.net.fill_rx(&*mem, pair)? > 0 && self.net.should_kick(&*mem, queue)? {
+                self.pci.notify(queue)?;
             }
         }
         Ok(())
@@ -191,7 +193,9 @@ impl<M: GuestMemory> NetPciDriver<M> {
             .net
             .command(&*mem, class, cmd, data)?
             .ok_or(NetPciError::Timeout)?;
-        self.pci.notify(ctrl)?;
+        if self.net.should_kick(&*mem, ctrl)? {
+            self.pci.notify(ctrl)?;
+        }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(&(_, ack)) = self
@@ -230,7 +234,10 @@ impl<M: GuestMemory> NetPciDriver<M> {
             sent += 1;
         }
         for (pair, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
-            self.pci.notify(NetDriver::tx_queue(pair as u16))?;
+            let queue = NetDriver::tx_queue(pair as u16);
+            if self.net.should_kick(&*mem, queue)? {
+                self.pci.notify(queue)?;
+            }
         }
         Ok(sent)
     }

@@ -149,6 +149,21 @@ impl NetDriver {
         2 * pair + 1
     }
 
+    /// Whether queue `index` must be notified of what was published since the last decision
+    /// (the device's notification suppression: used.flags / avail_event, or the packed device
+    /// event). Call after the buffers are published.
+    pub fn should_kick<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        index: u16,
+    ) -> Result<bool, NetDriverError> {
+        let queue = self
+            .queues
+            .get_mut(usize::from(index))
+            .ok_or(NetDriverError::NoQueue(index))?;
+        Ok(queue.ring.should_kick(mem)?)
+    }
+
     /// Queue index of the control queue, if set up.
     pub fn ctrl_queue(&self) -> Option<u16> {
         self.config.ctrl.then_some(2 * self.config.pairs)
