@@ -4,7 +4,8 @@
 //! vector *i* + 1).
 //!
 //! The [`NetDriver`] owns the ring contents; the [`PciDriver`] is used for registers only
-//! (initialisation with the same ring layout, unconditional notifications, status). Waits are
+//! (initialisation with the same ring layout, notifications when the ring says the device wants
+//! them, status). Waits are
 //! bounded: [`NetPciDriver::wait`] returns after its timeout whether or not an interrupt came,
 //! so a suppressed notification (EVENT_IDX) only delays the next collection.
 
