@@ -40,6 +40,8 @@ mod error;
 mod interrupt;
 mod queues;
 mod rng;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod worker;
 
 pub use crate::context::{ContextError, DeviceContext};

@@ -11,10 +11,8 @@ use virtio_lm_device::{
     CoreOptions, CountingEntropy, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce,
     QuiesceMode, Rng, VirtioDevice,
 };
-use virtio_lm_queue::{
-    BufferSpec, DescriptorChain, QueueConfig, RingFeatures, RingKind, UsedBuffer,
-};
-use virtio_lm_spec::{status, Feature, Profile};
+use virtio_lm_queue::{BufferSpec, DescriptorChain, QueueConfig, RingKind, UsedBuffer};
+use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 pub type Mem = GuestMemoryMmap<()>;
@@ -59,8 +57,9 @@ pub struct CoreDriver {
     pub kind: RingKind,
 }
 
-pub const SETUP: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-pub const RUNNING: u8 = SETUP | status::DRIVER_OK;
+use virtio_lm_device::testing;
+#[allow(unused_imports)]
+pub use virtio_lm_device::testing::{RUNNING, SETUP};
 
 pub fn bit(feature: Feature) -> u64 {
     Profile::Seeds.mask(feature).unwrap()
@@ -90,56 +89,21 @@ impl CoreDriver {
 
     /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK.
     pub fn negotiate(&mut self, features: u64) {
-        self.core.write_status(0);
-        self.core.write_status(status::ACKNOWLEDGE);
-        self.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
-        self.core.set_driver_features(features);
-        self.core.write_status(SETUP);
-        assert_eq!(self.core.status(), SETUP, "features accepted");
-        self.kind = if features & bit(Feature::RingPacked) != 0 {
-            RingKind::Packed
-        } else {
-            RingKind::Split
-        };
+        self.kind = testing::negotiate(&mut self.core, features);
     }
 
     /// Lays out and enables every queue (the ring memory is initialised by the ring driver).
     pub fn setup_queues(&mut self, features: u64) {
-        let ring = RingFeatures {
-            event_idx: features & bit(Feature::EventIdx) != 0,
-            indirect_desc: features & bit(Feature::IndirectDesc) != 0,
-        };
-        self.rings.clear();
-        for index in 0..self.core.num_queues() {
-            let size = self.core.queue(index).unwrap().max_size;
-            let base = GuestAddress(QUEUE_BASE + u64::from(index) * 0x10000);
-            let (config, _) = QueueConfig::contiguous(self.kind, size, base, ring);
-            self.core.write_queue(index, |regs| {
-                regs.size = size;
-                regs.desc = config.desc_table.0;
-                regs.driver = config.driver_area.0;
-                regs.device = config.device_area.0;
-                regs.enabled = true;
-            });
-            self.rings.push(Some(RingDriver::create(config, &self.mem)));
-        }
+        let ring = testing::ring_features(&self.core, features);
+        let mem = self.mem.clone();
+        self.rings =
+            testing::setup_queues(&mut self.core, &*mem, self.kind, ring, QUEUE_BASE, 0x10000);
     }
 
     /// Programs the queue registers for the rings the driver already has (after a reset, to
     /// continue on the same ring memory).
     pub fn reprogram_queues(&mut self) {
-        for (index, ring) in self.rings.iter().enumerate() {
-            let Some(config) = ring.as_ref().map(|r| *r.config()) else {
-                continue;
-            };
-            self.core.write_queue(index as u16, |regs| {
-                regs.size = config.size;
-                regs.desc = config.desc_table.0;
-                regs.driver = config.driver_area.0;
-                regs.device = config.device_area.0;
-                regs.enabled = true;
-            });
-        }
+        testing::reprogram_queues(&mut self.core, &self.rings);
     }
 
     /// The whole initialisation with `features`, ending with DRIVER_OK.

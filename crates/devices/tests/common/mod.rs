@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice};
 use virtio_lm_devices::blk::config::{request_type, SECTOR_SIZE};
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions};
-use virtio_lm_queue::{BufferSpec, QueueConfig, QueueState, RingFeatures, RingKind, UsedBuffer};
+use virtio_lm_queue::{BufferSpec, QueueConfig, QueueState, RingKind, UsedBuffer};
 use virtio_lm_spec::{status, Feature, Profile};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, MmapRegion};
@@ -34,8 +34,9 @@ const STATUS_AT: u64 = 0x5800;
 /// Largest OUT payload or IN data of one slot.
 pub const SLOT_DATA_MAX: u32 = 0x2000;
 
-pub const SETUP: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-pub const RUNNING: u8 = SETUP | status::DRIVER_OK;
+use virtio_lm_device::testing;
+#[allow(unused_imports)]
+pub use virtio_lm_device::testing::{RUNNING, SETUP};
 /// How long a test waits for completions before failing.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -272,56 +273,21 @@ impl Rig {
 
     /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK.
     pub fn negotiate(&mut self, features: u64) {
-        self.core.write_status(0);
-        self.core.write_status(status::ACKNOWLEDGE);
-        self.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
-        self.core.set_driver_features(features);
-        self.core.write_status(SETUP);
-        assert_eq!(self.core.status(), SETUP, "features accepted");
+        self.kind = testing::negotiate(&mut self.core, features);
         self.features = features;
-        self.kind = if features & bit(Feature::RingPacked) != 0 {
-            RingKind::Packed
-        } else {
-            RingKind::Split
-        };
     }
 
     /// Lays out and enables every queue.
     pub fn setup_queues(&mut self) {
-        let ring = RingFeatures {
-            event_idx: self.features & bit(Feature::EventIdx) != 0,
-            indirect_desc: self.features & bit(Feature::IndirectDesc) != 0,
-        };
-        self.rings.clear();
-        for index in 0..self.core.num_queues() {
-            let size = self.core.queue(index).unwrap().max_size;
-            let base = GuestAddress(QUEUE_BASE + u64::from(index) * 0x8000);
-            let (config, _) = QueueConfig::contiguous(self.kind, size, base, ring);
-            self.core.write_queue(index, |regs| {
-                regs.size = size;
-                regs.desc = config.desc_table.0;
-                regs.driver = config.driver_area.0;
-                regs.device = config.device_area.0;
-                regs.enabled = true;
-            });
-            self.rings.push(Some(RingDriver::create(config, &self.mem)));
-        }
+        let ring = testing::ring_features(&self.core, self.features);
+        let mem = self.mem.clone();
+        self.rings =
+            testing::setup_queues(&mut self.core, &*mem, self.kind, ring, QUEUE_BASE, 0x8000);
     }
 
     /// Programs the queue registers for the rings the driver already has.
     pub fn reprogram_queues(&mut self) {
-        for (index, ring) in self.rings.iter().enumerate() {
-            let Some(config) = ring.as_ref().map(|r| *r.config()) else {
-                continue;
-            };
-            self.core.write_queue(index as u16, |regs| {
-                regs.size = config.size;
-                regs.desc = config.desc_table.0;
-                regs.driver = config.driver_area.0;
-                regs.device = config.device_area.0;
-                regs.enabled = true;
-            });
-        }
+        testing::reprogram_queues(&mut self.core, &self.rings);
     }
 
     /// The whole initialisation with `features`, ending with DRIVER_OK.
