@@ -92,7 +92,7 @@ impl FieldType {
         FieldType::NET_ANNOUNCE,
     ];
 
-    /// The spec-notes name, e.g. `"VQ_STATE"`, or `None` for unknown types.
+    /// The name in spec-decisions §5, e.g. `"VQ_STATE"`, or `None` for unknown types.
     pub const fn name(self) -> Option<&'static str> {
         Some(match self {
             FieldType::START_MARKER => "START_MARKER",

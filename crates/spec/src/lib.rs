@@ -1,7 +1,9 @@
 //! Wire-level truth for virtio-lm: every number and byte layout the other
 //! crates put on a ring, a register, an admin queue or a device context.
 //!
-//! The numbers come from `shared/spec-notes.md`. Several seed proposals
+//! The numbers, and the decisions behind those the proposals leave open, are
+//! recorded in `docs/spec-decisions.md` (§1 profiles, §4 admin commands, §5
+//! device context, §6 merged-spec facts). Several seed proposals
 //! numbered features on bits that virtio 1.4 later gave to others, so feature
 //! and status bits are looked up through a numbering [`Profile`]
 //! (`seeds` by default, `v1.4` later). Layouts are `#[repr(C)]` structs of
