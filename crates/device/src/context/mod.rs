@@ -31,12 +31,14 @@ mod decode;
 mod error;
 pub mod format;
 mod model;
+pub mod persist;
 
 use virtio_lm_spec::context::FieldType;
 
 pub use decode::decode;
 pub use error::ContextError;
 pub use format::{parse_fields, ContextReader, ContextWriter, Field, ValueWriter, MAX_FIELD_LEN};
+pub use persist::{Persist, StateFields, ValidatedState};
 pub use model::{
     encode, encode_into, is_device_specific, DeviceContext, DeviceField, QueueContext, VqConfig,
     VIRTIO_MSI_NO_VECTOR,
