@@ -93,7 +93,8 @@ fn stopped_source(image: &TempImage) -> (Rig, virtio_lm_device::DeviceContext) {
     (src, ctx)
 }
 
-/// spec-decisions §5: DEVICE_CONFIG carries the whole `struct virtio_blk_config` (60 bytes) as
+/// Seed 004 device context with spec-decisions §5: DEVICE_CONFIG carries the whole
+/// `struct virtio_blk_config` (60 bytes) as
 /// the driver sees it, and its read-only part (here `capacity`) is compared with the receiving
 /// device's: a destination on an image of another size refuses the context and stays as it
 /// was.
@@ -141,8 +142,8 @@ fn blk_config_of_another_length_is_refused() {
     dst.core.restore_context(&ctx).unwrap();
 }
 
-/// spec-decisions §5: driver-writable configuration (`writeback`) is applied after the
-/// device-type state (BLK_WRITEBACK), so the destination presents the context's configuration.
+/// Seed 004 device context with spec-decisions §5: driver-writable configuration (`writeback`)
+/// is applied after the device-type state (BLK_WRITEBACK), so the destination presents the context's configuration.
 #[test]
 fn blk_writeback_from_config_is_applied_after_the_state() {
     let image = TempImage::new(64);

@@ -243,8 +243,11 @@ fn a_context_with_bad_net_fields_is_refused() {
     assert_eq!(dst.core.status(), 0);
 }
 
-/// spec-decisions §5: the read-only configuration (`mac` when the driver did not set it,
-/// `max_virtqueue_pairs`, `status`) is compared with the receiving device's. A destination
+/// Seed 004 ("a mismatch between the device context field length ... and the length of the
+/// field in the device" fails the write) and spec-decisions §5: DEVICE_CONFIG is net's whole
+/// 12-byte configuration space, and another length is refused; the read-only configuration
+/// (`mac` when the driver did not set it, `max_virtqueue_pairs`, `status`) is compared with the
+/// receiving device's. A destination
 /// with another own address refuses a context whose address the driver never set; once the
 /// driver set it (MAC ADDR_SET) the address travels and the destination adopts it.
 #[test]
