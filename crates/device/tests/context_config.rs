@@ -165,10 +165,18 @@ fn config(d: &CoreDriver) -> Vec<u8> {
 
 /// Restores `ctx` into `dst`, expecting `want` from validate and restore alike and no change.
 fn refused(dst: &mut CoreDriver, ctx: &virtio_lm_device::DeviceContext, want: &ContextError) {
-    let before = (dst.core.status(), config(dst), dst.core.save_context().unwrap());
+    let before = (
+        dst.core.status(),
+        config(dst),
+        dst.core.save_context().unwrap(),
+    );
     assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
     assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
-    let after = (dst.core.status(), config(dst), dst.core.save_context().unwrap());
+    let after = (
+        dst.core.status(),
+        config(dst),
+        dst.core.save_context().unwrap(),
+    );
     assert_eq!(after, before, "a refused context changed the device");
 }
 

@@ -263,7 +263,10 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
     src.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.device_config.len(), 12, "the whole configuration space");
-    assert_eq!(ctx.device_config[offset::MAC..offset::MAC + 6], net_common::MAC);
+    assert_eq!(
+        ctx.device_config[offset::MAC..offset::MAC + 6],
+        net_common::MAC
+    );
     let mut dst = NetRig::with_mem(other(), QuiesceMode::Drain, src.mem.clone());
     assert_eq!(
         dst.core.restore_context(&ctx).unwrap_err(),

@@ -32,7 +32,12 @@ fn save(d: &Net) -> Vec<u8> {
 /// announcement, `pairs` queue pairs at most.
 fn source_config(s: &[u8], max_pairs: u16) -> Vec<u8> {
     let fields = parse_fields(s).unwrap_or_default();
-    let value = |ty: u16| fields.iter().find(|f| f.field_type.0 == ty).map(|f| f.value);
+    let value = |ty: u16| {
+        fields
+            .iter()
+            .find(|f| f.field_type.0 == ty)
+            .map(|f| f.value)
+    };
     let mut c = vec![0u8; 12];
     if let Some(mac) = value(0x0301).and_then(|t| t.get(..6)) {
         c[offset::MAC..offset::MAC + 6].copy_from_slice(mac);

@@ -168,9 +168,21 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         // Seed 004: "the device MUST respond with an error ... if there is a mismatch between
         // the device context field length ... and the length of the field in the device".
         let lengths = [
-            (FieldType::DEVICE_FEATURES, 8 * ctx.device_features.len(), 8 * FEATURE_WORDS),
-            (FieldType::DRIVER_FEATURES, 8 * ctx.driver_features.len(), 8 * FEATURE_WORDS),
-            (FieldType::DEVICE_CONFIG, ctx.device_config.len(), self.device.config_len()),
+            (
+                FieldType::DEVICE_FEATURES,
+                8 * ctx.device_features.len(),
+                8 * FEATURE_WORDS,
+            ),
+            (
+                FieldType::DRIVER_FEATURES,
+                8 * ctx.driver_features.len(),
+                8 * FEATURE_WORDS,
+            ),
+            (
+                FieldType::DEVICE_CONFIG,
+                ctx.device_config.len(),
+                self.device.config_len(),
+            ),
         ];
         if let Some((field_type, length, device)) = lengths.into_iter().find(|(_, l, d)| l != d) {
             return Err(ContextError::FieldLength {

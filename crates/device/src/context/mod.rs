@@ -38,11 +38,11 @@ use virtio_lm_spec::context::FieldType;
 pub use decode::decode;
 pub use error::ContextError;
 pub use format::{parse_fields, ContextReader, ContextWriter, Field, ValueWriter, MAX_FIELD_LEN};
-pub use persist::{Persist, StateFields, ValidatedState};
 pub use model::{
     encode, encode_into, is_device_specific, DeviceContext, DeviceField, QueueContext, VqConfig,
     VIRTIO_MSI_NO_VECTOR,
 };
+pub use persist::{Persist, StateFields, ValidatedState};
 
 /// VQ_INFLIGHT_CHAINS (0x0113), mandatory when present: the in-flight chains of one queue with
 /// their buffers (see the module documentation). Our extension to spec-notes §5, kept here and

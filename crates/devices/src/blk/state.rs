@@ -61,14 +61,12 @@ impl Persist for Blk {
     fn decode(&self, fields: &[DeviceField], config: &[u8]) -> Result<BlkState, DeviceError> {
         let bad = DeviceError::BadState;
         let fields = StateFields::new(fields, &KNOWN, FieldType::is_blk_specific)?;
-        let writeback = match fields.require(
-            FieldType::BLK_WRITEBACK,
-            "blk state: BLK_WRITEBACK missing",
-        )? {
-            [v @ (0 | 1)] => *v,
-            [_] => return Err(bad("blk state: BLK_WRITEBACK is not 0 or 1")),
-            _ => return Err(bad("blk state: BLK_WRITEBACK length is not 1")),
-        };
+        let writeback =
+            match fields.require(FieldType::BLK_WRITEBACK, "blk state: BLK_WRITEBACK missing")? {
+                [v @ (0 | 1)] => *v,
+                [_] => return Err(bad("blk state: BLK_WRITEBACK is not 0 or 1")),
+                _ => return Err(bad("blk state: BLK_WRITEBACK length is not 1")),
+            };
         let written = config.get(offset::WRITEBACK).copied();
         let mut expected = self.values;
         expected.writeback = match written {

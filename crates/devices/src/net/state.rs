@@ -121,14 +121,11 @@ impl NetState {
     /// Decodes and validates the fields for a device with `max_pairs` queue pairs.
     fn decode(fields: &[DeviceField], max_pairs: u16) -> Result<Self, DeviceError> {
         let fields = StateFields::new(fields, &KNOWN, FieldType::is_net_specific)?;
-        let mode = decode_mode(fields.require(
-            FieldType::NET_RX_MODE,
-            "net state: NET_RX_MODE missing",
-        )?)?;
-        let (mac, mac_set, macs) = decode_table(fields.require(
-            FieldType::NET_MAC_TABLE,
-            "net state: NET_MAC_TABLE missing",
-        )?)?;
+        let mode =
+            decode_mode(fields.require(FieldType::NET_RX_MODE, "net state: NET_RX_MODE missing")?)?;
+        let (mac, mac_set, macs) = decode_table(
+            fields.require(FieldType::NET_MAC_TABLE, "net state: NET_MAC_TABLE missing")?,
+        )?;
         let vlans = decode_vlans(fields.require(
             FieldType::NET_VLAN_TABLE,
             "net state: NET_VLAN_TABLE missing",
@@ -137,10 +134,9 @@ impl NetState {
             fields.require(FieldType::NET_MQ_PAIRS, "net state: NET_MQ_PAIRS missing")?,
             max_pairs,
         )?;
-        let announce = decode_announce(fields.require(
-            FieldType::NET_ANNOUNCE,
-            "net state: NET_ANNOUNCE missing",
-        )?)?;
+        let announce = decode_announce(
+            fields.require(FieldType::NET_ANNOUNCE, "net state: NET_ANNOUNCE missing")?,
+        )?;
         Ok(Self {
             mode,
             mac,
@@ -289,4 +285,3 @@ fn decode_announce(value: &[u8]) -> Result<bool, DeviceError> {
         )),
     }
 }
-
