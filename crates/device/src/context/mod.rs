@@ -3,6 +3,9 @@
 //!
 //! - [`mod@format`]: the field framing, a streaming [`ContextWriter`] and a [`ContextReader`].
 //! - [`DeviceContext`] with [`encode`] and [`decode`] (markers, DISCARD, order rules).
+//! - [`mod@persist`]: a device type's own state, typed ([`Persist`]), and the object-safe seam
+//!   that carries it through [`crate::VirtioDevice`] (decoding is validation; restoring a
+//!   [`ValidatedState`] cannot fail). Device types get [`DeviceField`] values, never framing.
 //! - [`crate::DeviceCore::save_context`], [`crate::DeviceCore::validate_context`] and
 //!   [`crate::DeviceCore::restore_context`]. Their code is in `context/core_glue.rs`, declared
 //!   as a child module of `core` so it can reach the core's private state without widening it.

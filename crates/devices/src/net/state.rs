@@ -89,9 +89,14 @@ const KNOWN: [FieldType; 5] = [
 impl NetState {
     /// The state as device-specific fields, in type order.
     fn fields(&self) -> Vec<DeviceField> {
-        let flags = u8::from(self.macs.uni_overflow) * TABLE_UNI_OVERFLOW
-            | u8::from(self.macs.multi_overflow) * TABLE_MULTI_OVERFLOW
-            | u8::from(self.mac_set) * TABLE_MAC_SET;
+        let flags = [
+            (self.macs.uni_overflow, TABLE_UNI_OVERFLOW),
+            (self.macs.multi_overflow, TABLE_MULTI_OVERFLOW),
+            (self.mac_set, TABLE_MAC_SET),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit);
         let mut table = self.mac.to_vec();
         table.extend_from_slice(&[flags, 0]);
         // At most MAC_TABLE_ENTRIES entries (MacTable::new): the counts fit.
