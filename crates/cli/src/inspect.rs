@@ -64,6 +64,61 @@ fn type_name(t: FieldType) -> String {
     }
 }
 
+/// The meaning of a blk or net device-specific value (spec-decisions §5 tables), when it is
+/// well-formed; `None` for anything else (the hex is always shown).
+fn describe_device_field(t: FieldType, v: &[u8]) -> Option<String> {
+    let le16 = |at: usize| v.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let mac = |m: &[u8]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    match (t, v) {
+        (FieldType::BLK_WRITEBACK, [0]) => Some("writethrough".into()),
+        (FieldType::BLK_WRITEBACK, [1]) => Some("writeback".into()),
+        (FieldType::NET_RX_MODE, [bits]) => {
+            let names = [
+                "PROMISC", "ALLMULTI", "ALLUNI", "NOMULTI", "NOUNI", "NOBCAST",
+            ];
+            let on: Vec<&str> = (0..6)
+                .filter(|i| bits >> i & 1 != 0)
+                .map(|i| names[i])
+                .collect();
+            Some(format!("modes [{}]", on.join(", ")))
+        }
+        (FieldType::NET_MAC_TABLE, _) if v.len() >= 12 => {
+            let flags = v[6];
+            let mut words = vec![format!("mac {}", mac(&v[..6]))];
+            for (bit, name) in [
+                (1, "unicast overflow"),
+                (2, "multicast overflow"),
+                (4, "set by the driver"),
+            ] {
+                if flags & bit != 0 {
+                    words.push(name.into());
+                }
+            }
+            words.push(format!("{} unicast, {} multicast", le16(8)?, le16(10)?));
+            Some(words.join(", "))
+        }
+        (FieldType::NET_VLAN_TABLE, _) if v.len() == 512 => {
+            let vids = v.iter().map(|b| b.count_ones()).sum::<u32>();
+            Some(format!("{vids} VLAN id(s)"))
+        }
+        (FieldType::NET_MQ_PAIRS, [_, _]) => Some(format!("{} queue pair(s)", le16(0)?)),
+        (FieldType::NET_ANNOUNCE, [a @ (0 | 1)]) => Some(
+            if *a == 1 {
+                "announce pending"
+            } else {
+                "no announce"
+            }
+            .into(),
+        ),
+        _ => None,
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -175,7 +230,11 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         }
     }
     for f in &c.device_fields {
-        let _ = writeln!(out, "  {} = {}", type_name(f.field_type), hex(&f.value));
+        let _ = write!(out, "  {} = {}", type_name(f.field_type), hex(&f.value));
+        if let Some(text) = describe_device_field(f.field_type, &f.value) {
+            let _ = write!(out, " ({text})");
+        }
+        let _ = writeln!(out);
     }
     out
 }
@@ -221,7 +280,7 @@ fn to_json(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
     let device_fields: Vec<Value> = c
         .device_fields
         .iter()
-        .map(|f| json!({"type": type_name(f.field_type), "type_id": f.field_type.0, "flags": f.flags, "value": hex(&f.value)}))
+        .map(|f| json!({"type": type_name(f.field_type), "type_id": f.field_type.0, "flags": f.flags, "value": hex(&f.value), "decoded": describe_device_field(f.field_type, &f.value)}))
         .collect();
     json!({
         "length": len,
@@ -238,4 +297,44 @@ fn to_json(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         "queues": queues,
         "device_fields": device_fields,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blk and net device-specific values are decoded by name (spec-decisions §5 tables),
+    /// including NET_MAC_TABLE's "set by the driver" flag; malformed values are not described.
+    #[test]
+    fn device_fields_are_described() {
+        let d = describe_device_field;
+        assert_eq!(d(FieldType::BLK_WRITEBACK, &[1]).unwrap(), "writeback");
+        assert_eq!(d(FieldType::BLK_WRITEBACK, &[0]).unwrap(), "writethrough");
+        assert_eq!(d(FieldType::BLK_WRITEBACK, &[2]), None);
+        let table = [2, 0xaa, 0, 0, 0, 1, 4, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 9];
+        assert_eq!(
+            d(FieldType::NET_MAC_TABLE, &table).unwrap(),
+            "mac 02:aa:00:00:00:01, set by the driver, 1 unicast, 0 multicast"
+        );
+        assert_eq!(d(FieldType::NET_MAC_TABLE, &table[..11]), None);
+        assert_eq!(
+            d(FieldType::NET_RX_MODE, &[0b10_0001]).unwrap(),
+            "modes [PROMISC, NOBCAST]"
+        );
+        assert_eq!(
+            d(FieldType::NET_MQ_PAIRS, &[3, 0]).unwrap(),
+            "3 queue pair(s)"
+        );
+        assert_eq!(
+            d(FieldType::NET_ANNOUNCE, &[1]).unwrap(),
+            "announce pending"
+        );
+        let mut vlans = [0u8; 512];
+        vlans[1] = 0b11;
+        assert_eq!(
+            d(FieldType::NET_VLAN_TABLE, &vlans).unwrap(),
+            "2 VLAN id(s)"
+        );
+        assert_eq!(d(FieldType(0x0280), &[1]), None);
+    }
 }

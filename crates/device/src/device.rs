@@ -3,6 +3,8 @@
 use virtio_lm_queue::{DescriptorChain, DeviceQueue, QueueError, Virtqueue};
 use vm_memory::GuestMemory;
 
+use crate::context::persist::{self, ValidatedState};
+use crate::context::DeviceField;
 use crate::error::DeviceError;
 
 /// How a device quiesces when it is stopped, suspended or frozen.
@@ -72,24 +74,46 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     /// Device reset: back to the state before the driver's first access.
     fn reset(&mut self) {}
 
-    /// Device-specific state that is in neither the config space nor the queues.
-    fn save_state(&self) -> Vec<u8> {
+    /// Bytes of the device-type configuration space: what [`Self::read_config`] serves and
+    /// what a device context carries in DEVICE_CONFIG (spec-decisions §5). A device type with a
+    /// configuration space MUST return its size; 0 (the default) means it has none.
+    fn config_len(&self) -> usize {
+        0
+    }
+
+    /// The device-type state as device-specific fields (types 0x0200–0x03FF), encoded from the
+    /// device's typed state: a device type implementing [`Persist`](persist::Persist) forwards to
+    /// [`persist::save`]. The default keeps no state.
+    fn save_state(&self) -> Vec<DeviceField> {
         Vec::new()
     }
 
-    /// Checks a saved device-specific state without applying it.
-    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(DeviceError::BadState("this device type keeps no state"))
+    /// Decodes and validates the device-type part of a context without applying it: its
+    /// device-specific `fields` and its configuration space `config` (exactly
+    /// [`Self::config_len`] bytes). Read-only configuration must match what this device would
+    /// present after the restore; driver-writable configuration must hold writable values (the
+    /// core writes it with [`Self::write_config`] after [`Self::restore_state`]).
+    ///
+    /// A device type implementing [`Persist`](persist::Persist) forwards to [`persist::decode`]. The default
+    /// keeps no state (any field is refused) and has a read-only configuration space.
+    fn decode_state(
+        &self,
+        fields: &[DeviceField],
+        config: &[u8],
+    ) -> Result<ValidatedState, DeviceError> {
+        if !fields.is_empty() {
+            return Err(DeviceError::BadState("this device type keeps no state"));
         }
+        let mut own = vec![0; self.config_len()];
+        self.read_config(0, &mut own);
+        persist::check_read_only_config(&own, config)?;
+        Ok(ValidatedState::none())
     }
 
-    /// Applies a state that [`Self::validate_state`] accepted.
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
-        self.validate_state(state)
-    }
+    /// Applies a state [`Self::decode_state`] of this device returned. Cannot fail: everything
+    /// that could be wrong with it was refused by the decoding. A device type implementing
+    /// [`Persist`](persist::Persist) forwards to [`persist::restore`].
+    fn restore_state(&mut self, _state: ValidatedState) {}
 }
 
 /// A live queue as a device sees it while processing: take chains, return them used.

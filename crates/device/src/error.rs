@@ -28,6 +28,13 @@ pub enum DeviceError {
     /// A saved device-specific state is not acceptable.
     #[error("Invalid device state: {0}")]
     BadState(&'static str),
+    /// A context's configuration space (DEVICE_CONFIG) differs from this device's in a
+    /// read-only byte, or holds a value the driver cannot write.
+    #[error("Device configuration differs from this device's at byte {offset}")]
+    ConfigMismatch {
+        /// First byte that differs.
+        offset: usize,
+    },
     /// The device could not complete a stop or suspend.
     #[error("Device could not quiesce")]
     Quiesce,

@@ -526,8 +526,16 @@ fn device_failure_after_validation_sets_needs_reset() {
         ) -> Result<(), virtio_lm_device::DeviceError> {
             self.0.process_queue(index, queue)
         }
-        fn validate_state(&self, state: &[u8]) -> Result<(), virtio_lm_device::DeviceError> {
-            self.0.validate_state(state)
+        fn config_len(&self) -> usize {
+            self.0.config_len()
+        }
+        fn decode_state(
+            &self,
+            fields: &[DeviceField],
+            config: &[u8],
+        ) -> Result<virtio_lm_device::context::ValidatedState, virtio_lm_device::DeviceError>
+        {
+            self.0.decode_state(fields, config)
         }
         fn activate(&mut self, _features: u64) -> Result<(), virtio_lm_device::DeviceError> {
             Err(virtio_lm_device::DeviceError::Backend("gone".into()))

@@ -81,3 +81,85 @@ fn context_transfer_hands_over_inflight_and_writeback() {
     assert_eq!(dst.in_data(1, &read), want);
     assert_eq!(dst.stats.executed(), 2);
 }
+
+/// A stopped source on a 64-sector image whose driver switched to writethrough, and its
+/// context.
+fn stopped_source(image: &TempImage) -> (Rig, virtio_lm_device::DeviceContext) {
+    let mut src = Rig::new(image.options(), QuiesceMode::Drain);
+    src.start_all(false);
+    src.core.write_config(offset::WRITEBACK, &[0]);
+    src.set_and_wait(STOPPED, STOPPED);
+    let ctx = src.core.save_context().unwrap();
+    (src, ctx)
+}
+
+/// Seed 004 device context with spec-decisions §5: DEVICE_CONFIG carries the whole
+/// `struct virtio_blk_config` (60 bytes) as
+/// the driver sees it, and its read-only part (here `capacity`) is compared with the receiving
+/// device's: a destination on an image of another size refuses the context and stays as it
+/// was.
+#[test]
+fn blk_config_travels_and_a_different_capacity_is_refused() {
+    let image = TempImage::new(64);
+    let (src, ctx) = stopped_source(&image);
+    let mut config = vec![0u8; 60];
+    src.core.read_config(0, &mut config);
+    assert_eq!(ctx.device_config, config, "the whole configuration space");
+    assert_eq!(ctx.device_config[offset::WRITEBACK], 0);
+    let bigger = TempImage::new(128);
+    let mut dst = Rig::with_mem(bigger.options(), QuiesceMode::Drain, src.mem.clone());
+    let err = dst.core.restore_context(&ctx).unwrap_err();
+    assert_eq!(
+        err,
+        virtio_lm_device::ContextError::DeviceConfigMismatch {
+            offset: offset::CAPACITY
+        }
+    );
+    assert_eq!(dst.core.status(), 0, "nothing applied");
+}
+
+/// Seed 004: "the device MUST respond with an error ... if there is a mismatch between the
+/// device context field length ... and the length of the field in the device": a DEVICE_CONFIG
+/// of another length than blk's 60 bytes is refused.
+#[test]
+fn blk_config_of_another_length_is_refused() {
+    let image = TempImage::new(64);
+    let (src, ctx) = stopped_source(&image);
+    let mut dst = Rig::with_mem(image.options(), QuiesceMode::Drain, src.mem.clone());
+    for len in [0, 59, 61, 64] {
+        let mut bad = ctx.clone();
+        bad.device_config.resize(len, 0);
+        assert_eq!(
+            dst.core.restore_context(&bad).unwrap_err(),
+            virtio_lm_device::ContextError::FieldLength {
+                field_type: FieldType::DEVICE_CONFIG,
+                length: len,
+                device: 60,
+            },
+            "{len} bytes"
+        );
+    }
+    dst.core.restore_context(&ctx).unwrap();
+}
+
+/// Seed 004 device context with spec-decisions §5: driver-writable configuration (`writeback`)
+/// is applied after the device-type state (BLK_WRITEBACK), so the destination presents the context's configuration.
+#[test]
+fn blk_writeback_from_config_is_applied_after_the_state() {
+    let image = TempImage::new(64);
+    let (src, mut ctx) = stopped_source(&image);
+    ctx.device_fields[0].value = vec![1];
+    let mut dst = Rig::with_mem(image.options(), QuiesceMode::Drain, src.mem.clone());
+    dst.core.restore_context(&ctx).unwrap();
+    let mut wb = [0xffu8];
+    dst.core.read_config(offset::WRITEBACK, &mut wb);
+    assert_eq!(wb, [0], "DEVICE_CONFIG writeback holds");
+    ctx.device_config[offset::WRITEBACK] = 2;
+    assert_eq!(
+        dst.core.restore_context(&ctx).unwrap_err(),
+        virtio_lm_device::ContextError::DeviceConfigMismatch {
+            offset: offset::WRITEBACK
+        },
+        "writeback 2 is not a value the driver can write"
+    );
+}

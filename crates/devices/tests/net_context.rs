@@ -242,3 +242,62 @@ fn a_context_with_bad_net_fields_is_refused() {
     assert_eq!(after.device_fields, before.device_fields);
     assert_eq!(dst.core.status(), 0);
 }
+
+/// Seed 004 ("a mismatch between the device context field length ... and the length of the
+/// field in the device" fails the write) and spec-decisions §5: DEVICE_CONFIG is net's whole
+/// 12-byte configuration space, and another length is refused; the read-only configuration
+/// (`mac` when the driver did not set it, `max_virtqueue_pairs`, `status`) is compared with the
+/// receiving device's. A destination
+/// with another own address refuses a context whose address the driver never set; once the
+/// driver set it (MAC ADDR_SET) the address travels and the destination adopts it.
+#[test]
+fn the_own_address_must_match_unless_the_driver_set_it() {
+    const OTHER: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
+    let peer = peer_socket();
+    let other = || NetOptions {
+        mac: OTHER,
+        ..options(peer.local_addr().unwrap())
+    };
+    let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    src.start_default();
+    src.set_and_wait(STOPPED, STOPPED);
+    let ctx = src.core.save_context().unwrap();
+    assert_eq!(ctx.device_config.len(), 12, "the whole configuration space");
+    assert_eq!(
+        ctx.device_config[offset::MAC..offset::MAC + 6],
+        net_common::MAC
+    );
+    let mut dst = NetRig::with_mem(other(), QuiesceMode::Drain, src.mem.clone());
+    assert_eq!(
+        dst.core.restore_context(&ctx).unwrap_err(),
+        virtio_lm_device::ContextError::DeviceConfigMismatch { offset: 5 }
+    );
+    assert_eq!(dst.core.status(), 0, "nothing applied");
+    let mut bad = ctx.clone();
+    bad.device_config.push(0);
+    let mut same = NetRig::with_mem(
+        options(peer.local_addr().unwrap()),
+        QuiesceMode::Drain,
+        src.mem.clone(),
+    );
+    assert_eq!(
+        same.core.restore_context(&bad).unwrap_err(),
+        virtio_lm_device::ContextError::FieldLength {
+            field_type: FieldType::DEVICE_CONFIG,
+            length: 13,
+            device: 12,
+        }
+    );
+
+    src.core.write_status(RUNNING);
+    assert_eq!(
+        src.command(ctrl::CLASS_MAC, ctrl::MAC_ADDR_SET, &NEW_MAC),
+        ctrl::OK
+    );
+    src.set_and_wait(STOPPED, STOPPED);
+    let ctx = src.core.save_context().unwrap();
+    dst.core.restore_context(&ctx).unwrap();
+    let mut mac = [0u8; 6];
+    dst.core.read_config(offset::MAC, &mut mac);
+    assert_eq!(mac, NEW_MAC, "the driver's address is adopted");
+}

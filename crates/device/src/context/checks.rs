@@ -1,12 +1,12 @@
 //! Checks of a device context that need no access to the core: reachable status values (with
 //! the context's own negotiation), the shape of a queue state that does not start now, and the
-//! device-specific fields a device type saves.
+//! range of the device-specific fields.
 
 use virtio_lm_queue::{QueueState, RingFeatures, RingKind, StateError};
 use virtio_lm_spec::{status, Feature, Profile, StatusBit};
 use vm_memory::{GuestMemory, Permissions};
 
-use super::{is_device_specific, parse_fields, ContextError, DeviceField};
+use super::{is_device_specific, ContextError, DeviceField};
 
 /// The context's view of negotiation: features and status as they will be after the restore.
 pub(crate) struct Negotiation {
@@ -100,26 +100,16 @@ impl Negotiation {
     }
 }
 
-/// Splits a device type's saved state into device-specific fields.
-pub(crate) fn device_fields(state: &[u8]) -> Result<Vec<DeviceField>, ContextError> {
-    let malformed = |reason| ContextError::DeviceStateFormat { reason };
-    let fields = parse_fields(state).map_err(|_| malformed("not a sequence of context fields"))?;
-    fields
-        .into_iter()
-        .map(|f| {
-            if is_device_specific(f.field_type) {
-                Ok(DeviceField {
-                    field_type: f.field_type,
-                    flags: f.flags,
-                    value: f.value.to_vec(),
-                })
-            } else {
-                Err(malformed(
-                    "a field outside the device-specific range 0x0200-0x03FF",
-                ))
-            }
-        })
-        .collect()
+/// A device type's saved fields must be device-specific (0x0200–0x03FF): they travel after
+/// the queue fields, and a generic type there would be out of order.
+pub(crate) fn check_device_fields(fields: &[DeviceField]) -> Result<(), ContextError> {
+    match fields.iter().find(|f| !is_device_specific(f.field_type)) {
+        Some(f) => Err(ContextError::Unencodable {
+            field_type: f.field_type,
+            reason: "not a device-specific type",
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a state that does not start now: positions as the ring format allows (when known),

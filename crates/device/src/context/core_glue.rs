@@ -4,7 +4,9 @@
 //! context code), so it works on the core's private state directly.
 //!
 //! Restoring validates everything first and builds a plan; only a valid plan is applied. The
-//! only failures after that are the device type's own (`restore_state`, `activate`), which set
+//! device type's part (device-specific fields and DEVICE_CONFIG) is decoded by the device type
+//! into a [`ValidatedState`] during planning: decoding is validation, and applying it cannot
+//! fail. The only failure after planning is the device type's `activate`, which sets
 //! DEVICE_NEEDS_RESET as any failed restore does (spec-notes §2).
 
 use virtio_lm_queue::{DeviceQueue, QueueState, Virtqueue};
@@ -12,17 +14,18 @@ use virtio_lm_spec::status;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
-use crate::context::checks::{check_state_shape, device_fields, Negotiation};
+use virtio_lm_spec::context::FieldType;
+
+use crate::context::checks::{check_device_fields, check_state_shape, Negotiation};
 use crate::context::{
-    is_device_specific, ContextError, ContextWriter, DeviceContext, QueueContext, VqConfig,
-    VIRTIO_MSI_NO_VECTOR,
+    ContextError, DeviceContext, QueueContext, ValidatedState, VqConfig, VIRTIO_MSI_NO_VECTOR,
 };
+use crate::error::DeviceError;
 use crate::queues::QueueRegisters;
 
-/// Bytes of device-type configuration space saved in DEVICE_CONFIG. `VirtioDevice` does not
-/// report its configuration size yet (virtio-rng has none), so nothing is saved; a restore
-/// compares whatever the context carries with the device's own configuration space.
-const SAVED_CONFIG_LEN: usize = 0;
+/// Feature words (64 bits each) of DEVICE_FEATURES and DRIVER_FEATURES in this device: the
+/// core negotiates features 0–63.
+const FEATURE_WORDS: usize = 1;
 
 /// A validated context, ready to apply.
 struct RestorePlan {
@@ -30,7 +33,10 @@ struct RestorePlan {
     driver_features: u64,
     config_generation: u8,
     queues: Vec<(QueueRegisters, QueueStart)>,
-    device_state: Vec<u8>,
+    device_state: ValidatedState,
+    /// DEVICE_CONFIG, written back after the device state so driver-writable fields take the
+    /// context's values (read-only ones ignore the write; the device type checked them).
+    device_config: Vec<u8>,
 }
 
 /// How a queue comes back.
@@ -95,8 +101,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 state,
             });
         }
-        let mut device_config = vec![0; SAVED_CONFIG_LEN];
+        let mut device_config = vec![0; self.device.config_len()];
         self.device.read_config(0, &mut device_config);
+        let device_fields = self.device.save_state();
+        check_device_fields(&device_fields)?;
         Ok(DeviceContext {
             device_features: vec![self.offered],
             driver_features: vec![self.driver_features],
@@ -105,7 +113,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             device_config,
             config_msix_vector: VIRTIO_MSI_NO_VECTOR,
             queues,
-            device_fields: device_fields(&self.device.save_state())?,
+            device_fields,
         })
     }
 
@@ -157,6 +165,32 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if let Some((word, bits)) = not_offered {
             return Err(ContextError::DriverFeatures { word, bits });
         }
+        // Seed 004: "the device MUST respond with an error ... if there is a mismatch between
+        // the device context field length ... and the length of the field in the device".
+        let lengths = [
+            (
+                FieldType::DEVICE_FEATURES,
+                8 * ctx.device_features.len(),
+                8 * FEATURE_WORDS,
+            ),
+            (
+                FieldType::DRIVER_FEATURES,
+                8 * ctx.driver_features.len(),
+                8 * FEATURE_WORDS,
+            ),
+            (
+                FieldType::DEVICE_CONFIG,
+                ctx.device_config.len(),
+                self.device.config_len(),
+            ),
+        ];
+        if let Some((field_type, length, device)) = lengths.into_iter().find(|(_, l, d)| l != d) {
+            return Err(ContextError::FieldLength {
+                field_type,
+                length,
+                device,
+            });
+        }
         let neg = Negotiation {
             profile: self.profile,
             status: ctx.device_status,
@@ -167,7 +201,6 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 status: ctx.device_status,
                 reason,
             })?;
-        self.check_device_config(&ctx.device_config)?;
         if ctx.queues.len() != self.queues.len() {
             return Err(ContextError::NumQueues {
                 context: ctx.queues.len(),
@@ -178,36 +211,24 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         for ((index, slot), q) in (0u16..).zip(&self.queues).zip(&ctx.queues) {
             queues.push(self.plan_queue(&neg, index, slot.regs.max_size, q)?);
         }
-        let mut writer = ContextWriter::new();
-        for field in &ctx.device_fields {
-            if !is_device_specific(field.field_type) {
-                return Err(ContextError::Unencodable {
-                    field_type: field.field_type,
-                    reason: "not a device-specific type",
-                });
-            }
-            writer.field(field.field_type, field.flags, &field.value)?;
-        }
-        let device_state = writer.into_bytes();
-        self.device
-            .validate_state(&device_state)
-            .map_err(ContextError::DeviceState)?;
+        check_device_fields(&ctx.device_fields)?;
+        let device_state = self
+            .device
+            .decode_state(&ctx.device_fields, &ctx.device_config)
+            .map_err(|e| match e {
+                DeviceError::ConfigMismatch { offset } => {
+                    ContextError::DeviceConfigMismatch { offset }
+                }
+                e => ContextError::DeviceState(e),
+            })?;
         Ok(RestorePlan {
             status: ctx.device_status,
             driver_features: driver,
             config_generation: ctx.config_generation,
             queues,
             device_state,
+            device_config: ctx.device_config.clone(),
         })
-    }
-
-    fn check_device_config(&self, config: &[u8]) -> Result<(), ContextError> {
-        let mut own = vec![0; config.len()];
-        self.device.read_config(0, &mut own);
-        match own.iter().zip(config).position(|(a, b)| a != b) {
-            Some(offset) => Err(ContextError::DeviceConfigMismatch { offset }),
-            None => Ok(()),
-        }
     }
 
     fn plan_queue(
@@ -315,16 +336,18 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             }
         }
         self.device.reset();
-        let mut result = self.device.restore_state(&plan.device_state);
+        self.device.restore_state(plan.device_state);
         let started =
             has(status::DRIVER_OK) && !has(status::DEVICE_NEEDS_RESET) && !has(status::FAILED);
-        if result.is_ok() && started {
-            result = self.device.activate(plan.driver_features);
+        if started {
+            if let Err(e) = self.device.activate(plan.driver_features) {
+                self.needs_reset(e.clone());
+                return Err(ContextError::DeviceRestore(e));
+            }
         }
-        if let Err(e) = result {
-            self.needs_reset(e.clone());
-            return Err(ContextError::DeviceRestore(e));
-        }
+        // After the device state and activation, as the driver wrote them on the source: the
+        // driver-writable configuration takes the context's values (spec-decisions §5).
+        self.device.write_config(0, &plan.device_config);
         self.process_pending();
         Ok(())
     }

@@ -177,11 +177,17 @@ pub enum ContextError {
         #[source]
         source: QueueError,
     },
-    /// The device type's saved state is not a sequence of device-specific fields.
-    #[error("Device-specific state is malformed: {reason}")]
-    DeviceStateFormat {
-        /// What is wrong.
-        reason: &'static str,
+    /// A field whose length differs from the length of the field in this device (seed 004):
+    /// DEVICE_FEATURES or DRIVER_FEATURES with another number of feature words, DEVICE_CONFIG
+    /// with another size than the device's configuration space.
+    #[error("{field_type:?} is {length} bytes long, {device} in this device")]
+    FieldLength {
+        /// The field.
+        field_type: FieldType,
+        /// Its length in the context.
+        length: usize,
+        /// Its length in this device.
+        device: usize,
     },
     /// DEVICE_FEATURES differs from what this device offers.
     #[error("Context offers features {context:#x} (word 0), this device offers {device:#x}")]
@@ -207,7 +213,9 @@ pub enum ContextError {
         /// The rule it breaks.
         reason: &'static str,
     },
-    /// DEVICE_CONFIG differs from this device's configuration space.
+    /// DEVICE_CONFIG differs from this device's configuration space in a read-only byte (as
+    /// the device would present it with the context's device-specific state), or holds a
+    /// value the driver cannot write.
     #[error("DEVICE_CONFIG differs from the device's configuration at byte {offset}")]
     DeviceConfigMismatch {
         /// First differing byte.
@@ -248,11 +256,11 @@ pub enum ContextError {
         #[source]
         source: StateError,
     },
-    /// The device type refused its device-specific state.
+    /// The device type refused its device-specific state (its decoding failed).
     #[error("Device-specific state refused: {0}")]
     DeviceState(#[source] DeviceError),
-    /// The device type failed after the context was validated and applied; the device has set
-    /// DEVICE_NEEDS_RESET (spec-notes §2: a failed restore).
+    /// The device type failed to activate after the context was validated and applied; the
+    /// device has set DEVICE_NEEDS_RESET (spec-notes §2: a failed restore).
     #[error("Device failed to apply its restored state: {0}")]
     DeviceRestore(#[source] DeviceError),
 }

@@ -3,6 +3,9 @@
 //!
 //! - [`mod@format`]: the field framing, a streaming [`ContextWriter`] and a [`ContextReader`].
 //! - [`DeviceContext`] with [`encode`] and [`decode`] (markers, DISCARD, order rules).
+//! - [`mod@persist`]: a device type's own state, typed ([`Persist`]), and the object-safe seam
+//!   that carries it through [`crate::VirtioDevice`] (decoding is validation; restoring a
+//!   [`ValidatedState`] cannot fail). Device types get [`DeviceField`] values, never framing.
 //! - [`crate::DeviceCore::save_context`], [`crate::DeviceCore::validate_context`] and
 //!   [`crate::DeviceCore::restore_context`]. Their code is in `context/core_glue.rs`, declared
 //!   as a child module of `core` so it can reach the core's private state without widening it.
@@ -31,6 +34,7 @@ mod decode;
 mod error;
 pub mod format;
 mod model;
+pub mod persist;
 
 use virtio_lm_spec::context::FieldType;
 
@@ -41,6 +45,7 @@ pub use model::{
     encode, encode_into, is_device_specific, DeviceContext, DeviceField, QueueContext, VqConfig,
     VIRTIO_MSI_NO_VECTOR,
 };
+pub use persist::{Persist, StateFields, ValidatedState};
 
 /// VQ_INFLIGHT_CHAINS (0x0113), mandatory when present: the in-flight chains of one queue with
 /// their buffers (see the module documentation). Our extension to spec-notes §5, kept here and

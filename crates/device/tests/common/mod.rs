@@ -266,7 +266,9 @@ pub mod context {
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use virtio_lm_device::context::{parse_fields, ContextWriter};
+    use virtio_lm_device::context::{
+        parse_fields, persist, ContextWriter, DeviceField, Persist, ValidatedState,
+    };
     use virtio_lm_device::{
         CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce, QuiesceMode,
         VirtioDevice,
@@ -279,6 +281,9 @@ pub mod context {
     /// Device-specific field of [`AdoptingDevice`]: `u8 mode` (a blk-range type, as a test
     /// device type has no range of its own).
     pub const MODE_FIELD: FieldType = FieldType(0x0201);
+
+    /// Bytes of [`AdoptingDevice`]'s configuration space (byte `i` reads `i`).
+    pub const ADOPTING_CONFIG_LEN: usize = 4;
 
     /// Like `SlowDevice` (requests held until `release`), but after a restore it takes over
     /// the chains the queue reports in flight, so each completes exactly once. It also keeps a
@@ -297,19 +302,43 @@ pub mod context {
                 mode: Arc::default(),
             }
         }
+    }
 
-        fn parse(state: &[u8]) -> Result<Option<u8>, DeviceError> {
-            let fields = parse_fields(state).map_err(|_| DeviceError::BadState("framing"))?;
+    /// `mode` travels as the typed state; missing means 0. The configuration space is 4
+    /// read-only bytes.
+    impl Persist for AdoptingDevice {
+        type State = u8;
+
+        fn save(&self) -> u8 {
+            self.mode.load(Ordering::SeqCst)
+        }
+
+        fn encode(mode: &u8) -> Vec<DeviceField> {
+            vec![DeviceField {
+                field_type: MODE_FIELD,
+                flags: 0,
+                value: vec![*mode],
+            }]
+        }
+
+        fn decode(&self, fields: &[DeviceField], config: &[u8]) -> Result<u8, DeviceError> {
             let mut mode = None;
             for f in fields {
-                match (f.field_type, f.value) {
+                match (f.field_type, f.value.as_slice()) {
                     (MODE_FIELD, [m]) if *m <= 3 => mode = Some(*m),
                     (MODE_FIELD, _) => return Err(DeviceError::BadState("bad mode")),
                     _ if f.flags & FIELD_FLAG_OPTIONAL != 0 => {}
                     _ => return Err(DeviceError::BadState("unknown mandatory field")),
                 }
             }
-            Ok(mode)
+            let mut own = [0; ADOPTING_CONFIG_LEN];
+            self.read_config(0, &mut own);
+            persist::check_read_only_config(&own, config)?;
+            Ok(mode.unwrap_or(0))
+        }
+
+        fn restore(&mut self, mode: u8) {
+            self.mode.store(mode, Ordering::SeqCst);
         }
     }
 
@@ -381,21 +410,24 @@ pub mod context {
             self.mode.store(0, Ordering::SeqCst);
         }
 
-        fn save_state(&self) -> Vec<u8> {
-            let mut w = ContextWriter::new();
-            w.field(MODE_FIELD, 0, &[self.mode.load(Ordering::SeqCst)])
-                .unwrap();
-            w.into_bytes()
+        fn config_len(&self) -> usize {
+            ADOPTING_CONFIG_LEN
         }
 
-        fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-            Self::parse(state).map(|_| ())
+        fn save_state(&self) -> Vec<DeviceField> {
+            persist::save(self)
         }
 
-        fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
-            let mode = Self::parse(state)?.unwrap_or(0);
-            self.mode.store(mode, Ordering::SeqCst);
-            Ok(())
+        fn decode_state(
+            &self,
+            fields: &[DeviceField],
+            config: &[u8],
+        ) -> Result<ValidatedState, DeviceError> {
+            persist::decode(self, fields, config)
+        }
+
+        fn restore_state(&mut self, state: ValidatedState) {
+            persist::restore(self, state)
         }
     }
 

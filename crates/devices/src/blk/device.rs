@@ -1,13 +1,14 @@
 //! [`VirtioDevice`] for [`Blk`]: features, configuration space, the request and completion
-//! paths, quiescing, reset and the device-specific state. The design is in the parent module.
+//! paths, quiescing, reset, and the seam to the typed state of `state.rs`. The design is in
+//! the parent module.
 
 use std::time::{Duration, Instant};
 
+use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_BLOCK};
-use super::state::BlkState;
 use super::{Blk, QueueWork, RESET_WAIT};
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
@@ -151,20 +152,23 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         self.values.writeback = self.initial_writeback;
     }
 
-    fn save_state(&self) -> Vec<u8> {
-        BlkState {
-            writeback: self.values.writeback,
-        }
-        .encode()
+    fn config_len(&self) -> usize {
+        config::CONFIG_LEN
     }
 
-    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-        BlkState::decode(state).map(|_| ())
+    fn save_state(&self) -> Vec<DeviceField> {
+        persist::save(self)
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
-        let state = BlkState::decode(state)?;
-        self.values.writeback = state.writeback;
-        Ok(())
+    fn decode_state(
+        &self,
+        fields: &[DeviceField],
+        config: &[u8],
+    ) -> Result<ValidatedState, DeviceError> {
+        persist::decode(self, fields, config)
+    }
+
+    fn restore_state(&mut self, state: ValidatedState) {
+        persist::restore(self, state)
     }
 }

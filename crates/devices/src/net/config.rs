@@ -130,6 +130,18 @@ pub mod offset {
 /// Length of the configuration space the device exposes (through `mtu`).
 pub const CONFIG_LEN: usize = 12;
 
+/// The configuration space of a device with address `mac`, `max_pairs` queue pairs and, when
+/// `announce`, the driver asked to announce itself. The link is always up; `mtu` reads 0.
+pub(crate) fn config_space(mac: &[u8; 6], announce: bool, max_pairs: u16) -> [u8; CONFIG_LEN] {
+    let mut b = [0u8; CONFIG_LEN];
+    let status = status::LINK_UP | if announce { status::ANNOUNCE } else { 0 };
+    b[offset::MAC..offset::MAC + 6].copy_from_slice(mac);
+    b[offset::STATUS..offset::STATUS + 2].copy_from_slice(&status.to_le_bytes());
+    b[offset::MAX_VIRTQUEUE_PAIRS..offset::MAX_VIRTQUEUE_PAIRS + 2]
+        .copy_from_slice(&max_pairs.to_le_bytes());
+    b
+}
+
 /// Most entries of the MAC filter table (unicast and multicast together), as QEMU; a longer
 /// table sets the overflow flag of its kind, which then accepts every address of that kind.
 pub const MAC_TABLE_ENTRIES: usize = 64;

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use vm_memory::GuestMemory;
 
-use super::config::{self, features, offset, status, VIRTIO_ID_NET};
+use super::config::{self, features, VIRTIO_ID_NET};
 use super::filter::{MacTable, RxMode, VlanTable};
-use super::state::NetState;
 use super::{Net, QueueWork, Role};
 
 /// How long a draining stop or suspend waits for held transmit frames (a socket that takes
@@ -24,18 +24,7 @@ impl Net {
 
     /// The configuration space bytes.
     fn config_bytes(&self) -> [u8; config::CONFIG_LEN] {
-        let mut b = [0u8; config::CONFIG_LEN];
-        let status = status::LINK_UP
-            | if self.shared.announcing() {
-                status::ANNOUNCE
-            } else {
-                0
-            };
-        b[offset::MAC..offset::MAC + 6].copy_from_slice(&self.shared.mac());
-        b[offset::STATUS..offset::STATUS + 2].copy_from_slice(&status.to_le_bytes());
-        b[offset::MAX_VIRTQUEUE_PAIRS..offset::MAX_VIRTQUEUE_PAIRS + 2]
-            .copy_from_slice(&self.max_pairs.to_le_bytes());
-        b
+        config::config_space(&self.shared.mac(), self.shared.announcing(), self.max_pairs)
     }
 
     /// Delivers waiting frames (or, draining, returns held receive buffers) and retries held
@@ -237,30 +226,23 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         self.resume_processing();
     }
 
-    fn save_state(&self) -> Vec<u8> {
-        NetState {
-            mode: self.mode,
-            mac: self.shared.mac(),
-            macs: self.macs.clone(),
-            vlans: self.vlans.clone(),
-            pairs: self.pairs,
-            announce: self.shared.announcing(),
-        }
-        .encode()
+    fn config_len(&self) -> usize {
+        config::CONFIG_LEN
     }
 
-    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-        NetState::decode(state, self.max_pairs).map(|_| ())
+    fn save_state(&self) -> Vec<DeviceField> {
+        persist::save(self)
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
-        let state = NetState::decode(state, self.max_pairs)?;
-        self.mode = state.mode;
-        self.shared.set_mac(state.mac);
-        self.macs = state.macs;
-        self.vlans = state.vlans;
-        self.pairs = state.pairs;
-        self.shared.set_announcing(state.announce);
-        Ok(())
+    fn decode_state(
+        &self,
+        fields: &[DeviceField],
+        config: &[u8],
+    ) -> Result<ValidatedState, DeviceError> {
+        persist::decode(self, fields, config)
+    }
+
+    fn restore_state(&mut self, state: ValidatedState) {
+        persist::restore(self, state)
     }
 }

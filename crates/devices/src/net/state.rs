@@ -1,13 +1,12 @@
-//! The net-specific part of the device context (spec-notes §5, types 0x0300–0x03FF): all the
-//! control queue state, which is in neither the configuration space nor the queues.
-//!
-//! Each field is `le16 type; le16 flags; le32 length; u8 value[length]` with zero padding to a
-//! multiple of 8, as spec-notes §5 defines; the values are ours:
+//! The net part of the device context (spec-decisions §5, types 0x0300–0x03FF) as a typed
+//! state ([`Persist`]): all the control queue state, which is in neither the configuration
+//! space nor the queues. The device crate's context codec frames the fields; the values are
+//! ours:
 //!
 //! | Type | Name | Value |
 //! |---|---|---|
 //! | 0x0300 | NET_RX_MODE | `u8 modes`: bit *n* set = RX command *n* on (PROMISC 0, ALLMULTI 1, ALLUNI 2, NOMULTI 3, NOUNI 4, NOBCAST 5); bits 6–7 zero |
-//! | 0x0301 | NET_MAC_TABLE | `u8 mac[6]` (the device address, MAC ADDR_SET); `u8 flags` (bit 0 unicast overflow, bit 1 multicast overflow); `u8 reserved`; `le16 unicast`; `le16 multicast`; `u8 macs[unicast + multicast][6]`, unicast first |
+//! | 0x0301 | NET_MAC_TABLE | `u8 mac[6]` (the device address); `u8 flags` (bit 0 unicast overflow, bit 1 multicast overflow, bit 2 the driver set the address with MAC ADDR_SET); `u8 reserved`; `le16 unicast`; `le16 multicast`; `u8 macs[unicast + multicast][6]`, unicast first |
 //! | 0x0302 | NET_VLAN_TABLE | `u8 vids[512]`: bit *v % 8* of byte *v / 8* set = VLAN *v* accepted |
 //! | 0x0303 | NET_MQ_PAIRS | `le16 pairs`, 1..=`max_virtqueue_pairs` |
 //! | 0x0304 | NET_ANNOUNCE | `u8`: 1 = `status` ANNOUNCE set, the driver's ANNOUNCE_ACK pending; 0 = none |
@@ -16,84 +15,188 @@
 //! bits other than OPTIONAL must be 0; an unknown optional type is skipped, an unknown mandatory
 //! one rejected; lengths are exact; the device address is unicast, the unicast entries are
 //! unicast and the multicast entries multicast, at most 64 entries together, none of a kind that
-//! overflowed; reserved bytes and padding are zero; nothing follows the last field.
+//! overflowed; reserved bytes are zero.
+//!
+//! DEVICE_CONFIG (`mac`, `status`, `max_virtqueue_pairs`, `mtu`) is read-only and checked here
+//! against what this device would present with the decoded state: `max_virtqueue_pairs` must
+//! be this device's, `status` must show ANNOUNCE exactly when NET_ANNOUNCE does, and `mac` must
+//! be this device's own address unless the driver set it (flag bit 2), in which case the
+//! driver's address travels and is adopted. The address counts as driver-set when it differs
+//! from the device's own (a driver that set the device's own address back needs nothing).
 
+use virtio_lm_device::context::persist::check_read_only_config;
+use virtio_lm_device::context::{DeviceField, Persist, StateFields};
 use virtio_lm_device::DeviceError;
-use virtio_lm_spec::context::{padded_len, FieldType, FIELD_FLAG_OPTIONAL, FIELD_HEADER_LEN};
+use virtio_lm_spec::context::FieldType;
 
-use super::config::{MAC_TABLE_ENTRIES, VLAN_IDS};
+use super::config::{config_space, MAC_TABLE_ENTRIES, VLAN_IDS};
 use super::filter::{is_multicast, Mac, MacTable, RxMode, VlanTable};
+use super::Net;
 
-/// The control queue state a net device saves.
+/// The control queue state a net device saves: its [`Persist::State`], a validated value
+/// (only [`Persist::decode`] and [`Persist::save`] make one).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NetState {
-    pub(crate) mode: RxMode,
-    pub(crate) mac: Mac,
-    pub(crate) macs: MacTable,
-    pub(crate) vlans: VlanTable,
-    pub(crate) pairs: u16,
-    pub(crate) announce: bool,
+pub struct NetState {
+    mode: RxMode,
+    mac: Mac,
+    /// The driver set `mac` (MAC ADDR_SET): it travels with the state.
+    mac_set: bool,
+    macs: MacTable,
+    vlans: VlanTable,
+    pairs: u16,
+    announce: bool,
+}
+
+impl NetState {
+    /// The device address (MAC ADDR_SET, or the device's own).
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Whether the driver set the address.
+    pub fn mac_set(&self) -> bool {
+        self.mac_set
+    }
+
+    /// Queue pairs in use (MQ VQ_PAIRS_SET).
+    pub fn pairs(&self) -> u16 {
+        self.pairs
+    }
+
+    /// Whether the device asks the driver to announce itself.
+    pub fn announce(&self) -> bool {
+        self.announce
+    }
 }
 
 /// Bytes of NET_MAC_TABLE before the entries.
 const MAC_TABLE_HEADER: usize = 12;
 
+/// NET_MAC_TABLE flags: unicast overflow, multicast overflow, address set by the driver.
+const TABLE_UNI_OVERFLOW: u8 = 1;
+const TABLE_MULTI_OVERFLOW: u8 = 2;
+const TABLE_MAC_SET: u8 = 4;
+
+/// The net-specific types this device knows, all mandatory.
+const KNOWN: [FieldType; 5] = [
+    FieldType::NET_RX_MODE,
+    FieldType::NET_MAC_TABLE,
+    FieldType::NET_VLAN_TABLE,
+    FieldType::NET_MQ_PAIRS,
+    FieldType::NET_ANNOUNCE,
+];
+
 impl NetState {
-    /// Encodes the state as context fields.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        push_field(&mut out, FieldType::NET_RX_MODE, &[self.mode.bits()]);
-        let flags = u8::from(self.macs.uni_overflow) | u8::from(self.macs.multi_overflow) << 1;
+    /// The state as device-specific fields, in type order.
+    fn fields(&self) -> Vec<DeviceField> {
+        let flags = [
+            (self.macs.uni_overflow, TABLE_UNI_OVERFLOW),
+            (self.macs.multi_overflow, TABLE_MULTI_OVERFLOW),
+            (self.mac_set, TABLE_MAC_SET),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit);
         let mut table = self.mac.to_vec();
         table.extend_from_slice(&[flags, 0]);
+        // At most MAC_TABLE_ENTRIES entries (MacTable::new): the counts fit.
         table.extend_from_slice(&(self.macs.unicast.len() as u16).to_le_bytes());
         table.extend_from_slice(&(self.macs.multicast.len() as u16).to_le_bytes());
         for mac in self.macs.unicast.iter().chain(&self.macs.multicast) {
             table.extend_from_slice(mac);
         }
-        push_field(&mut out, FieldType::NET_MAC_TABLE, &table);
-        push_field(&mut out, FieldType::NET_VLAN_TABLE, &self.vlans.0);
-        push_field(&mut out, FieldType::NET_MQ_PAIRS, &self.pairs.to_le_bytes());
-        push_field(
-            &mut out,
-            FieldType::NET_ANNOUNCE,
-            &[u8::from(self.announce)],
-        );
-        out
+        let values = [
+            vec![self.mode.bits()],
+            table,
+            self.vlans.0.to_vec(),
+            self.pairs.to_le_bytes().to_vec(),
+            vec![u8::from(self.announce)],
+        ];
+        KNOWN
+            .into_iter()
+            .zip(values)
+            .map(|(field_type, value)| DeviceField {
+                field_type,
+                flags: 0,
+                value,
+            })
+            .collect()
     }
 
-    /// Decodes and validates a state for a device with `max_pairs` queue pairs; nothing is
-    /// applied.
-    pub(crate) fn decode(bytes: &[u8], max_pairs: u16) -> Result<Self, DeviceError> {
-        let bad = DeviceError::BadState;
-        let (mut mode, mut table, mut vlans, mut pairs, mut announce) =
-            (None, None, None, None, None);
-        for field in fields(bytes)? {
-            let (ty, value) = (field.0, field.1);
-            let slot_taken = match ty {
-                FieldType::NET_RX_MODE => mode.replace(decode_mode(value)?).is_some(),
-                FieldType::NET_MAC_TABLE => table.replace(decode_table(value)?).is_some(),
-                FieldType::NET_VLAN_TABLE => vlans.replace(decode_vlans(value)?).is_some(),
-                FieldType::NET_MQ_PAIRS => pairs.replace(decode_pairs(value, max_pairs)?).is_some(),
-                FieldType::NET_ANNOUNCE => announce.replace(decode_announce(value)?).is_some(),
-                _ => false,
-            };
-            if slot_taken {
-                return Err(bad("net state: a field appears twice"));
-            }
-        }
-        let ((mac, macs), mode) = (
-            table.ok_or(bad("net state: NET_MAC_TABLE missing"))?,
-            mode.ok_or(bad("net state: NET_RX_MODE missing"))?,
-        );
+    /// Decodes and validates the fields for a device with `max_pairs` queue pairs.
+    fn decode(fields: &[DeviceField], max_pairs: u16) -> Result<Self, DeviceError> {
+        let fields = StateFields::new(fields, &KNOWN, FieldType::is_net_specific)?;
+        let mode =
+            decode_mode(fields.require(FieldType::NET_RX_MODE, "net state: NET_RX_MODE missing")?)?;
+        let (mac, mac_set, macs) = decode_table(
+            fields.require(FieldType::NET_MAC_TABLE, "net state: NET_MAC_TABLE missing")?,
+        )?;
+        let vlans = decode_vlans(fields.require(
+            FieldType::NET_VLAN_TABLE,
+            "net state: NET_VLAN_TABLE missing",
+        )?)?;
+        let pairs = decode_pairs(
+            fields.require(FieldType::NET_MQ_PAIRS, "net state: NET_MQ_PAIRS missing")?,
+            max_pairs,
+        )?;
+        let announce = decode_announce(
+            fields.require(FieldType::NET_ANNOUNCE, "net state: NET_ANNOUNCE missing")?,
+        )?;
         Ok(Self {
             mode,
             mac,
+            mac_set,
             macs,
-            vlans: vlans.ok_or(bad("net state: NET_VLAN_TABLE missing"))?,
-            pairs: pairs.ok_or(bad("net state: NET_MQ_PAIRS missing"))?,
-            announce: announce.ok_or(bad("net state: NET_ANNOUNCE missing"))?,
+            vlans,
+            pairs,
+            announce,
         })
+    }
+}
+
+impl Persist for Net {
+    type State = NetState;
+
+    fn save(&self) -> NetState {
+        let mac = self.shared.mac();
+        NetState {
+            mode: self.mode,
+            mac,
+            mac_set: mac != self.initial_mac,
+            macs: self.macs.clone(),
+            vlans: self.vlans.clone(),
+            pairs: self.pairs,
+            announce: self.shared.announcing(),
+        }
+    }
+
+    fn encode(state: &NetState) -> Vec<DeviceField> {
+        state.fields()
+    }
+
+    fn decode(&self, fields: &[DeviceField], config: &[u8]) -> Result<NetState, DeviceError> {
+        let state = NetState::decode(fields, self.max_pairs)?;
+        let mac = if state.mac_set {
+            state.mac
+        } else {
+            self.initial_mac
+        };
+        check_read_only_config(&config_space(&mac, state.announce, self.max_pairs), config)?;
+        if state.mac != mac {
+            return Err(DeviceError::BadState(
+                "net state: NET_MAC_TABLE address is neither driver-set nor the device's own",
+            ));
+        }
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: NetState) {
+        self.mode = state.mode;
+        self.shared.set_mac(state.mac);
+        self.macs = state.macs;
+        self.vlans = state.vlans;
+        self.pairs = state.pairs;
+        self.shared.set_announcing(state.announce);
     }
 }
 
@@ -108,7 +211,7 @@ fn decode_mode(value: &[u8]) -> Result<RxMode, DeviceError> {
     }
 }
 
-fn decode_table(value: &[u8]) -> Result<(Mac, MacTable), DeviceError> {
+fn decode_table(value: &[u8]) -> Result<(Mac, bool, MacTable), DeviceError> {
     let bad = DeviceError::BadState;
     let header = value
         .get(..MAC_TABLE_HEADER)
@@ -117,7 +220,7 @@ fn decode_table(value: &[u8]) -> Result<(Mac, MacTable), DeviceError> {
     let (flags, reserved) = (header[6], header[7]);
     let uni = usize::from(u16::from_le_bytes([header[8], header[9]]));
     let multi = usize::from(u16::from_le_bytes([header[10], header[11]]));
-    if flags > 3 || reserved != 0 {
+    if flags & !(TABLE_UNI_OVERFLOW | TABLE_MULTI_OVERFLOW | TABLE_MAC_SET) != 0 || reserved != 0 {
         return Err(bad("net state: NET_MAC_TABLE reserved bits set"));
     }
     if uni + multi > MAC_TABLE_ENTRIES {
@@ -128,7 +231,10 @@ fn decode_table(value: &[u8]) -> Result<(Mac, MacTable), DeviceError> {
             "net state: NET_MAC_TABLE length does not match its counts",
         ));
     }
-    let (uni_overflow, multi_overflow) = (flags & 1 != 0, flags & 2 != 0);
+    let (uni_overflow, multi_overflow) = (
+        flags & TABLE_UNI_OVERFLOW != 0,
+        flags & TABLE_MULTI_OVERFLOW != 0,
+    );
     if (uni_overflow && uni > 0) || (multi_overflow && multi > 0) {
         return Err(bad(
             "net state: NET_MAC_TABLE keeps entries of an overflowed kind",
@@ -149,7 +255,7 @@ fn decode_table(value: &[u8]) -> Result<(Mac, MacTable), DeviceError> {
         uni_overflow,
         multi_overflow,
     };
-    Ok((mac, macs))
+    Ok((mac, flags & TABLE_MAC_SET != 0, macs))
 }
 
 fn decode_vlans(value: &[u8]) -> Result<VlanTable, DeviceError> {
@@ -183,52 +289,4 @@ fn decode_announce(value: &[u8]) -> Result<bool, DeviceError> {
             "net state: NET_ANNOUNCE length is not 1",
         )),
     }
-}
-
-/// Splits `bytes` into the fields this device knows, checking the framing rules; unknown
-/// optional fields are skipped.
-fn fields(bytes: &[u8]) -> Result<Vec<(FieldType, &[u8])>, DeviceError> {
-    let bad = DeviceError::BadState;
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let header = rest
-            .get(..FIELD_HEADER_LEN)
-            .ok_or(bad("net state: truncated field header"))?;
-        let field_type = FieldType(u16::from_le_bytes([header[0], header[1]]));
-        let flags = u16::from_le_bytes([header[2], header[3]]);
-        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let body = &rest[FIELD_HEADER_LEN..];
-        // Checked before padding is added, so `padded_len` cannot overflow.
-        if body.len() < len || body.len() < padded_len(len) {
-            return Err(bad("net state: truncated field value"));
-        }
-        let (value, padding) = body[..padded_len(len)].split_at(len);
-        if padding.iter().any(|&b| b != 0) {
-            return Err(bad("net state: non-zero padding"));
-        }
-        if !field_type.is_net_specific() {
-            return Err(bad("net state: field type outside 0x0300-0x03FF"));
-        }
-        if flags & !FIELD_FLAG_OPTIONAL != 0 {
-            return Err(bad("net state: reserved field flags set"));
-        }
-        let known = (FieldType::NET_RX_MODE.0..=FieldType::NET_ANNOUNCE.0).contains(&field_type.0);
-        if known {
-            out.push((field_type, value));
-        } else if flags & FIELD_FLAG_OPTIONAL == 0 {
-            return Err(bad("net state: unknown mandatory field"));
-        }
-        rest = &body[padded_len(len)..];
-    }
-    Ok(out)
-}
-
-/// Appends one field in the spec-notes §5 encoding.
-fn push_field(out: &mut Vec<u8>, field_type: FieldType, value: &[u8]) {
-    out.extend_from_slice(&field_type.0.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len() + padded_len(value.len()) - value.len(), 0);
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use virtio_lm_device::context::{DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::{DescriptorChain, Segment};
 use virtio_lm_spec::admin::{ADMIN_CMD_HEADER_LEN, ADMIN_RESULT_HEADER_LEN};
@@ -211,15 +212,23 @@ impl<M: GuestMemory + Send + Sync + 'static> VirtioDevice<M> for OwnerDevice<M> 
         shared.reset_used();
     }
 
-    fn save_state(&self) -> Vec<u8> {
+    fn config_len(&self) -> usize {
+        self.inner.config_len()
+    }
+
+    fn save_state(&self) -> Vec<DeviceField> {
         self.inner.save_state()
     }
 
-    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-        self.inner.validate_state(state)
+    fn decode_state(
+        &self,
+        fields: &[DeviceField],
+        config: &[u8],
+    ) -> Result<ValidatedState, DeviceError> {
+        self.inner.decode_state(fields, config)
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
+    fn restore_state(&mut self, state: ValidatedState) {
         self.inner.restore_state(state)
     }
 }
