@@ -258,14 +258,14 @@ impl Blk {
         match parse(access.mem(), &chain, &limits) {
             Err(NoStatusByte) => Err(DeviceError::Backend(format!(
                 "virtio-blk: request {} on queue {index} has no device-writable status byte",
-                chain.id
+                chain.id()
             ))),
             Ok(Parsed::Now { status, data }) => finish_request(access, &chain, Some(&data), status),
             Ok(Parsed::Submit(op)) => {
                 let ctl = Arc::new(JobCtl::default());
                 let job = Job {
                     queue: index,
-                    id: chain.id,
+                    id: chain.id(),
                     epoch: self.epoch,
                     op,
                     sync: self.writethrough(),
@@ -277,7 +277,8 @@ impl Blk {
                     ));
                 }
                 if let Some(work) = self.queues.get_mut(usize::from(index)) {
-                    work.outstanding.insert(chain.id, InProcess { ctl, chain });
+                    work.outstanding
+                        .insert(chain.id(), InProcess { ctl, chain });
                 }
                 Ok(())
             }

@@ -36,7 +36,7 @@ impl Net {
         if chain.writable_len() == 0 {
             return Err(Net::unanswerable(
                 "control command without an ack byte:",
-                chain.id,
+                chain.id(),
             ));
         }
         let len = chain.readable_len() as usize;
@@ -51,8 +51,8 @@ impl Net {
         };
         let ack = if ack.is_ok() { ctrl::OK } else { ctrl::ERR };
         write_segments(access.mem(), chain.writable(), 0, &[ack])
-            .map_err(|_| Net::unanswerable("control command", chain.id))?;
-        access.add_used(chain.id, 1)?;
+            .map_err(|_| Net::unanswerable("control command", chain.id()))?;
+        access.add_used(chain.id(), 1)?;
         Ok(())
     }
 

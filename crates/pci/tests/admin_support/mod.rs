@@ -71,9 +71,9 @@ impl DelayDevice {
         queue: &QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         for chain in queue.inflight() {
-            if !self.pending.iter().any(|&(id, _)| id == chain.id) {
+            if !self.pending.iter().any(|&(id, _)| id == chain.id()) {
                 fill(&chain, queue.mem())?;
-                self.pending.push_back((chain.id, chain.writable_len()));
+                self.pending.push_back((chain.id(), chain.writable_len()));
             }
         }
         Ok(())
@@ -119,7 +119,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
         self.adopt(queue)?;
         while let Some(chain) = queue.pop()? {
             fill(&chain, queue.mem())?;
-            self.pending.push_back((chain.id, chain.writable_len()));
+            self.pending.push_back((chain.id(), chain.writable_len()));
         }
         Ok(())
     }
