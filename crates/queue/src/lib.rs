@@ -40,6 +40,7 @@ mod config;
 mod device_queue;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod inflight;
 mod kind;

@@ -102,6 +102,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
         self.used = INITIAL_USED;
     }
 
+    #[cfg(feature = "fuzzing")]
     /// The used list (for the fuzz invariants).
     pub(crate) fn used(&self) -> [u64; LIST_WORDS] {
         self.used
