@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use virtio_lm_device::{DeviceError, QueueAccess};
+use virtio_lm_device::{ChainFault, DeviceError, QueueAccess};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
@@ -185,7 +185,7 @@ impl Net {
                 0,
                 &bytes[offset..offset + take],
             )
-            .map_err(|_| Net::unanswerable("receive buffer", chain.id()))?;
+            .map_err(|_| Net::unanswerable(chain.id(), ChainFault::Unwritable))?;
             access.add_used(chain.id(), take as u32)?;
             offset += take;
         }
