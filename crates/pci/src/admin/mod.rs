@@ -19,6 +19,7 @@ mod decode;
 mod device;
 mod dispatch;
 mod error;
+mod framing;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
 mod sriov;
