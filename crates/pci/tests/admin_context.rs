@@ -353,7 +353,11 @@ fn mode_set_fails_while_partially_written() {
     client.dev_ctx_write(3, &ctx1[..8]).unwrap();
     for mode in [DevMode::Active, DevMode::Stop] {
         // Sent raw: the client itself refuses this (admin_driver tests); the device must too.
-        let r = run(&mut client, &cmd(opcode::DEV_MODE_SET, 3, &mode_data(mode)), 0);
+        let r = run(
+            &mut client,
+            &cmd(opcode::DEV_MODE_SET, 3, &mode_data(mode)),
+            0,
+        );
         assert_eq!(
             (r.status, r.qualifier),
             (status::EBUSY, qualifier::Q_INVALID_COMMAND),

@@ -32,7 +32,12 @@ fn setup() -> (OwnerFunction<Mem>, AdminClient<Mem>, Guest, Vec<u8>) {
 
 /// DEV_MODE_SET sent as raw bytes, past the client's own rules: what the device answers.
 fn device_mode_set(client: &mut AdminClient<Mem>, member: u64, mode: DevMode) -> u16 {
-    run(client, &cmd(opcode::DEV_MODE_SET, member, &mode_data(mode)), 0).status
+    run(
+        client,
+        &cmd(opcode::DEV_MODE_SET, member, &mode_data(mode)),
+        0,
+    )
+    .status
 }
 
 fn refused_by_client(err: &AdminError, member: u64, mode: DevMode) -> bool {
@@ -77,7 +82,8 @@ fn client_refuses_stop_or_active_while_a_context_is_partly_written() {
 fn discard_or_a_refused_write_leaves_nothing_partly_written() {
     let (_owner, mut client, _guest, ctx) = setup();
     client.dev_ctx_write(3, &ctx[..24]).unwrap();
-    assert!(client.dev_mode_set(3, DevMode::Stop).is_err());
+    let err = client.dev_mode_set(3, DevMode::Stop).unwrap_err();
+    assert!(refused_by_client(&err, 3, DevMode::Stop), "{err}");
     client.dev_ctx_discard(3).unwrap();
     assert!(!client.context_partly_written(3));
     client.dev_mode_set(3, DevMode::Stop).unwrap();
@@ -110,10 +116,7 @@ fn write_all_sends_only_a_complete_context() {
         );
         // Nothing reached the device: it holds no partial context.
         assert_eq!(device_mode_set(&mut client, 3, DevMode::Stop), status::OK);
-        assert_eq!(
-            device_mode_set(&mut client, 3, DevMode::Freeze),
-            status::OK
-        );
+        assert_eq!(device_mode_set(&mut client, 3, DevMode::Freeze), status::OK);
     }
     // Nor may a whole context follow one left partly written.
     client.dev_ctx_write(3, &ctx[..16]).unwrap();
@@ -186,7 +189,10 @@ fn member_driver_never_writes_the_pci_cfg_window() {
     let owner = owner(1, Kind::Rng);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
-    assert!(member.pci_cfg_offset().is_some(), "members have a PCI_CFG window");
+    assert!(
+        member.pci_cfg_offset().is_some(),
+        "members have a PCI_CFG window"
+    );
     let transport = Arc::new(CountingConfigWrites {
         function: member.clone(),
         writes: AtomicUsize::new(0),
@@ -244,7 +250,13 @@ fn no_function_has_power_management() {
     ];
     for function in &functions {
         let ids = capability_ids(function);
-        assert!(ids.contains(&0x09), "the vendor capabilities are walked: {ids:?}");
-        assert!(!ids.contains(&0x01), "a power-management capability: {ids:?}");
+        assert!(
+            ids.contains(&0x09),
+            "the vendor capabilities are walked: {ids:?}"
+        );
+        assert!(
+            !ids.contains(&0x01),
+            "a power-management capability: {ids:?}"
+        );
     }
 }

@@ -32,7 +32,9 @@ impl ContextFraming {
     pub(super) fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             if self.skip > 0 {
-                let n = data.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
                 data = &data[n..];
                 self.skip -= n as u64;
                 self.fed += n as u64;
