@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use serde_json::{json, Value};
 use virtio_lm_device::context::{decode, ContextReader, DeviceContext, Field};
-use virtio_lm_queue::{DescriptorChain, RingPosition};
+use virtio_lm_queue::{RingPosition, SavedChain};
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{DeviceStatus, Profile};
 
@@ -150,7 +150,7 @@ fn position(state: u16) -> String {
     )
 }
 
-fn chain_summary(chain: &DescriptorChain) -> String {
+fn chain_summary(chain: &SavedChain) -> String {
     format!(
         "id {} ({} slot(s), {} buffer(s), {} readable / {} writable bytes)",
         chain.id,

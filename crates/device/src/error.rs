@@ -22,6 +22,16 @@ pub enum DeviceError {
     /// The backend failed in a way that is not a per-request error.
     #[error("Backend failure: {0}")]
     Backend(String),
+    /// A descriptor chain the device cannot even answer: it cannot be returned with the result
+    /// its device type defines, so the device sets DEVICE_NEEDS_RESET (seed 002) instead of
+    /// guessing.
+    #[error("Descriptor chain {id} cannot be answered: {fault}")]
+    MalformedChain {
+        /// Chain id (split head index, packed buffer id).
+        id: u16,
+        /// What is wrong with it.
+        fault: ChainFault,
+    },
     /// A request the device cannot even answer (no room for its status, say).
     #[error("Malformed request: {0}")]
     MalformedRequest(&'static str),
@@ -38,4 +48,15 @@ pub enum DeviceError {
     /// The device could not complete a stop or suspend.
     #[error("Device could not quiesce")]
     Quiesce,
+}
+
+/// Why a descriptor chain cannot be answered ([`DeviceError::MalformedChain`]).
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum ChainFault {
+    /// No device-writable byte for the status or acknowledgement the device type returns.
+    #[error("no device-writable byte for its status")]
+    NoWritableByte,
+    /// Its device-writable buffers cannot be written (guest memory refused the access).
+    #[error("its device-writable buffers cannot be written")]
+    Unwritable,
 }

@@ -49,7 +49,7 @@ pub use crate::core::{
     AdminModeChange, AdminModeError, AdminModeStatus, CoreError, CoreOptions, DeviceCore,
 };
 pub use device::{QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
-pub use error::DeviceError;
+pub use error::{ChainFault, DeviceError};
 pub use interrupt::{InterruptCounter, Interrupts};
 pub use queues::QueueRegisters;
 pub use rng::{CountingEntropy, EntropySource, HostEntropy, Rng, VIRTIO_ID_RNG};

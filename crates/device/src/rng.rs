@@ -110,7 +110,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
                     .map_err(|e| DeviceError::Backend(e.to_string()))?;
                 written += segment.len;
             }
-            queue.add_used(chain.id, written)?;
+            queue.add_used(chain.id(), written)?;
         }
         Ok(())
     }

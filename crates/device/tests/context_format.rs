@@ -9,12 +9,12 @@ use virtio_lm_device::context::{
     decode, encode, parse_fields, ContextError, ContextReader, ContextWriter, DeviceContext,
     DeviceField, QueueContext, VqConfig, MAX_FIELD_LEN, VQ_INFLIGHT_CHAINS,
 };
-use virtio_lm_queue::{DescriptorChain, QueueState, Segment};
+use virtio_lm_queue::{QueueState, SavedChain, Segment};
 use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 use vm_memory::GuestAddress;
 
-fn chain(id: u16, slots: u16, segs: &[(u64, u32, bool)]) -> DescriptorChain {
-    DescriptorChain {
+fn chain(id: u16, slots: u16, segs: &[(u64, u32, bool)]) -> SavedChain {
+    SavedChain {
         id,
         ring_slots: slots,
         segments: segs

@@ -14,7 +14,7 @@ use virtio_lm_device::context::{
     decode, encode, fuzz_decode, parse_fields, DeviceContext, DeviceField, QueueContext, VqConfig,
     VQ_INFLIGHT_CHAINS,
 };
-use virtio_lm_queue::{DescriptorChain, QueueState, Segment};
+use virtio_lm_queue::{QueueState, SavedChain, Segment};
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{status, Feature};
 use vm_memory::GuestAddress;
@@ -27,13 +27,13 @@ fn segment() -> impl Strategy<Value = Segment> {
     })
 }
 
-fn chain() -> impl Strategy<Value = DescriptorChain> {
+fn chain() -> impl Strategy<Value = SavedChain> {
     (
         any::<u16>(),
         any::<u16>(),
         prop::collection::vec(segment(), 0..4),
     )
-        .prop_map(|(id, ring_slots, segments)| DescriptorChain {
+        .prop_map(|(id, ring_slots, segments)| SavedChain {
             id,
             ring_slots,
             segments,

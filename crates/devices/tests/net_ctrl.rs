@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use net_common::probe::{fixture, fixture_with, Fixture, OFF, OTHER};
 use net_common::{options, peer_socket, recv, NetRig, MAC};
-use virtio_lm_device::QuiesceMode;
+use virtio_lm_device::{ChainFault, DeviceError, QuiesceMode};
 use virtio_lm_devices::net::config::{ctrl, features as nf, offset, status as ns};
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::net::ETH_P_RARP;
@@ -190,7 +190,17 @@ fn control_chain_without_ack_needs_reset() {
         .unwrap();
     fx.rig.core.kick(q);
     assert!(fx.rig.needs_reset());
-    assert!(fx.rig.core.last_error().is_some());
+    assert!(
+        matches!(
+            fx.rig.core.last_error(),
+            Some(DeviceError::MalformedChain {
+                fault: ChainFault::NoWritableByte,
+                ..
+            })
+        ),
+        "{:?}",
+        fx.rig.core.last_error()
+    );
 }
 
 /// virtio spec 5.1.6.2 and 5.1.6.3: transmit chains with a device-writable buffer or without a

@@ -386,6 +386,8 @@ fn pci_architected_interfaces_work_in_every_mode() {
         client.dev_mode_set(1, mode).unwrap();
         assert_eq!(space(&member), active, "{mode:?}");
     }
+    // The guest's initialisation left a status for the FLR to clear.
+    assert_ne!(rd8(&member, offset::DEVICE_STATUS), 0);
     member.function_level_reset();
     assert_eq!(rd8(&member, offset::DEVICE_STATUS), 0);
     assert_eq!(client.dev_mode_get(1).unwrap(), DevMode::Freeze);

@@ -226,13 +226,13 @@ impl<Q: DeviceQueue> BenchDevice for Ours<Q> {
             self.used.clear();
             for chain in &self.chains[..taken] {
                 let mut written = 0u32;
-                for seg in &chain.segments {
+                for seg in chain.segments() {
                     out.bytes += u64::from(seg.len);
                     if seg.writable {
                         written += seg.len;
                     }
                 }
-                self.used.push((chain.id, written));
+                self.used.push((chain.id(), written));
             }
             self.queue
                 .add_used_batch(mem, &self.used)

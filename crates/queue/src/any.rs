@@ -4,9 +4,10 @@
 use vm_memory::GuestMemory;
 
 use crate::chain::DescriptorChain;
-use crate::config::{QueueConfig, RingKind};
+use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ConfigError, QueueError, StateError};
+use crate::kind::RingKind;
 use crate::packed::PackedQueue;
 use crate::split::SplitQueue;
 use crate::state::QueueState;

@@ -3,18 +3,10 @@
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
 
 use crate::error::{ConfigError, RingArea};
+use crate::kind::RingKind;
 
 /// Largest queue size either ring format allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
-
-/// The two virtqueue formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RingKind {
-    /// Split virtqueue: descriptor table, available ring, used ring.
-    Split,
-    /// Packed virtqueue (VIRTIO_F_RING_PACKED): one descriptor ring and two event structures.
-    Packed,
-}
 
 /// Negotiated features that change how the ring is read and written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -5,6 +5,8 @@
 
 use thiserror::Error;
 
+use crate::kind::RingKind;
+
 /// Which guest-memory area of a virtqueue an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingArea {
@@ -21,7 +23,7 @@ pub enum RingArea {
 pub enum ConfigError {
     /// The queue type does not match the ring format of the configuration.
     #[error("Configuration is for a {0:?} ring")]
-    WrongKind(crate::config::RingKind),
+    WrongKind(RingKind),
     /// Split sizes must be a power of two in 1..=32768; packed sizes any value in 1..=32768.
     #[error("Invalid queue size {size}")]
     InvalidSize {

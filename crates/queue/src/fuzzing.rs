@@ -9,11 +9,12 @@
 use arbitrary::{Result, Unstructured};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::chain::{DescriptorChain, Segment};
-use crate::config::{QueueConfig, RingFeatures, RingKind};
+use crate::chain::{DescriptorChain, SavedChain, Segment};
+use crate::config::{QueueConfig, RingFeatures};
 use crate::device_queue::DeviceQueue;
 use crate::error::StateError;
 use crate::event::RingPosition;
+use crate::kind::RingKind;
 use crate::packed::PackedQueue;
 use crate::split::SplitQueue;
 use crate::state::QueueState;
@@ -256,7 +257,7 @@ fn arbitrary_state(u: &mut Unstructured, config: &QueueConfig) -> Result<QueueSt
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        state.inflight.push(DescriptorChain {
+        state.inflight.push(SavedChain {
             id: u.int_in_range(0..=config.size)?,
             ring_slots: u.int_in_range(0..=3)?,
             segments,

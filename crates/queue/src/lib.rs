@@ -40,8 +40,10 @@ mod config;
 mod device_queue;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod inflight;
+mod kind;
 mod packed;
 mod ring_driver;
 mod split;
@@ -50,11 +52,12 @@ mod view;
 mod walk;
 
 pub use any::Virtqueue;
-pub use chain::{BufferSpec, DescriptorChain, Segment, UsedBuffer};
-pub use config::{QueueConfig, RingFeatures, RingKind, MAX_QUEUE_SIZE};
+pub use chain::{BufferSpec, DescriptorChain, SavedChain, Segment, UsedBuffer};
+pub use config::{QueueConfig, RingFeatures, MAX_QUEUE_SIZE};
 pub use device_queue::DeviceQueue;
 pub use error::{ChainError, ConfigError, DriverError, QueueError, RingArea, StateError};
 pub use event::{need_event, packed_need_event, RingPosition};
+pub use kind::RingKind;
 pub use packed::{PackedDriver, PackedQueue};
 pub use ring_driver::RingDriver;
 pub use split::{SplitDriver, SplitQueue};

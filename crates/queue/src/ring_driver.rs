@@ -5,9 +5,10 @@
 use vm_memory::GuestMemory;
 
 use crate::chain::{BufferSpec, UsedBuffer};
-use crate::config::{QueueConfig, RingKind};
+use crate::config::QueueConfig;
 use crate::error::DriverError;
 use crate::event::RingPosition;
+use crate::kind::RingKind;
 use crate::packed::PackedDriver;
 use crate::split::SplitDriver;
 

@@ -7,10 +7,11 @@
 
 use vm_memory::GuestMemory;
 
-use crate::chain::DescriptorChain;
-use crate::config::{QueueConfig, RingKind};
+use crate::chain::{DescriptorChain, SavedChain};
+use crate::config::QueueConfig;
 use crate::error::StateError;
 use crate::event::RingPosition;
+use crate::kind::RingKind;
 use crate::view::RingView;
 use crate::walk::ChainBuilder;
 
@@ -25,8 +26,9 @@ pub struct QueueState {
     pub used_state: u16,
     /// Used entries were published whose notification decision is still pending.
     pub notification_owed: bool,
-    /// Chains taken and not yet used, oldest first.
-    pub inflight: Vec<DescriptorChain>,
+    /// Chains taken and not yet used, oldest first. Untrusted like every field here: restoring
+    /// turns them into [`DescriptorChain`]s only after validating them.
+    pub inflight: Vec<SavedChain>,
 }
 
 impl QueueState {
@@ -51,15 +53,17 @@ impl QueueState {
 }
 
 /// Checks the in-flight list of a saved state: ids distinct and below the size, ring slots as
-/// the format requires, segments readable-then-writable and inside guest memory.
+/// the format requires, segments readable-then-writable and inside guest memory. Returns the
+/// validated chains, oldest first.
 pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
     config: &QueueConfig,
     state: &QueueState,
     mem: &M,
-    expected_slots: impl Fn(&DescriptorChain) -> u16,
-) -> Result<(), StateError> {
+    expected_slots: impl Fn(&SavedChain) -> u16,
+) -> Result<Vec<DescriptorChain>, StateError> {
     let view = RingView::new(mem, config);
     let mut seen = vec![false; usize::from(config.size)];
+    let mut chains = Vec::with_capacity(state.inflight.len());
     for chain in &state.inflight {
         let bad = |reason| StateError::BadInflight {
             id: chain.id,
@@ -80,6 +84,7 @@ pub(crate) fn validate_inflight<M: GuestMemory + ?Sized>(
                 .push(&view, seg.addr.0, seg.len, seg.writable)
                 .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
         }
+        chains.push(builder.finish(chain.id, chain.ring_slots));
     }
-    Ok(())
+    Ok(chains)
 }

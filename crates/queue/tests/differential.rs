@@ -291,9 +291,9 @@ impl Harness {
         assert_eq!(usize::from(self.ours.inflight_len()), self.inflight.len());
         assert_eq!(inflight.len(), self.inflight.len());
         for (chain, model) in inflight.iter().zip(&self.inflight) {
-            assert_eq!(chain.id, model.id, "in-flight order");
+            assert_eq!(chain.id(), model.id, "in-flight order");
             let segs: Vec<Seg> = chain
-                .segments
+                .segments()
                 .iter()
                 .map(|s| (s.addr.0, s.len, s.writable))
                 .collect();
@@ -481,10 +481,10 @@ impl Harness {
         match (ours, theirs) {
             (None, None) => {}
             (Some(chain), Some(vq_chain)) => {
-                assert_eq!(chain.id, vq_chain.head_index(), "popped head");
-                assert_eq!(chain.ring_slots, 1);
+                assert_eq!(chain.id(), vq_chain.head_index(), "popped head");
+                assert_eq!(chain.ring_slots(), 1);
                 let ours: Vec<Seg> = chain
-                    .segments
+                    .segments()
                     .iter()
                     .map(|s| (s.addr.0, s.len, s.writable))
                     .collect();
@@ -492,16 +492,16 @@ impl Harness {
                 let theirs: Vec<Seg> = vq_chain
                     .map(|d| (d.addr().0, d.len(), d.is_write_only()))
                     .collect();
-                assert_eq!(ours, theirs, "segments of chain {}", chain.id);
+                assert_eq!(ours, theirs, "segments of chain {}", chain.id());
                 self.inflight.push(Inflight {
-                    id: chain.id,
+                    id: chain.id(),
                     ours,
                     theirs,
                 });
             }
             (a, b) => panic!(
                 "pop disagrees: ours {:?}, virtio-queue {:?}",
-                a.map(|c| c.id),
+                a.map(|c| c.id()),
                 b.map(|c| c.head_index())
             ),
         }

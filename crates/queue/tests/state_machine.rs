@@ -151,9 +151,9 @@ struct Offered {
 
 /// The device took exactly the chain the driver offered: same id, same buffers in order.
 fn assert_taken(chain: &DescriptorChain, offered: &Offered) {
-    assert_eq!(chain.id, offered.id);
+    assert_eq!(chain.id(), offered.id);
     let taken: Vec<BufferSpec> = chain
-        .segments
+        .segments()
         .iter()
         .map(|s| BufferSpec {
             addr: s.addr,

@@ -14,51 +14,9 @@ pub const ADMIN_CMD_HEADER_LEN: usize = 24;
 /// Size of [`AdminResultHeader`].
 pub const ADMIN_RESULT_HEADER_LEN: usize = 8;
 
-/// Command opcodes (`le16 opcode`).
-pub mod opcode {
-    /// Report the supported opcodes as a bitmap (merged).
-    pub const LIST_QUERY: u16 = 0x0000;
-    /// Declare the opcodes the driver will use (merged).
-    pub const LIST_USE: u16 = 0x0001;
-    /// Seed 004, our number: read the member's mode ([`DevModeData`](super::DevModeData)).
-    pub const DEV_MODE_GET: u16 = 0x0013;
-    /// Seed 004, our number: set the member's mode ([`DevModeData`](super::DevModeData)).
-    pub const DEV_MODE_SET: u16 = 0x0014;
-    /// Seed 004, our number: estimated context bytes left to read.
-    pub const DEV_CTX_SIZE_GET: u16 = 0x0015;
-    /// Seed 004, our number: read the next part of the device context.
-    pub const DEV_CTX_READ: u16 = 0x0016;
-    /// Seed 004, our number: write part of a device context (Freeze only).
-    pub const DEV_CTX_WRITE: u16 = 0x0017;
-    /// Seed 004, our number: drop a partially read or written context.
-    pub const DEV_CTX_DISCARD: u16 = 0x0018;
-    /// Seed 004, our number: list the context field types the device knows.
-    pub const DEV_CTX_FIELDS_QUERY: u16 = 0x0019;
+pub mod opcode;
 
-    /// The seven seed-004 commands, which a device supports all or none of.
-    pub const DEVICE_MIGRATION: [u16; 7] = [
-        DEV_MODE_GET,
-        DEV_MODE_SET,
-        DEV_CTX_SIZE_GET,
-        DEV_CTX_READ,
-        DEV_CTX_WRITE,
-        DEV_CTX_DISCARD,
-        DEV_CTX_FIELDS_QUERY,
-    ];
-
-    /// Merged virtio 1.4 device-parts opcodes, for the `v1.4` profile later.
-    pub mod v1_4 {
-        /// VIRTIO_ADMIN_CMD_DEV_PARTS_METADATA_GET.
-        pub const DEV_PARTS_METADATA_GET: u16 = 0x000e;
-        /// VIRTIO_ADMIN_CMD_DEV_PARTS_GET.
-        pub const DEV_PARTS_GET: u16 = 0x000f;
-        /// VIRTIO_ADMIN_CMD_DEV_PARTS_SET.
-        pub const DEV_PARTS_SET: u16 = 0x0010;
-        /// VIRTIO_ADMIN_CMD_DEV_MODE_SET (`u8 flags`, bit 0 = stopped); not
-        /// the seed-004 command of the same name.
-        pub const DEV_MODE_SET: u16 = 0x0011;
-    }
-}
+pub use opcode::{AdminOpcode, UnknownOpcode};
 
 /// Group types (`le16 group_type`).
 pub mod group_type {

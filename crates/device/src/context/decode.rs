@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use virtio_lm_queue::{DescriptorChain, QueueState, Segment, MAX_QUEUE_SIZE};
+use virtio_lm_queue::{QueueState, SavedChain, Segment, MAX_QUEUE_SIZE};
 use virtio_lm_spec::context::{
     FieldType, PciCommonCfgField, VqConfigField, VqStateField, VQ_STATE_F_NOTIFY_OWED,
 };
@@ -134,7 +134,7 @@ struct PendingQueue {
     /// VQ_INFLIGHT: (field offset, heads).
     heads: Option<(usize, Vec<u16>)>,
     /// VQ_INFLIGHT_CHAINS: (field offset, chains).
-    chains: Option<(usize, Vec<DescriptorChain>)>,
+    chains: Option<(usize, Vec<SavedChain>)>,
 }
 
 impl Pending {
@@ -408,7 +408,7 @@ fn inflight_heads(field: &Field<'_>) -> Result<Vec<u16>, ContextError> {
 
 /// Per chain: `le16 id; le16 ring_slots; le16 nsegs; le16 reserved` then `nsegs` times
 /// `le64 addr; le32 len; le32 flags`.
-fn inflight_chains(field: &Field<'_>) -> Result<Vec<DescriptorChain>, ContextError> {
+fn inflight_chains(field: &Field<'_>) -> Result<Vec<SavedChain>, ContextError> {
     let (count, mut cursor) = inflight_header(field)?;
     // Each chain takes at least 8 bytes: never reserve more than the value can hold.
     let mut chains = Vec::with_capacity(usize::from(count).min(cursor.remaining() / 8));
@@ -436,7 +436,7 @@ fn inflight_chains(field: &Field<'_>) -> Result<Vec<DescriptorChain>, ContextErr
                 writable: flags & SEGMENT_F_WRITABLE != 0,
             });
         }
-        chains.push(DescriptorChain {
+        chains.push(SavedChain {
             id,
             ring_slots,
             segments,

@@ -64,6 +64,7 @@ pub const MAX_DEVICE_CONFIG_LEN: usize = 4096;
 /// # Panics
 ///
 /// When the round trip breaks: that is the finding. Never for malformed input.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_decode(data: &[u8]) {
     let fields = parse_fields(data);

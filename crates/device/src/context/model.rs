@@ -6,7 +6,7 @@
 //! device-specific fields, END_MARKER. Whatever `encode` accepts, [`super::decode`] returns
 //! unchanged.
 
-use virtio_lm_queue::{DescriptorChain, QueueState, MAX_QUEUE_SIZE};
+use virtio_lm_queue::{QueueState, SavedChain, MAX_QUEUE_SIZE};
 use virtio_lm_spec::context::{
     FieldType, PciCommonCfgField, VqConfigField, VqStateField, FIELD_FLAG_OPTIONAL,
     VQ_STATE_F_NOTIFY_OWED,
@@ -219,7 +219,7 @@ fn inflight_header(v: &mut ValueWriter<'_>, index: u16, count: u16) {
 }
 
 /// Writes one chain; the caller checked that it has at most 65535 segments.
-fn encode_chain(v: &mut ValueWriter<'_>, chain: &DescriptorChain) {
+fn encode_chain(v: &mut ValueWriter<'_>, chain: &SavedChain) {
     let nsegs = u16::try_from(chain.segments.len()).unwrap_or(u16::MAX);
     v.put_u16(chain.id);
     v.put_u16(chain.ring_slots);

@@ -205,7 +205,7 @@ impl VirtioDevice<Mem> for SlowDevice {
             self.held
                 .lock()
                 .unwrap()
-                .push_back((chain.id, chain.writable_len()));
+                .push_back((chain.id(), chain.writable_len()));
         }
         let _ = chain;
         self.poll(std::slice::from_mut(queue))
@@ -369,13 +369,13 @@ pub mod context {
             {
                 let mut held = self.held.lock().unwrap();
                 for chain in queue.inflight() {
-                    if !held.iter().any(|&(id, _)| id == chain.id) {
-                        held.push_back((chain.id, chain.writable_len()));
+                    if !held.iter().any(|&(id, _)| id == chain.id()) {
+                        held.push_back((chain.id(), chain.writable_len()));
                     }
                 }
             }
             while let Some(chain) = queue.pop()? {
-                let entry = (chain.id, chain.writable_len());
+                let entry = (chain.id(), chain.writable_len());
                 self.held.lock().unwrap().push_back(entry);
             }
             self.poll(std::slice::from_mut(queue))

@@ -97,7 +97,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
                 let known = self
                     .queues
                     .get(usize::from(index))
-                    .is_some_and(|w| w.outstanding.contains_key(&chain.id));
+                    .is_some_and(|w| w.outstanding.contains_key(&chain.id()));
                 if !known {
                     self.start(index, queue, chain)?;
                 }

@@ -30,6 +30,6 @@ pub(crate) fn finish_request<M: GuestMemory + ?Sized>(
     }
     write_segments(mem, chain.writable(), status_at, &[status])
         .map_err(|_| DeviceError::MalformedRequest("virtio-blk: status byte cannot be written"))?;
-    access.add_used(chain.id, written + 1)?;
+    access.add_used(chain.id(), written + 1)?;
     Ok(())
 }

@@ -76,7 +76,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use virtio_lm_device::{DeviceError, QueueAccess};
+use virtio_lm_device::{ChainFault, DeviceError, QueueAccess};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
@@ -256,16 +256,16 @@ impl Blk {
             align: self.align,
         };
         match parse(access.mem(), &chain, &limits) {
-            Err(NoStatusByte) => Err(DeviceError::Backend(format!(
-                "virtio-blk: request {} on queue {index} has no device-writable status byte",
-                chain.id
-            ))),
+            Err(NoStatusByte) => Err(DeviceError::MalformedChain {
+                id: chain.id(),
+                fault: ChainFault::NoWritableByte,
+            }),
             Ok(Parsed::Now { status, data }) => finish_request(access, &chain, Some(&data), status),
             Ok(Parsed::Submit(op)) => {
                 let ctl = Arc::new(JobCtl::default());
                 let job = Job {
                     queue: index,
-                    id: chain.id,
+                    id: chain.id(),
                     epoch: self.epoch,
                     op,
                     sync: self.writethrough(),
@@ -277,7 +277,8 @@ impl Blk {
                     ));
                 }
                 if let Some(work) = self.queues.get_mut(usize::from(index)) {
-                    work.outstanding.insert(chain.id, InProcess { ctl, chain });
+                    work.outstanding
+                        .insert(chain.id(), InProcess { ctl, chain });
                 }
                 Ok(())
             }

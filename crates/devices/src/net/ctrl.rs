@@ -10,7 +10,7 @@
 //! that kind); ANNOUNCE_ACK without a pending announcement is ERR; VQ_PAIRS_SET takes
 //! 1..=`max_virtqueue_pairs`.
 
-use virtio_lm_device::{DeviceError, QueueAccess};
+use virtio_lm_device::{ChainFault, DeviceError, QueueAccess};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
@@ -34,10 +34,7 @@ impl Net {
         access: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         if chain.writable_len() == 0 {
-            return Err(Net::unanswerable(
-                "control command without an ack byte:",
-                chain.id,
-            ));
+            return Err(Net::unanswerable(chain.id(), ChainFault::NoWritableByte));
         }
         let len = chain.readable_len() as usize;
         let ack = if (2..=MAX_COMMAND_LEN).contains(&len) {
@@ -51,8 +48,8 @@ impl Net {
         };
         let ack = if ack.is_ok() { ctrl::OK } else { ctrl::ERR };
         write_segments(access.mem(), chain.writable(), 0, &[ack])
-            .map_err(|_| Net::unanswerable("control command", chain.id))?;
-        access.add_used(chain.id, 1)?;
+            .map_err(|_| Net::unanswerable(chain.id(), ChainFault::Unwritable))?;
+        access.add_used(chain.id(), 1)?;
         Ok(())
     }
 

@@ -172,7 +172,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
             // (the core processes a queue until nothing is available).
             Role::Unused => {
                 while let Some(chain) = queue.pop()? {
-                    queue.add_used(chain.id, 0)?;
+                    queue.add_used(chain.id(), 0)?;
                 }
                 Ok(())
             }

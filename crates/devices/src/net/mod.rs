@@ -105,7 +105,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use virtio_lm_device::{DeviceError, QueueAccess, QuiesceMode};
+use virtio_lm_device::{ChainFault, DeviceError, QueueAccess, QuiesceMode};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
@@ -363,7 +363,7 @@ impl Net {
     }
 
     /// An error for a chain the device cannot even answer.
-    fn unanswerable(what: &str, id: u16) -> DeviceError {
-        DeviceError::Backend(format!("virtio-net: {what} {id} cannot be answered"))
+    fn unanswerable(id: u16, fault: ChainFault) -> DeviceError {
+        DeviceError::MalformedChain { id, fault }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use virtio_lm_device::{DeviceError, QueueAccess};
+use virtio_lm_device::{ChainFault, DeviceError, QueueAccess};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
@@ -89,7 +89,7 @@ impl Net {
                 Some(rx) if usable(&chain) => rx.held.push(chain),
                 _ => {
                     self.stats.add_rx_bad_chains(1);
-                    access.add_used(chain.id, 0)?;
+                    access.add_used(chain.id(), 0)?;
                 }
             }
         }
@@ -158,7 +158,7 @@ impl Net {
         let held = std::mem::take(&mut rx.held);
         self.stats.add_rx_returned_empty(held.len() as u64);
         for chain in held {
-            access.add_used(chain.id, 0)?;
+            access.add_used(chain.id(), 0)?;
         }
         Ok(())
     }
@@ -185,8 +185,8 @@ impl Net {
                 0,
                 &bytes[offset..offset + take],
             )
-            .map_err(|_| Net::unanswerable("receive buffer", chain.id))?;
-            access.add_used(chain.id, take as u32)?;
+            .map_err(|_| Net::unanswerable(chain.id(), ChainFault::Unwritable))?;
+            access.add_used(chain.id(), take as u32)?;
             offset += take;
         }
         self.stats.add_rx_frames(1);

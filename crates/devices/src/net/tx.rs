@@ -50,7 +50,7 @@ impl Net {
                 let known = self
                     .tx_held
                     .iter()
-                    .any(|h| h.queue == index && h.chain.id == chain.id);
+                    .any(|h| h.queue == index && h.chain.id() == chain.id());
                 if !known {
                     blocked = self.send_chain(index, pair, chain, !blocked, access)?;
                 }
@@ -76,7 +76,7 @@ impl Net {
     ) -> Result<bool, DeviceError> {
         let Some(frame) = read_frame(access.mem(), &chain) else {
             self.stats.add_tx_malformed(1);
-            access.add_used(chain.id, 0)?;
+            access.add_used(chain.id(), 0)?;
             return Ok(false);
         };
         if self.active_pairs() > 1 {
@@ -91,7 +91,7 @@ impl Net {
             self.backend.set_tx_blocked(true);
             return Ok(true);
         }
-        access.add_used(chain.id, 0)?;
+        access.add_used(chain.id(), 0)?;
         Ok(false)
     }
 
@@ -108,7 +108,7 @@ impl Net {
                 break;
             }
             if let Some(held) = self.tx_held.remove(pos) {
-                access.add_used(held.chain.id, 0)?;
+                access.add_used(held.chain.id(), 0)?;
             }
         }
         self.backend.set_tx_blocked(!self.tx_held.is_empty());

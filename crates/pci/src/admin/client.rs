@@ -7,16 +7,18 @@
 //! timeout; while waiting the client re-notifies the queue, which makes the device look at a
 //! command that waits for a member again. EAGAIN is retried a bounded number of times.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingFeatures, RingKind};
-use virtio_lm_spec::admin::{status, ADMIN_RESULT_HEADER_LEN};
+use virtio_lm_spec::admin::{status, AdminOpcode, DevMode, ADMIN_RESULT_HEADER_LEN};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::decode::{opcode_name, AdminCommand, AdminResult};
 use super::error::AdminError;
+use super::framing::ContextFraming;
 use crate::driver::{PciDriver, QueueSetup};
 use crate::error::PciError;
 use crate::transport::PciTransport;
@@ -118,6 +120,9 @@ pub struct AdminClient<M: GuestMemory> {
     first: u16,
     slots: Vec<Slot>,
     queue: u16,
+    /// Per member, the DEV_CTX_WRITE stream the device accepted since the last DISCARD: the
+    /// client refuses DEV_MODE_SET to Stop or Active while a context in it is not ended.
+    writes: BTreeMap<u64, ContextFraming>,
 }
 
 pub(super) fn align8(n: usize) -> usize {
@@ -140,6 +145,7 @@ impl<M: GuestMemory> AdminClient<M> {
             first: 0,
             slots: Vec::new(),
             queue: 0,
+            writes: BTreeMap::new(),
         };
         client.set_up()?;
         Ok(client)
@@ -352,14 +358,66 @@ impl<M: GuestMemory> AdminClient<M> {
         }
     }
 
+    /// Whether a device context this client wrote to `member` is begun and not ended (seed 004
+    /// "partially written"), as far as the client knows: a member reset, which discards it in
+    /// the device, is not seen here, so after one send DEV_CTX_DISCARD before a mode change.
+    pub fn context_partly_written(&self, member: u64) -> bool {
+        self.writes
+            .get(&member)
+            .is_some_and(ContextFraming::partly_written)
+    }
+
+    /// The driver rules the client enforces itself before sending `cmd`.
+    fn check_driver_rules(&self, cmd: &AdminCommand) -> Result<(), AdminError> {
+        if AdminOpcode::try_from(cmd.opcode) != Ok(AdminOpcode::DevModeSet) {
+            return Ok(());
+        }
+        let [mode] = cmd.data_as::<1>();
+        match DevMode::try_from(mode) {
+            Ok(mode @ (DevMode::Active | DevMode::Stop))
+                if self.context_partly_written(cmd.group_member_id) =>
+            {
+                Err(AdminError::ContextPartlyWritten {
+                    member: cmd.group_member_id,
+                    mode,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records what a successful command changed in the member's write stream.
+    fn note_success(&mut self, cmd: &AdminCommand) {
+        let member = cmd.group_member_id;
+        match AdminOpcode::try_from(cmd.opcode) {
+            Ok(AdminOpcode::DevCtxWrite) => {
+                let stream = self.writes.entry(member).or_default();
+                stream.feed(&cmd.data);
+                if !stream.partly_written() {
+                    self.writes.remove(&member);
+                }
+            }
+            Ok(AdminOpcode::DevCtxDiscard) => {
+                self.writes.remove(&member);
+            }
+            _ => {}
+        }
+    }
+
     /// Sends `cmd` with room for `result_len` bytes of result and returns the successful
     /// result; EAGAIN is retried, any other status is an [`AdminError::Command`].
+    ///
+    /// The client keeps the driver rules of seed 004 itself: DEV_MODE_SET to Stop or Active
+    /// while a context it wrote is not ended is refused with
+    /// [`AdminError::ContextPartlyWritten`] without being sent. ([`Self::submit_raw`] sends
+    /// anything, for tests of the device.)
     pub fn execute(
         &mut self,
         cmd: &AdminCommand,
         result_len: usize,
     ) -> Result<AdminResult, AdminError> {
         let command = opcode_name(cmd.opcode);
+        self.check_driver_rules(cmd)?;
         let readable = cmd.to_bytes();
         let writable = align8(ADMIN_RESULT_HEADER_LEN + result_len) as u32;
         let attempts = self.config.eagain_retries.saturating_add(1);
@@ -367,7 +425,10 @@ impl<M: GuestMemory> AdminClient<M> {
             let ticket = self.submit_raw(self.queue, &readable, writable)?;
             let result = self.wait(&ticket)?.result();
             match result.status {
-                status::OK => return Ok(result),
+                status::OK => {
+                    self.note_success(cmd);
+                    return Ok(result);
+                }
                 status::EAGAIN => {
                     // Safe to retry: EAGAIN had no side effect. Back off a little.
                     let micros = 10u64 << attempt.min(7);

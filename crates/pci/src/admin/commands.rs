@@ -10,6 +10,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::client::{align8, AdminClient, ReadChunk};
 use super::decode::{opcode_name, AdminCommand, AdminResult, MAX_COMMAND_DATA};
 use super::error::AdminError;
+use super::framing::ContextFraming;
 
 impl<M: GuestMemory> AdminClient<M> {
     fn member_command(
@@ -120,12 +121,18 @@ impl<M: GuestMemory> AdminClient<M> {
         })
     }
 
-    /// Reads the whole context (from where reading stands in this mode) in pieces of at most
-    /// `chunk` bytes, until `remaining_ctx_size` is 0.
+    /// Reads the complete device context of the current mode in pieces of at most `chunk`
+    /// bytes, until `remaining_ctx_size` is 0 (seed 004: "The driver SHOULD read the complete
+    /// device context using one or multiple VIRTIO_ADMIN_CMD_DEV_CTX_READ commands").
+    ///
+    /// What was read must be whole contexts, START_MARKER to END_MARKER: if reading had already
+    /// begun in this mode (the start is missing), or the device stops inside a context, this is
+    /// an [`AdminError::Protocol`]; send DEV_CTX_DISCARD to read from the start.
     pub fn dev_ctx_read_all(&mut self, member: u64, chunk: usize) -> Result<Vec<u8>, AdminError> {
         let op = opcode::DEV_CTX_READ;
         let chunk = align8(chunk.max(8));
         let mut context = Vec::new();
+        let mut framing = ContextFraming::default();
         // Bounded: a context is at most MAX_COMMAND_DATA bytes.
         let rounds = MAX_COMMAND_DATA / chunk + 2;
         for _ in 0..rounds {
@@ -138,8 +145,17 @@ impl<M: GuestMemory> AdminClient<M> {
                 ));
             }
             context.extend_from_slice(&piece.data);
+            framing.feed(&piece.data);
             if piece.remaining == 0 {
-                return Ok(context);
+                return if framing.complete() {
+                    Ok(context)
+                } else {
+                    Err(Self::protocol(
+                        op,
+                        member,
+                        "what was read is not a whole context from START_MARKER to END_MARKER",
+                    ))
+                };
             }
         }
         Err(Self::protocol(op, member, "the context does not end"))
@@ -151,13 +167,30 @@ impl<M: GuestMemory> AdminClient<M> {
             .map(|_| ())
     }
 
-    /// Writes `context` in DEV_CTX_WRITE commands of at most `chunk` bytes each.
+    /// Writes the complete device context `context` (one or more contexts, START_MARKER to
+    /// END_MARKER) in DEV_CTX_WRITE commands of at most `chunk` bytes each. Seed 004: "the
+    /// driver MUST write a complete device context using one or multiple
+    /// VIRTIO_ADMIN_CMD_DEV_CTX_WRITE commands": anything else is refused with
+    /// [`AdminError::IncompleteContext`] before a byte is sent, and so is a write that would
+    /// follow a context this client left partly written.
     pub fn dev_ctx_write_all(
         &mut self,
         member: u64,
         context: &[u8],
         chunk: usize,
     ) -> Result<(), AdminError> {
+        let mut framing = ContextFraming::default();
+        framing.feed(context);
+        let reason = if self.context_partly_written(member) {
+            Some("a context written before is not ended; send DEV_CTX_DISCARD first")
+        } else if !framing.complete() {
+            Some("it must begin with START_MARKER and end with END_MARKER")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(AdminError::IncompleteContext { member, reason });
+        }
         for piece in context.chunks(chunk.max(1)) {
             self.dev_ctx_write(member, piece)?;
         }

@@ -123,6 +123,7 @@ impl ContextStreams {
         };
     }
 
+    #[cfg(feature = "fuzzing")]
     /// (bytes read of the current read stream and its length, bytes pending in the write
     /// stream): for the fuzz invariants.
     pub(crate) fn progress(&self) -> (Option<(usize, usize)>, usize) {

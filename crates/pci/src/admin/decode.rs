@@ -9,7 +9,7 @@
 //! goes. The used length is the number of bytes written. No length ever fails a command.
 
 use virtio_lm_spec::admin::{
-    opcode, qualifier, status, AdminCmdHeader, AdminResultHeader, ADMIN_CMD_HEADER_LEN,
+    qualifier, status, AdminCmdHeader, AdminOpcode, AdminResultHeader, ADMIN_CMD_HEADER_LEN,
     ADMIN_RESULT_HEADER_LEN,
 };
 use zerocopy::{FromBytes, IntoBytes};
@@ -159,18 +159,7 @@ impl AdminResult {
 
 /// The spec name of an opcode (`"DEV_MODE_SET"`), or `"unknown opcode"`.
 pub fn opcode_name(op: u16) -> &'static str {
-    match op {
-        opcode::LIST_QUERY => "LIST_QUERY",
-        opcode::LIST_USE => "LIST_USE",
-        opcode::DEV_MODE_GET => "DEV_MODE_GET",
-        opcode::DEV_MODE_SET => "DEV_MODE_SET",
-        opcode::DEV_CTX_SIZE_GET => "DEV_CTX_SIZE_GET",
-        opcode::DEV_CTX_READ => "DEV_CTX_READ",
-        opcode::DEV_CTX_WRITE => "DEV_CTX_WRITE",
-        opcode::DEV_CTX_DISCARD => "DEV_CTX_DISCARD",
-        opcode::DEV_CTX_FIELDS_QUERY => "DEV_CTX_FIELDS_QUERY",
-        _ => "unknown opcode",
-    }
+    AdminOpcode::try_from(op).map_or("unknown opcode", AdminOpcode::name)
 }
 
 /// The name of a `status` value (`"EINVAL"`); a reserved value is named as the driver must

@@ -116,7 +116,7 @@ fn read_entry<M: GuestMemory + ?Sized>(
         at += take;
     }
     Ok(Entry {
-        id: chain.id,
+        id: chain.id(),
         writable: chain.writable().copied().collect(),
         writable_len: chain.writable_len() as usize,
         cmd: AdminCommand::parse(&bytes),

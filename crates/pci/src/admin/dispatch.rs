@@ -14,8 +14,8 @@
 
 use virtio_lm_device::{AdminModeChange, AdminModeError, AdminModeStatus};
 use virtio_lm_spec::admin::{
-    group_type, opcode, qualifier, status, DevCtxFieldsQueryHeader, DevCtxReadResultHeader,
-    DevCtxSizeResult, DevMode, DevModeData,
+    group_type, opcode, qualifier, status, AdminOpcode, DevCtxFieldsQueryHeader,
+    DevCtxReadResultHeader, DevCtxSizeResult, DevMode, DevModeData,
 };
 use vm_memory::GuestMemory;
 use zerocopy::IntoBytes;
@@ -83,7 +83,8 @@ pub(crate) struct OwnerShared<M: GuestMemory + Send + Sync + 'static> {
     pub(crate) outstanding: usize,
 }
 
-fn has(list: &[u64; LIST_WORDS], op: u16) -> bool {
+fn has(list: &[u64; LIST_WORDS], op: AdminOpcode) -> bool {
+    let op = u16::from(op);
     list.get(usize::from(op / 64))
         .is_some_and(|word| word >> (op % 64) & 1 != 0)
 }
@@ -102,6 +103,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
         self.used = INITIAL_USED;
     }
 
+    #[cfg(feature = "fuzzing")]
     /// The used list (for the fuzz invariants).
     pub(crate) fn used(&self) -> [u64; LIST_WORDS] {
         self.used
@@ -117,32 +119,38 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
     ) -> Outcome {
         match self.validate(cmd) {
             Err(result) => Outcome::Done(result),
-            Ok(()) => self.execute(cmd, result_capacity, others_outstanding),
+            Ok(op) => self.execute(op, cmd, result_capacity, others_outstanding),
         }
     }
 
-    /// Group type, then opcode, then member id (spec §2.7).
-    fn validate(&mut self, cmd: &AdminCommand) -> Result<(), AdminResult> {
+    /// Group type, then opcode, then member id (spec §2.7); returns the decoded opcode.
+    fn validate(&mut self, cmd: &AdminCommand) -> Result<AdminOpcode, AdminResult> {
         // Only the SR-IOV group: the owner offers no self-group command.
         if cmd.group_type != group_type::SRIOV || !self.group.cap.vf_enable {
             return Err(einval(qualifier::Q_INVALID_GROUP));
         }
-        if !has(&SRIOV_SUPPORTED, cmd.opcode) || !has(&self.used, cmd.opcode) {
-            return Err(einval(qualifier::Q_INVALID_OPCODE));
-        }
+        let op = AdminOpcode::try_from(cmd.opcode)
+            .ok()
+            .filter(|&op| has(&SRIOV_SUPPORTED, op) && has(&self.used, op))
+            .ok_or(einval(qualifier::Q_INVALID_OPCODE))?;
         // LIST_QUERY and LIST_USE do not use group_member_id (the driver sets it to 0).
-        let list = matches!(cmd.opcode, opcode::LIST_QUERY | opcode::LIST_USE);
-        if !list && self.group.member(cmd.group_member_id).is_none() {
+        if !op.is_list() && self.group.member(cmd.group_member_id).is_none() {
             return Err(einval(qualifier::Q_INVALID_MEMBER));
         }
-        Ok(())
+        Ok(op)
     }
 
-    fn execute(&mut self, cmd: &AdminCommand, capacity: usize, others: bool) -> Outcome {
-        let result = match cmd.opcode {
-            opcode::LIST_QUERY => Ok(SRIOV_SUPPORTED.as_bytes().to_vec()),
-            opcode::LIST_USE => self.list_use(cmd, others),
-            _ => return self.member_command(cmd, capacity),
+    fn execute(
+        &mut self,
+        op: AdminOpcode,
+        cmd: &AdminCommand,
+        capacity: usize,
+        others: bool,
+    ) -> Outcome {
+        let result = match op {
+            AdminOpcode::ListQuery => Ok(SRIOV_SUPPORTED.as_bytes().to_vec()),
+            AdminOpcode::ListUse => self.list_use(cmd, others),
+            _ => return self.member_command(op, cmd, capacity),
         };
         Outcome::Done(result.map_or_else(|e| e, AdminResult::ok))
     }
@@ -170,7 +178,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
         Ok(Vec::new())
     }
 
-    fn member_command(&mut self, cmd: &AdminCommand, capacity: usize) -> Outcome {
+    fn member_command(&mut self, op: AdminOpcode, cmd: &AdminCommand, capacity: usize) -> Outcome {
         let generation = self.group.generation;
         let Some(member) = self.group.member(cmd.group_member_id) else {
             return Outcome::Done(einval(qualifier::Q_INVALID_MEMBER));
@@ -182,9 +190,9 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
             return Outcome::Done(try_again());
         }
         let streams = &mut member.streams;
-        let result = match cmd.opcode {
-            opcode::DEV_MODE_GET => Ok(DevModeData::new(core.admin_mode()).as_bytes().to_vec()),
-            opcode::DEV_MODE_SET => {
+        let result = match op {
+            AdminOpcode::DevModeGet => Ok(DevModeData::new(core.admin_mode()).as_bytes().to_vec()),
+            AdminOpcode::DevModeSet => {
                 let [mode] = cmd.data_as::<1>();
                 let Ok(mode) = DevMode::try_from(mode) else {
                     return Outcome::Done(einval(qualifier::Q_INVALID_FIELD));
@@ -212,10 +220,10 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
                     Err(AdminModeError::Reset) => Err(gone()),
                 }
             }
-            opcode::DEV_CTX_SIZE_GET => streams
+            AdminOpcode::DevCtxSizeGet => streams
                 .size(&core, irq)
                 .map(|size| DevCtxSizeResult::new(size).as_bytes().to_vec()),
-            opcode::DEV_CTX_READ => {
+            AdminOpcode::DevCtxRead => {
                 let header = size_of::<DevCtxReadResultHeader>();
                 let max = capacity.saturating_sub(header);
                 streams.read(&core, irq, max).map(|(remaining, data)| {
@@ -227,7 +235,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
                     out
                 })
             }
-            opcode::DEV_CTX_WRITE => {
+            AdminOpcode::DevCtxWrite => {
                 if core.admin_mode() != DevMode::Freeze {
                     // Seed 004: "The device MUST fail VIRTIO_ADMIN_CMD_DEV_CTX_WRITE command
                     // when the device mode is not Freeze".
@@ -240,11 +248,11 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
                         .map(|()| Vec::new())
                 }
             }
-            opcode::DEV_CTX_DISCARD => {
+            AdminOpcode::DevCtxDiscard => {
                 streams.discard(&core);
                 Ok(Vec::new())
             }
-            opcode::DEV_CTX_FIELDS_QUERY => {
+            AdminOpcode::DevCtxFieldsQuery => {
                 let list = context_io::fields(&core);
                 let count = u32::try_from(list.len()).unwrap_or(u32::MAX);
                 let mut out = DevCtxFieldsQueryHeader::new(count).as_bytes().to_vec();
@@ -253,8 +261,10 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
                 }
                 Ok(out)
             }
-            // Validation admitted only supported opcodes.
-            _ => Err(einval(qualifier::Q_INVALID_OPCODE)),
+            // execute() answers the list commands; they never reach a member.
+            AdminOpcode::ListQuery | AdminOpcode::ListUse => {
+                Err(einval(qualifier::Q_INVALID_OPCODE))
+            }
         };
         Outcome::Done(result.map_or_else(|e| e, AdminResult::ok))
     }

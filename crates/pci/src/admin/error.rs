@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use thiserror::Error;
-use virtio_lm_spec::admin::status;
+use virtio_lm_spec::admin::{status, DevMode};
 
 use super::decode::{qualifier_name, status_name};
 use crate::error::PciError;
@@ -74,6 +74,28 @@ pub enum AdminError {
         needed: usize,
         /// The buffer.
         capacity: usize,
+    },
+    /// Refused by the client without sending anything: seed 004, "The driver MUST NOT change
+    /// the device mode to Stop or Active in the command VIRTIO_ADMIN_CMD_DEV_MODE_SET when
+    /// device context is partially written". Finish the context or send DEV_CTX_DISCARD first.
+    #[error(
+        "DEV_MODE_SET to {mode:?} for member {member}: a device context written to it is not \
+         complete (no END_MARKER yet); finish it or send DEV_CTX_DISCARD first"
+    )]
+    ContextPartlyWritten {
+        /// `group_member_id`.
+        member: u64,
+        /// The mode the caller asked for.
+        mode: DevMode,
+    },
+    /// Refused by the client without sending anything: seed 004, "the driver MUST write a
+    /// complete device context" (from START_MARKER to END_MARKER).
+    #[error("DEV_CTX_WRITE for member {member}: the context given is not complete ({reason})")]
+    IncompleteContext {
+        /// `group_member_id`.
+        member: u64,
+        /// What is missing.
+        reason: &'static str,
     },
     /// The owner function has no usable admin queue (VIRTIO_F_ADMIN_VQ not negotiated, or
     /// `admin_queue_num` smaller than asked for).

@@ -19,6 +19,8 @@ mod decode;
 mod device;
 mod dispatch;
 mod error;
+mod framing;
+#[cfg(feature = "fuzzing")]
 mod fuzz;
 mod sriov;
 
@@ -34,6 +36,7 @@ pub use decode::{
 };
 pub use error::AdminError;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub use fuzz::{fuzz_admin_command, fuzz_template_context};
 pub use sriov::{MemberFactory, SriovCapability, SriovError};
 
@@ -179,6 +182,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerFunction<M> {
         result.encode(writable_len)
     }
 
+    #[cfg(feature = "fuzzing")]
     /// The state a failed (EINVAL) command must leave unchanged: per member its admin mode,
     /// status, context, MSI-X routing and stream progress, and the used list.
     pub(crate) fn fingerprint(&self) -> Vec<u8> {

@@ -96,6 +96,7 @@ impl<M: GuestMemory + Send + Sync + 'static> SriovGroup<M> {
         self.members.get(index).map(|m| m.function.clone())
     }
 
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn members(&mut self) -> impl Iterator<Item = (u16, &mut Member<M>)> {
         (1u16..).zip(self.members.iter_mut())
     }

@@ -5,9 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use virtio_lm_device::context::{parse_fields, ContextWriter};
 use virtio_lm_device::{
     CoreOptions, CountingEntropy, DeviceError, QueueAccess, Quiesce, QuiesceMode, Rng,
     VirtioDevice, VIRTIO_ID_RNG,
@@ -19,6 +20,7 @@ use virtio_lm_pci::admin::{
 use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
+use virtio_lm_spec::context::{FieldType, FIELD_HEADER_LEN};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 use zerocopy::IntoBytes;
@@ -71,9 +73,9 @@ impl DelayDevice {
         queue: &QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         for chain in queue.inflight() {
-            if !self.pending.iter().any(|&(id, _)| id == chain.id) {
+            if !self.pending.iter().any(|&(id, _)| id == chain.id()) {
                 fill(&chain, queue.mem())?;
-                self.pending.push_back((chain.id, chain.writable_len()));
+                self.pending.push_back((chain.id(), chain.writable_len()));
             }
         }
         Ok(())
@@ -119,7 +121,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
         self.adopt(queue)?;
         while let Some(chain) = queue.pop()? {
             fill(&chain, queue.mem())?;
-            self.pending.push_back((chain.id, chain.writable_len()));
+            self.pending.push_back((chain.id(), chain.writable_len()));
         }
         Ok(())
     }
@@ -155,6 +157,64 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
     }
 }
 
+/// The device-specific field type of [`StateLog`] (in the device-specific range, not defined by
+/// any device type).
+pub const LOG_FIELD: FieldType = FieldType(0x03f0);
+
+/// A member device (rng type, one queue, no I/O) whose device-specific state is one
+/// [`LOG_FIELD`] carrying one byte. It logs the byte of every state restored into it, so a test
+/// sees each context a DEV_CTX_WRITE applied, in order.
+pub struct StateLog {
+    value: u8,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_RNG
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE]
+    }
+
+    fn read_config(&self, _offset: usize, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        _queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let mut w = ContextWriter::new();
+        w.field(LOG_FIELD, 0, &[self.value]).unwrap();
+        w.into_bytes()
+    }
+
+    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
+        match parse_fields(state).as_deref() {
+            Ok([f]) if f.field_type == LOG_FIELD && f.value.len() == 1 => Ok(()),
+            _ => Err(DeviceError::BadState("one LOG_FIELD of one byte")),
+        }
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
+        VirtioDevice::<M>::validate_state(self, state)?;
+        self.value = state[FIELD_HEADER_LEN];
+        self.log.lock().unwrap().push(self.value);
+        Ok(())
+    }
+}
+
 /// Which device type the members are.
 #[derive(Clone)]
 pub enum Kind {
@@ -164,6 +224,8 @@ pub enum Kind {
     Delay(Arc<AtomicBool>, QuiesceMode),
     /// [`DelayDevice`]s, VF `n` holding on flag `n - 1`, quiescing as `mode` says.
     DelayEach(Vec<Arc<AtomicBool>>, QuiesceMode),
+    /// [`StateLog`]s sharing one log.
+    StateLog(Arc<Mutex<Vec<u8>>>),
 }
 
 /// A member function of `kind` for VF `vf` over fresh guest memory (2 MSI-X vectors).
@@ -182,6 +244,13 @@ pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
             let hold = holds[usize::from(vf) - 1].clone();
             (Box::new(DelayDevice::new(hold)), *mode)
         }
+        Kind::StateLog(log) => (
+            Box::new(StateLog {
+                value: 0,
+                log: log.clone(),
+            }),
+            QuiesceMode::Drain,
+        ),
     };
     let options = CoreOptions {
         quiesce_mode,

@@ -279,7 +279,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
                     .write_slice(&bytes, segment.addr)
                     .map_err(|e| DeviceError::Backend(e.to_string()))?;
             }
-            self.pending.push_back((chain.id, chain.writable_len()));
+            self.pending.push_back((chain.id(), chain.writable_len()));
         }
         Ok(())
     }

@@ -9,12 +9,13 @@ use virtio_lm_spec::ring::{
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
-use crate::chain::DescriptorChain;
-use crate::config::{QueueConfig, RingKind};
+use crate::chain::{DescriptorChain, SavedChain};
+use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::{packed_need_event, RingPosition};
 use crate::inflight::InflightTracker;
+use crate::kind::RingKind;
 use crate::state::validate_inflight;
 use crate::state::QueueState;
 use crate::view::{DescTable, RingOps, RingView};
@@ -38,8 +39,8 @@ use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 /// driver.publish(&mem).unwrap();
 ///
 /// let chain = device.pop(&mem).unwrap().expect("one chain");
-/// assert_eq!((chain.id, chain.ring_slots, chain.writable_len()), (id, 2, 16));
-/// device.add_used(&mem, chain.id, 16).unwrap();
+/// assert_eq!((chain.id(), chain.ring_slots(), chain.writable_len()), (id, 2, 16));
+/// device.add_used(&mem, chain.id(), 16).unwrap();
 /// device.publish_used(&mem).unwrap();
 /// assert!(device.needs_notification(&mem).unwrap());
 /// assert_eq!(driver.collect_used(&mem).unwrap()[0].len, 16);
@@ -189,7 +190,7 @@ impl PackedQueue {
         config: &QueueConfig,
         state: &QueueState,
         mem: &M,
-    ) -> Result<(RingPosition, RingPosition), StateError> {
+    ) -> Result<(RingPosition, RingPosition, Vec<DescriptorChain>), StateError> {
         config.validate(mem)?;
         let size = config.size;
         let avail = RingPosition::from_state(state.avail_state);
@@ -214,14 +215,14 @@ impl PackedQueue {
             return Err(StateError::InflightMismatch { inflight, distance });
         }
         // Any chain length the ring holds is possible; the sum check above ties them together.
-        validate_inflight(config, state, mem, |c| {
+        let chains = validate_inflight(config, state, mem, |c| {
             if c.ring_slots <= size {
                 c.ring_slots
             } else {
                 0
             }
         })?;
-        Ok((avail, used))
+        Ok((avail, used, chains))
     }
 
     /// Reads an event suppression structure: (flags mode, event position). Flags are read
@@ -261,7 +262,7 @@ impl DeviceQueue for PackedQueue {
         mem: &M,
     ) -> Result<Self, StateError> {
         config.expect_kind(RingKind::Packed)?;
-        let (avail, used) = Self::check_state(&config, state, mem)?;
+        let (avail, used, chains) = Self::check_state(&config, state, mem)?;
         Ok(Self {
             config,
             next_avail: avail,
@@ -272,7 +273,7 @@ impl DeviceQueue for PackedQueue {
             signalled_used: used,
             unsignalled_slots: 0,
             force_notify: state.notification_owed,
-            inflight: InflightTracker::from_chains(config.size, &state.inflight),
+            inflight: InflightTracker::from_chains(config.size, &chains),
         })
     }
 
@@ -384,7 +385,12 @@ impl DeviceQueue for PackedQueue {
             avail_state: self.next_avail.to_state(),
             used_state: self.next_used.to_state(),
             notification_owed: self.force_notify || self.unsignalled_slots != 0,
-            inflight: self.inflight.in_order(),
+            inflight: self
+                .inflight
+                .in_order()
+                .into_iter()
+                .map(SavedChain::from)
+                .collect(),
         })
     }
 

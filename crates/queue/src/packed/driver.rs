@@ -13,9 +13,10 @@ use zerocopy::FromBytes;
 
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
-use crate::config::{QueueConfig, RingKind};
+use crate::config::QueueConfig;
 use crate::error::DriverError;
 use crate::event::{packed_need_event, RingPosition};
+use crate::kind::RingKind;
 
 fn mem_err(addr: GuestAddress) -> DriverError {
     DriverError::MemoryAccess { addr: addr.0 }

@@ -9,12 +9,13 @@ use virtio_lm_spec::ring::{
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
-use crate::chain::DescriptorChain;
-use crate::config::{QueueConfig, RingKind};
+use crate::chain::{DescriptorChain, SavedChain};
+use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ChainError, ConfigError, QueueError, StateError};
 use crate::event::need_event;
 use crate::inflight::InflightTracker;
+use crate::kind::RingKind;
 use crate::state::QueueState;
 use crate::view::{RingOps, RingView};
 use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
@@ -34,8 +35,8 @@ use crate::walk::{indirect_table, ChainBuilder, IndirectRules};
 /// driver.publish(&mem).unwrap();
 ///
 /// let chain = device.pop(&mem).unwrap().expect("one chain");
-/// assert_eq!((chain.id, chain.readable_len(), chain.writable_len()), (head, 64, 16));
-/// device.add_used(&mem, chain.id, 16).unwrap();
+/// assert_eq!((chain.id(), chain.readable_len(), chain.writable_len()), (head, 64, 16));
+/// device.add_used(&mem, chain.id(), 16).unwrap();
 /// device.publish_used(&mem).unwrap();
 /// assert!(device.needs_notification(&mem).unwrap());
 /// assert_eq!(driver.collect_used(&mem).unwrap()[0].len, 16);
@@ -176,7 +177,7 @@ impl SplitQueue {
         config: &QueueConfig,
         state: &QueueState,
         mem: &M,
-    ) -> Result<u16, StateError> {
+    ) -> Result<(u16, Vec<DescriptorChain>), StateError> {
         config.validate(mem)?;
         if state.used_state != 0 {
             return Err(StateError::SplitUsedState(state.used_state));
@@ -203,8 +204,8 @@ impl SplitQueue {
                 distance,
             });
         }
-        crate::state::validate_inflight(config, state, mem, |_| 1)?;
-        Ok(used_idx)
+        let chains = crate::state::validate_inflight(config, state, mem, |_| 1)?;
+        Ok((used_idx, chains))
     }
 }
 
@@ -230,7 +231,7 @@ impl DeviceQueue for SplitQueue {
         mem: &M,
     ) -> Result<Self, StateError> {
         config.expect_kind(RingKind::Split)?;
-        let used_idx = Self::check_state(&config, state, mem)?;
+        let (used_idx, chains) = Self::check_state(&config, state, mem)?;
         Ok(Self {
             config,
             next_avail: state.avail_state,
@@ -239,7 +240,7 @@ impl DeviceQueue for SplitQueue {
             published_used: used_idx,
             signalled_used: used_idx,
             force_notify: state.notification_owed,
-            inflight: InflightTracker::from_chains(config.size, &state.inflight),
+            inflight: InflightTracker::from_chains(config.size, &chains),
         })
     }
 
@@ -326,7 +327,12 @@ impl DeviceQueue for SplitQueue {
             avail_state: self.next_avail,
             used_state: 0,
             notification_owed: self.force_notify || self.signalled_used != self.published_used,
-            inflight: self.inflight.in_order(),
+            inflight: self
+                .inflight
+                .in_order()
+                .into_iter()
+                .map(SavedChain::from)
+                .collect(),
         })
     }
 

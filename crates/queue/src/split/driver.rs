@@ -12,9 +12,10 @@ use zerocopy::FromBytes;
 
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
-use crate::config::{QueueConfig, RingKind};
+use crate::config::QueueConfig;
 use crate::error::DriverError;
 use crate::event::need_event;
+use crate::kind::RingKind;
 
 fn mem_err(addr: GuestAddress) -> DriverError {
     DriverError::MemoryAccess { addr: addr.0 }

@@ -188,3 +188,43 @@ fn dev_ctx_fields_query() {
     let back = DevCtxFieldInfo::read_from_bytes(e.as_bytes()).unwrap();
     assert_eq!(back.field_type(), FieldType::VQ_CONFIG);
 }
+
+/// Every implemented opcode decodes from its wire number and back; every other number,
+/// the virtio 1.4 device-parts commands included, is an `UnknownOpcode` carrying the value.
+#[test]
+fn admin_opcode_round_trip() {
+    let wire = [
+        opcode::LIST_QUERY,
+        opcode::LIST_USE,
+        opcode::DEV_MODE_GET,
+        opcode::DEV_MODE_SET,
+        opcode::DEV_CTX_SIZE_GET,
+        opcode::DEV_CTX_READ,
+        opcode::DEV_CTX_WRITE,
+        opcode::DEV_CTX_DISCARD,
+        opcode::DEV_CTX_FIELDS_QUERY,
+    ];
+    for value in 0..=u16::MAX {
+        match AdminOpcode::try_from(value) {
+            Ok(op) => {
+                assert!(wire.contains(&value), "{value:#x} decoded as {op:?}");
+                assert_eq!(u16::from(op), value);
+            }
+            Err(e) => {
+                assert!(!wire.contains(&value), "{value:#x} not decoded");
+                assert_eq!(e, UnknownOpcode(value));
+            }
+        }
+    }
+    assert_eq!(AdminOpcode::try_from(0x0014), Ok(AdminOpcode::DevModeSet));
+    assert_eq!(AdminOpcode::DevModeSet.name(), "DEV_MODE_SET");
+    assert_eq!(
+        AdminOpcode::try_from(opcode::v1_4::DEV_MODE_SET),
+        Err(UnknownOpcode(0x0011))
+    );
+    let list: Vec<_> = AdminOpcode::ALL
+        .into_iter()
+        .filter(|o| o.is_list())
+        .collect();
+    assert_eq!(list, [AdminOpcode::ListQuery, AdminOpcode::ListUse]);
+}
