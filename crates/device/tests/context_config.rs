@@ -106,7 +106,7 @@ impl VirtioDevice<common::Mem> for ConfigDevice {
         queue: &mut QueueAccess<'_, common::Mem>,
     ) -> Result<(), DeviceError> {
         while let Some(chain) = queue.pop()? {
-            queue.add_used(chain.id, 0)?;
+            queue.add_used(chain.id(), 0)?;
         }
         Ok(())
     }

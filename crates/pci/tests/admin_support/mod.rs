@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtio_lm_device::context::{parse_fields, ContextWriter};
+use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
 use virtio_lm_device::{
     CoreOptions, CountingEntropy, DeviceError, QueueAccess, Quiesce, QuiesceMode, Rng,
     VirtioDevice, VIRTIO_ID_RNG,
@@ -20,7 +20,7 @@ use virtio_lm_pci::admin::{
 use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
-use virtio_lm_spec::context::{FieldType, FIELD_HEADER_LEN};
+use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 use zerocopy::IntoBytes;
@@ -194,24 +194,49 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
         Ok(())
     }
 
-    fn save_state(&self) -> Vec<u8> {
-        let mut w = ContextWriter::new();
-        w.field(LOG_FIELD, 0, &[self.value]).unwrap();
-        w.into_bytes()
+    fn save_state(&self) -> Vec<DeviceField> {
+        persist::save(self)
     }
 
-    fn validate_state(&self, state: &[u8]) -> Result<(), DeviceError> {
-        match parse_fields(state).as_deref() {
-            Ok([f]) if f.field_type == LOG_FIELD && f.value.len() == 1 => Ok(()),
+    fn decode_state(
+        &self,
+        fields: &[DeviceField],
+        config: &[u8],
+    ) -> Result<ValidatedState, DeviceError> {
+        persist::decode(self, fields, config)
+    }
+
+    fn restore_state(&mut self, state: ValidatedState) {
+        persist::restore(self, state)
+    }
+}
+
+/// The state is the one byte; every restore is logged.
+impl Persist for StateLog {
+    type State = u8;
+
+    fn save(&self) -> u8 {
+        self.value
+    }
+
+    fn encode(value: &u8) -> Vec<DeviceField> {
+        vec![DeviceField {
+            field_type: LOG_FIELD,
+            flags: 0,
+            value: vec![*value],
+        }]
+    }
+
+    fn decode(&self, fields: &[DeviceField], _config: &[u8]) -> Result<u8, DeviceError> {
+        match fields {
+            [f] if f.field_type == LOG_FIELD && f.value.len() == 1 => Ok(f.value[0]),
             _ => Err(DeviceError::BadState("one LOG_FIELD of one byte")),
         }
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), DeviceError> {
-        VirtioDevice::<M>::validate_state(self, state)?;
-        self.value = state[FIELD_HEADER_LEN];
-        self.log.lock().unwrap().push(self.value);
-        Ok(())
+    fn restore(&mut self, value: u8) {
+        self.value = value;
+        self.log.lock().unwrap().push(value);
     }
 }
 
