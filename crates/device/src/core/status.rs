@@ -1,0 +1,177 @@
+//! The device status a driver writes and reads: the initialisation sequence, reset (seed 001:
+//! queue state survives it), DRIVER_OK starting the queues, and DEVICE_NEEDS_RESET (seed 002).
+
+use virtio_lm_queue::{DeviceQueue, Virtqueue};
+use virtio_lm_spec::status;
+use vm_memory::GuestMemory;
+
+use super::{DeviceCore, Quiet};
+use crate::error::DeviceError;
+use crate::queues::QueueRegisters;
+
+impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
+    /// The device status as the driver reads it. A stop or suspend that was waiting for
+    /// requests in process is completed here if they have finished.
+    pub fn status(&mut self) -> u8 {
+        self.progress_quiesce();
+        self.status
+    }
+
+    /// The driver writes the device status.
+    ///
+    /// 0 resets. Otherwise the write may set bits (each only in its turn) and may clear
+    /// DEVICE_STOPPED (seed 000: the one bit a driver may clear); a write that clears any other
+    /// bit is ignored whole. DEVICE_NEEDS_RESET is the device's and cannot be written. Ignored
+    /// whole while the owner holds the device in admin Stop or Freeze (seed 004).
+    pub fn write_status(&mut self, value: u8) {
+        if self.admin_silent() {
+            // Seed 004: the owner holds the device in Stop or Freeze; see `set_admin_mode`.
+            return;
+        }
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        if self.has(status::FAILED) {
+            // Seed 002: after FAILED the driver must reset before re-initialising.
+            return;
+        }
+        // Bits the device owns or clears itself: not the driver's to set or clear.
+        let device_owned = status::DEVICE_NEEDS_RESET | status::SUSPEND | status::DRIVER_OK;
+        let value_driver = value & !status::DEVICE_NEEDS_RESET;
+        let cleared = self.status & !value_driver & !device_owned & !status::DEVICE_STOPPED;
+        let suspend_cleared = self.has(status::SUSPEND) && value & status::SUSPEND == 0;
+        let driver_ok_cleared = self.has(status::DRIVER_OK) && value & status::DRIVER_OK == 0;
+        if cleared != 0 || suspend_cleared || driver_ok_cleared {
+            return;
+        }
+        let set = value_driver & !self.status;
+        if set & status::ACKNOWLEDGE != 0 && self.status == 0 {
+            self.status = status::ACKNOWLEDGE;
+            // Seed 001: queue state returns to its initial value when ACKNOWLEDGE is set.
+            for slot in &mut self.queues {
+                slot.state = None;
+                slot.restored = false;
+            }
+        }
+        if set & status::DRIVER != 0 && self.has(status::ACKNOWLEDGE) {
+            self.status |= status::DRIVER;
+        }
+        if set & status::FEATURES_OK != 0 && self.has(status::DRIVER) && self.features_acceptable()
+        {
+            self.status |= status::FEATURES_OK;
+        }
+        if set & status::FAILED != 0 {
+            self.status |= status::FAILED;
+        }
+        if value & status::DRIVER_OK != 0 {
+            if self.suspend == Quiet::Presented {
+                self.resume_from_suspend();
+            } else if !self.has(status::DRIVER_OK)
+                && self.has(status::FEATURES_OK)
+                && !self.has(status::FAILED)
+            {
+                self.status |= status::DRIVER_OK;
+                self.activate();
+            }
+        }
+        if set & status::SUSPEND != 0 {
+            self.request_suspend();
+        }
+        let stopped_bit = status::DEVICE_STOPPED;
+        if set & stopped_bit != 0 {
+            self.request_stop();
+        } else if value & stopped_bit == 0 && self.stop != Quiet::No {
+            self.resume_from_stop();
+        }
+    }
+    /// Whether the device may take buffers and notify now.
+    pub(super) fn live(&self) -> bool {
+        self.has(status::DRIVER_OK)
+            && !self.has(status::DEVICE_NEEDS_RESET)
+            && !self.has(status::FAILED)
+            && self.stop == Quiet::No
+            && self.suspend == Quiet::No
+            && !self.admin_quiet()
+    }
+
+    /// Seed 002: an error the device cannot recover from. Nothing is processed until reset.
+    pub fn needs_reset(&mut self, error: DeviceError) {
+        if self.has(status::DEVICE_NEEDS_RESET) {
+            return;
+        }
+        self.last_error = Some(error);
+        self.status |= status::DEVICE_NEEDS_RESET;
+        if self.has(status::DRIVER_OK) || self.suspend != Quiet::No {
+            if self.admin_silent() {
+                // Seed 004: no configuration change notification unless Active; owed until then.
+                self.admin.config_owed = true;
+            } else {
+                self.interrupts.signal_config_change();
+            }
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        for slot in &mut self.queues {
+            // Seed 001: the queue state survives the reset so the driver can read it afterwards.
+            if let Some(live) = slot.live.take() {
+                if let Ok(state) = live.state() {
+                    slot.state = Some(state);
+                }
+            }
+            let max = slot.regs.max_size;
+            slot.regs = QueueRegisters::new(max);
+            slot.kicked = false;
+        }
+        self.device.reset();
+        self.status = 0;
+        self.driver_features = 0;
+        self.stop = Quiet::No;
+        self.suspend = Quiet::No;
+        self.deferred_config.clear();
+        self.last_error = None;
+        self.admin_after_reset();
+    }
+
+    pub(super) fn activate(&mut self) {
+        let kind = self.ring_kind();
+        let features = self.ring_features();
+        let mut started = Vec::with_capacity(self.queues.len());
+        for (index, slot) in self.queues.iter().enumerate() {
+            if !slot.regs.enabled {
+                started.push(None);
+                continue;
+            }
+            let config = slot.regs.config(kind, features);
+            let mut state = slot.start_state(kind);
+            state.notification_owed |= slot.restored;
+            match Virtqueue::from_state(config, &state, &*self.mem) {
+                Ok(queue) => started.push(Some(queue)),
+                Err(source) => {
+                    // spec-notes §3: a queue state (or layout) that fails validation at
+                    // DRIVER_OK sets DEVICE_NEEDS_RESET.
+                    self.needs_reset(DeviceError::QueueStart {
+                        index: index as u16,
+                        source,
+                    });
+                    return;
+                }
+            }
+        }
+        self.admin.queues_unstarted = false;
+        for (slot, queue) in self.queues.iter_mut().zip(started) {
+            slot.live = queue;
+            slot.state = None;
+            slot.kicked = slot.restored;
+            slot.restored = false;
+        }
+        if let Err(e) = self.device.activate(self.driver_features) {
+            self.needs_reset(e);
+            return;
+        }
+        // A restored queue may hold buffers made available without a kick, and may owe a
+        // notification (pitfall 4): look at it now.
+        self.process_pending();
+    }
+}
