@@ -3,15 +3,17 @@
 //! failure here is the calling test's failure, so these helpers assert.
 
 use virtio_lm_queue::{QueueConfig, RingDriver, RingFeatures, RingKind};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::{GuestAddress, GuestMemory};
 
 use crate::DeviceCore;
 
 /// Status after a successful feature negotiation.
-pub const SETUP: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE
+    .union(DeviceStatus::DRIVER)
+    .union(DeviceStatus::FEATURES_OK);
 /// Status of a running device.
-pub const RUNNING: u8 = SETUP | status::DRIVER_OK;
+pub const RUNNING: DeviceStatus = SETUP.union(DeviceStatus::DRIVER_OK);
 
 /// Reset, ACKNOWLEDGE, DRIVER, `features`, FEATURES_OK; returns the ring format the features
 /// select. Panics if the device refuses the features.
@@ -19,9 +21,9 @@ pub fn negotiate<M: GuestMemory + Send + Sync + 'static>(
     core: &mut DeviceCore<M>,
     features: u64,
 ) -> RingKind {
-    core.write_status(0);
-    core.write_status(status::ACKNOWLEDGE);
-    core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+    core.write_status(DeviceStatus::RESET);
+    core.write_status(DeviceStatus::ACKNOWLEDGE);
+    core.write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     core.set_driver_features(features);
     core.write_status(SETUP);
     assert_eq!(core.status(), SETUP, "features {features:#x} refused");

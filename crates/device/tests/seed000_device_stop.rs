@@ -7,15 +7,15 @@ use std::sync::atomic::Ordering;
 
 use common::{bit, CoreDriver, SlowDevice, RUNNING, SETUP};
 use virtio_lm_device::{CoreOptions, VirtioDevice};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 /// Seed 000: "The device MUST initialize device status to 0 upon reset."
 #[test]
 fn reset_sets_status_to_zero() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(0);
-    assert_eq!(d.core.status(), 0);
+    d.core.write_status(DeviceStatus::RESET);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
     assert_eq!(d.core.driver_features(), 0);
 }
 
@@ -46,8 +46,8 @@ fn status_write_clearing_other_bits_is_ignored() {
     d.start_default();
     for value in [
         SETUP,
-        RUNNING & !status::ACKNOWLEDGE,
-        status::ACKNOWLEDGE | status::DRIVER_OK,
+        RUNNING & !DeviceStatus::ACKNOWLEDGE,
+        DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER_OK,
     ] {
         d.core.write_status(value);
         assert_eq!(d.core.status(), RUNNING, "write {value:#x} must be ignored");
@@ -61,7 +61,7 @@ fn device_stopped_ignored_without_driver_ok() {
     let mut d = CoreDriver::rng();
     let features = bit(Feature::Version1) | bit(Feature::DeviceStop);
     d.negotiate(features);
-    d.core.write_status(SETUP | status::DEVICE_STOPPED);
+    d.core.write_status(SETUP | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), SETUP);
 }
 
@@ -70,7 +70,7 @@ fn device_stopped_ignored_without_driver_ok() {
 fn device_stopped_ignored_without_feature() {
     let mut d = CoreDriver::rng();
     d.start(bit(Feature::Version1));
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING);
 }
 
@@ -81,8 +81,8 @@ fn device_stopped_ignored_without_feature() {
 fn stop_and_resume_by_the_bit() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
-    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
     d.core.write_status(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
 }
@@ -97,12 +97,12 @@ fn stop_presented_only_after_in_process_requests_complete() {
     d.start_default();
     d.offer(3);
     d.core.kick(0);
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING, "three requests still in process");
     let more = d.offer(2);
     d.core.kick(0);
     release.store(true, Ordering::SeqCst);
-    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
     let used = d.collect();
     assert_eq!(
         used.len(),
@@ -123,7 +123,7 @@ fn stop_presented_only_after_in_process_requests_complete() {
 fn config_space_unchanged_while_stopped() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let generation = d.core.config_generation();
     let applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = applied.clone();
@@ -150,7 +150,7 @@ fn config_space_unchanged_while_stopped() {
 fn stopped_device_is_quiet_and_catches_up() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ids = d.offer(5);
     let checksum = d.memory_checksum();
     let irq = d.irq.used();
@@ -180,8 +180,8 @@ fn record_inflight_stop_keeps_requests_in_queue_state() {
     d.start_default();
     let ids = d.offer(2);
     d.core.kick(0);
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
-    assert_eq!(d.core.status(), RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
     let state = d.core.queue_state(0).unwrap();
     assert_eq!(state.inflight_ids(), ids);
     assert!(d.collect().is_empty());

@@ -4,7 +4,7 @@ mod common;
 
 use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_queue::RingPosition;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 fn features(packed: bool) -> u64 {
     let mut f = bit(Feature::Version1) | bit(Feature::QueueState) | bit(Feature::DeviceStop);
@@ -32,7 +32,7 @@ fn queue_state_survives_reset() {
         let mut d = CoreDriver::rng();
         d.start(features(packed));
         run_buffers(&mut d, 19);
-        d.core.write_status(0);
+        d.core.write_status(DeviceStatus::RESET);
         let (avail, used) = (d.core.queue_avail_state(0), d.core.queue_used_state(0));
         if packed {
             // Queue size 16: 19 one-descriptor buffers wrap once and stop at index 3.
@@ -55,7 +55,7 @@ fn acknowledge_resets_queue_state() {
         let mut d = CoreDriver::rng();
         d.start(features(packed));
         run_buffers(&mut d, 5);
-        d.core.write_status(0);
+        d.core.write_status(DeviceStatus::RESET);
         assert_ne!(d.core.queue_avail_state(0), if packed { 0x8000 } else { 0 });
         d.negotiate(features(packed));
         let initial = if packed {
@@ -77,9 +77,10 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
     let mut d = CoreDriver::rng();
     d.start(f);
     run_buffers(&mut d, 7);
-    d.core.write_status(0);
-    d.core.write_status(status::ACKNOWLEDGE);
-    d.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+    d.core.write_status(DeviceStatus::RESET);
+    d.core.write_status(DeviceStatus::ACKNOWLEDGE);
+    d.core
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     d.core.set_driver_features(f);
     d.core.set_queue_avail_state(0, 7);
     assert_eq!(
@@ -100,7 +101,7 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
         1,
         "started at index 7: only the new buffer is taken"
     );
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
         d.core.queue_avail_state(0),
         8,
@@ -120,9 +121,8 @@ fn invalid_queue_state_sets_needs_reset_at_driver_ok() {
         d.core.set_queue_avail_state(0, value);
         d.core.write_status(RUNNING);
         let s = d.core.status();
-        assert_ne!(
-            s & status::DEVICE_NEEDS_RESET,
-            0,
+        assert!(
+            s.contains(DeviceStatus::DEVICE_NEEDS_RESET),
             "state {value:#x} packed={packed}"
         );
         assert_eq!(
@@ -141,11 +141,11 @@ fn queue_state_readable_while_stopped_not_while_running() {
     d.start(features(false));
     run_buffers(&mut d, 4);
     assert_eq!(d.core.queue_avail_state(0), 0, "running: not readable");
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.queue_avail_state(0), 4);
     d.core.write_status(RUNNING);
     run_buffers(&mut d, 1);
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
         d.core.queue_avail_state(0),
         5,

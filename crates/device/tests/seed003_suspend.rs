@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP};
 use virtio_lm_device::VirtioDevice;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
-const SUSPENDED: u8 = SETUP | status::SUSPEND;
+const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 /// Seed 003: "The device MUST ignore SUSPEND if FEATURES_OK is not set." and "The device MUST
 /// ignore SUSPEND if VIRTIO_F_SUSPEND is not negotiated." — with spec-notes §2, also without
@@ -20,19 +20,22 @@ const SUSPENDED: u8 = SETUP | status::SUSPEND;
 fn suspend_ignored_when_not_allowed() {
     let mut d = CoreDriver::rng();
     d.start(bit(Feature::Version1));
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), RUNNING, "feature not negotiated");
 
     let mut d = CoreDriver::rng();
     let f = bit(Feature::Version1) | bit(Feature::Suspend);
     d.negotiate(f);
-    d.core.write_status(SETUP | status::SUSPEND);
+    d.core.write_status(SETUP | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SETUP, "DRIVER_OK not set");
 
     let mut d = CoreDriver::rng();
     d.core
-        .write_status(status::ACKNOWLEDGE | status::DRIVER | status::SUSPEND);
-    assert_eq!(d.core.status() & status::SUSPEND, 0, "FEATURES_OK not set");
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::SUSPEND);
+    assert!(
+        !d.core.status().intersects(DeviceStatus::SUSPEND),
+        "FEATURES_OK not set"
+    );
 }
 
 /// Seed 003: "When setting SUSPEND, the driver MUST re-read device status to ensure the SUSPEND
@@ -48,7 +51,7 @@ fn suspend_completes_in_process_work_before_presenting() {
     d.start_default();
     d.offer(3);
     d.core.kick(0);
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(
         d.core.status(),
         RUNNING,
@@ -79,7 +82,7 @@ fn suspend_completes_in_process_work_before_presenting() {
 fn suspended_device_is_quiet() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED);
     d.offer(4);
     let checksum = d.memory_checksum();
@@ -104,7 +107,7 @@ fn suspended_device_is_quiet() {
 fn driver_ok_resumes_then_clears_suspend() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     let ids = d.offer(4);
     d.core.kick(0);
     let applied = Arc::new(AtomicBool::new(false));
@@ -112,7 +115,7 @@ fn driver_ok_resumes_then_clears_suspend() {
     d.core
         .change_config(move |_dev: &mut dyn VirtioDevice<Mem>| flag.store(true, Ordering::SeqCst));
     assert!(!applied.load(Ordering::SeqCst));
-    d.core.write_status(SUSPENDED | status::DRIVER_OK);
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
     assert_eq!(d.core.status(), RUNNING, "SUSPEND cleared, DRIVER_OK set");
     assert!(applied.load(Ordering::SeqCst));
     assert_eq!(
@@ -134,12 +137,12 @@ fn status_writes_accepted_while_suspended() {
     d.offer(2);
     d.core.kick(0);
     d.collect();
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED);
     d.core.set_queue_avail_state(0, 2);
     assert_eq!(d.core.queue_avail_state(0), 2);
-    d.core.write_status(0);
-    assert_eq!(d.core.status(), 0);
+    d.core.write_status(DeviceStatus::RESET);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
 }
 
 /// Seed 003 with spec-notes §2: "a device that cannot suspend or resume sets DEVICE_NEEDS_RESET
@@ -149,10 +152,10 @@ fn status_writes_accepted_while_suspended() {
 fn failed_resume_sets_needs_reset() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     d.core.set_queue_avail_state(0, 100);
-    d.core.write_status(SUSPENDED | status::DRIVER_OK);
-    assert_ne!(d.core.status() & status::DEVICE_NEEDS_RESET, 0);
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
+    assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(d.irq.config(), 1);
 }
 
@@ -164,10 +167,10 @@ fn failed_suspend_sets_needs_reset() {
     slow.fail_quiesce.store(true, Ordering::SeqCst);
     let mut d = CoreDriver::new(Box::new(slow));
     d.start_default();
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     let s = d.core.status();
-    assert_eq!(s & status::SUSPEND, 0);
-    assert_ne!(s & status::DEVICE_NEEDS_RESET, 0);
+    assert!(!s.intersects(DeviceStatus::SUSPEND));
+    assert!(s.contains(DeviceStatus::DEVICE_NEEDS_RESET));
 }
 
 /// Seed 003 review: "Setting a bit that is already set should not have side effects. In fact
@@ -179,7 +182,7 @@ fn rewriting_bits_has_no_side_effect() {
     d.start_default();
     d.core.write_status(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
-    d.core.write_status(RUNNING | status::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     d.core.write_status(SETUP);
     assert_eq!(
         d.core.status(),
@@ -195,17 +198,17 @@ fn rewriting_bits_has_no_side_effect() {
 fn stop_and_suspend_are_undone_separately() {
     let mut d = CoreDriver::rng();
     d.start_default();
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     d.core
-        .write_status(RUNNING | status::DEVICE_STOPPED | status::SUSPEND);
-    assert_eq!(d.core.status(), SUSPENDED | status::DEVICE_STOPPED);
+        .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), SUSPENDED | DeviceStatus::DEVICE_STOPPED);
     let ids = d.offer(2);
     d.core.kick(0);
     d.core
-        .write_status(SUSPENDED | status::DEVICE_STOPPED | status::DRIVER_OK);
+        .write_status(SUSPENDED | DeviceStatus::DEVICE_STOPPED | DeviceStatus::DRIVER_OK);
     assert_eq!(
         d.core.status(),
-        RUNNING | status::DEVICE_STOPPED,
+        RUNNING | DeviceStatus::DEVICE_STOPPED,
         "resumed from suspend, still stopped"
     );
     assert!(d.collect().is_empty(), "still quiet");

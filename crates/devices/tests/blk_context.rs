@@ -12,9 +12,9 @@ use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{offset, status};
 use virtio_lm_devices::Gate;
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 /// spec-notes §5 and §7 pitfalls 2 and 9: in-flight requests and the device-specific state
 /// (BLK_WRITEBACK) survive a context transfer; each request completes once, on the destination.

@@ -13,9 +13,9 @@ use virtio_lm_devices::net::config::{ctrl, offset};
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 const NEW_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const UNI: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
 const MULTI: [u8; 6] = [0x01, 0x00, 0x5e, 0, 0, 9];
@@ -240,5 +240,5 @@ fn a_context_with_bad_net_fields_is_refused() {
     );
     let after = dst.core.save_context().unwrap();
     assert_eq!(after.device_fields, before.device_fields);
-    assert_eq!(dst.core.status(), 0);
+    assert_eq!(dst.core.status(), DeviceStatus::RESET);
 }

@@ -31,7 +31,7 @@
 
 use virtio_lm_queue::{DeviceQueue, Virtqueue};
 use virtio_lm_spec::admin::DevMode;
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -187,7 +187,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// A device that set DEVICE_NEEDS_RESET processes nothing any more: a pending change out of
     /// Active completes, as nothing in process will run again.
     pub(super) fn admin_complete_if_dead(&mut self) {
-        if self.admin.target.is_some() && self.has(status::DEVICE_NEEDS_RESET) {
+        if self.admin.target.is_some() && self.has(DeviceStatus::DEVICE_NEEDS_RESET) {
             self.admin_complete();
         }
     }
@@ -213,7 +213,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Back to Active: the owed DEVICE_NEEDS_RESET notification, then the same resume as after a
     /// stop (held configuration changes, latched kicks, every queue re-checked).
     pub(super) fn admin_resume(&mut self) {
-        let started = self.has(status::DRIVER_OK) || self.suspend != Quiet::No;
+        let started = self.has(DeviceStatus::DRIVER_OK) || self.suspend != Quiet::No;
         if std::mem::take(&mut self.admin.config_owed) && started {
             self.interrupts.signal_config_change();
         }

@@ -1,7 +1,7 @@
 //! The device-type configuration space: driver reads and writes, device-side changes held back
 //! while the device is quiet, and the configuration generation.
 
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -48,7 +48,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             change(&mut *self.device);
         }
         self.config_generation = self.config_generation.wrapping_add(1);
-        if self.has(status::DRIVER_OK) {
+        if self.has(DeviceStatus::DRIVER_OK) {
             self.interrupts.signal_config_change();
         }
     }

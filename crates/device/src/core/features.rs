@@ -1,6 +1,6 @@
 //! Feature negotiation: what the device offers (per numbering profile) and what the driver accepts.
 
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestMemory;
 
 use super::DeviceCore;
@@ -21,7 +21,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if self.admin_silent() {
             return;
         }
-        if self.has(status::DRIVER) && !self.has(status::FEATURES_OK) && !self.has(status::FAILED) {
+        if self.has(DeviceStatus::DRIVER)
+            && !self.has(DeviceStatus::FEATURES_OK)
+            && !self.has(DeviceStatus::FAILED)
+        {
             self.driver_features = features;
         }
     }

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use virtio_lm_queue::{RingFeatures, RingKind};
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::GuestMemory;
 
 use crate::device::{QuiesceMode, VirtioDevice};
@@ -101,7 +101,7 @@ pub struct DeviceCore<M: GuestMemory + Send + Sync + 'static> {
     interrupts: Arc<dyn Interrupts>,
     offered: u64,
     driver_features: u64,
-    status: u8,
+    status: DeviceStatus,
     queues: Vec<QueueSlot>,
     config_generation: u8,
     quiesce_mode: QuiesceMode,
@@ -140,7 +140,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             interrupts,
             offered: transport | device_bits,
             driver_features: 0,
-            status: 0,
+            status: DeviceStatus::RESET,
             queues,
             config_generation: 0,
             quiesce_mode: options.quiesce_mode,
@@ -172,8 +172,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.last_error.as_ref()
     }
 
-    pub(super) fn has(&self, bit: u8) -> bool {
-        self.status & bit != 0
+    pub(super) fn has(&self, bit: DeviceStatus) -> bool {
+        self.status.intersects(bit)
     }
 
     pub(super) fn bit(&self, feature: Feature) -> u64 {
@@ -183,9 +183,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Whether `feature` was negotiated (offered, accepted, FEATURES_OK set).
     pub fn negotiated(&self, feature: Feature) -> bool {
         let mask = self.bit(feature);
-        mask != 0
-            && self.has(virtio_lm_spec::status::FEATURES_OK)
-            && self.driver_features & mask != 0
+        mask != 0 && self.has(DeviceStatus::FEATURES_OK) && self.driver_features & mask != 0
     }
 
     pub(super) fn ring_kind(&self) -> RingKind {

@@ -2,7 +2,7 @@
 //! running a queue until the driver has nothing more.
 
 use virtio_lm_queue::{DeviceQueue, Virtqueue};
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -14,10 +14,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// guest memory access) while stopped or suspended; dropped after NEEDS_RESET or FAILED.
     pub fn kick(&mut self, index: u16) {
         let quiet = self.stop != Quiet::No || self.suspend != Quiet::No || self.admin_quiet();
-        let dead = self.has(status::DEVICE_NEEDS_RESET) || self.has(status::FAILED);
+        let dead = self.has(DeviceStatus::DEVICE_NEEDS_RESET) || self.has(DeviceStatus::FAILED);
         // Before DRIVER_OK there is nothing to do (the driver must not notify yet); after an
         // error the device touches nothing until reset.
-        if dead || !(self.has(status::DRIVER_OK) || quiet) {
+        if dead || !(self.has(DeviceStatus::DRIVER_OK) || quiet) {
             return;
         }
         let Some(slot) = self.queues.get_mut(usize::from(index)) else {
@@ -74,8 +74,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
 
     /// Lets the device complete background work; publishes and notifies what it completed.
     pub(super) fn poll_device(&mut self) {
-        if self.has(status::DEVICE_NEEDS_RESET)
-            || (!self.has(status::DRIVER_OK) && self.suspend == Quiet::No)
+        if self.has(DeviceStatus::DEVICE_NEEDS_RESET)
+            || (!self.has(DeviceStatus::DRIVER_OK) && self.suspend == Quiet::No)
         {
             return;
         }

@@ -2,7 +2,7 @@
 //! device does not run, and the state written before DRIVER_OK.
 
 use virtio_lm_queue::{DeviceQueue, QueueState};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -23,10 +23,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// while suspended (spec-notes §2: only queue state may be written then).
     pub(super) fn queue_writable(&self) -> bool {
         !self.admin_silent()
-            && self.has(status::FEATURES_OK)
-            && !self.has(status::DRIVER_OK)
+            && self.has(DeviceStatus::FEATURES_OK)
+            && !self.has(DeviceStatus::DRIVER_OK)
             && self.suspend == Quiet::No
-            && !self.has(status::FAILED)
+            && !self.has(DeviceStatus::FAILED)
     }
 
     /// Driver writes queue registers; ignored outside the setup window or past the last queue.
@@ -49,8 +49,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Whether the seed 001 queue state is readable: VIRTIO_F_QUEUE_STATE negotiated and the
     /// device not running (after reset, during setup, or while stopped or suspended).
     pub(super) fn queue_state_readable(&self) -> bool {
-        (self.negotiated(Feature::QueueState) || self.status == 0)
-            && (!self.has(status::DRIVER_OK) || self.stop == Quiet::Presented)
+        (self.negotiated(Feature::QueueState) || self.status.is_empty())
+            && (!self.has(DeviceStatus::DRIVER_OK) || self.stop == Quiet::Presented)
     }
 
     /// Seed 001 available state of queue `index`; 0 when not readable.
@@ -93,9 +93,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     pub(super) fn write_state(&mut self, index: u16, update: impl FnOnce(&mut QueueState)) {
-        let window = self.has(status::FEATURES_OK)
-            && !self.has(status::DRIVER_OK)
-            && !self.has(status::FAILED)
+        let window = self.has(DeviceStatus::FEATURES_OK)
+            && !self.has(DeviceStatus::DRIVER_OK)
+            && !self.has(DeviceStatus::FAILED)
             && !self.admin_silent();
         if !window || !self.negotiated(Feature::QueueState) {
             return;
@@ -112,8 +112,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Installs a complete queue state (with in-flight chains and owed notification), as a
     /// device context restore does; same window and validation as the register writes.
     pub fn set_queue_state(&mut self, index: u16, state: QueueState) -> bool {
-        let window =
-            self.has(status::FEATURES_OK) && !self.has(status::DRIVER_OK) && !self.admin_silent();
+        let window = self.has(DeviceStatus::FEATURES_OK)
+            && !self.has(DeviceStatus::DRIVER_OK)
+            && !self.admin_silent();
         match self.queues.get_mut(usize::from(index)) {
             Some(slot) if window => {
                 slot.state = Some(state);

@@ -2,7 +2,7 @@
 //! the resume that follows either.
 
 use virtio_lm_queue::DeviceQueue;
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -14,7 +14,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     pub(super) fn request_stop(&mut self) {
         // Seed 000: the device ignores DEVICE_STOPPED unless DRIVER_OK is set and the feature
         // was negotiated.
-        if !self.has(status::DRIVER_OK)
+        if !self.has(DeviceStatus::DRIVER_OK)
             || !self.negotiated(Feature::DeviceStop)
             || self.stop != Quiet::No
         {
@@ -29,12 +29,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             return;
         }
         self.stop = Quiet::No;
-        self.status &= !status::DEVICE_STOPPED;
+        self.status &= !DeviceStatus::DEVICE_STOPPED;
         self.after_resume();
     }
 
     pub(super) fn request_suspend(&mut self) {
-        if !self.has(status::DRIVER_OK)
+        if !self.has(DeviceStatus::DRIVER_OK)
             || !self.negotiated(Feature::Suspend)
             || self.suspend != Quiet::No
         {
@@ -48,10 +48,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         // Queue state may have been rewritten while suspended: restart every queue from its
         // recorded state, exactly as at DRIVER_OK.
         self.suspend = Quiet::No;
-        self.status &= !status::SUSPEND;
-        self.status |= status::DRIVER_OK;
+        self.status &= !DeviceStatus::SUSPEND;
+        self.status |= DeviceStatus::DRIVER_OK;
         self.activate();
-        if self.has(status::DEVICE_NEEDS_RESET) {
+        if self.has(DeviceStatus::DEVICE_NEEDS_RESET) {
             return;
         }
         self.after_resume();
@@ -98,12 +98,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.admin_complete();
         if self.stop == Quiet::Requested {
             self.stop = Quiet::Presented;
-            self.status |= status::DEVICE_STOPPED;
+            self.status |= DeviceStatus::DEVICE_STOPPED;
         }
         if self.suspend == Quiet::Requested {
             self.suspend = Quiet::Presented;
-            self.status &= !status::DRIVER_OK;
-            self.status |= status::SUSPEND;
+            self.status &= !DeviceStatus::DRIVER_OK;
+            self.status |= DeviceStatus::SUSPEND;
             // The recorded states are now the queues: the driver may rewrite them, and resume
             // restarts every queue from them.
             for slot in &mut self.queues {

@@ -2,7 +2,7 @@
 //! queue state survives it), DRIVER_OK starting the queues, and DEVICE_NEEDS_RESET (seed 002).
 
 use virtio_lm_queue::{DeviceQueue, Virtqueue};
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -12,7 +12,7 @@ use crate::queues::QueueRegisters;
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// The device status as the driver reads it. A stop or suspend that was waiting for
     /// requests in process is completed here if they have finished.
-    pub fn status(&mut self) -> u8 {
+    pub fn status(&mut self) -> DeviceStatus {
         self.progress_quiesce();
         self.status
     }
@@ -23,73 +23,78 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// DEVICE_STOPPED (seed 000: the one bit a driver may clear); a write that clears any other
     /// bit is ignored whole. DEVICE_NEEDS_RESET is the device's and cannot be written. Ignored
     /// whole while the owner holds the device in admin Stop or Freeze (seed 004).
-    pub fn write_status(&mut self, value: u8) {
+    pub fn write_status(&mut self, value: DeviceStatus) {
         if self.admin_silent() {
             // Seed 004: the owner holds the device in Stop or Freeze; see `set_admin_mode`.
             return;
         }
-        if value == 0 {
+        if value.is_empty() {
             self.reset();
             return;
         }
-        if self.has(status::FAILED) {
+        if self.has(DeviceStatus::FAILED) {
             // Seed 002: after FAILED the driver must reset before re-initialising.
             return;
         }
         // Bits the device owns or clears itself: not the driver's to set or clear.
-        let device_owned = status::DEVICE_NEEDS_RESET | status::SUSPEND | status::DRIVER_OK;
-        let value_driver = value & !status::DEVICE_NEEDS_RESET;
-        let cleared = self.status & !value_driver & !device_owned & !status::DEVICE_STOPPED;
-        let suspend_cleared = self.has(status::SUSPEND) && value & status::SUSPEND == 0;
-        let driver_ok_cleared = self.has(status::DRIVER_OK) && value & status::DRIVER_OK == 0;
-        if cleared != 0 || suspend_cleared || driver_ok_cleared {
+        let device_owned =
+            DeviceStatus::DEVICE_NEEDS_RESET | DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK;
+        let value_driver = value & !DeviceStatus::DEVICE_NEEDS_RESET;
+        let cleared = self.status & !value_driver & !device_owned & !DeviceStatus::DEVICE_STOPPED;
+        let suspend_cleared =
+            self.has(DeviceStatus::SUSPEND) && !value.intersects(DeviceStatus::SUSPEND);
+        let driver_ok_cleared =
+            self.has(DeviceStatus::DRIVER_OK) && !value.intersects(DeviceStatus::DRIVER_OK);
+        if !cleared.is_empty() || suspend_cleared || driver_ok_cleared {
             return;
         }
         let set = value_driver & !self.status;
-        if set & status::ACKNOWLEDGE != 0 && self.status == 0 {
-            self.status = status::ACKNOWLEDGE;
+        if set.contains(DeviceStatus::ACKNOWLEDGE) && self.status.is_empty() {
+            self.status = DeviceStatus::ACKNOWLEDGE;
             // Seed 001: queue state returns to its initial value when ACKNOWLEDGE is set.
             for slot in &mut self.queues {
                 slot.state = None;
                 slot.restored = false;
             }
         }
-        if set & status::DRIVER != 0 && self.has(status::ACKNOWLEDGE) {
-            self.status |= status::DRIVER;
+        if set.contains(DeviceStatus::DRIVER) && self.has(DeviceStatus::ACKNOWLEDGE) {
+            self.status |= DeviceStatus::DRIVER;
         }
-        if set & status::FEATURES_OK != 0 && self.has(status::DRIVER) && self.features_acceptable()
+        if set.contains(DeviceStatus::FEATURES_OK)
+            && self.has(DeviceStatus::DRIVER)
+            && self.features_acceptable()
         {
-            self.status |= status::FEATURES_OK;
+            self.status |= DeviceStatus::FEATURES_OK;
         }
-        if set & status::FAILED != 0 {
-            self.status |= status::FAILED;
+        if set.contains(DeviceStatus::FAILED) {
+            self.status |= DeviceStatus::FAILED;
         }
-        if value & status::DRIVER_OK != 0 {
+        if value.contains(DeviceStatus::DRIVER_OK) {
             if self.suspend == Quiet::Presented {
                 self.resume_from_suspend();
-            } else if !self.has(status::DRIVER_OK)
-                && self.has(status::FEATURES_OK)
-                && !self.has(status::FAILED)
+            } else if !self.has(DeviceStatus::DRIVER_OK)
+                && self.has(DeviceStatus::FEATURES_OK)
+                && !self.has(DeviceStatus::FAILED)
             {
-                self.status |= status::DRIVER_OK;
+                self.status |= DeviceStatus::DRIVER_OK;
                 self.activate();
             }
         }
-        if set & status::SUSPEND != 0 {
+        if set.contains(DeviceStatus::SUSPEND) {
             self.request_suspend();
         }
-        let stopped_bit = status::DEVICE_STOPPED;
-        if set & stopped_bit != 0 {
+        let stopped_bit = DeviceStatus::DEVICE_STOPPED;
+        if set.contains(stopped_bit) {
             self.request_stop();
-        } else if value & stopped_bit == 0 && self.stop != Quiet::No {
+        } else if !value.contains(stopped_bit) && self.stop != Quiet::No {
             self.resume_from_stop();
         }
     }
     /// Whether the device may take buffers and notify now.
     pub(super) fn live(&self) -> bool {
-        self.has(status::DRIVER_OK)
-            && !self.has(status::DEVICE_NEEDS_RESET)
-            && !self.has(status::FAILED)
+        self.has(DeviceStatus::DRIVER_OK)
+            && !self.has(DeviceStatus::DEVICE_NEEDS_RESET)
+            && !self.has(DeviceStatus::FAILED)
             && self.stop == Quiet::No
             && self.suspend == Quiet::No
             && !self.admin_quiet()
@@ -97,12 +102,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
 
     /// Seed 002: an error the device cannot recover from. Nothing is processed until reset.
     pub fn needs_reset(&mut self, error: DeviceError) {
-        if self.has(status::DEVICE_NEEDS_RESET) {
+        if self.has(DeviceStatus::DEVICE_NEEDS_RESET) {
             return;
         }
         self.last_error = Some(error);
-        self.status |= status::DEVICE_NEEDS_RESET;
-        if self.has(status::DRIVER_OK) || self.suspend != Quiet::No {
+        self.status |= DeviceStatus::DEVICE_NEEDS_RESET;
+        if self.has(DeviceStatus::DRIVER_OK) || self.suspend != Quiet::No {
             if self.admin_silent() {
                 // Seed 004: no configuration change notification unless Active; owed until then.
                 self.admin.config_owed = true;
@@ -125,7 +130,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             slot.kicked = false;
         }
         self.device.reset();
-        self.status = 0;
+        self.status = DeviceStatus::RESET;
         self.driver_features = 0;
         self.stop = Quiet::No;
         self.suspend = Quiet::No;
