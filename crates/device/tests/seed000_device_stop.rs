@@ -186,3 +186,74 @@ fn record_inflight_stop_keeps_requests_in_queue_state() {
     assert_eq!(state.inflight_ids(), ids);
     assert!(d.collect().is_empty());
 }
+
+/// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." — also when the
+/// driver clears it: a device that was stopped and then suspended (DRIVER_OK clear, spec-decisions
+/// §2) stays stopped when a status write leaves DEVICE_STOPPED out, and a suspended device that
+/// was not stopped does not stop when a write sets it.
+#[test]
+fn device_stopped_ignored_both_ways_while_suspended() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+    d.core.write_status(stopped);
+    assert_eq!(d.core.status(), stopped);
+    d.core.write_status(stopped | DeviceStatus::SUSPEND);
+    let suspended_stopped = SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED;
+    assert_eq!(d.core.status(), suspended_stopped);
+    // Clearing DEVICE_STOPPED with DRIVER_OK clear: ignored.
+    d.core.write_status(SETUP | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), suspended_stopped, "clear while suspended");
+
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), SETUP | DeviceStatus::SUSPEND);
+    // Setting DEVICE_STOPPED with DRIVER_OK clear: ignored.
+    d.core
+        .write_status(SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(
+        d.core.status(),
+        SETUP | DeviceStatus::SUSPEND,
+        "set while suspended"
+    );
+}
+
+/// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." Whether DRIVER_OK
+/// is set is judged when the write arrives (spec-decisions §2): one write that sets DRIVER_OK and
+/// changes DEVICE_STOPPED starts (or resumes) the device and ignores DEVICE_STOPPED.
+#[test]
+fn one_write_setting_driver_ok_ignores_device_stopped() {
+    // Initialisation: DRIVER_OK and DEVICE_STOPPED together start the device, not stopped.
+    let mut d = CoreDriver::rng();
+    let features = d.start_default();
+    d.negotiate(features);
+    d.setup_queues(features);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING, "started, not stopped");
+
+    // Resume from SUSPEND with DEVICE_STOPPED set in the same write: resumed, not stopped.
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), SETUP | DeviceStatus::SUSPEND);
+    d.core
+        .write_status(RUNNING | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(d.core.status(), RUNNING, "resumed, not stopped");
+
+    // Stopped and suspended, resumed from SUSPEND by a write that also clears DEVICE_STOPPED:
+    // SUSPEND ends, DEVICE_STOPPED stays (its own clear comes with DRIVER_OK set).
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    d.core
+        .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND);
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
+    d.offer(1);
+    d.core.kick(0);
+    assert!(d.collect().is_empty(), "still stopped: nothing taken");
+    d.core.write_status(RUNNING);
+    assert_eq!(d.core.status(), RUNNING);
+    assert_eq!(
+        d.collect().len(),
+        1,
+        "the latched kick runs on the stop's own resume"
+    );
+}

@@ -48,6 +48,50 @@ fn queue_state_survives_reset() {
     }
 }
 
+/// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated, a device MUST NOT clear the queue
+/// state upon reset" — also for a queue that was enabled but never ran: after reset it reads in
+/// its own ring format's encoding (packed: both wrap counters 1), not split's zero.
+#[test]
+fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
+    for packed in [false, true] {
+        let mut d = CoreDriver::rng();
+        let f = features(packed);
+        d.negotiate(f);
+        d.setup_queues(f);
+        d.core.write_status(DeviceStatus::RESET);
+        let want = if packed {
+            (
+                RingPosition::INITIAL.to_state(),
+                RingPosition::INITIAL.to_state(),
+            )
+        } else {
+            (0, 0)
+        };
+        assert_eq!(
+            (d.core.queue_avail_state(0), d.core.queue_used_state(0)),
+            want,
+            "packed={packed}, before DRIVER_OK"
+        );
+
+        // Started and suspended before taking a buffer: the recorded state is kept too.
+        let f = f | bit(Feature::Suspend);
+        d.negotiate(f);
+        d.setup_queues(f);
+        d.core.write_status(RUNNING);
+        d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+        d.core.write_status(DeviceStatus::RESET);
+        assert_eq!(
+            (d.core.queue_avail_state(0), d.core.queue_used_state(0)),
+            want,
+            "packed={packed}, suspended"
+        );
+        assert_eq!(
+            d.core.queue_state(0).map(|s| (s.avail_state, s.used_state)),
+            Some(want)
+        );
+    }
+}
+
 /// Seed 001: "... and MUST reset the queue state when the driver sets ACKNOWLEDGE status bit."
 #[test]
 fn acknowledge_resets_queue_state() {

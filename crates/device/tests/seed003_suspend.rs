@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP};
-use virtio_lm_device::VirtioDevice;
+use virtio_lm_device::{AdminModeChange, DeviceError, VirtioDevice};
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
 const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
@@ -215,4 +216,59 @@ fn stop_and_suspend_are_undone_separately() {
     d.core.write_status(RUNNING);
     let used: Vec<u16> = d.collect().iter().map(|u| u.id).collect();
     assert_eq!(used, ids);
+}
+
+/// Seed 002: "If DRIVER_OK is set, after it sets DEVICE_NEEDS_RESET, the device MUST send a
+/// device configuration change notification to the driver." With seed 003 as merged
+/// (spec-decisions §2): a suspended device sends no notification of any kind, so an error met
+/// while suspended (DRIVER_OK clear) is presented in the status at once and notified when the
+/// driver next sets DRIVER_OK; the device does not resume then and stays suspended with
+/// DEVICE_NEEDS_RESET until reset.
+#[test]
+fn needs_reset_while_suspended_is_notified_at_driver_ok() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(d.core.status(), SUSPENDED);
+    d.core
+        .needs_reset(DeviceError::Backend("backend gone while suspended".into()));
+    let broken = SUSPENDED | DeviceStatus::DEVICE_NEEDS_RESET;
+    assert_eq!(d.core.status(), broken);
+    assert_eq!(d.irq.config(), 0, "no notification while suspended");
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
+    assert_eq!(
+        d.irq.config(),
+        1,
+        "delivered when the driver sets DRIVER_OK"
+    );
+    assert_eq!(d.core.status(), broken, "still suspended, until reset");
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
+    assert_eq!(d.irq.config(), 1, "delivered once");
+    assert_eq!(d.irq.used(), 0);
+    d.core.write_status(DeviceStatus::RESET);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
+}
+
+/// Seed 004: no configuration change notification unless the device is Active; seed 003 as
+/// merged (spec-decisions §2): none while suspended either. An error met while suspended and in
+/// admin Stop is not notified when the owner returns the device to Active (it is still
+/// suspended), only when the driver sets DRIVER_OK.
+#[test]
+fn needs_reset_owed_while_suspended_survives_the_return_to_active() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(
+        d.core.set_admin_mode(DevMode::Stop),
+        Ok(AdminModeChange::Done)
+    );
+    d.core
+        .needs_reset(DeviceError::Backend("backend gone".into()));
+    assert_eq!(
+        d.core.set_admin_mode(DevMode::Active),
+        Ok(AdminModeChange::Done)
+    );
+    assert_eq!(d.irq.config(), 0, "suspended: no notification on Active");
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
+    assert_eq!(d.irq.config(), 1);
 }

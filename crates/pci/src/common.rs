@@ -204,7 +204,10 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
             core.set_driver_features(features);
         }
         (offset::CONFIG_MSIX_VECTOR, 2) => {
-            irq.set_config_vector(v16);
+            // Frozen while stopped or suspended, as the queue vectors (spec-decisions §2).
+            if !core.quiesced_in_band() {
+                irq.set_config_vector(v16);
+            }
         }
         (offset::DEVICE_STATUS, 1) => {
             core.write_status(DeviceStatus::from_bits_retain(value as u8));
@@ -219,10 +222,7 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
         (offset::QUEUE_MSIX_VECTOR, 2) => {
             // Interrupt routing may change at any time except while the device is quiescent
             // (spec-notes §2: while suspended only queue state may be written).
-            let quiet = core
-                .status()
-                .intersects(DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED);
-            if !quiet && core.queue(q).is_some() {
+            if !core.quiesced_in_band() && core.queue(q).is_some() {
                 irq.set_queue_vector(q, v16);
             }
         }

@@ -1,7 +1,8 @@
 //! Admin device modes (seed 004): the owner's out-of-band Active, Stop and Freeze.
 //!
-//! The owner's out-of-band control of this device (seed 004 DEV_MODE_SET/GET). It is independent of DEVICE_STOPPED and SUSPEND (spec-notes §2: the device is quiescent
-//! while any of them holds; each is undone only by its own mechanism). Everything the admin modes
+//! The owner's out-of-band control of this device (seed 004 DEV_MODE_SET/GET). It is
+//! independent of DEVICE_STOPPED and SUSPEND (spec-notes §2: the device is quiescent while any
+//! of them holds; each is undone only by its own mechanism). Everything the admin modes
 //! add to the core is in this file; the rest of the core only calls the `admin_*` helpers and
 //! `start_restored_queues` defined here.
 //!
@@ -34,7 +35,7 @@ use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
-use super::{DeviceCore, Quiet};
+use super::DeviceCore;
 use crate::error::DeviceError;
 
 /// What [`DeviceCore::set_admin_mode`] did.
@@ -80,8 +81,6 @@ pub(super) struct AdminState {
     pub(super) target: Option<DevMode>,
     /// How a pending change ended, until `poll_admin_mode` reports it.
     pub(super) outcome: Option<Result<DevMode, AdminModeError>>,
-    /// DEVICE_NEEDS_RESET was set while not Active: its notification goes out on return to Active.
-    pub(super) config_owed: bool,
     /// Device resets so far (driver reset or FLR).
     pub(super) resets: u64,
     /// A context restored while not Active left running queues to start against the ring.
@@ -204,19 +203,16 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     pub(super) fn admin_after_reset(&mut self) {
         self.admin.resets = self.admin.resets.wrapping_add(1);
         self.admin.queues_unstarted = false;
-        self.admin.config_owed = false;
         if self.admin.target.take().is_some() {
             self.admin.outcome = Some(Err(AdminModeError::Reset));
         }
     }
 
-    /// Back to Active: the owed DEVICE_NEEDS_RESET notification, then the same resume as after a
-    /// stop (held configuration changes, latched kicks, every queue re-checked).
+    /// Back to Active: the owed DEVICE_NEEDS_RESET notification (unless the device is suspended:
+    /// then it waits for DRIVER_OK), then the same resume as after a stop (held configuration
+    /// changes, latched kicks, every queue re-checked).
     pub(super) fn admin_resume(&mut self) {
-        let started = self.has(DeviceStatus::DRIVER_OK) || self.suspend != Quiet::No;
-        if std::mem::take(&mut self.admin.config_owed) && started {
-            self.interrupts.signal_config_change();
-        }
+        self.deliver_owed_config_change();
         self.after_resume();
     }
 

@@ -109,6 +109,10 @@ pub struct DeviceCore<M: GuestMemory + Send + Sync + 'static> {
     suspend: Quiet,
     /// Device-side configuration changes held back while the config space must not change.
     deferred_config: Vec<ConfigChange<M>>,
+    /// A configuration change notification held back because the device could not notify when
+    /// it was due (DRIVER_OK clear while suspended, or not admin-Active); sent at the first
+    /// moment it may be.
+    config_change_owed: bool,
     /// The first error that set DEVICE_NEEDS_RESET, for diagnostics.
     last_error: Option<DeviceError>,
     /// Seed 004 admin (out-of-band) mode; see `admin_modes`.
@@ -147,6 +151,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             stop: Quiet::No,
             suspend: Quiet::No,
             deferred_config: Vec::new(),
+            config_change_owed: false,
             last_error: None,
             admin: AdminState::default(),
         })

@@ -11,6 +11,13 @@ use crate::error::DeviceError;
 use virtio_lm_spec::Feature;
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
+    /// Whether DEVICE_STOPPED or SUSPEND is asked for or holds. The transport freezes its own
+    /// registers (MSI-X vectors) then, as the core freezes queue registers and configuration
+    /// space (spec-decisions §2).
+    pub fn quiesced_in_band(&self) -> bool {
+        self.stop != Quiet::No || self.suspend != Quiet::No
+    }
+
     pub(super) fn request_stop(&mut self) {
         // Seed 000: the device ignores DEVICE_STOPPED unless DRIVER_OK is set and the feature
         // was negotiated.
@@ -25,7 +32,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     pub(super) fn resume_from_stop(&mut self) {
-        if self.stop != Quiet::Presented {
+        // Seed 000: clearing DEVICE_STOPPED is ignored too while DRIVER_OK is clear (suspended).
+        if self.stop != Quiet::Presented || !self.has(DeviceStatus::DRIVER_OK) {
             return;
         }
         self.stop = Quiet::No;

@@ -1,7 +1,7 @@
 //! The device status a driver writes and reads: the initialisation sequence, reset (seed 001:
 //! queue state survives it), DRIVER_OK starting the queues, and DEVICE_NEEDS_RESET (seed 002).
 
-use virtio_lm_queue::{DeviceQueue, Virtqueue};
+use virtio_lm_queue::{DeviceQueue, QueueState, Virtqueue};
 use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
@@ -36,6 +36,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             // Seed 002: after FAILED the driver must reset before re-initialising.
             return;
         }
+        let driver_ok_on_arrival = self.has(DeviceStatus::DRIVER_OK);
         // Bits the device owns or clears itself: not the driver's to set or clear.
         let device_owned =
             DeviceStatus::DEVICE_NEEDS_RESET | DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK;
@@ -70,7 +71,13 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             self.status |= DeviceStatus::FAILED;
         }
         if value.contains(DeviceStatus::DRIVER_OK) {
-            if self.suspend == Quiet::Presented {
+            if self.suspend == Quiet::Presented && self.has(DeviceStatus::DEVICE_NEEDS_RESET) {
+                // spec-decisions §2: the owed notification goes out now; the device does not
+                // resume and stays suspended with DEVICE_NEEDS_RESET until reset.
+                if std::mem::take(&mut self.config_change_owed) {
+                    self.interrupts.signal_config_change();
+                }
+            } else if self.suspend == Quiet::Presented {
                 self.resume_from_suspend();
             } else if !self.has(DeviceStatus::DRIVER_OK)
                 && self.has(DeviceStatus::FEATURES_OK)
@@ -83,11 +90,17 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if set.contains(DeviceStatus::SUSPEND) {
             self.request_suspend();
         }
-        let stopped_bit = DeviceStatus::DEVICE_STOPPED;
-        if set.contains(stopped_bit) {
-            self.request_stop();
-        } else if !value.contains(stopped_bit) && self.stop != Quiet::No {
-            self.resume_from_stop();
+        // Seed 000: "the device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set", both
+        // ways, judged when the write arrives: a write that sets DRIVER_OK (or resumes from
+        // SUSPEND) and changes DEVICE_STOPPED has its DEVICE_STOPPED ignored
+        // (spec-decisions §2).
+        if driver_ok_on_arrival {
+            let stopped_bit = DeviceStatus::DEVICE_STOPPED;
+            if set.contains(stopped_bit) {
+                self.request_stop();
+            } else if !value.contains(stopped_bit) && self.stop != Quiet::No {
+                self.resume_from_stop();
+            }
         }
     }
     /// Whether the device may take buffers and notify now.
@@ -108,22 +121,36 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.last_error = Some(error);
         self.status |= DeviceStatus::DEVICE_NEEDS_RESET;
         if self.has(DeviceStatus::DRIVER_OK) || self.suspend != Quiet::No {
-            if self.admin_silent() {
-                // Seed 004: no configuration change notification unless Active; owed until then.
-                self.admin.config_owed = true;
-            } else {
-                self.interrupts.signal_config_change();
-            }
+            // Seed 002 ties the notification to DRIVER_OK being set, and a suspended device
+            // (DRIVER_OK clear) sends none (spec-decisions §2); seed 004: none unless Active.
+            self.config_change_owed = true;
+            self.deliver_owed_config_change();
+        }
+    }
+
+    /// Sends the owed configuration change notification if the device may notify now: DRIVER_OK
+    /// set and admin-Active.
+    pub(super) fn deliver_owed_config_change(&mut self) {
+        if self.config_change_owed && self.has(DeviceStatus::DRIVER_OK) && !self.admin_silent() {
+            self.config_change_owed = false;
+            self.interrupts.signal_config_change();
         }
     }
 
     pub(super) fn reset(&mut self) {
+        // The ring format is forgotten with the features: fix each state's encoding first.
+        let kind = self.ring_kind();
         for slot in &mut self.queues {
-            // Seed 001: the queue state survives the reset so the driver can read it afterwards.
+            // Seed 001: the queue state survives the reset so the driver can read it afterwards,
+            // in the encoding of the ring format the queue was enabled with, also for a queue
+            // that never ran.
             if let Some(live) = slot.live.take() {
                 if let Ok(state) = live.state() {
                     slot.state = Some(state);
                 }
+            }
+            if slot.regs.enabled && slot.state.is_none() {
+                slot.state = Some(QueueState::initial(kind));
             }
             let max = slot.regs.max_size;
             slot.regs = QueueRegisters::new(max);
@@ -135,6 +162,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.stop = Quiet::No;
         self.suspend = Quiet::No;
         self.deferred_config.clear();
+        self.config_change_owed = false;
         self.last_error = None;
         self.admin_after_reset();
     }
