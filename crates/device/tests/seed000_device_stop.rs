@@ -6,6 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{bit, CoreDriver, SlowDevice, RUNNING, SETUP};
+use virtio_lm_device::testing::{ConfigDevice, CONFIG_LEN};
 use virtio_lm_device::{CoreOptions, VirtioDevice};
 use virtio_lm_spec::{DeviceStatus, Feature};
 
@@ -116,32 +117,49 @@ fn stop_presented_only_after_in_process_requests_complete() {
     assert_eq!(d.collect().len(), 2, "latched kick processed on resume");
 }
 
-/// Seed 000: "The device MUST keep the config space unchanged when DEVICE_STOPPED is set." A
-/// device-side change waits for resume (then bumps the generation and notifies); driver writes
-/// are ignored.
+/// Seed 000: "The device MUST keep the config space unchanged when DEVICE_STOPPED is set." On a
+/// device that has a configuration space: a driver write while stopped is ignored (and not
+/// replayed), a device-side change waits for resume (then bumps the generation and notifies).
 #[test]
 fn config_space_unchanged_while_stopped() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::new(Box::new(ConfigDevice::new()));
     d.start_default();
+    let config = |d: &CoreDriver| {
+        let mut bytes = [0u8; CONFIG_LEN];
+        d.core.read_config(0, &mut bytes);
+        bytes
+    };
+    let initial = config(&d);
+    assert_eq!(initial, [0, 1, 2, 3, 4, 5, 6, 7]);
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let generation = d.core.config_generation();
     let applied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = applied.clone();
     d.core
-        .change_config(move |_dev: &mut dyn VirtioDevice<common::Mem>| {
+        .change_config(move |dev: &mut dyn VirtioDevice<common::Mem>| {
+            dev.write_config(4, &[0x55]);
             flag.store(true, Ordering::SeqCst)
         });
+    d.core.write_config(0, &[0xaa, 0xbb]);
     assert!(!applied.load(Ordering::SeqCst));
+    assert_eq!(config(&d), initial, "no change while stopped");
     assert_eq!(d.core.config_generation(), generation);
     assert_eq!(d.irq.config(), 0);
     d.core.write_status(RUNNING);
     assert!(applied.load(Ordering::SeqCst));
+    assert_eq!(
+        config(&d),
+        [0, 1, 2, 3, 0x55, 5, 6, 7],
+        "the device's change applied on resume, the driver's ignored write not replayed"
+    );
     assert_eq!(d.core.config_generation(), generation.wrapping_add(1));
     assert_eq!(
         d.irq.config(),
         1,
         "the held-back change is notified on resume"
     );
+    d.core.write_config(0, &[0xaa]);
+    assert_eq!(config(&d)[0], 0xaa, "running: the driver's write is taken");
 }
 
 /// Seed 000 quiescence at the core: while stopped, kicks touch no guest memory and raise no

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP};
+use virtio_lm_device::testing::{ConfigDevice, CONFIG_LEN};
 use virtio_lm_device::{AdminModeChange, DeviceError, VirtioDevice};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature};
@@ -81,23 +82,42 @@ fn suspend_completes_in_process_work_before_presenting() {
 /// notifications, no virtqueue memory access, no config change.
 #[test]
 fn suspended_device_is_quiet() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::new(Box::new(ConfigDevice::new()));
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED);
     d.offer(4);
     let checksum = d.memory_checksum();
     let (used, config, generation) = (d.irq.used(), d.irq.config(), d.core.config_generation());
+    let read_config = |d: &CoreDriver| {
+        let mut bytes = [0u8; CONFIG_LEN];
+        d.core.read_config(0, &mut bytes);
+        bytes
+    };
+    let config_space = read_config(&d);
     for _ in 0..5 {
         d.core.kick(0);
     }
-    d.core.change_config(|_dev: &mut dyn VirtioDevice<Mem>| {});
+    d.core
+        .change_config(|dev: &mut dyn VirtioDevice<Mem>| dev.write_config(0, &[9]));
     d.core.write_config(0, &[1, 2, 3]);
     assert_eq!(d.memory_checksum(), checksum);
     assert_eq!(
         (d.irq.used(), d.irq.config(), d.core.config_generation()),
         (used, config, generation)
     );
+    assert_eq!(
+        read_config(&d),
+        config_space,
+        "configuration space unchanged"
+    );
+    d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
+    assert_eq!(
+        read_config(&d)[..3],
+        [9, 1, 2],
+        "the device's change, on resume"
+    );
+    assert_eq!(d.collect().len(), 4, "latched kicks processed on resume");
 }
 
 /// Seed 003: "If VIRTIO_F_SUSPEND is negotiated and SUSPEND is set, the device SHOULD clear
