@@ -275,3 +275,139 @@ fn one_write_setting_driver_ok_ignores_device_stopped() {
         "the latched kick runs on the stop's own resume"
     );
 }
+
+/// The device status a write leaves, from `from` (reached by the usual sequence).
+fn after_write(from: DeviceStatus, value: DeviceStatus) -> DeviceStatus {
+    let mut d = CoreDriver::rng();
+    let features = bit(Feature::Version1) | bit(Feature::DeviceStop) | bit(Feature::QueueState);
+    if from.contains(DeviceStatus::FEATURES_OK) {
+        d.negotiate(features);
+        d.setup_queues(features);
+        if from.contains(DeviceStatus::DRIVER_OK) {
+            d.core.write_status(RUNNING);
+        }
+    } else {
+        for step in [DeviceStatus::ACKNOWLEDGE, DeviceStatus::DRIVER] {
+            if from.contains(step) {
+                let now = d.core.status();
+                d.core.write_status(now | step);
+            }
+        }
+    }
+    assert_eq!(d.core.status(), from, "setup");
+    d.core.write_status(value);
+    d.core.status()
+}
+
+/// Seed 000 restates the status rules: "The driver MUST NOT clear a device status bit" (except
+/// DEVICE_STOPPED), and each bit is set in its turn (spec-decisions §2): DRIVER only after
+/// ACKNOWLEDGE, FEATURES_OK only after DRIVER, DRIVER_OK only after FEATURES_OK. A write that
+/// clears a bit the driver may not clear is ignored whole, also the bits it would set;
+/// DEVICE_NEEDS_RESET is the device's: the driver neither sets nor clears it.
+#[test]
+fn status_bits_are_set_in_turn_and_only_device_stopped_is_cleared() {
+    use DeviceStatus as S;
+    let ack = S::ACKNOWLEDGE;
+    let ack_driver = S::ACKNOWLEDGE | S::DRIVER;
+    let cases = [
+        // (from, write, result)
+        (S::RESET, S::DRIVER, S::RESET),
+        (S::RESET, S::FEATURES_OK, S::RESET),
+        (S::RESET, S::DRIVER_OK, S::RESET),
+        (S::RESET, ack_driver, ack_driver),
+        (ack, ack | S::FEATURES_OK, ack),
+        (ack, ack | S::DRIVER_OK, ack),
+        (ack_driver, ack_driver | S::DRIVER_OK, ack_driver),
+        (ack_driver, S::DRIVER, ack_driver),
+        (ack_driver, ack, ack_driver),
+        (SETUP, SETUP.difference(S::DRIVER), SETUP),
+        (
+            SETUP,
+            SETUP.difference(S::ACKNOWLEDGE) | S::DRIVER_OK,
+            SETUP,
+        ),
+        (RUNNING, RUNNING.difference(S::FEATURES_OK), RUNNING),
+        (RUNNING, RUNNING.difference(S::DRIVER_OK), RUNNING),
+        (
+            RUNNING,
+            RUNNING.difference(S::DRIVER) | S::DEVICE_STOPPED,
+            RUNNING,
+        ),
+        (RUNNING, RUNNING | S::DEVICE_NEEDS_RESET, RUNNING),
+        (
+            RUNNING,
+            RUNNING | S::DEVICE_STOPPED,
+            RUNNING | S::DEVICE_STOPPED,
+        ),
+    ];
+    for (from, write, want) in cases {
+        assert_eq!(after_write(from, write), want, "{from:?} + write {write:?}");
+    }
+}
+
+/// Seed 000: "The driver MUST NOT clear a device status bit" — DEVICE_NEEDS_RESET is the
+/// device's (seed 002): a driver write without it does not clear it, and is not ignored whole
+/// for that (it may still set FAILED).
+#[test]
+fn driver_cannot_clear_device_needs_reset() {
+    let mut d = CoreDriver::rng();
+    d.start_default();
+    d.core
+        .needs_reset(virtio_lm_device::DeviceError::Backend("gone".into()));
+    let broken = RUNNING | DeviceStatus::DEVICE_NEEDS_RESET;
+    assert_eq!(d.core.status(), broken);
+    d.core.write_status(RUNNING);
+    assert_eq!(d.core.status(), broken);
+    d.core.write_status(RUNNING | DeviceStatus::FAILED);
+    assert_eq!(d.core.status(), broken | DeviceStatus::FAILED);
+}
+
+/// Seed 000: "If the driver sets the FAILED bit, the driver MUST later reset the device." With
+/// spec-decisions §2: FAILED is taken in any state; a write that sets FAILED and DRIVER_OK
+/// together does not start the device; after FAILED, driver features, queue registers and
+/// queue state writes are ignored until reset.
+#[test]
+fn failed_stops_initialisation_until_reset() {
+    let features = bit(Feature::Version1) | bit(Feature::QueueState);
+    let mut d = CoreDriver::rng();
+    d.core.write_status(DeviceStatus::ACKNOWLEDGE);
+    d.core
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FAILED);
+    d.core.set_driver_features(features);
+    assert_eq!(d.core.driver_features(), 0, "features after FAILED");
+
+    let mut d = CoreDriver::rng();
+    d.negotiate(features);
+    d.setup_queues(features);
+    d.core.write_status(RUNNING | DeviceStatus::FAILED);
+    assert_eq!(d.core.status(), SETUP | DeviceStatus::FAILED, "not started");
+    d.core.write_queue(0, |r| r.size = 2);
+    assert_eq!(
+        d.core.queue(0).map(|q| q.size),
+        Some(16),
+        "queue size after FAILED"
+    );
+    d.core.set_queue_avail_state(0, 9);
+    assert_eq!(d.core.queue_avail_state(0), 0, "queue state after FAILED");
+    d.offer(1);
+    d.core.kick(0);
+    assert!(d.collect().is_empty());
+    d.core.write_status(DeviceStatus::RESET);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
+}
+
+/// Seed 003 review: "Setting a bit that is already set should not have side effects." Rewriting
+/// ACKNOWLEDGE (with the rest of the status) during setup does not return the queue state to
+/// its initial value, as a fresh ACKNOWLEDGE does (seed 001).
+#[test]
+fn rewriting_acknowledge_keeps_queue_state() {
+    let features = bit(Feature::Version1) | bit(Feature::QueueState);
+    let mut d = CoreDriver::rng();
+    d.negotiate(features);
+    d.setup_queues(features);
+    d.core.set_queue_avail_state(0, 9);
+    d.core.write_status(SETUP);
+    d.core.write_status(SETUP | DeviceStatus::ACKNOWLEDGE);
+    assert_eq!(d.core.status(), SETUP);
+    assert_eq!(d.core.queue_avail_state(0), 9);
+}

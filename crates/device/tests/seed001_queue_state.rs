@@ -126,13 +126,20 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
     d.core
         .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     d.core.set_driver_features(f);
-    d.core.set_queue_avail_state(0, 7);
+    // A value that differs from both the initial state (0) and the one set below (7), so a
+    // write taken outside the window shows.
+    d.core.set_queue_avail_state(0, 5);
     assert_eq!(
         d.core.queue_avail_state(0),
         0,
         "before FEATURES_OK: ignored"
     );
     d.core.write_status(SETUP);
+    assert_eq!(
+        d.core.queue_avail_state(0),
+        0,
+        "the write before FEATURES_OK was ignored, not kept"
+    );
     d.reprogram_queues();
     d.core.set_queue_avail_state(0, 7);
     assert_eq!(d.core.queue_avail_state(0), 7);

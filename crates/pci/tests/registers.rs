@@ -337,8 +337,16 @@ fn queue_state_registers_exist_only_with_queue_state() {
     assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
     assert!(f.status().contains(DeviceStatus::DRIVER_OK));
 
-    // With QUEUE_STATE.
+    // With QUEUE_STATE. A write before FEATURES_OK (with a value unlike the initial state) is
+    // ignored, not kept for later.
     let (_mem, f) = fresh();
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+    f.w8(
+        DEVICE_STATUS,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
+    );
+    f.w16(QUEUE_AVAIL_STATE, 0x0005);
+    f.w16(QUEUE_USED_STATE, 0x0005);
     to_features_ok(
         &f,
         features(&[Feature::Version1, Feature::RingPacked, Feature::QueueState]),
