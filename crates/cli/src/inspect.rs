@@ -195,7 +195,7 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         out,
         "  device status:   {:#04x} {:?}",
         c.device_status,
-        DeviceStatus::from_bits(c.device_status)
+        DeviceStatus::from_bits_retain(c.device_status)
     );
     let _ = writeln!(out, "  config generation: {}", c.config_generation);
     let _ = writeln!(

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use virtio_lm_cli::inspect::inspect;
 use virtio_lm_device::context::encode;
 use virtio_lm_device::{CoreOptions, CountingEntropy, DeviceCore, InterruptCounter, Rng};
-use virtio_lm_spec::{status, Profile};
+use virtio_lm_spec::{DeviceStatus, Profile};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// A context saved from a real rng device that was set up and then stopped.
@@ -25,10 +25,10 @@ fn real_context() -> Vec<u8> {
         CoreOptions::default(),
     )
     .unwrap();
-    core.write_status(status::ACKNOWLEDGE);
-    core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+    core.write_status(DeviceStatus::ACKNOWLEDGE);
+    core.write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     core.set_driver_features(core.device_features());
-    let setup = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+    let setup = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
     core.write_status(setup);
     core.write_queue(0, |r| {
         r.desc = 0x1000;
@@ -36,8 +36,8 @@ fn real_context() -> Vec<u8> {
         r.device = 0x3000;
         r.enabled = true;
     });
-    core.write_status(setup | status::DRIVER_OK);
-    core.write_status(setup | status::DRIVER_OK | status::DEVICE_STOPPED);
+    core.write_status(setup | DeviceStatus::DRIVER_OK);
+    core.write_status(setup | DeviceStatus::DRIVER_OK | DeviceStatus::DEVICE_STOPPED);
     encode(&core.save_context().unwrap()).unwrap()
 }
 
@@ -94,11 +94,12 @@ fn json_output_parses() {
     assert_eq!(
         value["device_status"],
         u64::from(
-            status::ACKNOWLEDGE
-                | status::DRIVER
-                | status::FEATURES_OK
-                | status::DRIVER_OK
-                | status::DEVICE_STOPPED
+            (DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK
+                | DeviceStatus::DEVICE_STOPPED)
+                .bits()
         )
     );
     assert_eq!(value["fields"][0]["type"], "START_MARKER");

@@ -13,7 +13,7 @@ use virtio_lm_device::{
     InterruptCounter,
 };
 use virtio_lm_spec::admin::DevMode;
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::{Bytes, GuestAddress};
 
 /// A running SlowDevice core with two requests held in process.
@@ -63,7 +63,7 @@ fn stop_is_pending_until_requests_finish() {
 fn reset_or_cancel_ends_a_pending_change() {
     let (mut d, _release) = busy();
     d.core.set_admin_mode(DevMode::Stop).unwrap();
-    d.core.write_status(0);
+    d.core.write_status(DeviceStatus::RESET);
     assert_eq!(
         d.core.poll_admin_mode(),
         AdminModeStatus::Failed(AdminModeError::Reset)
@@ -105,7 +105,7 @@ fn needs_reset_completes_a_pending_change() {
         d.core.poll_admin_mode(),
         AdminModeStatus::Done(DevMode::Stop)
     );
-    assert_ne!(d.core.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
 }
 
 /// Seed 004: "the device MUST not access any virtqueue memory or any memory referred by the
@@ -142,7 +142,7 @@ fn restore_in_freeze_reads_no_ring() {
             dst.mem.write_slice(&bytes, GuestAddress(0)).unwrap();
         }
         dst.core.set_admin_mode(DevMode::Active).unwrap();
-        let failed = dst.core.status() & status::DEVICE_NEEDS_RESET != 0;
+        let failed = dst.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET);
         assert_eq!(failed, !copy_memory);
     }
 }

@@ -15,7 +15,7 @@ use common::{bit, CoreDriver, RUNNING};
 use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
 use virtio_lm_device::{ContextError, DeviceError, QueueAccess, VirtioDevice};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 /// Offset of the driver-writable byte.
 const SETTING: usize = 4;
@@ -24,7 +24,7 @@ const CONFIG_LEN: usize = 8;
 /// The device-specific field carrying the setting.
 const SETTING_FIELD: FieldType = FieldType(0x0201);
 
-const STOPPED: u8 = RUNNING | status::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 struct ConfigDevice {
     capacity: u32,

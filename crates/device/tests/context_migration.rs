@@ -12,12 +12,12 @@ use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_device::context::{decode, encode, DeviceContext, DeviceField};
 use virtio_lm_device::{CoreOptions, CountingEntropy, Rng, VirtioDevice};
 use virtio_lm_queue::{RingPosition, UsedBuffer};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 use common::Mem;
 
-const STOPPED: u8 = RUNNING | status::DEVICE_STOPPED;
-const SUSPENDED: u8 = SETUP | status::SUSPEND;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
+const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 fn features(packed: bool) -> u64 {
     let mut f = bit(Feature::Version1)
@@ -160,7 +160,7 @@ fn suspended_context_resumes_with_driver_ok() {
         src.offer(3);
         src.core.kick(0);
         assert_eq!(collect_rearm(&mut src).len(), 3);
-        src.core.write_status(RUNNING | status::SUSPEND);
+        src.core.write_status(RUNNING | DeviceStatus::SUSPEND);
         assert_eq!(src.core.status(), SUSPENDED);
         let ctx = over_the_wire(&src.core.save_context().unwrap());
 
@@ -170,7 +170,7 @@ fn suspended_context_resumes_with_driver_ok() {
         let ids = dst.offer(2);
         dst.core.kick(0);
         assert!(dst.collect().is_empty());
-        dst.core.write_status(SUSPENDED | status::DRIVER_OK);
+        dst.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
         assert_eq!(dst.core.status(), RUNNING);
         assert_eq!(sorted_ids(&dst.collect()), sorted(ids), "packed={packed}");
         assert_eq!(dst.irq.used(), 1);
@@ -313,7 +313,7 @@ fn restore_replaces_a_used_device() {
     d.core.kick(0);
     d.core.write_status(STOPPED);
     d.core.restore_context(&initial).unwrap();
-    assert_eq!(d.core.status(), 0);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
     assert_eq!(d.core.save_context().unwrap(), initial);
     d.start(features(false));
     let ids = d.offer(2);

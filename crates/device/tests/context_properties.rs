@@ -16,7 +16,7 @@ use virtio_lm_device::context::{
 };
 use virtio_lm_queue::{QueueState, SavedChain, Segment};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestAddress;
 
 fn segment() -> impl Strategy<Value = Segment> {
@@ -201,7 +201,8 @@ fn saved(packed: bool) -> (DeviceContext, CoreDriver) {
     release.store(false, Ordering::SeqCst);
     src.offer(2);
     src.core.kick(0);
-    src.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    src.core
+        .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ctx = src.core.save_context().unwrap();
     let dst = destination(
         &mut src,
@@ -296,7 +297,7 @@ fn apply_damage(ctx: &mut DeviceContext, d: Damage) {
     }
 }
 
-fn snapshot(d: &mut CoreDriver) -> (u8, DeviceContext, u64, u64, u64) {
+fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) {
     (
         d.core.status(),
         d.core.save_context().unwrap(),
@@ -383,7 +384,7 @@ proptest! {
             Ok(()) => {
                 prop_assert_eq!(verdict, Ok(()));
                 let s = dst.core.status();
-                dst.core.write_status(s & !status::DEVICE_STOPPED);
+                dst.core.write_status(s & !DeviceStatus::DEVICE_STOPPED);
                 dst.core.kick(0);
                 let _ = dst.core.status();
             }

@@ -15,10 +15,10 @@ use virtio_lm_device::context::{DeviceContext, DeviceField};
 use virtio_lm_device::{ContextError, CoreOptions};
 use virtio_lm_queue::{ConfigError, RingArea, RingPosition, Segment, StateError};
 use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestAddress;
 
-const STOPPED: u8 = RUNNING | status::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 fn features(packed: bool) -> u64 {
     let mut f = bit(Feature::Version1)
@@ -63,7 +63,7 @@ fn migration(packed: bool) -> (DeviceContext, CoreDriver) {
 }
 
 /// Everything observable about a quiescent core.
-fn snapshot(d: &mut CoreDriver) -> (u8, DeviceContext, u64, u64, u64) {
+fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) {
     (
         d.core.status(),
         d.core.save_context().unwrap(),
@@ -155,11 +155,15 @@ fn features_are_verified() {
 fn unreachable_status_is_refused() {
     let cases: [(Edit, &str); 6] = [
         (
-            |c| c.device_status = status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK,
+            |c| {
+                c.device_status =
+                    (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::DRIVER_OK)
+                        .bits()
+            },
             "DRIVER_OK without FEATURES_OK",
         ),
         (
-            |c| c.device_status |= status::SUSPEND,
+            |c| c.device_status |= DeviceStatus::SUSPEND.bits(),
             "SUSPEND needs VIRTIO_F_SUSPEND and DRIVER_OK clear",
         ),
         (
@@ -171,7 +175,7 @@ fn unreachable_status_is_refused() {
             "FEATURES_OK without VIRTIO_F_VERSION_1",
         ),
         (
-            |c| c.device_status = status::DRIVER,
+            |c| c.device_status = DeviceStatus::DRIVER.bits(),
             "DRIVER without ACKNOWLEDGE",
         ),
         (|c| c.device_status = 0, "driver features without DRIVER"),
@@ -246,7 +250,7 @@ fn queue_configuration_is_validated() {
         ),
         (
             "enabled before FEATURES_OK",
-            |c| c.device_status = status::ACKNOWLEDGE | status::DRIVER,
+            |c| c.device_status = (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
             |_| ContextError::QueueConfig {
                 index: 0,
                 reason: "enabled before FEATURES_OK",
@@ -552,6 +556,6 @@ fn device_failure_after_validation_sets_needs_reset() {
         err,
         ContextError::DeviceRestore(virtio_lm_device::DeviceError::Backend("gone".into()))
     );
-    assert_ne!(dst.core.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(dst.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(dst.irq.config(), 1, "NEEDS_RESET notified");
 }

@@ -9,7 +9,7 @@ use common::TestRing;
 
 use common::{checksum, CoreDriver, DATA, QUEUE_BASE};
 use proptest::prelude::*;
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -40,13 +40,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn quiet(s: u8) -> bool {
-    s & status::DRIVER_OK == 0
-        || s & (status::DEVICE_STOPPED
-            | status::DEVICE_NEEDS_RESET
-            | status::FAILED
-            | status::SUSPEND)
-            != 0
+fn quiet(s: DeviceStatus) -> bool {
+    !s.intersects(DeviceStatus::DRIVER_OK)
+        || s.intersects(
+            DeviceStatus::DEVICE_STOPPED
+                | DeviceStatus::DEVICE_NEEDS_RESET
+                | DeviceStatus::FAILED
+                | DeviceStatus::SUSPEND,
+        )
 }
 
 proptest! {
@@ -62,7 +63,7 @@ proptest! {
         d.start_default();
         for op in ops {
             match op {
-                Op::Status(v) => d.core.write_status(v),
+                Op::Status(v) => d.core.write_status(DeviceStatus::from_bits_retain(v)),
                 Op::Features(f) => d.core.set_driver_features(f),
                 Op::QueueSize(s) => d.core.write_queue(0, |r| r.size = s),
                 Op::QueueAddr(w, a) => d.core.write_queue(0, |r| match w {
@@ -75,7 +76,7 @@ proptest! {
                 Op::UsedState(v) => d.core.set_queue_used_state(0, v),
                 Op::Offer(n) => {
                     // Only while the driver's ring is the one the device uses and has room.
-                    if d.core.status() & status::DRIVER_OK != 0 && d.core.queue(0).is_some() {
+                    if d.core.status().contains(DeviceStatus::DRIVER_OK) && d.core.queue(0).is_some() {
                         let mem = d.mem.clone();
                         if let Some(ring) = d.rings[0].as_mut() {
                             let free = match ring {
@@ -111,10 +112,10 @@ proptest! {
             // A stopped device keeps DRIVER_OK unless it was also suspended (spec-notes §2: each
             // quiesce is undone only by its own mechanism).
             prop_assert!(
-                s & status::DEVICE_STOPPED == 0 || s & (status::DRIVER_OK | status::SUSPEND) != 0,
+                !s.intersects(DeviceStatus::DEVICE_STOPPED) || s.intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND),
                 "stopped without DRIVER_OK or SUSPEND: {:#x}", s
             );
-            prop_assert!(s & status::SUSPEND == 0 || s & status::DRIVER_OK == 0, "SUSPEND presented with DRIVER_OK: {:#x}", s);
+            prop_assert!(!s.intersects(DeviceStatus::SUSPEND) || !s.intersects(DeviceStatus::DRIVER_OK), "SUSPEND presented with DRIVER_OK: {:#x}", s);
         }
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_queue::RingPosition;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 fn features(packed: bool) -> u64 {
     let mut f = bit(Feature::Version1) | bit(Feature::QueueState) | bit(Feature::DeviceStop);
@@ -32,7 +32,7 @@ fn queue_state_survives_reset() {
         let mut d = CoreDriver::rng();
         d.start(features(packed));
         run_buffers(&mut d, 19);
-        d.core.write_status(0);
+        d.core.write_status(DeviceStatus::RESET);
         let (avail, used) = (d.core.queue_avail_state(0), d.core.queue_used_state(0));
         if packed {
             // Queue size 16: 19 one-descriptor buffers wrap once and stop at index 3.
@@ -48,6 +48,50 @@ fn queue_state_survives_reset() {
     }
 }
 
+/// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated, a device MUST NOT clear the queue
+/// state upon reset" — also for a queue that was enabled but never ran: after reset it reads in
+/// its own ring format's encoding (packed: both wrap counters 1), not split's zero.
+#[test]
+fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
+    for packed in [false, true] {
+        let mut d = CoreDriver::rng();
+        let f = features(packed);
+        d.negotiate(f);
+        d.setup_queues(f);
+        d.core.write_status(DeviceStatus::RESET);
+        let want = if packed {
+            (
+                RingPosition::INITIAL.to_state(),
+                RingPosition::INITIAL.to_state(),
+            )
+        } else {
+            (0, 0)
+        };
+        assert_eq!(
+            (d.core.queue_avail_state(0), d.core.queue_used_state(0)),
+            want,
+            "packed={packed}, before DRIVER_OK"
+        );
+
+        // Started and suspended before taking a buffer: the recorded state is kept too.
+        let f = f | bit(Feature::Suspend);
+        d.negotiate(f);
+        d.setup_queues(f);
+        d.core.write_status(RUNNING);
+        d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+        d.core.write_status(DeviceStatus::RESET);
+        assert_eq!(
+            (d.core.queue_avail_state(0), d.core.queue_used_state(0)),
+            want,
+            "packed={packed}, suspended"
+        );
+        assert_eq!(
+            d.core.queue_state(0).map(|s| (s.avail_state, s.used_state)),
+            Some(want)
+        );
+    }
+}
+
 /// Seed 001: "... and MUST reset the queue state when the driver sets ACKNOWLEDGE status bit."
 #[test]
 fn acknowledge_resets_queue_state() {
@@ -55,7 +99,7 @@ fn acknowledge_resets_queue_state() {
         let mut d = CoreDriver::rng();
         d.start(features(packed));
         run_buffers(&mut d, 5);
-        d.core.write_status(0);
+        d.core.write_status(DeviceStatus::RESET);
         assert_ne!(d.core.queue_avail_state(0), if packed { 0x8000 } else { 0 });
         d.negotiate(features(packed));
         let initial = if packed {
@@ -77,17 +121,25 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
     let mut d = CoreDriver::rng();
     d.start(f);
     run_buffers(&mut d, 7);
-    d.core.write_status(0);
-    d.core.write_status(status::ACKNOWLEDGE);
-    d.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+    d.core.write_status(DeviceStatus::RESET);
+    d.core.write_status(DeviceStatus::ACKNOWLEDGE);
+    d.core
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
     d.core.set_driver_features(f);
-    d.core.set_queue_avail_state(0, 7);
+    // A value that differs from both the initial state (0) and the one set below (7), so a
+    // write taken outside the window shows.
+    d.core.set_queue_avail_state(0, 5);
     assert_eq!(
         d.core.queue_avail_state(0),
         0,
         "before FEATURES_OK: ignored"
     );
     d.core.write_status(SETUP);
+    assert_eq!(
+        d.core.queue_avail_state(0),
+        0,
+        "the write before FEATURES_OK was ignored, not kept"
+    );
     d.reprogram_queues();
     d.core.set_queue_avail_state(0, 7);
     assert_eq!(d.core.queue_avail_state(0), 7);
@@ -100,7 +152,7 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
         1,
         "started at index 7: only the new buffer is taken"
     );
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
         d.core.queue_avail_state(0),
         8,
@@ -120,9 +172,8 @@ fn invalid_queue_state_sets_needs_reset_at_driver_ok() {
         d.core.set_queue_avail_state(0, value);
         d.core.write_status(RUNNING);
         let s = d.core.status();
-        assert_ne!(
-            s & status::DEVICE_NEEDS_RESET,
-            0,
+        assert!(
+            s.contains(DeviceStatus::DEVICE_NEEDS_RESET),
             "state {value:#x} packed={packed}"
         );
         assert_eq!(
@@ -141,11 +192,11 @@ fn queue_state_readable_while_stopped_not_while_running() {
     d.start(features(false));
     run_buffers(&mut d, 4);
     assert_eq!(d.core.queue_avail_state(0), 0, "running: not readable");
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.queue_avail_state(0), 4);
     d.core.write_status(RUNNING);
     run_buffers(&mut d, 1);
-    d.core.write_status(RUNNING | status::DEVICE_STOPPED);
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
         d.core.queue_avail_state(0),
         5,

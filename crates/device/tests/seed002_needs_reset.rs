@@ -7,7 +7,7 @@ use common::TestRing;
 use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_device::DeviceError;
 use virtio_lm_queue::{BufferSpec, ChainError, QueueError};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestAddress;
 
 /// Makes queue 0's next chain malformed: a buffer outside guest memory.
@@ -34,7 +34,7 @@ fn malformed_chain_sets_needs_reset_and_notifies() {
     d.start_default();
     offer_malformed(&mut d);
     d.core.kick(0);
-    assert_eq!(d.core.status(), RUNNING | status::DEVICE_NEEDS_RESET);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_NEEDS_RESET);
     assert_eq!(d.irq.config(), 1);
     assert!(matches!(
         d.core.last_error(),
@@ -69,8 +69,8 @@ fn reset_recovers_from_needs_reset() {
     let features = d.start_default();
     offer_malformed(&mut d);
     d.core.kick(0);
-    d.core.write_status(0);
-    assert_eq!(d.core.status(), 0);
+    d.core.write_status(DeviceStatus::RESET);
+    assert_eq!(d.core.status(), DeviceStatus::RESET);
     d.start(features);
     d.offer(2);
     d.core.kick(0);
@@ -83,12 +83,16 @@ fn reset_recovers_from_needs_reset() {
 #[test]
 fn failed_requires_reset_before_reinitialisation() {
     let mut d = CoreDriver::rng();
-    d.core.write_status(status::ACKNOWLEDGE);
-    d.core.write_status(status::ACKNOWLEDGE | status::FAILED);
+    d.core.write_status(DeviceStatus::ACKNOWLEDGE);
     d.core
-        .write_status(status::ACKNOWLEDGE | status::FAILED | status::DRIVER);
-    assert_eq!(d.core.status(), status::ACKNOWLEDGE | status::FAILED);
-    d.core.write_status(0);
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::FAILED);
+    d.core
+        .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::FAILED | DeviceStatus::DRIVER);
+    assert_eq!(
+        d.core.status(),
+        DeviceStatus::ACKNOWLEDGE | DeviceStatus::FAILED
+    );
+    d.core.write_status(DeviceStatus::RESET);
     d.start(bit(Feature::Version1));
     assert_eq!(d.core.status(), RUNNING);
 }
@@ -98,7 +102,8 @@ fn failed_requires_reset_before_reinitialisation() {
 fn driver_cannot_write_needs_reset() {
     let mut d = CoreDriver::rng();
     d.negotiate(bit(Feature::Version1));
-    d.core.write_status(SETUP | status::DEVICE_NEEDS_RESET);
+    d.core
+        .write_status(SETUP | DeviceStatus::DEVICE_NEEDS_RESET);
     assert_eq!(d.core.status(), SETUP);
 }
 
@@ -113,6 +118,6 @@ fn invalid_queue_layout_sets_needs_reset_at_driver_ok() {
     d.setup_queues(f);
     d.core.write_queue(0, |regs| regs.desc = 0x3); // misaligned descriptor table
     d.core.write_status(RUNNING);
-    assert_ne!(d.core.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(d.irq.config(), 1);
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{checksum, CoreDriver, DATA, QUEUE_BASE, RUNNING, SETUP};
 use virtio_lm_device::{DeviceCore, InterruptCounter, Worker};
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Guest memory the device may write: queue 0's rings and the data buffers.
@@ -56,7 +56,7 @@ fn collect_until(r: &mut Rig, collected: &mut Vec<u16>, want: usize) {
     panic!("only {} of {want} buffers completed", collected.len());
 }
 
-fn race(quiesce: u8, resume: u8, acknowledged: u8) {
+fn race(quiesce: DeviceStatus, resume: DeviceStatus, acknowledged: DeviceStatus) {
     let mut r = rig();
     let mut total = 0usize;
     let mut collected = Vec::new();
@@ -99,9 +99,9 @@ fn race(quiesce: u8, resume: u8, acknowledged: u8) {
 #[test]
 fn stop_races_kicks() {
     race(
-        RUNNING | status::DEVICE_STOPPED,
+        RUNNING | DeviceStatus::DEVICE_STOPPED,
         RUNNING,
-        RUNNING | status::DEVICE_STOPPED,
+        RUNNING | DeviceStatus::DEVICE_STOPPED,
     );
 }
 
@@ -110,8 +110,8 @@ fn stop_races_kicks() {
 #[test]
 fn suspend_races_kicks() {
     race(
-        RUNNING | status::SUSPEND,
-        SETUP | status::SUSPEND | status::DRIVER_OK,
-        SETUP | status::SUSPEND,
+        RUNNING | DeviceStatus::SUSPEND,
+        SETUP | DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK,
+        SETUP | DeviceStatus::SUSPEND,
     );
 }

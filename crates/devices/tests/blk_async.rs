@@ -10,7 +10,7 @@ use common::{initial_sector, pattern, Req, Rig, TempImage};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{features, status};
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
-use virtio_lm_spec::status as dev_status;
+use virtio_lm_spec::DeviceStatus;
 
 const SECTORS: u64 = 512;
 
@@ -161,8 +161,8 @@ fn background_completion_with_a_disabled_lower_queue() {
     let b = r.submit(1, 1, &Req::read(3, 1));
     let c = r.submit(2, 2, &Req::read(4, 1));
     r.set_and_wait(
-        common::RUNNING | dev_status::DEVICE_STOPPED,
-        common::RUNNING | dev_status::DEVICE_STOPPED,
+        common::RUNNING | DeviceStatus::DEVICE_STOPPED,
+        common::RUNNING | DeviceStatus::DEVICE_STOPPED,
     );
     assert_eq!(
         r.collect(1).iter().map(|u| u.id).collect::<Vec<_>>(),

@@ -12,9 +12,9 @@ use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{offset, status};
 use virtio_lm_devices::Gate;
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 /// spec-notes §5 and §7 pitfalls 2 and 9: in-flight requests and the device-specific state
 /// (BLK_WRITEBACK) survive a context transfer; each request completes once, on the destination.
@@ -115,7 +115,7 @@ fn blk_config_travels_and_a_different_capacity_is_refused() {
             offset: offset::CAPACITY
         }
     );
-    assert_eq!(dst.core.status(), 0, "nothing applied");
+    assert_eq!(dst.core.status().bits(), 0, "nothing applied");
 }
 
 /// Seed 004: "the device MUST respond with an error ... if there is a mismatch between the

@@ -12,11 +12,11 @@ use common::{initial_sector, pattern, Req, Rig, TempImage, RUNNING, SETUP};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, Gate, RequestInfo};
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
 const SECTORS: u64 = 256;
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
-const SUSPENDED: u8 = SETUP | dev::SUSPEND;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
+const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 fn gated(image: &TempImage, gate: &Gate) -> BlkOptions {
     BlkOptions {
@@ -115,14 +115,14 @@ fn drain_suspend_waits_for_the_backend() {
     r.start_all(true);
     let reqs = workload();
     let ids = submit_all(&mut r, &reqs);
-    r.core.write_status(RUNNING | dev::SUSPEND);
+    r.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(r.core.status(), RUNNING);
     gate.open();
-    r.set_and_wait(RUNNING | dev::SUSPEND, SUSPENDED);
+    r.set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     let used: Vec<u16> = r.collect(0).iter().map(|u| u.id).collect();
     assert_eq!(sorted(used), sorted(ids));
     verify(&r, &image, &reqs);
-    r.core.write_status(SUSPENDED | dev::DRIVER_OK);
+    r.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
     assert_eq!(r.core.status(), RUNNING);
     assert_eq!(r.run(30, &Req::read(5, 1)).0, status::OK);
 }
@@ -259,10 +259,10 @@ fn record_inflight_suspend_then_resume_reexecutes_once() {
     r.start_all(true);
     let reqs = workload();
     let ids = submit_all(&mut r, &reqs);
-    r.set_and_wait(RUNNING | dev::SUSPEND, SUSPENDED);
+    r.set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     assert_eq!(r.core.queue_state(0).unwrap().inflight_ids(), ids);
     gate.open();
-    r.core.write_status(SUSPENDED | dev::DRIVER_OK);
+    r.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
     assert_eq!(r.core.status(), RUNNING);
     let used: Vec<u16> = r.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
     assert_eq!(sorted(used), sorted(ids));
@@ -308,7 +308,7 @@ fn reset_cancels_outstanding_requests() {
     let reqs = workload();
     submit_all(&mut r, &reqs);
     let before = image.read();
-    r.core.write_status(0);
+    r.core.write_status(DeviceStatus::RESET);
     let checksum = r.memory_checksum();
     gate.open();
     std::thread::sleep(Duration::from_millis(20));

@@ -17,7 +17,7 @@ use common::{lay_out, pattern, slot_in_data, slot_status, Mem, Req, Rig, TempIma
 use virtio_lm_device::{DeviceCore, QuiesceMode, Worker};
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -99,9 +99,9 @@ fn worker_and_completion_thread_drive_the_device() {
                 // Stop while the backend works; the driver re-reads the status.
                 core.lock()
                     .unwrap()
-                    .write_status(RUNNING | dev::DEVICE_STOPPED);
+                    .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
                 let deadline = Instant::now() + common::TIMEOUT;
-                while core.lock().unwrap().status() != RUNNING | dev::DEVICE_STOPPED {
+                while core.lock().unwrap().status() != RUNNING | DeviceStatus::DEVICE_STOPPED {
                     assert!(Instant::now() < deadline, "stop never presented");
                     std::thread::sleep(Duration::from_micros(100));
                 }

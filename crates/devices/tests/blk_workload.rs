@@ -13,7 +13,7 @@ use common::{pattern, Req, Rig, TempImage, RUNNING, SETUP};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
 const QUEUES: u16 = 2;
 const SLOTS_PER_QUEUE: u64 = 12;
@@ -173,9 +173,15 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
         }
         let suspend = rng.next().is_multiple_of(2);
         let (request, presented) = if suspend {
-            (RUNNING | dev::SUSPEND, SETUP | dev::SUSPEND)
+            (
+                RUNNING | DeviceStatus::SUSPEND,
+                SETUP | DeviceStatus::SUSPEND,
+            )
         } else {
-            (RUNNING | dev::DEVICE_STOPPED, RUNNING | dev::DEVICE_STOPPED)
+            (
+                RUNNING | DeviceStatus::DEVICE_STOPPED,
+                RUNNING | DeviceStatus::DEVICE_STOPPED,
+            )
         };
         w.r.set_and_wait(request, presented);
         w.collect();
@@ -201,7 +207,7 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
             w.r = w.r.migrate(options.clone(), mode);
             migrations += 1;
         } else if suspend {
-            w.r.core.write_status(presented | dev::DRIVER_OK);
+            w.r.core.write_status(presented | DeviceStatus::DRIVER_OK);
         } else {
             w.r.core.write_status(RUNNING);
         }

@@ -16,9 +16,9 @@ use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset, status as ns};
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::net::rarp_frame;
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 fn net_status(rig: &NetRig) -> u16 {
     let b = rig.config(offset::STATUS, 2);

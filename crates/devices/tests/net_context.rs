@@ -13,9 +13,9 @@ use virtio_lm_devices::net::config::{ctrl, offset};
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 const NEW_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const UNI: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
 const MULTI: [u8; 6] = [0x01, 0x00, 0x5e, 0, 0, 9];
@@ -240,7 +240,7 @@ fn a_context_with_bad_net_fields_is_refused() {
     );
     let after = dst.core.save_context().unwrap();
     assert_eq!(after.device_fields, before.device_fields);
-    assert_eq!(dst.core.status(), 0);
+    assert_eq!(dst.core.status(), DeviceStatus::RESET);
 }
 
 /// Seed 004 ("a mismatch between the device context field length ... and the length of the
@@ -272,7 +272,7 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
         dst.core.restore_context(&ctx).unwrap_err(),
         virtio_lm_device::ContextError::DeviceConfigMismatch { offset: 5 }
     );
-    assert_eq!(dst.core.status(), 0, "nothing applied");
+    assert_eq!(dst.core.status().bits(), 0, "nothing applied");
     let mut bad = ctx.clone();
     bad.device_config.push(0);
     let mut same = NetRig::with_mem(

@@ -178,7 +178,9 @@ fn mac_addr_set() {
     assert_eq!(set(&mut fx, &MULTI), ctrl::ERR);
     assert_eq!(set(&mut fx, &new[..5]), ctrl::ERR);
     assert_eq!(fx.rig.config(offset::MAC, 6), new, "ERR changed nothing");
-    fx.rig.core.write_status(0);
+    fx.rig
+        .core
+        .write_status(virtio_lm_spec::DeviceStatus::RESET);
     assert_eq!(
         fx.rig.config(offset::MAC, 6),
         MAC,

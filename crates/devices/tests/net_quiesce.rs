@@ -12,9 +12,9 @@ use net_common::{frame, options, peer_socket, recv, NetRig, MAC, RUNNING, SETUP,
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
-const STOPPED: u8 = RUNNING | dev::DEVICE_STOPPED;
+const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 
 fn gated(peer: &std::net::UdpSocket, gate: &Gate) -> NetOptions {
@@ -104,7 +104,10 @@ fn record_inflight_suspend_sends_held_frames_once_on_resume() {
     for f in &sent {
         assert!(rig.send(0, f));
     }
-    rig.set_and_wait(RUNNING | dev::SUSPEND, SETUP | dev::SUSPEND);
+    rig.set_and_wait(
+        RUNNING | DeviceStatus::SUSPEND,
+        SETUP | DeviceStatus::SUSPEND,
+    );
     let tx = rig.core.queue_state(NetDriver::tx_queue(0)).unwrap();
     assert_eq!(tx.inflight_ids().len(), 4);
     let rx = rig.core.queue_state(NetDriver::rx_queue(0)).unwrap();
@@ -120,7 +123,8 @@ fn record_inflight_suspend_sends_held_frames_once_on_resume() {
         drain_peer(&peer, Duration::from_millis(10)).is_empty(),
         "quiet while suspended"
     );
-    rig.core.write_status(SETUP | dev::SUSPEND | dev::DRIVER_OK);
+    rig.core
+        .write_status(SETUP | DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK);
     assert_eq!(rig.core.status(), RUNNING);
     assert_eq!(
         drain_peer(&peer, Duration::from_millis(50)),

@@ -15,7 +15,7 @@ use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
-use virtio_lm_spec::status as dev;
+use virtio_lm_spec::DeviceStatus;
 
 /// xorshift64: reproducible choices.
 struct Rng(u64);
@@ -81,9 +81,15 @@ fn run(case: Case) {
         let migrate = case.migrate_every.is_some_and(|n| cycle % n == n - 1);
         let suspend = !migrate && rng.next().is_multiple_of(2);
         let (request, presented) = if suspend {
-            (RUNNING | dev::SUSPEND, SETUP | dev::SUSPEND)
+            (
+                RUNNING | DeviceStatus::SUSPEND,
+                SETUP | DeviceStatus::SUSPEND,
+            )
         } else {
-            (RUNNING | dev::DEVICE_STOPPED, RUNNING | dev::DEVICE_STOPPED)
+            (
+                RUNNING | DeviceStatus::DEVICE_STOPPED,
+                RUNNING | DeviceStatus::DEVICE_STOPPED,
+            )
         };
         r.rig.core.write_status(request);
         if case.mode == QuiesceMode::Drain && busy {
@@ -134,7 +140,7 @@ fn run(case: Case) {
             migrations += 1;
             r.rig.core.write_status(RUNNING);
         } else if suspend {
-            r.rig.core.write_status(presented | dev::DRIVER_OK);
+            r.rig.core.write_status(presented | DeviceStatus::DRIVER_OK);
         } else {
             r.rig.core.write_status(RUNNING);
         }

@@ -4,7 +4,7 @@
 use virtio_lm_device::DeviceCore;
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::pci::{offset, CommonConfig};
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestMemory;
 use zerocopy::little_endian::{U16, U32, U64};
 
@@ -52,13 +52,13 @@ fn feature_word(features: u64, select: u32) -> u32 {
 /// (seed 001: the driver reads state after a reset) the device is reset and offers it.
 fn queue_state_present<M: GuestMemory + Send + Sync + 'static>(
     core: &DeviceCore<M>,
-    device_status: u8,
+    device_status: DeviceStatus,
 ) -> bool {
     let offered = core
         .profile()
         .mask(Feature::QueueState)
         .is_some_and(|m| core.device_features() & m != 0);
-    core.negotiated(Feature::QueueState) || (device_status == 0 && offered)
+    core.negotiated(Feature::QueueState) || (device_status.is_empty() && offered)
 }
 
 /// The common configuration as the driver would read it now.
@@ -84,7 +84,7 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
         config_msix_vector: U16::new(irq.config_vector()),
         // Admin queues are not counted in num_queues (spec §2.6).
         num_queues: U16::new(core.num_queues() - admin.map_or(0, |a| a.num)),
-        device_status,
+        device_status: device_status.bits(),
         config_generation: core.config_generation(),
         queue_select: U16::new(q),
         ..CommonConfig::default()
@@ -204,10 +204,13 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
             core.set_driver_features(features);
         }
         (offset::CONFIG_MSIX_VECTOR, 2) => {
-            irq.set_config_vector(v16);
+            // Frozen while stopped or suspended, as the queue vectors (spec-decisions §2).
+            if !core.quiesced_in_band() {
+                irq.set_config_vector(v16);
+            }
         }
         (offset::DEVICE_STATUS, 1) => {
-            core.write_status(value as u8);
+            core.write_status(DeviceStatus::from_bits_retain(value as u8));
             if value == 0 {
                 irq.reset();
                 *sel = Selectors::default();
@@ -219,8 +222,7 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
         (offset::QUEUE_MSIX_VECTOR, 2) => {
             // Interrupt routing may change at any time except while the device is quiescent
             // (spec-notes §2: while suspended only queue state may be written).
-            let quiet = core.status() & (status::SUSPEND | status::DEVICE_STOPPED) != 0;
-            if !quiet && core.queue(q).is_some() {
+            if !core.quiesced_in_band() && core.queue(q).is_some() {
                 irq.set_queue_vector(q, v16);
             }
         }

@@ -3,7 +3,7 @@
 use thiserror::Error;
 use virtio_lm_device::CoreError;
 use virtio_lm_queue::DriverError;
-use virtio_lm_spec::Feature;
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 /// Why a transport or driver operation failed.
 #[derive(Debug, Error)]
@@ -44,31 +44,31 @@ pub enum PciError {
     #[error("Device rejected the features (status {status:#04x})")]
     FeaturesRejected {
         /// Status read back.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The operation needs DRIVER_OK (seed 000: DEVICE_STOPPED is only set or cleared then).
     #[error("Device not running (status {status:#04x})")]
     NotRunning {
         /// Status read.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The operation needs SUSPEND presented.
     #[error("Device not suspended (status {status:#04x})")]
     NotSuspended {
         /// Status read.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The operation needs a device that is stopped, suspended or reset.
     #[error("Device is running (status {status:#04x})")]
     NotQuiescent {
         /// Status read.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The device set DEVICE_NEEDS_RESET (seed 002); only a reset recovers.
     #[error("Device needs reset (status {status:#04x})")]
     NeedsReset {
         /// Status read.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The device did not present the expected status within the retry bound.
     #[error("Timed out waiting for {what} after {attempts} reads (last status {status:#04x})")]
@@ -78,7 +78,7 @@ pub enum PciError {
         /// Status reads made.
         attempts: u32,
         /// The last status read.
-        status: u8,
+        status: DeviceStatus,
     },
     /// The device has no such queue (queue_size reads 0).
     #[error("Queue {0} does not exist")]

@@ -16,7 +16,7 @@ use virtio_lm_pci::PciTransport;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, qualifier, status, DevMode};
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
 
 fn read16(owner: &virtio_lm_pci::admin::OwnerFunction<Mem>, field: usize) -> u16 {
@@ -27,7 +27,9 @@ fn read16(owner: &virtio_lm_pci::admin::OwnerFunction<Mem>, field: usize) -> u16
 
 /// Every member's mode, status and context, as the host sees them: what an EINVAL must not
 /// change.
-fn state(owner: &virtio_lm_pci::admin::OwnerFunction<Mem>) -> Vec<(DevMode, u8, Vec<u8>)> {
+fn state(
+    owner: &virtio_lm_pci::admin::OwnerFunction<Mem>,
+) -> Vec<(DevMode, DeviceStatus, Vec<u8>)> {
     (1..=owner.sriov().num_vfs)
         .filter_map(|m| owner.member(m))
         .map(|f| {

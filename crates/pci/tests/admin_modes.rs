@@ -13,7 +13,7 @@ use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
 use virtio_lm_pci::{PciTransport, VirtioPciFunction};
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{status as dev_status, Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
 fn mode_of(f: &VirtioPciFunction<Mem>) -> DevMode {
     f.core().lock().unwrap().admin_mode()
@@ -232,10 +232,11 @@ fn stop_answers_register_reads() {
     assert_eq!(
         active[5],
         u16::from(
-            dev_status::ACKNOWLEDGE
-                | dev_status::DRIVER
-                | dev_status::FEATURES_OK
-                | dev_status::DRIVER_OK
+            (DeviceStatus::ACKNOWLEDGE
+                | DeviceStatus::DRIVER
+                | DeviceStatus::FEATURES_OK
+                | DeviceStatus::DRIVER_OK)
+                .bits()
         )
     );
     client.dev_mode_set(1, DevMode::Stop).unwrap();
@@ -484,7 +485,7 @@ fn admin_modes_and_in_band_stop_are_independent() {
     let s = rd8(&member, offset::DEVICE_STATUS);
     member.write(
         offset::DEVICE_STATUS as u64,
-        &[s | dev_status::DEVICE_STOPPED],
+        &[s | DeviceStatus::DEVICE_STOPPED.bits()],
     );
     assert_eq!(rd8(&member, offset::DEVICE_STATUS), s);
     guest.submit(1);

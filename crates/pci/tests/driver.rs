@@ -12,7 +12,7 @@ use virtio_lm_device::CoreOptions;
 use virtio_lm_pci::{PciDriver, PciError, PciTransport, PollPolicy, QueueSetup};
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingFeatures, RingKind, SplitDriver};
 use virtio_lm_spec::pci::offset::*;
-use virtio_lm_spec::{status, Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
 
 /// Spec §10.4 init order through the registers: reset (write 0, read back 0), ACKNOWLEDGE,
@@ -46,7 +46,7 @@ fn init_follows_the_spec_sequence() {
     assert!(driver_written < features_read && features_read < features_written);
     assert!(features_written < features_ok && features_ok < features_ok_read);
     assert!(features_ok_read < enable && enable < driver_ok);
-    assert_eq!(driver.status(), 15);
+    assert_eq!(driver.status().bits(), 15);
     assert_eq!(driver.features(), wanted);
     assert!(!driver.negotiated(Feature::RingPacked));
 }
@@ -101,8 +101,11 @@ fn rng_fills_real_buffers_split_and_packed() {
 fn nothing_is_consumed_before_driver_ok() {
     let mem = memory();
     let f = rng_function(&mem, 8, false);
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE);
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+    f.w8(
+        DEVICE_STATUS,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
+    );
     f.w32(DRIVER_FEATURE_SELECT, 1);
     f.w32(DRIVER_FEATURE, 1); // VERSION_1 (bit 32)
     f.w8(DEVICE_STATUS, 11);
@@ -156,7 +159,7 @@ fn driver_never_touches_device_stopped_without_driver_ok() {
         .all(|&(write, _)| !write));
     driver.resume_from_suspend().unwrap();
     driver.stop().unwrap();
-    assert_ne!(driver.status() & status::DEVICE_STOPPED, 0);
+    assert!(driver.status().contains(DeviceStatus::DEVICE_STOPPED));
 }
 
 /// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." Written with
@@ -174,8 +177,8 @@ fn device_ignores_device_stopped_without_driver_ok() {
     f.w32(DRIVER_FEATURE_SELECT, 1);
     f.w32(DRIVER_FEATURE, (wanted >> 32) as u32);
     f.w8(DEVICE_STATUS, 11);
-    f.w8(DEVICE_STATUS, 11 | status::DEVICE_STOPPED);
-    assert_eq!(f.status(), 11);
+    f.w8(DEVICE_STATUS, 11 | DeviceStatus::DEVICE_STOPPED.bits());
+    assert_eq!(f.status().bits(), 11);
 
     let mut driver = driver_for(&f, &mem);
     driver
@@ -184,8 +187,8 @@ fn device_ignores_device_stopped_without_driver_ok() {
             &[QueueSetup::new(0, 4, RING)],
         )
         .unwrap();
-    f.w8(DEVICE_STATUS, 15 | status::DEVICE_STOPPED);
-    assert_eq!(f.status(), 15);
+    f.w8(DEVICE_STATUS, 15 | DeviceStatus::DEVICE_STOPPED.bits());
+    assert_eq!(f.status().bits(), 15);
     assert!(matches!(
         driver.stop(),
         Err(PciError::FeatureNotNegotiated(Feature::DeviceStop))
@@ -209,7 +212,7 @@ fn stop_and_resume_write_then_reread_the_status() {
         .unwrap();
     rec.take();
     driver.stop().unwrap();
-    let stopped = status::DEVICE_STOPPED | 15;
+    let stopped = DeviceStatus::DEVICE_STOPPED.bits() | 15;
     assert_eq!(
         Recorder::status_accesses(&rec.take()),
         vec![(false, 15), (true, stopped), (false, stopped)]
@@ -254,7 +257,7 @@ fn stop_completes_requests_in_process_first() {
     assert!(reads.len() >= 3, "{reads:?}");
     assert!(reads[1..reads.len() - 1]
         .iter()
-        .all(|s| s & status::DEVICE_STOPPED == 0));
+        .all(|&s| !DeviceStatus::from(s).intersects(DeviceStatus::DEVICE_STOPPED)));
     assert_eq!(driver.collect_used(0).unwrap().len(), 3);
     assert_eq!(f.interrupts().vector_count(1), 3);
     push(&mut driver, 0, &[BufferSpec::writable(DATA + 0x400, 16)]);
@@ -300,7 +303,7 @@ fn stop_gives_up_with_a_clear_error() {
             status,
         }) => {
             assert_eq!(what, "DEVICE_STOPPED set");
-            assert_eq!(status & status::DEVICE_STOPPED, 0);
+            assert!(!status.intersects(DeviceStatus::DEVICE_STOPPED));
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -352,7 +355,10 @@ fn suspend_clears_driver_ok_and_driver_ok_resumes() {
             .unwrap();
         driver.suspend().unwrap();
         let s = driver.status();
-        assert_eq!(s & (status::SUSPEND | status::DRIVER_OK), status::SUSPEND);
+        assert_eq!(
+            s & (DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK),
+            DeviceStatus::SUSPEND
+        );
         let id = driver
             .add_buffer(0, &[BufferSpec::writable(DATA, 8)])
             .unwrap();
@@ -360,15 +366,15 @@ fn suspend_clears_driver_ok_and_driver_ok_resumes() {
         let before = snapshot(&mem);
         driver.notify(0).unwrap();
         f.core().lock().unwrap().change_config(|_| {});
-        f.w8(DEVICE_STATUS, s);
+        f.w8(DEVICE_STATUS, s.bits());
         assert_eq!(driver.status(), s);
         assert!(snapshot(&mem) == before, "suspended device touched memory");
         assert_eq!(f.interrupts().total(), 0);
         assert_eq!(driver.config_generation(), 0);
         driver.resume_from_suspend().unwrap();
         assert_eq!(
-            driver.status() & (status::SUSPEND | status::DRIVER_OK),
-            status::DRIVER_OK
+            driver.status() & (DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK),
+            DeviceStatus::DRIVER_OK
         );
         let used = driver.collect_used(0).unwrap();
         assert_eq!(used.iter().map(|u| u.id).collect::<Vec<_>>(), vec![id]);
@@ -399,7 +405,7 @@ fn suspend_needs_the_feature() {
         driver.suspend(),
         Err(PciError::FeatureNotNegotiated(Feature::Suspend))
     ));
-    assert_eq!(driver.status() & status::SUSPEND, 0);
+    assert!(!driver.status().intersects(DeviceStatus::SUSPEND));
 }
 
 /// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated, a driver MUST set the state of each
@@ -419,7 +425,7 @@ fn queue_state_set_before_driver_ok_is_validated() {
         )
         .unwrap_err();
     assert!(matches!(err, PciError::NeedsReset { .. }), "{err}");
-    assert_ne!(driver.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(driver.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(f.interrupts().vector_count(0), 1);
     driver
         .init(
@@ -459,11 +465,11 @@ fn recovery_from_needs_reset_returns_outstanding_chains() {
         driver.stop(),
         Err(PciError::FeatureNotNegotiated(_))
     ));
-    assert_ne!(driver.status() & status::DEVICE_NEEDS_RESET, 0);
+    assert!(driver.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     let outstanding = driver.recover_from_needs_reset().unwrap();
     let buffers: Vec<_> = outstanding.iter().map(|c| c.buffers.clone()).collect();
     assert_eq!(buffers, vec![good.to_vec(), bad.to_vec()]);
-    assert_eq!(driver.status(), 15);
+    assert_eq!(driver.status().bits(), 15);
     assert_eq!(driver.features(), wanted);
     driver.submit(0, &outstanding[0].buffers).unwrap();
     let used = driver.collect_used(0).unwrap();
@@ -490,7 +496,7 @@ fn init_reports_unusable_setups() {
         driver.init(0, &[QueueSetup::new(0, 4, RING)]),
         Err(PciError::NotModern)
     ));
-    assert_ne!(driver.status() & status::FAILED, 0);
+    assert!(driver.status().contains(DeviceStatus::FAILED));
     let transport: Arc<dyn PciTransport> = f.clone();
     assert!(PciDriver::new(transport, mem.clone(), Profile::Seeds).is_ok());
 }

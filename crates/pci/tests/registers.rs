@@ -10,7 +10,7 @@ use virtio_lm_pci::QueueSetup;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::offset::*;
 use virtio_lm_spec::pci::VIRTIO_MSI_NO_VECTOR;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 
 use std::sync::Arc;
 use virtio_lm_pci::VirtioPciFunction;
@@ -25,17 +25,20 @@ fn fresh() -> (std::sync::Arc<Mem>, Function) {
 
 /// ACKNOWLEDGE, DRIVER, `wanted` written through both driver_feature windows, FEATURES_OK.
 fn to_features_ok(f: &Function, wanted: u64) {
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE);
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+    f.w8(
+        DEVICE_STATUS,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
+    );
     f.w32(DRIVER_FEATURE_SELECT, 0);
     f.w32(DRIVER_FEATURE, wanted as u32);
     f.w32(DRIVER_FEATURE_SELECT, 1);
     f.w32(DRIVER_FEATURE, (wanted >> 32) as u32);
     f.w8(
         DEVICE_STATUS,
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
     );
-    assert_ne!(f.status() & status::FEATURES_OK, 0);
+    assert!(f.status().contains(DeviceStatus::FEATURES_OK));
 }
 
 /// Every field reads at its natural width and offset (spec §9: 32-bit fields with 32-bit
@@ -173,7 +176,7 @@ fn unimplemented_offsets_read_zero() {
     }
     assert_eq!(
         f.status(),
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK
+        DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK
     );
 }
 
@@ -231,8 +234,11 @@ fn feature_select_windows() {
         f.w32(DEVICE_FEATURE_SELECT, select);
         assert_eq!(f.r32(DEVICE_FEATURE), expect, "select {select}");
     }
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE);
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+    f.w8(
+        DEVICE_STATUS,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
+    );
     let wanted = features(&[Feature::Version1, Feature::EventIdx, Feature::DeviceStop]);
     f.w32(DRIVER_FEATURE_SELECT, 1);
     f.w32(DRIVER_FEATURE, (wanted >> 32) as u32);
@@ -270,7 +276,7 @@ fn status_zero_resets_the_device() {
     f.w16(QUEUE_SELECT, 3);
     f.w32(DEVICE_FEATURE_SELECT, 1);
     f.w8(DEVICE_STATUS, 0);
-    assert_eq!(f.status(), 0);
+    assert_eq!(f.status(), DeviceStatus::RESET);
     assert_eq!(f.r16(QUEUE_SELECT), 0);
     assert_eq!(f.r32(DEVICE_FEATURE_SELECT), 0);
     f.w32(DRIVER_FEATURE_SELECT, 1);
@@ -327,12 +333,20 @@ fn queue_state_registers_exist_only_with_queue_state() {
     f.w64(QUEUE_DEVICE, RING + 68);
     f.w16(QUEUE_ENABLE, 1);
     let s = f.status();
-    f.w8(DEVICE_STATUS, s | status::DRIVER_OK);
-    assert_eq!(f.status() & status::DEVICE_NEEDS_RESET, 0);
-    assert_ne!(f.status() & status::DRIVER_OK, 0);
+    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
+    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+    assert!(f.status().contains(DeviceStatus::DRIVER_OK));
 
-    // With QUEUE_STATE.
+    // With QUEUE_STATE. A write before FEATURES_OK (with a value unlike the initial state) is
+    // ignored, not kept for later.
     let (_mem, f) = fresh();
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+    f.w8(
+        DEVICE_STATUS,
+        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
+    );
+    f.w16(QUEUE_AVAIL_STATE, 0x0005);
+    f.w16(QUEUE_USED_STATE, 0x0005);
     to_features_ok(
         &f,
         features(&[Feature::Version1, Feature::RingPacked, Feature::QueueState]),
@@ -351,8 +365,8 @@ fn queue_state_registers_exist_only_with_queue_state() {
     f.w64(QUEUE_DEVICE, RING + 68);
     f.w16(QUEUE_ENABLE, 1);
     let s = f.status();
-    f.w8(DEVICE_STATUS, s | status::DRIVER_OK);
-    assert_eq!(f.status() & status::DEVICE_NEEDS_RESET, 0);
+    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
+    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
     // Running: the state is not readable and not writable.
     f.w16(QUEUE_AVAIL_STATE, 0x0001);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
@@ -397,7 +411,7 @@ fn queue_state_survives_reset_and_resets_on_acknowledge() {
 #[test]
 fn queue_registers_are_writable_only_during_setup() {
     let (mem, f) = fresh();
-    f.w8(DEVICE_STATUS, status::ACKNOWLEDGE);
+    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
     f.w16(QUEUE_SIZE, 4);
     f.w64(QUEUE_DESC, 0x1000);
     assert_eq!((f.r16(QUEUE_SIZE), f.r64(QUEUE_DESC)), (8, 0));
@@ -442,4 +456,128 @@ fn suspended_device_takes_only_queue_state_writes() {
     driver.resume_from_suspend().unwrap();
     push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
     assert_eq!(driver.collect_used(0).unwrap().len(), 1);
+}
+
+const RUNNING: DeviceStatus = DeviceStatus::ACKNOWLEDGE
+    .union(DeviceStatus::DRIVER)
+    .union(DeviceStatus::FEATURES_OK)
+    .union(DeviceStatus::DRIVER_OK);
+
+/// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." — through the
+/// device_status register, for setting and clearing, including while DRIVER_OK is clear because
+/// the device is suspended; and (spec-decisions §2) a write that sets DRIVER_OK together with
+/// DEVICE_STOPPED starts the device without stopping it.
+#[test]
+fn device_stopped_register_ignored_without_driver_ok_both_ways() {
+    let (mem, f) = fresh();
+    let mut driver = driver_for(&f, &mem);
+    driver
+        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
+        .unwrap();
+    let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+    f.w8(DEVICE_STATUS, stopped.bits());
+    assert_eq!(f.status(), stopped);
+    f.w8(DEVICE_STATUS, (stopped | DeviceStatus::SUSPEND).bits());
+    let suspended = (stopped | DeviceStatus::SUSPEND).difference(DeviceStatus::DRIVER_OK);
+    assert_eq!(f.status(), suspended);
+    // Clearing DEVICE_STOPPED while DRIVER_OK is clear: ignored.
+    f.w8(
+        DEVICE_STATUS,
+        suspended.difference(DeviceStatus::DEVICE_STOPPED).bits(),
+    );
+    assert_eq!(f.status(), suspended);
+    // DRIVER_OK resumes from SUSPEND; the DEVICE_STOPPED clear in the same write is ignored.
+    f.w8(DEVICE_STATUS, (RUNNING | DeviceStatus::SUSPEND).bits());
+    assert_eq!(f.status(), stopped);
+    f.w8(DEVICE_STATUS, RUNNING.bits());
+    assert_eq!(f.status(), RUNNING);
+    // Setting DEVICE_STOPPED while suspended: ignored.
+    f.w8(DEVICE_STATUS, (RUNNING | DeviceStatus::SUSPEND).bits());
+    let suspended = (RUNNING | DeviceStatus::SUSPEND).difference(DeviceStatus::DRIVER_OK);
+    assert_eq!(f.status(), suspended);
+    f.w8(
+        DEVICE_STATUS,
+        (suspended | DeviceStatus::DEVICE_STOPPED).bits(),
+    );
+    assert_eq!(f.status(), suspended);
+
+    // DRIVER_OK and DEVICE_STOPPED in one write at the end of initialisation.
+    let (_mem, f) = fresh();
+    to_features_ok(&f, migration_features(false));
+    f.w8(DEVICE_STATUS, stopped.bits());
+    assert_eq!(f.status(), RUNNING);
+}
+
+/// Seed 003 review: "what about queue select and all related queue fields? — For now they are
+/// forbidden." With spec-decisions §2 and the virtio-pci decisions: while the device is stopped
+/// or suspended the driver's writes to the common configuration are ignored, except the
+/// selectors (they only choose what reads show), the device status and, while suspended, the
+/// queue state. Every
+/// writable field is written with a value different from its own and must read back unchanged;
+/// after resume the same config_msix_vector write takes effect.
+#[test]
+fn common_configuration_frozen_while_stopped_or_suspended() {
+    for suspend in [false, true] {
+        let (mem, f) = fresh();
+        let mut driver = driver_for(&f, &mem);
+        driver
+            .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
+            .unwrap();
+        push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
+        driver.collect_used(0).unwrap();
+        if suspend {
+            driver.suspend().unwrap();
+        } else {
+            driver.stop().unwrap();
+        }
+        f.w16(QUEUE_SELECT, 0);
+        let read = |f: &Function| {
+            f.w32(DRIVER_FEATURE_SELECT, 0);
+            let low = f.r32(DRIVER_FEATURE);
+            f.w32(DRIVER_FEATURE_SELECT, 1);
+            let high = f.r32(DRIVER_FEATURE);
+            (
+                (
+                    low,
+                    high,
+                    f.r16(CONFIG_MSIX_VECTOR),
+                    f.r16(QUEUE_MSIX_VECTOR),
+                ),
+                (f.r16(QUEUE_SIZE), f.r16(QUEUE_ENABLE)),
+                (f.r64(QUEUE_DESC), f.r64(QUEUE_DRIVER), f.r64(QUEUE_DEVICE)),
+                (f.r16(QUEUE_AVAIL_STATE), f.status()),
+            )
+        };
+        let before = read(&f);
+        let other = |v: u16| if v == 0 { 1 } else { 0 };
+        let config_vector = f.r16(CONFIG_MSIX_VECTOR);
+        f.w16(CONFIG_MSIX_VECTOR, other(config_vector));
+        f.w16(QUEUE_MSIX_VECTOR, other(f.r16(QUEUE_MSIX_VECTOR)));
+        for select in [0, 1] {
+            f.w32(DRIVER_FEATURE_SELECT, select);
+            f.w32(DRIVER_FEATURE, !f.r32(DRIVER_FEATURE));
+        }
+        f.w16(QUEUE_SIZE, 2);
+        f.w16(QUEUE_ENABLE, 0);
+        f.w64(QUEUE_DESC, RING + 0x4000);
+        f.w64(QUEUE_DRIVER, RING + 0x5000);
+        f.w64(QUEUE_DEVICE, RING + 0x6000);
+        if !suspend {
+            // Stopped: DRIVER_OK is set, so the queue state is not writable either.
+            f.w16(QUEUE_AVAIL_STATE, f.r16(QUEUE_AVAIL_STATE) + 3);
+        }
+        assert_eq!(read(&f), before, "suspend={suspend}");
+
+        if suspend {
+            driver.resume_from_suspend().unwrap();
+        } else {
+            driver.resume().unwrap();
+        }
+        f.w16(CONFIG_MSIX_VECTOR, other(config_vector));
+        assert_eq!(
+            f.r16(CONFIG_MSIX_VECTOR),
+            other(config_vector),
+            "live again"
+        );
+    }
 }

@@ -55,7 +55,7 @@ pub mod status;
 
 pub use features::Feature;
 pub use profile::{FeatureSet, Profile, ProfileError};
-pub use status::{DeviceStatus, StatusBit};
+pub use status::DeviceStatus;
 
 /// Re-exported so users name the same zerocopy traits and field types as the
 /// layouts here.

@@ -10,7 +10,7 @@ use core::fmt;
 use core::str::FromStr;
 
 use crate::features::Feature;
-use crate::status::{DeviceStatus, StatusBit};
+use crate::status::DeviceStatus;
 
 /// A numbering profile (spec-notes §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,21 +142,19 @@ impl Profile {
 
     /// The mask value of status `bit`, or `None` if the profile does not
     /// offer it (DEVICE_STOPPED under [`Profile::V1_4`]).
-    pub const fn status_bit(self, bit: StatusBit) -> Option<u8> {
-        match (self, bit) {
-            (Profile::V1_4, StatusBit::DeviceStopped) => None,
-            (_, bit) => Some(bit.mask()),
+    pub fn status_bit(self, bit: DeviceStatus) -> Option<u8> {
+        match self {
+            Profile::V1_4 if bit == DeviceStatus::DEVICE_STOPPED => None,
+            _ => Some(bit.bits()),
         }
     }
 
     /// Every status bit this profile defines.
     pub fn status_mask(self) -> DeviceStatus {
-        StatusBit::ALL
-            .into_iter()
+        DeviceStatus::all()
+            .iter()
             .filter_map(|b| self.status_bit(b))
-            .fold(DeviceStatus::RESET, |acc, m| {
-                acc | DeviceStatus::from_bits(m)
-            })
+            .fold(DeviceStatus::RESET, |acc, m| acc | DeviceStatus::from(m))
     }
 
     /// The feature mask of `features`, failing on the first one the profile

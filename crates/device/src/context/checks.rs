@@ -3,7 +3,7 @@
 //! range of the device-specific fields.
 
 use virtio_lm_queue::{QueueState, RingFeatures, RingKind, StateError};
-use virtio_lm_spec::{status, Feature, Profile, StatusBit};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{GuestMemory, Permissions};
 
 use super::{is_device_specific, ContextError, DeviceField};
@@ -11,18 +11,18 @@ use super::{is_device_specific, ContextError, DeviceField};
 /// The context's view of negotiation: features and status as they will be after the restore.
 pub(crate) struct Negotiation {
     pub(crate) profile: Profile,
-    pub(crate) status: u8,
+    pub(crate) status: DeviceStatus,
     pub(crate) driver: u64,
 }
 
 impl Negotiation {
-    pub(crate) fn has(&self, bit: u8) -> bool {
-        self.status & bit != 0
+    pub(crate) fn has(&self, bit: DeviceStatus) -> bool {
+        self.status.intersects(bit)
     }
 
     pub(crate) fn negotiated(&self, feature: Feature) -> bool {
         let mask = self.profile.mask(feature).unwrap_or(0);
-        mask != 0 && self.has(status::FEATURES_OK) && self.driver & mask != 0
+        mask != 0 && self.has(DeviceStatus::FEATURES_OK) && self.driver & mask != 0
     }
 
     pub(crate) fn ring_kind(&self) -> RingKind {
@@ -45,43 +45,48 @@ impl Negotiation {
     pub(crate) fn check_status(&self) -> Result<(), &'static str> {
         let rules: [(bool, &'static str); 9] = [
             (
-                !self.has(status::DRIVER) || self.has(status::ACKNOWLEDGE),
+                !self.has(DeviceStatus::DRIVER) || self.has(DeviceStatus::ACKNOWLEDGE),
                 "DRIVER without ACKNOWLEDGE",
             ),
             (
-                !self.has(status::FEATURES_OK) || self.has(status::DRIVER),
+                !self.has(DeviceStatus::FEATURES_OK) || self.has(DeviceStatus::DRIVER),
                 "FEATURES_OK without DRIVER",
             ),
             (
-                !self.has(status::FEATURES_OK) || self.negotiated(Feature::Version1),
+                !self.has(DeviceStatus::FEATURES_OK) || self.negotiated(Feature::Version1),
                 "FEATURES_OK without VIRTIO_F_VERSION_1",
             ),
             (
-                !self.has(status::DRIVER_OK) || self.has(status::FEATURES_OK),
+                !self.has(DeviceStatus::DRIVER_OK) || self.has(DeviceStatus::FEATURES_OK),
                 "DRIVER_OK without FEATURES_OK",
             ),
             (
-                self.driver == 0 || self.has(status::DRIVER),
+                self.driver == 0 || self.has(DeviceStatus::DRIVER),
                 "driver features without DRIVER",
             ),
             (
-                !self.has(status::SUSPEND)
-                    || (!self.has(status::DRIVER_OK) && self.negotiated(Feature::Suspend)),
+                !self.has(DeviceStatus::SUSPEND)
+                    || (!self.has(DeviceStatus::DRIVER_OK) && self.negotiated(Feature::Suspend)),
                 "SUSPEND needs VIRTIO_F_SUSPEND and DRIVER_OK clear",
             ),
             (
-                !self.has(status::DEVICE_STOPPED)
-                    || self.profile.status_bit(StatusBit::DeviceStopped).is_some(),
+                !self.has(DeviceStatus::DEVICE_STOPPED)
+                    || self
+                        .profile
+                        .status_bit(DeviceStatus::DEVICE_STOPPED)
+                        .is_some(),
                 "DEVICE_STOPPED is not a status bit of this profile",
             ),
             (
-                !self.has(status::DEVICE_STOPPED)
+                !self.has(DeviceStatus::DEVICE_STOPPED)
                     || (self.negotiated(Feature::DeviceStop)
-                        && self.status & (status::DRIVER_OK | status::SUSPEND) != 0),
+                        && self
+                            .status
+                            .intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND)),
                 "DEVICE_STOPPED needs VIRTIO_F_DEVICE_STOP and a started device",
             ),
             (
-                !self.has(status::DEVICE_NEEDS_RESET) || self.has(status::FEATURES_OK),
+                !self.has(DeviceStatus::DEVICE_NEEDS_RESET) || self.has(DeviceStatus::FEATURES_OK),
                 "DEVICE_NEEDS_RESET before FEATURES_OK",
             ),
         ];
@@ -94,9 +99,10 @@ impl Negotiation {
     /// Queues are started (and their states must start) when the device runs, is stopped, or
     /// is suspended, and has not failed.
     pub(crate) fn queues_start(&self) -> bool {
-        self.status & (status::DRIVER_OK | status::SUSPEND) != 0
-            && !self.has(status::DEVICE_NEEDS_RESET)
-            && !self.has(status::FAILED)
+        self.status
+            .intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND)
+            && !self.has(DeviceStatus::DEVICE_NEEDS_RESET)
+            && !self.has(DeviceStatus::FAILED)
     }
 }
 

@@ -7,8 +7,8 @@
 //!   that carries it through [`crate::VirtioDevice`] (decoding is validation; restoring a
 //!   [`ValidatedState`] cannot fail). Device types get [`DeviceField`] values, never framing.
 //! - [`crate::DeviceCore::save_context`], [`crate::DeviceCore::validate_context`] and
-//!   [`crate::DeviceCore::restore_context`]. Their code is in `context/core_glue.rs`, declared
-//!   as a child module of `core` so it can reach the core's private state without widening it.
+//!   [`crate::DeviceCore::restore_context`]. Their code is in `core/context.rs`, a child
+//!   module of `core` so it can reach the core's private state without widening it.
 //!
 //! # VQ_INFLIGHT_CHAINS (0x0113), our extension
 //!

@@ -14,7 +14,7 @@ use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, V
 use virtio_lm_devices::blk::config::{request_type, SECTOR_SIZE};
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions};
 use virtio_lm_queue::{BufferSpec, QueueConfig, QueueState, RingKind, UsedBuffer};
-use virtio_lm_spec::{status, Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, MmapRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -384,7 +384,7 @@ impl Rig {
     }
 
     /// Sets `bits` in the status and re-reads until they are presented (or fails).
-    pub fn set_and_wait(&mut self, value: u8, want: u8) {
+    pub fn set_and_wait(&mut self, value: DeviceStatus, want: DeviceStatus) {
         self.core.write_status(value);
         let deadline = Instant::now() + TIMEOUT;
         while self.core.status() != want {
@@ -422,7 +422,9 @@ impl Rig {
 
     /// Whether DEVICE_NEEDS_RESET is set.
     pub fn needs_reset(&mut self) -> bool {
-        self.core.status() & status::DEVICE_NEEDS_RESET != 0
+        self.core
+            .status()
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
     }
 
     /// FNV-style checksum of all guest memory, to prove the device wrote nothing.

@@ -20,7 +20,7 @@ use virtio_lm_devices::net::config::features as nf;
 use virtio_lm_devices::net::driver::{NetDriver, NetDriverConfig};
 use virtio_lm_devices::{Announcer, Net, NetOptions, NetStats};
 use virtio_lm_queue::{QueueState, RingFeatures, RingKind};
-use virtio_lm_spec::{status, Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -32,8 +32,10 @@ pub const MEM_SIZE: usize = 0x100_0000;
 pub const RINGS_AT: u64 = 0x1000;
 pub const BUFFERS_AT: u64 = 0x10_0000;
 
-pub const SETUP: u8 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-pub const RUNNING: u8 = SETUP | status::DRIVER_OK;
+pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE
+    .union(DeviceStatus::DRIVER)
+    .union(DeviceStatus::FEATURES_OK);
+pub const RUNNING: DeviceStatus = SETUP.union(DeviceStatus::DRIVER_OK);
 /// Longest a test waits for anything.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -155,9 +157,10 @@ impl NetRig {
     }
 
     pub fn negotiate(&mut self, features: u64) {
-        self.core.write_status(0);
-        self.core.write_status(status::ACKNOWLEDGE);
-        self.core.write_status(status::ACKNOWLEDGE | status::DRIVER);
+        self.core.write_status(DeviceStatus::RESET);
+        self.core.write_status(DeviceStatus::ACKNOWLEDGE);
+        self.core
+            .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
         self.core.set_driver_features(features);
         self.core.write_status(SETUP);
         assert_eq!(self.core.status(), SETUP, "features accepted");
@@ -310,7 +313,7 @@ impl NetRig {
     }
 
     /// Writes `value` and re-reads the status until it reads `want` (or fails).
-    pub fn set_and_wait(&mut self, value: u8, want: u8) {
+    pub fn set_and_wait(&mut self, value: DeviceStatus, want: DeviceStatus) {
         self.core.write_status(value);
         let deadline = Instant::now() + TIMEOUT;
         while self.core.status() != want {
@@ -336,7 +339,9 @@ impl NetRig {
     }
 
     pub fn needs_reset(&mut self) -> bool {
-        self.core.status() & status::DEVICE_NEEDS_RESET != 0
+        self.core
+            .status()
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
     }
 
     /// A destination on the same memory: a fresh `Net` with `options`, the driver carried

@@ -194,7 +194,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerFunction<M> {
             let mut core = lock(function.core());
             out.extend(id.to_le_bytes());
             out.push(core.admin_mode() as u8);
-            out.push(core.status());
+            out.push(core.status().bits());
             if let Ok(ctx) = core.snapshot_context() {
                 out.extend(virtio_lm_device::context::encode(&ctx).unwrap_or_default());
             }

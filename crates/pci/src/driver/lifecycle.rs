@@ -2,7 +2,7 @@
 //! DEVICE_NEEDS_RESET (seed 002).
 
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestMemory;
 
 use super::types::{OutstandingChain, QueueSetup, QueueStateRegs, SavedState};
@@ -14,12 +14,12 @@ impl<M: GuestMemory> PciDriver<M> {
 
     /// Checks DRIVER_OK (seed 000: the driver must not set or clear DEVICE_STOPPED otherwise)
     /// and DEVICE_NEEDS_RESET; returns the status.
-    fn running(&self) -> Result<u8, PciError> {
+    fn running(&self) -> Result<DeviceStatus, PciError> {
         let s = self.status();
-        if s & status::DEVICE_NEEDS_RESET != 0 {
+        if s.contains(DeviceStatus::DEVICE_NEEDS_RESET) {
             return Err(PciError::NeedsReset { status: s });
         }
-        if s & status::DRIVER_OK == 0 {
+        if !s.intersects(DeviceStatus::DRIVER_OK) {
             return Err(PciError::NotRunning { status: s });
         }
         Ok(s)
@@ -30,9 +30,11 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn stop(&mut self) -> Result<(), PciError> {
         self.require(Feature::DeviceStop)?;
         let s = self.running()?;
-        self.write_status(s | status::DEVICE_STOPPED);
-        self.wait_for("DEVICE_STOPPED set", |s| s & status::DEVICE_STOPPED != 0)
-            .map(|_| ())
+        self.write_status(s | DeviceStatus::DEVICE_STOPPED);
+        self.wait_for("DEVICE_STOPPED set", |s| {
+            s.contains(DeviceStatus::DEVICE_STOPPED)
+        })
+        .map(|_| ())
     }
 
     /// Resumes a stopped device (seed 000): clears DEVICE_STOPPED and re-reads until it reads
@@ -40,9 +42,11 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn resume(&mut self) -> Result<(), PciError> {
         self.require(Feature::DeviceStop)?;
         let s = self.running()?;
-        self.write_status(s & !status::DEVICE_STOPPED);
-        self.wait_for("DEVICE_STOPPED clear", |s| s & status::DEVICE_STOPPED == 0)
-            .map(|_| ())
+        self.write_status(s & !DeviceStatus::DEVICE_STOPPED);
+        self.wait_for("DEVICE_STOPPED clear", |s| {
+            !s.intersects(DeviceStatus::DEVICE_STOPPED)
+        })
+        .map(|_| ())
     }
 
     // ---- SUSPEND (seed 003, merged semantics) -----------------------------------------------
@@ -51,9 +55,9 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn suspend(&mut self) -> Result<(), PciError> {
         self.require(Feature::Suspend)?;
         let s = self.running()?;
-        self.write_status(s | status::SUSPEND);
+        self.write_status(s | DeviceStatus::SUSPEND);
         self.wait_for("SUSPEND set and DRIVER_OK clear", |s| {
-            s & status::SUSPEND != 0 && s & status::DRIVER_OK == 0
+            s.contains(DeviceStatus::SUSPEND) && !s.intersects(DeviceStatus::DRIVER_OK)
         })
         .map(|_| ())
     }
@@ -63,15 +67,15 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn resume_from_suspend(&mut self) -> Result<(), PciError> {
         self.require(Feature::Suspend)?;
         let s = self.status();
-        if s & status::DEVICE_NEEDS_RESET != 0 {
+        if s.contains(DeviceStatus::DEVICE_NEEDS_RESET) {
             return Err(PciError::NeedsReset { status: s });
         }
-        if s & status::SUSPEND == 0 {
+        if !s.intersects(DeviceStatus::SUSPEND) {
             return Err(PciError::NotSuspended { status: s });
         }
-        self.write_status(s | status::DRIVER_OK);
+        self.write_status(s | DeviceStatus::DRIVER_OK);
         self.wait_for("SUSPEND clear and DRIVER_OK set", |s| {
-            s & status::SUSPEND == 0 && s & status::DRIVER_OK != 0
+            !s.intersects(DeviceStatus::SUSPEND) && s.contains(DeviceStatus::DRIVER_OK)
         })
         .map(|_| ())
     }
@@ -106,7 +110,8 @@ impl<M: GuestMemory> PciDriver<M> {
     pub fn save_state(&self) -> Result<SavedState, PciError> {
         self.require(Feature::QueueState)?;
         let s = self.status();
-        let quiet = s & (status::DEVICE_STOPPED | status::SUSPEND) != 0 || s == 0;
+        let quiet =
+            s.intersects(DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND) || s.is_empty();
         if !quiet {
             return Err(PciError::NotQuiescent { status: s });
         }

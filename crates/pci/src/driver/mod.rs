@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{status, Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::GuestMemory;
 
 pub use caps::{discover, Region, Regions};
@@ -130,13 +130,13 @@ impl<M: GuestMemory> PciDriver<M> {
     }
 
     /// The device status.
-    pub fn status(&self) -> u8 {
-        self.read_common::<1>(offset::DEVICE_STATUS)[0]
+    pub fn status(&self) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.read_common::<1>(offset::DEVICE_STATUS)[0])
     }
 
-    fn write_status(&self, value: u8) {
+    fn write_status(&self, value: DeviceStatus) {
         self.transport
-            .write(self.common(offset::DEVICE_STATUS), &[value]);
+            .write(self.common(offset::DEVICE_STATUS), &[value.bits()]);
     }
 
     /// The configuration generation.
@@ -197,11 +197,15 @@ impl<M: GuestMemory> PciDriver<M> {
 
     /// Re-reads the status until `done` holds; fails at once on DEVICE_NEEDS_RESET, and after
     /// the poll policy's attempts.
-    fn wait_for(&self, what: &'static str, done: impl Fn(u8) -> bool) -> Result<u8, PciError> {
-        let mut last = 0;
+    fn wait_for(
+        &self,
+        what: &'static str,
+        done: impl Fn(DeviceStatus) -> bool,
+    ) -> Result<DeviceStatus, PciError> {
+        let mut last = DeviceStatus::RESET;
         for attempt in 0..self.poll.attempts {
             last = self.status();
-            if last & status::DEVICE_NEEDS_RESET != 0 {
+            if last.contains(DeviceStatus::DEVICE_NEEDS_RESET) {
                 return Err(PciError::NeedsReset { status: last });
             }
             if done(last) {

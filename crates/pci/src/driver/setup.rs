@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use virtio_lm_queue::{QueueConfig, RingFeatures, RingKind};
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{status, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestMemory;
 
 use super::caps::discover;
@@ -22,33 +22,34 @@ impl<M: GuestMemory> PciDriver<M> {
     /// Resets the device: writes 0 and re-reads until the status reads 0. The queue drivers
     /// are kept (the rings stay in guest memory) until the next [`Self::init`].
     pub fn reset(&mut self) -> Result<(), PciError> {
-        self.write_status(0);
-        self.wait_for("reset (status 0)", |s| s == 0).map(|_| ())
+        self.write_status(DeviceStatus::RESET);
+        self.wait_for("reset (status 0)", |s| s.is_empty())
+            .map(|_| ())
     }
 
     /// Reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK and its check, and the
     /// configuration vector. Returns the negotiated features.
     pub(super) fn negotiate(&mut self, wanted: u64) -> Result<u64, PciError> {
         self.reset()?;
-        let mut s = status::ACKNOWLEDGE;
+        let mut s = DeviceStatus::ACKNOWLEDGE;
         self.write_status(s);
-        s |= status::DRIVER;
+        s |= DeviceStatus::DRIVER;
         self.write_status(s);
         let features = wanted & self.device_features();
         let version_1 = self.profile.mask(Feature::Version1).unwrap_or(0);
         if features & version_1 == 0 {
-            self.write_status(s | status::FAILED);
+            self.write_status(s | DeviceStatus::FAILED);
             return Err(PciError::NotModern);
         }
         self.write32(offset::DRIVER_FEATURE_SELECT, 0);
         self.write32(offset::DRIVER_FEATURE, features as u32);
         self.write32(offset::DRIVER_FEATURE_SELECT, 1);
         self.write32(offset::DRIVER_FEATURE, (features >> 32) as u32);
-        s |= status::FEATURES_OK;
+        s |= DeviceStatus::FEATURES_OK;
         self.write_status(s);
         let read = self.status();
-        if read & status::FEATURES_OK == 0 {
-            self.write_status(read | status::FAILED);
+        if !read.intersects(DeviceStatus::FEATURES_OK) {
+            self.write_status(read | DeviceStatus::FAILED);
             return Err(PciError::FeaturesRejected { status: read });
         }
         self.features = features;
@@ -124,8 +125,8 @@ impl<M: GuestMemory> PciDriver<M> {
     /// rejects a queue's configuration or state).
     pub(super) fn driver_ok(&self) -> Result<(), PciError> {
         let s = self.status();
-        self.write_status(s | status::DRIVER_OK);
-        self.wait_for("DRIVER_OK", |s| s & status::DRIVER_OK != 0)
+        self.write_status(s | DeviceStatus::DRIVER_OK);
+        self.wait_for("DRIVER_OK", |s| s.contains(DeviceStatus::DRIVER_OK))
             .map(|_| ())
     }
 
@@ -190,7 +191,7 @@ impl<M: GuestMemory> PciDriver<M> {
         let features = self.negotiate(saved.features)?;
         if features != saved.features {
             let status = self.status();
-            self.write_status(status | status::FAILED);
+            self.write_status(status | DeviceStatus::FAILED);
             return Err(PciError::FeaturesRejected { status });
         }
         let states: BTreeMap<u16, QueueStateRegs> = saved.queues.iter().copied().collect();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use virtio_lm_device::{CoreOptions, CountingEntropy, Rng};
 use virtio_lm_pci::{PciDriver, PciTransport, VirtioPciFunction};
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest memory type of the tests.
@@ -145,8 +145,8 @@ pub trait Regs {
         self.wr(field as u64, &v.to_le_bytes());
     }
     /// Device status.
-    fn status(&self) -> u8 {
-        self.r8(offset::DEVICE_STATUS)
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.r8(offset::DEVICE_STATUS))
     }
 }
 

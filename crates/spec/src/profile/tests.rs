@@ -45,18 +45,18 @@ fn seeds_profile_uses_seed_numbers() {
 #[test]
 fn status_table() {
     let expected = [
-        (StatusBit::Acknowledge, 1, Some(1)),
-        (StatusBit::Driver, 2, Some(2)),
-        (StatusBit::DriverOk, 4, Some(4)),
-        (StatusBit::FeaturesOk, 8, Some(8)),
-        (StatusBit::Suspend, 16, Some(16)),
-        (StatusBit::DeviceStopped, 32, None),
-        (StatusBit::DeviceNeedsReset, 64, Some(64)),
-        (StatusBit::Failed, 128, Some(128)),
+        (DeviceStatus::ACKNOWLEDGE, 1, Some(1)),
+        (DeviceStatus::DRIVER, 2, Some(2)),
+        (DeviceStatus::DRIVER_OK, 4, Some(4)),
+        (DeviceStatus::FEATURES_OK, 8, Some(8)),
+        (DeviceStatus::SUSPEND, 16, Some(16)),
+        (DeviceStatus::DEVICE_STOPPED, 32, None),
+        (DeviceStatus::DEVICE_NEEDS_RESET, 64, Some(64)),
+        (DeviceStatus::FAILED, 128, Some(128)),
     ];
     for (bit, seeds, v1_4) in expected {
-        assert_eq!(Profile::Seeds.status_bit(bit), Some(seeds), "{bit}");
-        assert_eq!(Profile::V1_4.status_bit(bit), v1_4, "{bit}");
+        assert_eq!(Profile::Seeds.status_bit(bit), Some(seeds), "{bit:?}");
+        assert_eq!(Profile::V1_4.status_bit(bit), v1_4, "{bit:?}");
     }
     assert_eq!(Profile::Seeds.status_mask().bits(), 0xff);
     assert_eq!(Profile::V1_4.status_mask().bits(), !32);

@@ -10,7 +10,7 @@
 //! DEVICE_NEEDS_RESET as any failed restore does (spec-notes §2).
 
 use virtio_lm_queue::{DeviceQueue, QueueState, Virtqueue};
-use virtio_lm_spec::status;
+use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
@@ -108,7 +108,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         Ok(DeviceContext {
             device_features: vec![self.offered],
             driver_features: vec![self.driver_features],
-            device_status: self.status,
+            device_status: self.status.bits(),
             config_generation: self.config_generation,
             device_config,
             config_msix_vector: VIRTIO_MSI_NO_VECTOR,
@@ -193,7 +193,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
         let neg = Negotiation {
             profile: self.profile,
-            status: ctx.device_status,
+            status: ctx.device_status.into(),
             driver,
         };
         neg.check_status()
@@ -243,7 +243,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         if c.size == 0 || c.size > max_size {
             return Err(bad("size is 0 or above the device's maximum"));
         }
-        if c.enabled && !neg.has(status::FEATURES_OK) {
+        if c.enabled && !neg.has(DeviceStatus::FEATURES_OK) {
             return Err(bad("enabled before FEATURES_OK"));
         }
         let regs = QueueRegisters {
@@ -266,14 +266,14 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             // Seed 004: no virtqueue memory access unless Active. Checked without the ring now;
             // started against it when the device is next live (see the admin section of core).
             check_state_shape(Some(kind), c.size, &q.state, &*self.mem).map_err(state_err)?;
-            if neg.has(status::DRIVER_OK) {
+            if neg.has(DeviceStatus::DRIVER_OK) {
                 QueueStart::Deferred(q.state.clone())
             } else {
                 QueueStart::Recorded(Some(q.state.clone()))
             }
         } else if c.enabled && neg.queues_start() {
             let live = Virtqueue::from_state(config, &q.state, &*self.mem).map_err(state_err)?;
-            if neg.has(status::DRIVER_OK) {
+            if neg.has(DeviceStatus::DRIVER_OK) {
                 QueueStart::Live(live)
             } else {
                 QueueStart::Recorded(Some(q.state.clone()))
@@ -282,7 +282,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             // Not started: checked as far as it can be without a ring (the kind is known only
             // after FEATURES_OK); the full check runs when the queue starts, as for a state the
             // driver writes (spec-notes §3).
-            let known = neg.has(status::FEATURES_OK).then_some(kind);
+            let known = neg.has(DeviceStatus::FEATURES_OK).then_some(kind);
             check_state_shape(known, c.size, &q.state, &*self.mem).map_err(state_err)?;
             let initial = q.state == QueueState::initial(kind);
             QueueStart::Recorded((!initial).then(|| q.state.clone()))
@@ -291,7 +291,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     fn apply_plan(&mut self, plan: RestorePlan) -> Result<(), ContextError> {
-        let has = |bit: u8| plan.status & bit != 0;
+        let has = |bit| DeviceStatus::from(plan.status).contains(bit);
         let quiet = |bit| {
             if has(bit) {
                 Quiet::Presented
@@ -299,15 +299,15 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 Quiet::No
             }
         };
-        self.status = plan.status;
+        self.status = plan.status.into();
         self.driver_features = plan.driver_features;
         self.config_generation = plan.config_generation;
-        self.stop = quiet(status::DEVICE_STOPPED);
-        self.suspend = quiet(status::SUSPEND);
+        self.stop = quiet(DeviceStatus::DEVICE_STOPPED);
+        self.suspend = quiet(DeviceStatus::SUSPEND);
         self.deferred_config.clear();
         self.last_error = None;
         self.admin.queues_unstarted = false;
-        let suspended = has(status::SUSPEND);
+        let suspended = has(DeviceStatus::SUSPEND);
         for (slot, (regs, start)) in self.queues.iter_mut().zip(plan.queues) {
             slot.regs = regs;
             slot.kicked = false;
@@ -337,8 +337,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
         self.device.reset();
         self.device.restore_state(plan.device_state);
-        let started =
-            has(status::DRIVER_OK) && !has(status::DEVICE_NEEDS_RESET) && !has(status::FAILED);
+        let started = has(DeviceStatus::DRIVER_OK)
+            && !has(DeviceStatus::DEVICE_NEEDS_RESET)
+            && !has(DeviceStatus::FAILED);
         if started {
             if let Err(e) = self.device.activate(plan.driver_features) {
                 self.needs_reset(e.clone());
