@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::image_io::{execute, AlignedBuf, Image};
-use super::options::{Faults, RequestInfo, RequestKind};
+use super::image_io::{execute, AlignedBuf, Image, Op};
+use super::options::{Faults, RequestInfo};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -55,44 +55,6 @@ impl JobCtl {
 
     fn finish(&self) {
         self.0.store(DONE, Ordering::SeqCst);
-    }
-}
-
-/// One sector range of a discard or write-zeroes request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Extent {
-    pub(crate) sector: u64,
-    pub(crate) sectors: u64,
-    pub(crate) unmap: bool,
-}
-
-/// What the backend does for a request.
-#[derive(Debug)]
-pub(crate) enum Op {
-    Read { sector: u64, len: usize },
-    Write { sector: u64, data: AlignedBuf },
-    Flush,
-    Discard(Vec<Extent>),
-    WriteZeroes(Vec<Extent>),
-}
-
-impl Op {
-    pub(crate) fn kind(&self) -> RequestKind {
-        match self {
-            Op::Read { .. } => RequestKind::Read,
-            Op::Write { .. } => RequestKind::Write,
-            Op::Flush => RequestKind::Flush,
-            Op::Discard(_) => RequestKind::Discard,
-            Op::WriteZeroes(_) => RequestKind::WriteZeroes,
-        }
-    }
-
-    fn first_sector(&self) -> u64 {
-        match self {
-            Op::Read { sector, .. } | Op::Write { sector, .. } => *sector,
-            Op::Flush => 0,
-            Op::Discard(e) | Op::WriteZeroes(e) => e.first().map_or(0, |e| e.sector),
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! What a backend thread does to the image for one request: pread/pwrite/fdatasync and
-//! fallocate, with the injected failure range applied first.
+//! What a backend thread does to the image for one request ([`Op`]): pread/pwrite/fdatasync
+//! and fallocate, with the injected failure range applied first. The backend (threads,
+//! channels, cancellation) is `backend.rs`; this file knows nothing of it.
 
 use std::fs::File;
 use std::io;
@@ -8,8 +9,46 @@ use std::os::unix::fs::FileExt;
 
 use vmm_sys_util::fallocate::{fallocate, FallocateMode};
 
-use super::backend::{Extent, Op};
 use super::config::SECTOR_SIZE;
+use super::options::RequestKind;
+
+/// One sector range of a discard or write-zeroes request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub(crate) sector: u64,
+    pub(crate) sectors: u64,
+    pub(crate) unmap: bool,
+}
+
+/// What the backend does for a request.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Read { sector: u64, len: usize },
+    Write { sector: u64, data: AlignedBuf },
+    Flush,
+    Discard(Vec<Extent>),
+    WriteZeroes(Vec<Extent>),
+}
+
+impl Op {
+    pub(crate) fn kind(&self) -> RequestKind {
+        match self {
+            Op::Read { .. } => RequestKind::Read,
+            Op::Write { .. } => RequestKind::Write,
+            Op::Flush => RequestKind::Flush,
+            Op::Discard(_) => RequestKind::Discard,
+            Op::WriteZeroes(_) => RequestKind::WriteZeroes,
+        }
+    }
+
+    pub(crate) fn first_sector(&self) -> u64 {
+        match self {
+            Op::Read { sector, .. } | Op::Write { sector, .. } => *sector,
+            Op::Flush => 0,
+            Op::Discard(e) | Op::WriteZeroes(e) => e.first().map_or(0, |e| e.sector),
+        }
+    }
+}
 
 /// A byte buffer whose start is aligned (for O_DIRECT), without unsafe code: the vector is
 /// over-allocated and the aligned window used.
