@@ -82,7 +82,7 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use backend::BackendStats;
-pub use options::{BlkOptions, DelayFn, Faults, Gate, RequestInfo, RequestKind};
+pub use options::{BlkOptions, DelayFn, Faults, Gate, RequestInfo, RequestKind, WriteSplit};
 
 use backend::{Backend, Completion, Job, JobCtl};
 use config::{features, ConfigValues, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES};
