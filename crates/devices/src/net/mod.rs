@@ -30,7 +30,7 @@
 //!
 //! A thread reads datagrams (one frame each) into a bounded channel and signals
 //! [`Net::wake_fd`]. The device takes frames from the channel into a backlog per queue pair
-//! (at most [`RX_BACKLOG`](rx::RX_BACKLOG) frames over all pairs), choosing the pair by
+//! (at most 64 frames over all pairs), choosing the pair by
 //! automatic receive steering (`steer.rs`, virtio spec 5.1.6.5.5). For the frame at the head
 //! of a pair's backlog — in `process_queue` of the receive queue and in `poll` — the receive
 //! filter (RX mode, MAC table, VLAN table, `filter.rs`) is applied, then the buffers it needs
