@@ -52,6 +52,28 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
         Ok(())
     }
 
+    /// Takes over `chains`, the chains of queue `index` in flight when the queue started or
+    /// resumed: restored with the queue state (seed 001 in-flight chains) or left in flight by
+    /// a [`QuiesceMode::RecordInflight`] quiesce. The core calls this once per start or
+    /// resume of a live queue whose in-flight list is not empty (at DRIVER_OK, at the end of a
+    /// stop or suspend, when an admin mode returns to Active, when a context is restored
+    /// into a running device), before any `process_queue` or `poll` of that start; the device
+    /// completes each chain exactly once, now or later, and keeps no flag of its own for it.
+    /// A device holds no chain across a quiesce it reported [`Quiesce::Done`], so none of
+    /// `chains` is one it already holds. By default the chains are returned used with
+    /// nothing written (for device types that never leave a request in process).
+    fn adopt_inflight(
+        &mut self,
+        _index: u16,
+        chains: Vec<DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in chains {
+            queue.add_used(chain.id(), 0)?;
+        }
+        Ok(())
+    }
+
     /// The driver notified queue `index` (or the core re-checks it on resume): take and complete
     /// what is available. The core publishes and notifies afterwards.
     fn process_queue(

@@ -273,7 +273,7 @@ pub mod context {
         CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce, QuiesceMode,
         VirtioDevice,
     };
-    use virtio_lm_queue::{RingKind, UsedBuffer};
+    use virtio_lm_queue::{DescriptorChain, RingKind, UsedBuffer};
     use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 
     use super::{CoreDriver, Mem, RingDriver};
@@ -285,8 +285,8 @@ pub mod context {
     /// Bytes of [`AdoptingDevice`]'s configuration space (byte `i` reads `i`).
     pub const ADOPTING_CONFIG_LEN: usize = 4;
 
-    /// Like `SlowDevice` (requests held until `release`), but after a restore it takes over
-    /// the chains the queue reports in flight, so each completes exactly once. It also keeps a
+    /// Like `SlowDevice` (requests held until `release`), but it takes over the in-flight
+    /// chains the core hands it when a queue starts, so each completes exactly once. It also keeps a
     /// device-specific `mode` byte saved as [`MODE_FIELD`].
     pub struct AdoptingDevice {
         pub held: Arc<Mutex<VecDeque<(u16, u32)>>>,
@@ -361,19 +361,24 @@ pub mod context {
             }
         }
 
+        fn adopt_inflight(
+            &mut self,
+            _index: u16,
+            chains: Vec<DescriptorChain>,
+            queue: &mut QueueAccess<'_, Mem>,
+        ) -> Result<(), DeviceError> {
+            self.held
+                .lock()
+                .unwrap()
+                .extend(chains.iter().map(|c| (c.id(), c.writable_len())));
+            self.poll(std::slice::from_mut(queue))
+        }
+
         fn process_queue(
             &mut self,
             _index: u16,
             queue: &mut QueueAccess<'_, Mem>,
         ) -> Result<(), DeviceError> {
-            {
-                let mut held = self.held.lock().unwrap();
-                for chain in queue.inflight() {
-                    if !held.iter().any(|&(id, _)| id == chain.id()) {
-                        held.push_back((chain.id(), chain.writable_len()));
-                    }
-                }
-            }
             while let Some(chain) = queue.pop()? {
                 let entry = (chain.id(), chain.writable_len());
                 self.held.lock().unwrap().push_back(entry);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_BLOCK};
@@ -66,10 +67,24 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         if negotiated & features::CONFIG_WCE != 0 && negotiated & features::FLUSH == 0 {
             self.values.writeback = 0;
         }
-        for work in &mut self.queues {
-            work.adopt = true;
-            work.seen = false;
-            work.position = None;
+        Ok(())
+    }
+
+    /// Submits every handed-over chain this device does not have in process, oldest first.
+    fn adopt_inflight(
+        &mut self,
+        index: u16,
+        chains: Vec<DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in chains {
+            let known = self
+                .queues
+                .get(usize::from(index))
+                .is_some_and(|w| w.outstanding.contains_key(&chain.id()));
+            if !known {
+                self.start(index, queue, chain)?;
+            }
         }
         Ok(())
     }
@@ -79,11 +94,9 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        let Some(work) = self.queues.get_mut(usize::from(index)) else {
+        if usize::from(index) >= self.queues.len() {
             return Ok(());
-        };
-        work.seen = true;
-        let adopt = std::mem::take(&mut work.adopt);
+        }
         self.receive();
         let (mine, others) = std::mem::take(&mut self.ready)
             .into_iter()
@@ -91,17 +104,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         self.ready = others;
         for c in mine {
             self.complete(c, queue)?;
-        }
-        if adopt {
-            for chain in queue.inflight() {
-                let known = self
-                    .queues
-                    .get(usize::from(index))
-                    .is_some_and(|w| w.outstanding.contains_key(&chain.id()));
-                if !known {
-                    self.start(index, queue, chain)?;
-                }
-            }
         }
         while let Some(chain) = queue.pop()? {
             self.start(index, queue, chain)?;
@@ -112,7 +114,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
     fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
         self.receive();
         for c in std::mem::take(&mut self.ready) {
-            match self.locate(c.queue, queues) {
+            match Blk::locate(c.queue, queues) {
                 Some(p) => self.complete(c, &mut queues[p])?,
                 None => self.ready.push(c),
             }

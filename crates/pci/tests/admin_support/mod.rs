@@ -52,8 +52,8 @@ pub fn pattern(addr: u64) -> u8 {
 /// A device with an asynchronous backend (device type rng, one queue of 16): it takes chains
 /// when notified, fills their writable buffers with [`pattern`] and completes them in
 /// [`VirtioDevice::poll`], unless `hold` is set. Drain quiesce waits for them; record-in-flight
-/// quiesce leaves them in the queue's in-flight list, and whoever runs the queue next adopts
-/// them from there (so a destination completes them exactly once).
+/// quiesce leaves them in the queue's in-flight list, and the core hands them to whoever runs
+/// the queue next (so a destination completes them exactly once).
 pub struct DelayDevice {
     pending: VecDeque<(u16, u32)>,
     hold: Arc<AtomicBool>,
@@ -66,19 +66,6 @@ impl DelayDevice {
             pending: VecDeque::new(),
             hold,
         }
-    }
-
-    fn adopt<M: GuestMemory + ?Sized>(
-        &mut self,
-        queue: &QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        for chain in queue.inflight() {
-            if !self.pending.iter().any(|&(id, _)| id == chain.id()) {
-                fill(&chain, queue.mem())?;
-                self.pending.push_back((chain.id(), chain.writable_len()));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -113,12 +100,24 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
         data.fill(0);
     }
 
+    fn adopt_inflight(
+        &mut self,
+        _index: u16,
+        chains: Vec<virtio_lm_queue::DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in chains {
+            fill(&chain, queue.mem())?;
+            self.pending.push_back((chain.id(), chain.writable_len()));
+        }
+        Ok(())
+    }
+
     fn process_queue(
         &mut self,
         _index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        self.adopt(queue)?;
         while let Some(chain) = queue.pop()? {
             fill(&chain, queue.mem())?;
             self.pending.push_back((chain.id(), chain.writable_len()));
@@ -130,7 +129,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
         let Some(queue) = queues.first_mut() else {
             return Ok(());
         };
-        self.adopt(queue)?;
         if self.hold.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -143,7 +141,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
     fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
         match mode {
             QuiesceMode::RecordInflight => {
-                // The queue keeps them in flight; whoever runs it next adopts them.
+                // The queue keeps them in flight; the core hands them to whoever runs it next.
                 self.pending.clear();
                 Quiesce::Done
             }
