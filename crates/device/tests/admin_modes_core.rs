@@ -115,7 +115,7 @@ fn needs_reset_completes_a_pending_change() {
 /// ring does not match, and works once the memory is there.
 #[test]
 fn restore_in_freeze_reads_no_ring() {
-    let mut src = CoreDriver::rng();
+    let mut src = CoreDriver::counting();
     src.start_default();
     src.offer(2);
     src.core.kick(0);
@@ -147,8 +147,8 @@ fn restore_in_freeze_reads_no_ring() {
     }
 }
 
-fn rng() -> virtio_lm_device::Rng {
-    virtio_lm_device::Rng::new(Box::new(virtio_lm_device::CountingEntropy::new(0)), 16)
+fn rng() -> CountingDevice {
+    CountingDevice::new(0, 16)
 }
 
 /// Seed 004: admin modes are a separate, out-of-band state: a core starts Active, and a core

@@ -406,7 +406,7 @@ fn device_specific_state_is_validated_by_the_device() {
     dst.core.restore_context(&ctx).unwrap();
     assert_eq!(dst.core.save_context().unwrap().device_fields.len(), 1);
     // virtio-rng keeps no device-specific state: any such field is refused.
-    let mut rng = CoreDriver::rng();
+    let mut rng = CoreDriver::counting();
     let mut with_field = rng.core.save_context().unwrap();
     with_field.device_fields.push(DeviceField {
         field_type: MODE_FIELD,
@@ -444,7 +444,7 @@ fn device_config_must_match() {
 #[test]
 fn save_and_restore_need_a_quiescent_device() {
     let (ctx, _) = migration(false);
-    let mut running = CoreDriver::rng();
+    let mut running = CoreDriver::counting();
     running.start(features(false));
     assert_eq!(
         running.core.save_context().unwrap_err(),

@@ -6,8 +6,7 @@ use std::io::Read;
 
 use vm_memory::{Bytes, GuestMemory};
 
-use crate::device::{QueueAccess, VirtioDevice};
-use crate::error::DeviceError;
+use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
 
 /// virtio device id of an entropy source.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -57,6 +56,20 @@ impl EntropySource for CountingEntropy {
 }
 
 /// The virtio-rng device type.
+///
+/// ```
+/// use std::sync::Arc;
+/// use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter};
+/// use virtio_lm_devices::{CountingEntropy, Rng, VIRTIO_ID_RNG};
+/// use vm_memory::{GuestAddress, GuestMemoryMmap};
+///
+/// let mem = Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+/// let rng = Rng::new(Box::new(CountingEntropy::new(0)), 64);
+/// let irq = Arc::new(InterruptCounter::default());
+/// let core = DeviceCore::new(Box::new(rng), mem, irq, CoreOptions::default()).unwrap();
+/// assert_eq!(core.device_type(), VIRTIO_ID_RNG);
+/// assert_eq!(core.queue(0).unwrap().max_size, 64);
+/// ```
 pub struct Rng {
     source: Box<dyn EntropySource>,
     queue_size: u16,

@@ -1,0 +1,213 @@
+//! Rigs of the device-context tests: [`AdoptingDevice`] (a [`SlowDevice`] that takes over
+//! in-flight chains and keeps a device-specific state), source/destination cores on shared
+//! guest memory, and field-level editing of encoded contexts.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::collections::VecDeque;
+
+use virtio_lm_queue::{RingDriver, RingKind, UsedBuffer};
+use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
+
+use super::devices::SlowDevice;
+use super::driver::{CoreDriver, Mem};
+use crate::context::{parse_fields, persist, ContextWriter, DeviceField, Persist};
+use crate::{
+    CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce, QuiesceMode,
+    VirtioDevice,
+};
+
+/// Device-specific field of [`AdoptingDevice`]: `u8 mode` (a blk-range type, as a test device
+/// type has no range of its own).
+pub const MODE_FIELD: FieldType = FieldType(0x0201);
+
+/// Bytes of [`AdoptingDevice`]'s configuration space (byte `i` reads `i`).
+pub const ADOPTING_CONFIG_LEN: usize = 4;
+
+/// A [`SlowDevice`] (requests held until `release`) that takes over the chains its queue
+/// reports in flight, so each completes exactly once, and keeps a device-specific `mode` byte
+/// (0–3) saved as [`MODE_FIELD`]. Its configuration space is 4 read-only bytes.
+pub struct AdoptingDevice {
+    /// Requests in process (shared with the inner [`SlowDevice`]).
+    pub held: Arc<Mutex<VecDeque<(u16, u32)>>>,
+    /// While clear, nothing completes.
+    pub release: Arc<AtomicBool>,
+    /// The device-specific state.
+    pub mode: Arc<AtomicU8>,
+    slow: SlowDevice,
+}
+
+impl AdoptingDevice {
+    /// Device id of the test device (a value no virtio device type uses).
+    pub const DEVICE_TYPE: u32 = 0xfffe;
+
+    /// A device whose requests complete as soon as they may if `release`.
+    pub fn new(release: bool) -> Self {
+        let slow = SlowDevice::new().adopting();
+        slow.release.store(release, Ordering::SeqCst);
+        Self {
+            held: slow.held.clone(),
+            release: slow.release.clone(),
+            mode: Arc::default(),
+            slow,
+        }
+    }
+}
+
+/// `mode` travels as the typed state; missing means 0.
+impl Persist for AdoptingDevice {
+    type State = u8;
+
+    fn save(&self) -> u8 {
+        self.mode.load(Ordering::SeqCst)
+    }
+
+    fn encode(mode: &u8) -> Vec<DeviceField> {
+        vec![DeviceField::new(MODE_FIELD, vec![*mode])]
+    }
+
+    fn decode(&self, fields: &[DeviceField], config: &[u8]) -> Result<u8, DeviceError> {
+        let mut mode = None;
+        for f in fields {
+            match (f.field_type, f.value.as_slice()) {
+                (MODE_FIELD, [m]) if *m <= 3 => mode = Some(*m),
+                (MODE_FIELD, _) => return Err(DeviceError::BadState("bad mode")),
+                _ if f.flags & FIELD_FLAG_OPTIONAL != 0 => {}
+                _ => return Err(DeviceError::BadState("unknown mandatory field")),
+            }
+        }
+        let mut own = [0; ADOPTING_CONFIG_LEN];
+        VirtioDevice::<Mem>::read_config(self, 0, &mut own);
+        persist::check_read_only_config(&own, config)?;
+        Ok(mode.unwrap_or(0))
+    }
+
+    fn restore(&mut self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+impl VirtioDevice<Mem> for AdoptingDevice {
+    fn device_type(&self) -> u32 {
+        Self::DEVICE_TYPE
+    }
+
+    fn device_features(&self) -> u64 {
+        0
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        VirtioDevice::<Mem>::queue_max_sizes(&self.slow)
+    }
+
+    fn read_config(&self, offset: usize, data: &mut [u8]) {
+        VirtioDevice::<Mem>::read_config(&self.slow, offset, data)
+    }
+
+    fn process_queue(
+        &mut self,
+        index: u16,
+        queue: &mut QueueAccess<'_, Mem>,
+    ) -> Result<(), DeviceError> {
+        self.slow.process_queue(index, queue)
+    }
+
+    fn poll(&mut self, queues: &mut [QueueAccess<'_, Mem>]) -> Result<(), DeviceError> {
+        self.slow.poll(queues)
+    }
+
+    fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
+        VirtioDevice::<Mem>::quiesce(&mut self.slow, mode)
+    }
+
+    fn reset(&mut self) {
+        VirtioDevice::<Mem>::reset(&mut self.slow);
+        self.mode.store(0, Ordering::SeqCst);
+    }
+
+    fn config_len(&self) -> usize {
+        ADOPTING_CONFIG_LEN
+    }
+
+    crate::persist_seam!();
+}
+
+/// Options that leave requests in flight on a stop or suspend.
+pub fn record_inflight() -> CoreOptions {
+    CoreOptions {
+        quiesce_mode: QuiesceMode::RecordInflight,
+        ..CoreOptions::default()
+    }
+}
+
+/// A destination: a fresh core on `source`'s guest memory that takes over its ring drivers
+/// (the guest keeps running its rings across the migration).
+pub fn destination(
+    source: &mut CoreDriver,
+    device: Box<dyn VirtioDevice<Mem>>,
+    options: CoreOptions,
+) -> CoreDriver {
+    let irq = Arc::new(InterruptCounter::default());
+    let core = DeviceCore::new(device, source.mem.clone(), irq.clone(), options).unwrap();
+    CoreDriver {
+        mem: source.mem.clone(),
+        irq,
+        core,
+        rings: std::mem::take(&mut source.rings),
+        kind: source.kind,
+    }
+}
+
+/// A fresh core on its own memory, in status 0 (a restore target).
+pub fn fresh(device: Box<dyn VirtioDevice<Mem>>, options: CoreOptions) -> CoreDriver {
+    let mut d = CoreDriver::with_options(device, options);
+    d.kind = RingKind::Split;
+    d
+}
+
+/// Collects queue 0's used buffers and re-enables notifications, as a driver does after
+/// handling an interrupt (with EVENT_IDX this moves `used_event` to what it consumed).
+pub fn collect_rearm(d: &mut CoreDriver) -> Vec<UsedBuffer> {
+    let used = d.collect();
+    let mem = d.mem.clone();
+    match d.rings[0].as_mut().unwrap() {
+        RingDriver::Split(r) => r.enable_interrupts(&*mem).unwrap(),
+        RingDriver::Packed(r) => r.enable_interrupts(&*mem).unwrap(),
+    };
+    used
+}
+
+/// One field of an encoded context, owned, for editing.
+pub type RawField = (FieldType, u16, Vec<u8>);
+
+/// The fields of an encoded context.
+pub fn fields(bytes: &[u8]) -> Vec<RawField> {
+    parse_fields(bytes)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.field_type, f.flags, f.value.to_vec()))
+        .collect()
+}
+
+/// Encodes `fields` as they are (no marker or order rules applied).
+pub fn build(fields: &[RawField]) -> Vec<u8> {
+    let mut w = ContextWriter::new();
+    for (t, flags, value) in fields {
+        w.field(*t, *flags, value).unwrap();
+    }
+    w.into_bytes()
+}
+
+/// Byte offset of field `i` in `build(fields)`.
+pub fn offset_of(fields: &[RawField], i: usize) -> usize {
+    fields[..i]
+        .iter()
+        .map(|(_, _, v)| 8 + v.len().div_ceil(8) * 8)
+        .sum()
+}
+
+/// Position of the first field of type `t`.
+pub fn position(fields: &[RawField], t: FieldType) -> usize {
+    fields.iter().position(|f| f.0 == t).unwrap()
+}
