@@ -2,9 +2,8 @@
 //! did not re-arm `avail_event` after processing (an EVENT_IDX driver stopped kicking), and a
 //! packed queue's initial state read back as the split one after a reset.
 
-mod common;
 
-use common::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::QueueSetup;
 use virtio_lm_queue::BufferSpec;
 
@@ -16,7 +15,7 @@ use virtio_lm_queue::BufferSpec;
 #[test]
 fn split_event_idx_driver_keeps_kicking() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     driver
         .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
@@ -39,7 +38,7 @@ fn split_event_idx_driver_keeps_kicking() {
 #[test]
 fn packed_initial_state_survives_reset() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     driver
         .init(migration_features(true), &[QueueSetup::new(0, 4, RING)])

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use vm_memory::GuestMemory;
 
@@ -156,19 +155,5 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         config::CONFIG_LEN
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }

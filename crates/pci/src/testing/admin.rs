@@ -1,37 +1,28 @@
-//! Helpers of the admin (seed 004) tests: owners with members of two device types, guests
-//! driving members, an owner-side client and raw command bytes.
+//! Rigs of the admin (seed 004) tests: owners whose members are test devices, guests driving
+//! members, an owner-side client and raw command bytes.
 
-#![allow(dead_code)]
-
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
-use virtio_lm_device::{
-    CoreOptions, CountingEntropy, DeviceError, QueueAccess, Quiesce, QuiesceMode, Rng,
-    VirtioDevice, VIRTIO_ID_RNG,
-};
-use virtio_lm_pci::admin::{
-    AdminClient, AdminClientConfig, AdminCommand, AdminResult, Completion, OwnerFunction,
-    OwnerOptions,
-};
-use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
+use virtio_lm_device::context::{DeviceField, Persist};
+use virtio_lm_device::testing::{pattern, CountingDevice, Fill, SlowDevice, ENTROPY_DEVICE_TYPE};
+use virtio_lm_device::{CoreOptions, DeviceError, QueueAccess, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{Feature, Profile};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use zerocopy::IntoBytes;
 
-/// Guest memory of the tests.
-pub type Mem = GuestMemoryMmap<()>;
+pub use super::{copy_memory, memory, snapshot, Mem, MEM_SIZE, RING};
+use crate::admin::{
+    AdminClient, AdminClientConfig, AdminCommand, AdminResult, Completion, OwnerFunction,
+    OwnerOptions,
+};
+use crate::{PciDriver, QueueSetup, VirtioPciFunction};
 
-/// Size of every guest memory (owner's and members').
-pub const MEM_SIZE: usize = 0x10000;
-/// A member's queue 0 ring.
-pub const RING: u64 = 0x1000;
 /// First data buffer of a guest.
 pub const DATA: u64 = 0x4000;
 /// Bytes per data buffer.
@@ -39,122 +30,16 @@ pub const BUF_LEN: u32 = 32;
 /// Queue size of the members.
 pub const QUEUE_SIZE: u16 = 16;
 
-/// Fresh zeroed guest memory.
-pub fn memory() -> Arc<Mem> {
-    Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
-}
-
-/// The byte a [`DelayDevice`] writes at guest address `addr`.
-pub fn pattern(addr: u64) -> u8 {
-    (addr as u8) ^ 0x5a
-}
-
-/// A device with an asynchronous backend (device type rng, one queue of 16): it takes chains
-/// when notified, fills their writable buffers with [`pattern`] and completes them in
-/// [`VirtioDevice::poll`], unless `hold` is set. Drain quiesce waits for them; record-in-flight
-/// quiesce leaves them in the queue's in-flight list, and whoever runs the queue next adopts
-/// them from there (so a destination completes them exactly once).
-pub struct DelayDevice {
-    pending: VecDeque<(u16, u32)>,
-    hold: Arc<AtomicBool>,
-}
-
-impl DelayDevice {
-    /// A device whose completions wait while `hold` is set.
-    pub fn new(hold: Arc<AtomicBool>) -> Self {
-        Self {
-            pending: VecDeque::new(),
-            hold,
-        }
-    }
-
-    fn adopt<M: GuestMemory + ?Sized>(
-        &mut self,
-        queue: &QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        for chain in queue.inflight() {
-            if !self.pending.iter().any(|&(id, _)| id == chain.id()) {
-                fill(&chain, queue.mem())?;
-                self.pending.push_back((chain.id(), chain.writable_len()));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn fill<M: GuestMemory + ?Sized>(
-    chain: &virtio_lm_queue::DescriptorChain,
-    mem: &M,
-) -> Result<(), DeviceError> {
-    for segment in chain.writable() {
-        let bytes: Vec<u8> = (0..u64::from(segment.len))
-            .map(|i| pattern(segment.addr.0 + i))
-            .collect();
-        mem.write_slice(&bytes, segment.addr)
-            .map_err(|e| DeviceError::Backend(e.to_string()))?;
-    }
-    Ok(())
-}
-
-impl<M: GuestMemory + ?Sized> VirtioDevice<M> for DelayDevice {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_RNG
-    }
-
-    fn device_features(&self) -> u64 {
-        0
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![QUEUE_SIZE]
-    }
-
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        self.adopt(queue)?;
-        while let Some(chain) = queue.pop()? {
-            fill(&chain, queue.mem())?;
-            self.pending.push_back((chain.id(), chain.writable_len()));
-        }
-        Ok(())
-    }
-
-    fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
-        let Some(queue) = queues.first_mut() else {
-            return Ok(());
-        };
-        self.adopt(queue)?;
-        if self.hold.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        while let Some((id, len)) = self.pending.pop_front() {
-            queue.add_used(id, len)?;
-        }
-        Ok(())
-    }
-
-    fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
-        match mode {
-            QuiesceMode::RecordInflight => {
-                // The queue keeps them in flight; whoever runs it next adopts them.
-                self.pending.clear();
-                Quiesce::Done
-            }
-            QuiesceMode::Drain if self.pending.is_empty() => Quiesce::Done,
-            QuiesceMode::Drain => Quiesce::Pending,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.pending.clear();
-    }
+/// A member device with an asynchronous backend: a [`SlowDevice`] presenting as an entropy
+/// source with one queue of [`QUEUE_SIZE`]. It fills each request's writable buffers with
+/// [`pattern`] when it takes it and completes from [`VirtioDevice::poll`] while `release` is
+/// set. Drain quiesce waits for its requests; record-in-flight quiesce leaves them in the
+/// queue's in-flight list, and whoever runs the queue next adopts them from there (so a
+/// destination completes them exactly once).
+pub fn delay_device(release: Arc<AtomicBool>) -> SlowDevice {
+    SlowDevice::backend(Fill::Pattern, QUEUE_SIZE)
+        .adopting()
+        .released_by(release)
 }
 
 /// The device-specific field type of [`StateLog`] (in the device-specific range, not defined by
@@ -171,7 +56,7 @@ pub struct StateLog {
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
     fn device_type(&self) -> u32 {
-        VIRTIO_ID_RNG
+        ENTROPY_DEVICE_TYPE
     }
 
     fn device_features(&self) -> u64 {
@@ -194,21 +79,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
         Ok(())
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }
 
 /// The state is the one byte; every restore is logged.
@@ -220,11 +91,7 @@ impl Persist for StateLog {
     }
 
     fn encode(value: &u8) -> Vec<DeviceField> {
-        vec![DeviceField {
-            field_type: LOG_FIELD,
-            flags: 0,
-            value: vec![*value],
-        }]
+        vec![DeviceField::new(LOG_FIELD, vec![*value])]
     }
 
     fn decode(&self, fields: &[DeviceField], _config: &[u8]) -> Result<u8, DeviceError> {
@@ -243,11 +110,11 @@ impl Persist for StateLog {
 /// Which device type the members are.
 #[derive(Clone)]
 pub enum Kind {
-    /// virtio-rng (counting entropy seeded by the VF number).
-    Rng,
-    /// [`DelayDevice`] sharing one hold flag, quiescing as `mode` says.
+    /// [`CountingDevice`]s, the stream of VF `n` from `n << 32`.
+    Counting,
+    /// [`delay_device`]s sharing one release flag, quiescing as `mode` says.
     Delay(Arc<AtomicBool>, QuiesceMode),
-    /// [`DelayDevice`]s, VF `n` holding on flag `n - 1`, quiescing as `mode` says.
+    /// [`delay_device`]s, VF `n` released by flag `n - 1`, quiescing as `mode` says.
     DelayEach(Vec<Arc<AtomicBool>>, QuiesceMode),
     /// [`StateLog`]s sharing one log.
     StateLog(Arc<Mutex<Vec<u8>>>),
@@ -257,17 +124,14 @@ pub enum Kind {
 pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
     let mem = memory();
     let (device, quiesce_mode): (Box<dyn VirtioDevice<Mem>>, _) = match kind {
-        Kind::Rng => (
-            Box::new(Rng::new(
-                Box::new(CountingEntropy::new(u64::from(vf) << 32)),
-                QUEUE_SIZE,
-            )),
+        Kind::Counting => (
+            Box::new(CountingDevice::new(u64::from(vf) << 32, QUEUE_SIZE)),
             QuiesceMode::Drain,
         ),
-        Kind::Delay(hold, mode) => (Box::new(DelayDevice::new(hold.clone())), *mode),
-        Kind::DelayEach(holds, mode) => {
-            let hold = holds[usize::from(vf) - 1].clone();
-            (Box::new(DelayDevice::new(hold)), *mode)
+        Kind::Delay(release, mode) => (Box::new(delay_device(release.clone())), *mode),
+        Kind::DelayEach(releases, mode) => {
+            let release = releases[usize::from(vf) - 1].clone();
+            (Box::new(delay_device(release)), *mode)
         }
         Kind::StateLog(log) => (
             Box::new(StateLog {
@@ -284,7 +148,7 @@ pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
     VirtioPciFunction::with_device(device, mem, options, 2, false).unwrap()
 }
 
-/// An owner (its own device an rng) with `num_vfs` members of `kind`, VF Enable set.
+/// An owner (its own device a [`CountingDevice`]) with `num_vfs` members of `kind`, VF Enable set.
 pub fn owner(num_vfs: u16, kind: Kind) -> OwnerFunction<Mem> {
     owner_with(num_vfs, kind, OwnerOptions::default())
 }
@@ -292,8 +156,8 @@ pub fn owner(num_vfs: u16, kind: Kind) -> OwnerFunction<Mem> {
 /// [`owner`] with explicit options.
 pub fn owner_with(num_vfs: u16, kind: Kind, options: OwnerOptions) -> OwnerFunction<Mem> {
     let factory = Box::new(move |vf: u16| Ok(member_function(&kind, vf)));
-    let rng = Rng::new(Box::new(CountingEntropy::new(0)), 8);
-    let owner = OwnerFunction::new(Box::new(rng), memory(), options, factory).unwrap();
+    let device = CountingDevice::new(0, 8);
+    let owner = OwnerFunction::new(Box::new(device), memory(), options, factory).unwrap();
     owner.set_num_vfs(num_vfs).unwrap();
     owner.set_vf_enable(true).unwrap();
     owner
@@ -445,7 +309,7 @@ impl Guest {
         self.mem = mem;
     }
 
-    /// Every buffer used carries the [`DelayDevice`] pattern.
+    /// Every buffer used carries the [`delay_device`] [`pattern`].
     pub fn check_pattern(&self) {
         for &addr in &self.done {
             let mut bytes = vec![0u8; BUF_LEN as usize];
@@ -457,21 +321,9 @@ impl Guest {
     }
 }
 
-/// `n` hold flags, all clear.
-pub fn holds(n: usize) -> Vec<Arc<AtomicBool>> {
-    (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect()
-}
-
-/// Copies all of `from` into `to` (guest memory migration).
-pub fn copy_memory(from: &Mem, to: &Mem) {
-    to.write_slice(&snapshot(from), GuestAddress(0)).unwrap();
-}
-
-/// All of a guest memory.
-pub fn snapshot(mem: &Mem) -> Vec<u8> {
-    let mut bytes = vec![0u8; MEM_SIZE];
-    mem.read_slice(&mut bytes, GuestAddress(0)).unwrap();
-    bytes
+/// `n` release flags, all set.
+pub fn releases(n: usize) -> Vec<Arc<AtomicBool>> {
+    (0..n).map(|_| Arc::new(AtomicBool::new(true))).collect()
 }
 
 /// The LIST_USE bitmap with every supported opcode.
