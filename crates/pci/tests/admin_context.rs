@@ -2,12 +2,11 @@
 //! DEV_CTX_DISCARD and DEV_CTX_FIELDS_QUERY on SR-IOV members, with the context format of
 //! spec-notes §5, and the bad contexts each refused with the status spec-notes names.
 
-
 use std::sync::{Arc, Mutex};
 
-use virtio_lm_pci::testing::admin::*;
 use virtio_lm_device::context::{decode, encode, parse_fields, ContextWriter, DeviceContext};
 use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::context::{ContextFieldHeader, FieldType};
 use virtio_lm_spec::zerocopy::IntoBytes;

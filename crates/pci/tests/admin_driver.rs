@@ -2,13 +2,12 @@
 //! `PciDriver`), and the power-management statements the project does not model, with the
 //! check that keeps that claim true.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use virtio_lm_pci::testing::admin::*;
 use virtio_lm_device::context::{decode, parse_fields};
 use virtio_lm_pci::admin::{AdminClient, AdminError, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{opcode, status, DevMode};

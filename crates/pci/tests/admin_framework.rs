@@ -3,14 +3,13 @@
 //! effects, buffer lengths, in-order completion, LIST_QUERY / LIST_USE, and the driver side
 //! (`AdminClient`): retries, timeouts and errors that name command, member and status.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_pci::testing::admin::*;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::{AdminCommand, AdminError, AdminResult, OwnerOptions};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::PciTransport;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, qualifier, status, DevMode};

@@ -1,14 +1,13 @@
 //! Seed 004 device modes: DEV_MODE_GET / DEV_MODE_SET on SR-IOV members — Active, Stop and
 //! Freeze, what each means for the member's PCI function, and pending mode changes.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use virtio_lm_pci::testing::admin::*;
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::{PciTransport, VirtioPciFunction};
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::pci::offset;

@@ -3,13 +3,12 @@
 //! the guest driver continues there and gets every buffer back exactly once, while members 1
 //! and 3 keep working undisturbed throughout.
 
-
 use std::sync::atomic::Ordering;
 
-use virtio_lm_pci::testing::admin::*;
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::AdminClient;
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_spec::admin::{opcode, DevMode};
 
 /// Members 1 and 3 do a round of work: submit, notify, collect everything.

@@ -1,11 +1,10 @@
 //! The virtio capability list in PCI configuration space, and a driver that finds every region
 //! through it rather than through fixed offsets.
 
-
 use std::sync::Arc;
 
-use virtio_lm_pci::testing::*;
 use virtio_lm_pci::layout::{self, VirtioCap, FIRST_CAP};
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{discover, PciError, PciTransport, QueueSetup, Region};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::{

@@ -2,12 +2,11 @@
 //! lifecycle facilities — DEVICE_STOPPED (seed 000), SUSPEND (seed 003 as merged), queue state
 //! validation (seed 001, spec-notes §3), recovery from DEVICE_NEEDS_RESET (seed 002).
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use virtio_lm_pci::testing::*;
 use virtio_lm_device::CoreOptions;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, PciError, PciTransport, PollPolicy, QueueSetup};
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingFeatures, RingKind, SplitDriver};
 use virtio_lm_spec::pci::offset::*;
@@ -315,12 +314,7 @@ fn stop_gives_up_with_a_clear_error() {
 /// notification; on resume it is applied, the generation moves and the notification goes out.
 #[test]
 fn config_space_is_unchanged_while_stopped() {
-    let mem = memory();
-    let f = counting_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (_, f, mut driver) = running(migration_features(false), 4, false);
     driver.stop().unwrap();
     let generation = driver.config_generation();
     let mut config = [0u8; 8];
@@ -346,12 +340,7 @@ fn config_space_is_unchanged_while_stopped() {
 #[test]
 fn suspend_clears_driver_ok_and_driver_ok_resumes() {
     for packed in [false, true] {
-        let mem = memory();
-        let f = counting_function(&mem, 8, false);
-        let mut driver = driver_for(&f, &mem);
-        driver
-            .init(migration_features(packed), &[QueueSetup::new(0, 4, RING)])
-            .unwrap();
+        let (mem, f, mut driver) = running(migration_features(packed), 4, false);
         driver.suspend().unwrap();
         let s = driver.status();
         assert_eq!(
@@ -391,15 +380,7 @@ fn suspend_clears_driver_ok_and_driver_ok_resumes() {
 /// SUSPEND unless F_SUSPEND was negotiated (and DRIVER_OK is set).
 #[test]
 fn suspend_needs_the_feature() {
-    let mem = memory();
-    let f = counting_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (_, _, mut driver) = running(features(&[Feature::Version1]), 4, false);
     assert!(matches!(
         driver.suspend(),
         Err(PciError::FeatureNotNegotiated(Feature::Suspend))

@@ -1,9 +1,8 @@
 //! A hostile driver: arbitrary BAR accesses (any offset, any width, any value) never panic or
 //! deadlock the function, and the read-only facts of the common configuration hold throughout.
 
-
-use virtio_lm_pci::testing::*;
 use proptest::prelude::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_spec::pci::offset::*;
 
 fn access() -> impl Strategy<Value = (bool, u64, usize, u64)> {

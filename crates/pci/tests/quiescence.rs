@@ -3,7 +3,6 @@
 //! memory and the interrupt count do not change until resume; then every buffer latched
 //! meanwhile completes exactly once. Split and packed rings.
 
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,6 @@
 //! times, on a tiny queue: after every acknowledged quiesce nothing changes, and after every
 //! resume the buffer of that round has completed exactly once.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

@@ -2,9 +2,8 @@
 //! queue state registers at 64/66, spec-notes §3 and §6), exercised through
 //! `VirtioPciFunction::bar_read` / `bar_write` directly.
 
-
-use virtio_lm_pci::testing::*;
 use virtio_lm_pci::layout::{ISR_OFFSET, NOTIFY_OFFSET};
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::QueueSetup;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::offset::*;

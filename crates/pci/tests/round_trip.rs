@@ -3,12 +3,11 @@
 //! rings still holding outstanding buffers → resume; every buffer completes exactly once and
 //! no notification is lost. Split and packed rings.
 
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use virtio_lm_pci::testing::*;
 use virtio_lm_device::CoreOptions;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, QueueSetup};
 use virtio_lm_queue::{BufferSpec, UsedBuffer};
 

@@ -294,7 +294,12 @@ impl SlowDevice {
             return Ok(());
         }
         for chain in queue.inflight() {
-            let known = self.held.lock().unwrap().iter().any(|&(id, _)| id == chain.id());
+            let known = self
+                .held
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|&(id, _)| id == chain.id());
             if !known {
                 self.take(&chain, queue.mem())?;
             }

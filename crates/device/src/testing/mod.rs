@@ -41,8 +41,8 @@ pub use devices::{
     ENTROPY_DEVICE_TYPE,
 };
 pub use driver::{
-    bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA,
-    MEM_SIZE, QUEUE_BASE,
+    bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA, MEM_SIZE,
+    QUEUE_BASE,
 };
 
 /// Status after a successful feature negotiation.

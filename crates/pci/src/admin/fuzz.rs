@@ -46,8 +46,13 @@ fn fuzz_owner() -> Option<OwnerFunction<Mem>> {
         VirtioPciFunction::with_device(Box::new(device), mem, CoreOptions::default(), 2, false)
     });
     let device = CountingDevice::new(0, 8);
-    let owner =
-        OwnerFunction::new(Box::new(device), owner_mem, OwnerOptions::default(), factory).ok()?;
+    let owner = OwnerFunction::new(
+        Box::new(device),
+        owner_mem,
+        OwnerOptions::default(),
+        factory,
+    )
+    .ok()?;
     owner.set_num_vfs(3).ok()?;
     owner.set_vf_enable(true).ok()?;
     for member in [1u16, 2] {

@@ -40,7 +40,7 @@ use virtio_lm_spec::pci::offset;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::{PciDriver, PciTransport, VirtioPciFunction};
+use crate::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 
 pub mod admin;
 
@@ -89,6 +89,22 @@ pub fn counting_function(
     worker: bool,
 ) -> Arc<VirtioPciFunction<Mem>> {
     counting_function_with(mem, queue_max, CoreOptions::default(), worker, 1)
+}
+
+/// Fresh guest memory, a [`counting_function`] over it (queue maximum 8; `worker` as there)
+/// and its driver, initialised with `features` and queue 0 of `queue_size` at [`RING`].
+pub fn running(
+    features: u64,
+    queue_size: u16,
+    worker: bool,
+) -> (Arc<Mem>, Arc<VirtioPciFunction<Mem>>, PciDriver<Mem>) {
+    let mem = memory();
+    let function = counting_function(&mem, 8, worker);
+    let mut driver = driver_for(&function, &mem);
+    driver
+        .init(features, &[QueueSetup::new(0, queue_size, RING)])
+        .unwrap();
+    (mem, function, driver)
 }
 
 /// The feature mask of `features` (seeds profile).
