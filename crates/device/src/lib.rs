@@ -27,14 +27,8 @@
 //!     fn device_type(&self) -> u32 {
 //!         0xfffc
 //!     }
-//!     fn device_features(&self) -> u64 {
-//!         0
-//!     }
 //!     fn queue_max_sizes(&self) -> Vec<u16> {
 //!         vec![64]
-//!     }
-//!     fn read_config(&self, _offset: usize, data: &mut [u8]) {
-//!         data.fill(0);
 //!     }
 //!     fn process_queue(&mut self, _: u16, q: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
 //!         while let Some(chain) = q.pop()? {

@@ -71,10 +71,6 @@ impl VirtioDevice<common::Mem> for ConfigDevice {
         0xfffd
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![8]
     }

@@ -514,9 +514,6 @@ fn device_failure_after_validation_sets_needs_reset() {
         fn device_type(&self) -> u32 {
             self.0.device_type()
         }
-        fn device_features(&self) -> u64 {
-            0
-        }
         fn queue_max_sizes(&self) -> Vec<u16> {
             vec![8]
         }

@@ -17,14 +17,8 @@ impl VirtioDevice<Mem> for Idle {
     fn device_type(&self) -> u32 {
         0xfffe
     }
-    fn device_features(&self) -> u64 {
-        0
-    }
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![8]
-    }
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
     }
     fn process_queue(
         &mut self,

@@ -1,5 +1,6 @@
 //! virtio-rng (device id 4): the simplest real device type. One request queue; the device
-//! fills each device-writable buffer with random bytes and returns it.
+//! fills each device-writable buffer with random bytes and returns it. It has no feature bits
+//! and no configuration space of its own (the [`VirtioDevice`] defaults).
 
 use std::fs::File;
 use std::io::Read;
@@ -92,17 +93,8 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
         VIRTIO_ID_RNG
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![self.queue_size]
-    }
-
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        // virtio-rng has no device-specific configuration.
-        data.fill(0);
     }
 
     fn process_queue(

@@ -129,14 +129,8 @@ pub fn restore<P: Persist>(device: &mut P, state: ValidatedState) {
 ///     fn device_type(&self) -> u32 {
 ///         0xfffc
 ///     }
-///     fn device_features(&self) -> u64 {
-///         0
-///     }
 ///     fn queue_max_sizes(&self) -> Vec<u16> {
 ///         vec![8]
-///     }
-///     fn read_config(&self, _offset: usize, data: &mut [u8]) {
-///         data.fill(0);
 ///     }
 ///     fn process_queue(&mut self, _: u16, _: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
 ///         Ok(())

@@ -63,16 +63,8 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for CountingDevice {
         ENTROPY_DEVICE_TYPE
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![self.queue_size]
-    }
-
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
     }
 
     fn process_queue(
@@ -120,10 +112,6 @@ impl ConfigDevice {
 impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
     fn device_type(&self) -> u32 {
         Self::DEVICE_TYPE
-    }
-
-    fn device_features(&self) -> u64 {
-        0
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
@@ -313,18 +301,8 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
         self.device_type
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![self.queue_size]
-    }
-
-    fn read_config(&self, offset: usize, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = (offset + i) as u8;
-        }
     }
 
     fn process_queue(

@@ -59,16 +59,8 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
         ENTROPY_DEVICE_TYPE
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![QUEUE_SIZE]
-    }
-
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
     }
 
     fn process_queue(
