@@ -28,6 +28,18 @@ pub enum Quiesce {
     Failed,
 }
 
+/// [`VirtioDevice::read_config`] over a configuration space laid out in `space`: copies the
+/// bytes at `offset` into `data`; bytes past the end (or past `usize::MAX`) read as 0.
+pub fn read_config_bytes(space: &[u8], offset: usize, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i)
+            .and_then(|at| space.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,
 /// stop and suspend are the core's.
 pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {

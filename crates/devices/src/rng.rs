@@ -93,10 +93,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
         VIRTIO_ID_RNG
     }
 
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.queue_size]
-    }
-
     fn process_queue(
         &mut self,
         _index: u16,
@@ -118,6 +114,10 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
             queue.add_used(chain.id(), written)?;
         }
         Ok(())
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![self.queue_size]
     }
 }
 

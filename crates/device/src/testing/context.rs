@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use virtio_lm_queue::{RingDriver, RingKind, UsedBuffer};
 use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 
-use super::devices::SlowDevice;
+use vm_memory::GuestMemory;
+
+use super::devices::{SlowDevice, ENTROPY_DEVICE_TYPE};
 use super::driver::{CoreDriver, Mem};
 use crate::context::{parse_fields, persist, ContextWriter, DeviceField, Persist};
 use crate::{
@@ -129,6 +131,76 @@ impl VirtioDevice<Mem> for AdoptingDevice {
     }
 
     crate::persist_seam!();
+}
+
+/// The device-specific field type of [`StateLog`] (in the device-specific range, not defined by
+/// any device type).
+pub const LOG_FIELD: FieldType = FieldType(0x03f0);
+
+/// A device (entropy type, one queue) that takes no buffer, so whatever the driver makes
+/// available stays available; its device-specific state is one [`LOG_FIELD`] carrying one
+/// byte. It logs the byte of every state restored into it, so a test sees each context a
+/// restore (or DEV_CTX_WRITE) applied, in order.
+pub struct StateLog {
+    value: u8,
+    log: Arc<Mutex<Vec<u8>>>,
+    queue_size: u16,
+}
+
+impl StateLog {
+    /// A device with state 0 and one queue of `queue_size`, logging restores into `log`.
+    pub fn new(log: Arc<Mutex<Vec<u8>>>, queue_size: u16) -> Self {
+        Self {
+            value: 0,
+            log,
+            queue_size,
+        }
+    }
+}
+
+impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
+    fn device_type(&self) -> u32 {
+        ENTROPY_DEVICE_TYPE
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![self.queue_size]
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        _queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    crate::persist_seam!();
+}
+
+/// The state is the one byte; every restore is logged.
+impl Persist for StateLog {
+    type State = u8;
+
+    fn save(&self) -> u8 {
+        self.value
+    }
+
+    fn encode(value: &u8) -> Vec<DeviceField> {
+        vec![DeviceField::new(LOG_FIELD, vec![*value])]
+    }
+
+    fn decode(&self, fields: &[DeviceField], _config: &[u8]) -> Result<u8, DeviceError> {
+        match fields {
+            [f] if f.field_type == LOG_FIELD && f.value.len() == 1 => Ok(f.value[0]),
+            _ => Err(DeviceError::BadState("one LOG_FIELD of one byte")),
+        }
+    }
+
+    fn restore(&mut self, value: u8) {
+        self.value = value;
+        self.log.lock().unwrap().push(value);
+    }
 }
 
 /// Options that leave requests in flight on a stop or suspend.

@@ -119,9 +119,7 @@ impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
     }
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = self.config.get(offset + i).copied().unwrap_or(0);
-        }
+        crate::read_config_bytes(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: usize, data: &[u8]) {

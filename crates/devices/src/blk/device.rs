@@ -38,13 +38,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.values.bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Only `writeback` is writable (VIRTIO_BLK_F_CONFIG_WCE); values other than 0 and 1 are

@@ -101,13 +101,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.config_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Every field is read-only with VIRTIO_F_VERSION_1 (the driver changes the address with

@@ -6,14 +6,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtio_lm_device::context::{DeviceField, Persist};
-use virtio_lm_device::testing::{pattern, CountingDevice, Fill, SlowDevice, ENTROPY_DEVICE_TYPE};
-use virtio_lm_device::{CoreOptions, DeviceError, QueueAccess, QuiesceMode, VirtioDevice};
+use virtio_lm_device::testing::{pattern, CountingDevice, Fill, SlowDevice};
+use virtio_lm_device::{CoreOptions, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
-use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{Feature, Profile};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress};
 use zerocopy::IntoBytes;
 
 pub use super::{copy_memory, memory, snapshot, Mem, MEM_SIZE, RING};
@@ -22,6 +20,7 @@ use crate::admin::{
     OwnerOptions,
 };
 use crate::{PciDriver, QueueSetup, VirtioPciFunction};
+pub use virtio_lm_device::testing::context::{StateLog, LOG_FIELD};
 
 /// First data buffer of a guest.
 pub const DATA: u64 = 0x4000;
@@ -40,63 +39,6 @@ pub fn delay_device(release: Arc<AtomicBool>) -> SlowDevice {
     SlowDevice::backend(Fill::Pattern, QUEUE_SIZE)
         .adopting()
         .released_by(release)
-}
-
-/// The device-specific field type of [`StateLog`] (in the device-specific range, not defined by
-/// any device type).
-pub const LOG_FIELD: FieldType = FieldType(0x03f0);
-
-/// A member device (rng type, one queue, no I/O) whose device-specific state is one
-/// [`LOG_FIELD`] carrying one byte. It logs the byte of every state restored into it, so a test
-/// sees each context a DEV_CTX_WRITE applied, in order.
-pub struct StateLog {
-    value: u8,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
-    fn device_type(&self) -> u32 {
-        ENTROPY_DEVICE_TYPE
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![QUEUE_SIZE]
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        _queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        Ok(())
-    }
-
-    virtio_lm_device::persist_seam!();
-}
-
-/// The state is the one byte; every restore is logged.
-impl Persist for StateLog {
-    type State = u8;
-
-    fn save(&self) -> u8 {
-        self.value
-    }
-
-    fn encode(value: &u8) -> Vec<DeviceField> {
-        vec![DeviceField::new(LOG_FIELD, vec![*value])]
-    }
-
-    fn decode(&self, fields: &[DeviceField], _config: &[u8]) -> Result<u8, DeviceError> {
-        match fields {
-            [f] if f.field_type == LOG_FIELD && f.value.len() == 1 => Ok(f.value[0]),
-            _ => Err(DeviceError::BadState("one LOG_FIELD of one byte")),
-        }
-    }
-
-    fn restore(&mut self, value: u8) {
-        self.value = value;
-        self.log.lock().unwrap().push(value);
-    }
 }
 
 /// Which device type the members are.
@@ -126,10 +68,7 @@ pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
             (Box::new(delay_device(release)), *mode)
         }
         Kind::StateLog(log) => (
-            Box::new(StateLog {
-                value: 0,
-                log: log.clone(),
-            }),
+            Box::new(StateLog::new(log.clone(), QUEUE_SIZE)),
             QuiesceMode::Drain,
         ),
     };

@@ -34,7 +34,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::testing::{CountingDevice, Fill, SlowDevice};
+use virtio_lm_device::testing::{default_features, CountingDevice, Fill, SlowDevice};
 use virtio_lm_device::CoreOptions;
 use virtio_lm_spec::pci::offset;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
@@ -112,19 +112,15 @@ pub fn features(features: &[Feature]) -> u64 {
     Profile::Seeds.feature_set(features).unwrap()
 }
 
-/// Every migration feature, plus RING_PACKED when `packed`.
+/// Every migration feature (the device rig's [`default_features`]: VERSION_1, EVENT_IDX,
+/// DEVICE_STOP, QUEUE_STATE, SUSPEND), plus RING_PACKED when `packed`.
 pub fn migration_features(packed: bool) -> u64 {
-    let mut list = vec![
-        Feature::Version1,
-        Feature::EventIdx,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
-    if packed {
-        list.push(Feature::RingPacked);
-    }
-    features(&list)
+    let ring = if packed {
+        features(&[Feature::RingPacked])
+    } else {
+        0
+    };
+    default_features() | ring
 }
 
 /// A driver for `function`.
