@@ -18,13 +18,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 /// A running SlowDevice core with two requests held in process.
 fn busy() -> (CoreDriver, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    let device = SlowDevice::new();
-    let release = device.release.clone();
-    let mut d = CoreDriver::new(Box::new(device));
-    d.start_default();
-    d.offer(2);
-    d.core.kick(0);
-    (d, release)
+    CoreDriver::holding(2)
 }
 
 /// Seed 004: "the device MUST finish all the outstanding PCI transactions before completing the

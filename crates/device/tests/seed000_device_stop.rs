@@ -92,12 +92,7 @@ fn stop_and_resume_by_the_bit() {
 /// requests and MUST complete all requests that is being processed before presenting the bit."
 #[test]
 fn stop_presented_only_after_in_process_requests_complete() {
-    let slow = SlowDevice::new();
-    let release = slow.release.clone();
-    let mut d = CoreDriver::new(Box::new(slow));
-    d.start_default();
-    d.offer(3);
-    d.core.kick(0);
+    let (mut d, release) = CoreDriver::holding(3);
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING, "three requests still in process");
     let more = d.offer(2);

@@ -47,12 +47,7 @@ fn suspend_ignored_when_not_allowed() {
 /// Virtqueue State of each enabled virtqueue"; then (spec-notes §2) it clears DRIVER_OK.
 #[test]
 fn suspend_completes_in_process_work_before_presenting() {
-    let slow = SlowDevice::new();
-    let release = slow.release.clone();
-    let mut d = CoreDriver::new(Box::new(slow));
-    d.start_default();
-    d.offer(3);
-    d.core.kick(0);
+    let (mut d, release) = CoreDriver::holding(3);
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(
         d.core.status(),

@@ -2,13 +2,14 @@
 //! guest memory, the interrupt counter and the ring drivers; and [`TestRing`], ring-driver
 //! shorthands for which a failure is the test's failure.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver, RingKind, UsedBuffer};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::devices::CountingDevice;
+use super::devices::{CountingDevice, SlowDevice};
 use super::{negotiate, reprogram_queues, ring_features, setup_queues, RUNNING};
 use crate::{CoreOptions, DeviceCore, InterruptCounter, VirtioDevice};
 
@@ -120,6 +121,18 @@ impl CoreDriver {
     /// A core around a [`CountingDevice`] (stream from 0, one queue of 16).
     pub fn counting() -> Self {
         Self::new(Box::new(CountingDevice::new(0, 16)))
+    }
+
+    /// A running core around a [`SlowDevice`] (default features) holding `count` requests in
+    /// process; returns it and the device's release flag.
+    pub fn holding(count: usize) -> (Self, Arc<AtomicBool>) {
+        let device = SlowDevice::new();
+        let release = device.release.clone();
+        let mut d = Self::new(Box::new(device));
+        d.start_default();
+        d.offer(count);
+        d.core.kick(0);
+        (d, release)
     }
 
     /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK.
