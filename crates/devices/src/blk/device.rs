@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
@@ -40,13 +39,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.values.bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Only `writeback` is writable (VIRTIO_BLK_F_CONFIG_WCE); values other than 0 and 1 are
@@ -158,19 +151,5 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         config::CONFIG_LEN
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
@@ -91,13 +90,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.config_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Every field is read-only with VIRTIO_F_VERSION_1 (the driver changes the address with
@@ -227,19 +220,5 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         config::CONFIG_LEN
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }
