@@ -3,10 +3,11 @@
 
 use vm_memory::GuestMemory;
 
-use crate::chain::DescriptorChain;
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ConfigError, QueueError, StateError};
+use crate::inflight::InflightTracker;
 use crate::kind::RingKind;
 use crate::packed::PackedQueue;
 use crate::split::SplitQueue;
@@ -36,6 +37,17 @@ impl RingOps for Virtqueue {
         each!(self, q => q.ring_config())
     }
 
+    fn inflight_tracker(&self) -> &InflightTracker {
+        each!(self, q => q.inflight_tracker())
+    }
+
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError> {
+        each!(self, q => q.has_available_in(view))
+    }
+
     fn pop_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
@@ -47,10 +59,9 @@ impl RingOps for Virtqueue {
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError> {
-        each!(self, q => q.add_used_in(view, id, len))
+        each!(self, q => q.add_used_in(view, used))
     }
 }
 
@@ -92,20 +103,8 @@ impl DeviceQueue for Virtqueue {
         each!(self, q => q.disable_notification(mem))
     }
 
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        each!(self, q => q.has_available(mem))
-    }
-
     fn state(&self) -> Result<QueueState, QueueError> {
         each!(self, q => q.state())
-    }
-
-    fn inflight(&self) -> Vec<DescriptorChain> {
-        each!(self, q => q.inflight())
-    }
-
-    fn inflight_len(&self) -> u16 {
-        each!(self, q => q.inflight_len())
     }
 
     fn reset(&mut self) {

@@ -1,6 +1,9 @@
 //! Notification-suppression arithmetic shared by the device and driver sides.
 
 use virtio_lm_spec::queue_state::PackedRingPosition;
+use virtio_lm_spec::ring::{RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE};
+
+use crate::config::QueueConfig;
 
 /// The EVENT_IDX rule (split rings, and packed rings in DESC mode): the other side asked to be
 /// notified when the index passes `event`; `old..new` are the entries produced since the last
@@ -82,4 +85,28 @@ pub fn packed_need_event(
     size: u16,
 ) -> bool {
     event.distance_from(old, size) < new.distance_from(old, size)
+}
+
+/// Whether a packed ring's event suppression structure (flags `mode`, position `event`) asks for
+/// a notification after `slots` slots were published, moving the position from `old` to `new`.
+/// The same rule on both sides: the device reads the driver's structure, the driver the device's.
+pub(crate) fn packed_wants_event(
+    config: &QueueConfig,
+    mode: u16,
+    event: RingPosition,
+    old: RingPosition,
+    new: RingPosition,
+    slots: u32,
+) -> bool {
+    match mode {
+        RING_EVENT_FLAGS_DISABLE => false,
+        // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
+        // notification is harmless, a missed one hangs the other side.
+        RING_EVENT_FLAGS_DESC if config.features.event_idx => {
+            // Positions repeat every two laps (index and wrap counter): that many slots
+            // certainly passed the event position; fewer are compared exactly.
+            slots >= 2 * u32::from(config.size) || packed_need_event(event, new, old, config.size)
+        }
+        _ => true,
+    }
 }

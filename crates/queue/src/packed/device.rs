@@ -9,12 +9,12 @@ use virtio_lm_spec::ring::{
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
-use crate::chain::{DescriptorChain, SavedChain};
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
-use crate::error::{ChainError, ConfigError, QueueError, StateError};
-use crate::event::{packed_need_event, RingPosition};
+use crate::error::{ring_err, ChainError, ConfigError, QueueError, StateError};
 use crate::inflight::InflightTracker;
+use crate::event::{packed_wants_event, RingPosition};
 use crate::kind::RingKind;
 use crate::state::validate_inflight;
 use crate::state::QueueState;
@@ -72,10 +72,6 @@ pub struct PackedQueue {
     inflight: InflightTracker,
 }
 
-fn ring_err(addr: GuestAddress) -> QueueError {
-    QueueError::RingAccess { addr: addr.0 }
-}
-
 impl PackedQueue {
     fn load_u16<M: GuestMemory + ?Sized>(
         mem: &M,
@@ -109,10 +105,6 @@ impl PackedQueue {
         self.next_used
     }
 
-    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
-        RingView::new(mem, &self.config)
-    }
-
     /// Reads the chain starting at `next_avail`, whose head the caller has seen available.
     /// The chain is the run of ring descriptors up to the first without NEXT, wrapping at the
     /// end of the ring; only the head's AVAIL bit is checked (the driver makes it available last).
@@ -132,11 +124,7 @@ impl PackedQueue {
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                let rules = IndirectRules {
-                    negotiated: self.config.features.indirect_desc,
-                    in_indirect: false,
-                    has_next,
-                };
+                let rules = IndirectRules::in_ring(&self.config, has_next);
                 let (table, entries) =
                     indirect_table(view, rules, desc.addr.get(), desc.len.get())?;
                 Self::walk_indirect(view, &mut builder, &table, entries)?;
@@ -176,22 +164,12 @@ impl PackedQueue {
         Ok(())
     }
 
-    fn has_available_in<M: GuestMemory + ?Sized>(
-        &self,
-        view: &RingView<'_, M>,
-    ) -> Result<bool, QueueError> {
-        // Acquire: the descriptor's other fields are read only after its flags say available.
-        let addr = layout::desc_flags(&self.config, self.next_avail.index);
-        let flags = view.load_u16(addr, Ordering::Acquire).map_err(ring_err)?;
-        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
-    }
-
     fn check_state<M: GuestMemory + ?Sized>(
         config: &QueueConfig,
         state: &QueueState,
         mem: &M,
     ) -> Result<(RingPosition, RingPosition, Vec<DescriptorChain>), StateError> {
-        config.validate(mem)?;
+        config.validate_as(RingKind::Packed, mem)?;
         let size = config.size;
         let avail = RingPosition::from_state(state.avail_state);
         let used = RingPosition::from_state(state.used_state);
@@ -225,6 +203,27 @@ impl PackedQueue {
         Ok((avail, used, chains))
     }
 
+    /// A queue at `avail` and `used` with everything published and signalled.
+    fn resumed(
+        config: QueueConfig,
+        avail: RingPosition,
+        used: RingPosition,
+        inflight: InflightTracker,
+    ) -> Self {
+        Self {
+            config,
+            next_avail: avail,
+            next_used: used,
+            pending_head: None,
+            pending: 0,
+            published_used: used,
+            signalled_used: used,
+            unsignalled_slots: 0,
+            force_notify: false,
+            inflight,
+        }
+    }
+
     /// Reads an event suppression structure: (flags mode, event position). Flags are read
     /// first with Acquire, so a `desc` written before them is seen with them.
     fn load_event<M: GuestMemory + ?Sized>(
@@ -240,20 +239,9 @@ impl PackedQueue {
 
 impl DeviceQueue for PackedQueue {
     fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
-        config.expect_kind(RingKind::Packed)?;
-        config.validate(mem)?;
-        Ok(Self {
-            config,
-            next_avail: RingPosition::INITIAL,
-            next_used: RingPosition::INITIAL,
-            pending_head: None,
-            pending: 0,
-            published_used: RingPosition::INITIAL,
-            signalled_used: RingPosition::INITIAL,
-            unsignalled_slots: 0,
-            force_notify: false,
-            inflight: InflightTracker::new(config.size),
-        })
+        config.validate_as(RingKind::Packed, mem)?;
+        let inflight = InflightTracker::new(config.size);
+        Ok(Self::resumed(config, RingPosition::INITIAL, RingPosition::INITIAL, inflight))
     }
 
     fn from_state<M: GuestMemory + ?Sized>(
@@ -261,19 +249,12 @@ impl DeviceQueue for PackedQueue {
         state: &QueueState,
         mem: &M,
     ) -> Result<Self, StateError> {
-        config.expect_kind(RingKind::Packed)?;
         let (avail, used, chains) = Self::check_state(&config, state, mem)?;
+        let inflight = InflightTracker::from_chains(config.size, &chains);
+        let queue = Self::resumed(config, avail, used, inflight);
         Ok(Self {
-            config,
-            next_avail: avail,
-            next_used: used,
-            pending_head: None,
-            pending: 0,
-            published_used: used,
-            signalled_used: used,
-            unsignalled_slots: 0,
             force_notify: state.notification_owed,
-            inflight: InflightTracker::from_chains(config.size, &chains),
+            ..queue
         })
     }
 
@@ -316,18 +297,7 @@ impl DeviceQueue for PackedQueue {
             layout::driver_event_desc(&self.config),
             layout::driver_event_flags(&self.config),
         )?;
-        Ok(match mode {
-            RING_EVENT_FLAGS_DISABLE => false,
-            // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
-            // interrupt is harmless, a missed one hangs the driver.
-            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                // Positions repeat every two laps (index and wrap counter): that many slots
-                // certainly passed the event position; fewer are compared exactly.
-                slots >= 2 * u32::from(self.config.size)
-                    || packed_need_event(event, new, old, self.config.size)
-            }
-            _ => true,
-        })
+        Ok(packed_wants_event(&self.config, mode, event, old, new, slots))
     }
 
     fn enable_notification<M: GuestMemory + ?Sized>(
@@ -371,10 +341,6 @@ impl DeviceQueue for PackedQueue {
         )
     }
 
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        self.has_available_in(&self.view(mem))
-    }
-
     fn state(&self) -> Result<QueueState, QueueError> {
         if self.pending != 0 {
             return Err(QueueError::UnpublishedUsed {
@@ -385,63 +351,33 @@ impl DeviceQueue for PackedQueue {
             avail_state: self.next_avail.to_state(),
             used_state: self.next_used.to_state(),
             notification_owed: self.force_notify || self.unsignalled_slots != 0,
-            inflight: self
-                .inflight
-                .in_order()
-                .into_iter()
-                .map(SavedChain::from)
-                .collect(),
+            inflight: self.inflight.saved(),
         })
     }
 
-    fn inflight(&self) -> Vec<DescriptorChain> {
-        self.inflight.in_order()
-    }
-
-    fn inflight_len(&self) -> u16 {
-        self.inflight.len()
-    }
-
     fn reset(&mut self) {
-        self.next_avail = RingPosition::INITIAL;
-        self.next_used = RingPosition::INITIAL;
-        self.pending_head = None;
-        self.pending = 0;
-        self.published_used = RingPosition::INITIAL;
-        self.signalled_used = RingPosition::INITIAL;
-        self.unsignalled_slots = 0;
-        self.force_notify = false;
-        self.inflight.clear();
+        let inflight = self.inflight.recycle();
+        *self = Self::resumed(self.config, RingPosition::INITIAL, RingPosition::INITIAL, inflight);
     }
 }
 
 impl RingOps for PackedQueue {
-    fn ring_config(&self) -> &QueueConfig {
-        &self.config
-    }
-
-    fn pop_in<M: GuestMemory + ?Sized>(
+    fn has_available_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        // has_available reads the head's flags with Acquire: the rest of the chain, written
-        // before them, is visible to the reads below.
-        if !self.has_available_in(view)? {
-            return Ok(false);
-        }
-        self.parse_chain(view, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
-        Ok(true)
+        // Acquire: the descriptor's other fields are read only after its flags say available.
+        let addr = layout::desc_flags(&self.config, self.next_avail.index);
+        let flags = view.load_u16(addr, Ordering::Acquire).map_err(ring_err)?;
+        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
     }
 
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError> {
+        let UsedBuffer { id, len } = used;
         let slots = self.inflight.check_used(id, len)?;
         let slot = self.next_used.index;
         // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
@@ -466,5 +402,29 @@ impl RingOps for PackedQueue {
         self.inflight.remove(id);
         self.next_used = self.next_used.advance(slots, self.config.size);
         Ok(())
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        // has_available reads the head's flags with Acquire: the rest of the chain, written
+        // before them, is visible to the reads below.
+        if !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        self.parse_chain(view, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
+        Ok(true)
+    }
+
+    fn ring_config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn inflight_tracker(&self) -> &InflightTracker {
+        &self.inflight
     }
 }

@@ -14,13 +14,9 @@ use zerocopy::FromBytes;
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
 use crate::config::QueueConfig;
-use crate::error::DriverError;
-use crate::event::{packed_need_event, RingPosition};
+use crate::error::{mem_err, DriverError};
+use crate::event::{packed_wants_event, RingPosition};
 use crate::kind::RingKind;
-
-fn mem_err(addr: GuestAddress) -> DriverError {
-    DriverError::MemoryAccess { addr: addr.0 }
-}
 
 /// Driver side of a packed virtqueue.
 ///
@@ -55,8 +51,7 @@ impl PackedDriver {
     /// Zeroes the descriptor ring and both event suppression structures (flags ENABLE) and
     /// returns a driver for them.
     pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
-        config.expect_kind(RingKind::Packed)?;
-        config.validate(mem)?;
+        config.validate_as(RingKind::Packed, mem)?;
         let areas = [config.desc_table, config.driver_area, config.device_area];
         for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
             mem.write_slice(&vec![0u8; len as usize], addr)
@@ -287,16 +282,7 @@ impl PackedDriver {
             self.load(mem, layout::device_event_flags(&self.config))? & RING_EVENT_FLAGS_MASK;
         let event =
             RingPosition::from_state(self.load(mem, layout::device_event_desc(&self.config))?);
-        Ok(match mode {
-            RING_EVENT_FLAGS_DISABLE => false,
-            // As on the device side: DESC without EVENT_IDX and the reserved 3 count as ENABLE.
-            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                // Two laps pass every (index, wrap) position; fewer are compared exactly.
-                slots >= 2 * u32::from(self.config.size)
-                    || packed_need_event(event, new, old, self.config.size)
-            }
-            _ => true,
-        })
+        Ok(packed_wants_event(&self.config, mode, event, old, new, slots))
     }
 
     /// Whether the descriptor at the used position holds a used buffer of this driver.

@@ -13,13 +13,9 @@ use zerocopy::FromBytes;
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
 use crate::config::QueueConfig;
-use crate::error::DriverError;
+use crate::error::{mem_err, DriverError};
 use crate::event::need_event;
 use crate::kind::RingKind;
-
-fn mem_err(addr: GuestAddress) -> DriverError {
-    DriverError::MemoryAccess { addr: addr.0 }
-}
 
 /// Driver side of a split virtqueue.
 #[derive(Clone, Debug)]
@@ -42,8 +38,7 @@ pub struct SplitDriver {
 impl SplitDriver {
     /// Zeroes the rings (the driver initialises used.flags to 0) and returns a driver for them.
     pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
-        config.expect_kind(RingKind::Split)?;
-        config.validate(mem)?;
+        config.validate_as(RingKind::Split, mem)?;
         let areas = [config.desc_table, config.driver_area, config.device_area];
         for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
             mem.write_slice(&vec![0u8; len as usize], addr)
