@@ -38,6 +38,7 @@ mod any;
 mod chain;
 mod config;
 mod device_queue;
+mod driver_io;
 mod error;
 mod event;
 #[cfg(feature = "fuzzing")]

@@ -4,17 +4,17 @@ use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
-    RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, GuestMemory};
 
 use super::layout;
 use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ring_err, ChainError, ConfigError, QueueError, StateError};
+use crate::event::{EventSuppression, RingPosition};
 use crate::inflight::InflightTracker;
-use crate::event::{packed_wants_event, RingPosition};
 use crate::kind::RingKind;
 use crate::state::validate_inflight;
 use crate::state::QueueState;
@@ -73,26 +73,6 @@ pub struct PackedQueue {
 }
 
 impl PackedQueue {
-    fn load_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        order: Ordering,
-    ) -> Result<u16, QueueError> {
-        mem.load::<u16>(addr, order)
-            .map(u16::from_le)
-            .map_err(|_| ring_err(addr))
-    }
-
-    fn store_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        value: u16,
-        order: Ordering,
-    ) -> Result<(), QueueError> {
-        mem.store(value.to_le(), addr, order)
-            .map_err(|_| ring_err(addr))
-    }
-
     /// Next descriptor slot the device will read, with the driver wrap counter it expects there
     /// (seed 001 `last_avail_idx` and `last_avail_wrap_counter`).
     pub fn next_avail(&self) -> RingPosition {
@@ -224,16 +204,21 @@ impl PackedQueue {
         }
     }
 
-    /// Reads an event suppression structure: (flags mode, event position). Flags are read
-    /// first with Acquire, so a `desc` written before them is seen with them.
-    fn load_event<M: GuestMemory + ?Sized>(
-        mem: &M,
-        desc: GuestAddress,
-        flags: GuestAddress,
-    ) -> Result<(u16, RingPosition), QueueError> {
-        let mode = Self::load_u16(mem, flags, Ordering::Acquire)? & RING_EVENT_FLAGS_MASK;
-        let event = Self::load_u16(mem, desc, Ordering::Relaxed)?;
-        Ok((mode, RingPosition::from_state(event)))
+    /// Reads the driver event suppression structure. Flags are read first with Acquire, so a
+    /// `desc` written before them is seen with them.
+    fn driver_event<M: GuestMemory + ?Sized>(
+        &self,
+        view: &RingView<'_, M>,
+    ) -> Result<EventSuppression, QueueError> {
+        let flags_addr = layout::driver_event_flags(&self.config);
+        let flags = view
+            .load_u16(flags_addr, Ordering::Acquire)
+            .map_err(ring_err)?;
+        let desc_addr = layout::driver_event_desc(&self.config);
+        let desc = view
+            .load_u16(desc_addr, Ordering::Relaxed)
+            .map_err(ring_err)?;
+        Ok(EventSuppression::from_raw(desc, flags))
     }
 }
 
@@ -241,7 +226,12 @@ impl DeviceQueue for PackedQueue {
     fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
         config.validate_as(RingKind::Packed, mem)?;
         let inflight = InflightTracker::new(config.size);
-        Ok(Self::resumed(config, RingPosition::INITIAL, RingPosition::INITIAL, inflight))
+        Ok(Self::resumed(
+            config,
+            RingPosition::INITIAL,
+            RingPosition::INITIAL,
+            inflight,
+        ))
     }
 
     fn from_state<M: GuestMemory + ?Sized>(
@@ -292,53 +282,36 @@ impl DeviceQueue for PackedQueue {
         if slots == 0 {
             return Ok(false);
         }
-        let (mode, event) = Self::load_event(
-            mem,
-            layout::driver_event_desc(&self.config),
-            layout::driver_event_flags(&self.config),
-        )?;
-        Ok(packed_wants_event(&self.config, mode, event, old, new, slots))
+        let suppression = self.driver_event(&self.view(mem))?;
+        Ok(suppression.wants(&self.config, old, new, slots))
     }
 
     fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
     ) -> Result<bool, QueueError> {
+        let view = self.view(mem);
+        let store = |addr, value, order| view.store_u16(addr, value, order).map_err(ring_err);
+        let flags = layout::device_event_flags(&self.config);
         if self.config.features.event_idx {
             // Notify me when the descriptor I read next becomes available.
-            Self::store_u16(
-                mem,
-                layout::device_event_desc(&self.config),
-                self.next_avail.to_state(),
-                Ordering::Relaxed,
-            )?;
-            Self::store_u16(
-                mem,
-                layout::device_event_flags(&self.config),
-                RING_EVENT_FLAGS_DESC,
-                Ordering::Release,
-            )?;
+            let desc = layout::device_event_desc(&self.config);
+            store(desc, self.next_avail.to_state(), Ordering::Relaxed)?;
+            store(flags, RING_EVENT_FLAGS_DESC, Ordering::Release)?;
         } else {
-            Self::store_u16(
-                mem,
-                layout::device_event_flags(&self.config),
-                RING_EVENT_FLAGS_ENABLE,
-                Ordering::Release,
-            )?;
+            store(flags, RING_EVENT_FLAGS_ENABLE, Ordering::Release)?;
         }
         // The enable must be visible before re-reading the ring, or a buffer made available in
         // between would get neither a kick nor a poll.
         fence(Ordering::SeqCst);
-        self.has_available(mem)
+        self.has_available_in(&view)
     }
 
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        Self::store_u16(
-            mem,
-            layout::device_event_flags(&self.config),
-            RING_EVENT_FLAGS_DISABLE,
-            Ordering::Relaxed,
-        )
+        let flags = layout::device_event_flags(&self.config);
+        self.view(mem)
+            .store_u16(flags, RING_EVENT_FLAGS_DISABLE, Ordering::Relaxed)
+            .map_err(ring_err)
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {
@@ -357,7 +330,12 @@ impl DeviceQueue for PackedQueue {
 
     fn reset(&mut self) {
         let inflight = self.inflight.recycle();
-        *self = Self::resumed(self.config, RingPosition::INITIAL, RingPosition::INITIAL, inflight);
+        *self = Self::resumed(
+            self.config,
+            RingPosition::INITIAL,
+            RingPosition::INITIAL,
+            inflight,
+        );
     }
 }
 

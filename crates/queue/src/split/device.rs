@@ -202,7 +202,12 @@ impl SplitQueue {
 impl DeviceQueue for SplitQueue {
     fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
         config.validate_as(RingKind::Split, mem)?;
-        Ok(Self::resumed(config, 0, 0, InflightTracker::new(config.size)))
+        Ok(Self::resumed(
+            config,
+            0,
+            0,
+            InflightTracker::new(config.size),
+        ))
     }
 
     fn from_state<M: GuestMemory + ?Sized>(
