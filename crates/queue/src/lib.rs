@@ -49,6 +49,8 @@ mod packed;
 mod ring_driver;
 mod split;
 mod state;
+#[cfg(test)]
+mod test_rig;
 mod view;
 mod walk;
 
