@@ -53,6 +53,20 @@ impl Rig {
         err
     }
 
+    /// What the driver collects, as (id, len) pairs.
+    fn used_pairs(&mut self) -> Vec<(u16, u32)> {
+        let used = self.driver.collect_used(&self.mem).unwrap();
+        used.iter().map(|u| (u.id, u.len)).collect()
+    }
+
+    /// [`Self::pop_err`] for a malformed chain: the chain error.
+    fn pop_chain_err(&mut self) -> ChainError {
+        match self.pop_err() {
+            QueueError::Chain(err) => err,
+            other => panic!("expected a malformed chain, got {other:?}"),
+        }
+    }
+
     fn used_idx(&self) -> u16 {
         self.mem.read_obj(layout::used_idx(&self.config)).unwrap()
     }
@@ -238,10 +252,7 @@ fn chain_longer_than_queue_is_rejected() {
         r.raw(i, DATA, 8, VIRTQ_DESC_F_NEXT, (i + 1) % 4);
     }
     r.expose_raw(2);
-    assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::ChainTooLong { .. })
-    ));
+    assert!(matches!(r.pop_chain_err(), ChainError::ChainTooLong { .. }));
 }
 
 /// Hostile ring: head and next indices at or past the queue size.
@@ -312,8 +323,8 @@ fn malformed_indirect_descriptors_are_rejected() {
     r.raw(0, MEM_SIZE as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
     r.expose_raw(0);
     assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::DescriptorOutOfMemory { .. })
+        r.pop_chain_err(),
+        ChainError::DescriptorOutOfMemory { .. }
     ));
 }
 
@@ -336,8 +347,8 @@ fn malformed_buffers_are_rejected() {
     r.raw(0, u64::MAX - 2, 8, 0, 0);
     r.expose_raw(0);
     assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::BufferOutOfMemory { .. })
+        r.pop_chain_err(),
+        ChainError::BufferOutOfMemory { .. }
     ));
 
     // Two 2 GiB buffers: each inside (lazily mapped) guest memory, together 2^32 bytes.
@@ -583,13 +594,7 @@ fn state_round_trip_at_every_ring_position() {
         resumed.add_used(&r.mem, second, 5).unwrap();
         resumed.add_used(&r.mem, first, 6).unwrap();
         resumed.publish_used(&r.mem).unwrap();
-        let used: Vec<(u16, u32)> = r
-            .driver
-            .collect_used(&r.mem)
-            .unwrap()
-            .iter()
-            .map(|u| (u.id, u.len))
-            .collect();
+        let used = r.used_pairs();
         assert_eq!(used, vec![(second, 5), (first, 6)], "position {position}");
     }
 }
@@ -614,12 +619,6 @@ fn pop_batch_returns_good_chains_before_a_bad_one() {
         .add_used_batch(&r.mem, &[(second, 1), (first, 2)])
         .unwrap();
     r.device.publish_used(&r.mem).unwrap();
-    let used: Vec<(u16, u32)> = r
-        .driver
-        .collect_used(&r.mem)
-        .unwrap()
-        .iter()
-        .map(|u| (u.id, u.len))
-        .collect();
+    let used = r.used_pairs();
     assert_eq!(used, vec![(second, 1), (first, 2)]);
 }
