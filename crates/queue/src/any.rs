@@ -23,29 +23,20 @@ pub enum Virtqueue {
     Packed(PackedQueue),
 }
 
-macro_rules! each {
-    ($self:expr, $q:ident => $e:expr) => {
-        match $self {
-            Virtqueue::Split($q) => $e,
-            Virtqueue::Packed($q) => $e,
-        }
-    };
-}
-
 impl RingOps for Virtqueue {
     fn ring_config(&self) -> &QueueConfig {
-        each!(self, q => q.ring_config())
+        each_format!(Virtqueue, self, q => q.ring_config())
     }
 
     fn inflight_tracker(&self) -> &InflightTracker {
-        each!(self, q => q.inflight_tracker())
+        each_format!(Virtqueue, self, q => q.inflight_tracker())
     }
 
     fn has_available_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
     ) -> Result<bool, QueueError> {
-        each!(self, q => q.has_available_in(view))
+        each_format!(Virtqueue, self, q => q.has_available_in(view))
     }
 
     fn pop_in<M: GuestMemory + ?Sized>(
@@ -53,7 +44,7 @@ impl RingOps for Virtqueue {
         view: &RingView<'_, M>,
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        each!(self, q => q.pop_in(view, chain))
+        each_format!(Virtqueue, self, q => q.pop_in(view, chain))
     }
 
     fn add_used_in<M: GuestMemory + ?Sized>(
@@ -61,7 +52,7 @@ impl RingOps for Virtqueue {
         view: &RingView<'_, M>,
         used: UsedBuffer,
     ) -> Result<(), QueueError> {
-        each!(self, q => q.add_used_in(view, used))
+        each_format!(Virtqueue, self, q => q.add_used_in(view, used))
     }
 }
 
@@ -85,29 +76,29 @@ impl DeviceQueue for Virtqueue {
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        each!(self, q => q.publish_used(mem))
+        each_format!(Virtqueue, self, q => q.publish_used(mem))
     }
 
     fn needs_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        each!(self, q => q.needs_notification(mem))
+        each_format!(Virtqueue, self, q => q.needs_notification(mem))
     }
 
     fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        each!(self, q => q.enable_notification(mem))
+        each_format!(Virtqueue, self, q => q.enable_notification(mem))
     }
 
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        each!(self, q => q.disable_notification(mem))
+        each_format!(Virtqueue, self, q => q.disable_notification(mem))
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {
-        each!(self, q => q.state())
+        each_format!(Virtqueue, self, q => q.state())
     }
 
     fn reset(&mut self) {
-        each!(self, q => q.reset())
+        each_format!(Virtqueue, self, q => q.reset())
     }
 }

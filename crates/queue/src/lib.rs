@@ -34,6 +34,17 @@
 
 #![deny(missing_docs)]
 
+/// Runs `$e` on the queue or driver of either format inside `$enum`, bound to `$x`: the one
+/// dispatch [`Virtqueue`] and [`RingDriver`] share.
+macro_rules! each_format {
+    ($enum:ident, $self:expr, $x:ident => $e:expr) => {
+        match $self {
+            $enum::Split($x) => $e,
+            $enum::Packed($x) => $e,
+        }
+    };
+}
+
 mod any;
 mod chain;
 mod config;

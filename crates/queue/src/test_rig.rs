@@ -20,31 +20,32 @@ pub(crate) trait Format {
     fn driver(config: QueueConfig, mem: &Mem) -> Result<Self::Driver, DriverError>;
 }
 
-/// The split format.
-pub(crate) struct Split;
+/// Declares a format marker type and its [`Format`] impl.
+macro_rules! ring_format {
+    ($(#[$doc:meta])* $name:ident: $driver:ident, $device:ident, $kind:ident, $mem_size:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
 
-/// The packed format.
-pub(crate) struct Packed;
-
-impl Format for Split {
-    type Driver = SplitDriver;
-    type Device = SplitQueue;
-    const KIND: RingKind = RingKind::Split;
-    const MEM_SIZE: usize = 0x10_0000;
-    fn driver(config: QueueConfig, mem: &Mem) -> Result<SplitDriver, DriverError> {
-        SplitDriver::new(config, mem)
-    }
+        impl Format for $name {
+            type Driver = $driver;
+            type Device = $device;
+            const KIND: RingKind = RingKind::$kind;
+            const MEM_SIZE: usize = $mem_size;
+            fn driver(config: QueueConfig, mem: &Mem) -> Result<$driver, DriverError> {
+                $driver::new(config, mem)
+            }
+        }
+    };
 }
 
-impl Format for Packed {
-    type Driver = PackedDriver;
-    type Device = PackedQueue;
-    const KIND: RingKind = RingKind::Packed;
-    const MEM_SIZE: usize = 0x20_0000;
-    fn driver(config: QueueConfig, mem: &Mem) -> Result<PackedDriver, DriverError> {
-        PackedDriver::new(config, mem)
-    }
-}
+ring_format!(
+    /// The split format.
+    Split: SplitDriver, SplitQueue, Split, 0x10_0000
+);
+ring_format!(
+    /// The packed format.
+    Packed: PackedDriver, PackedQueue, Packed, 0x20_0000
+);
 
 /// One ring at 0x1000 in guest memory, with its driver and its device.
 pub(crate) struct Rig<F: Format> {
