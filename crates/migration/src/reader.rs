@@ -170,3 +170,35 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::StreamWriter;
+
+    /// An oversized length is refused before anything is allocated for it: after the refusal the
+    /// payload buffer is still as small as the Start section left it, although the declared
+    /// length (u32::MAX, or one over each type's limit) is followed by enough bytes to read on.
+    #[test]
+    fn oversized_length_allocates_nothing_for_the_payload() {
+        for t in MessageType::ALL {
+            for length in [t.max_payload() as u32 + 1, u32::MAX] {
+                let mut wire = Vec::new();
+                StreamWriter::new(&mut wire)
+                    .write(&Message::Start { version: PROTOCOL_VERSION })
+                    .unwrap();
+                let header = SectionHeader::new(t, 0, length, 1);
+                wire.extend_from_slice(zerocopy::IntoBytes::as_bytes(&header));
+                wire.resize(wire.len() + (1 << 20), 0);
+                let mut r = StreamReader::new(&wire[..]);
+                r.read_message().unwrap();
+                let before = r.buf.capacity();
+                assert!(before < 64, "Start left {before} bytes");
+                let err = r.read_message().unwrap_err();
+                assert!(matches!(err, StreamError::Oversized { .. }), "{t}: {err}");
+                assert_eq!(r.buf.capacity(), before, "{t}");
+                assert_eq!(r.offset as usize, 28 + HEADER_LEN, "{t}: read past the header");
+            }
+        }
+    }
+}

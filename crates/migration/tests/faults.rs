@@ -133,7 +133,7 @@ impl Read for Endless {
 }
 
 /// A length above its type's limit is refused from the header alone: the reader takes the 16
-/// header bytes and not one more (the allocation side is `oversize_alloc.rs`).
+/// header bytes and not one more (the allocation side is the unit test `reader::tests::oversized_length_allocates_nothing_for_the_payload`).
 #[test]
 fn oversized_length_is_refused_before_reading_the_payload() {
     for t in MessageType::ALL {
