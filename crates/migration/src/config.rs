@@ -65,7 +65,10 @@ impl VmConfig {
     /// offending entry. (Whether it matches the destination's own VM is the engine's check.)
     pub fn validate(&self) -> Result<(), String> {
         if self.memory.len() > MAX_REGIONS {
-            return Err(format!("{} memory regions, limit {MAX_REGIONS}", self.memory.len()));
+            return Err(format!(
+                "{} memory regions, limit {MAX_REGIONS}",
+                self.memory.len()
+            ));
         }
         let page = PAGE_SIZE as u64;
         let mut prev_end = 0u64;
@@ -88,7 +91,10 @@ impl VmConfig {
             prev_end = end;
         }
         if self.devices.len() > MAX_DEVICES {
-            return Err(format!("{} devices, limit {MAX_DEVICES}", self.devices.len()));
+            return Err(format!(
+                "{} devices, limit {MAX_DEVICES}",
+                self.devices.len()
+            ));
         }
         for (i, d) in self.devices.iter().enumerate() {
             if d.config_space.len() > MAX_DEVICE_CONFIG {

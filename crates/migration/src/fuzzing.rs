@@ -16,7 +16,11 @@ pub fn stream_receiver(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let bytes = if mode & 1 == 1 { repair_framing(rest) } else { rest.to_vec() };
+    let bytes = if mode & 1 == 1 {
+        repair_framing(rest)
+    } else {
+        rest.to_vec()
+    };
     let mut reader = StreamReader::new(&bytes[..]);
     let mut accepted = Vec::new();
     // Every accepted section consumes at least HEADER_LEN + CRC_LEN bytes, so this bounds the loop.
@@ -26,11 +30,18 @@ pub fn stream_receiver(data: &[u8]) {
             Err(err) => {
                 let at = err.position();
                 assert!(at.offset <= bytes.len() as u64, "{err} lies past the input");
-                assert_eq!(at.section as usize, accepted.len(), "{err} names the wrong section");
+                assert_eq!(
+                    at.section as usize,
+                    accepted.len(),
+                    "{err} names the wrong section"
+                );
                 if let StreamError::Truncated { ended_at, .. } = err {
                     assert_eq!(ended_at, bytes.len() as u64);
                 }
-                assert!(matches!(reader.read_message(), Err(StreamError::Poisoned { .. })));
+                assert!(matches!(
+                    reader.read_message(),
+                    Err(StreamError::Poisoned { .. })
+                ));
                 break;
             }
         }
@@ -47,9 +58,15 @@ fn round_trip(accepted: &[Message]) {
     }
     let mut reader = StreamReader::new(&wire[..]);
     for msg in accepted {
-        assert_eq!(&reader.read_message().expect("re-encoded stream reads back"), msg);
+        assert_eq!(
+            &reader.read_message().expect("re-encoded stream reads back"),
+            msg
+        );
     }
-    assert!(matches!(reader.read_message(), Err(StreamError::Closed { .. })));
+    assert!(matches!(
+        reader.read_message(),
+        Err(StreamError::Closed { .. })
+    ));
 }
 
 /// Walks `data` as a sequence of sections, clamping each declared length to what is left, and
@@ -61,7 +78,8 @@ pub fn repair_framing(data: &[u8]) -> Vec<u8> {
     while out.len().saturating_sub(pos) >= HEADER_LEN + CRC_LEN {
         out[pos..pos + 4].copy_from_slice(&MAGIC);
         out[pos + 12..pos + 16].copy_from_slice(&sequence.to_le_bytes());
-        let declared = u32::from_le_bytes([out[pos + 8], out[pos + 9], out[pos + 10], out[pos + 11]]);
+        let declared =
+            u32::from_le_bytes([out[pos + 8], out[pos + 9], out[pos + 10], out[pos + 11]]);
         let room = out.len() - pos - HEADER_LEN - CRC_LEN;
         let len = (declared as usize).min(room);
         out[pos + 8..pos + 12].copy_from_slice(&(len as u32).to_le_bytes());

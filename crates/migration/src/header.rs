@@ -45,7 +45,9 @@ pub const MAX_TEXT: usize = 4096;
 pub const FLAG_FINAL: u16 = 1 << 0;
 
 /// The section header, little-endian, unaligned (read straight from the byte stream).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct SectionHeader {
     /// [`MAGIC`].

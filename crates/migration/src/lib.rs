@@ -51,7 +51,9 @@ mod reader;
 mod version;
 mod writer;
 
-pub use config::{DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS};
+pub use config::{
+    DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
+};
 pub use error::{Position, StreamError, WriteError};
 pub use header::{
     MessageType, Phase, SectionHeader, CRC_LEN, FLAG_FINAL, HEADER_LEN, MAGIC, MAX_CONFIG,

@@ -192,7 +192,10 @@ pub(crate) fn pack_sections(runs: Vec<RangeRef<'_>>) -> Vec<Vec<RangeRef<'_>>> {
 /// overflow of the address space.
 pub(crate) fn check_ranges(ranges: &[RangeRef<'_>]) -> Result<(), String> {
     if ranges.len() > MAX_MEMORY_RANGES {
-        return Err(format!("{} ranges, limit {MAX_MEMORY_RANGES}", ranges.len()));
+        return Err(format!(
+            "{} ranges, limit {MAX_MEMORY_RANGES}",
+            ranges.len()
+        ));
     }
     let mut data = 0usize;
     for (i, r) in ranges.iter().enumerate() {
@@ -209,14 +212,18 @@ pub(crate) fn check_ranges(ranges: &[RangeRef<'_>]) -> Result<(), String> {
         check_range(i, r.guest_addr, pages)?;
     }
     if data > MAX_MEMORY_DATA {
-        return Err(format!("{data} bytes of page data, limit {MAX_MEMORY_DATA}"));
+        return Err(format!(
+            "{data} bytes of page data, limit {MAX_MEMORY_DATA}"
+        ));
     }
     Ok(())
 }
 
 fn check_range(i: usize, guest_addr: u64, pages: u64) -> Result<(), String> {
     if guest_addr % PAGE_SIZE as u64 != 0 {
-        return Err(format!("range {i}: guest address {guest_addr:#x} is not page aligned"));
+        return Err(format!(
+            "range {i}: guest address {guest_addr:#x} is not page aligned"
+        ));
     }
     if pages == 0 {
         return Err(format!("range {i} at {guest_addr:#x} has no pages"));
@@ -226,7 +233,9 @@ fn check_range(i: usize, guest_addr: u64, pages: u64) -> Result<(), String> {
         .and_then(|len| guest_addr.checked_add(len))
         .is_none()
     {
-        return Err(format!("range {i} at {guest_addr:#x} of {pages} pages overflows the address space"));
+        return Err(format!(
+            "range {i} at {guest_addr:#x} of {pages} pages overflows the address space"
+        ));
     }
     Ok(())
 }
@@ -273,7 +282,10 @@ pub(crate) fn emit_payload<E>(
 /// Decodes and validates a Memory payload.
 pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String> {
     let Some((head, mut rest)) = payload.split_at_checked(MEMORY_HEADER_LEN) else {
-        return Err(format!("{} bytes, shorter than the 8-byte Memory header", payload.len()));
+        return Err(format!(
+            "{} bytes, shorter than the 8-byte Memory header",
+            payload.len()
+        ));
     };
     let round = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let count = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
@@ -294,7 +306,9 @@ pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String
         let pages = match h.kind.get() {
             KIND_ZERO => Pages::Zero(pages),
             KIND_DATA => {
-                let len = (pages as usize).checked_mul(PAGE_SIZE).filter(|&l| l <= rest.len());
+                let len = (pages as usize)
+                    .checked_mul(PAGE_SIZE)
+                    .filter(|&l| l <= rest.len());
                 let Some(len) = len else {
                     return Err(format!(
                         "range {i}: {pages} pages of data but {} bytes left",
@@ -316,5 +330,9 @@ pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String
     if !rest.is_empty() {
         return Err(format!("{} bytes after the last range", rest.len()));
     }
-    Ok(MemoryChunk { round, phase, ranges })
+    Ok(MemoryChunk {
+        round,
+        phase,
+        ranges,
+    })
 }

@@ -81,9 +81,13 @@ impl CancelReason {
     }
 
     fn from_code(code: u32) -> Option<Self> {
-        [CancelReason::Operator, CancelReason::Timeout, CancelReason::Failure]
-            .into_iter()
-            .find(|r| r.code() == code)
+        [
+            CancelReason::Operator,
+            CancelReason::Timeout,
+            CancelReason::Failure,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
     }
 }
 
@@ -134,12 +138,14 @@ pub(crate) fn encode_small(msg: &Message) -> Result<Vec<u8>, String> {
         }
         Message::Config(c) => c.encode(),
         Message::Memory(_) => Err("Memory is streamed, not encoded whole".into()),
-        Message::DeviceContext { device_id, context, .. } => {
-            with_id(*device_id, context, MAX_DEVICE_CONTEXT, "device context")
-        }
+        Message::DeviceContext {
+            device_id, context, ..
+        } => with_id(*device_id, context, MAX_DEVICE_CONTEXT, "device context"),
         Message::VcpuState { vcpu, state } => with_id(*vcpu, state, MAX_VCPU_STATE, "vCPU state"),
         Message::Complete | Message::Ready | Message::Commit | Message::CommitAck => Ok(Vec::new()),
-        Message::Cancel { reason, detail } => with_id(reason.code(), detail.as_bytes(), MAX_TEXT, "text"),
+        Message::Cancel { reason, detail } => {
+            with_id(reason.code(), detail.as_bytes(), MAX_TEXT, "text")
+        }
         Message::Error { message } => {
             if message.len() > MAX_TEXT {
                 return Err(format!("{} bytes of text, limit {MAX_TEXT}", message.len()));
@@ -152,7 +158,10 @@ pub(crate) fn encode_small(msg: &Message) -> Result<Vec<u8>, String> {
 fn split_id(payload: &[u8]) -> Result<(u32, &[u8]), String> {
     match payload.split_first_chunk::<4>() {
         Some((id, rest)) => Ok((u32::from_le_bytes(*id), rest)),
-        None => Err(format!("{} bytes, shorter than its 4-byte id", payload.len())),
+        None => Err(format!(
+            "{} bytes, shorter than its 4-byte id",
+            payload.len()
+        )),
     }
 }
 
@@ -175,17 +184,26 @@ pub(crate) fn decode(msg_type: MessageType, flags: u16, payload: &[u8]) -> Resul
                     payload
                 ));
             }
-            Ok(Message::Start { version: u32::from_le_bytes(*version) })
+            Ok(Message::Start {
+                version: u32::from_le_bytes(*version),
+            })
         }
         MessageType::Config => VmConfig::decode(payload).map(Message::Config),
         MessageType::Memory => memory::decode(phase, payload).map(Message::Memory),
         MessageType::DeviceContext => {
             let (device_id, context) = split_id(payload)?;
-            Ok(Message::DeviceContext { phase, device_id, context: context.to_vec() })
+            Ok(Message::DeviceContext {
+                phase,
+                device_id,
+                context: context.to_vec(),
+            })
         }
         MessageType::VcpuState => {
             let (vcpu, state) = split_id(payload)?;
-            Ok(Message::VcpuState { vcpu, state: state.to_vec() })
+            Ok(Message::VcpuState {
+                vcpu,
+                state: state.to_vec(),
+            })
         }
         MessageType::Complete => Ok(Message::Complete),
         MessageType::Ready => Ok(Message::Ready),
@@ -195,8 +213,13 @@ pub(crate) fn decode(msg_type: MessageType, flags: u16, payload: &[u8]) -> Resul
             let (code, detail) = split_id(payload)?;
             let reason = CancelReason::from_code(code)
                 .ok_or_else(|| format!("unknown cancel reason {code}"))?;
-            Ok(Message::Cancel { reason, detail: text(detail)? })
+            Ok(Message::Cancel {
+                reason,
+                detail: text(detail)?,
+            })
         }
-        MessageType::Error => Ok(Message::Error { message: text(payload)? }),
+        MessageType::Error => Ok(Message::Error {
+            message: text(payload)?,
+        }),
     }
 }

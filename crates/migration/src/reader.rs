@@ -59,7 +59,10 @@ impl<R: Read> StreamReader<R> {
 
     /// Where the next section starts.
     pub fn position(&self) -> Position {
-        Position { section: self.sequence, offset: self.offset }
+        Position {
+            section: self.sequence,
+            offset: self.offset,
+        }
     }
 
     /// The inner reader.
@@ -93,50 +96,80 @@ impl<R: Read> StreamReader<R> {
 
     fn read_section(&mut self, at: Position) -> Result<Message, StreamError> {
         let mut raw = [0u8; HEADER_LEN];
-        let got = fill(&mut self.inner, &mut raw).map_err(|source| StreamError::Io { at, source })?;
+        let got =
+            fill(&mut self.inner, &mut raw).map_err(|source| StreamError::Io { at, source })?;
         self.offset += got as u64;
         if got == 0 {
             return Err(StreamError::Closed { at });
         }
         if got < HEADER_LEN {
-            return Err(StreamError::Truncated { at, ended_at: self.offset });
+            return Err(StreamError::Truncated {
+                at,
+                ended_at: self.offset,
+            });
         }
-        let header = SectionHeader::read_from_bytes(&raw[..]).map_err(|_| StreamError::Truncated {
-            at,
-            ended_at: self.offset,
-        })?;
+        let header =
+            SectionHeader::read_from_bytes(&raw[..]).map_err(|_| StreamError::Truncated {
+                at,
+                ended_at: self.offset,
+            })?;
         if header.magic != MAGIC {
-            return Err(StreamError::BadMagic { at, found: header.magic });
+            return Err(StreamError::BadMagic {
+                at,
+                found: header.magic,
+            });
         }
         let code = header.msg_type.get();
         let msg_type = MessageType::from_code(code).ok_or(StreamError::UnknownType { at, code })?;
         let flags = header.flags.get();
         if flags & !msg_type.allowed_flags() != 0 {
-            return Err(StreamError::UnknownFlags { at, msg_type, flags });
+            return Err(StreamError::UnknownFlags {
+                at,
+                msg_type,
+                flags,
+            });
         }
         let length = header.length.get();
         let max = msg_type.max_payload();
         if length as usize > max {
-            return Err(StreamError::Oversized { at, msg_type, length, max });
+            return Err(StreamError::Oversized {
+                at,
+                msg_type,
+                length,
+                max,
+            });
         }
 
         let len = length as usize;
         self.buf.clear();
         self.buf.resize(len + CRC_LEN, 0);
-        let got = fill(&mut self.inner, &mut self.buf).map_err(|source| StreamError::Io { at, source })?;
+        let got = fill(&mut self.inner, &mut self.buf)
+            .map_err(|source| StreamError::Io { at, source })?;
         self.offset += got as u64;
         if got < len + CRC_LEN {
-            return Err(StreamError::Truncated { at, ended_at: self.offset });
+            return Err(StreamError::Truncated {
+                at,
+                ended_at: self.offset,
+            });
         }
         let (payload, trailer) = self.buf.split_at(len);
         let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
         let computed = crc32c::crc32c_append(crc32c::crc32c(&raw), payload);
         if computed != expected {
-            return Err(StreamError::CrcMismatch { at, msg_type, expected, computed });
+            return Err(StreamError::CrcMismatch {
+                at,
+                msg_type,
+                expected,
+                computed,
+            });
         }
         let found = header.sequence.get();
         if found != at.section {
-            return Err(StreamError::OutOfSequence { at, msg_type, found });
+            return Err(StreamError::OutOfSequence {
+                at,
+                msg_type,
+                found,
+            });
         }
         match (self.peer_version, msg_type) {
             (None, MessageType::Start) => {}
@@ -144,11 +177,19 @@ impl<R: Read> StreamReader<R> {
             (Some(_), MessageType::Start) => return Err(StreamError::RepeatedStart { at }),
             (Some(_), _) => {}
         }
-        let msg = message::decode(msg_type, flags, payload)
-            .map_err(|reason| StreamError::Malformed { at, msg_type, reason })?;
+        let msg =
+            message::decode(msg_type, flags, payload).map_err(|reason| StreamError::Malformed {
+                at,
+                msg_type,
+                reason,
+            })?;
         if let Message::Start { version } = msg {
             if !accepts(self.own_version, version) {
-                return Err(StreamError::UnsupportedVersion { at, peer: version, own: self.own_version });
+                return Err(StreamError::UnsupportedVersion {
+                    at,
+                    peer: version,
+                    own: self.own_version,
+                });
             }
             self.peer_version = Some(version);
         }
@@ -185,7 +226,9 @@ mod tests {
             for length in [t.max_payload() as u32 + 1, u32::MAX] {
                 let mut wire = Vec::new();
                 StreamWriter::new(&mut wire)
-                    .write(&Message::Start { version: PROTOCOL_VERSION })
+                    .write(&Message::Start {
+                        version: PROTOCOL_VERSION,
+                    })
                     .unwrap();
                 let header = SectionHeader::new(t, 0, length, 1);
                 wire.extend_from_slice(zerocopy::IntoBytes::as_bytes(&header));
@@ -197,7 +240,11 @@ mod tests {
                 let err = r.read_message().unwrap_err();
                 assert!(matches!(err, StreamError::Oversized { .. }), "{t}: {err}");
                 assert_eq!(r.buf.capacity(), before, "{t}");
-                assert_eq!(r.offset as usize, 28 + HEADER_LEN, "{t}: read past the header");
+                assert_eq!(
+                    r.offset as usize,
+                    28 + HEADER_LEN,
+                    "{t}: read past the header"
+                );
             }
         }
     }

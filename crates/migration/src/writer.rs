@@ -32,7 +32,13 @@ pub struct StreamWriter<W: Write> {
 impl<W: Write> StreamWriter<W> {
     /// A writer whose first section will be number 0 (it should be a Start).
     pub fn new(inner: W) -> Self {
-        StreamWriter { inner, sequence: 0, bytes: 0, staging: Vec::new(), poisoned: false }
+        StreamWriter {
+            inner,
+            sequence: 0,
+            bytes: 0,
+            staging: Vec::new(),
+            poisoned: false,
+        }
     }
 
     /// Sends one message as one section.
@@ -81,7 +87,11 @@ impl<W: Write> StreamWriter<W> {
     }
 
     fn invalid(&self, msg_type: MessageType, reason: String) -> WriteError {
-        WriteError::Invalid { section: self.sequence, msg_type, reason }
+        WriteError::Invalid {
+            section: self.sequence,
+            msg_type,
+            reason,
+        }
     }
 
     fn section(
@@ -105,12 +115,19 @@ impl<W: Write> StreamWriter<W> {
         // len <= max_payload, which fits in u32 for every type.
         let header = SectionHeader::new(ty, flags, len as u32, section);
         self.staging.clear();
-        let mut sink = Sink { inner: &mut self.inner, staging: &mut self.staging, crc: 0 };
-        let result = sink.put(header.as_bytes()).and_then(|()| body(&mut sink)).and_then(|()| {
-            let crc = sink.crc;
-            sink.staging.extend_from_slice(&crc.to_le_bytes());
-            sink.drain()
-        });
+        let mut sink = Sink {
+            inner: &mut self.inner,
+            staging: &mut self.staging,
+            crc: 0,
+        };
+        let result = sink
+            .put(header.as_bytes())
+            .and_then(|()| body(&mut sink))
+            .and_then(|()| {
+                let crc = sink.crc;
+                sink.staging.extend_from_slice(&crc.to_le_bytes());
+                sink.drain()
+            });
         if let Err(source) = result {
             self.poisoned = true;
             return Err(WriteError::Io { section, source });
@@ -122,9 +139,10 @@ impl<W: Write> StreamWriter<W> {
 
     /// Flushes the inner writer.
     pub fn flush(&mut self) -> Result<(), WriteError> {
-        self.inner
-            .flush()
-            .map_err(|source| WriteError::Io { section: self.sequence, source })
+        self.inner.flush().map_err(|source| WriteError::Io {
+            section: self.sequence,
+            source,
+        })
     }
 
     /// Sections written so far (the next section's number).

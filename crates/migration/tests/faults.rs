@@ -25,7 +25,10 @@ fn read_until_error_as(wire: &[u8], own: u32) -> (Vec<Message>, StreamError) {
         match r.read_message() {
             Ok(m) => ok.push(m),
             Err(e) => {
-                assert!(matches!(r.read_message(), Err(StreamError::Poisoned { .. })));
+                assert!(matches!(
+                    r.read_message(),
+                    Err(StreamError::Poisoned { .. })
+                ));
                 return (ok, e);
             }
         }
@@ -58,12 +61,21 @@ fn corrupting_any_byte_is_detected_in_its_section() {
             let mut bad = wire.clone();
             bad[offset] ^= flip;
             let (ok, err) = read_until_error(&bad);
-            let section = bounds.iter().position(|&(s, e)| (s..e).contains(&offset)).unwrap();
-            let where_ = Position { section: section as u32, offset: bounds[section].0 as u64 };
+            let section = bounds
+                .iter()
+                .position(|&(s, e)| (s..e).contains(&offset))
+                .unwrap();
+            let where_ = Position {
+                section: section as u32,
+                offset: bounds[section].0 as u64,
+            };
             assert_eq!(ok, msgs[..section], "byte {offset} ^ {flip:#x}: {err}");
             assert_eq!(err.position(), where_, "byte {offset} ^ {flip:#x}: {err}");
             if offset >= bounds[section].0 + HEADER_LEN {
-                assert!(matches!(err, StreamError::CrcMismatch { .. }), "byte {offset}: {err}");
+                assert!(
+                    matches!(err, StreamError::CrcMismatch { .. }),
+                    "byte {offset}: {err}"
+                );
             }
         }
     }
@@ -77,11 +89,23 @@ fn truncation_at_every_length_is_detected() {
     let bounds = section_bounds(&wire);
     for cut in 0..wire.len() {
         let (ok, err) = read_until_error(&wire[..cut]);
-        let section = bounds.iter().position(|&(s, e)| (s..e).contains(&cut)).unwrap();
+        let section = bounds
+            .iter()
+            .position(|&(s, e)| (s..e).contains(&cut))
+            .unwrap();
         assert_eq!(ok, msgs[..section]);
-        assert_eq!(err.position(), Position { section: section as u32, offset: bounds[section].0 as u64 });
+        assert_eq!(
+            err.position(),
+            Position {
+                section: section as u32,
+                offset: bounds[section].0 as u64
+            }
+        );
         if cut == bounds[section].0 {
-            assert!(matches!(err, StreamError::Closed { .. }), "cut {cut}: {err}");
+            assert!(
+                matches!(err, StreamError::Closed { .. }),
+                "cut {cut}: {err}"
+            );
         } else {
             assert!(
                 matches!(err, StreamError::Truncated { ended_at, .. } if ended_at == cut as u64),
@@ -99,7 +123,10 @@ fn unknown_type_is_refused() {
         wire.extend(raw_section(code, 0, 1, &[]));
         let (ok, err) = read_until_error(&wire);
         assert_eq!(ok.len(), 1);
-        assert!(matches!(err, StreamError::UnknownType { code: c, at } if c == code && at.section == 1), "{err}");
+        assert!(
+            matches!(err, StreamError::UnknownType { code: c, at } if c == code && at.section == 1),
+            "{err}"
+        );
     }
 }
 
@@ -107,12 +134,24 @@ fn unknown_type_is_refused() {
 /// and any other bit on every type.
 #[test]
 fn unknown_flags_are_refused() {
-    for (code, flags) in [(6u16, FLAG_FINAL), (3, 1 << 1), (4, 0x8000), (1, FLAG_FINAL)] {
-        let mut wire = if code == 1 { Vec::new() } else { start_section(1) };
+    for (code, flags) in [
+        (6u16, FLAG_FINAL),
+        (3, 1 << 1),
+        (4, 0x8000),
+        (1, FLAG_FINAL),
+    ] {
+        let mut wire = if code == 1 {
+            Vec::new()
+        } else {
+            start_section(1)
+        };
         let seq = if code == 1 { 0 } else { 1 };
         wire.extend(raw_section(code, flags, seq, &[]));
         let (_, err) = read_until_error(&wire);
-        assert!(matches!(err, StreamError::UnknownFlags { flags: f, .. } if f == flags), "{err}");
+        assert!(
+            matches!(err, StreamError::UnknownFlags { flags: f, .. } if f == flags),
+            "{err}"
+        );
     }
 }
 
@@ -138,7 +177,9 @@ impl Read for Endless {
 fn oversized_length_is_refused_before_reading_the_payload() {
     for t in MessageType::ALL {
         for length in [t.max_payload() as u64 + 1, u64::from(u32::MAX)] {
-            let Ok(length) = u32::try_from(length) else { continue };
+            let Ok(length) = u32::try_from(length) else {
+                continue;
+            };
             let mut header = start_section(1);
             let start_len = header.len();
             header.extend_from_slice(&virtio_lm_migration::MAGIC);
@@ -165,7 +206,10 @@ fn bad_magic_is_refused() {
     let mut wire = start_section(1);
     wire[..4].copy_from_slice(b"HTTP");
     let (_, err) = read_until_error(&wire);
-    assert!(matches!(err, StreamError::BadMagic { found, .. } if &found == b"HTTP"), "{err}");
+    assert!(
+        matches!(err, StreamError::BadMagic { found, .. } if &found == b"HTTP"),
+        "{err}"
+    );
 }
 
 /// Well-formed sections in the wrong order, repeated or missing are refused as OutOfSequence.
@@ -177,9 +221,11 @@ fn dropped_repeated_or_reordered_sections_are_refused() {
     let dropped = [part(0), part(2)].concat();
     let repeated = [part(0), part(1), part(1)].concat();
     let swapped = [part(0), part(2), part(1)].concat();
-    for (name, bad, section, found) in
-        [("dropped", dropped, 1, 2), ("repeated", repeated, 2, 1), ("swapped", swapped, 1, 2)]
-    {
+    for (name, bad, section, found) in [
+        ("dropped", dropped, 1, 2),
+        ("repeated", repeated, 2, 1),
+        ("swapped", swapped, 1, 2),
+    ] {
         let (_, err) = read_until_error(&bad);
         assert!(
             matches!(err, StreamError::OutOfSequence { at, found: f, .. } if at.section == section && f == found),
@@ -192,7 +238,16 @@ fn dropped_repeated_or_reordered_sections_are_refused() {
 #[test]
 fn start_must_come_first_and_once() {
     let (_, err) = read_until_error(&encode(&[Message::Complete]));
-    assert!(matches!(err, StreamError::ExpectedStart { found: MessageType::Complete, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StreamError::ExpectedStart {
+                found: MessageType::Complete,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let mut wire = start_section(1);
     let mut again = start_section(1);
     again[12] = 1; // sequence 1
@@ -202,7 +257,10 @@ fn start_must_come_first_and_once() {
     wire.extend(again);
     let (ok, err) = read_until_error(&wire);
     assert_eq!(ok.len(), 1);
-    assert!(matches!(err, StreamError::RepeatedStart { at } if at.section == 1), "{err}");
+    assert!(
+        matches!(err, StreamError::RepeatedStart { at } if at.section == 1),
+        "{err}"
+    );
 }
 
 /// The version rule: a side accepts its own version and the previous one, nothing else; version
@@ -220,7 +278,14 @@ fn version_rule() {
     assert!(!accepts(0, 0) && !accepts(0, u32::MAX));
     assert_eq!(PROTOCOL_VERSION, 1);
 
-    for (own, peer, ok) in [(1, 1, true), (1, 2, false), (1, 0, false), (2, 1, true), (2, 2, true), (2, 3, false)] {
+    for (own, peer, ok) in [
+        (1, 1, true),
+        (1, 2, false),
+        (1, 0, false),
+        (2, 1, true),
+        (2, 2, true),
+        (2, 3, false),
+    ] {
         let wire = start_section(peer);
         let mut r = StreamReader::with_version(&wire[..], own);
         match r.read_message() {
@@ -229,7 +294,11 @@ fn version_rule() {
                 assert_eq!(m, Message::Start { version: peer });
                 assert_eq!(r.peer_version(), Some(peer));
             }
-            Err(StreamError::UnsupportedVersion { peer: p, own: o, at }) => {
+            Err(StreamError::UnsupportedVersion {
+                peer: p,
+                own: o,
+                at,
+            }) => {
                 assert!(!ok, "own {own} refused {peer}");
                 assert_eq!((p, o, at.section, at.offset), (peer, own, 0, 0));
                 assert_eq!(r.peer_version(), None);
@@ -256,19 +325,55 @@ fn malformed_payloads_are_refused() {
         v
     };
     let mut too_many = memory(&[], &[]);
-    too_many[4..8].copy_from_slice(&(virtio_lm_migration::MAX_MEMORY_RANGES as u32 + 1).to_le_bytes());
+    too_many[4..8]
+        .copy_from_slice(&(virtio_lm_migration::MAX_MEMORY_RANGES as u32 + 1).to_le_bytes());
     let cases: Vec<(&str, u16, Vec<u8>, &str)> = vec![
-        ("unaligned range", 3, memory(&[range(0x1001, 1, 1)], &[]), "not page aligned"),
-        ("empty range", 3, memory(&[range(0x1000, 0, 1)], &[]), "no pages"),
-        ("overflowing range", 3, memory(&[range(u64::MAX - 0xfff, 2, 1)], &[]), "overflows"),
-        ("unknown kind", 3, memory(&[range(0x1000, 1, 2)], &[]), "unknown range kind"),
-        ("missing data", 3, memory(&[range(0x1000, 1, 0)], &[0; 100]), "bytes left"),
-        ("trailing bytes", 3, memory(&[range(0x1000, 1, 1)], &[0]), "after the last range"),
+        (
+            "unaligned range",
+            3,
+            memory(&[range(0x1001, 1, 1)], &[]),
+            "not page aligned",
+        ),
+        (
+            "empty range",
+            3,
+            memory(&[range(0x1000, 0, 1)], &[]),
+            "no pages",
+        ),
+        (
+            "overflowing range",
+            3,
+            memory(&[range(u64::MAX - 0xfff, 2, 1)], &[]),
+            "overflows",
+        ),
+        (
+            "unknown kind",
+            3,
+            memory(&[range(0x1000, 1, 2)], &[]),
+            "unknown range kind",
+        ),
+        (
+            "missing data",
+            3,
+            memory(&[range(0x1000, 1, 0)], &[0; 100]),
+            "bytes left",
+        ),
+        (
+            "trailing bytes",
+            3,
+            memory(&[range(0x1000, 1, 1)], &[0]),
+            "after the last range",
+        ),
         ("too many ranges", 3, too_many, "limit"),
         ("short memory header", 3, vec![0; 7], "shorter than"),
         ("config garbage", 2, vec![0xff; 9], "postcard"),
         ("short context", 4, vec![1, 2, 3], "shorter than"),
-        ("unknown cancel reason", 10, 9u32.to_le_bytes().to_vec(), "unknown cancel reason"),
+        (
+            "unknown cancel reason",
+            10,
+            9u32.to_le_bytes().to_vec(),
+            "unknown cancel reason",
+        ),
         ("error not utf-8", 11, vec![b'o', b'k', 0xff], "not UTF-8"),
     ];
     for (name, code, payload, reason_has) in cases {
@@ -277,9 +382,20 @@ fn malformed_payloads_are_refused() {
         let (ok, err) = read_until_error(&wire);
         assert_eq!(ok.len(), 1, "{name}");
         match err {
-            StreamError::Malformed { at, msg_type, reason } => {
+            StreamError::Malformed {
+                at,
+                msg_type,
+                reason,
+            } => {
                 assert_eq!(msg_type.code(), code, "{name}");
-                assert_eq!(at, Position { section: 1, offset: 28 }, "{name}");
+                assert_eq!(
+                    at,
+                    Position {
+                        section: 1,
+                        offset: 28
+                    },
+                    "{name}"
+                );
                 assert!(reason.contains(reason_has), "{name}: {reason}");
             }
             e => panic!("{name}: {e}"),
@@ -291,7 +407,16 @@ fn malformed_payloads_are_refused() {
     let crc = common::crc32c_of(&bad_start[..n]);
     bad_start[n..].copy_from_slice(&crc.to_le_bytes());
     let (_, err) = read_until_error(&bad_start);
-    assert!(matches!(err, StreamError::Malformed { msg_type: MessageType::Start, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StreamError::Malformed {
+                msg_type: MessageType::Start,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// A Config that breaks its own rules (overlapping regions) is refused even when it decodes.
@@ -319,7 +444,10 @@ fn postcard_bytes(config: &virtio_lm_migration::VmConfig) -> Vec<u8> {
     let payload = &wire[b[1].0 + HEADER_LEN..b[1].1 - CRC_LEN];
     // postcard writes u64 as a varint: 0x1_0000_0000 is 80 80 80 80 10, 0x8_0000 is 80 80 20.
     let needle = [0x80, 0x80, 0x80, 0x80, 0x10];
-    let i = payload.windows(5).position(|w| w == needle).expect("region 1 address in payload");
+    let i = payload
+        .windows(5)
+        .position(|w| w == needle)
+        .expect("region 1 address in payload");
     [&payload[..i], &[0x80, 0x80, 0x20][..], &payload[i + 5..]].concat()
 }
 
@@ -348,5 +476,8 @@ fn read_timeout_is_an_io_error_naming_the_section() {
         matches!(&err, StreamError::Io { at, source } if at.section == 1 && at.offset == 28 && source.kind() == io::ErrorKind::TimedOut),
         "{err}"
     );
-    assert!(matches!(r.read_message(), Err(StreamError::Poisoned { .. })));
+    assert!(matches!(
+        r.read_message(),
+        Err(StreamError::Poisoned { .. })
+    ));
 }

@@ -63,9 +63,16 @@ fn zero_pages_travel_as_markers() {
     pages[2 * PAGE_SIZE + 100] = 1; // page 2 is data, pages 0-1 and 3-4 are zero
     let mut wire = Vec::new();
     let mut w = StreamWriter::new(&mut wire);
-    w.write(&Message::Start { version: PROTOCOL_VERSION }).unwrap();
+    w.write(&Message::Start {
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
     let start_len = w.bytes_written();
-    assert_eq!(w.write_memory(0, Phase::PreCopy, 0x40_0000, &pages).unwrap(), 1);
+    assert_eq!(
+        w.write_memory(0, Phase::PreCopy, 0x40_0000, &pages)
+            .unwrap(),
+        1
+    );
     let memory_len = (w.bytes_written() - start_len) as usize;
     assert_eq!(
         memory_len,
@@ -73,8 +80,14 @@ fn zero_pages_travel_as_markers() {
     );
 
     let msgs = read_all(&wire);
-    let Message::Memory(chunk) = &msgs[1] else { panic!("{:?}", msgs[1]) };
-    let got: Vec<_> = chunk.ranges.iter().map(|r| (r.guest_addr, r.pages.clone())).collect();
+    let Message::Memory(chunk) = &msgs[1] else {
+        panic!("{:?}", msgs[1])
+    };
+    let got: Vec<_> = chunk
+        .ranges
+        .iter()
+        .map(|r| (r.guest_addr, r.pages.clone()))
+        .collect();
     let mut page2 = vec![0u8; PAGE_SIZE];
     page2[100] = 1;
     assert_eq!(
@@ -95,17 +108,24 @@ fn large_runs_split_into_sections_within_the_limit() {
     let data: Vec<u8> = (0..pages).flat_map(|p| data_page(p as u8 | 1)).collect();
     let mut wire = Vec::new();
     let mut w = StreamWriter::new(&mut wire);
-    w.write(&Message::Start { version: PROTOCOL_VERSION }).unwrap();
+    w.write(&Message::Start {
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
     assert_eq!(w.write_memory(2, Phase::Final, 0x1000, &data).unwrap(), 2);
     let msgs = read_all(&wire);
     let mut joined = Vec::new();
     let mut next = 0x1000;
     for m in &msgs[1..] {
-        let Message::Memory(c) = m else { panic!("{m:?}") };
+        let Message::Memory(c) = m else {
+            panic!("{m:?}")
+        };
         assert_eq!((c.round, c.phase), (2, Phase::Final));
         for r in &c.ranges {
             assert_eq!(r.guest_addr, next);
-            let Pages::Data(d) = &r.pages else { panic!("zero run in non-zero data") };
+            let Pages::Data(d) = &r.pages else {
+                panic!("zero run in non-zero data")
+            };
             assert!(d.len() <= MAX_MEMORY_DATA);
             next += d.len() as u64;
             joined.extend_from_slice(d);
@@ -121,14 +141,25 @@ fn writer_refuses_invalid_messages() {
     let mut wire = Vec::new();
     let mut w = StreamWriter::new(&mut wire);
     let partial = w.write_memory(0, Phase::PreCopy, 0, &[1u8; PAGE_SIZE + 1]);
-    assert!(matches!(partial, Err(WriteError::Invalid { .. })), "{partial:?}");
+    assert!(
+        matches!(partial, Err(WriteError::Invalid { .. })),
+        "{partial:?}"
+    );
     let unaligned = w.write_memory(0, Phase::PreCopy, 0x800, &data_page(1));
-    assert!(matches!(unaligned, Err(WriteError::Invalid { .. })), "{unaligned:?}");
-    let long = Message::Error { message: "x".repeat(virtio_lm_migration::MAX_TEXT + 1) };
+    assert!(
+        matches!(unaligned, Err(WriteError::Invalid { .. })),
+        "{unaligned:?}"
+    );
+    let long = Message::Error {
+        message: "x".repeat(virtio_lm_migration::MAX_TEXT + 1),
+    };
     assert!(matches!(w.write(&long), Err(WriteError::Invalid { .. })));
     let mut config = sample_config();
     config.devices[1].id = config.devices[0].id;
-    assert!(matches!(w.write(&Message::Config(config)), Err(WriteError::Invalid { .. })));
+    assert!(matches!(
+        w.write(&Message::Config(config)),
+        Err(WriteError::Invalid { .. })
+    ));
     assert_eq!(w.sections(), 0);
     assert!(wire.is_empty());
 }
@@ -141,7 +172,10 @@ fn write_error_poisons_the_writer() {
     let mut w = StreamWriter::new(&mut buf[..]);
     let err = w.write(&Message::Start { version: 1 }).unwrap_err();
     assert!(matches!(err, WriteError::Io { section: 0, .. }), "{err:?}");
-    assert!(matches!(w.write(&Message::Complete), Err(WriteError::Poisoned { section: 0 })));
+    assert!(matches!(
+        w.write(&Message::Complete),
+        Err(WriteError::Poisoned { section: 0 })
+    ));
 }
 
 proptest! {

@@ -11,8 +11,14 @@ use virtio_lm_spec::Profile;
 pub fn sample_config() -> VmConfig {
     VmConfig {
         memory: vec![
-            MemoryRegion { guest_addr: 0, size: 0x10_0000 },
-            MemoryRegion { guest_addr: 0x1_0000_0000, size: 0x2000 },
+            MemoryRegion {
+                guest_addr: 0,
+                size: 0x10_0000,
+            },
+            MemoryRegion {
+                guest_addr: 0x1_0000_0000,
+                size: 0x2000,
+            },
         ],
         profile: Profile::V1_4,
         devices: vec![
@@ -41,44 +47,83 @@ pub fn data_page(fill: u8) -> Vec<u8> {
 /// One message of every type, in the order a migration sends them (both directions mixed).
 pub fn one_of_each() -> Vec<Message> {
     vec![
-        Message::Start { version: PROTOCOL_VERSION },
+        Message::Start {
+            version: PROTOCOL_VERSION,
+        },
         Message::Config(sample_config()),
         Message::Memory(MemoryChunk {
             round: 3,
             phase: Phase::PreCopy,
             ranges: vec![
-                MemoryRange { guest_addr: 0x1000, pages: Pages::Data(data_page(0x5a)) },
-                MemoryRange { guest_addr: 0x8000, pages: Pages::Zero(7) },
+                MemoryRange {
+                    guest_addr: 0x1000,
+                    pages: Pages::Data(data_page(0x5a)),
+                },
+                MemoryRange {
+                    guest_addr: 0x8000,
+                    pages: Pages::Zero(7),
+                },
             ],
         }),
-        Message::DeviceContext { phase: Phase::PreCopy, device_id: 1, context: vec![1, 2, 3, 4, 5] },
+        Message::DeviceContext {
+            phase: Phase::PreCopy,
+            device_id: 1,
+            context: vec![1, 2, 3, 4, 5],
+        },
         Message::Memory(MemoryChunk {
             round: 4,
             phase: Phase::Final,
-            ranges: vec![MemoryRange { guest_addr: 0x2000, pages: Pages::Data(data_page(0xc3)) }],
+            ranges: vec![MemoryRange {
+                guest_addr: 0x2000,
+                pages: Pages::Data(data_page(0xc3)),
+            }],
         }),
-        Message::DeviceContext { phase: Phase::Final, device_id: 2, context: vec![9; 40] },
-        Message::VcpuState { vcpu: 1, state: vec![7; 33] },
+        Message::DeviceContext {
+            phase: Phase::Final,
+            device_id: 2,
+            context: vec![9; 40],
+        },
+        Message::VcpuState {
+            vcpu: 1,
+            state: vec![7; 33],
+        },
         Message::Complete,
         Message::Ready,
         Message::Commit,
         Message::CommitAck,
-        Message::Cancel { reason: CancelReason::Timeout, detail: "round 9 did not converge".into() },
-        Message::Error { message: "section 4: device 2 context refused".into() },
+        Message::Cancel {
+            reason: CancelReason::Timeout,
+            detail: "round 9 did not converge".into(),
+        },
+        Message::Error {
+            message: "section 4: device 2 context refused".into(),
+        },
     ]
 }
 
 /// A small stream: Start and a few short sections (every byte of it gets corrupted in a test).
 pub fn small_stream() -> (Vec<Message>, Vec<u8>) {
     let msgs = vec![
-        Message::Start { version: PROTOCOL_VERSION },
-        Message::DeviceContext { phase: Phase::Final, device_id: 3, context: vec![0xee; 12] },
+        Message::Start {
+            version: PROTOCOL_VERSION,
+        },
+        Message::DeviceContext {
+            phase: Phase::Final,
+            device_id: 3,
+            context: vec![0xee; 12],
+        },
         Message::Memory(MemoryChunk {
             round: 0,
             phase: Phase::PreCopy,
-            ranges: vec![MemoryRange { guest_addr: 0x3000, pages: Pages::Zero(2) }],
+            ranges: vec![MemoryRange {
+                guest_addr: 0x3000,
+                pages: Pages::Zero(2),
+            }],
         }),
-        Message::Cancel { reason: CancelReason::Operator, detail: "stop".into() },
+        Message::Cancel {
+            reason: CancelReason::Operator,
+            detail: "stop".into(),
+        },
     ];
     (msgs.clone(), encode(&msgs))
 }
@@ -101,25 +146,43 @@ fn arb_range() -> impl Strategy<Value = MemoryRange> {
         (1u32..1000).prop_map(Pages::Zero),
         (1usize..3, any::<u8>()).prop_map(|(n, b)| Pages::Data(vec![b; n * PAGE_SIZE])),
     ];
-    ((0u64..1 << 20), pages).prop_map(|(p, pages)| MemoryRange { guest_addr: p * PAGE_SIZE as u64, pages })
+    ((0u64..1 << 20), pages).prop_map(|(p, pages)| MemoryRange {
+        guest_addr: p * PAGE_SIZE as u64,
+        pages,
+    })
 }
 
 fn arb_config() -> impl Strategy<Value = VmConfig> {
-    let device = (any::<u32>(), any::<u32>(), any::<u64>(), any::<u16>(), prop::collection::vec(any::<u8>(), 0..64))
-        .prop_map(|(id, device_type, negotiated_features, num_queues, config_space)| DeviceConfig {
-            id,
-            device_type,
-            negotiated_features,
-            num_queues,
-            config_space,
-        });
-    (prop::collection::vec(1u64..64, 0..4), any::<bool>(), prop::collection::vec(device, 0..4)).prop_map(
-        |(sizes, v14, mut devices)| {
+    let device = (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u16>(),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(
+            |(id, device_type, negotiated_features, num_queues, config_space)| DeviceConfig {
+                id,
+                device_type,
+                negotiated_features,
+                num_queues,
+                config_space,
+            },
+        );
+    (
+        prop::collection::vec(1u64..64, 0..4),
+        any::<bool>(),
+        prop::collection::vec(device, 0..4),
+    )
+        .prop_map(|(sizes, v14, mut devices)| {
             let mut addr = 0;
             let memory = sizes
                 .into_iter()
                 .map(|pages| {
-                    let r = MemoryRegion { guest_addr: addr, size: pages * PAGE_SIZE as u64 };
+                    let r = MemoryRegion {
+                        guest_addr: addr,
+                        size: pages * PAGE_SIZE as u64,
+                    };
                     addr += r.size + PAGE_SIZE as u64;
                     r
                 })
@@ -127,9 +190,12 @@ fn arb_config() -> impl Strategy<Value = VmConfig> {
             for (i, d) in devices.iter_mut().enumerate() {
                 d.id = i as u32;
             }
-            VmConfig { memory, profile: if v14 { Profile::V1_4 } else { Profile::Seeds }, devices }
-        },
-    )
+            VmConfig {
+                memory,
+                profile: if v14 { Profile::V1_4 } else { Profile::Seeds },
+                devices,
+            }
+        })
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -145,10 +211,26 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
     ];
     prop_oneof![
         arb_config().prop_map(Message::Config),
-        (any::<u32>(), arb_phase(), prop::collection::vec(arb_range(), 0..4))
-            .prop_map(|(round, phase, ranges)| Message::Memory(MemoryChunk { round, phase, ranges })),
-        (arb_phase(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(phase, device_id, context)| Message::DeviceContext { phase, device_id, context }),
+        (
+            any::<u32>(),
+            arb_phase(),
+            prop::collection::vec(arb_range(), 0..4)
+        )
+            .prop_map(|(round, phase, ranges)| Message::Memory(MemoryChunk {
+                round,
+                phase,
+                ranges
+            })),
+        (
+            arb_phase(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(phase, device_id, context)| Message::DeviceContext {
+                phase,
+                device_id,
+                context
+            }),
         (any::<u32>(), prop::collection::vec(any::<u8>(), 0..64))
             .prop_map(|(vcpu, state)| Message::VcpuState { vcpu, state }),
         Just(Message::Complete),
@@ -163,7 +245,12 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
 /// A Start followed by arbitrary messages.
 pub fn arb_stream() -> impl Strategy<Value = Vec<Message>> {
     prop::collection::vec(arb_message(), 0..6).prop_map(|mut v| {
-        v.insert(0, Message::Start { version: PROTOCOL_VERSION });
+        v.insert(
+            0,
+            Message::Start {
+                version: PROTOCOL_VERSION,
+            },
+        );
         v
     })
 }
@@ -188,7 +275,11 @@ pub fn crc32c_of(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
