@@ -73,7 +73,7 @@ impl VmConfig {
         let page = PAGE_SIZE as u64;
         let mut prev_end = 0u64;
         for (i, r) in self.memory.iter().enumerate() {
-            if r.guest_addr % page != 0 || r.size == 0 || r.size % page != 0 {
+            if !r.guest_addr.is_multiple_of(page) || r.size == 0 || !r.size.is_multiple_of(page) {
                 return Err(format!(
                     "memory region {i} ({:#x}, {:#x} bytes) is not whole pages",
                     r.guest_addr, r.size

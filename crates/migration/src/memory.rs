@@ -202,7 +202,7 @@ pub(crate) fn check_ranges(ranges: &[RangeRef<'_>]) -> Result<(), String> {
         let pages = match r.pages {
             PagesRef::Zero(n) => u64::from(n),
             PagesRef::Data(d) => {
-                if d.len() % PAGE_SIZE != 0 || d.len() / PAGE_SIZE > u32::MAX as usize {
+                if !d.len().is_multiple_of(PAGE_SIZE) || d.len() / PAGE_SIZE > u32::MAX as usize {
                     return Err(format!("range {i}: {} bytes are not whole pages", d.len()));
                 }
                 data = data.saturating_add(d.len());
@@ -220,7 +220,7 @@ pub(crate) fn check_ranges(ranges: &[RangeRef<'_>]) -> Result<(), String> {
 }
 
 fn check_range(i: usize, guest_addr: u64, pages: u64) -> Result<(), String> {
-    if guest_addr % PAGE_SIZE as u64 != 0 {
+    if !guest_addr.is_multiple_of(PAGE_SIZE as u64) {
         return Err(format!(
             "range {i}: guest address {guest_addr:#x} is not page aligned"
         ));

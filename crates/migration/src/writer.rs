@@ -62,7 +62,7 @@ impl<W: Write> StreamWriter<W> {
         guest_addr: u64,
         data: &[u8],
     ) -> Result<usize, WriteError> {
-        if data.len() % PAGE_SIZE != 0 {
+        if !data.len().is_multiple_of(PAGE_SIZE) {
             let reason = format!("{} bytes are not whole pages", data.len());
             return Err(self.invalid(MessageType::Memory, reason));
         }
