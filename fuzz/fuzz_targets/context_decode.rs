@@ -1,4 +1,4 @@
-//! Device-context decoding (spec-notes §5 field format): arbitrary bytes never panic, and what
+//! Device-context decoding (spec-decisions §5 field format): arbitrary bytes never panic, and what
 //! decodes re-encodes to the same context.
 #![no_main]
 

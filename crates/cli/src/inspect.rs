@@ -1,4 +1,4 @@
-//! `virtio-lm inspect FILE`: decodes a device context (the bytes DEV_CTX_READ returns, spec-notes
+//! `virtio-lm inspect FILE`: decodes a device context (the bytes DEV_CTX_READ returns, spec-decisions
 //! §5) into a readable listing, or JSON with `--json`. The framing is listed field by field
 //! first, so a context that fails the semantic checks can still be looked at; any malformed input
 //! ends in an error naming the byte offset, never a panic.

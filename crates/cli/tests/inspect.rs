@@ -1,5 +1,5 @@
 //! `virtio-lm inspect`: a context a device really produced is listed and rendered as JSON;
-//! malformed input (spec-notes §7 pitfall 10: truncated, reordered, unknown fields) exits
+//! malformed input (spec-decisions §7 pitfall 10: truncated, reordered, unknown fields) exits
 //! non-zero naming the byte offset, and never panics.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Device context format (spec-notes §5) and decoding rules: framing, markers, DISCARD, order,
+//! Device context format (spec-decisions §5) and decoding rules: framing, markers, DISCARD, order,
 //! repeats, unknown fields, exact lengths, and VQ_INFLIGHT / VQ_INFLIGHT_CHAINS. Every
 //! malformed input gets its typed error with the byte offset of the offending field.
 
@@ -85,7 +85,7 @@ fn decode_fields(f: &[RawField]) -> Result<DeviceContext, ContextError> {
     decode(&build(f))
 }
 
-/// spec-notes §5: "each `le16 type; le16 flags; le32 length; u8 value[length]` (8-byte header,
+/// spec-decisions §5: "each `le16 type; le16 flags; le32 length; u8 value[length]` (8-byte header,
 /// value padded to 8 bytes; length excludes padding)" — the writer lays fields out so, with
 /// zero padding, and the reader returns each value without its padding.
 #[test]
@@ -112,7 +112,7 @@ fn field_framing_and_padding() {
     assert!(parsed[1].is_optional());
 }
 
-/// spec-notes §5 order: "features, status, config generation, device config, common cfg, then
+/// spec-decisions §5 order: "features, status, config generation, device config, common cfg, then
 /// per queue VQ_CONFIG, VQ_STATE, VQ_INFLIGHT, then device-specific fields", framed by
 /// START_MARKER and END_MARKER. VQ_INFLIGHT is sent OPTIONAL, VQ_INFLIGHT_CHAINS mandatory.
 #[test]
@@ -150,7 +150,7 @@ fn encoder_writes_the_spec_notes_order() {
     assert_eq!(decode(&build(&f)).unwrap(), sample());
 }
 
-/// spec-notes §5 (our decision): padding bytes must be present but may hold anything.
+/// spec-decisions §5 (our decision): padding bytes must be present but may hold anything.
 #[test]
 fn nonzero_padding_is_accepted() {
     let mut bytes = encode(&sample()).unwrap();
@@ -160,7 +160,7 @@ fn nonzero_padding_is_accepted() {
     assert_eq!(decode(&bytes).unwrap(), sample());
 }
 
-/// spec-notes §7 pitfall 10, truncated context: every cut of a valid context is refused with a
+/// spec-decisions §7 pitfall 10, truncated context: every cut of a valid context is refused with a
 /// typed error — a cut inside a header is TruncatedHeader, inside a value TruncatedValue, at a
 /// field boundary MissingEndMarker — and nothing panics.
 #[test]
@@ -192,7 +192,7 @@ fn every_truncation_is_a_typed_error() {
     }
 }
 
-/// spec-notes §5 with our limit: a length larger than the bytes left is TruncatedValue, and a
+/// spec-decisions §5 with our limit: a length larger than the bytes left is TruncatedValue, and a
 /// length over 16 MiB is LengthOverflow before anything is allocated for it.
 #[test]
 fn oversized_lengths_are_refused() {
@@ -276,7 +276,7 @@ fn markers_frame_exactly_one_context() {
     ));
 }
 
-/// spec-notes §5: DISCARD — "the receiver drops every field received since the last
+/// spec-decisions §5: DISCARD — "the receiver drops every field received since the last
 /// START_MARKER of this write sequence, then continues (lets a source resend a newer context
 /// after pre-copy)".
 #[test]
@@ -304,8 +304,8 @@ fn discard_drops_everything_since_start() {
     ));
 }
 
-/// spec-notes §5: "a receiver skips an unknown optional field and rejects an unknown mandatory
-/// one" (spec-notes §7 pitfall 10, unknown fields).
+/// spec-decisions §5: "a receiver skips an unknown optional field and rejects an unknown mandatory
+/// one" (spec-decisions §7 pitfall 10, unknown fields).
 #[test]
 fn unknown_fields_optional_skipped_mandatory_rejected() {
     let f = sample_fields();
@@ -387,7 +387,7 @@ fn field_lengths_are_exact() {
     ));
 }
 
-/// spec-notes §5 (values validated): unknown flag bits in VQ_STATE or a segment, `enabled`
+/// spec-decisions §5 (values validated): unknown flag bits in VQ_STATE or a segment, `enabled`
 /// other than 0/1, a queue size of 0 or over 32768, and empty feature arrays are refused.
 #[test]
 fn invalid_values_are_refused() {
@@ -423,7 +423,7 @@ fn invalid_values_are_refused() {
 
 /// Seed 004: "When the device receives same field type multiple times ..., the device MUST
 /// apply the device context fields in the order these fields are received": a repeated field
-/// replaces the earlier one (spec-notes §7 pitfall 10, duplicated fields).
+/// replaces the earlier one (spec-decisions §7 pitfall 10, duplicated fields).
 #[test]
 fn repeated_fields_later_wins() {
     let f = sample_fields();
@@ -448,7 +448,7 @@ fn repeated_fields_later_wins() {
     assert_eq!(decode_fields(&alone).unwrap(), newer);
 }
 
-/// spec-notes §5 order, and §7 pitfall 10 (reordered fields): a queue's VQ_STATE before its
+/// spec-decisions §5 order, and §7 pitfall 10 (reordered fields): a queue's VQ_STATE before its
 /// VQ_CONFIG, in-flight fields before VQ_STATE, queue fields before PCI_COMMON_CFG, device
 /// fields after queue fields and queue fields after device-specific ones are refused.
 #[test]
@@ -516,7 +516,7 @@ fn reordered_fields_are_refused() {
     );
 }
 
-/// spec-notes §5: "indices < size" — a queue field whose index is not below num_queues is
+/// spec-decisions §5: "indices < size" — a queue field whose index is not below num_queues is
 /// refused, and every queue below num_queues needs VQ_CONFIG and VQ_STATE.
 #[test]
 fn queue_indices_are_checked() {
@@ -563,7 +563,7 @@ fn queue_indices_are_checked() {
     }
 }
 
-/// spec-notes §5 VQ_INFLIGHT plus our VQ_INFLIGHT_CHAINS (see the `context` module docs):
+/// spec-decisions §5 VQ_INFLIGHT plus our VQ_INFLIGHT_CHAINS (see the `context` module docs):
 /// chains alone are enough, heads must agree with chains (same ids, same order), heads without
 /// chains are refused unless empty.
 #[test]
@@ -602,7 +602,7 @@ fn inflight_heads_and_chains_must_agree() {
     assert_eq!(decode_fields(&empty_heads).unwrap(), sample());
 }
 
-/// spec-notes §5: the encoder refuses a model the format cannot carry (instead of writing a
+/// spec-decisions §5: the encoder refuses a model the format cannot carry (instead of writing a
 /// context the receiver would refuse), and writes nothing for the refused field.
 #[test]
 fn unencodable_models_are_refused() {

@@ -1,4 +1,4 @@
-//! Device context end to end (spec-notes §5, seed 004): save a quiescent core, encode, decode,
+//! Device context end to end (spec-decisions §5, seed 004): save a quiescent core, encode, decode,
 //! restore into a fresh core on the same guest memory (as after migration), resume, and check
 //! that the device behaves from then on exactly as the source would have: every buffer completes
 //! exactly once, in-flight ones included, and no notification is lost.
@@ -58,7 +58,7 @@ fn rng() -> Box<dyn VirtioDevice<Mem>> {
 /// Freeze to Stop or from Freeze to Active" — the context alone carries the device: a fresh
 /// device restored from it on the same guest memory continues where the source stopped, split
 /// and packed, with requests in flight (QuiesceMode::RecordInflight): every buffer completes
-/// exactly once (spec-notes §7 pitfall 2), kicks while stopped are latched, and the next
+/// exactly once (spec-decisions §7 pitfall 2), kicks while stopped are latched, and the next
 /// notification is not lost (pitfall 4).
 #[test]
 fn context_to_fresh_device_with_requests_in_flight() {
@@ -119,7 +119,7 @@ fn context_to_fresh_device_with_requests_in_flight() {
     }
 }
 
-/// spec-notes §5 VQ_STATE "flags bit 0 = a used-buffer notification is owed" and §7 pitfall 4:
+/// spec-decisions §5 VQ_STATE "flags bit 0 = a used-buffer notification is owed" and §7 pitfall 4:
 /// an owed notification travels with the context and is sent once on resume; without it the
 /// restored device sends none (no spurious one either).
 #[test]
@@ -149,8 +149,8 @@ fn owed_notification_travels_with_the_context() {
     }
 }
 
-/// Seed 003 ("Record Virtqueue State of each enabled virtqueue", as resolved in spec-notes §2)
-/// with spec-notes §5: the context of a suspended device restores as suspended (DRIVER_OK
+/// Seed 003 ("Record Virtqueue State of each enabled virtqueue", as resolved in spec-decisions §2)
+/// with spec-decisions §5: the context of a suspended device restores as suspended (DRIVER_OK
 /// clear); setting DRIVER_OK resumes it at the destination, and kicks latched while suspended
 /// are processed.
 #[test]
@@ -223,7 +223,7 @@ fn setup_window_context_continues_at_driver_ok() {
     }
 }
 
-/// spec-notes §7 pitfall 9: "negotiated features and device-specific state survive" — driver
+/// spec-decisions §7 pitfall 9: "negotiated features and device-specific state survive" — driver
 /// features, the packed ring, the configuration generation and the device type's own state
 /// (a device-specific field) are the same after the restore.
 #[test]
@@ -257,7 +257,7 @@ fn features_generation_and_device_state_survive() {
     assert_eq!(dst.core.save_context().unwrap(), ctx);
 }
 
-/// spec-notes §7 pitfall 7: "cancel at every step; the source resumes; a second migration
+/// spec-decisions §7 pitfall 7: "cancel at every step; the source resumes; a second migration
 /// succeeds" — saving changes nothing at the source, which resumes after a cancelled
 /// migration; the next migration, and a migration onwards from the destination, both work.
 #[test]
@@ -299,7 +299,7 @@ fn cancelled_then_repeated_migrations() {
     assert_eq!(sorted_ids(&second.collect()), sorted(ids));
 }
 
-/// spec-notes §5 with seed 004 ("the device MUST discard the device context ... the device
+/// spec-decisions §5 with seed 004 ("the device MUST discard the device context ... the device
 /// functions as if the command VIRTIO_ADMIN_CMD_DEV_CTX_WRITE was never received"): a context
 /// restored into a device that ran before replaces all of its state, including a reset
 /// device's context (status 0) that returns it to its initial state.

@@ -1,7 +1,7 @@
 //! Property tests of the device context: random contexts round-trip exactly; random bytes,
 //! random field sequences and random mutations of a valid context never panic the decoder
-//! (spec-notes §7 pitfall 10); a restore of a randomly damaged context either succeeds or
-//! changes nothing (spec-notes §5).
+//! (spec-decisions §7 pitfall 10); a restore of a randomly damaged context either succeeds or
+//! changes nothing (spec-decisions §5).
 
 mod common;
 
@@ -310,7 +310,7 @@ fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// spec-notes §5: every context the encoder accepts decodes to exactly itself (values,
+    /// spec-decisions §5: every context the encoder accepts decodes to exactly itself (values,
     /// queues, in-flight chains through VQ_INFLIGHT_CHAINS, device-specific fields), and the
     /// encoding is deterministic.
     #[test]
@@ -323,7 +323,7 @@ proptest! {
         fuzz_decode(&bytes);
     }
 
-    /// spec-notes §7 pitfall 10: arbitrary bytes never panic the decoder or the fuzz entry
+    /// spec-decisions §7 pitfall 10: arbitrary bytes never panic the decoder or the fuzz entry
     /// point (`fuzz_decode`, the future cargo-fuzz target).
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
@@ -332,7 +332,7 @@ proptest! {
         fuzz_decode(&bytes);
     }
 
-    /// spec-notes §7 pitfall 10: well-framed random field sequences between START_MARKER and
+    /// spec-decisions §7 pitfall 10: well-framed random field sequences between START_MARKER and
     /// END_MARKER (known, extension, unknown and device-specific types, exact or random lengths)
     /// never panic, and whatever decodes round-trips.
     #[test]
@@ -343,7 +343,7 @@ proptest! {
         fuzz_decode(&build(&f));
     }
 
-    /// spec-notes §7 pitfall 10 ("truncated/reordered/duplicated/unknown context fields"):
+    /// spec-decisions §7 pitfall 10 ("truncated/reordered/duplicated/unknown context fields"):
     /// random byte flips, truncations, duplicated, swapped, deleted and inserted fields of a
     /// valid context never panic, and whatever still decodes round-trips.
     #[test]
@@ -357,7 +357,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-    /// spec-notes §5: "a context that fails validation changes nothing" — a randomly damaged
+    /// spec-decisions §5: "a context that fails validation changes nothing" — a randomly damaged
     /// context (model values or encoded bytes) either restores, after which the device takes
     /// status writes and kicks without panicking, or is refused with the destination's status,
     /// queue state, device state, interrupts and ring memory unchanged; validate_context always

@@ -1,4 +1,4 @@
-//! Restoring a device context validates everything before applying anything (spec-notes §5:
+//! Restoring a device context validates everything before applying anything (spec-decisions §5:
 //! "Every value is validated before any of it is applied (indices < size, addresses inside
 //! guest memory with the ring's alignment, features ⊆ offered, lengths exact); a context that
 //! fails validation changes nothing"). Each rejection has its typed error, `validate_context`
@@ -108,7 +108,7 @@ fn check_all(packed: bool, cases: &[(&str, Edit, Want)]) {
     assert_eq!(dst.core.save_context().unwrap(), ctx);
 }
 
-/// spec-notes §5 "features ⊆ offered", and DEVICE_FEATURES "verified against the device,
+/// spec-decisions §5 "features ⊆ offered", and DEVICE_FEATURES "verified against the device,
 /// never applied": an offer that differs, a second word with bits, and driver features the
 /// device does not offer are refused.
 #[test]
@@ -148,7 +148,7 @@ fn features_are_verified() {
     check_all(true, &cases);
 }
 
-/// spec-notes §2 status semantics (seed 000: DEVICE_STOPPED "only with DRIVER_OK set and
+/// spec-decisions §2 status semantics (seed 000: DEVICE_STOPPED "only with DRIVER_OK set and
 /// F_DEVICE_STOP negotiated"; seed 003: SUSPEND presented with DRIVER_OK clear): a status no
 /// driver and device could have produced is refused.
 #[test]
@@ -192,7 +192,7 @@ fn unreachable_status_is_refused() {
     }
 }
 
-/// spec-notes §5 "indices < size, addresses inside guest memory with the ring's alignment":
+/// spec-decisions §5 "indices < size, addresses inside guest memory with the ring's alignment":
 /// queue count, size bounds, alignment, ring areas outside guest memory and a split size that
 /// is not a power of two are refused.
 #[test]
@@ -260,7 +260,7 @@ fn queue_configuration_is_validated() {
     check_all(false, &cases);
 }
 
-/// Seed 001 with spec-notes §3 ("Validation on set: packed index < queue size; split:
+/// Seed 001 with spec-decisions §3 ("Validation on set: packed index < queue size; split:
 /// (avail.idx − last_avail_idx) mod 2^16 ≤ queue size") and the in-flight rules: a state that
 /// would lose or repeat a buffer is refused before anything is applied.
 #[test]
@@ -366,7 +366,7 @@ fn queue_state_is_validated() {
     check_all(true, &packed);
 }
 
-/// Pitfall 9 (spec-notes §7) and spec-notes §5 "unknown mandatory rejected", applied by the
+/// Pitfall 9 (spec-decisions §7) and spec-decisions §5 "unknown mandatory rejected", applied by the
 /// device type to its own fields: a device-specific value it refuses, or an unknown mandatory
 /// device-specific field, fails the restore; an unknown optional one is skipped.
 #[test]
@@ -422,7 +422,7 @@ fn device_specific_state_is_validated_by_the_device() {
     );
 }
 
-/// spec-notes §5 DEVICE_CONFIG "device-type config space bytes": the destination device must
+/// spec-decisions §5 DEVICE_CONFIG "device-type config space bytes": the destination device must
 /// present the same configuration space; a byte that differs is refused with its offset.
 #[test]
 fn device_config_must_match() {
@@ -474,7 +474,7 @@ fn save_and_restore_need_a_quiescent_device() {
     assert!(drained.queues[0].state.inflight.is_empty(), "drained");
 }
 
-/// spec-notes §5 "a context that fails validation changes nothing" for a target that is not
+/// spec-decisions §5 "a context that fails validation changes nothing" for a target that is not
 /// fresh: a stopped device with requests in flight keeps all of its state when a context is
 /// refused at the last check (the device-specific state), after every earlier check passed
 /// against its own guest memory; it then resumes and completes its own requests.
@@ -505,7 +505,7 @@ fn refused_context_leaves_a_stopped_device_untouched() {
     );
 }
 
-/// spec-notes §2 (DEVICE_NEEDS_RESET "failed restore") with §5: a restore whose context passes
+/// spec-decisions §2 (DEVICE_NEEDS_RESET "failed restore") with §5: a restore whose context passes
 /// validation but whose device type then fails sets DEVICE_NEEDS_RESET and reports it.
 #[test]
 fn device_failure_after_validation_sets_needs_reset() {

@@ -109,7 +109,7 @@ proptest! {
                 Op::ConfigWrite(b) => d.core.write_config(0, &[b]),
             }
             let s = d.core.status();
-            // A stopped device keeps DRIVER_OK unless it was also suspended (spec-notes §2: each
+            // A stopped device keeps DRIVER_OK unless it was also suspended (spec-decisions §2: each
             // quiesce is undone only by its own mechanism).
             prop_assert!(
                 !s.intersects(DeviceStatus::DEVICE_STOPPED) || s.intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND),

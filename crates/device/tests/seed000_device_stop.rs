@@ -40,7 +40,7 @@ fn no_processing_before_driver_ok() {
 
 /// Seed 000: "The driver MUST NOT clear a device status bit. If the driver sets the FAILED bit,
 /// the driver MUST later reset the device" — restated as: the driver may clear DEVICE_STOPPED
-/// only. The device ignores a write that clears any other bit (spec-notes §2).
+/// only. The device ignores a write that clears any other bit (spec-decisions §2).
 #[test]
 fn status_write_clearing_other_bits_is_ignored() {
     let mut d = CoreDriver::counting();
@@ -182,7 +182,7 @@ fn stopped_device_is_quiet_and_catches_up() {
 }
 
 /// A device that records in-flight requests stops at once; the requests stay in the queue state
-/// (spec-notes §3 extension) rather than completing.
+/// (spec-decisions §3 extension) rather than completing.
 #[test]
 fn record_inflight_stop_keeps_requests_in_queue_state() {
     let options = CoreOptions {

@@ -160,7 +160,7 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
     );
 }
 
-/// Seed 001 with spec-notes §3: state that fails validation (packed index not below the size,
+/// Seed 001 with spec-decisions §3: state that fails validation (packed index not below the size,
 /// split avail.idx more than a queue size ahead) sets DEVICE_NEEDS_RESET at DRIVER_OK.
 #[test]
 fn invalid_queue_state_sets_needs_reset_at_driver_ok() {

@@ -1,5 +1,5 @@
 //! Seed 003 (SUSPEND / VIRTIO_F_SUSPEND) at the device core, with the resolution of its review
-//! that spec-notes §2 adopts: the device clears DRIVER_OK when it presents SUSPEND, and setting
+//! that spec-decisions §2 adopts: the device clears DRIVER_OK when it presents SUSPEND, and setting
 //! DRIVER_OK resumes it.
 
 mod common;
@@ -16,7 +16,7 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 /// Seed 003: "The device MUST ignore SUSPEND if FEATURES_OK is not set." and "The device MUST
-/// ignore SUSPEND if VIRTIO_F_SUSPEND is not negotiated." — with spec-notes §2, also without
+/// ignore SUSPEND if VIRTIO_F_SUSPEND is not negotiated." — with spec-decisions §2, also without
 /// DRIVER_OK.
 #[test]
 fn suspend_ignored_when_not_allowed() {
@@ -44,7 +44,7 @@ fn suspend_ignored_when_not_allowed() {
 /// bit is set." The device presents it only after it would "Stop consuming buffers of any
 /// virtqueues", "Wait until all descriptors that being processed to finish and mark them as
 /// used", "Flush all used buffer and send used buffer notifications to the driver" and "Record
-/// Virtqueue State of each enabled virtqueue"; then (spec-notes §2) it clears DRIVER_OK.
+/// Virtqueue State of each enabled virtqueue"; then (spec-decisions §2) it clears DRIVER_OK.
 #[test]
 fn suspend_completes_in_process_work_before_presenting() {
     let (mut d, release) = CoreDriver::holding(3);
@@ -73,7 +73,7 @@ fn suspend_completes_in_process_work_before_presenting() {
 }
 
 /// Seed 003: the device must "Pause its operation except device status and preserve
-/// configurations in its Device Configuration Space" — spec-notes §2: while suspended no
+/// configurations in its Device Configuration Space" — spec-decisions §2: while suspended no
 /// notifications, no virtqueue memory access, no config change.
 #[test]
 fn suspended_device_is_quiet() {
@@ -116,7 +116,7 @@ fn suspended_device_is_quiet() {
 }
 
 /// Seed 003: "If VIRTIO_F_SUSPEND is negotiated and SUSPEND is set, the device SHOULD clear
-/// SUSPEND and resumes operation upon DRIVER_OK." As resolved (spec-notes §2) DRIVER_OK was
+/// SUSPEND and resumes operation upon DRIVER_OK." As resolved (spec-decisions §2) DRIVER_OK was
 /// cleared by the device, so setting it is a real transition: the device resumes, then clears
 /// SUSPEND; a config change that happened meanwhile is notified; latched work completes.
 #[test]
@@ -161,7 +161,7 @@ fn status_writes_accepted_while_suspended() {
     assert_eq!(d.core.status(), DeviceStatus::RESET);
 }
 
-/// Seed 003 with spec-notes §2: "a device that cannot suspend or resume sets DEVICE_NEEDS_RESET
+/// Seed 003 with spec-decisions §2: "a device that cannot suspend or resume sets DEVICE_NEEDS_RESET
 /// instead" — a queue state rewritten while suspended that fails validation makes the resume
 /// fail.
 #[test]
@@ -175,7 +175,7 @@ fn failed_resume_sets_needs_reset() {
     assert_eq!(d.irq.config(), 1);
 }
 
-/// Seed 003 with spec-notes §2: a device that cannot suspend sets DEVICE_NEEDS_RESET instead of
+/// Seed 003 with spec-decisions §2: a device that cannot suspend sets DEVICE_NEEDS_RESET instead of
 /// presenting SUSPEND.
 #[test]
 fn failed_suspend_sets_needs_reset() {
@@ -207,7 +207,7 @@ fn rewriting_bits_has_no_side_effect() {
     );
 }
 
-/// Seed 003 with seed 000 (spec-notes §2): "The device is quiescent while any of them holds;
+/// Seed 003 with seed 000 (spec-decisions §2): "The device is quiescent while any of them holds;
 /// each is resumed only by its own mechanism." Suspending a stopped device, then resuming from
 /// the suspension, leaves it stopped until DEVICE_STOPPED is cleared.
 #[test]

@@ -5,7 +5,7 @@
 //! The blk device completes requests asynchronously and out of order on a small pool of
 //! backend threads, and quiesces for migration either by draining or by recording in-flight
 //! requests, which whoever resumes the queue state re-executes exactly once (see [`blk`] for
-//! the design). Its blk-specific device context fields (spec-notes §5, 0x02xx) are in
+//! the design). Its blk-specific device context fields (spec-decisions §5, 0x02xx) are in
 //! `save_state`.
 //!
 //! ```

@@ -1,4 +1,4 @@
-//! The blk device through the core's device context (spec-notes §5): the source is stopped
+//! The blk device through the core's device context (spec-decisions §5): the source is stopped
 //! recording in-flight requests, its context (with VQ_INFLIGHT and BLK_WRITEBACK) is restored
 //! into a fresh core and `Blk` on the same memory and image, and the destination completes the
 //! handed-over requests exactly once when the stop is lifted.
@@ -16,7 +16,7 @@ use virtio_lm_spec::DeviceStatus;
 
 const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
-/// spec-notes §5 and §7 pitfalls 2 and 9: in-flight requests and the device-specific state
+/// spec-decisions §5 and §7 pitfalls 2 and 9: in-flight requests and the device-specific state
 /// (BLK_WRITEBACK) survive a context transfer; each request completes once, on the destination.
 #[test]
 fn context_transfer_hands_over_inflight_and_writeback() {

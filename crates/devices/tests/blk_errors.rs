@@ -1,6 +1,6 @@
 //! virtio-blk error paths: every request the device cannot carry out fails on its own with
 //! VIRTIO_BLK_S_IOERR or VIRTIO_BLK_S_UNSUPP (virtio spec 5.2.6), the device keeps working;
-//! only a chain with no room for a status byte is malformed (spec-notes §2: DEVICE_NEEDS_RESET).
+//! only a chain with no room for a status byte is malformed (spec-decisions §2: DEVICE_NEEDS_RESET).
 
 mod common;
 
@@ -147,7 +147,7 @@ fn oversized_transfer_is_ioerr() {
     still_works(&mut r);
 }
 
-/// spec-notes §2: "malformed chain it cannot complete" → DEVICE_NEEDS_RESET (seed 002), with a
+/// spec-decisions §2: "malformed chain it cannot complete" → DEVICE_NEEDS_RESET (seed 002), with a
 /// configuration change notification since DRIVER_OK is set. A chain with no device-writable
 /// byte has no place for the status byte.
 #[test]
@@ -291,7 +291,7 @@ fn discard_and_write_zeroes_validation() {
     still_works(&mut r);
 }
 
-/// Injected backend errors (spec-notes §2: "Per-request failures (e.g. a block I/O error) are
+/// Injected backend errors (spec-decisions §2: "Per-request failures (e.g. a block I/O error) are
 /// reported in the request status (VIRTIO_BLK_S_IOERR), not with NEEDS_RESET"): only requests
 /// touching the failing sectors fail; a failed write changes nothing there.
 #[test]

@@ -1,6 +1,6 @@
 //! Quiescing a virtio-blk device with requests in the backend: draining (seed 000
-//! DEVICE_STOPPED, seed 003 SUSPEND) and recording in-flight requests (spec-notes §3 VQ_INFLIGHT
-//! extension), which whoever resumes the queue state re-executes exactly once (spec-notes §7,
+//! DEVICE_STOPPED, seed 003 SUSPEND) and recording in-flight requests (spec-decisions §3 VQ_INFLIGHT
+//! extension), which whoever resumes the queue state re-executes exactly once (spec-decisions §7,
 //! pitfall 2).
 
 mod common;
@@ -127,7 +127,7 @@ fn drain_suspend_waits_for_the_backend() {
     assert_eq!(r.run(30, &Req::read(5, 1)).0, status::OK);
 }
 
-/// spec-notes §3 (in-flight extension) and §7 pitfall 2: a record-in-flight stop is presented
+/// spec-decisions §3 (in-flight extension) and §7 pitfall 2: a record-in-flight stop is presented
 /// at once; requests the backend had not started are handed back unfinished in the queue state
 /// (VQ_INFLIGHT, in the order taken), never executed on the source even when its backend
 /// resumes; a fresh device on the same memory and image, restored from the queue state,
@@ -223,7 +223,7 @@ fn record_inflight_hands_over_only_unfinished_requests() {
     assert_eq!(dst.stats.executed(), 4, "only the reads ran here");
 }
 
-/// Record-in-flight stop, then the same device resumes (migration cancelled, spec-notes §7
+/// Record-in-flight stop, then the same device resumes (migration cancelled, spec-decisions §7
 /// pitfall 7): the requests it dropped are adopted from the queue's in-flight list and executed
 /// exactly once.
 #[test]

@@ -1,4 +1,4 @@
-//! The blk-specific device context (spec-notes §5: 0x0200 BLK_WRITEBACK, `u8`) and the
+//! The blk-specific device context (spec-decisions §5: 0x0200 BLK_WRITEBACK, `u8`) and the
 //! driver-writable `writeback` field behind it (virtio spec 5.2.4, VIRTIO_BLK_F_CONFIG_WCE).
 //!
 //! The state travels as context fields: the tests frame it with the device crate's one codec
@@ -69,7 +69,7 @@ fn writeback(d: &Blk) -> u8 {
     b[0]
 }
 
-/// A field in the spec-notes §5 encoding: header, value, zero padding to 8.
+/// A field in the spec-decisions §5 encoding: header, value, zero padding to 8.
 fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&ty.to_le_bytes());
@@ -82,7 +82,7 @@ fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// spec-notes §5: the state is one BLK_WRITEBACK field (type 0x0200, `u8`), 8-byte header plus
+/// spec-decisions §5: the state is one BLK_WRITEBACK field (type 0x0200, `u8`), 8-byte header plus
 /// value padded to 8; restoring it into a fresh device reproduces the config byte.
 #[test]
 fn writeback_state_round_trips() {
@@ -103,7 +103,7 @@ fn writeback_state_round_trips() {
     assert_eq!(save(&dst), state);
 }
 
-/// spec-notes §5: "Every value is validated before any of it is applied ... lengths exact; a
+/// spec-decisions §5: "Every value is validated before any of it is applied ... lengths exact; a
 /// context that fails validation changes nothing." Bad lengths, values, types, flags,
 /// duplicates, truncation and a missing field are all rejected, and a failed restore leaves
 /// the device as it was. Padding follows the codec's one rule (present, contents ignored).
@@ -154,7 +154,7 @@ fn invalid_states_are_rejected_without_effect() {
     assert_eq!(writeback(&d), 0);
 }
 
-/// spec-notes §5: "flags bit 0 = OPTIONAL: a receiver skips an unknown optional field and
+/// spec-decisions §5: "flags bit 0 = OPTIONAL: a receiver skips an unknown optional field and
 /// rejects an unknown mandatory one." An optional BLK_WRITEBACK is accepted too.
 #[test]
 fn unknown_optional_fields_are_skipped() {

@@ -1,6 +1,6 @@
 //! DEVICE_STOPPED (seed 000) and SUSPEND (seed 003) cycles in the middle of a running
 //! multi-queue workload, draining or recording in-flight requests: nothing is lost, nothing is
-//! completed twice (spec-notes §7 pitfall 2), the device is quiet while stopped (pitfall 5),
+//! completed twice (spec-decisions §7 pitfall 2), the device is quiet while stopped (pitfall 5),
 //! and the data on the image and in guest memory is what the driver expects.
 
 mod common;

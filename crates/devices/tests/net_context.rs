@@ -1,4 +1,4 @@
-//! The net device through the core's device context (spec-notes §5; seed 004 flow, §7
+//! The net device through the core's device context (spec-decisions §5; seed 004 flow, §7
 //! pitfall 9): control queue state set on a source — RX mode, MAC table, VLAN table, device
 //! address, queue pairs, a pending announcement — and transmit chains in flight survive a
 //! save into a fresh device and core on the same memory, which then behaves identically.
@@ -66,7 +66,7 @@ fn table(unicast: &[[u8; 6]], multicast: &[[u8; 6]]) -> Vec<u8> {
     d
 }
 
-/// spec-notes §5 and pitfall 9: every piece of control queue state, and transmit chains held
+/// spec-decisions §5 and pitfall 9: every piece of control queue state, and transmit chains held
 /// in flight, move with the context; the destination filters, steers, announces and sends
 /// exactly as the source would have.
 #[test]
@@ -209,7 +209,7 @@ fn recv_none(peer: &std::net::UdpSocket) -> bool {
     none
 }
 
-/// spec-notes §5: a context whose net fields fail validation is refused whole and the
+/// spec-decisions §5: a context whose net fields fail validation is refused whole and the
 /// destination keeps its own state.
 #[test]
 fn a_context_with_bad_net_fields_is_refused() {

@@ -14,7 +14,7 @@ use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::net::ETH_P_RARP;
 use virtio_lm_queue::BufferSpec;
 
-/// virtio spec 5.1.3 and 5.1.4, spec-notes §1: the features offered (never bit 42, legacy
+/// virtio spec 5.1.3 and 5.1.4, spec-decisions §1: the features offered (never bit 42, legacy
 /// VIRTIO_NET_F_GUEST_RSC6, which is SUSPEND in the seeds profile, nor 41), MRG_RXBUF as
 /// configured, MQ only with several pairs; the configuration space (mac, status LINK_UP,
 /// max_virtqueue_pairs) is read-only.
@@ -177,7 +177,7 @@ fn unknown_and_short_commands() {
     assert!(!fx.rig.needs_reset());
 }
 
-/// spec-notes §2 (seed 002): a control chain with no device-writable byte cannot be
+/// spec-decisions §2 (seed 002): a control chain with no device-writable byte cannot be
 /// acknowledged; the device sets DEVICE_NEEDS_RESET instead of guessing.
 #[test]
 fn control_chain_without_ack_needs_reset() {

@@ -1,7 +1,7 @@
 //! Quiescing the net device for DEVICE_STOPPED (seed 000) and SUSPEND (seed 003): draining
 //! sends every transmit frame already taken before the stop is presented, and no receive
 //! buffer is ever taken without a frame for it, so none comes back empty; recording in-flight hands unsent transmit chains over, to be sent exactly once
-//! by whoever resumes the queue; a stopped device is quiet (spec-notes §7 pitfalls 2 and 5).
+//! by whoever resumes the queue; a stopped device is quiet (spec-decisions §7 pitfalls 2 and 5).
 
 mod net_common;
 

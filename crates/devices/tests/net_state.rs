@@ -1,7 +1,7 @@
-//! The net-specific device context (spec-notes §5, 0x0300–0x0304; value formats in
+//! The net-specific device context (spec-decisions §5, 0x0300–0x0304; value formats in
 //! `virtio_lm_devices::net` state docs): exact encoding, round trip into a fresh device, and
 //! validation — bad lengths, values and framing are rejected, and a rejected restore changes
-//! nothing (spec-notes §5: "a context that fails validation changes nothing").
+//! nothing (spec-decisions §5: "a context that fails validation changes nothing").
 
 mod net_common;
 
@@ -84,7 +84,7 @@ fn config(d: &Net) -> Vec<u8> {
     b
 }
 
-/// A field in the spec-notes §5 encoding: header, value, zero padding to 8.
+/// A field in the spec-decisions §5 encoding: header, value, zero padding to 8.
 fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&ty.to_le_bytes());
@@ -156,7 +156,7 @@ impl Values {
     }
 }
 
-/// spec-notes §5: a fresh device saves the five fields in order with their default values
+/// spec-decisions §5: a fresh device saves the five fields in order with their default values
 /// (promiscuous, its own address, empty tables, one pair, no announcement).
 #[test]
 fn default_state_encoding() {
@@ -165,7 +165,7 @@ fn default_state_encoding() {
     assert_eq!(save(&d).len(), 16 + 24 + 520 + 16 + 16);
 }
 
-/// spec-notes §5 and §7 pitfall 9: a state restored into a fresh device is saved back
+/// spec-decisions §5 and §7 pitfall 9: a state restored into a fresh device is saved back
 /// byte-for-byte, and what it holds is visible (address and ANNOUNCE in the configuration).
 #[test]
 fn state_round_trips_into_a_fresh_device() {
@@ -186,7 +186,7 @@ fn state_round_trips_into_a_fresh_device() {
     assert_eq!(save(&d), Values::defaults().encode());
 }
 
-/// spec-notes §5: every bad length or value, and every framing error (the codec's), is
+/// spec-decisions §5: every bad length or value, and every framing error (the codec's), is
 /// rejected by validation and by restore, and a rejected restore changes nothing. Padding
 /// follows the codec's one rule (present, contents ignored: spec-decisions §5).
 #[test]

@@ -2,7 +2,7 @@
 //! held by a busy socket at some of them — in the middle of the verifying echo workload, split
 //! and packed, EVENT_IDX on and off, MRG_RXBUF on and off, two queue pairs, draining or
 //! recording in-flight (some cycles moving the device to a fresh one on another port through
-//! the device context). Every echo is verified: 0 duplicated, 0 corrupted (spec-notes §7
+//! the device context). Every echo is verified: 0 duplicated, 0 corrupted (spec-decisions §7
 //! pitfall 2), frames lost only where a socket dropped them, and the device is quiet while
 //! stopped (pitfall 5). No receive buffer is ever returned with used length 0, which Linux
 //! counts as a receive error (spec-decisions §7: a receive buffer is taken only when a frame is

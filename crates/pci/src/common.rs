@@ -82,7 +82,7 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
             sel.driver_feature_select,
         )),
         config_msix_vector: U16::new(irq.config_vector()),
-        // Admin queues are not counted in num_queues (spec §2.6).
+        // Admin queues are not counted in num_queues (virtio 1.4 "Administration Facilities").
         num_queues: U16::new(core.num_queues() - admin.map_or(0, |a| a.num)),
         device_status: device_status.bits(),
         config_generation: core.config_generation(),
@@ -221,7 +221,7 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
         (offset::QUEUE_SIZE, 2) => core.write_queue(q, |r| r.size = v16),
         (offset::QUEUE_MSIX_VECTOR, 2) => {
             // Interrupt routing may change at any time except while the device is quiescent
-            // (spec-notes §2: while suspended only queue state may be written).
+            // (spec-decisions §2: while suspended only queue state may be written).
             if !core.quiesced_in_band() && core.queue(q).is_some() {
                 irq.set_queue_vector(q, v16);
             }

@@ -1,6 +1,6 @@
 //! Driver notifications: the value written to a queue's notify address.
 
-/// A decoded driver notification (spec §10.3). Without VIRTIO_F_NOTIFICATION_DATA only the
+/// A decoded driver notification (virtio 1.4 "Driver Notifications"). Without VIRTIO_F_NOTIFICATION_DATA only the
 /// queue index is sent; with it a 32-bit value also carries where the driver's ring stands:
 /// `le32 { vq_index : 16; next_off : 15; next_wrap : 1; }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Seed 004 device context commands: DEV_CTX_SIZE_GET, DEV_CTX_READ, DEV_CTX_WRITE,
 //! DEV_CTX_DISCARD and DEV_CTX_FIELDS_QUERY on SR-IOV members, with the context format of
-//! spec-notes §5, and the bad contexts each refused with the status spec-notes names.
+//! spec-decisions §5, and the bad contexts each refused with the status spec-decisions §4 names.
 
 use std::sync::{Arc, Mutex};
 
@@ -340,7 +340,7 @@ fn each_context_of_one_write_is_applied_in_order() {
     );
 }
 
-/// Seed 004 / spec-notes §5: a DISCARD field makes "the receiver drop every field received
+/// Seed 004 / spec-decisions §5: a DISCARD field makes "the receiver drop every field received
 /// since the last START_MARKER of this write sequence, then continue (lets a source resend a
 /// newer context after pre-copy)" — even when the dropped part came in an earlier command.
 #[test]
@@ -439,7 +439,7 @@ fn mode_set_fails_while_partially_written() {
     client.dev_mode_set(3, DevMode::Active).unwrap();
 }
 
-/// Seed 004 / spec-notes §5: "Every value is validated before any of it is applied (indices <
+/// Seed 004 / spec-decisions §5: "Every value is validated before any of it is applied (indices <
 /// size, addresses inside guest memory with the ring's alignment, features ⊆ offered, lengths
 /// exact); a context that fails validation changes nothing and the command fails with EINVAL /
 /// Q_INVALID_FIELD" — bad input of every kind, each refused without effect (not even a partial

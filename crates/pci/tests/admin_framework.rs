@@ -1,5 +1,5 @@
-//! Seed 004, the admin command framework it builds on (as merged; spec-notes §6, reference
-//! spec §2): admin queue discovery, validation order and qualifiers, EINVAL without side
+//! Seed 004, the admin command framework it builds on (as merged; spec-decisions §6, reference
+//! virtio 1.4 "Administration Facilities"): admin queue discovery, validation order and qualifiers, EINVAL without side
 //! effects, buffer lengths, in-order completion, LIST_QUERY / LIST_USE, and the driver side
 //! (`AdminClient`): retries, timeouts and errors that name command, member and status.
 
@@ -45,7 +45,7 @@ fn modes(owner: &virtio_lm_pci::admin::OwnerFunction<Mem>, n: u16) -> Vec<DevMod
         .collect()
 }
 
-/// Seed 004 framework (spec §2.6): "admin_queue_index (offset 60) and admin_queue_num (offset
+/// Seed 004 framework (virtio 1.4 "Administration Facilities"): "admin_queue_index (offset 60) and admin_queue_num (offset
 /// 62)"; the admin queues follow from admin_queue_index and "are configured like normal vqs:
 /// select, size, addresses, enable"; "num_queues excludes the admin vqs". The owner offers
 /// VIRTIO_F_ADMIN_VQ and VIRTIO_F_SR_IOV, and the admin queue exists for the driver only once

@@ -52,7 +52,7 @@ fn setting_the_current_mode_succeeds() {
 
 /// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET when the mode is
 /// other than Active or Stop or Freeze." and "if the command fails, the device MUST retain the
-/// current device mode." (EINVAL / Q_INVALID_FIELD, spec-notes §4.)
+/// current device mode." (EINVAL / Q_INVALID_FIELD, spec-decisions §4.)
 #[test]
 fn unknown_mode_fails_and_keeps_the_mode() {
     let owner = owner(1, Kind::Counting);
@@ -70,7 +70,7 @@ fn unknown_mode_fails_and_keeps_the_mode() {
     }
 }
 
-/// Seed 004 (our reading, spec-notes §4): the seed names only two reasons for DEV_MODE_SET to
+/// Seed 004 (our reading, spec-decisions §4): the seed names only two reasons for DEV_MODE_SET to
 /// fail — an unknown mode and a partially written context — so every transition between
 /// Active, Stop and Freeze succeeds ("MAY update fields of the device context when the device
 /// transitions from Stop to Freeze"; "changing the device mode from Freeze to Stop or from
@@ -142,7 +142,7 @@ fn stop_finishes_outstanding_requests_first() {
     assert_eq!(member.interrupts().total(), interrupts);
 }
 
-/// Seed 004 with the record-in-flight option (spec-notes §3): "a member may enter Stop without
+/// Seed 004 with the record-in-flight option (spec-decisions §3): "a member may enter Stop without
 /// waiting for slow requests; they are recorded in VQ_INFLIGHT" — DEV_MODE_SET to Stop
 /// completes at once and the context read afterwards lists the requests in flight.
 #[test]
@@ -433,7 +433,7 @@ fn reset_or_flr_while_mode_set_waits_completes_it() {
     }
 }
 
-/// Seed 004 (spec §2.7: "while a command is outstanding ... VF Enable MUST be set"): clearing
+/// Seed 004 (virtio 1.4 "Administration Facilities": "while a command is outstanding ... VF Enable MUST be set"): clearing
 /// VF Enable while DEV_MODE_SET waits completes it with ENXIO instead of leaving it hanging.
 #[test]
 fn vf_disable_while_mode_set_waits_completes_it() {
@@ -449,7 +449,7 @@ fn vf_disable_while_mode_set_waits_completes_it() {
     assert!(!member.core().lock().unwrap().admin_mode_pending());
 }
 
-/// Seed 004 with spec-notes §2: "DEVICE_STOPPED and SUSPEND ... are in-band (the driver's);
+/// Seed 004 with spec-decisions §2: "DEVICE_STOPPED and SUSPEND ... are in-band (the driver's);
 /// admin DEV_MODE is out-of-band (the owner's). The device is quiescent while any of them
 /// holds; each is resumed only by its own mechanism."
 #[test]

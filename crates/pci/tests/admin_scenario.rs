@@ -133,7 +133,7 @@ fn member_moves_to_another_owner_drained() {
     migrate_member_2(QuiesceMode::Drain);
 }
 
-/// Seed 004 scenario with requests in flight (spec-notes §3: "the device may stop without
+/// Seed 004 scenario with requests in flight (spec-decisions §3: "the device may stop without
 /// draining by reporting the heads it has taken but not used (VQ_INFLIGHT); the destination
 /// processes each exactly once").
 #[test]

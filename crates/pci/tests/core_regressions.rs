@@ -8,7 +8,7 @@ use virtio_lm_queue::BufferSpec;
 /// Core issue 1: with VIRTIO_F_EVENT_IDX on a split ring the core never writes `avail_event`
 /// (it does not call `DeviceQueue::enable_notification` after processing a queue), so a driver
 /// that honours notification suppression kicks once and then never again: the second buffer
-/// is never processed. Spec §10.1: the device uses `avail_event` to ask for available-buffer
+/// is never processed. virtio 1.4 "Split Virtqueues": the device uses `avail_event` to ask for available-buffer
 /// notifications, the mirror image of `used_event`.
 #[test]
 fn split_event_idx_driver_keeps_kicking() {

@@ -1,6 +1,6 @@
 //! `PciDriver` against an rng function: the initialisation sequence, real buffers, and the
 //! lifecycle facilities — DEVICE_STOPPED (seed 000), SUSPEND (seed 003 as merged), queue state
-//! validation (seed 001, spec-notes §3), recovery from DEVICE_NEEDS_RESET (seed 002).
+//! validation (seed 001, spec-decisions §3), recovery from DEVICE_NEEDS_RESET (seed 002).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use virtio_lm_spec::pci::offset::*;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
 
-/// Spec §10.4 init order through the registers: reset (write 0, read back 0), ACKNOWLEDGE,
+/// virtio 1.4 "Device Initialization" init order through the registers: reset (write 0, read back 0), ACKNOWLEDGE,
 /// DRIVER, both device feature windows read, both driver feature windows written, FEATURES_OK
 /// and a re-read that shows it, queue setup, then DRIVER_OK last.
 #[test]
@@ -162,7 +162,7 @@ fn driver_never_touches_device_stopped_without_driver_ok() {
 
 /// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." Written with
 /// FEATURES_OK (F_DEVICE_STOP negotiated) it does not stick; nor after DRIVER_OK when
-/// F_DEVICE_STOP was not negotiated (spec-notes §2).
+/// F_DEVICE_STOP was not negotiated (spec-decisions §2).
 #[test]
 fn device_ignores_device_stopped_without_driver_ok() {
     let mem = memory();
@@ -331,7 +331,7 @@ fn config_space_is_unchanged_while_stopped() {
     assert_eq!(f.interrupts().vector_count(0), 1);
 }
 
-/// Seed 003 as merged (spec-notes §2): the device clears DRIVER_OK and presents SUSPEND; while
+/// Seed 003 as merged (spec-decisions §2): the device clears DRIVER_OK and presents SUSPEND; while
 /// suspended it takes no buffer, sends no notification and changes no config field (a change
 /// is notified on resume); the driver resumes by setting DRIVER_OK and waits for SUSPEND=0,
 /// DRIVER_OK=1, after which the buffer made available meanwhile completes. Review of seed 003:
@@ -390,7 +390,7 @@ fn suspend_needs_the_feature() {
 
 /// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated, a driver MUST set the state of each
 /// virtqueue after setting the FEATURE_OK status bit but before setting the DRIVER_OK status
-/// bit." The state written in that window is validated when the queue starts (spec-notes §3):
+/// bit." The state written in that window is validated when the queue starts (spec-decisions §3):
 /// a split last_avail_idx more than the queue size behind avail.idx makes DRIVER_OK fail with
 /// DEVICE_NEEDS_RESET and a configuration change notification; the initial state is accepted.
 #[test]

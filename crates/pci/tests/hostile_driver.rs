@@ -23,7 +23,7 @@ fn access() -> impl Strategy<Value = (bool, u64, usize, u64)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Spec §9: num_queues is read-only, offsets 56–62 read 0 in the seeds profile (no
+    /// virtio 1.4 "Common configuration structure layout" (virtio-pci): num_queues is read-only, offsets 56–62 read 0 in the seeds profile (no
     /// NOTIF_CONFIG_DATA, RING_RESET or admin queue), and the ISR reads back only its two
     /// bits — whatever a driver writes anywhere, at any width.
     #[test]

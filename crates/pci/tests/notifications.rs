@@ -1,5 +1,5 @@
 //! Driver notifications through the notify region: 16-bit queue index writes, the 32-bit
-//! VIRTIO_F_NOTIFICATION_DATA format (spec §10.3), per-queue notify addresses, and the two kick
+//! VIRTIO_F_NOTIFICATION_DATA format (virtio 1.4 "Driver Notifications"), per-queue notify addresses, and the two kick
 //! modes (direct and eventfd for a worker).
 
 use std::time::Duration;

@@ -185,7 +185,7 @@ fn stop_is_quiet_under_continuous_kicks_packed() {
 }
 
 /// Seed 003: "Stop consuming buffers of any virtqueues and mark all finished descritors as
-/// used." (as merged, spec-notes §2: while suspended the device touches no virtqueue memory and
+/// used." (as merged, spec-decisions §2: while suspended the device touches no virtqueue memory and
 /// sends no notification) — with the driver kicking continuously, after SUSPEND is
 /// acknowledged guest memory and the interrupt count do not change until DRIVER_OK resumes;
 /// then every latched buffer completes exactly once (split ring).

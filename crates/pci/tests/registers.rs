@@ -1,5 +1,5 @@
-//! Register-level rules of the common configuration structure (spec §9 layout plus the seed 001
-//! queue state registers at 64/66, spec-notes §3 and §6), exercised through
+//! Register-level rules of the common configuration structure (virtio 1.4 "Common configuration structure layout" (virtio-pci) layout plus the seed 001
+//! queue state registers at 64/66, spec-decisions §3 and §6), exercised through
 //! `VirtioPciFunction::bar_read` / `bar_write` directly.
 
 use virtio_lm_pci::layout::{ISR_OFFSET, NOTIFY_OFFSET};
@@ -39,7 +39,7 @@ fn to_features_ok(f: &Function, wanted: u64) {
     assert!(f.status().contains(DeviceStatus::FEATURES_OK));
 }
 
-/// Every field reads at its natural width and offset (spec §9: 32-bit fields with 32-bit
+/// Every field reads at its natural width and offset (virtio 1.4 "Common configuration structure layout" (virtio-pci): 32-bit fields with 32-bit
 /// accesses, 16-bit with 16-bit, 8-bit with 8-bit), and the 64-bit queue addresses also as two
 /// 32-bit halves and as one 64-bit access.
 #[test]
@@ -90,7 +90,7 @@ fn fields_read_and_write_at_natural_widths() {
     );
 }
 
-/// Spec §9 access column: device_feature, num_queues, config_generation, queue_notify_off and
+/// virtio 1.4 "Common configuration structure layout" (virtio-pci) access column: device_feature, num_queues, config_generation, queue_notify_off and
 /// the 1.4 fields at 56–62 are read-only; writes to them are ignored. queue_enable ignores 0
 /// (the driver must not write 0).
 #[test]
@@ -312,7 +312,7 @@ fn config_generation_follows_config_changes() {
 
 /// Seed 001: "When VIRTIO_F_QUEUE_STATE is negotiated, the driver can set and get the device
 /// internal virtqueue state through the following fields. The way to access those fields is
-/// transport specific." Here: queue_avail_state at 64 and queue_used_state at 66 (spec-notes
+/// transport specific." Here: queue_avail_state at 64 and queue_used_state at 66 (spec-decisions
 /// §3). Without the feature they read 0 and writes are ignored (a write that took effect would
 /// make DRIVER_OK fail validation); with it (packed) they read the initial state 0x8000 (wrap
 /// counters start at 1) and take writes between FEATURES_OK and DRIVER_OK, not after.
@@ -427,7 +427,7 @@ fn queue_registers_are_writable_only_during_setup() {
 }
 
 /// Seed 003 review: "what about queue select and all related queue fields? — For now they are
-/// forbidden." (spec-notes §2: while suspended, queue_select and queue field reads are allowed;
+/// forbidden." (spec-decisions §2: while suspended, queue_select and queue field reads are allowed;
 /// writes other than queue state are ignored.) The state write is taken and reads back.
 #[test]
 fn suspended_device_takes_only_queue_state_writes() {

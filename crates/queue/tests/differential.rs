@@ -19,7 +19,7 @@
 //! Narrowing (see [`Harness::notify`]): without VIRTIO_F_EVENT_IDX, `virtio-queue` 0.18 does not
 //! read `avail.flags` at all ("The VRING_AVAIL_F_NO_INTERRUPT flag isn't supported yet") and
 //! answers `true` to every `needs_notification`, even when nothing was added since the last
-//! decision. The spec (virtio 1.2 §2.7.7.2; reference spec.md §10.1) only says the device SHOULD
+//! decision. The spec (virtio 1.2 §2.7.7.2; virtio 1.4 "Split Virtqueues") only says the device SHOULD
 //! NOT notify when `flags` is 1 and MUST notify when it is 0 after writing a used entry, so that
 //! is a permitted (spurious-notification) difference. For that case the test checks that
 //! `virtio-queue` says `true` and that ours implements the spec rule exactly: notify iff an entry
@@ -637,7 +637,7 @@ proptest! {
     /// enable_notification, and the driver's kick/interrupt decisions that read what the devices
     /// wrote) for the same valid driver/device operation sequences, completions in any order
     /// and in batches, queue sizes 1..=256, EVENT_IDX on and off (virtio 1.x §2.7; reference
-    /// spec.md §10.1). Without EVENT_IDX the notification comparison is narrowed as the crate
+    /// virtio 1.4 "Split Virtqueues"). Without EVENT_IDX the notification comparison is narrowed as the crate
     /// documentation explains.
     #[test]
     fn split_ring_matches_virtio_queue(

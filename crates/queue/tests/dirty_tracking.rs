@@ -1,4 +1,4 @@
-//! Pitfall 6 of spec-notes §7: dirty tracking covers the device's ring writes (split used ring,
+//! Pitfall 6 of spec-decisions §7: dirty tracking covers the device's ring writes (split used ring,
 //! packed used descriptors, event suppression), not only data buffers. The queue writes guest
 //! memory only through vm-memory, so a memory with an `AtomicBitmap` logs every such write; a
 //! migration that copies dirty pages therefore carries the rings along. Taking chains writes

@@ -1,7 +1,7 @@
 //! Runs the fuzz target bodies (`virtio_lm_queue::fuzzing`) over generated input, so stable CI
 //! exercises exactly the code the coverage-guided fuzzer in `fuzz/` runs.
 //!
-//! Hostile input (spec-notes §7 pitfall 10, and the "hostile rings" list of the queue issue):
+//! Hostile input (spec-decisions §7 pitfall 10, and the "hostile rings" list of the queue issue):
 //! descriptor loops, overlong chains, nested or malformed indirect tables, addresses outside
 //! guest memory, overflowing lengths, out-of-range indices and avail.idx jumps must give typed
 //! errors, never a panic or a hang.

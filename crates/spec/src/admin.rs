@@ -1,5 +1,5 @@
-//! Administration command set: the merged framework (spec §2) and the seed-004
-//! device-migration commands with this project's opcodes (spec-notes §4).
+//! Administration command set: the merged framework (virtio 1.4 "Administration Facilities") and the seed-004
+//! device-migration commands with this project's opcodes (spec-decisions §4).
 //!
 //! A command is one admin-queue buffer: [`AdminCmdHeader`] + command data
 //! (device-readable), then [`AdminResultHeader`] + result (device-writable).

@@ -1,4 +1,4 @@
-//! Device context format (spec-notes §5).
+//! Device context format (spec-decisions §5).
 //!
 //! A context is a sequence of fields, each an 8-byte [`ContextFieldHeader`]
 //! followed by `length` value bytes padded to 8. Fixed-size values have

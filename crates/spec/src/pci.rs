@@ -2,7 +2,7 @@
 //!
 //! [`CommonConfig`] is the published 1.4 layout (offsets 0-63) extended with
 //! this project's seed-001 queue state registers at 64 and 66, because every
-//! 16-bit slot below 64 is already taken (spec-notes §3, spec §9).
+//! 16-bit slot below 64 is already taken (spec-decisions §3, virtio 1.4 "Common configuration structure layout" (virtio-pci)).
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
 
-    /// Spec §9 table (offsets 0-62) plus spec-notes §3 "`le16
+    /// virtio 1.4 "Common configuration structure layout" (virtio-pci) table (offsets 0-62) plus spec-decisions §3 "`le16
     /// queue_avail_state` at common-config offset 64 and `le16
     /// queue_used_state` at 66": every field offset, both through
     /// `offset_of!` and the `offset` constants.
@@ -222,7 +222,7 @@ mod tests {
     }
 
     /// 68 bytes, alignment 1: no padding anywhere; the published layout ends
-    /// at 64 (spec §9 "64 | end").
+    /// at 64 (virtio 1.4 "Common configuration structure layout" (virtio-pci) "64 | end").
     #[test]
     fn common_config_size() {
         assert_eq!(size_of::<CommonConfig>(), COMMON_CONFIG_LEN);

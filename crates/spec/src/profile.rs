@@ -12,7 +12,7 @@ use core::str::FromStr;
 use crate::features::Feature;
 use crate::status::DeviceStatus;
 
-/// A numbering profile (spec-notes §1).
+/// A numbering profile (spec-decisions §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Profile {
     /// The seed numbers (the project default): DEVICE_STOP 39, QUEUE_STATE 40,

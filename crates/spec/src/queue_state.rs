@@ -1,5 +1,5 @@
-//! Seed-001 virtqueue state encodings (spec-notes §3) and the vhost-user
-//! vring-base encoding of the same state (spec-notes §6).
+//! Seed-001 virtqueue state encodings (spec-decisions §3) and the vhost-user
+//! vring-base encoding of the same state (spec-decisions §6).
 //!
 //! Plain values: range checks against a queue size and the rules for when
 //! state may be read or written live in the queue and device crates.
@@ -185,7 +185,7 @@ mod tests {
         }
     }
 
-    /// spec-notes §3: "Wrap counters start at 1."
+    /// spec-decisions §3: "Wrap counters start at 1."
     #[test]
     fn initial_state() {
         assert_eq!(PackedRingPosition::INITIAL.to_u16(), 0x8000);
@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(SplitAvailState::default().to_u16(), 0);
     }
 
-    /// spec-notes §6: vhost-user packed vring base "bits 0–14 avail idx, 15
+    /// spec-decisions §6: vhost-user packed vring base "bits 0–14 avail idx, 15
     /// avail wrap, 16–30 used idx, 31 used wrap", with avail ≠ used.
     #[test]
     fn packed_vring_base() {
@@ -213,7 +213,7 @@ mod tests {
         }
     }
 
-    /// spec-notes §6: vhost-user split vring base "bits 0–15 next avail".
+    /// spec-decisions §6: vhost-user split vring base "bits 0–15 next avail".
     #[test]
     fn split_vring_base() {
         for v in [0u16, 1, 0x7fff, 0xffff] {

@@ -108,7 +108,7 @@ mod tests {
     use super::*;
     use virtio_bindings::virtio_ring as r;
 
-    /// Spec §10 flag values agree with Linux's `VRING_*` constants (which
+    /// virtio 1.4 virtqueue chapters flag values agree with Linux's `VRING_*` constants (which
     /// give the packed AVAIL/USED flags as bit numbers 7 and 15).
     #[test]
     fn flags_match_virtio_bindings() {
@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(MAX_QUEUE_SIZE, 32768);
     }
 
-    /// Spec §10.1: "desc: 16 bytes per entry, align 16", "avail ... align 2",
+    /// virtio 1.4 "Split Virtqueues": "desc: 16 bytes per entry, align 16", "avail ... align 2",
     /// "used ... align 4"; §10.2: packed desc align 16, event structs align 4.
     #[test]
     fn alignments_match_spec_and_bindings() {
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(SPLIT_USED_ALIGN, u64::from(r::VRING_USED_ALIGN_SIZE));
     }
 
-    /// Spec §10.1: avail "size 6+2N" and used "size 6+8N" with the event
+    /// virtio 1.4 "Split Virtqueues": avail "size 6+2N" and used "size 6+8N" with the event
     /// field (4+2N / 4+8N without); descriptor tables 16N.
     #[test]
     fn ring_sizes() {

@@ -72,7 +72,7 @@ impl fmt::Debug for DeviceStatus {
 mod tests {
     use super::*;
 
-    /// Spec §8 status table and spec-notes §1: ACKNOWLEDGE 1, DRIVER 2,
+    /// virtio 1.4 "Device Status Field" and "Reserved Feature Bits" status table and spec-decisions §1: ACKNOWLEDGE 1, DRIVER 2,
     /// DRIVER_OK 4, FEATURES_OK 8, SUSPEND 16, DEVICE_STOPPED 32,
     /// DEVICE_NEEDS_RESET 64, FAILED 128.
     #[test]

@@ -1,6 +1,6 @@
 //! Decoding one complete context into a [`DeviceContext`].
 //!
-//! Rules (spec-notes §5, seed 004, and our decisions for what they leave open):
+//! Rules (spec-decisions §5, seed 004, and our decisions for what they leave open):
 //! - The first field is START_MARKER; a second one before END_MARKER is an error. END_MARKER
 //!   ends the context and nothing may follow it. DISCARD drops everything received since the
 //!   START_MARKER, and decoding continues.

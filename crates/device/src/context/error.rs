@@ -104,7 +104,7 @@ pub enum ContextError {
         /// Offset of the first byte after END_MARKER.
         offset: usize,
     },
-    /// A field where the order rules forbid it (spec-notes §5 order; a queue's VQ_STATE only
+    /// A field where the order rules forbid it (spec-decisions §5 order; a queue's VQ_STATE only
     /// after its VQ_CONFIG, in-flight fields only after its VQ_STATE, ...).
     #[error("{field_type:?} at byte {offset} out of order: {reason}")]
     OutOfOrder {
@@ -260,7 +260,7 @@ pub enum ContextError {
     #[error("Device-specific state refused: {0}")]
     DeviceState(#[source] DeviceError),
     /// The device type failed to activate after the context was validated and applied; the
-    /// device has set DEVICE_NEEDS_RESET (spec-notes §2: a failed restore).
+    /// device has set DEVICE_NEEDS_RESET (spec-decisions §2: a failed restore).
     #[error("Device failed to apply its restored state: {0}")]
     DeviceRestore(#[source] DeviceError),
 }

@@ -1,4 +1,4 @@
-//! The field format (spec-notes §5): each field is `le16 type; le16 flags; le32 length;
+//! The field format (spec-decisions §5): each field is `le16 type; le16 flags; le32 length;
 //! u8 value[length]`, an 8-byte header and a value padded with zeros to a multiple of 8 bytes;
 //! `length` excludes the padding.
 //!

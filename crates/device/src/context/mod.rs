@@ -1,4 +1,4 @@
-//! Device context (spec-notes §5, seed 004): the format a device's complete state travels in
+//! Device context (spec-decisions §5, seed 004): the format a device's complete state travels in
 //! during live migration, its typed model, and saving and restoring a [`crate::DeviceCore`].
 //!
 //! - [`mod@format`]: the field framing, a streaming [`ContextWriter`] and a [`ContextReader`].
@@ -12,7 +12,7 @@
 //!
 //! # VQ_INFLIGHT_CHAINS (0x0113), our extension
 //!
-//! spec-notes §5 gives VQ_INFLIGHT (optional): `le16 index; le16 count; le16 reserved[2];
+//! spec-decisions §5 gives VQ_INFLIGHT (optional): `le16 index; le16 count; le16 reserved[2];
 //! le16 heads[count]`. Heads are not enough: in a packed ring the device's used descriptors
 //! overwrite ring slots of chains that are still in flight, so a destination cannot re-read
 //! those chains from the ring. [`VQ_INFLIGHT_CHAINS`] therefore carries the chains themselves:
@@ -20,7 +20,7 @@
 //! and `nsegs` times `le64 addr; le32 len; le32 flags` (bit 0 [`SEGMENT_F_WRITABLE`]). It is
 //! mandatory (a receiver that cannot use it must refuse the context rather than lose the
 //! requests). The encoder writes both fields for a queue with chains in flight (VQ_INFLIGHT for
-//! receivers that only know spec-notes §5); the decoder requires both to list the same ids in
+//! receivers that only know spec-decisions §5); the decoder requires both to list the same ids in
 //! the same order when both are present, and refuses heads without chains.
 //!
 //! # Byte-level decisions
@@ -48,7 +48,7 @@ pub use model::{
 pub use persist::{Persist, StateFields, ValidatedState};
 
 /// VQ_INFLIGHT_CHAINS (0x0113), mandatory when present: the in-flight chains of one queue with
-/// their buffers (see the module documentation). Our extension to spec-notes §5, kept here and
+/// their buffers (see the module documentation). Our extension to spec-decisions §5, kept here and
 /// not in `virtio_lm_spec` because it is not part of the notes' table.
 pub const VQ_INFLIGHT_CHAINS: FieldType = FieldType(0x0113);
 

@@ -1,6 +1,6 @@
 //! The typed device context and its encoder.
 //!
-//! [`encode`] writes the order of spec-notes §5: START_MARKER, DEVICE_FEATURES, DRIVER_FEATURES,
+//! [`encode`] writes the order of spec-decisions §5: START_MARKER, DEVICE_FEATURES, DRIVER_FEATURES,
 //! DEVICE_STATUS, CONFIG_GENERATION, DEVICE_CONFIG, PCI_COMMON_CFG, then per queue VQ_CONFIG,
 //! VQ_STATE and (when chains are in flight) VQ_INFLIGHT and VQ_INFLIGHT_CHAINS, then the
 //! device-specific fields, END_MARKER. Whatever `encode` accepts, [`super::decode`] returns

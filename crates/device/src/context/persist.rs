@@ -1,5 +1,5 @@
 //! Typed device-type state: what a device type saves beyond the generic fields of a context
-//! (its device-specific fields 0x0200–0x03FF, spec-notes §5), as a value of its own type.
+//! (its device-specific fields 0x0200–0x03FF, spec-decisions §5), as a value of its own type.
 //!
 //! Compare Firecracker's `Persist { type State; fn save; fn restore }`: a device type implements
 //! [`Persist`] with a plain `State`, and its [`crate::VirtioDevice`] implementation forwards
@@ -178,7 +178,7 @@ pub fn check_read_only_config(own: &[u8], config: &[u8]) -> Result<(), DeviceErr
     }
 }
 
-/// The device-specific fields of a context as one device type reads them (spec-notes §5:
+/// The device-specific fields of a context as one device type reads them (spec-decisions §5:
 /// "a receiver skips an unknown optional field and rejects an unknown mandatory one").
 ///
 /// [`StateFields::new`] checks, for all device types alike: every type is in the device type's

@@ -1,7 +1,7 @@
 //! Admin device modes (seed 004): the owner's out-of-band Active, Stop and Freeze.
 //!
 //! The owner's out-of-band control of this device (seed 004 DEV_MODE_SET/GET). It is
-//! independent of DEVICE_STOPPED and SUSPEND (spec-notes §2: the device is quiescent while any
+//! independent of DEVICE_STOPPED and SUSPEND (spec-decisions §2: the device is quiescent while any
 //! of them holds; each is undone only by its own mechanism). Everything the admin modes
 //! add to the core is in this file; the rest of the core only calls the `admin_*` helpers and
 //! `start_restored_queues` defined here.
@@ -24,7 +24,7 @@
 //!   memory access unless Active; the destination's memory may still be arriving): its running
 //!   queues are checked as far as possible without the ring and started, against the ring, at
 //!   the first moment the device is live again. A queue that cannot start then sets
-//!   DEVICE_NEEDS_RESET, as at DRIVER_OK (spec-notes §3).
+//!   DEVICE_NEEDS_RESET, as at DRIVER_OK (spec-decisions §3).
 //! - A device reset or FLR keeps the mode (seed 004 v2 changelog: FLR does not make the device
 //!   Active) and ends a pending change with `AdminModeError::Reset`. DEVICE_NEEDS_RESET ends a
 //!   pending change successfully: the device processes nothing any more, so it is as quiet as

@@ -1,4 +1,4 @@
-//! Saving a [`DeviceCore`] into a [`DeviceContext`] and restoring one (spec-notes §5, seed 004).
+//! Saving a [`DeviceCore`] into a [`DeviceContext`] and restoring one (spec-decisions §5, seed 004).
 //!
 //! Declared in `core.rs` as a child module of `core` (this file lives with the rest of the
 //! context code), so it works on the core's private state directly.
@@ -7,7 +7,7 @@
 //! device type's part (device-specific fields and DEVICE_CONFIG) is decoded by the device type
 //! into a [`ValidatedState`] during planning: decoding is validation, and applying it cannot
 //! fail. The only failure after planning is the device type's `activate`, which sets
-//! DEVICE_NEEDS_RESET as any failed restore does (spec-notes §2).
+//! DEVICE_NEEDS_RESET as any failed restore does (spec-decisions §2).
 
 use virtio_lm_queue::{DeviceQueue, QueueState, Virtqueue};
 use virtio_lm_spec::DeviceStatus;
@@ -68,7 +68,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     /// Saves the complete device context. Only while the device is quiescent (see
-    /// [`DeviceContext`] and spec-notes §5); a stop or suspend still in progress must be
+    /// [`DeviceContext`] and spec-decisions §5); a stop or suspend still in progress must be
     /// completed first (read the status until it presents).
     ///
     /// MSI-X vectors are reported as [`VIRTIO_MSI_NO_VECTOR`]: they belong to the PCI
@@ -123,14 +123,14 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.plan_restore(ctx).map(|_| ())
     }
 
-    /// Restores `ctx`: validates all of it first (spec-notes §5: "Every value is validated
+    /// Restores `ctx`: validates all of it first (spec-decisions §5: "Every value is validated
     /// before any of it is applied"), and on any error changes nothing. Then applies the status
     /// (DEVICE_STOPPED and SUSPEND as presented, DRIVER_OK with live queues rebuilt from their
     /// states), features, configuration generation, queue registers and states (with in-flight
     /// chains and owed notifications), and the device-specific state.
     ///
     /// A restored running queue is re-checked as soon as the device is live, so buffers made
-    /// available meanwhile are not missed (spec-notes §7, pitfall 4).
+    /// available meanwhile are not missed (spec-decisions §7, pitfall 4).
     pub fn restore_context(&mut self, ctx: &DeviceContext) -> Result<(), ContextError> {
         let plan = self.plan_restore(ctx)?;
         self.apply_plan(plan)
@@ -281,7 +281,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         } else {
             // Not started: checked as far as it can be without a ring (the kind is known only
             // after FEATURES_OK); the full check runs when the queue starts, as for a state the
-            // driver writes (spec-notes §3).
+            // driver writes (spec-decisions §3).
             let known = neg.has(DeviceStatus::FEATURES_OK).then_some(kind);
             check_state_shape(known, c.size, &q.state, &*self.mem).map_err(state_err)?;
             let initial = q.state == QueueState::initial(kind);

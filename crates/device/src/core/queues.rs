@@ -20,7 +20,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     /// Whether queue registers may be written now: after FEATURES_OK, before DRIVER_OK, and not
-    /// while suspended (spec-notes §2: only queue state may be written then).
+    /// while suspended (spec-decisions §2: only queue state may be written then).
     pub(super) fn queue_writable(&self) -> bool {
         !self.admin_silent()
             && self.has(DeviceStatus::FEATURES_OK)

@@ -182,7 +182,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             match Virtqueue::from_state(config, &state, &*self.mem) {
                 Ok(queue) => started.push(Some(queue)),
                 Err(source) => {
-                    // spec-notes §3: a queue state (or layout) that fails validation at
+                    // spec-decisions §3: a queue state (or layout) that fails validation at
                     // DRIVER_OK sets DEVICE_NEEDS_RESET.
                     self.needs_reset(DeviceError::QueueStart {
                         index: index as u16,

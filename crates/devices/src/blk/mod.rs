@@ -16,7 +16,7 @@
 //!
 //! A chain with no device-writable byte cannot even carry a status: it is a malformed chain
 //! and `process_queue` returns a [`DeviceError`], so the core sets DEVICE_NEEDS_RESET
-//! (spec-notes §2). Backend I/O errors are per-request (IOERR) and never need a reset.
+//! (spec-decisions §2). Backend I/O errors are per-request (IOERR) and never need a reset.
 //!
 //! # Waking the worker on completion
 //!

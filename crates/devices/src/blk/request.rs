@@ -39,7 +39,7 @@ pub(crate) enum Parsed {
 }
 
 /// The chain has no device-writable byte: the device cannot even report a status. A
-/// malformed chain in the sense of spec-notes §2 (the device sets DEVICE_NEEDS_RESET).
+/// malformed chain in the sense of spec-decisions §2 (the device sets DEVICE_NEEDS_RESET).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NoStatusByte;
 

@@ -30,7 +30,7 @@ pub const RX_BUF_MIN_NO_MRG: usize = NET_HDR_LEN + MAX_FRAME_LEN;
 
 /// Device feature bits as masks (virtio spec 5.1.3). None is in the ring/transport range
 /// (24–41) and bit 42 (legacy VIRTIO_NET_F_GUEST_RSC6, SUSPEND in the seeds profile) is never
-/// offered (spec-notes §1).
+/// offered (spec-decisions §1).
 pub mod features {
     use super::vn;
 

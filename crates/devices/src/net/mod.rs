@@ -74,7 +74,7 @@
 //! executed at once (`ctrl.rs`), acknowledged OK or ERR; a rejected command changes nothing. A
 //! control chain without a device-writable byte cannot be acknowledged: `process_queue` returns
 //! a [`DeviceError`] and the core sets DEVICE_NEEDS_RESET. The state the commands set is the
-//! device context's net part (spec-notes §5), saved by `save_state` as five mandatory fields,
+//! device context's net part (spec-decisions §5), saved by `save_state` as five mandatory fields,
 //! each exactly once, values ours:
 //!
 //! | Type | Name | Value |

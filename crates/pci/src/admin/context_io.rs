@@ -1,5 +1,5 @@
 //! DEV_CTX_SIZE_GET / READ / WRITE / DISCARD / FIELDS_QUERY for one member: the device context
-//! (spec-notes §5) streamed out and in across commands.
+//! (spec-decisions §5) streamed out and in across commands.
 //!
 //! Reading: the first READ in a mode takes a snapshot of the member (its core's context with
 //! the transport's MSI-X vectors filled in) and later READs hand it out in pieces of whatever
@@ -32,7 +32,7 @@ use super::decode::{AdminResult, MAX_COMMAND_DATA};
 use crate::interrupts::MsixInterrupts;
 
 /// EINVAL / Q_INVALID_FIELD: a context that is malformed or that this member cannot take
-/// (spec-notes §5); nothing changed.
+/// (spec-decisions §5); nothing changed.
 fn invalid_field() -> AdminResult {
     AdminResult::error(status::EINVAL, qualifier::Q_INVALID_FIELD)
 }

@@ -2,7 +2,7 @@
 //! parsed into an [`AdminCommand`], the device-writable part (status header and result) built
 //! from an [`AdminResult`].
 //!
-//! Buffer rules (spec §2.7, spec-notes §6): a readable part shorter than expected reads as if
+//! Buffer rules (virtio 1.4 "Administration Facilities", spec-decisions §6): a readable part shorter than expected reads as if
 //! the missing bytes were 0, a longer one has its excess ignored; the result is truncated to
 //! the writable part, and what is written is padded with zeros to a multiple of 8 bytes (the
 //! device initialises a writable part that is a multiple of 64 bits) as far as the buffer

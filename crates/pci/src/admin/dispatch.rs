@@ -1,6 +1,6 @@
 //! Validating and executing one admin command against the owner's group.
 //!
-//! Validation order (spec §2.7): group type, then opcode, then member id, each failing with
+//! Validation order (virtio 1.4 "Administration Facilities"): group type, then opcode, then member id, each failing with
 //! EINVAL and its qualifier (Q_INVALID_GROUP, Q_INVALID_OPCODE, Q_INVALID_MEMBER). EINVAL
 //! always means the command had no side effect. The statuses this device uses besides:
 //!
@@ -39,7 +39,7 @@ pub(crate) const SRIOV_SUPPORTED: [u64; LIST_WORDS] = {
     [word]
 };
 
-/// The used list after reset: LIST_QUERY and LIST_USE (spec §2.7).
+/// The used list after reset: LIST_QUERY and LIST_USE (virtio 1.4 "Administration Facilities").
 const INITIAL_USED: [u64; LIST_WORDS] = [1u64 << opcode::LIST_QUERY | 1u64 << opcode::LIST_USE];
 
 fn einval(q: u16) -> AdminResult {
@@ -123,7 +123,7 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
         }
     }
 
-    /// Group type, then opcode, then member id (spec §2.7); returns the decoded opcode.
+    /// Group type, then opcode, then member id (virtio 1.4 "Administration Facilities"); returns the decoded opcode.
     fn validate(&mut self, cmd: &AdminCommand) -> Result<AdminOpcode, AdminResult> {
         // Only the SR-IOV group: the owner offers no self-group command.
         if cmd.group_type != group_type::SRIOV || !self.group.cap.vf_enable {

@@ -7,7 +7,7 @@
 //!   60/62, left out of `num_queues`), and an SR-IOV group ([`SriovCapability`]) whose members
 //!   1..=NumVFs exist while VF Enable is set and are ordinary virtio-pci functions built by a
 //!   [`MemberFactory`].
-//! - The command framework (spec §2, spec-notes §4 and §6): [`AdminCommand`] and
+//! - The command framework (virtio 1.4 "Administration Facilities", spec-decisions §4 and §6): [`AdminCommand`] and
 //!   [`AdminResult`] on the wire, validation and statuses (see the table in `dispatch.rs`), the
 //!   seven device migration commands and the context streams (`context_io.rs`).
 //! - [`AdminClient`]: the owner's driver side, typed calls over the admin queue.

@@ -1,4 +1,4 @@
-//! The SR-IOV group of an owner (spec §2.1): TotalVFs, NumVFs and VF Enable from the SR-IOV
+//! The SR-IOV group of an owner (virtio 1.4 "Administration Facilities"): TotalVFs, NumVFs and VF Enable from the SR-IOV
 //! Extended Capability, and the member functions (VFs) that exist while VF Enable is set.
 
 use std::sync::Arc;

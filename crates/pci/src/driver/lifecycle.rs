@@ -51,7 +51,7 @@ impl<M: GuestMemory> PciDriver<M> {
 
     // ---- SUSPEND (seed 003, merged semantics) -----------------------------------------------
 
-    /// Suspends the device (spec-notes §2): sets SUSPEND and waits for SUSPEND=1, DRIVER_OK=0.
+    /// Suspends the device (spec-decisions §2): sets SUSPEND and waits for SUSPEND=1, DRIVER_OK=0.
     pub fn suspend(&mut self) -> Result<(), PciError> {
         self.require(Feature::Suspend)?;
         let s = self.running()?;

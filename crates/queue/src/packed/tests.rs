@@ -1,7 +1,7 @@
 //! Packed-ring rules, hostile rings and seed 001 state save/restore.
 //!
-//! Seed 001 is /work/shared/seeds/001_f94b94e79cc5632d.txt ("virtqueue state"); tests that check
-//! one of its statements quote it.
+//! Seed 001 is the "virtqueue state" proposal (listed in docs/spec-decisions.md); tests that
+//! check one of its statements quote it.
 
 use virtio_lm_spec::ring::{PackedDescriptor, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED};
 use vm_memory::{Bytes, GuestAddress};

@@ -1,7 +1,7 @@
 use super::*;
 use core::mem::{offset_of, size_of};
 
-/// Spec §2.2 `struct virtio_admin_cmd`: "le16 opcode; le16 group_type; u8
+/// virtio 1.4 "Administration Facilities" `struct virtio_admin_cmd`: "le16 opcode; le16 group_type; u8
 /// reserved1[12]; le64 group_member_id;" — "device-readable part (24 bytes +
 /// data)".
 #[test]
@@ -14,7 +14,7 @@ fn cmd_header_layout() {
     assert_eq!(offset_of!(AdminCmdHeader, group_member_id), 16);
 }
 
-/// Spec §2.2: "le16 status; le16 status_qualifier; u8 reserved2[4];" —
+/// virtio 1.4 "Administration Facilities": "le16 status; le16 status_qualifier; u8 reserved2[4];" —
 /// "device-writable part (8 bytes + result)".
 #[test]
 fn result_header_layout() {
@@ -40,7 +40,7 @@ fn header_bytes() {
     assert_eq!(AdminResultHeader::read_from_bytes(r.as_bytes()).unwrap(), r);
 }
 
-/// Spec §2.3: LIST_QUERY 0x0000, LIST_USE 0x0001; spec-notes §4 assigns the
+/// virtio 1.4 "Administration Facilities": LIST_QUERY 0x0000, LIST_USE 0x0001; spec-decisions §4 assigns the
 /// seed-004 commands 0x0013-0x0019 in the free range "0x0013–0x7FFF".
 #[test]
 fn opcodes() {
@@ -75,14 +75,14 @@ fn device_migration_set_is_complete() {
     assert_eq!(ops.len(), 7);
 }
 
-/// Spec §2.1: group type 0 Self, 1 SR-IOV.
+/// virtio 1.4 "Administration Facilities": group type 0 Self, 1 SR-IOV.
 #[test]
 fn group_types() {
     assert_eq!(group_type::SELF, 0);
     assert_eq!(group_type::SRIOV, 1);
 }
 
-/// Spec §2.4 status table: 0 OK, 6 ENXIO, 11 EAGAIN, 12 ENOMEM, 16 EBUSY,
+/// virtio 1.4 "Administration Facilities" status table: 0 OK, 6 ENXIO, 11 EAGAIN, 12 ENOMEM, 16 EBUSY,
 /// 22 EINVAL, 28 ENOSPC.
 #[test]
 fn status_codes() {
@@ -95,7 +95,7 @@ fn status_codes() {
     assert_eq!(status::ENOSPC, 28);
 }
 
-/// Spec §2.4 qualifier table 0x00-0x07.
+/// virtio 1.4 "Administration Facilities" qualifier table 0x00-0x07.
 #[test]
 fn qualifiers() {
     assert_eq!(qualifier::Q_OK, 0);
@@ -109,7 +109,7 @@ fn qualifiers() {
 }
 
 /// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET
-/// when the mode is other than Active or Stop or Freeze"; spec-notes §4:
+/// when the mode is other than Active or Stop or Freeze"; spec-decisions §4:
 /// Active = 0, Stop = 1, Freeze = 2.
 #[test]
 fn dev_mode_values() {
@@ -127,7 +127,7 @@ fn dev_mode_values() {
     assert_eq!(InvalidDevMode(7).to_string(), "invalid device mode 7");
 }
 
-/// spec-notes §4: DEV_MODE data/result "`u8 mode; u8 reserved[7]`".
+/// spec-decisions §4: DEV_MODE data/result "`u8 mode; u8 reserved[7]`".
 #[test]
 fn dev_mode_data() {
     assert_eq!(size_of::<DevModeData>(), 8);
@@ -138,7 +138,7 @@ fn dev_mode_data() {
     assert_eq!(DevModeData::read_from_bytes(d.as_bytes()).unwrap(), d);
 }
 
-/// spec-notes §4: DEV_CTX_SIZE_GET result "`le32 size; le32 reserved`".
+/// spec-decisions §4: DEV_CTX_SIZE_GET result "`le32 size; le32 reserved`".
 #[test]
 fn dev_ctx_size_result() {
     assert_eq!(size_of::<DevCtxSizeResult>(), 8);
@@ -165,7 +165,7 @@ fn dev_ctx_read_result_header() {
     );
 }
 
-/// spec-notes §4: DEV_CTX_FIELDS_QUERY result "`le32 count; le32 reserved;
+/// spec-decisions §4: DEV_CTX_FIELDS_QUERY result "`le32 count; le32 reserved;
 /// {le16 type; le16 flags; le32 length}[count]`".
 #[test]
 fn dev_ctx_fields_query() {

@@ -1,7 +1,7 @@
 use super::*;
 use core::mem::{offset_of, size_of};
 
-/// spec-notes §5: "each `le16 type; le16 flags; le32 length; u8
+/// spec-decisions §5: "each `le16 type; le16 flags; le32 length; u8
 /// value[length]` (8-byte header ...)".
 #[test]
 fn field_header_layout() {
@@ -27,7 +27,7 @@ fn field_header_bytes() {
     assert!(!ContextFieldHeader::new(FieldType::VQ_STATE, 0, 8).is_optional());
 }
 
-/// spec-notes §5 type table, every number; seed 004 names
+/// spec-decisions §5 type table, every number; seed 004 names
 /// "VIRTIO_DEV_CTX_START_MARKER, VIRTIO_DEV_CTX_END_MARKER and
 /// VIRTIO_DEV_CTX_DISCARD" (their values are our assignment).
 #[test]
@@ -63,7 +63,7 @@ fn field_type_values() {
     assert_eq!(u16::from(FieldType::from(0x0111)), 0x0111);
 }
 
-/// spec-notes §5: "0x0200–0x02FF blk-specific", "0x0300–0x03FF net-specific".
+/// spec-decisions §5: "0x0200–0x02FF blk-specific", "0x0300–0x03FF net-specific".
 #[test]
 fn device_specific_ranges() {
     assert!(FieldType::BLK_WRITEBACK.is_blk_specific());
@@ -90,7 +90,7 @@ fn value_lengths() {
     assert_eq!(FieldType::NET_MAC_TABLE.value_len(), None);
 }
 
-/// spec-notes §5: "value padded to 8 bytes; length excludes padding".
+/// spec-decisions §5: "value padded to 8 bytes; length excludes padding".
 #[test]
 fn padding() {
     assert_eq!(padded_len(0), 0);
@@ -101,7 +101,7 @@ fn padding() {
     const _: () = assert!(padded_len(7) == 8);
 }
 
-/// spec-notes §5: PCI_COMMON_CFG "`le16 config_msix_vector; le16
+/// spec-decisions §5: PCI_COMMON_CFG "`le16 config_msix_vector; le16
 /// num_queues; le16 reserved[2]`".
 #[test]
 fn pci_common_cfg_field_layout() {
@@ -111,7 +111,7 @@ fn pci_common_cfg_field_layout() {
     assert_eq!(offset_of!(PciCommonCfgField, reserved), 4);
 }
 
-/// spec-notes §5: VQ_CONFIG "`le16 index; le16 size; le16 msix_vector; le16
+/// spec-decisions §5: VQ_CONFIG "`le16 index; le16 size; le16 msix_vector; le16
 /// enabled; le64 desc; le64 driver; le64 device`".
 #[test]
 fn vq_config_field_layout() {
@@ -125,7 +125,7 @@ fn vq_config_field_layout() {
     assert_eq!(offset_of!(VqConfigField, device), 24);
 }
 
-/// spec-notes §5: VQ_STATE "`le16 index; le16 avail_state; le16 used_state;
+/// spec-decisions §5: VQ_STATE "`le16 index; le16 avail_state; le16 used_state;
 /// le16 flags` (... flags bit 0 = a used-buffer notification is owed)".
 #[test]
 fn vq_state_field_layout() {
@@ -137,7 +137,7 @@ fn vq_state_field_layout() {
     assert_eq!(VQ_STATE_F_NOTIFY_OWED, 1);
 }
 
-/// spec-notes §5: VQ_INFLIGHT "`le16 index; le16 count; le16 reserved[2];
+/// spec-decisions §5: VQ_INFLIGHT "`le16 index; le16 count; le16 reserved[2];
 /// le16 heads[count]`" — an 8-byte header before the heads.
 #[test]
 fn vq_inflight_header_layout() {

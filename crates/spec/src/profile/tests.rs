@@ -1,7 +1,7 @@
 use super::*;
 use Feature::*;
 
-/// spec-notes §1, both columns, every row: `(feature, seeds, v1.4)`.
+/// spec-decisions §1, both columns, every row: `(feature, seeds, v1.4)`.
 const TABLE: [(Feature, Option<u32>, Option<u32>); 13] = [
     (Version1, Some(32), Some(32)),
     (RingPacked, Some(34), Some(34)),
@@ -18,7 +18,7 @@ const TABLE: [(Feature, Option<u32>, Option<u32>); 13] = [
     (RingReset, None, Some(40)),
 ];
 
-/// spec-notes §1 table: every feature number in both profiles, including the
+/// spec-decisions §1 table: every feature number in both profiles, including the
 /// features each profile does not offer.
 #[test]
 fn feature_table() {
@@ -40,7 +40,7 @@ fn seeds_profile_uses_seed_numbers() {
     assert_eq!(Profile::default(), Profile::Seeds);
 }
 
-/// spec-notes §1: status bits per profile; DEVICE_STOPPED (seed 000: "DEVICE_STOPPED
+/// spec-decisions §1: status bits per profile; DEVICE_STOPPED (seed 000: "DEVICE_STOPPED
 /// (32)") is offered only by the seeds profile.
 #[test]
 fn status_table() {
@@ -97,7 +97,7 @@ fn profiles_are_collision_free() {
     }
 }
 
-/// spec-notes §1: "bit 42 is also legacy VIRTIO_NET_F_GUEST_RSC6"; under the
+/// spec-decisions §1: "bit 42 is also legacy VIRTIO_NET_F_GUEST_RSC6"; under the
 /// seeds profile a net device registering it collides with VIRTIO_F_SUSPEND
 /// (seed 003: "VIRTIO_F_SUSPEND(42)"), under v1.4 (SUSPEND 43) it does not.
 #[test]
@@ -178,7 +178,7 @@ fn generic_check_bits() {
     assert_eq!(check_bits(&[]), Ok(()));
 }
 
-/// spec-notes §1: "In the seeds profile VIRTIO_F_NOTIF_CONFIG_DATA and
+/// spec-decisions §1: "In the seeds profile VIRTIO_F_NOTIF_CONFIG_DATA and
 /// VIRTIO_F_RING_RESET cannot be offered."
 #[test]
 fn feature_set_refuses_unoffered() {

@@ -1,4 +1,4 @@
-//! Packed virtqueue layouts (spec §10.2).
+//! Packed virtqueue layouts (virtio 1.4 "Packed Virtqueues").
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -107,7 +107,7 @@ mod tests {
     use crate::ring::{RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE};
     use core::mem::{align_of, offset_of, size_of};
 
-    /// Spec §10.2: desc `{le64 addr; le32 len; le16 id; le16 flags;}`, 16
+    /// virtio 1.4 "Packed Virtqueues": desc `{le64 addr; le32 len; le16 id; le16 flags;}`, 16
     /// bytes, `id` at 12 and `flags` at 14.
     #[test]
     fn packed_descriptor_layout() {
@@ -123,7 +123,7 @@ mod tests {
         );
     }
 
-    /// Spec §10.2: `struct pvirtq_event_suppress { le16 desc; le16 flags; }`,
+    /// virtio 1.4 "Packed Virtqueues": `struct pvirtq_event_suppress { le16 desc; le16 flags; }`,
     /// 4 bytes.
     #[test]
     fn event_suppression_layout() {
@@ -155,7 +155,7 @@ mod tests {
         assert!(PackedDescriptor::new(0, 0, 0, 0).is_empty());
     }
 
-    /// Spec §10.2: "le16 desc; /* bits 0-14 desc_event_off, bit 15
+    /// virtio 1.4 "Packed Virtqueues": "le16 desc; /* bits 0-14 desc_event_off, bit 15
     /// desc_event_wrap */" — the wrap counter is bit 15, at the extremes of
     /// the offset range.
     #[test]

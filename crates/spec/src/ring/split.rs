@@ -1,4 +1,4 @@
-//! Split virtqueue layouts (spec §10.1).
+//! Split virtqueue layouts (virtio 1.4 "Split Virtqueues").
 //!
 //! The avail and used rings are variable-length, so only their fixed headers
 //! and elements are structs; entries are placed with the offset helpers in
@@ -168,7 +168,7 @@ mod tests {
     use super::*;
     use core::mem::{align_of, offset_of, size_of};
 
-    /// Spec §10.1 "desc: 16 bytes per entry": `le64 addr; le32 len; le16
+    /// virtio 1.4 "Split Virtqueues" "desc: 16 bytes per entry": `le64 addr; le32 len; le16
     /// flags; le16 next` at offsets 0, 8, 12, 14; alignment 1 so the struct
     /// can sit at any guest offset (the 16-byte ring alignment is the
     /// driver's duty, checked elsewhere).

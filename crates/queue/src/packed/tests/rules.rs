@@ -1,4 +1,4 @@
-//! The packed-ring rules of spec §10.2: wrap counters, AVAIL/USED bits, chains, skipping,
+//! The packed-ring rules of virtio 1.4 "Packed Virtqueues": wrap counters, AVAIL/USED bits, chains, skipping,
 //! batch publish, indirect tables and sizes that are not powers of two.
 
 use virtio_lm_spec::ring::{
@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 
-/// Spec §10.2: "The driver and the device each keep a 1-bit wrap counter, initialised to 1."
+/// virtio 1.4 "Packed Virtqueues": "The driver and the device each keep a 1-bit wrap counter, initialised to 1."
 /// Seed 001: "The last_avail_wrap_counter field is the last driver ring wrap counter that is
 /// observed by the device."
 #[test]
@@ -60,7 +60,7 @@ fn availability_follows_avail_and_used_bits() {
     }
 }
 
-/// Spec §10.2: "Used descriptor: AVAIL = USED = device wrap counter", with the chain's buffer
+/// virtio 1.4 "Packed Virtqueues": "Used descriptor: AVAIL = USED = device wrap counter", with the chain's buffer
 /// id and the written length (WRITE set so the length counts).
 #[test]
 fn used_descriptor_carries_wrap_counter_id_and_len() {

@@ -1,4 +1,4 @@
-//! Seed 001 queue state: encoding, save and restore at the wrap-around corners (spec-notes §7
+//! Seed 001 queue state: encoding, save and restore at the wrap-around corners (spec-decisions §7
 //! pitfalls 1–4), validation of every field, reset.
 
 use std::collections::{HashMap, HashSet};
