@@ -553,6 +553,16 @@ fn device_failure_after_validation_sets_needs_reset() {
         err,
         ContextError::DeviceRestore(virtio_lm_device::DeviceError::Backend("gone".into()))
     );
-    assert!(dst.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
+    let status = dst.core.status();
+    assert!(status.contains(DeviceStatus::DEVICE_NEEDS_RESET));
+    assert!(
+        status.contains(DeviceStatus::DEVICE_STOPPED),
+        "restored stopped"
+    );
+    // A stopped device is quiet (spec-decisions §2): notified when the stop ends.
+    assert_eq!(dst.irq.config(), 0, "nothing while stopped");
+    dst.core.write_status(
+        status.difference(DeviceStatus::DEVICE_STOPPED | DeviceStatus::DEVICE_NEEDS_RESET),
+    );
     assert_eq!(dst.irq.config(), 1, "NEEDS_RESET notified");
 }

@@ -121,3 +121,34 @@ fn invalid_queue_layout_sets_needs_reset_at_driver_ok() {
     assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(d.irq.config(), 1);
 }
+
+/// Seed 002: "If DRIVER_OK is set, after it sets DEVICE_NEEDS_RESET, the device MUST send a
+/// device configuration change notification to the driver." With seed 000 and
+/// spec-decisions §2: once DEVICE_STOPPED is presented the device is quiet — no interrupt of any
+/// kind — so a DEVICE_NEEDS_RESET raised while stopped is presented in the status at once and
+/// notified when the driver clears DEVICE_STOPPED (DRIVER_OK still set), exactly once.
+#[test]
+fn needs_reset_while_stopped_is_notified_when_the_stop_ends() {
+    let mut d = CoreDriver::counting();
+    d.start_default();
+    let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+    d.core.write_status(stopped);
+    assert_eq!(d.core.status(), stopped);
+    let irq = (d.irq.used(), d.irq.config());
+    d.core.needs_reset(DeviceError::Backend("gone".into()));
+    assert_eq!(
+        d.core.status(),
+        stopped | DeviceStatus::DEVICE_NEEDS_RESET,
+        "presented at once"
+    );
+    assert_eq!(
+        (d.irq.used(), d.irq.config()),
+        irq,
+        "no interrupt while stopped"
+    );
+    d.core.write_status(RUNNING);
+    assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_NEEDS_RESET);
+    assert_eq!(d.irq.config(), irq.1 + 1, "notified when the stop ends");
+    d.core.write_status(RUNNING);
+    assert_eq!(d.irq.config(), irq.1 + 1, "once");
+}

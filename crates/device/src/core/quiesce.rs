@@ -38,6 +38,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
         self.stop = Quiet::No;
         self.status &= !DeviceStatus::DEVICE_STOPPED;
+        // A DEVICE_NEEDS_RESET raised while stopped was held back; it is due now.
+        self.deliver_owed_config_change();
         self.after_resume();
     }
 

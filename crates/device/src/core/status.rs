@@ -129,9 +129,14 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     /// Sends the owed configuration change notification if the device may notify now: DRIVER_OK
-    /// set and admin-Active.
+    /// set, not presenting DEVICE_STOPPED (an acknowledged stop is quiet: no interrupt until the
+    /// driver clears the bit, spec-decisions §2) and admin-Active.
     pub(super) fn deliver_owed_config_change(&mut self) {
-        if self.config_change_owed && self.has(DeviceStatus::DRIVER_OK) && !self.admin_silent() {
+        if self.config_change_owed
+            && self.has(DeviceStatus::DRIVER_OK)
+            && self.stop != Quiet::Presented
+            && !self.admin_silent()
+        {
             self.config_change_owed = false;
             self.interrupts.signal_config_change();
         }
