@@ -5,7 +5,7 @@
 //! [`net_echo`]), and `inspect`, which decodes a device context (see [`inspect`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
 //! global options and one [`Command`]; each subcommand is a variant with its own argument
 //! struct and module, dispatched by [`run`]. The subcommands later issues add (`demo`, `vm`,
-//! `migrate`, `inspect`, `conform`, `vhost-user-blk`, `bench`) slot in the same way.
+//! `migrate`, `conform`, `vhost-user-blk`, `bench`) slot in the same way.
 //!
 //! ```
 //! use clap::Parser;

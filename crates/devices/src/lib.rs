@@ -34,10 +34,10 @@
 //! std::fs::remove_file(&path).unwrap();
 //! ```
 //!
-//! Wiring the completion eventfd: the core's `Worker` maps each eventfd it watches to a queue
-//! kick. Until it accepts extra "poll" eventfds, a host runs the device's worker with its own
-//! loop (or a helper thread) that reads [`Blk::completion_fd`] and calls
-//! `DeviceCore::process_pending` under the core's lock.
+//! Wiring the completion eventfd: pass [`Blk::completion_fd`] (or [`Net::wake_fd`]) to
+//! `Worker::spawn_with_wakers` beside the queue kicks; the worker then calls
+//! `DeviceCore::service` under the core's lock whenever the device has finished work in the
+//! background.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

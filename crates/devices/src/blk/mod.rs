@@ -21,12 +21,11 @@
 //! # Waking the worker on completion
 //!
 //! The core processes when something calls it. [`Blk::completion_fd`] is a non-blocking
-//! eventfd written once per finished backend request; whoever runs the device (the vm layer's
-//! worker loop) must watch it next to the queue kicks, read it, and call
-//! [`DeviceCore::process_pending`](virtio_lm_device::DeviceCore::process_pending) (running
-//! device) — and, while a stop or suspend is pending, the driver's status re-reads complete
-//! it (`DeviceCore::status` polls the device). The core's `Worker` only maps eventfds to queue
-//! kicks today; see the crate documentation for the wiring.
+//! eventfd written once per finished backend request; give it to
+//! [`Worker::spawn_with_wakers`](virtio_lm_device::Worker::spawn_with_wakers), which calls
+//! [`DeviceCore::service`](virtio_lm_device::DeviceCore::service) whenever it is signalled —
+//! and, while a stop or suspend is pending, the driver's status re-reads complete it
+//! (`DeviceCore::status` polls the device).
 //!
 //! # Quiescing
 //!

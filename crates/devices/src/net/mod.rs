@@ -254,8 +254,8 @@ impl Net {
     }
 
     /// The eventfd signalled when frames arrive (and every 20 ms while transmit frames are held
-    /// for a busy socket). Non-blocking; the waiter reads it and calls
-    /// `DeviceCore::process_pending`. Take it before the device moves into a core.
+    /// for a busy socket). Non-blocking; give it to `Worker::spawn_with_wakers`, which calls
+    /// `DeviceCore::service` when it is signalled. Take it before the device moves into a core.
     pub fn wake_fd(&self) -> Arc<EventFd> {
         self.backend.wake().clone()
     }
