@@ -269,16 +269,26 @@ fn no_config_change_notification_unless_active() {
 /// Seed 004: "when the device is in Freeze mode, any write access to virtio configuration space
 /// MUST not update any fields" and "the device MUST NOT update any fields of the device context
 /// when the device is in Freeze mode" — status (including a reset), feature, queue, MSI-X and
-/// device-configuration writes and notifications leave registers and context unchanged.
+/// device-configuration writes and notifications leave registers and context unchanged. The
+/// member has a driver-writable configuration space, and the same configuration write is shown
+/// to take effect in Active first, so an ignored write is the Freeze rule at work.
 #[test]
 fn freeze_ignores_configuration_writes() {
-    let owner = owner(1, Kind::Counting);
+    let owner = owner(1, Kind::Config);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
     guest.submit(1);
     guest.collect();
+    let device_config = || {
+        let mut b = [0u8; 8];
+        member.read(virtio_lm_pci::layout::DEVICE_OFFSET, &mut b);
+        b
+    };
+    member.write(virtio_lm_pci::layout::DEVICE_OFFSET, &[9, 8]);
+    assert_eq!(device_config()[..2], [9, 8], "written in Active");
     client.dev_mode_set(1, DevMode::Freeze).unwrap();
+    let config_before = device_config();
     let ctx = context(&mut client, 1);
     let registers: Vec<u8> = (0..68u64)
         .map(|o| {
@@ -312,6 +322,11 @@ fn freeze_ignores_configuration_writes() {
         })
         .collect();
     assert_eq!(after, registers);
+    assert_eq!(
+        device_config(),
+        config_before,
+        "configuration unchanged in Freeze"
+    );
     assert_eq!(context(&mut client, 1), ctx);
     client.dev_mode_set(1, DevMode::Active).unwrap();
     assert_eq!(guest.collect(), 1);

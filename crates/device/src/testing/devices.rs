@@ -89,15 +89,17 @@ pub const CONFIG_LEN: usize = 8;
 
 /// A small device type with a configuration space the driver can write (byte `i` starts as
 /// `i`), for tests that must see whether a configuration write or change went through. One
-/// queue of 16; each buffer is used at once with length 0.
+/// queue of 16; each buffer is filled with configuration byte 0 and used at once.
 #[derive(Debug, Default)]
 pub struct ConfigDevice {
     config: [u8; CONFIG_LEN],
 }
 
 impl ConfigDevice {
-    /// Device id of the test device (a value no virtio device type uses).
-    pub const DEVICE_TYPE: u32 = 0xfffe;
+    /// Device id of the test device: 63, unassigned in virtio 1.4 and the last id a modern
+    /// virtio-pci function can carry (PCI device id 0x107f), so it also works behind the
+    /// transport.
+    pub const DEVICE_TYPE: u32 = 63;
 
     /// A device with its initial configuration `0, 1, …, 7`.
     pub fn new() -> Self {
@@ -136,7 +138,8 @@ impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         while let Some(chain) = queue.pop()? {
-            queue.add_used(chain.id(), 0)?;
+            let written = fill_chain(&chain, queue.mem(), |_| self.config[0])?;
+            queue.add_used(chain.id(), written)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtio_lm_device::testing::{pattern, CountingDevice, Fill, SlowDevice};
+use virtio_lm_device::testing::{pattern, ConfigDevice, CountingDevice, Fill, SlowDevice};
 use virtio_lm_device::{CoreOptions, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
@@ -52,6 +52,8 @@ pub enum Kind {
     DelayEach(Vec<Arc<AtomicBool>>, QuiesceMode),
     /// [`StateLog`]s sharing one log.
     StateLog(Arc<Mutex<Vec<u8>>>),
+    /// [`ConfigDevice`]s: a configuration space the driver can write.
+    Config,
 }
 
 /// A member function of `kind` for VF `vf` over fresh guest memory (2 MSI-X vectors).
@@ -71,6 +73,7 @@ pub fn member_function(kind: &Kind, vf: u16) -> VirtioPciFunction<Mem> {
             Box::new(StateLog::new(log.clone(), QUEUE_SIZE)),
             QuiesceMode::Drain,
         ),
+        Kind::Config => (Box::new(ConfigDevice::new()), QuiesceMode::Drain),
     };
     let options = CoreOptions {
         quiesce_mode,
