@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{pattern, Req, Rig, TempImage, RUNNING, SETUP};
+use common::{pattern, Req, Rig, TempImage, TestCore, RUNNING, SETUP};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
@@ -183,7 +183,7 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
                 RUNNING | DeviceStatus::DEVICE_STOPPED,
             )
         };
-        w.r.set_and_wait(request, presented);
+        w.r.core.set_and_wait(request, presented);
         w.collect();
         in_flight_at_stop += w.in_flight();
         if mode == QuiesceMode::Drain {
