@@ -47,7 +47,10 @@ pub use driver::{
     bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA, MEM_SIZE,
     QUEUE_BASE,
 };
-pub use rig::{checksum_of, clear_dirty, core_with_mode, is_dirty, DirtyMem, TestCore, TIMEOUT};
+pub use rig::{
+    checksum_of, clear_dirty, core_with_mode, is_dirty, quiesce_request, DirtyMem, TestCore,
+    TIMEOUT,
+};
 
 /// Status after a successful feature negotiation.
 pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE

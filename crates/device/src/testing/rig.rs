@@ -13,7 +13,7 @@ use vm_memory::{
     Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryMmap, MmapRegion,
 };
 
-use super::RUNNING;
+use super::{RUNNING, SETUP};
 use crate::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice};
 
 /// Guest memory with dirty tracking, as the vm layer uses.
@@ -44,6 +44,20 @@ pub fn checksum_of<M: GuestMemory>(mem: &M, start: u64, len: usize) -> u64 {
     mem.read_slice(&mut buf, GuestAddress(start)).unwrap();
     let fnv = |h: u64, b: &u8| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
     buf.iter().fold(0xcbf29ce484222325u64, fnv)
+}
+
+/// The status a driver writes to quiesce a running device, by SUSPEND if `suspend` or else by
+/// DEVICE_STOP, and the status the device presents once quiet.
+pub fn quiesce_request(suspend: bool) -> (DeviceStatus, DeviceStatus) {
+    if suspend {
+        (
+            RUNNING | DeviceStatus::SUSPEND,
+            SETUP | DeviceStatus::SUSPEND,
+        )
+    } else {
+        let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+        (stopped, stopped)
+    }
 }
 
 /// Whether the dirty bitmap of `mem` has the page of `addr` set.
