@@ -1,6 +1,6 @@
 //! Notifications from the device to the driver, delivered by the transport.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::Counter;
 
 /// Where the core sends used-buffer and configuration-change notifications. The PCI transport
 /// maps them to MSI-X vectors or the ISR; tests count them.
@@ -14,28 +14,25 @@ pub trait Interrupts: Send + Sync {
 /// Counts notifications; for tests and for the quiescence checks.
 #[derive(Debug, Default)]
 pub struct InterruptCounter {
-    used: AtomicU64,
-    config: AtomicU64,
+    used: Counter,
+    config: Counter,
 }
 
 impl InterruptCounter {
-    /// Used-buffer notifications so far.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::SeqCst)
-    }
-
-    /// Configuration change notifications so far.
-    pub fn config(&self) -> u64 {
-        self.config.load(Ordering::SeqCst)
+    crate::counter_getters! {
+        /// Used-buffer notifications so far.
+        used,
+        /// Configuration change notifications so far.
+        config,
     }
 }
 
 impl Interrupts for InterruptCounter {
     fn signal_used_queue(&self, _index: u16) {
-        self.used.fetch_add(1, Ordering::SeqCst);
+        self.used.increment();
     }
 
     fn signal_config_change(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
+        self.config.increment();
     }
 }

@@ -53,6 +53,7 @@
 
 pub mod context;
 mod core;
+mod counter;
 mod device;
 mod error;
 mod interrupt;
@@ -65,6 +66,7 @@ pub use crate::context::{ContextError, DeviceContext};
 pub use crate::core::{
     AdminModeChange, AdminModeError, AdminModeStatus, CoreError, CoreOptions, DeviceCore,
 };
+pub use counter::Counter;
 pub use device::{read_config_bytes, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 pub use error::{ChainFault, DeviceError};
 pub use interrupt::{InterruptCounter, Interrupts};

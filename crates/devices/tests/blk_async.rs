@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{initial_sector, pattern, Req, Rig, TempImage};
+use common::{initial_sector, pattern, Req, Rig, TempImage, TestCore};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{features, status};
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
@@ -160,7 +160,7 @@ fn background_completion_with_a_disabled_lower_queue() {
     // Now queue 1 too, and stop while both are in process: the drain completes both.
     let b = r.submit(1, 1, &Req::read(3, 1));
     let c = r.submit(2, 2, &Req::read(4, 1));
-    r.set_and_wait(
+    r.core.set_and_wait(
         common::RUNNING | DeviceStatus::DEVICE_STOPPED,
         common::RUNNING | DeviceStatus::DEVICE_STOPPED,
     );

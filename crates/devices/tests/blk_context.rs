@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{initial_sector, pattern, Req, Rig, TempImage, RUNNING};
+use common::{initial_sector, pattern, Req, Rig, TempImage, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{offset, status};
 use virtio_lm_devices::Gate;
@@ -39,7 +39,7 @@ fn context_transfer_hands_over_inflight_and_writeback() {
     let b = src.add(0, 1, &read);
     src.publish(0);
     src.core.kick(0);
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src
         .core
         .save_context()
@@ -88,7 +88,7 @@ fn stopped_source(image: &TempImage) -> (Rig, virtio_lm_device::DeviceContext) {
     let mut src = Rig::new(image.options(), QuiesceMode::Drain);
     src.start_all(false);
     src.core.write_config(offset::WRITEBACK, &[0]);
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();
     (src, ctx)
 }

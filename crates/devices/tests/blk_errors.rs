@@ -4,8 +4,6 @@
 
 mod common;
 
-use common::TestRing;
-
 use common::{bit, initial_sector, pattern, Req, Rig, TempImage};
 use proptest::prelude::*;
 use virtio_lm_device::{ChainFault, DeviceError, QuiesceMode};
@@ -131,14 +129,18 @@ fn oversized_transfer_is_ioerr() {
     header[0..4].copy_from_slice(&request_type::IN.to_le_bytes());
     vm_memory::Bytes::write_slice(&*r.mem, &header, vm_memory::GuestAddress(base)).unwrap();
     let mem = r.mem.clone();
-    let id = r.rings[0].as_mut().unwrap().add(
-        &mem,
-        &[
-            BufferSpec::readable(base, 16),
-            BufferSpec::writable(0x40_0000, 128 * 1024 + 512),
-            BufferSpec::writable(base + 0x5800, 1),
-        ],
-    );
+    let id = r.rings[0]
+        .as_mut()
+        .unwrap()
+        .add_chain(
+            &*mem,
+            &[
+                BufferSpec::readable(base, 16),
+                BufferSpec::writable(0x40_0000, 128 * 1024 + 512),
+                BufferSpec::writable(base + 0x5800, 1),
+            ],
+        )
+        .unwrap();
     r.publish(0);
     r.core.kick(0);
     let used = r.wait_used(0, 1);

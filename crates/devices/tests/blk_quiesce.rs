@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{initial_sector, pattern, Req, Rig, TempImage, RUNNING, SETUP};
+use common::{initial_sector, pattern, Req, Rig, TempImage, TestCore, RUNNING, SETUP};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, Gate, RequestInfo};
@@ -88,7 +88,7 @@ fn drain_stop_waits_for_the_backend() {
     }
     let late = r.submit(0, 20, &Req::read(1, 1));
     gate.open();
-    r.set_and_wait(STOPPED, STOPPED);
+    r.core.set_and_wait(STOPPED, STOPPED);
     let used: Vec<u16> = r.collect(0).iter().map(|u| u.id).collect();
     assert_eq!(
         sorted(used),
@@ -118,7 +118,8 @@ fn drain_suspend_waits_for_the_backend() {
     r.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(r.core.status(), RUNNING);
     gate.open();
-    r.set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
+    r.core
+        .set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     let used: Vec<u16> = r.collect(0).iter().map(|u| u.id).collect();
     assert_eq!(sorted(used), sorted(ids));
     verify(&r, &image, &reqs);
@@ -146,7 +147,7 @@ fn record_inflight_stop_hands_over_and_reexecutes_once() {
         let checksum = src.memory_checksum();
         src.core.write_status(STOPPED);
         assert_eq!(src.core.status(), STOPPED, "presented without waiting");
-        let states = src.queue_states();
+        let states = src.core.queue_states();
         assert_eq!(
             states[0].inflight_ids(),
             ids,
@@ -211,8 +212,8 @@ fn record_inflight_hands_over_only_unfinished_requests() {
     let ids = submit_all(&mut src, &reqs);
     let writes: Vec<u16> = src.wait_used(0, 4).iter().map(|u| u.id).collect();
     assert_eq!(sorted(writes), sorted(ids[..4].to_vec()));
-    src.set_and_wait(STOPPED, STOPPED);
-    let states = src.queue_states();
+    src.core.set_and_wait(STOPPED, STOPPED);
+    let states = src.core.queue_states();
     assert_eq!(states[0].inflight_ids(), ids[4..].to_vec());
     assert_eq!(src.stats.executed(), 4);
 
@@ -235,7 +236,7 @@ fn record_inflight_stop_then_resume_reexecutes_once() {
     r.start_all(false);
     let reqs = workload();
     let ids = submit_all(&mut r, &reqs);
-    r.set_and_wait(STOPPED, STOPPED);
+    r.core.set_and_wait(STOPPED, STOPPED);
     gate.open();
     r.core.write_status(RUNNING);
     let used: Vec<u16> = r.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
@@ -259,7 +260,8 @@ fn record_inflight_suspend_then_resume_reexecutes_once() {
     r.start_all(true);
     let reqs = workload();
     let ids = submit_all(&mut r, &reqs);
-    r.set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
+    r.core
+        .set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     assert_eq!(r.core.queue_state(0).unwrap().inflight_ids(), ids);
     gate.open();
     r.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
@@ -280,7 +282,7 @@ fn stopped_device_stays_quiet() {
         let mut r = Rig::new(gated(&image, &gate), mode);
         r.start_all(false);
         submit_all(&mut r, &workload());
-        r.set_and_wait(STOPPED, STOPPED);
+        r.core.set_and_wait(STOPPED, STOPPED);
         gate.close();
         r.submit(0, 30, &Req::read(3, 1));
         let (checksum, irq) = (r.memory_checksum(), r.irq.used());
@@ -354,9 +356,9 @@ fn restored_inflight_chains_complete_once_across_further_stops() {
             } else {
                 (STOPPED, STOPPED, RUNNING)
             };
-            dst.set_and_wait(request, quiet);
+            dst.core.set_and_wait(request, quiet);
             assert_eq!(
-                sorted(dst.queue_states()[0].inflight_ids()),
+                sorted(dst.core.queue_states()[0].inflight_ids()),
                 sorted(ids.clone()),
                 "cycle {cycle}: still in flight, each once"
             );

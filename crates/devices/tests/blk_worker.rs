@@ -5,8 +5,6 @@
 
 mod common;
 
-use common::TestRing;
-
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,9 +89,9 @@ fn worker_and_completion_thread_drive_the_device() {
                 .collect();
             for (slot, req) in reqs.iter().enumerate() {
                 let bufs = lay_out(&mem, slot as u64, req);
-                ring.add(&mem, &bufs);
+                ring.add_chain(&*mem, &bufs).unwrap();
             }
-            ring.push(&mem);
+            ring.publish(&*mem).unwrap();
             kick.write(1).unwrap();
             if round % 4 == 1 {
                 // Stop while the backend works; the driver re-reads the status.
@@ -114,7 +112,7 @@ fn worker_and_completion_thread_drive_the_device() {
                     Instant::now() < deadline,
                     "{mode:?} round {round}: {used} used"
                 );
-                used += ring.collect(&mem).len();
+                used += ring.collect_used(&*mem).unwrap().len();
                 std::thread::sleep(Duration::from_micros(100));
             }
             for (slot, req) in reqs.iter().enumerate() {
@@ -124,11 +122,11 @@ fn worker_and_completion_thread_drive_the_device() {
             done += used;
         }
         let read = Req::read(3, 1);
-        ring.add(&mem, &lay_out(&mem, 9, &read));
-        ring.push(&mem);
+        ring.add_chain(&*mem, &lay_out(&mem, 9, &read)).unwrap();
+        ring.publish(&*mem).unwrap();
         kick.write(1).unwrap();
         let deadline = Instant::now() + common::TIMEOUT;
-        while ring.collect(&mem).is_empty() {
+        while ring.collect_used(&*mem).unwrap().is_empty() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_micros(100));
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{pattern, Req, Rig, TempImage, RUNNING, SETUP};
+use common::{pattern, Req, Rig, TempImage, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
@@ -172,18 +172,8 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
             w.collect();
         }
         let suspend = rng.next().is_multiple_of(2);
-        let (request, presented) = if suspend {
-            (
-                RUNNING | DeviceStatus::SUSPEND,
-                SETUP | DeviceStatus::SUSPEND,
-            )
-        } else {
-            (
-                RUNNING | DeviceStatus::DEVICE_STOPPED,
-                RUNNING | DeviceStatus::DEVICE_STOPPED,
-            )
-        };
-        w.r.set_and_wait(request, presented);
+        let (request, presented) = virtio_lm_device::testing::quiesce_request(suspend);
+        w.r.core.set_and_wait(request, presented);
         w.collect();
         in_flight_at_stop += w.in_flight();
         if mode == QuiesceMode::Drain {

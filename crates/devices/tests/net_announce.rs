@@ -11,7 +11,7 @@ mod net_common;
 
 use std::time::{Duration, Instant};
 
-use net_common::{localhost, options, NetRig, Runner, RUNNING, TIMEOUT};
+use net_common::{localhost, options, NetRig, Runner, TestCore, RUNNING, TIMEOUT};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset, status as ns};
 use virtio_lm_devices::net::echo::EchoPeer;
@@ -45,7 +45,7 @@ fn device_announces_itself_on_the_second_host() {
     let before = r.w.report.verified;
     assert!(before > 0);
 
-    r.rig.set_and_wait(STOPPED, STOPPED);
+    r.rig.core.set_and_wait(STOPPED, STOPPED);
     let src_local = r.rig.local;
     let dst = r.rig.migrate_context(options(echo.addr()));
     let source = std::mem::replace(&mut r.rig, dst);

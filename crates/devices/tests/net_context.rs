@@ -7,7 +7,7 @@ mod net_common;
 
 use std::time::Duration;
 
-use net_common::{frame, options, peer_socket, recv, tagged, NetRig, RUNNING};
+use net_common::{frame, options, peer_socket, recv, tagged, NetRig, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset};
 use virtio_lm_devices::net::driver::NetDriver;
@@ -121,7 +121,7 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
     for f in &held {
         assert!(src.send(1, f));
     }
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src
         .core
         .save_context()
@@ -220,7 +220,7 @@ fn a_context_with_bad_net_fields_is_refused() {
         src.command(ctrl::CLASS_RX, ctrl::RX_PROMISC, &[0]),
         ctrl::OK
     );
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let mut ctx = src.core.save_context().unwrap();
     let pairs = ctx
         .device_fields
@@ -260,7 +260,7 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
     };
     let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
     src.start_default();
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.device_config.len(), 12, "the whole configuration space");
     assert_eq!(
@@ -294,7 +294,7 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
         src.command(ctrl::CLASS_MAC, ctrl::MAC_ADDR_SET, &NEW_MAC),
         ctrl::OK
     );
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();
     dst.core.restore_context(&ctx).unwrap();
     let mut mac = [0u8; 6];

@@ -8,7 +8,9 @@ mod net_common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use net_common::{frame, options, peer_socket, recv, NetRig, MAC, RUNNING, SETUP, TIMEOUT};
+use net_common::{
+    frame, options, peer_socket, recv, NetRig, TestCore, MAC, RUNNING, SETUP, TIMEOUT,
+};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
@@ -107,7 +109,7 @@ fn record_inflight_suspend_sends_held_frames_once_on_resume() {
     for f in &sent {
         assert!(rig.send(0, f));
     }
-    rig.set_and_wait(
+    rig.core.set_and_wait(
         RUNNING | DeviceStatus::SUSPEND,
         SETUP | DeviceStatus::SUSPEND,
     );
@@ -153,7 +155,7 @@ fn record_inflight_hands_unsent_frames_to_a_new_device() {
     for f in &sent {
         assert!(src.send(0, f));
     }
-    src.set_and_wait(STOPPED, STOPPED);
+    src.core.set_and_wait(STOPPED, STOPPED);
     let mut dst = src.migrate(
         options(peer.local_addr().unwrap()),
         QuiesceMode::RecordInflight,
@@ -178,7 +180,7 @@ fn stopped_device_is_quiet_then_delivers() {
         QuiesceMode::RecordInflight,
     );
     rig.start_default();
-    rig.set_and_wait(STOPPED, STOPPED);
+    rig.core.set_and_wait(STOPPED, STOPPED);
     let (sum, used, config) = (rig.device_area_checksum(), rig.irq.used(), rig.irq.config());
     let sent = frames(10);
     for f in &sent {

@@ -12,7 +12,7 @@ mod net_common;
 
 use std::time::{Duration, Instant};
 
-use net_common::{localhost, options, NetRig, Runner, SocketDrops, RUNNING, SETUP, TIMEOUT};
+use net_common::{localhost, options, NetRig, Runner, SocketDrops, RUNNING, TIMEOUT};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::echo::EchoPeer;
@@ -82,17 +82,7 @@ fn run(case: Case) {
         }
         let migrate = case.migrate_every.is_some_and(|n| cycle % n == n - 1);
         let suspend = !migrate && rng.next().is_multiple_of(2);
-        let (request, presented) = if suspend {
-            (
-                RUNNING | DeviceStatus::SUSPEND,
-                SETUP | DeviceStatus::SUSPEND,
-            )
-        } else {
-            (
-                RUNNING | DeviceStatus::DEVICE_STOPPED,
-                RUNNING | DeviceStatus::DEVICE_STOPPED,
-            )
-        };
+        let (request, presented) = virtio_lm_device::testing::quiesce_request(suspend);
         r.rig.core.write_status(request);
         if case.mode == QuiesceMode::Drain && busy {
             std::thread::sleep(Duration::from_micros(300));

@@ -24,14 +24,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{CoreOptions, QuiesceMode, Worker};
+use virtio_lm_device::{QuiesceMode, Worker};
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::blk::config::{features as bf, SECTOR_SIZE};
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig, BlkRequest, Segment};
 use virtio_lm_devices::blk::workload::BlkWorkload;
 use virtio_lm_devices::blk::WriteSplit;
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions, Faults, RequestInfo};
-use virtio_lm_pci::{KickMode, PciDriver, VirtioPciFunction};
+use virtio_lm_pci::testing;
+use virtio_lm_pci::{PciDriver, VirtioPciFunction};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -95,31 +96,8 @@ fn stack(image: &Image, packed: bool, event_idx: bool, mode: QuiesceMode) -> Sta
     let stats = blk.stats();
     let wake = blk.completion_fd();
     let mem = Arc::new(Mem::from_ranges(&[(GuestAddress(0), 0x80000)]).unwrap());
-    let core_options = CoreOptions {
-        quiesce_mode: mode,
-        ..CoreOptions::default()
-    };
-    let function = Arc::new(
-        VirtioPciFunction::with_device(Box::new(blk), mem.clone(), core_options, QUEUES + 1, true)
-            .unwrap(),
-    );
-    let KickMode::Worker(kicks) = function.kick_mode().clone() else {
-        panic!("worker mode");
-    };
-    let worker = Worker::spawn_with_wakers(function.core().clone(), kicks, vec![wake]).unwrap();
-    let mut transport = vec![
-        Feature::Version1,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
-    if packed {
-        transport.push(Feature::RingPacked);
-    }
-    if event_idx {
-        transport.push(Feature::EventIdx);
-    }
-    let features = Profile::Seeds.feature_set(&transport).unwrap()
+    let (function, worker) = testing::worker_function(Box::new(blk), mem.clone(), mode, wake);
+    let features = testing::transport_features(packed, event_idx)
         | bf::FLUSH
         | bf::MQ
         | bf::SEG_MAX

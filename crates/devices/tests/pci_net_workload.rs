@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use net_common::{localhost, options, SocketDrops};
-use virtio_lm_device::{CoreOptions, QuiesceMode, Worker};
+use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
 use virtio_lm_devices::net::workload::NetWorkload;
 use virtio_lm_devices::{Net, NetOptions};
-use virtio_lm_pci::{KickMode, PciDriver, VirtioPciFunction};
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_pci::testing;
+use virtio_lm_pci::PciDriver;
+use virtio_lm_spec::Profile;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 type Mem = GuestMemoryMmap<()>;
@@ -43,32 +44,9 @@ fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32) {
     .unwrap();
     let (wake, stats) = (net.wake_fd(), net.stats());
     let mem = Arc::new(Mem::from_ranges(&[(GuestAddress(0), 0x80_0000)]).unwrap());
-    let core_options = CoreOptions {
-        quiesce_mode: mode,
-        ..CoreOptions::default()
-    };
     let queues = 2 * PAIRS + 1;
-    let function = Arc::new(
-        VirtioPciFunction::with_device(Box::new(net), mem.clone(), core_options, queues + 1, true)
-            .unwrap(),
-    );
-    let KickMode::Worker(kicks) = function.kick_mode().clone() else {
-        panic!("worker mode");
-    };
-    let _worker = Worker::spawn_with_wakers(function.core().clone(), kicks, vec![wake]).unwrap();
-    let mut transport = vec![
-        Feature::Version1,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
-    if packed {
-        transport.push(Feature::RingPacked);
-    }
-    if event_idx {
-        transport.push(Feature::EventIdx);
-    }
-    let features = Profile::Seeds.feature_set(&transport).unwrap()
+    let (function, _worker) = testing::worker_function(Box::new(net), mem.clone(), mode, wake);
+    let features = testing::transport_features(packed, event_idx)
         | nf::MAC
         | nf::MQ
         | nf::CTRL_VQ

@@ -4,6 +4,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use virtio_lm_device::Counter;
 
 use virtio_lm_device::Interrupts;
 use virtio_lm_spec::pci::{VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_ISR_CONFIG, VIRTIO_PCI_ISR_QUEUE};
@@ -45,8 +46,8 @@ pub struct MsixInterrupts {
     isr: AtomicU8,
     config_vector: AtomicU16,
     queue_vectors: Vec<AtomicU16>,
-    used: AtomicU64,
-    config: AtomicU64,
+    used: Counter,
+    config: Counter,
 }
 
 impl MsixInterrupts {
@@ -63,8 +64,8 @@ impl MsixInterrupts {
             queue_vectors: (0..num_queues)
                 .map(|_| AtomicU16::new(VIRTIO_MSI_NO_VECTOR))
                 .collect(),
-            used: AtomicU64::new(0),
-            config: AtomicU64::new(0),
+            used: Counter::default(),
+            config: Counter::default(),
         })
     }
 
@@ -112,12 +113,12 @@ impl MsixInterrupts {
 
     /// Used-buffer notifications the core sent so far.
     pub fn used_notifications(&self) -> u64 {
-        self.used.load(Ordering::SeqCst)
+        self.used.get()
     }
 
     /// Configuration change notifications the core sent so far.
     pub fn config_notifications(&self) -> u64 {
-        self.config.load(Ordering::SeqCst)
+        self.config.get()
     }
 
     /// The ISR status without clearing it.
@@ -192,12 +193,12 @@ impl MsixInterrupts {
 
 impl Interrupts for MsixInterrupts {
     fn signal_used_queue(&self, index: u16) {
-        self.used.fetch_add(1, Ordering::SeqCst);
+        self.used.increment();
         self.deliver(self.queue_vector(index), VIRTIO_PCI_ISR_QUEUE);
     }
 
     fn signal_config_change(&self) {
-        self.config.fetch_add(1, Ordering::SeqCst);
+        self.config.increment();
         self.deliver(self.config_vector(), VIRTIO_PCI_ISR_CONFIG);
     }
 }

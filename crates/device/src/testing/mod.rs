@@ -10,6 +10,8 @@
 //! - Device types: [`CountingDevice`] (writes a counted byte stream, so tests check real data),
 //!   [`ConfigDevice`] (a writable configuration space), [`SlowDevice`] (requests held in
 //!   process until released: drain and record-in-flight).
+//! - Pieces for a device type's own rig, on any guest memory: [`core_with_mode`],
+//!   [`TestCore`] shorthands on a core, [`checksum_of`], the dirty bitmap of [`DirtyMem`].
 //! - [`context`]: an [`context::AdoptingDevice`] with device-specific state,
 //!   source/destination cores, and field-level editing of encoded contexts.
 //!
@@ -35,6 +37,7 @@ use crate::DeviceCore;
 pub mod context;
 mod devices;
 mod driver;
+mod rig;
 
 pub use devices::{
     fill_chain, pattern, ConfigDevice, CountingDevice, Fill, SlowDevice, CONFIG_LEN,
@@ -43,6 +46,10 @@ pub use devices::{
 pub use driver::{
     bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA, MEM_SIZE,
     QUEUE_BASE,
+};
+pub use rig::{
+    checksum_of, clear_dirty, core_with_mode, is_dirty, quiesce_request, DirtyMem, TestCore,
+    TIMEOUT,
 };
 
 /// Status after a successful feature negotiation.

@@ -16,11 +16,12 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use virtio_lm_device::{counter_getters, Counter};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -92,37 +93,28 @@ pub(crate) struct Completion {
 /// Counters of the backend, readable while the device runs (e.g. from tests).
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    submitted: AtomicU64,
-    executed: AtomicU64,
-    cancelled: AtomicU64,
-    overlap_waits: AtomicU64,
+    submitted: Counter,
+    executed: Counter,
+    cancelled: Counter,
+    overlap_waits: Counter,
 }
 
 impl BackendStats {
-    /// Requests handed to the backend threads.
-    pub fn submitted(&self) -> u64 {
-        self.submitted.load(Ordering::SeqCst)
-    }
-
-    /// Requests a backend thread executed against the image (successfully or not).
-    pub fn executed(&self) -> u64 {
-        self.executed.load(Ordering::SeqCst)
-    }
-
-    /// Requests cancelled before they started (record-in-flight stop, reset): they never
-    /// touched the image.
-    pub fn cancelled(&self) -> u64 {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Requests that waited for an overlapping request to finish before they ran (a read of
-    /// sectors being written, a write of sectors being read or written).
-    pub fn overlap_waits(&self) -> u64 {
-        self.overlap_waits.load(Ordering::SeqCst)
+    counter_getters! {
+        /// Requests handed to the backend threads.
+        submitted,
+        /// Requests a backend thread executed against the image (successfully or not).
+        executed,
+        /// Requests cancelled before they started (record-in-flight stop, reset): they never
+        /// touched the image.
+        cancelled,
+        /// Requests that waited for an overlapping request to finish before they ran (a read
+        /// of sectors being written, a write of sectors being read or written).
+        overlap_waits,
     }
 
     pub(crate) fn count_cancelled(&self) {
-        self.cancelled.fetch_add(1, Ordering::SeqCst);
+        self.cancelled.increment();
     }
 }
 
@@ -237,7 +229,7 @@ impl Backend {
     pub(crate) fn submit(&self, job: Job) -> bool {
         let sent = self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         if sent {
-            self.shared.stats.submitted.fetch_add(1, Ordering::SeqCst);
+            self.shared.stats.submitted.increment();
         }
         sent
     }
@@ -281,7 +273,7 @@ fn run(shared: &Shared, done: &Sender<Completion>) {
         let span = job.op.span();
         if let Some(span) = &span {
             shared.ranges.lock(span, || {
-                shared.stats.overlap_waits.fetch_add(1, Ordering::SeqCst);
+                shared.stats.overlap_waits.increment();
             });
         }
         let result = execute(image, &job.op, job.sync);
@@ -289,7 +281,7 @@ fn run(shared: &Shared, done: &Sender<Completion>) {
             shared.ranges.unlock(span);
         }
         job.ctl.finish();
-        shared.stats.executed.fetch_add(1, Ordering::SeqCst);
+        shared.stats.executed.increment();
         let completion = Completion {
             queue: job.queue,
             id: job.id,

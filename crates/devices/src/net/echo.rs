@@ -4,10 +4,11 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use virtio_lm_device::{counter_getters, Counter};
 
 /// How often the echo loop looks at its stop flag and deadline (its receive timeout).
 const TICK: Duration = Duration::from_millis(20);
@@ -33,33 +34,24 @@ pub struct Learned {
 /// What an echo peer has done so far.
 #[derive(Debug, Default)]
 pub struct EchoStats {
-    datagrams: AtomicU64,
-    bytes: AtomicU64,
-    send_errors: AtomicU64,
-    peer_changes: AtomicU64,
+    datagrams: Counter,
+    bytes: Counter,
+    send_errors: Counter,
+    peer_changes: Counter,
     peer: Mutex<Option<SocketAddr>>,
     learned: Mutex<Vec<Learned>>,
 }
 
 impl EchoStats {
-    /// Datagrams echoed.
-    pub fn datagrams(&self) -> u64 {
-        self.datagrams.load(Ordering::Relaxed)
-    }
-
-    /// Bytes echoed.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Datagrams that could not be sent back.
-    pub fn send_errors(&self) -> u64 {
-        self.send_errors.load(Ordering::Relaxed)
-    }
-
-    /// How many times the sender address changed (the first sender counts).
-    pub fn peer_changes(&self) -> u64 {
-        self.peer_changes.load(Ordering::Relaxed)
+    counter_getters! {
+        /// Datagrams echoed.
+        datagrams,
+        /// Bytes echoed.
+        bytes,
+        /// Datagrams that could not be sent back.
+        send_errors,
+        /// How many times the sender address changed (the first sender counts).
+        peer_changes,
     }
 
     /// The address echoes go to now.
@@ -109,7 +101,7 @@ pub fn run_echo(
             changed
         };
         if changed {
-            stats.peer_changes.fetch_add(1, Ordering::Relaxed);
+            stats.peer_changes.increment();
             let mut learned = stats.learned.lock().unwrap_or_else(PoisonError::into_inner);
             if learned.len() < LEARNED_MAX {
                 learned.push(Learned {
@@ -122,11 +114,11 @@ pub fn run_echo(
         }
         match socket.send_to(&buf[..n], from) {
             Ok(_) => {
-                stats.datagrams.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                stats.datagrams.increment();
+                stats.bytes.add(n as u64);
             }
             Err(_) => {
-                stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                stats.send_errors.increment();
             }
         }
     }

@@ -1,7 +1,6 @@
 //! A core-level driver for the blk tests: it programs a `DeviceCore` the way a transport would,
 //! owns the ring drivers, lays out virtio-blk requests in guest memory and waits for their
-//! completion. Adapted from the device core's own test harness (crates/device/tests/common),
-//! copied rather than shared so the crates' tests stay independent.
+//! completion. Built from the device core's shared rig pieces (`virtio_lm_device::testing`).
 
 #![allow(dead_code)]
 
@@ -10,17 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice};
+use virtio_lm_device::{DeviceCore, InterruptCounter, QuiesceMode};
 use virtio_lm_devices::blk::config::{request_type, SECTOR_SIZE};
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions};
-use virtio_lm_queue::{BufferSpec, QueueConfig, QueueState, RingKind, UsedBuffer};
-use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, MmapRegion};
+use virtio_lm_queue::{BufferSpec, RingKind, UsedBuffer};
+use virtio_lm_spec::Feature;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-/// Guest memory with dirty tracking, as the vm layer uses.
-pub type Mem = GuestMemoryMmap<AtomicBitmap>;
+pub use virtio_lm_device::testing::DirtyMem as Mem;
 
 pub const QUEUE_BASE: u64 = 0x1000;
 pub const DATA: u64 = 0x10_0000;
@@ -36,16 +33,10 @@ pub const SLOT_DATA_MAX: u32 = 0x2000;
 
 use virtio_lm_device::testing;
 #[allow(unused_imports)]
-pub use virtio_lm_device::testing::{RUNNING, SETUP};
-/// How long a test waits for completions before failing.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub use virtio_lm_device::testing::{bit, TestCore, RUNNING, SETUP, TIMEOUT};
 
 pub fn memory() -> Arc<Mem> {
     Arc::new(Mem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
-}
-
-pub fn bit(feature: Feature) -> u64 {
-    Profile::Seeds.mask(feature).unwrap()
 }
 
 /// A temporary image file, removed on drop.
@@ -98,33 +89,6 @@ pub fn initial_sector(s: u64) -> Vec<u8> {
 }
 
 pub use virtio_lm_queue::RingDriver;
-
-/// Test shorthands on the ring driver: a failure is the test's failure. `collect` fails on an
-/// id the ring driver has not made available, so a buffer used twice fails the test.
-pub trait TestRing {
-    fn create(config: QueueConfig, mem: &Mem) -> Self;
-    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16;
-    fn push(&mut self, mem: &Mem);
-    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer>;
-}
-
-impl TestRing for RingDriver {
-    fn create(config: QueueConfig, mem: &Mem) -> Self {
-        RingDriver::new(config, mem).unwrap()
-    }
-
-    fn add(&mut self, mem: &Mem, bufs: &[BufferSpec]) -> u16 {
-        self.add_chain(mem, bufs).unwrap()
-    }
-
-    fn push(&mut self, mem: &Mem) {
-        self.publish(mem).unwrap()
-    }
-
-    fn collect(&mut self, mem: &Mem) -> Vec<UsedBuffer> {
-        self.collect_used(mem).unwrap()
-    }
-}
 
 /// How a request is laid out in descriptors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,13 +206,7 @@ impl Rig {
     pub fn with_blk(blk: Blk, mode: QuiesceMode, mem: Arc<Mem>) -> Self {
         let stats = blk.stats();
         let wake = blk.completion_fd();
-        let irq = Arc::new(InterruptCounter::default());
-        let options = CoreOptions {
-            quiesce_mode: mode,
-            ..CoreOptions::default()
-        };
-        let device: Box<dyn VirtioDevice<Mem>> = Box::new(blk);
-        let core = DeviceCore::new(device, mem.clone(), irq.clone(), options).unwrap();
+        let (core, irq) = testing::core_with_mode(Box::new(blk), mem.clone(), mode);
         Self {
             mem,
             irq,
@@ -314,10 +272,11 @@ impl Rig {
     pub fn add(&mut self, queue: u16, slot: u64, req: &Req) -> u16 {
         let mem = self.mem.clone();
         let bufs = lay_out(&mem, slot, req);
-        self.rings[usize::from(queue)]
-            .as_mut()
-            .unwrap()
-            .add(&mem, &bufs)
+        self.ring(queue).add_chain(&*mem, &bufs).unwrap()
+    }
+
+    fn ring(&mut self, queue: u16) -> &mut RingDriver {
+        self.rings[usize::from(queue)].as_mut().unwrap()
     }
 
     /// Adds, publishes and kicks one request; returns its id.
@@ -330,7 +289,7 @@ impl Rig {
 
     pub fn publish(&mut self, queue: u16) {
         let mem = self.mem.clone();
-        self.rings[usize::from(queue)].as_mut().unwrap().push(&mem);
+        self.ring(queue).publish(&*mem).unwrap();
     }
 
     /// The status byte of slot `slot` (0xee: not written).
@@ -345,10 +304,7 @@ impl Rig {
 
     pub fn collect(&mut self, queue: u16) -> Vec<UsedBuffer> {
         let mem = self.mem.clone();
-        self.rings[usize::from(queue)]
-            .as_mut()
-            .unwrap()
-            .collect(&mem)
+        self.ring(queue).collect_used(&*mem).unwrap()
     }
 
     /// Processes (as the worker would on completion eventfds) until `n` buffers are used on
@@ -383,71 +339,36 @@ impl Rig {
         (self.status_of(slot, req), used[0].len)
     }
 
-    /// Sets `bits` in the status and re-reads until they are presented (or fails).
-    pub fn set_and_wait(&mut self, value: DeviceStatus, want: DeviceStatus) {
-        self.core.write_status(value);
-        let deadline = Instant::now() + TIMEOUT;
-        while self.core.status() != want {
-            assert!(
-                Instant::now() < deadline,
-                "status {:#x} never became {want:#x}",
-                self.core.status()
-            );
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-
-    /// The state of every queue (readable while stopped or suspended).
-    pub fn queue_states(&self) -> Vec<QueueState> {
-        (0..self.core.num_queues())
-            .map(|i| self.core.queue_state(i).unwrap())
-            .collect()
-    }
-
     /// Builds a destination on the same memory and image: a fresh `Blk` with `options`, the
     /// driver's rings carried over, the same features, the queue states installed, DRIVER_OK.
     pub fn migrate(&mut self, options: BlkOptions, mode: QuiesceMode) -> Rig {
-        let states = self.queue_states();
+        let states = self.core.queue_states();
         let mut dest = Rig::with_mem(options, mode, self.mem.clone());
         dest.rings = std::mem::take(&mut self.rings);
         dest.negotiate(self.features);
         dest.reprogram_queues();
-        for (i, state) in states.into_iter().enumerate() {
-            assert!(dest.core.set_queue_state(i as u16, state));
-        }
-        dest.core.write_status(RUNNING);
-        assert_eq!(dest.core.status(), RUNNING, "destination running");
+        dest.core.resume_with(states);
         dest
     }
 
     /// Whether DEVICE_NEEDS_RESET is set.
     pub fn needs_reset(&mut self) -> bool {
-        self.core
-            .status()
-            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        self.core.broken()
     }
 
-    /// FNV-style checksum of all guest memory, to prove the device wrote nothing.
+    /// A checksum of all guest memory, to prove the device wrote nothing.
     pub fn memory_checksum(&self) -> u64 {
-        let mut buf = vec![0u8; MEM_SIZE];
-        self.mem.read_slice(&mut buf, GuestAddress(0)).unwrap();
-        buf.iter().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-        })
+        testing::checksum_of(&*self.mem, 0, MEM_SIZE)
     }
 
     /// Whether the dirty bitmap has the page of `addr` set.
     pub fn dirty(&self, addr: u64) -> bool {
-        let region: &MmapRegion<AtomicBitmap> = self.mem.find_region(GuestAddress(addr)).unwrap();
-        region.bitmap().is_addr_set(addr as usize)
+        testing::is_dirty(&self.mem, addr)
     }
 
     /// Clears the dirty bitmap.
     pub fn clear_dirty(&self) {
-        for region in self.mem.iter() {
-            let region: &MmapRegion<AtomicBitmap> = region;
-            region.bitmap().reset();
-        }
+        testing::clear_dirty(&self.mem)
     }
 }
 

@@ -15,27 +15,23 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice};
+use virtio_lm_device::testing;
+use virtio_lm_device::{DeviceCore, InterruptCounter, QuiesceMode};
 use virtio_lm_devices::net::config::features as nf;
 use virtio_lm_devices::net::driver::{NetDriver, NetDriverConfig};
 use virtio_lm_devices::{Announcer, Net, NetOptions, NetStats};
-use virtio_lm_queue::{QueueState, RingFeatures, RingKind};
-use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::bitmap::AtomicBitmap;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use virtio_lm_queue::RingKind;
+use virtio_lm_spec::Feature;
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
-/// Guest memory with dirty tracking, as the vm layer uses.
-pub type Mem = GuestMemoryMmap<AtomicBitmap>;
+#[allow(unused_imports)]
+pub use virtio_lm_device::testing::{bit, DirtyMem as Mem, TestCore, RUNNING, SETUP};
 
 pub const MEM_SIZE: usize = 0x100_0000;
 pub const RINGS_AT: u64 = 0x1000;
 pub const BUFFERS_AT: u64 = 0x10_0000;
 
-pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE
-    .union(DeviceStatus::DRIVER)
-    .union(DeviceStatus::FEATURES_OK);
-pub const RUNNING: DeviceStatus = SETUP.union(DeviceStatus::DRIVER_OK);
 /// Longest a test waits for anything.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,10 +39,6 @@ pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 pub fn memory() -> Arc<Mem> {
     Arc::new(Mem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
-}
-
-pub fn bit(feature: Feature) -> u64 {
-    Profile::Seeds.mask(feature).unwrap()
 }
 
 pub fn localhost() -> SocketAddr {
@@ -102,6 +94,8 @@ pub struct NetRig {
     pub local: SocketAddr,
     pub driver: Option<NetDriver>,
     pub features: u64,
+    /// The ring format the last negotiation selected.
+    pub kind: RingKind,
     pub max_pairs: u16,
     pub mode: QuiesceMode,
 }
@@ -121,13 +115,7 @@ impl NetRig {
             net.announcer(),
             net.local_addr(),
         );
-        let irq = Arc::new(InterruptCounter::default());
-        let core_options = CoreOptions {
-            quiesce_mode: mode,
-            ..CoreOptions::default()
-        };
-        let device: Box<dyn VirtioDevice<Mem>> = Box::new(net);
-        let core = DeviceCore::new(device, mem.clone(), irq.clone(), core_options).unwrap();
+        let (core, irq) = testing::core_with_mode(Box::new(net), mem.clone(), mode);
         Self {
             mem,
             irq,
@@ -138,6 +126,7 @@ impl NetRig {
             local,
             driver: None,
             features: 0,
+            kind: RingKind::Split,
             max_pairs,
             mode,
         }
@@ -157,13 +146,7 @@ impl NetRig {
     }
 
     pub fn negotiate(&mut self, features: u64) {
-        self.core.write_status(DeviceStatus::RESET);
-        self.core.write_status(DeviceStatus::ACKNOWLEDGE);
-        self.core
-            .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        self.core.set_driver_features(features);
-        self.core.write_status(SETUP);
-        assert_eq!(self.core.status(), SETUP, "features accepted");
+        self.kind = testing::negotiate(&mut self.core, features);
         self.features = features;
     }
 
@@ -171,15 +154,8 @@ impl NetRig {
     pub fn driver_config(&self, rx_buf_len: u32) -> NetDriverConfig {
         let f = self.features;
         NetDriverConfig {
-            kind: if f & bit(Feature::RingPacked) != 0 {
-                RingKind::Packed
-            } else {
-                RingKind::Split
-            },
-            ring: RingFeatures {
-                event_idx: f & bit(Feature::EventIdx) != 0,
-                indirect_desc: f & bit(Feature::IndirectDesc) != 0,
-            },
+            kind: self.kind,
+            ring: testing::ring_features(&self.core, f),
             queue_size: self.core.queue(0).unwrap().max_size,
             pairs: if f & nf::MQ != 0 { self.max_pairs } else { 1 },
             ctrl: f & nf::CTRL_VQ != 0,
@@ -195,13 +171,7 @@ impl NetRig {
         let driver = self.driver.as_ref().unwrap();
         for index in 0..driver.num_queues() {
             let config = driver.queue_config(index).unwrap();
-            self.core.write_queue(index, |regs| {
-                regs.size = config.size;
-                regs.desc = config.desc_table.0;
-                regs.driver = config.driver_area.0;
-                regs.device = config.device_area.0;
-                regs.enabled = true;
-            });
+            testing::program_queue(&mut self.core, index, &config);
         }
     }
 
@@ -312,51 +282,23 @@ impl NetRig {
         self.driver().collect_tx(&*mem, pair).unwrap()
     }
 
-    /// Writes `value` and re-reads the status until it reads `want` (or fails).
-    pub fn set_and_wait(&mut self, value: DeviceStatus, want: DeviceStatus) {
-        self.core.write_status(value);
-        let deadline = Instant::now() + TIMEOUT;
-        while self.core.status() != want {
-            assert!(
-                Instant::now() < deadline,
-                "status {:#x} never became {want:#x}",
-                self.core.status()
-            );
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-
-    pub fn queue_states(&self) -> Vec<QueueState> {
-        (0..self.core.num_queues())
-            .map(|i| self.core.queue_state(i).unwrap())
-            .collect()
-    }
-
     pub fn config(&self, offset: usize, len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; len];
-        self.core.read_config(offset, &mut b);
-        b
+        self.core.config_bytes(offset, len)
     }
 
     pub fn needs_reset(&mut self) -> bool {
-        self.core
-            .status()
-            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+        self.core.broken()
     }
 
     /// A destination on the same memory: a fresh `Net` with `options`, the driver carried
     /// over, the same features, the queue states installed, DRIVER_OK (seed 001 flow).
     pub fn migrate(&mut self, options: NetOptions, mode: QuiesceMode) -> NetRig {
-        let states = self.queue_states();
+        let states = self.core.queue_states();
         let mut dest = NetRig::with_mem(options, mode, self.mem.clone());
         dest.driver = self.driver.take();
         dest.negotiate(self.features);
         dest.program_queues();
-        for (i, state) in states.into_iter().enumerate() {
-            assert!(dest.core.set_queue_state(i as u16, state));
-        }
-        dest.core.write_status(RUNNING);
-        assert_eq!(dest.core.status(), RUNNING, "destination running");
+        dest.core.resume_with(states);
         dest
     }
 
@@ -372,6 +314,7 @@ impl NetRig {
         let mut dest = NetRig::with_mem(options, mode, self.mem.clone());
         dest.driver = self.driver.take();
         dest.features = self.features;
+        dest.kind = self.kind;
         dest.core.restore_context(&ctx).expect("restore");
         let announcer = dest.announcer.clone();
         announcer.announce(&mut dest.core);
@@ -381,11 +324,7 @@ impl NetRig {
     /// FNV checksum of the guest memory the device may write (rings and buffers).
     pub fn device_area_checksum(&self) -> u64 {
         let end = self.driver.as_ref().unwrap().buffers_end() as usize;
-        let mut buf = vec![0u8; end];
-        self.mem.read_slice(&mut buf, GuestAddress(0)).unwrap();
-        buf.iter().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-        })
+        testing::checksum_of(&*self.mem, 0, end)
     }
 }
 

@@ -43,8 +43,10 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 
 pub mod admin;
+mod worker;
 
 pub use virtio_lm_device::testing::Mem;
+pub use worker::{transport_features, worker_function};
 
 /// Size of guest memory: rings at the bottom, data buffers from [`DATA`].
 pub const MEM_SIZE: usize = 0x10000;
