@@ -11,11 +11,11 @@
 
 mod common;
 
-use common::{bit, CoreDriver, RUNNING};
+use common::{bit, CoreDriver, STOPPED};
 use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
 use virtio_lm_device::{ContextError, DeviceError, QueueAccess, VirtioDevice};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::Feature;
 
 /// Offset of the driver-writable byte.
 const SETTING: usize = 4;
@@ -23,8 +23,6 @@ const SETTING: usize = 4;
 const CONFIG_LEN: usize = 8;
 /// The device-specific field carrying the setting.
 const SETTING_FIELD: FieldType = FieldType(0x0201);
-
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 struct ConfigDevice {
     capacity: u32,

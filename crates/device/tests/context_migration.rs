@@ -8,34 +8,21 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::context::{collect_rearm, destination, record_inflight, AdoptingDevice, MODE_FIELD};
-use common::{bit, CoreDriver, RUNNING, SETUP};
+use common::{features_of, sorted_ids, CoreDriver, RUNNING, SETUP, STOPPED, SUSPENDED};
 use virtio_lm_device::context::{decode, encode, DeviceContext, DeviceField};
 use virtio_lm_device::testing::CountingDevice;
 use virtio_lm_device::{CoreOptions, VirtioDevice};
-use virtio_lm_queue::{RingPosition, UsedBuffer};
+use virtio_lm_queue::RingPosition;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
 use common::Mem;
 
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
-const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
-
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::Suspend)
-        | bit(Feature::EventIdx);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
-}
-
-fn sorted_ids(used: &[UsedBuffer]) -> Vec<u16> {
-    let mut ids: Vec<u16> = used.iter().map(|u| u.id).collect();
-    ids.sort_unstable();
-    ids
+    use Feature::*;
+    features_of(
+        &[Version1, DeviceStop, QueueState, Suspend, EventIdx],
+        packed,
+    )
 }
 
 fn sorted(mut ids: Vec<u16>) -> Vec<u16> {

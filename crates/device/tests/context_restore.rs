@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::context::{destination, record_inflight, AdoptingDevice, MODE_FIELD};
-use common::{bit, checksum, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING};
+use common::{
+    bit, checksum, features_of, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING, STOPPED,
+};
 use virtio_lm_device::context::{DeviceContext, DeviceField};
 use virtio_lm_device::{ContextError, CoreOptions};
 use virtio_lm_queue::{ConfigError, RingArea, RingPosition, Segment, StateError};
@@ -18,17 +20,9 @@ use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestAddress;
 
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
-
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::EventIdx);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
+    use Feature::*;
+    features_of(&[Version1, DeviceStop, QueueState, EventIdx], packed)
 }
 
 /// A stopped device on its own memory with two requests completed and three in flight; the

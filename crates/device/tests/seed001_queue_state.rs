@@ -2,16 +2,13 @@
 
 mod common;
 
-use common::{bit, CoreDriver, RUNNING, SETUP};
+use common::{bit, features_of, CoreDriver, RUNNING, SETUP};
 use virtio_lm_queue::RingPosition;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1) | bit(Feature::QueueState) | bit(Feature::DeviceStop);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
+    use Feature::*;
+    features_of(&[Version1, QueueState, DeviceStop], packed)
 }
 
 /// Runs `n` buffers through queue 0 so the state moves away from its initial value.

@@ -7,13 +7,11 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP};
+use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP, SUSPENDED};
 use virtio_lm_device::testing::{ConfigDevice, CONFIG_LEN};
 use virtio_lm_device::{AdminModeChange, DeviceError, VirtioDevice};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature};
-
-const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 /// Seed 003: "The device MUST ignore SUSPEND if FEATURES_OK is not set." and "The device MUST
 /// ignore SUSPEND if VIRTIO_F_SUSPEND is not negotiated." — with spec-decisions §2, also without

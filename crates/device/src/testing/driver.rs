@@ -41,11 +41,32 @@ pub fn bit(feature: Feature) -> u64 {
 /// VERSION_1, DEVICE_STOP, QUEUE_STATE, SUSPEND and EVENT_IDX: what
 /// [`CoreDriver::start_default`] negotiates.
 pub fn default_features() -> u64 {
-    bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::Suspend)
-        | bit(Feature::EventIdx)
+    use Feature::*;
+    features_of(
+        &[Version1, DeviceStop, QueueState, Suspend, EventIdx],
+        false,
+    )
+}
+
+/// The bits of `features` in the seeds profile, plus RING_PACKED if `packed`.
+pub fn features_of(features: &[Feature], packed: bool) -> u64 {
+    let ring = if packed {
+        &[Feature::RingPacked][..]
+    } else {
+        &[]
+    };
+    features
+        .iter()
+        .chain(ring)
+        .map(|f| bit(*f))
+        .fold(0, |a, b| a | b)
+}
+
+/// The ids of `used`, sorted (completion order aside).
+pub fn sorted_ids(used: &[UsedBuffer]) -> Vec<u16> {
+    let mut ids: Vec<u16> = used.iter().map(|u| u.id).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// FNV-style checksum of `len` bytes of guest memory at `start`, to prove a device wrote
