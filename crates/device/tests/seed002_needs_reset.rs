@@ -30,8 +30,7 @@ fn offer_malformed(d: &mut CoreDriver) {
 /// configuration change notification to the driver."
 #[test]
 fn malformed_chain_sets_needs_reset_and_notifies() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     offer_malformed(&mut d);
     d.core.kick(0);
     assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_NEEDS_RESET);
@@ -49,8 +48,7 @@ fn malformed_chain_sets_needs_reset_and_notifies() {
 /// touch no guest memory and raise no interrupt.
 #[test]
 fn nothing_is_processed_after_needs_reset() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     offer_malformed(&mut d);
     d.core.kick(0);
     d.offer(3);

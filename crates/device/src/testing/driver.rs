@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver, RingKind, UsedBuffer};
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::devices::{CountingDevice, SlowDevice};
@@ -142,6 +142,21 @@ impl CoreDriver {
     /// A core around a [`CountingDevice`] (stream from 0, one queue of 16).
     pub fn counting() -> Self {
         Self::new(Box::new(CountingDevice::new(0, 16)))
+    }
+
+    /// A [`Self::counting`] core started with [`default_features`].
+    pub fn running() -> Self {
+        let mut d = Self::counting();
+        d.start_default();
+        d
+    }
+
+    /// A [`Self::running`] core to which the driver then writes `status` (to stop or suspend
+    /// it).
+    pub fn running_then(status: DeviceStatus) -> Self {
+        let mut d = Self::running();
+        d.core.write_status(status);
+        d
     }
 
     /// A running core around a [`SlowDevice`] (default features) holding `count` requests in
