@@ -145,6 +145,15 @@ fn source() -> CoreDriver {
     d
 }
 
+/// A destination of `src` around a device of `capacity`.
+fn destination_of(src: &mut CoreDriver, capacity: u32) -> CoreDriver {
+    common::context::destination(
+        src,
+        device(capacity),
+        virtio_lm_device::CoreOptions::default(),
+    )
+}
+
 fn config(d: &CoreDriver) -> Vec<u8> {
     let mut c = vec![0; CONFIG_LEN];
     d.core.read_config(0, &mut c);
@@ -188,11 +197,7 @@ fn device_config_travels_whole() {
 fn field_lengths_must_match_the_device() {
     let mut src = source();
     let ctx = src.core.save_context().unwrap();
-    let mut dst = common::context::destination(
-        &mut src,
-        device(0x0102_0304),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut dst = destination_of(&mut src, 0x0102_0304);
     type Edit = fn(&mut virtio_lm_device::DeviceContext);
     let cases: [(Edit, FieldType, usize, usize); 5] = [
         (
@@ -250,11 +255,7 @@ fn field_lengths_must_match_the_device() {
 fn read_only_config_must_match_the_receiving_device() {
     let mut src = source();
     let ctx = src.core.save_context().unwrap();
-    let mut other = common::context::destination(
-        &mut src,
-        device(0x0102_0305),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut other = destination_of(&mut src, 0x0102_0305);
     refused(
         &mut other,
         &ctx,
@@ -286,11 +287,7 @@ fn writable_config_is_applied_after_the_device_state() {
     let mut ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.device_fields[0].value, [1], "state carries the setting");
     ctx.device_fields[0].value = vec![0];
-    let mut dst = common::context::destination(
-        &mut src,
-        device(0x0102_0304),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut dst = destination_of(&mut src, 0x0102_0304);
     dst.core.restore_context(&ctx).unwrap();
     assert_eq!(config(&dst)[SETTING], 1, "DEVICE_CONFIG wins");
     assert_eq!(dst.core.status(), STOPPED);

@@ -7,7 +7,9 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::context::{build, destination, fields, record_inflight, AdoptingDevice, RawField};
+use common::context::{
+    adopting_destination, build, fields, record_inflight, AdoptingDevice, RawField,
+};
 use common::{bit, checksum, CoreDriver, QUEUE_BASE, RUNNING};
 use proptest::prelude::*;
 use virtio_lm_device::context::{
@@ -204,11 +206,7 @@ fn saved(packed: bool) -> (DeviceContext, CoreDriver) {
     src.core
         .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ctx = src.core.save_context().unwrap();
-    let dst = destination(
-        &mut src,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
+    let dst = adopting_destination(&mut src);
     (ctx, dst)
 }
 

@@ -9,7 +9,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::context::{destination, record_inflight, AdoptingDevice, MODE_FIELD};
+use common::context::{
+    adopting_destination, destination, record_inflight, AdoptingDevice, MODE_FIELD,
+};
 use common::{
     bit, checksum, features_of, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING, STOPPED,
 };
@@ -48,11 +50,7 @@ fn migration(packed: bool) -> (DeviceContext, CoreDriver) {
     let (mut src, _) = stopped_with_inflight(packed);
     let ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.queues[0].state.inflight.len(), 3);
-    let dst = destination(
-        &mut src,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
+    let dst = adopting_destination(&mut src);
     (ctx, dst)
 }
 

@@ -24,8 +24,7 @@ fn reset_sets_status_to_zero() {
 fn no_processing_before_driver_ok() {
     let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1);
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.offer(2);
     d.core.kick(0);
     assert!(d.collect().is_empty());
@@ -230,8 +229,7 @@ fn one_write_setting_driver_ok_ignores_device_stopped() {
     // Initialisation: DRIVER_OK and DEVICE_STOPPED together start the device, not stopped.
     let mut d = CoreDriver::counting();
     let features = d.start_default();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING, "started, not stopped");
 
@@ -266,8 +264,7 @@ fn after_write(from: DeviceStatus, value: DeviceStatus) -> DeviceStatus {
     let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1) | bit(Feature::DeviceStop) | bit(Feature::QueueState);
     if from.contains(DeviceStatus::FEATURES_OK) {
-        d.negotiate(features);
-        d.setup_queues(features);
+        d.prepare(features);
         if from.contains(DeviceStatus::DRIVER_OK) {
             d.core.write_status(RUNNING);
         }
@@ -361,8 +358,7 @@ fn failed_stops_initialisation_until_reset() {
     assert_eq!(d.core.driver_features(), 0, "features after FAILED");
 
     let mut d = CoreDriver::counting();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.write_status(RUNNING | DeviceStatus::FAILED);
     assert_eq!(d.core.status(), SETUP | DeviceStatus::FAILED, "not started");
     d.core.write_queue(0, |r| r.size = 2);
@@ -387,8 +383,7 @@ fn failed_stops_initialisation_until_reset() {
 fn rewriting_acknowledge_keeps_queue_state() {
     let features = bit(Feature::Version1) | bit(Feature::QueueState);
     let mut d = CoreDriver::counting();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.set_queue_avail_state(0, 9);
     d.core.write_status(SETUP);
     d.core.write_status(SETUP | DeviceStatus::ACKNOWLEDGE);

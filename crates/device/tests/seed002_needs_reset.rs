@@ -112,8 +112,7 @@ fn driver_cannot_write_needs_reset() {
 fn invalid_queue_layout_sets_needs_reset_at_driver_ok() {
     let mut d = CoreDriver::counting();
     let f = bit(Feature::Version1);
-    d.negotiate(f);
-    d.setup_queues(f);
+    d.prepare(f);
     d.core.write_queue(0, |regs| regs.desc = 0x3); // misaligned descriptor table
     d.core.write_status(RUNNING);
     assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));

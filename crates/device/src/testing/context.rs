@@ -238,6 +238,15 @@ pub fn destination(
     }
 }
 
+/// A [`destination`] around a released [`AdoptingDevice`] that records in flight.
+pub fn adopting_destination(source: &mut CoreDriver) -> CoreDriver {
+    destination(
+        source,
+        Box::new(AdoptingDevice::new(true)),
+        record_inflight(),
+    )
+}
+
 /// A fresh core on its own memory, in status 0 (a restore target).
 pub fn fresh(device: Box<dyn VirtioDevice<Mem>>, options: CoreOptions) -> CoreDriver {
     let mut d = CoreDriver::with_options(device, options);

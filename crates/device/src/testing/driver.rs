@@ -189,10 +189,15 @@ impl CoreDriver {
         reprogram_queues(&mut self.core, &self.rings);
     }
 
-    /// The whole initialisation with `features`, ending with DRIVER_OK.
-    pub fn start(&mut self, features: u64) {
+    /// The initialisation with `features` up to DRIVER_OK: negotiated, queues set up.
+    pub fn prepare(&mut self, features: u64) {
         self.negotiate(features);
         self.setup_queues(features);
+    }
+
+    /// The whole initialisation with `features`, ending with DRIVER_OK.
+    pub fn start(&mut self, features: u64) {
+        self.prepare(features);
         self.core.write_status(RUNNING);
         assert_eq!(self.core.status(), RUNNING, "device running");
     }
