@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::context::refused;
 use common::{bit, CoreDriver, STOPPED};
 use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
 use virtio_lm_device::{ContextError, DeviceError, QueueAccess, VirtioDevice};
@@ -158,23 +159,6 @@ fn config(d: &CoreDriver) -> Vec<u8> {
     let mut c = vec![0; CONFIG_LEN];
     d.core.read_config(0, &mut c);
     c
-}
-
-/// Restores `ctx` into `dst`, expecting `want` from validate and restore alike and no change.
-fn refused(dst: &mut CoreDriver, ctx: &virtio_lm_device::DeviceContext, want: &ContextError) {
-    let before = (
-        dst.core.status(),
-        config(dst),
-        dst.core.save_context().unwrap(),
-    );
-    assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
-    assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
-    let after = (
-        dst.core.status(),
-        config(dst),
-        dst.core.save_context().unwrap(),
-    );
-    assert_eq!(after, before, "a refused context changed the device");
 }
 
 /// spec-decisions §5 (DEVICE_CONFIG "device-type config space bytes"): a saved context carries

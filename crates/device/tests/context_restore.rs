@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::context::{
-    adopting_destination, destination, record_inflight, AdoptingDevice, MODE_FIELD,
+    adopting_destination, destination, record_inflight, refused, snapshot, AdoptingDevice,
+    MODE_FIELD,
 };
-use common::{
-    bit, checksum, features_of, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING, STOPPED,
-};
+use common::{bit, features_of, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING, STOPPED};
 use virtio_lm_device::context::{DeviceContext, DeviceField};
 use virtio_lm_device::{ContextError, CoreOptions};
 use virtio_lm_queue::{ConfigError, RingArea, RingPosition, Segment, StateError};
@@ -52,30 +51,6 @@ fn migration(packed: bool) -> (DeviceContext, CoreDriver) {
     assert_eq!(ctx.queues[0].state.inflight.len(), 3);
     let dst = adopting_destination(&mut src);
     (ctx, dst)
-}
-
-/// Everything observable about a quiescent core.
-fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) {
-    (
-        d.core.status(),
-        d.core.save_context().unwrap(),
-        d.irq.used(),
-        d.irq.config(),
-        checksum(&d.mem, QUEUE_BASE, 0x1000),
-    )
-}
-
-/// Restores a mutated context into `dst`; expects `want`, from both validate and restore, and
-/// no change to `dst`.
-fn refused(dst: &mut CoreDriver, ctx: &DeviceContext, want: &ContextError) {
-    let before = snapshot(dst);
-    assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
-    assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
-    assert_eq!(
-        snapshot(dst),
-        before,
-        "a refused context changed the device"
-    );
 }
 
 type Edit = fn(&mut DeviceContext);
