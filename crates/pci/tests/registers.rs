@@ -262,13 +262,7 @@ fn feature_select_windows() {
 #[test]
 fn status_zero_resets_the_device() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let mut driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     driver.submit(0, &[BufferSpec::writable(DATA, 8)]).unwrap();
     assert_eq!(driver.collect_used(0).unwrap().len(), 1);
     f.w16(QUEUE_SELECT, 3);
@@ -293,13 +287,7 @@ fn status_zero_resets_the_device() {
 #[test]
 fn config_generation_follows_config_changes() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     assert_eq!(f.r8(CONFIG_GENERATION), 0);
     f.core().lock().unwrap().change_config(|_| {});
     assert_eq!(f.r8(CONFIG_GENERATION), 1);
@@ -413,13 +401,7 @@ fn queue_registers_are_writable_only_during_setup() {
     f.w16(QUEUE_SIZE, 4);
     f.w64(QUEUE_DESC, 0x1000);
     assert_eq!((f.r16(QUEUE_SIZE), f.r64(QUEUE_DESC)), (8, 0));
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let _driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     f.w16(QUEUE_SELECT, 0);
     f.w16(QUEUE_SIZE, 2);
     f.w64(QUEUE_DESC, 0x4000);
@@ -432,10 +414,7 @@ fn queue_registers_are_writable_only_during_setup() {
 #[test]
 fn suspended_device_takes_only_queue_state_writes() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let mut driver = driver_started(&f, &mem, migration_features(false));
     push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
     driver.collect_used(0).unwrap();
     driver.suspend().unwrap();
@@ -468,10 +447,7 @@ const RUNNING: DeviceStatus = DeviceStatus::ACKNOWLEDGE
 #[test]
 fn device_stopped_register_ignored_without_driver_ok_both_ways() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let _driver = driver_started(&f, &mem, migration_features(false));
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
     f.w8(DEVICE_STATUS, stopped.bits());
     assert_eq!(f.status(), stopped);
@@ -517,10 +493,7 @@ fn device_stopped_register_ignored_without_driver_ok_both_ways() {
 fn common_configuration_frozen_while_stopped_or_suspended() {
     for suspend in [false, true] {
         let (mem, f) = fresh();
-        let mut driver = driver_for(&f, &mem);
-        driver
-            .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-            .unwrap();
+        let mut driver = driver_started(&f, &mem, migration_features(false));
         push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
         driver.collect_used(0).unwrap();
         if suspend {
