@@ -39,6 +39,19 @@ fn to_features_ok(f: &Function, wanted: u64) {
     assert!(f.status().contains(DeviceStatus::FEATURES_OK));
 }
 
+/// Programs queue 0 as a packed ring of 4 at [`RING`], enables it and sets DRIVER_OK, which
+/// the device takes without DEVICE_NEEDS_RESET.
+fn to_driver_ok_packed(f: &Function) {
+    f.w16(QUEUE_SIZE, 4);
+    f.w64(QUEUE_DESC, RING);
+    f.w64(QUEUE_DRIVER, RING + 64);
+    f.w64(QUEUE_DEVICE, RING + 68);
+    f.w16(QUEUE_ENABLE, 1);
+    let s = f.status();
+    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
+    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+}
+
 /// Every field reads at its natural width and offset (virtio 1.4 "Common configuration structure layout" (virtio-pci): 32-bit fields with 32-bit
 /// accesses, 16-bit with 16-bit, 8-bit with 8-bit), and the 64-bit queue addresses also as two
 /// 32-bit halves and as one 64-bit access.
@@ -313,14 +326,7 @@ fn queue_state_registers_exist_only_with_queue_state() {
     f.w16(QUEUE_USED_STATE, 5);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
     assert_eq!(f.r16(QUEUE_USED_STATE), 0);
-    f.w16(QUEUE_SIZE, 4);
-    f.w64(QUEUE_DESC, RING);
-    f.w64(QUEUE_DRIVER, RING + 64);
-    f.w64(QUEUE_DEVICE, RING + 68);
-    f.w16(QUEUE_ENABLE, 1);
-    let s = f.status();
-    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
-    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+    to_driver_ok_packed(&f);
     assert!(f.status().contains(DeviceStatus::DRIVER_OK));
 
     // With QUEUE_STATE. A write before FEATURES_OK (with a value unlike the initial state) is
@@ -345,14 +351,7 @@ fn queue_state_registers_exist_only_with_queue_state() {
     assert_eq!(f.r16(QUEUE_USED_STATE), 0x8002);
     f.w16(QUEUE_AVAIL_STATE, 0x8000);
     f.w16(QUEUE_USED_STATE, 0x8000);
-    f.w16(QUEUE_SIZE, 4);
-    f.w64(QUEUE_DESC, RING);
-    f.w64(QUEUE_DRIVER, RING + 64);
-    f.w64(QUEUE_DEVICE, RING + 68);
-    f.w16(QUEUE_ENABLE, 1);
-    let s = f.status();
-    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
-    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+    to_driver_ok_packed(&f);
     // Running: the state is not readable and not writable.
     f.w16(QUEUE_AVAIL_STATE, 0x0001);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
