@@ -40,6 +40,18 @@ pub fn read_config_bytes(space: &[u8], offset: usize, data: &mut [u8]) {
     }
 }
 
+/// Returns `chains` used with nothing written: what [`VirtioDevice::adopt_inflight`] does by
+/// default, for a device type that overrides it only for some queues or modes.
+pub fn return_unused<M: GuestMemory + ?Sized>(
+    chains: Vec<DescriptorChain>,
+    queue: &mut QueueAccess<'_, M>,
+) -> Result<(), DeviceError> {
+    for chain in chains {
+        queue.add_used(chain.id(), 0)?;
+    }
+    Ok(())
+}
+
 /// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,
 /// stop and suspend are the core's.
 pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
@@ -86,10 +98,7 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
         chains: Vec<DescriptorChain>,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        for chain in chains {
-            queue.add_used(chain.id(), 0)?;
-        }
-        Ok(())
+        return_unused(chains, queue)
     }
 
     /// The driver notified queue `index` (or the core re-checks it on resume): take and complete

@@ -109,8 +109,7 @@ fn needs_reset_completes_a_pending_change() {
 /// ring does not match, and works once the memory is there.
 #[test]
 fn restore_in_freeze_reads_no_ring() {
-    let mut src = CoreDriver::counting();
-    src.start_default();
+    let mut src = CoreDriver::running();
     src.offer(2);
     src.core.kick(0);
     assert_eq!(src.collect().len(), 2);

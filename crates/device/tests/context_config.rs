@@ -11,11 +11,12 @@
 
 mod common;
 
-use common::{bit, CoreDriver, RUNNING};
+use common::context::refused;
+use common::{bit, CoreDriver, STOPPED};
 use virtio_lm_device::context::{persist, DeviceField, Persist, ValidatedState};
 use virtio_lm_device::{ContextError, DeviceError, QueueAccess, VirtioDevice};
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::Feature;
 
 /// Offset of the driver-writable byte.
 const SETTING: usize = 4;
@@ -23,8 +24,6 @@ const SETTING: usize = 4;
 const CONFIG_LEN: usize = 8;
 /// The device-specific field carrying the setting.
 const SETTING_FIELD: FieldType = FieldType(0x0201);
-
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 
 struct ConfigDevice {
     capacity: u32,
@@ -147,27 +146,19 @@ fn source() -> CoreDriver {
     d
 }
 
+/// A destination of `src` around a device of `capacity`.
+fn destination_of(src: &mut CoreDriver, capacity: u32) -> CoreDriver {
+    common::context::destination(
+        src,
+        device(capacity),
+        virtio_lm_device::CoreOptions::default(),
+    )
+}
+
 fn config(d: &CoreDriver) -> Vec<u8> {
     let mut c = vec![0; CONFIG_LEN];
     d.core.read_config(0, &mut c);
     c
-}
-
-/// Restores `ctx` into `dst`, expecting `want` from validate and restore alike and no change.
-fn refused(dst: &mut CoreDriver, ctx: &virtio_lm_device::DeviceContext, want: &ContextError) {
-    let before = (
-        dst.core.status(),
-        config(dst),
-        dst.core.save_context().unwrap(),
-    );
-    assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
-    assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
-    let after = (
-        dst.core.status(),
-        config(dst),
-        dst.core.save_context().unwrap(),
-    );
-    assert_eq!(after, before, "a refused context changed the device");
 }
 
 /// spec-decisions §5 (DEVICE_CONFIG "device-type config space bytes"): a saved context carries
@@ -190,11 +181,7 @@ fn device_config_travels_whole() {
 fn field_lengths_must_match_the_device() {
     let mut src = source();
     let ctx = src.core.save_context().unwrap();
-    let mut dst = common::context::destination(
-        &mut src,
-        device(0x0102_0304),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut dst = destination_of(&mut src, 0x0102_0304);
     type Edit = fn(&mut virtio_lm_device::DeviceContext);
     let cases: [(Edit, FieldType, usize, usize); 5] = [
         (
@@ -252,11 +239,7 @@ fn field_lengths_must_match_the_device() {
 fn read_only_config_must_match_the_receiving_device() {
     let mut src = source();
     let ctx = src.core.save_context().unwrap();
-    let mut other = common::context::destination(
-        &mut src,
-        device(0x0102_0305),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut other = destination_of(&mut src, 0x0102_0305);
     refused(
         &mut other,
         &ctx,
@@ -288,11 +271,7 @@ fn writable_config_is_applied_after_the_device_state() {
     let mut ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.device_fields[0].value, [1], "state carries the setting");
     ctx.device_fields[0].value = vec![0];
-    let mut dst = common::context::destination(
-        &mut src,
-        device(0x0102_0304),
-        virtio_lm_device::CoreOptions::default(),
-    );
+    let mut dst = destination_of(&mut src, 0x0102_0304);
     dst.core.restore_context(&ctx).unwrap();
     assert_eq!(config(&dst)[SETTING], 1, "DEVICE_CONFIG wins");
     assert_eq!(dst.core.status(), STOPPED);

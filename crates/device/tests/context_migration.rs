@@ -7,35 +7,24 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::context::{collect_rearm, destination, record_inflight, AdoptingDevice, MODE_FIELD};
-use common::{bit, CoreDriver, RUNNING, SETUP};
+use common::context::{
+    adopting_destination, collect_rearm, destination, record_inflight, AdoptingDevice, MODE_FIELD,
+};
+use common::{features_of, sorted_ids, CoreDriver, RUNNING, SETUP, STOPPED, SUSPENDED};
 use virtio_lm_device::context::{decode, encode, DeviceContext, DeviceField};
 use virtio_lm_device::testing::CountingDevice;
 use virtio_lm_device::{CoreOptions, VirtioDevice};
-use virtio_lm_queue::{RingPosition, UsedBuffer};
+use virtio_lm_queue::RingPosition;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
 use common::Mem;
 
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
-const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
-
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::Suspend)
-        | bit(Feature::EventIdx);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
-}
-
-fn sorted_ids(used: &[UsedBuffer]) -> Vec<u16> {
-    let mut ids: Vec<u16> = used.iter().map(|u| u.id).collect();
-    ids.sort_unstable();
-    ids
+    use Feature::*;
+    features_of(
+        &[Version1, DeviceStop, QueueState, Suspend, EventIdx],
+        packed,
+    )
 }
 
 fn sorted(mut ids: Vec<u16>) -> Vec<u16> {
@@ -82,11 +71,7 @@ fn context_to_fresh_device_with_requests_in_flight() {
         assert_eq!(sorted(inflight), sorted(outstanding.clone()));
         let ctx = over_the_wire(&saved);
 
-        let mut dst = destination(
-            &mut src,
-            Box::new(AdoptingDevice::new(true)),
-            record_inflight(),
-        );
+        let mut dst = adopting_destination(&mut src);
         dst.core.restore_context(&ctx).unwrap();
         assert_eq!(dst.core.status(), STOPPED);
         assert_eq!(
@@ -274,29 +259,23 @@ fn cancelled_then_repeated_migrations() {
     src.core.write_status(STOPPED);
     let ctx = over_the_wire(&src.core.save_context().unwrap());
     assert_ne!(ctx, cancelled);
-    let mut first = destination(
-        &mut src,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
-    first.core.restore_context(&ctx).unwrap();
-    first.core.write_status(RUNNING);
-    let ids = first.offer(3);
-    first.core.kick(0);
-    assert_eq!(sorted_ids(&first.collect()), sorted(ids));
+    let mut first = resumed_elsewhere(&mut src, &ctx, 3);
 
     first.core.write_status(STOPPED);
     let onwards = over_the_wire(&first.core.save_context().unwrap());
-    let mut second = destination(
-        &mut first,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
-    second.core.restore_context(&onwards).unwrap();
-    second.core.write_status(RUNNING);
-    let ids = second.offer(2);
-    second.core.kick(0);
-    assert_eq!(sorted_ids(&second.collect()), sorted(ids));
+    resumed_elsewhere(&mut first, &onwards, 2);
+}
+
+/// A destination of `src` with `ctx` restored and DRIVER_OK set, which has completed `n` new
+/// buffers.
+fn resumed_elsewhere(src: &mut CoreDriver, ctx: &DeviceContext, n: usize) -> CoreDriver {
+    let mut dst = adopting_destination(src);
+    dst.core.restore_context(ctx).unwrap();
+    dst.core.write_status(RUNNING);
+    let ids = dst.offer(n);
+    dst.core.kick(0);
+    assert_eq!(sorted_ids(&dst.collect()), sorted(ids));
+    dst
 }
 
 /// spec-decisions §5 with seed 004 ("the device MUST discard the device context ... the device

@@ -7,8 +7,10 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::context::{build, destination, fields, record_inflight, AdoptingDevice, RawField};
-use common::{bit, checksum, CoreDriver, QUEUE_BASE, RUNNING};
+use common::context::{
+    adopting_destination, build, fields, record_inflight, snapshot, AdoptingDevice, RawField,
+};
+use common::{bit, CoreDriver, RUNNING};
 use proptest::prelude::*;
 use virtio_lm_device::context::{
     decode, encode, fuzz_decode, parse_fields, DeviceContext, DeviceField, QueueContext, VqConfig,
@@ -204,11 +206,7 @@ fn saved(packed: bool) -> (DeviceContext, CoreDriver) {
     src.core
         .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ctx = src.core.save_context().unwrap();
-    let dst = destination(
-        &mut src,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
+    let dst = adopting_destination(&mut src);
     (ctx, dst)
 }
 
@@ -295,16 +293,6 @@ fn apply_damage(ctx: &mut DeviceContext, d: Damage) {
         Damage::Config(v) => ctx.device_config = v,
         _ => {}
     }
-}
-
-fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) {
-    (
-        d.core.status(),
-        d.core.save_context().unwrap(),
-        d.irq.used(),
-        d.irq.config(),
-        checksum(&d.mem, QUEUE_BASE, 0x2000),
-    )
 }
 
 proptest! {

@@ -9,8 +9,11 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::context::{destination, record_inflight, AdoptingDevice, MODE_FIELD};
-use common::{bit, checksum, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING};
+use common::context::{
+    adopting_destination, destination, record_inflight, refused, snapshot, AdoptingDevice,
+    MODE_FIELD,
+};
+use common::{bit, features_of, CoreDriver, SlowDevice, MEM_SIZE, QUEUE_BASE, RUNNING, STOPPED};
 use virtio_lm_device::context::{DeviceContext, DeviceField};
 use virtio_lm_device::{ContextError, CoreOptions};
 use virtio_lm_queue::{ConfigError, RingArea, RingPosition, Segment, StateError};
@@ -18,17 +21,9 @@ use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::GuestAddress;
 
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
-
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::EventIdx);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
+    use Feature::*;
+    features_of(&[Version1, DeviceStop, QueueState, EventIdx], packed)
 }
 
 /// A stopped device on its own memory with two requests completed and three in flight; the
@@ -54,36 +49,8 @@ fn migration(packed: bool) -> (DeviceContext, CoreDriver) {
     let (mut src, _) = stopped_with_inflight(packed);
     let ctx = src.core.save_context().unwrap();
     assert_eq!(ctx.queues[0].state.inflight.len(), 3);
-    let dst = destination(
-        &mut src,
-        Box::new(AdoptingDevice::new(true)),
-        record_inflight(),
-    );
+    let dst = adopting_destination(&mut src);
     (ctx, dst)
-}
-
-/// Everything observable about a quiescent core.
-fn snapshot(d: &mut CoreDriver) -> (DeviceStatus, DeviceContext, u64, u64, u64) {
-    (
-        d.core.status(),
-        d.core.save_context().unwrap(),
-        d.irq.used(),
-        d.irq.config(),
-        checksum(&d.mem, QUEUE_BASE, 0x1000),
-    )
-}
-
-/// Restores a mutated context into `dst`; expects `want`, from both validate and restore, and
-/// no change to `dst`.
-fn refused(dst: &mut CoreDriver, ctx: &DeviceContext, want: &ContextError) {
-    let before = snapshot(dst);
-    assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
-    assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
-    assert_eq!(
-        snapshot(dst),
-        before,
-        "a refused context changed the device"
-    );
 }
 
 type Edit = fn(&mut DeviceContext);

@@ -9,28 +9,12 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::context::{collect_rearm, destination, record_inflight, AdoptingDevice};
-use common::{bit, CoreDriver, RUNNING, SETUP};
-use virtio_lm_queue::UsedBuffer;
+use common::{features_of, sorted_ids, CoreDriver, RUNNING, STOPPED, SUSPENDED};
 use virtio_lm_spec::{DeviceStatus, Feature};
 
-const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
-const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
-
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::Suspend);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
-}
-
-fn sorted_ids(used: &[UsedBuffer]) -> Vec<u16> {
-    let mut ids: Vec<u16> = used.iter().map(|u| u.id).collect();
-    ids.sort_unstable();
-    ids
+    use Feature::*;
+    features_of(&[Version1, DeviceStop, QueueState, Suspend], packed)
 }
 
 /// Seed 001 ("the device … completes each in-flight request exactly once", as recorded in the

@@ -13,9 +13,7 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 /// Seed 000: "The device MUST initialize device status to 0 upon reset."
 #[test]
 fn reset_sets_status_to_zero() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(DeviceStatus::RESET);
+    let mut d = CoreDriver::running_then(DeviceStatus::RESET);
     assert_eq!(d.core.status(), DeviceStatus::RESET);
     assert_eq!(d.core.driver_features(), 0);
 }
@@ -26,8 +24,7 @@ fn reset_sets_status_to_zero() {
 fn no_processing_before_driver_ok() {
     let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1);
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.offer(2);
     d.core.kick(0);
     assert!(d.collect().is_empty());
@@ -43,8 +40,7 @@ fn no_processing_before_driver_ok() {
 /// only. The device ignores a write that clears any other bit (spec-decisions §2).
 #[test]
 fn status_write_clearing_other_bits_is_ignored() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     for value in [
         SETUP,
         RUNNING & !DeviceStatus::ACKNOWLEDGE,
@@ -80,9 +76,7 @@ fn device_stopped_ignored_without_feature() {
 /// clear DEVICE_STOPPED and re-read until it is clear."
 #[test]
 fn stop_and_resume_by_the_bit() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
     d.core.write_status(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
@@ -161,9 +155,7 @@ fn config_space_unchanged_while_stopped() {
 /// interrupt; on resume each latched buffer completes exactly once.
 #[test]
 fn stopped_device_is_quiet_and_catches_up() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ids = d.offer(5);
     let checksum = d.memory_checksum();
     let irq = d.irq.used();
@@ -206,8 +198,7 @@ fn record_inflight_stop_keeps_requests_in_queue_state() {
 /// was not stopped does not stop when a write sets it.
 #[test]
 fn device_stopped_ignored_both_ways_while_suspended() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
     d.core.write_status(stopped);
     assert_eq!(d.core.status(), stopped);
@@ -218,9 +209,7 @@ fn device_stopped_ignored_both_ways_while_suspended() {
     d.core.write_status(SETUP | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), suspended_stopped, "clear while suspended");
 
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SETUP | DeviceStatus::SUSPEND);
     // Setting DEVICE_STOPPED with DRIVER_OK clear: ignored.
     d.core
@@ -240,8 +229,7 @@ fn one_write_setting_driver_ok_ignores_device_stopped() {
     // Initialisation: DRIVER_OK and DEVICE_STOPPED together start the device, not stopped.
     let mut d = CoreDriver::counting();
     let features = d.start_default();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING, "started, not stopped");
 
@@ -276,8 +264,7 @@ fn after_write(from: DeviceStatus, value: DeviceStatus) -> DeviceStatus {
     let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1) | bit(Feature::DeviceStop) | bit(Feature::QueueState);
     if from.contains(DeviceStatus::FEATURES_OK) {
-        d.negotiate(features);
-        d.setup_queues(features);
+        d.prepare(features);
         if from.contains(DeviceStatus::DRIVER_OK) {
             d.core.write_status(RUNNING);
         }
@@ -345,8 +332,7 @@ fn status_bits_are_set_in_turn_and_only_device_stopped_is_cleared() {
 /// for that (it may still set FAILED).
 #[test]
 fn driver_cannot_clear_device_needs_reset() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     d.core
         .needs_reset(virtio_lm_device::DeviceError::Backend("gone".into()));
     let broken = RUNNING | DeviceStatus::DEVICE_NEEDS_RESET;
@@ -372,8 +358,7 @@ fn failed_stops_initialisation_until_reset() {
     assert_eq!(d.core.driver_features(), 0, "features after FAILED");
 
     let mut d = CoreDriver::counting();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.write_status(RUNNING | DeviceStatus::FAILED);
     assert_eq!(d.core.status(), SETUP | DeviceStatus::FAILED, "not started");
     d.core.write_queue(0, |r| r.size = 2);
@@ -398,8 +383,7 @@ fn failed_stops_initialisation_until_reset() {
 fn rewriting_acknowledge_keeps_queue_state() {
     let features = bit(Feature::Version1) | bit(Feature::QueueState);
     let mut d = CoreDriver::counting();
-    d.negotiate(features);
-    d.setup_queues(features);
+    d.prepare(features);
     d.core.set_queue_avail_state(0, 9);
     d.core.write_status(SETUP);
     d.core.write_status(SETUP | DeviceStatus::ACKNOWLEDGE);

@@ -2,16 +2,13 @@
 
 mod common;
 
-use common::{bit, CoreDriver, RUNNING, SETUP};
+use common::{bit, features_of, CoreDriver, RUNNING, SETUP};
 use virtio_lm_queue::RingPosition;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
 fn features(packed: bool) -> u64 {
-    let mut f = bit(Feature::Version1) | bit(Feature::QueueState) | bit(Feature::DeviceStop);
-    if packed {
-        f |= bit(Feature::RingPacked);
-    }
-    f
+    use Feature::*;
+    features_of(&[Version1, QueueState, DeviceStop], packed)
 }
 
 /// Runs `n` buffers through queue 0 so the state moves away from its initial value.
@@ -56,8 +53,7 @@ fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
     for packed in [false, true] {
         let mut d = CoreDriver::counting();
         let f = features(packed);
-        d.negotiate(f);
-        d.setup_queues(f);
+        d.prepare(f);
         d.core.write_status(DeviceStatus::RESET);
         let want = if packed {
             (
@@ -75,8 +71,7 @@ fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
 
         // Started and suspended before taking a buffer: the recorded state is kept too.
         let f = f | bit(Feature::Suspend);
-        d.negotiate(f);
-        d.setup_queues(f);
+        d.prepare(f);
         d.core.write_status(RUNNING);
         d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
         d.core.write_status(DeviceStatus::RESET);
@@ -167,8 +162,7 @@ fn invalid_queue_state_sets_needs_reset_at_driver_ok() {
     for (packed, value) in [(true, 16u16), (true, 0x8000 | 40), (false, 40)] {
         let mut d = CoreDriver::counting();
         let f = features(packed);
-        d.negotiate(f);
-        d.setup_queues(f);
+        d.prepare(f);
         d.core.set_queue_avail_state(0, value);
         d.core.write_status(RUNNING);
         let s = d.core.status();

@@ -30,8 +30,7 @@ fn offer_malformed(d: &mut CoreDriver) {
 /// configuration change notification to the driver."
 #[test]
 fn malformed_chain_sets_needs_reset_and_notifies() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     offer_malformed(&mut d);
     d.core.kick(0);
     assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_NEEDS_RESET);
@@ -49,8 +48,7 @@ fn malformed_chain_sets_needs_reset_and_notifies() {
 /// touch no guest memory and raise no interrupt.
 #[test]
 fn nothing_is_processed_after_needs_reset() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     offer_malformed(&mut d);
     d.core.kick(0);
     d.offer(3);
@@ -114,8 +112,7 @@ fn driver_cannot_write_needs_reset() {
 fn invalid_queue_layout_sets_needs_reset_at_driver_ok() {
     let mut d = CoreDriver::counting();
     let f = bit(Feature::Version1);
-    d.negotiate(f);
-    d.setup_queues(f);
+    d.prepare(f);
     d.core.write_queue(0, |regs| regs.desc = 0x3); // misaligned descriptor table
     d.core.write_status(RUNNING);
     assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));

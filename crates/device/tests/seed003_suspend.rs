@@ -7,13 +7,11 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP};
+use common::{bit, CoreDriver, Mem, SlowDevice, RUNNING, SETUP, SUSPENDED};
 use virtio_lm_device::testing::{ConfigDevice, CONFIG_LEN};
 use virtio_lm_device::{AdminModeChange, DeviceError, VirtioDevice};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature};
-
-const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 /// Seed 003: "The device MUST ignore SUSPEND if FEATURES_OK is not set." and "The device MUST
 /// ignore SUSPEND if VIRTIO_F_SUSPEND is not negotiated." — with spec-decisions §2, also without
@@ -121,9 +119,7 @@ fn suspended_device_is_quiet() {
 /// SUSPEND; a config change that happened meanwhile is notified; latched work completes.
 #[test]
 fn driver_ok_resumes_then_clears_suspend() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
     let ids = d.offer(4);
     d.core.kick(0);
     let applied = Arc::new(AtomicBool::new(false));
@@ -148,8 +144,7 @@ fn driver_ok_resumes_then_clears_suspend() {
 /// a reset is accepted while suspended, and so is a queue state write (DRIVER_OK is clear).
 #[test]
 fn status_writes_accepted_while_suspended() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     d.offer(2);
     d.core.kick(0);
     d.collect();
@@ -166,9 +161,7 @@ fn status_writes_accepted_while_suspended() {
 /// fail.
 #[test]
 fn failed_resume_sets_needs_reset() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
     d.core.set_queue_avail_state(0, 100);
     d.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
     assert!(d.core.status().contains(DeviceStatus::DEVICE_NEEDS_RESET));
@@ -194,9 +187,7 @@ fn failed_suspend_sets_needs_reset() {
 /// only the device clears SUSPEND, and a driver write that clears it is ignored.
 #[test]
 fn rewriting_bits_has_no_side_effect() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING);
+    let mut d = CoreDriver::running_then(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     d.core.write_status(SETUP);
@@ -212,9 +203,7 @@ fn rewriting_bits_has_no_side_effect() {
 /// the suspension, leaves it stopped until DEVICE_STOPPED is cleared.
 #[test]
 fn stop_and_suspend_are_undone_separately() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::DEVICE_STOPPED);
     d.core
         .write_status(RUNNING | DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED | DeviceStatus::DEVICE_STOPPED);
@@ -241,9 +230,7 @@ fn stop_and_suspend_are_undone_separately() {
 /// DEVICE_NEEDS_RESET until reset.
 #[test]
 fn needs_reset_while_suspended_is_notified_at_driver_ok() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED);
     d.core
         .needs_reset(DeviceError::Backend("backend gone while suspended".into()));
@@ -270,9 +257,7 @@ fn needs_reset_while_suspended_is_notified_at_driver_ok() {
 /// suspended), only when the driver sets DRIVER_OK.
 #[test]
 fn needs_reset_owed_while_suspended_survives_the_return_to_active() {
-    let mut d = CoreDriver::counting();
-    d.start_default();
-    d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(
         d.core.set_admin_mode(DevMode::Stop),
         Ok(AdminModeChange::Done)

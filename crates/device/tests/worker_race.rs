@@ -26,8 +26,7 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let mut d = CoreDriver::counting();
-    d.start_default();
+    let mut d = CoreDriver::running();
     let irq = d.irq.clone();
     // The core moves behind the mutex the worker shares; the test keeps the ring drivers.
     let placeholder = CoreDriver::counting();

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_lm_device::QuiesceMode;
-use virtio_lm_pci::admin::{AdminCommand, AdminError, AdminResult, OwnerOptions};
+use virtio_lm_pci::admin::{
+    AdminClient, AdminClientConfig, AdminCommand, AdminError, AdminResult, OwnerFunction,
+    OwnerOptions, Ticket,
+};
 use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::PciTransport;
 use virtio_lm_queue::BufferSpec;
@@ -21,6 +24,40 @@ fn read16(owner: &virtio_lm_pci::admin::OwnerFunction<Mem>, field: usize) -> u16
     let mut b = [0u8; 2];
     owner.function().read(field as u64, &mut b);
     u16::from_le_bytes(b)
+}
+
+/// An owner with two admin queues over one member holding `outstanding` guest requests until
+/// the returned flag is set, and a client (two admin queues, `edit` applied to its
+/// configuration) that has submitted DEV_MODE_SET to `mode` on admin queue 0: the command is
+/// still pending, waiting for the member's requests to drain.
+fn mode_set_pending(
+    outstanding: usize,
+    mode: DevMode,
+    edit: impl FnOnce(&mut AdminClientConfig),
+) -> (
+    Arc<AtomicBool>,
+    OwnerFunction<Mem>,
+    AdminClient<Mem>,
+    Guest,
+    Ticket,
+) {
+    let release = Arc::new(AtomicBool::new(false));
+    let options = OwnerOptions {
+        admin_queue_num: 2,
+        ..OwnerOptions::default()
+    };
+    let owner = owner_with(1, Kind::Delay(release.clone(), QuiesceMode::Drain), options);
+    let mut config = client_config();
+    config.admin_queues = 2;
+    edit(&mut config);
+    let mut client = client_with(&owner, config);
+    client.use_migration_commands().unwrap();
+    let mut guest = Guest::new(owner.member(1).unwrap());
+    guest.submit(outstanding);
+    let pending = client
+        .submit_raw(0, &cmd(opcode::DEV_MODE_SET, 1, &mode_data(mode)), 8)
+        .unwrap();
+    (release, owner, client, guest, pending)
 }
 
 /// Every member's mode, status and context, as the host sees them: what an EINVAL must not
@@ -240,25 +277,7 @@ fn list_use_rules() {
 /// answers such a LIST_USE EBUSY and keeps its used list.
 #[test]
 fn list_use_with_a_command_outstanding_fails() {
-    let release = Arc::new(AtomicBool::new(false));
-    let options = OwnerOptions {
-        admin_queue_num: 2,
-        ..OwnerOptions::default()
-    };
-    let owner = owner_with(1, Kind::Delay(release.clone(), QuiesceMode::Drain), options);
-    let mut config = client_config();
-    config.admin_queues = 2;
-    let mut client = client_with(&owner, config);
-    client.use_migration_commands().unwrap();
-    let mut guest = Guest::new(owner.member(1).unwrap());
-    guest.submit(2);
-    let pending = client
-        .submit_raw(
-            0,
-            &cmd(opcode::DEV_MODE_SET, 1, &mode_data(DevMode::Stop)),
-            8,
-        )
-        .unwrap();
+    let (release, _owner, mut client, _guest, pending) = mode_set_pending(2, DevMode::Stop, |_| {});
     assert!(client.try_complete(&pending).unwrap().is_none());
     client.use_queue(1);
     let err = client.list_use(&[all_opcodes()]).unwrap_err();
@@ -377,26 +396,8 @@ fn commands_on_one_queue_complete_in_order() {
 /// of times and then reports the command, member and status.
 #[test]
 fn eagain_is_retried_a_bounded_number_of_times() {
-    let release = Arc::new(AtomicBool::new(false));
-    let options = OwnerOptions {
-        admin_queue_num: 2,
-        ..OwnerOptions::default()
-    };
-    let owner = owner_with(1, Kind::Delay(release.clone(), QuiesceMode::Drain), options);
-    let mut config = client_config();
-    config.admin_queues = 2;
-    config.eagain_retries = 3;
-    let mut client = client_with(&owner, config);
-    client.use_migration_commands().unwrap();
-    let mut guest = Guest::new(owner.member(1).unwrap());
-    guest.submit(1);
-    let pending = client
-        .submit_raw(
-            0,
-            &cmd(opcode::DEV_MODE_SET, 1, &mode_data(DevMode::Freeze)),
-            8,
-        )
-        .unwrap();
+    let (release, _owner, mut client, _guest, pending) =
+        mode_set_pending(1, DevMode::Freeze, |c| c.eagain_retries = 3);
     client.use_queue(1);
     let err = client.dev_mode_get(1).unwrap_err();
     assert!(matches!(

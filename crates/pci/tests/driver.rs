@@ -7,11 +7,33 @@ use std::time::Duration;
 
 use virtio_lm_device::CoreOptions;
 use virtio_lm_pci::testing::*;
-use virtio_lm_pci::{PciDriver, PciError, PciTransport, PollPolicy, QueueSetup};
+use virtio_lm_pci::{PciDriver, PciError, PciTransport, PollPolicy, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingFeatures, RingKind, SplitDriver};
 use virtio_lm_spec::pci::offset::*;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
+
+/// A driver of `function` through a [`Recorder`] of its register accesses.
+fn recorded(
+    function: &Arc<VirtioPciFunction<Mem>>,
+    mem: &Arc<Mem>,
+) -> (Arc<Recorder>, PciDriver<Mem>) {
+    let rec = Recorder::new(function.clone());
+    let driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
+    (rec, driver)
+}
+
+/// [`recorded`], initialised with the [`migration_features`] and queue 0 of 4 at [`RING`].
+fn recorded_running(
+    function: &Arc<VirtioPciFunction<Mem>>,
+    mem: &Arc<Mem>,
+) -> (Arc<Recorder>, PciDriver<Mem>) {
+    let (rec, mut driver) = recorded(function, mem);
+    driver
+        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
+        .unwrap();
+    (rec, driver)
+}
 
 /// virtio 1.4 "Device Initialization" init order through the registers: reset (write 0, read back 0), ACKNOWLEDGE,
 /// DRIVER, both device feature windows read, both driver feature windows written, FEATURES_OK
@@ -20,8 +42,7 @@ use vm_memory::{Bytes, GuestAddress};
 fn init_follows_the_spec_sequence() {
     let mem = memory();
     let f = counting_function(&mem, 8, false);
-    let rec = Recorder::new(f.clone());
-    let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
+    let (rec, mut driver) = recorded(&f, &mem);
     let wanted = features(&[Feature::Version1, Feature::EventIdx]);
     driver.init(wanted, &[QueueSetup::new(0, 4, RING)]).unwrap();
     let log = rec.take();
@@ -143,11 +164,7 @@ fn nothing_is_consumed_before_driver_ok() {
 fn driver_never_touches_device_stopped_without_driver_ok() {
     let mem = memory();
     let f = counting_function(&mem, 8, false);
-    let rec = Recorder::new(f.clone());
-    let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (rec, mut driver) = recorded_running(&f, &mem);
     driver.suspend().unwrap();
     rec.take();
     assert!(matches!(driver.stop(), Err(PciError::NotRunning { .. })));
@@ -178,13 +195,7 @@ fn device_ignores_device_stopped_without_driver_ok() {
     f.w8(DEVICE_STATUS, 11 | DeviceStatus::DEVICE_STOPPED.bits());
     assert_eq!(f.status().bits(), 11);
 
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let mut driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     f.w8(DEVICE_STATUS, 15 | DeviceStatus::DEVICE_STOPPED.bits());
     assert_eq!(f.status().bits(), 15);
     assert!(matches!(
@@ -203,11 +214,7 @@ fn device_ignores_device_stopped_without_driver_ok() {
 fn stop_and_resume_write_then_reread_the_status() {
     let mem = memory();
     let f = counting_function(&mem, 8, false);
-    let rec = Recorder::new(f.clone());
-    let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (rec, mut driver) = recorded_running(&f, &mem);
     rec.take();
     driver.stop().unwrap();
     let stopped = DeviceStatus::DEVICE_STOPPED.bits() | 15;
@@ -231,8 +238,7 @@ fn stop_and_resume_write_then_reread_the_status() {
 fn stop_completes_requests_in_process_first() {
     let mem = memory();
     let f = slow_function(&mem, false);
-    let rec = Recorder::new(f.clone());
-    let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
+    let (rec, mut driver) = recorded(&f, &mem);
     // No EVENT_IDX: every used buffer is notified.
     let wanted = features(&[Feature::Version1, Feature::DeviceStop]);
     driver.init(wanted, &[QueueSetup::new(0, 8, RING)]).unwrap();

@@ -39,6 +39,19 @@ fn to_features_ok(f: &Function, wanted: u64) {
     assert!(f.status().contains(DeviceStatus::FEATURES_OK));
 }
 
+/// Programs queue 0 as a packed ring of 4 at [`RING`], enables it and sets DRIVER_OK, which
+/// the device takes without DEVICE_NEEDS_RESET.
+fn to_driver_ok_packed(f: &Function) {
+    f.w16(QUEUE_SIZE, 4);
+    f.w64(QUEUE_DESC, RING);
+    f.w64(QUEUE_DRIVER, RING + 64);
+    f.w64(QUEUE_DEVICE, RING + 68);
+    f.w16(QUEUE_ENABLE, 1);
+    let s = f.status();
+    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
+    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+}
+
 /// Every field reads at its natural width and offset (virtio 1.4 "Common configuration structure layout" (virtio-pci): 32-bit fields with 32-bit
 /// accesses, 16-bit with 16-bit, 8-bit with 8-bit), and the 64-bit queue addresses also as two
 /// 32-bit halves and as one 64-bit access.
@@ -262,13 +275,7 @@ fn feature_select_windows() {
 #[test]
 fn status_zero_resets_the_device() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let mut driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     driver.submit(0, &[BufferSpec::writable(DATA, 8)]).unwrap();
     assert_eq!(driver.collect_used(0).unwrap().len(), 1);
     f.w16(QUEUE_SELECT, 3);
@@ -293,13 +300,7 @@ fn status_zero_resets_the_device() {
 #[test]
 fn config_generation_follows_config_changes() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     assert_eq!(f.r8(CONFIG_GENERATION), 0);
     f.core().lock().unwrap().change_config(|_| {});
     assert_eq!(f.r8(CONFIG_GENERATION), 1);
@@ -325,14 +326,7 @@ fn queue_state_registers_exist_only_with_queue_state() {
     f.w16(QUEUE_USED_STATE, 5);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
     assert_eq!(f.r16(QUEUE_USED_STATE), 0);
-    f.w16(QUEUE_SIZE, 4);
-    f.w64(QUEUE_DESC, RING);
-    f.w64(QUEUE_DRIVER, RING + 64);
-    f.w64(QUEUE_DEVICE, RING + 68);
-    f.w16(QUEUE_ENABLE, 1);
-    let s = f.status();
-    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
-    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+    to_driver_ok_packed(&f);
     assert!(f.status().contains(DeviceStatus::DRIVER_OK));
 
     // With QUEUE_STATE. A write before FEATURES_OK (with a value unlike the initial state) is
@@ -357,14 +351,7 @@ fn queue_state_registers_exist_only_with_queue_state() {
     assert_eq!(f.r16(QUEUE_USED_STATE), 0x8002);
     f.w16(QUEUE_AVAIL_STATE, 0x8000);
     f.w16(QUEUE_USED_STATE, 0x8000);
-    f.w16(QUEUE_SIZE, 4);
-    f.w64(QUEUE_DESC, RING);
-    f.w64(QUEUE_DRIVER, RING + 64);
-    f.w64(QUEUE_DEVICE, RING + 68);
-    f.w16(QUEUE_ENABLE, 1);
-    let s = f.status();
-    f.w8(DEVICE_STATUS, (s | DeviceStatus::DRIVER_OK).bits());
-    assert!(!f.status().intersects(DeviceStatus::DEVICE_NEEDS_RESET));
+    to_driver_ok_packed(&f);
     // Running: the state is not readable and not writable.
     f.w16(QUEUE_AVAIL_STATE, 0x0001);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
@@ -413,13 +400,7 @@ fn queue_registers_are_writable_only_during_setup() {
     f.w16(QUEUE_SIZE, 4);
     f.w64(QUEUE_DESC, 0x1000);
     assert_eq!((f.r16(QUEUE_SIZE), f.r64(QUEUE_DESC)), (8, 0));
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let _driver = driver_started(&f, &mem, features(&[Feature::Version1]));
     f.w16(QUEUE_SELECT, 0);
     f.w16(QUEUE_SIZE, 2);
     f.w64(QUEUE_DESC, 0x4000);
@@ -432,10 +413,7 @@ fn queue_registers_are_writable_only_during_setup() {
 #[test]
 fn suspended_device_takes_only_queue_state_writes() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let mut driver = driver_started(&f, &mem, migration_features(false));
     push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
     driver.collect_used(0).unwrap();
     driver.suspend().unwrap();
@@ -468,10 +446,7 @@ const RUNNING: DeviceStatus = DeviceStatus::ACKNOWLEDGE
 #[test]
 fn device_stopped_register_ignored_without_driver_ok_both_ways() {
     let (mem, f) = fresh();
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let _driver = driver_started(&f, &mem, migration_features(false));
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
     f.w8(DEVICE_STATUS, stopped.bits());
     assert_eq!(f.status(), stopped);
@@ -517,10 +492,7 @@ fn device_stopped_register_ignored_without_driver_ok_both_ways() {
 fn common_configuration_frozen_while_stopped_or_suspended() {
     for suspend in [false, true] {
         let (mem, f) = fresh();
-        let mut driver = driver_for(&f, &mem);
-        driver
-            .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-            .unwrap();
+        let mut driver = driver_started(&f, &mem, migration_features(false));
         push(&mut driver, 0, &[BufferSpec::writable(DATA, 8)]);
         driver.collect_used(0).unwrap();
         if suspend {

@@ -9,15 +9,16 @@ use std::collections::VecDeque;
 
 use virtio_lm_queue::{DescriptorChain, RingDriver, RingKind, UsedBuffer};
 use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
+use virtio_lm_spec::DeviceStatus;
 
 use vm_memory::GuestMemory;
 
 use super::devices::{SlowDevice, ENTROPY_DEVICE_TYPE};
-use super::driver::{CoreDriver, Mem};
-use crate::context::{parse_fields, persist, ContextWriter, DeviceField, Persist};
+use super::driver::{checksum, CoreDriver, Mem, QUEUE_BASE};
+use crate::context::{parse_fields, persist, ContextWriter, DeviceContext, DeviceField, Persist};
 use crate::{
-    CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce, QuiesceMode,
-    VirtioDevice,
+    ContextError, CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce,
+    QuiesceMode, VirtioDevice,
 };
 
 /// Device-specific field of [`AdoptingDevice`]: `u8 mode` (a blk-range type, as a test device
@@ -236,6 +237,48 @@ pub fn destination(
         rings: std::mem::take(&mut source.rings),
         kind: source.kind,
     }
+}
+
+/// A [`destination`] around a released [`AdoptingDevice`] that records in flight.
+pub fn adopting_destination(source: &mut CoreDriver) -> CoreDriver {
+    destination(
+        source,
+        Box::new(AdoptingDevice::new(true)),
+        record_inflight(),
+    )
+}
+
+/// Everything observable about a quiescent core: its status, its saved context, the used
+/// and configuration interrupts raised, a checksum of its first queue's ring memory and the
+/// first 256 bytes of configuration space as the driver reads them.
+pub type Observed = (DeviceStatus, DeviceContext, u64, u64, u64, Vec<u8>);
+
+/// What [`Observed`] says of `d` now.
+pub fn snapshot(d: &mut CoreDriver) -> Observed {
+    let mut config = vec![0; 256];
+    d.core.read_config(0, &mut config);
+    (
+        d.core.status(),
+        d.core.save_context().unwrap(),
+        d.irq.used(),
+        d.irq.config(),
+        checksum(&d.mem, QUEUE_BASE, 0x2000),
+        config,
+    )
+}
+
+/// Restores `ctx` into `dst`, expecting `want` from validate and restore alike, and nothing
+/// [`Observed`] to change (spec-decisions §5: "a context that fails validation changes
+/// nothing").
+pub fn refused(dst: &mut CoreDriver, ctx: &DeviceContext, want: &ContextError) {
+    let before = snapshot(dst);
+    assert_eq!(dst.core.validate_context(ctx).as_ref(), Err(want));
+    assert_eq!(dst.core.restore_context(ctx).as_ref(), Err(want));
+    assert_eq!(
+        snapshot(dst),
+        before,
+        "a refused context changed the device"
+    );
 }
 
 /// A fresh core on its own memory, in status 0 (a restore target).

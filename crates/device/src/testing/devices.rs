@@ -306,11 +306,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         if !self.adopt {
-            // The trait's default: hand them back used and empty.
-            for chain in chains {
-                queue.add_used(chain.id(), 0)?;
-            }
-            return Ok(());
+            return crate::device::return_unused(chains, queue);
         }
         for chain in &chains {
             self.take(chain, queue.mem())?;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver, RingKind, UsedBuffer};
-use virtio_lm_spec::{Feature, Profile};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::devices::{CountingDevice, SlowDevice};
@@ -41,11 +41,32 @@ pub fn bit(feature: Feature) -> u64 {
 /// VERSION_1, DEVICE_STOP, QUEUE_STATE, SUSPEND and EVENT_IDX: what
 /// [`CoreDriver::start_default`] negotiates.
 pub fn default_features() -> u64 {
-    bit(Feature::Version1)
-        | bit(Feature::DeviceStop)
-        | bit(Feature::QueueState)
-        | bit(Feature::Suspend)
-        | bit(Feature::EventIdx)
+    use Feature::*;
+    features_of(
+        &[Version1, DeviceStop, QueueState, Suspend, EventIdx],
+        false,
+    )
+}
+
+/// The bits of `features` in the seeds profile, plus RING_PACKED if `packed`.
+pub fn features_of(features: &[Feature], packed: bool) -> u64 {
+    let ring = if packed {
+        &[Feature::RingPacked][..]
+    } else {
+        &[]
+    };
+    features
+        .iter()
+        .chain(ring)
+        .map(|f| bit(*f))
+        .fold(0, |a, b| a | b)
+}
+
+/// The ids of `used`, sorted (completion order aside).
+pub fn sorted_ids(used: &[UsedBuffer]) -> Vec<u16> {
+    let mut ids: Vec<u16> = used.iter().map(|u| u.id).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// FNV-style checksum of `len` bytes of guest memory at `start`, to prove a device wrote
@@ -123,6 +144,21 @@ impl CoreDriver {
         Self::new(Box::new(CountingDevice::new(0, 16)))
     }
 
+    /// A [`Self::counting`] core started with [`default_features`].
+    pub fn running() -> Self {
+        let mut d = Self::counting();
+        d.start_default();
+        d
+    }
+
+    /// A [`Self::running`] core to which the driver then writes `status` (to stop or suspend
+    /// it).
+    pub fn running_then(status: DeviceStatus) -> Self {
+        let mut d = Self::running();
+        d.core.write_status(status);
+        d
+    }
+
     /// A running core around a [`SlowDevice`] (default features) holding `count` requests in
     /// process; returns it and the device's release flag.
     pub fn holding(count: usize) -> (Self, Arc<AtomicBool>) {
@@ -153,10 +189,15 @@ impl CoreDriver {
         reprogram_queues(&mut self.core, &self.rings);
     }
 
-    /// The whole initialisation with `features`, ending with DRIVER_OK.
-    pub fn start(&mut self, features: u64) {
+    /// The initialisation with `features` up to DRIVER_OK: negotiated, queues set up.
+    pub fn prepare(&mut self, features: u64) {
         self.negotiate(features);
         self.setup_queues(features);
+    }
+
+    /// The whole initialisation with `features`, ending with DRIVER_OK.
+    pub fn start(&mut self, features: u64) {
+        self.prepare(features);
         self.core.write_status(RUNNING);
         assert_eq!(self.core.status(), RUNNING, "device running");
     }

@@ -44,8 +44,8 @@ pub use devices::{
     ENTROPY_DEVICE_TYPE,
 };
 pub use driver::{
-    bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA, MEM_SIZE,
-    QUEUE_BASE,
+    bit, checksum, default_features, features_of, memory, memory_of, sorted_ids, CoreDriver, Mem,
+    TestRing, DATA, MEM_SIZE, QUEUE_BASE,
 };
 pub use rig::{
     checksum_of, clear_dirty, core_with_mode, is_dirty, quiesce_request, DirtyMem, TestCore,
@@ -58,6 +58,10 @@ pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE
     .union(DeviceStatus::FEATURES_OK);
 /// Status of a running device.
 pub const RUNNING: DeviceStatus = SETUP.union(DeviceStatus::DRIVER_OK);
+/// Status of a running device the driver stopped (seed 000).
+pub const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
+/// Status of a device suspended before DRIVER_OK (seed 003).
+pub const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 
 /// Reset, ACKNOWLEDGE, DRIVER, `features`, FEATURES_OK; returns the ring format the features
 /// select. Panics if the device refuses the features.

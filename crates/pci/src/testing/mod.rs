@@ -130,6 +130,19 @@ pub fn driver_for(function: &Arc<VirtioPciFunction<Mem>>, mem: &Arc<Mem>) -> Pci
     PciDriver::new(function.clone(), mem.clone(), Profile::Seeds).unwrap()
 }
 
+/// A [`driver_for`] `function` initialised with `features` and queue 0 of 4 at [`RING`].
+pub fn driver_started(
+    function: &Arc<VirtioPciFunction<Mem>>,
+    mem: &Arc<Mem>,
+    features: u64,
+) -> PciDriver<Mem> {
+    let mut driver = driver_for(function, mem);
+    driver
+        .init(features, &[QueueSetup::new(0, 4, RING)])
+        .unwrap();
+    driver
+}
+
 /// A copy of all of guest memory.
 pub fn snapshot(mem: &Mem) -> Vec<u8> {
     use vm_memory::{Address, GuestMemoryBackend};
