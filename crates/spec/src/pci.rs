@@ -183,6 +183,7 @@ pub struct PciNotifyCap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout_tests::assert_wire;
     use core::mem::{align_of, offset_of, size_of};
 
     /// virtio 1.4 "Common configuration structure layout" (virtio-pci) table (offsets 0-62) plus spec-decisions §3 "`le16
@@ -279,19 +280,9 @@ mod tests {
     /// at 12; the notify capability appends a le32 multiplier at 16.
     #[test]
     fn capability_layout() {
-        assert_eq!(size_of::<PciCap>(), 16);
-        assert_eq!(offset_of!(PciCap, cap_vndr), 0);
-        assert_eq!(offset_of!(PciCap, cap_next), 1);
-        assert_eq!(offset_of!(PciCap, cap_len), 2);
-        assert_eq!(offset_of!(PciCap, cfg_type), 3);
-        assert_eq!(offset_of!(PciCap, bar), 4);
-        assert_eq!(offset_of!(PciCap, id), 5);
-        assert_eq!(offset_of!(PciCap, padding), 6);
-        assert_eq!(offset_of!(PciCap, offset), 8);
-        assert_eq!(offset_of!(PciCap, length), 12);
-        assert_eq!(size_of::<PciNotifyCap>(), 20);
-        assert_eq!(offset_of!(PciNotifyCap, cap), 0);
-        assert_eq!(offset_of!(PciNotifyCap, notify_off_multiplier), 16);
+        assert_layout!(PciCap, 16; cap_vndr @ 0, cap_next @ 1, cap_len @ 2, cfg_type @ 3,
+            bar @ 4, id @ 5, padding @ 6, offset @ 8, length @ 12);
+        assert_layout!(PciNotifyCap, 20; cap @ 0, notify_off_multiplier @ 16);
         let cap = PciCap {
             cap_vndr: PCI_CAP_ID_VNDR,
             cap_len: 16,
@@ -300,10 +291,9 @@ mod tests {
             length: U32::new(COMMON_CONFIG_LEN as u32),
             ..PciCap::default()
         };
-        assert_eq!(
-            cap.as_bytes(),
-            [9, 0, 16, 1, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 68, 0, 0, 0]
+        assert_wire(
+            &cap,
+            &[9, 0, 16, 1, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 68, 0, 0, 0],
         );
-        assert_eq!(PciCap::read_from_bytes(cap.as_bytes()).unwrap(), cap);
     }
 }
