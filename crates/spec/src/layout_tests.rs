@@ -6,11 +6,13 @@ use core::fmt::Debug;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Pins `size_of::<$t>()`, an alignment of 1 (so the struct sits at any guest offset) and each
-/// `offset_of!($t, $field)`.
+/// `offset_of!($t, $field)`; with `bindings $c`, also that the virtio-bindings struct `$c` has
+/// the same size.
 macro_rules! assert_layout {
-    ($t:ty, $size:expr; $($field:ident @ $off:expr),+ $(,)?) => {{
+    ($t:ty, $size:expr $(, bindings $c:ty)?; $($field:ident @ $off:expr),+ $(,)?) => {{
         let name = stringify!($t);
         assert_eq!(::core::mem::size_of::<$t>(), $size, "size of {name}");
+        $(assert_eq!(::core::mem::size_of::<$c>(), $size, "size of {}", stringify!($c));)?
         assert_eq!(::core::mem::align_of::<$t>(), 1, "alignment of {name}");
         $(assert_eq!(
             ::core::mem::offset_of!($t, $field),

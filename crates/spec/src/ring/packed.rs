@@ -106,28 +106,22 @@ mod tests {
     use super::*;
     use crate::layout_tests::assert_wire;
     use crate::ring::{RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE};
-    use core::mem::size_of;
+    use virtio_bindings::virtio_ring as r;
 
     /// virtio 1.4 "Packed Virtqueues": desc `{le64 addr; le32 len; le16 id; le16 flags;}`, 16
     /// bytes, `id` at 12 and `flags` at 14.
     #[test]
     fn packed_descriptor_layout() {
-        assert_layout!(PackedDescriptor, 16; addr @ 0, len @ 8, id @ 12, flags @ 14);
-        assert_eq!(
-            size_of::<PackedDescriptor>(),
-            size_of::<virtio_bindings::virtio_ring::vring_packed_desc>()
-        );
+        assert_layout!(PackedDescriptor, 16, bindings r::vring_packed_desc;
+            addr @ 0, len @ 8, id @ 12, flags @ 14);
     }
 
     /// virtio 1.4 "Packed Virtqueues": `struct pvirtq_event_suppress { le16 desc; le16 flags; }`,
     /// 4 bytes.
     #[test]
     fn event_suppression_layout() {
-        assert_layout!(PackedEventSuppression, 4; desc @ 0, flags @ 2);
-        assert_eq!(
-            size_of::<PackedEventSuppression>(),
-            size_of::<virtio_bindings::virtio_ring::vring_packed_desc_event>()
-        );
+        assert_layout!(PackedEventSuppression, 4, bindings r::vring_packed_desc_event;
+            desc @ 0, flags @ 2);
     }
 
     /// A packed descriptor serialises little-endian with `id` before `flags`.

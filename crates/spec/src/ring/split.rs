@@ -65,9 +65,8 @@ impl SplitDescriptor {
 macro_rules! ring_header {
     ($(#[$doc:meta])* $name:ident, flags: $flags:literal, idx: $idx:literal $(,)?) => {
         $(#[$doc])*
-        #[derive(
-            FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-        )]
+        #[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[repr(C)]
         pub struct $name {
             #[doc = $flags]
@@ -155,7 +154,7 @@ impl UsedElem {
 mod tests {
     use super::*;
     use crate::layout_tests::assert_wire;
-    use core::mem::size_of;
+    use virtio_bindings::virtio_ring as r;
 
     /// virtio 1.4 "Split Virtqueues" "desc: 16 bytes per entry": `le64 addr; le32 len; le16
     /// flags; le16 next` at offsets 0, 8, 12, 14; alignment 1 so the struct
@@ -163,11 +162,8 @@ mod tests {
     /// driver's duty, checked elsewhere).
     #[test]
     fn split_descriptor_layout() {
-        assert_layout!(SplitDescriptor, 16; addr @ 0, len @ 8, flags @ 12, next @ 14);
-        assert_eq!(
-            size_of::<SplitDescriptor>(),
-            size_of::<virtio_bindings::virtio_ring::vring_desc>()
-        );
+        assert_layout!(SplitDescriptor, 16, bindings r::vring_desc;
+            addr @ 0, len @ 8, flags @ 12, next @ 14);
     }
 
     /// Avail/used headers are `le16 flags; le16 idx` (4 bytes), used elements
