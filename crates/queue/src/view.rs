@@ -43,18 +43,29 @@ pub struct RingView<'m, M: GuestMemory + ?Sized> {
 impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
     pub(crate) fn new(mem: &'m M, config: &QueueConfig) -> Self {
         let [desc, driver, device] = config.area_lengths();
-        let area = |base: GuestAddress, len| Area {
-            base: base.0,
-            len,
-            slice: OnceCell::new(),
-        };
+        Self::with_areas(
+            mem,
+            [
+                (config.desc_table, desc),
+                (config.driver_area, driver),
+                (config.device_area, device),
+            ],
+        )
+    }
+
+    /// A view for checking buffers only: it knows no ring area.
+    pub(crate) fn buffers_only(mem: &'m M) -> Self {
+        Self::with_areas(mem, [(GuestAddress(0), 0); 3])
+    }
+
+    fn with_areas(mem: &'m M, areas: [(GuestAddress, u64); 3]) -> Self {
         Self {
             mem,
-            areas: [
-                area(config.desc_table, desc),
-                area(config.driver_area, driver),
-                area(config.device_area, device),
-            ],
+            areas: areas.map(|(base, len)| Area {
+                base: base.0,
+                len,
+                slice: OnceCell::new(),
+            }),
             buffer_region: Cell::new((0, 0)),
         }
     }
