@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::bitmap::BS;
 use vm_memory::{
-    Address, ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion,
-    Permissions, VolatileMemory, VolatileSlice,
+    Address, AtomicAccess, ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend,
+    GuestMemoryRegion, Permissions, VolatileMemory, VolatileSlice,
 };
 
 use virtio_lm_spec::ring::{PackedDescriptor, SplitDescriptor};
@@ -103,10 +103,7 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         value: u16,
         order: Ordering,
     ) -> Result<(), GuestAddress> {
-        match self.slice_at(addr, 2) {
-            Some((slice, offset)) => slice.store(value.to_le(), offset, order).map_err(|_| addr),
-            None => self.mem.store(value.to_le(), addr, order).map_err(|_| addr),
-        }
+        self.store_le(addr, value.to_le(), order)
     }
 
     pub(crate) fn store_u64(
@@ -115,9 +112,19 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         value: u64,
         order: Ordering,
     ) -> Result<(), GuestAddress> {
-        match self.slice_at(addr, 8) {
-            Some((slice, offset)) => slice.store(value.to_le(), offset, order).map_err(|_| addr),
-            None => self.mem.store(value.to_le(), addr, order).map_err(|_| addr),
+        self.store_le(addr, value.to_le(), order)
+    }
+
+    /// Stores an already little-endian value with one atomic access.
+    fn store_le<T: AtomicAccess>(
+        &self,
+        addr: GuestAddress,
+        value: T,
+        order: Ordering,
+    ) -> Result<(), GuestAddress> {
+        match self.slice_at(addr, size_of::<T>() as u64) {
+            Some((slice, offset)) => slice.store(value, offset, order).map_err(|_| addr),
+            None => self.mem.store(value, addr, order).map_err(|_| addr),
         }
     }
 
