@@ -5,8 +5,7 @@
 //! nothing.
 
 use virtio_lm_queue::{
-    BufferSpec, DeviceQueue, PackedDriver, PackedQueue, QueueConfig, RingFeatures, RingKind,
-    SplitDriver, SplitQueue,
+    BufferSpec, DeviceQueue, QueueConfig, RingDriver, RingFeatures, RingKind, Virtqueue,
 };
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -49,43 +48,12 @@ fn dirty_pages(mem: &Mem) -> Vec<u64> {
         .collect()
 }
 
-/// Split: taking a chain writes nothing; returning it dirties the used ring only; enabling
-/// notifications with EVENT_IDX dirties the used ring (avail_event lives there).
-#[test]
-fn split_device_writes_are_logged() {
+/// The pages each device step dirties: taking one chain, returning it, enabling notifications.
+fn pages_dirtied(kind: RingKind) -> [Vec<u64>; 3] {
     let mem = memory();
-    let config = config(RingKind::Split);
-    let mut driver = SplitDriver::new(config, &mem).unwrap();
-    let mut device = SplitQueue::new(config, &mem).unwrap();
-    let head = driver
-        .add_chain(&mem, &[BufferSpec::writable(0x8000, 64)])
-        .unwrap();
-    driver.publish(&mem).unwrap();
-
-    clear_log(&mem);
-    device.pop(&mem).unwrap().unwrap();
-    assert_eq!(
-        dirty_pages(&mem),
-        Vec::<u64>::new(),
-        "taking a chain must not write guest memory"
-    );
-    device.add_used(&mem, head, 64).unwrap();
-    device.publish_used(&mem).unwrap();
-    assert_eq!(dirty_pages(&mem), vec![3], "used element and used.idx");
-
-    clear_log(&mem);
-    device.enable_notification(&mem).unwrap();
-    assert_eq!(dirty_pages(&mem), vec![3], "avail_event");
-}
-
-/// Packed: returning a chain rewrites its descriptor slot (in the descriptor ring); the device
-/// event suppression structure is the only other area the device writes.
-#[test]
-fn packed_device_writes_are_logged() {
-    let mem = memory();
-    let config = config(RingKind::Packed);
-    let mut driver = PackedDriver::new(config, &mem).unwrap();
-    let mut device = PackedQueue::new(config, &mem).unwrap();
+    let config = config(kind);
+    let mut driver = RingDriver::new(config, &mem).unwrap();
+    let mut device = Virtqueue::new(config, &mem).unwrap();
     let id = driver
         .add_chain(&mem, &[BufferSpec::writable(0x8000, 64)])
         .unwrap();
@@ -93,20 +61,38 @@ fn packed_device_writes_are_logged() {
 
     clear_log(&mem);
     device.pop(&mem).unwrap().unwrap();
-    assert_eq!(
-        dirty_pages(&mem),
-        Vec::<u64>::new(),
-        "taking a chain must not write guest memory"
-    );
+    let taking = dirty_pages(&mem);
     device.add_used(&mem, id, 64).unwrap();
     device.publish_used(&mem).unwrap();
-    assert_eq!(
-        dirty_pages(&mem),
-        vec![1],
-        "used descriptor in the descriptor ring"
-    );
+    let returning = dirty_pages(&mem);
 
     clear_log(&mem);
     device.enable_notification(&mem).unwrap();
-    assert_eq!(dirty_pages(&mem), vec![3], "device event suppression");
+    [taking, returning, dirty_pages(&mem)]
+}
+
+/// Split: taking a chain writes nothing; returning it dirties the used ring only; enabling
+/// notifications with EVENT_IDX dirties the used ring (avail_event lives there).
+#[test]
+fn split_device_writes_are_logged() {
+    let [taking, returning, enabling] = pages_dirtied(RingKind::Split);
+    assert_eq!(
+        taking, [0u64; 0],
+        "taking a chain must not write guest memory"
+    );
+    assert_eq!(returning, [3], "used element and used.idx");
+    assert_eq!(enabling, [3], "avail_event");
+}
+
+/// Packed: returning a chain rewrites its descriptor slot (in the descriptor ring); the device
+/// event suppression structure is the only other area the device writes.
+#[test]
+fn packed_device_writes_are_logged() {
+    let [taking, returning, enabling] = pages_dirtied(RingKind::Packed);
+    assert_eq!(
+        taking, [0u64; 0],
+        "taking a chain must not write guest memory"
+    );
+    assert_eq!(returning, [1], "used descriptor in the descriptor ring");
+    assert_eq!(enabling, [3], "device event suppression");
 }
