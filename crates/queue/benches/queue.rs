@@ -147,55 +147,40 @@ trait BenchDriver {
     fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer>;
 }
 
-impl BenchDriver for SplitDriver {
-    fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
-        let buffers = workload.buffers(k);
-        if workload.indirect {
-            self.add_indirect_chain(mem, &buffers, workload.table(k))
-        } else {
-            self.add_chain(mem, &buffers)
+/// Both drivers have the same inherent methods; one body serves them.
+macro_rules! bench_driver {
+    ($driver:ident, $name:literal) => {
+        impl BenchDriver for $driver {
+            fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
+                let buffers = workload.buffers(k);
+                if workload.indirect {
+                    self.add_indirect_chain(mem, &buffers, workload.table(k))
+                } else {
+                    self.add_chain(mem, &buffers)
+                }
+                .expect(concat!($name, " driver: add chain"));
+            }
+
+            fn publish(&mut self, mem: &GuestMemoryMmap) {
+                $driver::publish(self, mem).expect(concat!($name, " driver: publish"));
+            }
+
+            fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
+                let pending =
+                    $driver::enable_interrupts(self, mem).expect(concat!($name, " driver: enable"));
+                assert!(!pending, "used buffers left uncollected");
+            }
+
+            fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
+                self.collect_used(mem)
+                    .expect(concat!($name, " driver: collect used"))
+            }
         }
-        .expect("split driver: add chain");
-    }
-
-    fn publish(&mut self, mem: &GuestMemoryMmap) {
-        SplitDriver::publish(self, mem).expect("split driver: publish");
-    }
-
-    fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
-        let pending = SplitDriver::enable_interrupts(self, mem).expect("split driver: enable");
-        assert!(!pending, "used buffers left uncollected");
-    }
-
-    fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
-        self.collect_used(mem).expect("split driver: collect used")
-    }
+    };
 }
 
-impl BenchDriver for PackedDriver {
-    fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
-        let buffers = workload.buffers(k);
-        if workload.indirect {
-            self.add_indirect_chain(mem, &buffers, workload.table(k))
-        } else {
-            self.add_chain(mem, &buffers)
-        }
-        .expect("packed driver: add chain");
-    }
-
-    fn publish(&mut self, mem: &GuestMemoryMmap) {
-        PackedDriver::publish(self, mem).expect("packed driver: publish");
-    }
-
-    fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
-        let pending = PackedDriver::enable_interrupts(self, mem).expect("packed driver: enable");
-        assert!(!pending, "used buffers left uncollected");
-    }
-
-    fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
-        self.collect_used(mem).expect("packed driver: collect used")
-    }
-}
+bench_driver!(SplitDriver, "split");
+bench_driver!(PackedDriver, "packed");
 
 /// The device side under measurement.
 trait BenchDevice {
