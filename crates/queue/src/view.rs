@@ -106,17 +106,8 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         self.store_le(addr, value.to_le(), order)
     }
 
-    pub(crate) fn store_u64(
-        &self,
-        addr: GuestAddress,
-        value: u64,
-        order: Ordering,
-    ) -> Result<(), GuestAddress> {
-        self.store_le(addr, value.to_le(), order)
-    }
-
     /// Stores an already little-endian value with one atomic access.
-    fn store_le<T: AtomicAccess>(
+    pub(crate) fn store_le<T: AtomicAccess>(
         &self,
         addr: GuestAddress,
         value: T,
