@@ -66,7 +66,7 @@ fn assert_pages_dirtied(kind: RingKind, returning: (&[u64], &str), enabling: (&[
     assert_eq!(
         dirty_pages(&mem),
         none,
-        "taking a chain must not write guest memory"
+        "{kind:?}: taking a chain must not write guest memory"
     );
     device.add_used(&mem, id, 64).unwrap();
     device.publish_used(&mem).unwrap();
