@@ -131,16 +131,16 @@ mod tests {
     /// The flag values as numbers, so a wrong binding cannot hide a wrong value.
     #[test]
     fn flag_values() {
-        assert_eq!(VIRTQ_DESC_F_NEXT, 1);
-        assert_eq!(VIRTQ_DESC_F_WRITE, 2);
-        assert_eq!(VIRTQ_DESC_F_INDIRECT, 4);
-        assert_eq!(VIRTQ_DESC_F_AVAIL, 0x80);
-        assert_eq!(VIRTQ_DESC_F_USED, 0x8000);
-        assert_eq!(VIRTQ_AVAIL_F_NO_INTERRUPT, 1);
-        assert_eq!(VIRTQ_USED_F_NO_NOTIFY, 1);
-        assert_eq!(RING_EVENT_FLAGS_ENABLE, 0);
-        assert_eq!(RING_EVENT_FLAGS_DISABLE, 1);
-        assert_eq!(RING_EVENT_FLAGS_DESC, 2);
+        let chain_flags = [VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT];
+        assert_eq!(chain_flags, [1, 2, 4]);
+        assert_eq!([VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED], [0x80, 0x8000]);
+        assert_eq!([VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY], [1, 1]);
+        let events = [
+            RING_EVENT_FLAGS_ENABLE,
+            RING_EVENT_FLAGS_DISABLE,
+            RING_EVENT_FLAGS_DESC,
+        ];
+        assert_eq!(events, [0, 1, 2]);
         assert_eq!(MAX_QUEUE_SIZE, 32768);
     }
 
