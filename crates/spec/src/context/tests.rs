@@ -87,11 +87,9 @@ fn value_lengths() {
 /// spec-decisions §5: "value padded to 8 bytes; length excludes padding".
 #[test]
 fn padding() {
-    assert_eq!(padded_len(0), 0);
-    assert_eq!(padded_len(1), 8);
-    assert_eq!(padded_len(8), 8);
-    assert_eq!(padded_len(9), 16);
-    assert_eq!(padded_len(32), 32);
+    for (len, padded) in [(0, 0), (1, 8), (8, 8), (9, 16), (32, 32)] {
+        assert_eq!(padded_len(len), padded, "length {len}");
+    }
     const _: () = assert!(padded_len(7) == 8);
 }
 
