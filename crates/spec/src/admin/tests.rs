@@ -79,26 +79,19 @@ fn group_types() {
 /// 22 EINVAL, 28 ENOSPC.
 #[test]
 fn status_codes() {
-    assert_eq!(status::OK, 0);
-    assert_eq!(status::ENXIO, 6);
-    assert_eq!(status::EAGAIN, 11);
-    assert_eq!(status::ENOMEM, 12);
-    assert_eq!(status::EBUSY, 16);
-    assert_eq!(status::EINVAL, 22);
-    assert_eq!(status::ENOSPC, 28);
+    use status::*;
+    let codes = [OK, ENXIO, EAGAIN, ENOMEM, EBUSY, EINVAL, ENOSPC];
+    assert_eq!(codes, [0, 6, 11, 12, 16, 22, 28]);
 }
 
 /// virtio 1.4 "Administration Facilities" qualifier table 0x00-0x07.
 #[test]
 fn qualifiers() {
-    assert_eq!(qualifier::Q_OK, 0);
-    assert_eq!(qualifier::Q_INVALID_COMMAND, 1);
-    assert_eq!(qualifier::Q_INVALID_OPCODE, 2);
-    assert_eq!(qualifier::Q_INVALID_FIELD, 3);
-    assert_eq!(qualifier::Q_INVALID_GROUP, 4);
-    assert_eq!(qualifier::Q_INVALID_MEMBER, 5);
-    assert_eq!(qualifier::Q_NORESOURCE, 6);
-    assert_eq!(qualifier::Q_TRYAGAIN, 7);
+    use qualifier::*;
+    let command = [Q_OK, Q_INVALID_COMMAND, Q_INVALID_OPCODE, Q_INVALID_FIELD];
+    assert_eq!(command, [0, 1, 2, 3]);
+    let others = [Q_INVALID_GROUP, Q_INVALID_MEMBER, Q_NORESOURCE, Q_TRYAGAIN];
+    assert_eq!(others, [4, 5, 6, 7]);
 }
 
 /// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET
