@@ -7,6 +7,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::assert_stdout_mentions;
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_virtio-lm"))
 }
@@ -78,20 +81,18 @@ fn echoes_to_the_last_sender_and_stops_by_itself() {
 
 #[test]
 fn help_explains_the_subcommand() {
-    let out = binary().args(["net-echo", "--help"]).output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    for needle in [
+    let help = [
         "UDP echo peer",
         "last sent",
         "--listen <ADDR>",
         "--seconds <N>",
         "Ethernet frame",
-    ] {
-        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
-    }
-    let top = binary().arg("--help").output().unwrap();
-    assert!(String::from_utf8(top.stdout).unwrap().contains("net-echo"));
+    ];
+    assert_stdout_mentions(
+        binary().args(["net-echo", "--help"]).output().unwrap(),
+        &help,
+    );
+    assert_stdout_mentions(binary().arg("--help").output().unwrap(), &["net-echo"]);
 }
 
 #[test]

@@ -141,61 +141,51 @@ struct Outcome {
 
 /// The driver model that fills the ring between measurements.
 trait BenchDriver {
+    fn new(config: QueueConfig, mem: &GuestMemoryMmap) -> Self;
     fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16);
     fn publish(&mut self, mem: &GuestMemoryMmap);
     fn enable_interrupts(&mut self, mem: &GuestMemoryMmap);
     fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer>;
 }
 
-impl BenchDriver for SplitDriver {
-    fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
-        let buffers = workload.buffers(k);
-        if workload.indirect {
-            self.add_indirect_chain(mem, &buffers, workload.table(k))
-        } else {
-            self.add_chain(mem, &buffers)
+/// Both drivers have the same inherent methods; one body serves them.
+macro_rules! bench_driver {
+    ($driver:ident, $name:literal) => {
+        impl BenchDriver for $driver {
+            fn new(config: QueueConfig, mem: &GuestMemoryMmap) -> Self {
+                $driver::new(config, mem).expect(concat!($name, " driver"))
+            }
+
+            fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
+                let buffers = workload.buffers(k);
+                if workload.indirect {
+                    self.add_indirect_chain(mem, &buffers, workload.table(k))
+                } else {
+                    self.add_chain(mem, &buffers)
+                }
+                .expect(concat!($name, " driver: add chain"));
+            }
+
+            fn publish(&mut self, mem: &GuestMemoryMmap) {
+                $driver::publish(self, mem).expect(concat!($name, " driver: publish"));
+            }
+
+            fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
+                let pending =
+                    $driver::enable_interrupts(self, mem).expect(concat!($name, " driver: enable"));
+                assert!(!pending, "used buffers left uncollected");
+            }
+
+            fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
+                self.collect_used(mem)
+                    .expect(concat!($name, " driver: collect used"))
+            }
         }
-        .expect("split driver: add chain");
-    }
-
-    fn publish(&mut self, mem: &GuestMemoryMmap) {
-        SplitDriver::publish(self, mem).expect("split driver: publish");
-    }
-
-    fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
-        let pending = SplitDriver::enable_interrupts(self, mem).expect("split driver: enable");
-        assert!(!pending, "used buffers left uncollected");
-    }
-
-    fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
-        self.collect_used(mem).expect("split driver: collect used")
-    }
+    };
 }
 
-impl BenchDriver for PackedDriver {
-    fn add(&mut self, mem: &GuestMemoryMmap, workload: &Workload, k: u16) {
-        let buffers = workload.buffers(k);
-        if workload.indirect {
-            self.add_indirect_chain(mem, &buffers, workload.table(k))
-        } else {
-            self.add_chain(mem, &buffers)
-        }
-        .expect("packed driver: add chain");
-    }
-
-    fn publish(&mut self, mem: &GuestMemoryMmap) {
-        PackedDriver::publish(self, mem).expect("packed driver: publish");
-    }
-
-    fn enable_interrupts(&mut self, mem: &GuestMemoryMmap) {
-        let pending = PackedDriver::enable_interrupts(self, mem).expect("packed driver: enable");
-        assert!(!pending, "used buffers left uncollected");
-    }
-
-    fn collect(&mut self, mem: &GuestMemoryMmap) -> Vec<UsedBuffer> {
-        self.collect_used(mem).expect("packed driver: collect used")
-    }
-}
+bench_driver!(SplitDriver, "split");
+bench_driver!(PackedDriver, "packed");
 
 /// The device side under measurement.
 trait BenchDevice {
@@ -289,64 +279,40 @@ fn guest_memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory")
 }
 
-fn split_config() -> QueueConfig {
-    QueueConfig::contiguous(
-        RingKind::Split,
-        QUEUE_SIZE,
-        GuestAddress(RING_BASE),
-        FEATURES,
-    )
-    .0
+fn ring_config(kind: RingKind) -> QueueConfig {
+    QueueConfig::contiguous(kind, QUEUE_SIZE, GuestAddress(RING_BASE), FEATURES).0
 }
 
-fn packed_config() -> QueueConfig {
-    QueueConfig::contiguous(
-        RingKind::Packed,
-        QUEUE_SIZE,
-        GuestAddress(RING_BASE),
-        FEATURES,
-    )
-    .0
+/// One of our queues of `kind` (split or packed) and its driver.
+fn ours<D: BenchDriver, Q: DeviceQueue>(kind: RingKind, workload: Workload) -> Fixture<D, Ours<Q>> {
+    let mem = guest_memory();
+    let config = ring_config(kind);
+    let driver = D::new(config, &mem);
+    let queue = Q::new(config, &mem).expect("device queue");
+    Fixture {
+        mem,
+        driver,
+        device: Ours {
+            queue,
+            chains: Vec::new(),
+            used: Vec::new(),
+        },
+        workload,
+    }
 }
 
 fn ours_split(workload: Workload) -> Fixture<SplitDriver, Ours<SplitQueue>> {
-    let mem = guest_memory();
-    let config = split_config();
-    let driver = SplitDriver::new(config, &mem).expect("split driver");
-    let queue = SplitQueue::new(config, &mem).expect("split queue");
-    Fixture {
-        mem,
-        driver,
-        device: Ours {
-            queue,
-            chains: Vec::new(),
-            used: Vec::new(),
-        },
-        workload,
-    }
+    ours(RingKind::Split, workload)
 }
 
 fn ours_packed(workload: Workload) -> Fixture<PackedDriver, Ours<PackedQueue>> {
-    let mem = guest_memory();
-    let config = packed_config();
-    let driver = PackedDriver::new(config, &mem).expect("packed driver");
-    let queue = PackedQueue::new(config, &mem).expect("packed queue");
-    Fixture {
-        mem,
-        driver,
-        device: Ours {
-            queue,
-            chains: Vec::new(),
-            used: Vec::new(),
-        },
-        workload,
-    }
+    ours(RingKind::Packed, workload)
 }
 
 fn virtio_queue(workload: Workload) -> Fixture<SplitDriver, VirtioQueue> {
     let mem = guest_memory();
-    let config = split_config();
-    let driver = SplitDriver::new(config, &mem).expect("split driver");
+    let config = ring_config(RingKind::Split);
+    let driver = <SplitDriver as BenchDriver>::new(config, &mem);
     let mut queue = Queue::new(QUEUE_SIZE).expect("virtio-queue");
     queue.try_set_size(QUEUE_SIZE).expect("size");
     queue

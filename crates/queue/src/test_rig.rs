@@ -4,8 +4,8 @@
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::{
-    BufferSpec, DeviceQueue, DriverError, PackedDriver, PackedQueue, QueueConfig, RingFeatures,
-    RingKind, SplitDriver, SplitQueue,
+    BufferSpec, DeviceQueue, DriverError, PackedDriver, PackedQueue, QueueConfig, QueueError,
+    RingFeatures, RingKind, SplitDriver, SplitQueue, UsedBuffer,
 };
 
 pub(crate) type Mem = GuestMemoryMmap<()>;
@@ -18,6 +18,7 @@ pub(crate) trait Format {
     /// Guest memory size of the format's tests (the packed tests place 32768-entry rings).
     const MEM_SIZE: usize;
     fn driver(config: QueueConfig, mem: &Mem) -> Result<Self::Driver, DriverError>;
+    fn collect_used(driver: &mut Self::Driver, mem: &Mem) -> Result<Vec<UsedBuffer>, DriverError>;
 }
 
 /// Declares a format marker type and its [`Format`] impl.
@@ -33,6 +34,12 @@ macro_rules! ring_format {
             const MEM_SIZE: usize = $mem_size;
             fn driver(config: QueueConfig, mem: &Mem) -> Result<$driver, DriverError> {
                 $driver::new(config, mem)
+            }
+            fn collect_used(
+                driver: &mut $driver,
+                mem: &Mem,
+            ) -> Result<Vec<UsedBuffer>, DriverError> {
+                driver.collect_used(mem)
             }
         }
     };
@@ -87,6 +94,20 @@ impl<F: Format> Rig<F> {
             driver,
             device,
         }
+    }
+
+    /// What the driver collects, as (id, len) pairs.
+    pub(crate) fn used_pairs(&mut self) -> Vec<(u16, u32)> {
+        let used = F::collect_used(&mut self.driver, &self.mem).unwrap();
+        used.iter().map(|u| (u.id, u.len)).collect()
+    }
+
+    /// Using `id` is refused: it is not in flight (never taken, or already used).
+    pub(crate) fn assert_not_in_flight(&mut self, id: u16) {
+        assert_eq!(
+            self.device.add_used(&self.mem, id, 0),
+            Err(QueueError::NotInFlight { id })
+        );
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 
 use vm_memory::bitmap::BS;
 use vm_memory::{
-    Address, ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion,
-    Permissions, VolatileMemory, VolatileSlice,
+    Address, AtomicAccess, ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend,
+    GuestMemoryRegion, Permissions, VolatileMemory, VolatileSlice,
 };
 
 use virtio_lm_spec::ring::{PackedDescriptor, SplitDescriptor};
@@ -43,18 +43,29 @@ pub struct RingView<'m, M: GuestMemory + ?Sized> {
 impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
     pub(crate) fn new(mem: &'m M, config: &QueueConfig) -> Self {
         let [desc, driver, device] = config.area_lengths();
-        let area = |base: GuestAddress, len| Area {
-            base: base.0,
-            len,
-            slice: OnceCell::new(),
-        };
+        Self::with_areas(
+            mem,
+            [
+                (config.desc_table, desc),
+                (config.driver_area, driver),
+                (config.device_area, device),
+            ],
+        )
+    }
+
+    /// A view for checking buffers only: it knows no ring area.
+    pub(crate) fn buffers_only(mem: &'m M) -> Self {
+        Self::with_areas(mem, [(GuestAddress(0), 0); 3])
+    }
+
+    fn with_areas(mem: &'m M, areas: [(GuestAddress, u64); 3]) -> Self {
         Self {
             mem,
-            areas: [
-                area(config.desc_table, desc),
-                area(config.driver_area, driver),
-                area(config.device_area, device),
-            ],
+            areas: areas.map(|(base, len)| Area {
+                base: base.0,
+                len,
+                slice: OnceCell::new(),
+            }),
             buffer_region: Cell::new((0, 0)),
         }
     }
@@ -92,21 +103,19 @@ impl<'m, M: GuestMemory + ?Sized> RingView<'m, M> {
         value: u16,
         order: Ordering,
     ) -> Result<(), GuestAddress> {
-        match self.slice_at(addr, 2) {
-            Some((slice, offset)) => slice.store(value.to_le(), offset, order).map_err(|_| addr),
-            None => self.mem.store(value.to_le(), addr, order).map_err(|_| addr),
-        }
+        self.store_le(addr, value.to_le(), order)
     }
 
-    pub(crate) fn store_u64(
+    /// Stores an already little-endian value with one atomic access.
+    pub(crate) fn store_le<T: AtomicAccess>(
         &self,
         addr: GuestAddress,
-        value: u64,
+        value: T,
         order: Ordering,
     ) -> Result<(), GuestAddress> {
-        match self.slice_at(addr, 8) {
-            Some((slice, offset)) => slice.store(value.to_le(), offset, order).map_err(|_| addr),
-            None => self.mem.store(value.to_le(), addr, order).map_err(|_| addr),
+        match self.slice_at(addr, size_of::<T>() as u64) {
+            Some((slice, offset)) => slice.store(value, offset, order).map_err(|_| addr),
+            None => self.mem.store(value, addr, order).map_err(|_| addr),
         }
     }
 

@@ -355,13 +355,7 @@ impl Harness {
                     return;
                 }
                 self.complete_one(*pick, *len);
-                self.ours
-                    .publish_used(&self.ours_mem)
-                    .expect("publish_used");
-                self.published_since_decision = true;
-                if *notify {
-                    self.notify();
-                }
+                self.publish_used(true, *notify);
             }
             Op::CompleteBatch { items, notify } => {
                 let mut any = false;
@@ -372,20 +366,9 @@ impl Harness {
                     self.complete_one(pick, len);
                     any = true;
                 }
-                self.ours
-                    .publish_used(&self.ours_mem)
-                    .expect("publish_used");
-                self.published_since_decision |= any;
-                if *notify {
-                    self.notify();
-                }
+                self.publish_used(any, *notify);
             }
-            Op::Notify => {
-                self.ours
-                    .publish_used(&self.ours_mem)
-                    .expect("publish_used");
-                self.notify();
-            }
+            Op::Notify => self.publish_used(false, true),
             Op::EnableNotification => {
                 let a = self
                     .ours
@@ -529,6 +512,18 @@ impl Harness {
             .add_used(&self.vq_mem, chain.id, len)
             .expect("add_used (virtio-queue)");
         self.used.push_back(UsedBuffer { id: chain.id, len });
+    }
+
+    /// Publishes our used entries (virtio-queue publishes in `add_used`), remembers whether any
+    /// were new since the last notification decision and, when asked, takes that decision.
+    fn publish_used(&mut self, completed: bool, notify: bool) {
+        self.ours
+            .publish_used(&self.ours_mem)
+            .expect("publish_used");
+        self.published_since_decision |= completed;
+        if notify {
+            self.notify();
+        }
     }
 
     /// Used-buffer notification decision on both sides.

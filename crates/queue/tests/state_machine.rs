@@ -149,6 +149,15 @@ struct Offered {
     table_slot: Option<usize>,
 }
 
+impl Offered {
+    /// A used length the device may report for this chain: `seed` folded into
+    /// 0..=its writable bytes.
+    fn used_len(&self, seed: u32) -> u32 {
+        let writable: u32 = self.bufs.iter().filter(|b| b.writable).map(|b| b.len).sum();
+        seed % (writable + 1)
+    }
+}
+
 /// The device took exactly the chain the driver offered: same id, same buffers in order.
 fn assert_taken(chain: &DescriptorChain, offered: &Offered) {
     assert_eq!(chain.id(), offered.id);
@@ -388,13 +397,7 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                     .inflight
                     .drain(..count)
                     .map(|offered| {
-                        let writable: u32 = offered
-                            .bufs
-                            .iter()
-                            .filter(|b| b.writable)
-                            .map(|b| b.len)
-                            .sum();
-                        let len = len_seed % (writable + 1);
+                        let len = offered.used_len(len_seed);
                         (offered, len)
                     })
                     .collect();
@@ -409,13 +412,7 @@ impl<Q: DeviceQueue, D: Driver> Model<Q, D> {
                 let offered = self
                     .inflight
                     .remove(usize::from(pick) % self.inflight.len());
-                let writable: u32 = offered
-                    .bufs
-                    .iter()
-                    .filter(|b| b.writable)
-                    .map(|b| b.len)
-                    .sum();
-                let len = len_seed % (writable + 1);
+                let len = offered.used_len(len_seed);
                 self.device.add_used(&self.mem, offered.id, len).unwrap();
                 self.completed_unpublished.push((offered, len));
             }

@@ -44,6 +44,10 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+#[macro_use]
+mod layout_tests;
+
 pub mod admin;
 pub mod context;
 pub mod features;

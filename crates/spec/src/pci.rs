@@ -38,52 +38,57 @@ pub const COMMON_CONFIG_LEN: usize = 68;
 /// Length of the published 1.4 common configuration (no queue state).
 pub const COMMON_CONFIG_LEN_V1_4: usize = 64;
 
-/// Byte offsets of every [`CommonConfig`] field, for register decoding.
+/// Byte offsets of every [`CommonConfig`] field, for register decoding (the numbers are pinned
+/// by this module's tests).
 pub mod offset {
+    use core::mem::offset_of;
+
+    type C = super::CommonConfig;
+
     /// `le32 device_feature_select`.
-    pub const DEVICE_FEATURE_SELECT: usize = 0;
+    pub const DEVICE_FEATURE_SELECT: usize = offset_of!(C, device_feature_select);
     /// `le32 device_feature` (read-only).
-    pub const DEVICE_FEATURE: usize = 4;
+    pub const DEVICE_FEATURE: usize = offset_of!(C, device_feature);
     /// `le32 driver_feature_select`.
-    pub const DRIVER_FEATURE_SELECT: usize = 8;
+    pub const DRIVER_FEATURE_SELECT: usize = offset_of!(C, driver_feature_select);
     /// `le32 driver_feature`.
-    pub const DRIVER_FEATURE: usize = 12;
+    pub const DRIVER_FEATURE: usize = offset_of!(C, driver_feature);
     /// `le16 config_msix_vector`.
-    pub const CONFIG_MSIX_VECTOR: usize = 16;
+    pub const CONFIG_MSIX_VECTOR: usize = offset_of!(C, config_msix_vector);
     /// `le16 num_queues` (read-only, excludes admin queues).
-    pub const NUM_QUEUES: usize = 18;
+    pub const NUM_QUEUES: usize = offset_of!(C, num_queues);
     /// `u8 device_status`.
-    pub const DEVICE_STATUS: usize = 20;
+    pub const DEVICE_STATUS: usize = offset_of!(C, device_status);
     /// `u8 config_generation` (read-only).
-    pub const CONFIG_GENERATION: usize = 21;
+    pub const CONFIG_GENERATION: usize = offset_of!(C, config_generation);
     /// `le16 queue_select`.
-    pub const QUEUE_SELECT: usize = 22;
+    pub const QUEUE_SELECT: usize = offset_of!(C, queue_select);
     /// `le16 queue_size`.
-    pub const QUEUE_SIZE: usize = 24;
+    pub const QUEUE_SIZE: usize = offset_of!(C, queue_size);
     /// `le16 queue_msix_vector`.
-    pub const QUEUE_MSIX_VECTOR: usize = 26;
+    pub const QUEUE_MSIX_VECTOR: usize = offset_of!(C, queue_msix_vector);
     /// `le16 queue_enable`.
-    pub const QUEUE_ENABLE: usize = 28;
+    pub const QUEUE_ENABLE: usize = offset_of!(C, queue_enable);
     /// `le16 queue_notify_off` (read-only).
-    pub const QUEUE_NOTIFY_OFF: usize = 30;
+    pub const QUEUE_NOTIFY_OFF: usize = offset_of!(C, queue_notify_off);
     /// `le64 queue_desc`.
-    pub const QUEUE_DESC: usize = 32;
+    pub const QUEUE_DESC: usize = offset_of!(C, queue_desc);
     /// `le64 queue_driver`.
-    pub const QUEUE_DRIVER: usize = 40;
+    pub const QUEUE_DRIVER: usize = offset_of!(C, queue_driver);
     /// `le64 queue_device`.
-    pub const QUEUE_DEVICE: usize = 48;
+    pub const QUEUE_DEVICE: usize = offset_of!(C, queue_device);
     /// `le16 queue_notif_config_data` (read-only; NOTIF_CONFIG_DATA).
-    pub const QUEUE_NOTIF_CONFIG_DATA: usize = 56;
+    pub const QUEUE_NOTIF_CONFIG_DATA: usize = offset_of!(C, queue_notif_config_data);
     /// `le16 queue_reset` (RING_RESET).
-    pub const QUEUE_RESET: usize = 58;
+    pub const QUEUE_RESET: usize = offset_of!(C, queue_reset);
     /// `le16 admin_queue_index` (read-only; ADMIN_VQ).
-    pub const ADMIN_QUEUE_INDEX: usize = 60;
+    pub const ADMIN_QUEUE_INDEX: usize = offset_of!(C, admin_queue_index);
     /// `le16 admin_queue_num` (read-only; ADMIN_VQ).
-    pub const ADMIN_QUEUE_NUM: usize = 62;
+    pub const ADMIN_QUEUE_NUM: usize = offset_of!(C, admin_queue_num);
     /// `le16 queue_avail_state` (ours; QUEUE_STATE, seeds profile).
-    pub const QUEUE_AVAIL_STATE: usize = 64;
+    pub const QUEUE_AVAIL_STATE: usize = offset_of!(C, queue_avail_state);
     /// `le16 queue_used_state` (ours; QUEUE_STATE, seeds profile).
-    pub const QUEUE_USED_STATE: usize = 66;
+    pub const QUEUE_USED_STATE: usize = offset_of!(C, queue_used_state);
 }
 
 /// `struct virtio_pci_common_cfg` plus the queue state registers (68 bytes).
@@ -183,6 +188,7 @@ pub struct PciNotifyCap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout_tests::assert_wire;
     use core::mem::{align_of, offset_of, size_of};
 
     /// virtio 1.4 "Common configuration structure layout" (virtio-pci) table (offsets 0-62) plus spec-decisions §3 "`le16
@@ -279,19 +285,9 @@ mod tests {
     /// at 12; the notify capability appends a le32 multiplier at 16.
     #[test]
     fn capability_layout() {
-        assert_eq!(size_of::<PciCap>(), 16);
-        assert_eq!(offset_of!(PciCap, cap_vndr), 0);
-        assert_eq!(offset_of!(PciCap, cap_next), 1);
-        assert_eq!(offset_of!(PciCap, cap_len), 2);
-        assert_eq!(offset_of!(PciCap, cfg_type), 3);
-        assert_eq!(offset_of!(PciCap, bar), 4);
-        assert_eq!(offset_of!(PciCap, id), 5);
-        assert_eq!(offset_of!(PciCap, padding), 6);
-        assert_eq!(offset_of!(PciCap, offset), 8);
-        assert_eq!(offset_of!(PciCap, length), 12);
-        assert_eq!(size_of::<PciNotifyCap>(), 20);
-        assert_eq!(offset_of!(PciNotifyCap, cap), 0);
-        assert_eq!(offset_of!(PciNotifyCap, notify_off_multiplier), 16);
+        assert_layout!(PciCap, 16; cap_vndr @ 0, cap_next @ 1, cap_len @ 2, cfg_type @ 3,
+            bar @ 4, id @ 5, padding @ 6, offset @ 8, length @ 12);
+        assert_layout!(PciNotifyCap, 20; cap @ 0, notify_off_multiplier @ 16);
         let cap = PciCap {
             cap_vndr: PCI_CAP_ID_VNDR,
             cap_len: 16,
@@ -300,10 +296,9 @@ mod tests {
             length: U32::new(COMMON_CONFIG_LEN as u32),
             ..PciCap::default()
         };
-        assert_eq!(
-            cap.as_bytes(),
-            [9, 0, 16, 1, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 68, 0, 0, 0]
+        assert_wire(
+            &cap,
+            &[9, 0, 16, 1, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 68, 0, 0, 0],
         );
-        assert_eq!(PciCap::read_from_bytes(cap.as_bytes()).unwrap(), cap);
     }
 }

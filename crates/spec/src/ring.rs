@@ -112,43 +112,35 @@ mod tests {
     /// give the packed AVAIL/USED flags as bit numbers 7 and 15).
     #[test]
     fn flags_match_virtio_bindings() {
-        assert_eq!(u32::from(VIRTQ_DESC_F_NEXT), r::VRING_DESC_F_NEXT);
-        assert_eq!(u32::from(VIRTQ_DESC_F_WRITE), r::VRING_DESC_F_WRITE);
-        assert_eq!(u32::from(VIRTQ_DESC_F_INDIRECT), r::VRING_DESC_F_INDIRECT);
-        assert_eq!(VIRTQ_DESC_F_AVAIL, 1 << r::VRING_PACKED_DESC_F_AVAIL);
-        assert_eq!(VIRTQ_DESC_F_USED, 1 << r::VRING_PACKED_DESC_F_USED);
-        assert_eq!(
-            u32::from(VIRTQ_AVAIL_F_NO_INTERRUPT),
-            r::VRING_AVAIL_F_NO_INTERRUPT
-        );
-        assert_eq!(u32::from(VIRTQ_USED_F_NO_NOTIFY), r::VRING_USED_F_NO_NOTIFY);
-        assert_eq!(
-            u32::from(RING_EVENT_FLAGS_ENABLE),
-            r::VRING_PACKED_EVENT_FLAG_ENABLE
-        );
-        assert_eq!(
-            u32::from(RING_EVENT_FLAGS_DISABLE),
-            r::VRING_PACKED_EVENT_FLAG_DISABLE
-        );
-        assert_eq!(
-            u32::from(RING_EVENT_FLAGS_DESC),
-            r::VRING_PACKED_EVENT_FLAG_DESC
-        );
+        for (ours, linux) in [
+            (VIRTQ_DESC_F_NEXT, r::VRING_DESC_F_NEXT),
+            (VIRTQ_DESC_F_WRITE, r::VRING_DESC_F_WRITE),
+            (VIRTQ_DESC_F_INDIRECT, r::VRING_DESC_F_INDIRECT),
+            (VIRTQ_DESC_F_AVAIL, 1 << r::VRING_PACKED_DESC_F_AVAIL),
+            (VIRTQ_DESC_F_USED, 1 << r::VRING_PACKED_DESC_F_USED),
+            (VIRTQ_AVAIL_F_NO_INTERRUPT, r::VRING_AVAIL_F_NO_INTERRUPT),
+            (VIRTQ_USED_F_NO_NOTIFY, r::VRING_USED_F_NO_NOTIFY),
+            (RING_EVENT_FLAGS_ENABLE, r::VRING_PACKED_EVENT_FLAG_ENABLE),
+            (RING_EVENT_FLAGS_DISABLE, r::VRING_PACKED_EVENT_FLAG_DISABLE),
+            (RING_EVENT_FLAGS_DESC, r::VRING_PACKED_EVENT_FLAG_DESC),
+        ] {
+            assert_eq!(u32::from(ours), linux);
+        }
     }
 
     /// The flag values as numbers, so a wrong binding cannot hide a wrong value.
     #[test]
     fn flag_values() {
-        assert_eq!(VIRTQ_DESC_F_NEXT, 1);
-        assert_eq!(VIRTQ_DESC_F_WRITE, 2);
-        assert_eq!(VIRTQ_DESC_F_INDIRECT, 4);
-        assert_eq!(VIRTQ_DESC_F_AVAIL, 0x80);
-        assert_eq!(VIRTQ_DESC_F_USED, 0x8000);
-        assert_eq!(VIRTQ_AVAIL_F_NO_INTERRUPT, 1);
-        assert_eq!(VIRTQ_USED_F_NO_NOTIFY, 1);
-        assert_eq!(RING_EVENT_FLAGS_ENABLE, 0);
-        assert_eq!(RING_EVENT_FLAGS_DISABLE, 1);
-        assert_eq!(RING_EVENT_FLAGS_DESC, 2);
+        let chain_flags = [VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT];
+        assert_eq!(chain_flags, [1, 2, 4]);
+        assert_eq!([VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED], [0x80, 0x8000]);
+        assert_eq!([VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY], [1, 1]);
+        let events = [
+            RING_EVENT_FLAGS_ENABLE,
+            RING_EVENT_FLAGS_DISABLE,
+            RING_EVENT_FLAGS_DESC,
+        ];
+        assert_eq!(events, [0, 1, 2]);
         assert_eq!(MAX_QUEUE_SIZE, 32768);
     }
 

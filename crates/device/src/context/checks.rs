@@ -4,7 +4,7 @@
 
 use virtio_lm_queue::{QueueState, RingFeatures, RingKind, StateError};
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::{GuestMemory, Permissions};
+use vm_memory::GuestMemory;
 
 use super::{is_device_specific, ContextError, DeviceField};
 
@@ -144,50 +144,8 @@ pub(crate) fn check_state_shape<M: GuestMemory + ?Sized>(
         }
         _ => {}
     }
-    let mut seen = vec![false; usize::from(size)];
-    for chain in &state.inflight {
-        let bad = |reason| StateError::BadInflight {
-            id: chain.id,
-            reason,
-        };
-        let slot = seen
-            .get_mut(usize::from(chain.id))
-            .ok_or(bad("id not below the queue size"))?;
-        if std::mem::replace(slot, true) {
-            return Err(bad("id listed twice"));
-        }
-        let slots_ok = match kind {
-            Some(RingKind::Split) => chain.ring_slots == 1,
-            _ => chain.ring_slots >= 1 && chain.ring_slots <= size,
-        };
-        if !slots_ok {
-            return Err(bad("ring slot count does not fit the ring format"));
-        }
-        let mut writable_seen = false;
-        let (mut readable, mut writable) = (0u32, 0u32);
-        for seg in &chain.segments {
-            let total = if seg.writable {
-                &mut writable
-            } else {
-                &mut readable
-            };
-            *total = total
-                .checked_add(seg.len)
-                .ok_or(bad("buffer lengths overflow 32 bits"))?;
-            if writable_seen && !seg.writable {
-                return Err(bad("readable buffer after a writable one"));
-            }
-            writable_seen |= seg.writable;
-            let access = if seg.writable {
-                Permissions::Write
-            } else {
-                Permissions::Read
-            };
-            let len = usize::try_from(seg.len).map_err(|_| bad("buffer length"))?;
-            if !mem.check_range(seg.addr, len, access) {
-                return Err(bad("buffer outside guest memory"));
-            }
-        }
-    }
-    Ok(())
+    state.check_inflight(size, mem, |slots| match kind {
+        Some(RingKind::Split) => slots == 1,
+        _ => slots <= size,
+    })
 }

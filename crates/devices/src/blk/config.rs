@@ -2,7 +2,7 @@
 //! (`struct virtio_blk_config`, 5.2.4).
 //!
 //! The numbers come from `virtio-bindings` where it has them; the configuration offsets are
-//! checked at compile time against the bindings' `virtio_blk_config` struct.
+//! those of the bindings' `virtio_blk_config` struct.
 
 use std::mem::offset_of;
 
@@ -82,55 +82,45 @@ pub mod features {
     pub const WRITE_ZEROES: u64 = 1 << vb::VIRTIO_BLK_F_WRITE_ZEROES;
 }
 
-/// Offsets of the configuration fields the device fills in (virtio spec 5.2.4).
+/// Offsets of the configuration fields the device fills in (virtio spec 5.2.4), from the
+/// bindings' struct layout.
 pub mod offset {
+    use std::mem::offset_of;
+
+    type C = super::vb::virtio_blk_config;
+
     /// `le64 capacity` in 512-byte sectors.
-    pub const CAPACITY: usize = 0;
+    pub const CAPACITY: usize = offset_of!(C, capacity);
     /// `le32 size_max`.
-    pub const SIZE_MAX: usize = 8;
+    pub const SIZE_MAX: usize = offset_of!(C, size_max);
     /// `le32 seg_max`.
-    pub const SEG_MAX: usize = 12;
+    pub const SEG_MAX: usize = offset_of!(C, seg_max);
     /// `le32 blk_size`.
-    pub const BLK_SIZE: usize = 20;
+    pub const BLK_SIZE: usize = offset_of!(C, blk_size);
     /// `u8 writeback` (0 writethrough, 1 writeback).
-    pub const WRITEBACK: usize = 32;
+    pub const WRITEBACK: usize = offset_of!(C, wce);
     /// `le16 num_queues`.
-    pub const NUM_QUEUES: usize = 34;
+    pub const NUM_QUEUES: usize = offset_of!(C, num_queues);
     /// `le32 max_discard_sectors`.
-    pub const MAX_DISCARD_SECTORS: usize = 36;
+    pub const MAX_DISCARD_SECTORS: usize = offset_of!(C, max_discard_sectors);
     /// `le32 max_discard_seg`.
-    pub const MAX_DISCARD_SEG: usize = 40;
+    pub const MAX_DISCARD_SEG: usize = offset_of!(C, max_discard_seg);
     /// `le32 discard_sector_alignment`.
-    pub const DISCARD_SECTOR_ALIGNMENT: usize = 44;
+    pub const DISCARD_SECTOR_ALIGNMENT: usize = offset_of!(C, discard_sector_alignment);
     /// `le32 max_write_zeroes_sectors`.
-    pub const MAX_WRITE_ZEROES_SECTORS: usize = 48;
+    pub const MAX_WRITE_ZEROES_SECTORS: usize = offset_of!(C, max_write_zeroes_sectors);
     /// `le32 max_write_zeroes_seg`.
-    pub const MAX_WRITE_ZEROES_SEG: usize = 52;
+    pub const MAX_WRITE_ZEROES_SEG: usize = offset_of!(C, max_write_zeroes_seg);
     /// `u8 write_zeroes_may_unmap`.
-    pub const WRITE_ZEROES_MAY_UNMAP: usize = 56;
+    pub const WRITE_ZEROES_MAY_UNMAP: usize = offset_of!(C, write_zeroes_may_unmap);
 }
 
 /// Length of the configuration space the device exposes (through `write_zeroes_may_unmap` and
 /// its 3 padding bytes; the secure-erase and zoned parts are not offered).
 pub const CONFIG_LEN: usize = 60;
 
-// The offsets above are the bindings' struct layout.
-const _: () = {
-    type C = vb::virtio_blk_config;
-    assert!(offset_of!(C, capacity) == offset::CAPACITY);
-    assert!(offset_of!(C, size_max) == offset::SIZE_MAX);
-    assert!(offset_of!(C, seg_max) == offset::SEG_MAX);
-    assert!(offset_of!(C, blk_size) == offset::BLK_SIZE);
-    assert!(offset_of!(C, wce) == offset::WRITEBACK);
-    assert!(offset_of!(C, num_queues) == offset::NUM_QUEUES);
-    assert!(offset_of!(C, max_discard_sectors) == offset::MAX_DISCARD_SECTORS);
-    assert!(offset_of!(C, max_discard_seg) == offset::MAX_DISCARD_SEG);
-    assert!(offset_of!(C, discard_sector_alignment) == offset::DISCARD_SECTOR_ALIGNMENT);
-    assert!(offset_of!(C, max_write_zeroes_sectors) == offset::MAX_WRITE_ZEROES_SECTORS);
-    assert!(offset_of!(C, max_write_zeroes_seg) == offset::MAX_WRITE_ZEROES_SEG);
-    assert!(offset_of!(C, write_zeroes_may_unmap) == offset::WRITE_ZEROES_MAY_UNMAP);
-    assert!(offset_of!(C, max_secure_erase_sectors) == CONFIG_LEN);
-};
+// The exposed space ends where the secure-erase fields begin.
+const _: () = assert!(offset_of!(vb::virtio_blk_config, max_secure_erase_sectors) == CONFIG_LEN);
 
 /// Largest data segment the driver may use (`size_max`): 64 KiB.
 pub const SIZE_MAX: u32 = 64 * 1024;

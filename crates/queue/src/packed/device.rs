@@ -373,7 +373,7 @@ impl RingOps for PackedQueue {
             self.pending_head = Some((slot, flags));
         } else {
             // One aligned 8-byte store; the driver, stopped at the head, does not look yet.
-            view.store_u64(addr, tail, Ordering::Relaxed)
+            view.store_le(addr, tail.to_le(), Ordering::Relaxed)
                 .map_err(ring_err)?;
         }
         self.pending += 1;

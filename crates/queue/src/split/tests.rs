@@ -53,12 +53,6 @@ impl Rig {
         err
     }
 
-    /// What the driver collects, as (id, len) pairs.
-    fn used_pairs(&mut self) -> Vec<(u16, u32)> {
-        let used = self.driver.collect_used(&self.mem).unwrap();
-        used.iter().map(|u| (u.id, u.len)).collect()
-    }
-
     /// [`Self::pop_err`] for a malformed chain: the chain error.
     fn pop_chain_err(&mut self) -> ChainError {
         match self.pop_err() {
@@ -103,16 +97,11 @@ fn out_of_order_completion_returns_each_id_once() {
             .unwrap();
     }
     r.device.publish_used(&r.mem).unwrap();
-    let used = r.driver.collect_used(&r.mem).unwrap();
-    let got: Vec<(u16, u32)> = used.iter().map(|u| (u.id, u.len)).collect();
     assert_eq!(
-        got,
+        r.used_pairs(),
         vec![(heads[2], 0), (heads[0], 1), (heads[3], 2), (heads[1], 3)]
     );
-    assert_eq!(
-        r.device.add_used(&r.mem, heads[0], 0),
-        Err(QueueError::NotInFlight { id: heads[0] })
-    );
+    r.assert_not_in_flight(heads[0]);
 }
 
 /// Batch publish: used.idx in guest memory moves only at `publish_used`, once per batch.

@@ -1,43 +1,36 @@
 use super::*;
-use core::mem::{offset_of, size_of};
+use crate::layout_tests::assert_wire;
+use core::mem::size_of;
 
 /// virtio 1.4 "Administration Facilities" `struct virtio_admin_cmd`: "le16 opcode; le16 group_type; u8
 /// reserved1[12]; le64 group_member_id;" — "device-readable part (24 bytes +
 /// data)".
 #[test]
 fn cmd_header_layout() {
-    assert_eq!(size_of::<AdminCmdHeader>(), 24);
+    assert_layout!(AdminCmdHeader, 24;
+        opcode @ 0, group_type @ 2, reserved1 @ 4, group_member_id @ 16);
     assert_eq!(size_of::<AdminCmdHeader>(), ADMIN_CMD_HEADER_LEN);
-    assert_eq!(offset_of!(AdminCmdHeader, opcode), 0);
-    assert_eq!(offset_of!(AdminCmdHeader, group_type), 2);
-    assert_eq!(offset_of!(AdminCmdHeader, reserved1), 4);
-    assert_eq!(offset_of!(AdminCmdHeader, group_member_id), 16);
 }
 
 /// virtio 1.4 "Administration Facilities": "le16 status; le16 status_qualifier; u8 reserved2[4];" —
 /// "device-writable part (8 bytes + result)".
 #[test]
 fn result_header_layout() {
-    assert_eq!(size_of::<AdminResultHeader>(), 8);
+    assert_layout!(AdminResultHeader, 8; status @ 0, status_qualifier @ 2, reserved2 @ 4);
     assert_eq!(size_of::<AdminResultHeader>(), ADMIN_RESULT_HEADER_LEN);
-    assert_eq!(offset_of!(AdminResultHeader, status), 0);
-    assert_eq!(offset_of!(AdminResultHeader, status_qualifier), 2);
-    assert_eq!(offset_of!(AdminResultHeader, reserved2), 4);
 }
 
 /// Headers serialise little-endian with zeroed reserved bytes and read back.
 #[test]
 fn header_bytes() {
     let h = AdminCmdHeader::new(opcode::DEV_CTX_READ, group_type::SRIOV, 0x0102);
-    let b = h.as_bytes();
-    assert_eq!(b[..4], [0x16, 0x00, 0x01, 0x00]);
-    assert_eq!(b[4..16], [0; 12]);
-    assert_eq!(b[16..], [0x02, 0x01, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(AdminCmdHeader::read_from_bytes(b).unwrap(), h);
+    let mut wire = [0u8; 24];
+    wire[..4].copy_from_slice(&[0x16, 0x00, 0x01, 0x00]);
+    wire[16..].copy_from_slice(&[0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+    assert_wire(&h, &wire);
 
     let r = AdminResultHeader::new(status::EINVAL, qualifier::Q_INVALID_MEMBER);
-    assert_eq!(r.as_bytes(), [22, 0, 5, 0, 0, 0, 0, 0]);
-    assert_eq!(AdminResultHeader::read_from_bytes(r.as_bytes()).unwrap(), r);
+    assert_wire(&r, &[22, 0, 5, 0, 0, 0, 0, 0]);
 }
 
 /// virtio 1.4 "Administration Facilities": LIST_QUERY 0x0000, LIST_USE 0x0001; spec-decisions §4 assigns the
@@ -86,26 +79,19 @@ fn group_types() {
 /// 22 EINVAL, 28 ENOSPC.
 #[test]
 fn status_codes() {
-    assert_eq!(status::OK, 0);
-    assert_eq!(status::ENXIO, 6);
-    assert_eq!(status::EAGAIN, 11);
-    assert_eq!(status::ENOMEM, 12);
-    assert_eq!(status::EBUSY, 16);
-    assert_eq!(status::EINVAL, 22);
-    assert_eq!(status::ENOSPC, 28);
+    use status::*;
+    let codes = [OK, ENXIO, EAGAIN, ENOMEM, EBUSY, EINVAL, ENOSPC];
+    assert_eq!(codes, [0, 6, 11, 12, 16, 22, 28]);
 }
 
 /// virtio 1.4 "Administration Facilities" qualifier table 0x00-0x07.
 #[test]
 fn qualifiers() {
-    assert_eq!(qualifier::Q_OK, 0);
-    assert_eq!(qualifier::Q_INVALID_COMMAND, 1);
-    assert_eq!(qualifier::Q_INVALID_OPCODE, 2);
-    assert_eq!(qualifier::Q_INVALID_FIELD, 3);
-    assert_eq!(qualifier::Q_INVALID_GROUP, 4);
-    assert_eq!(qualifier::Q_INVALID_MEMBER, 5);
-    assert_eq!(qualifier::Q_NORESOURCE, 6);
-    assert_eq!(qualifier::Q_TRYAGAIN, 7);
+    use qualifier::*;
+    let command = [Q_OK, Q_INVALID_COMMAND, Q_INVALID_OPCODE, Q_INVALID_FIELD];
+    assert_eq!(command, [0, 1, 2, 3]);
+    let others = [Q_INVALID_GROUP, Q_INVALID_MEMBER, Q_NORESOURCE, Q_TRYAGAIN];
+    assert_eq!(others, [4, 5, 6, 7]);
 }
 
 /// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET
@@ -130,23 +116,21 @@ fn dev_mode_values() {
 /// spec-decisions §4: DEV_MODE data/result "`u8 mode; u8 reserved[7]`".
 #[test]
 fn dev_mode_data() {
-    assert_eq!(size_of::<DevModeData>(), 8);
-    assert_eq!(offset_of!(DevModeData, mode), 0);
-    assert_eq!(offset_of!(DevModeData, reserved), 1);
-    let d = DevModeData::new(DevMode::Freeze);
-    assert_eq!(d.as_bytes(), [2, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(DevModeData::read_from_bytes(d.as_bytes()).unwrap(), d);
+    assert_layout!(DevModeData, 8; mode @ 0, reserved @ 1);
+    assert_wire(
+        &DevModeData::new(DevMode::Freeze),
+        &[2, 0, 0, 0, 0, 0, 0, 0],
+    );
 }
 
 /// spec-decisions §4: DEV_CTX_SIZE_GET result "`le32 size; le32 reserved`".
 #[test]
 fn dev_ctx_size_result() {
-    assert_eq!(size_of::<DevCtxSizeResult>(), 8);
-    assert_eq!(offset_of!(DevCtxSizeResult, size), 0);
-    assert_eq!(offset_of!(DevCtxSizeResult, reserved), 4);
-    let r = DevCtxSizeResult::new(0x1234);
-    assert_eq!(r.as_bytes(), [0x34, 0x12, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(DevCtxSizeResult::read_from_bytes(r.as_bytes()).unwrap(), r);
+    assert_layout!(DevCtxSizeResult, 8; size @ 0, reserved @ 4);
+    assert_wire(
+        &DevCtxSizeResult::new(0x1234),
+        &[0x34, 0x12, 0, 0, 0, 0, 0, 0],
+    );
 }
 
 /// Seed 004 (v4): "struct virtio_admin_cmd_dev_ctx_rd_result { le32
@@ -154,38 +138,21 @@ fn dev_ctx_size_result() {
 /// word are gone, so data starts at 8.
 #[test]
 fn dev_ctx_read_result_header() {
-    assert_eq!(size_of::<DevCtxReadResultHeader>(), 8);
-    assert_eq!(offset_of!(DevCtxReadResultHeader, remaining_ctx_size), 0);
-    assert_eq!(offset_of!(DevCtxReadResultHeader, size), 4);
+    assert_layout!(DevCtxReadResultHeader, 8; remaining_ctx_size @ 0, size @ 4);
     let h = DevCtxReadResultHeader::new(0x0102_0304, 0x10);
-    assert_eq!(h.as_bytes(), [0x04, 0x03, 0x02, 0x01, 0x10, 0, 0, 0]);
-    assert_eq!(
-        DevCtxReadResultHeader::read_from_bytes(h.as_bytes()).unwrap(),
-        h
-    );
+    assert_wire(&h, &[0x04, 0x03, 0x02, 0x01, 0x10, 0, 0, 0]);
 }
 
 /// spec-decisions §4: DEV_CTX_FIELDS_QUERY result "`le32 count; le32 reserved;
 /// {le16 type; le16 flags; le32 length}[count]`".
 #[test]
 fn dev_ctx_fields_query() {
-    assert_eq!(size_of::<DevCtxFieldsQueryHeader>(), 8);
-    assert_eq!(offset_of!(DevCtxFieldsQueryHeader, count), 0);
-    assert_eq!(offset_of!(DevCtxFieldsQueryHeader, reserved), 4);
-    assert_eq!(size_of::<DevCtxFieldInfo>(), 8);
-    assert_eq!(offset_of!(DevCtxFieldInfo, field_type), 0);
-    assert_eq!(offset_of!(DevCtxFieldInfo, flags), 2);
-    assert_eq!(offset_of!(DevCtxFieldInfo, length), 4);
+    assert_layout!(DevCtxFieldsQueryHeader, 8; count @ 0, reserved @ 4);
+    assert_layout!(DevCtxFieldInfo, 8; field_type @ 0, flags @ 2, length @ 4);
 
-    let h = DevCtxFieldsQueryHeader::new(3);
-    assert_eq!(h.as_bytes(), [3, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(
-        DevCtxFieldsQueryHeader::read_from_bytes(h.as_bytes()).unwrap(),
-        h
-    );
+    assert_wire(&DevCtxFieldsQueryHeader::new(3), &[3, 0, 0, 0, 0, 0, 0, 0]);
     let e = DevCtxFieldInfo::new(FieldType::VQ_CONFIG, 0, 32);
-    assert_eq!(e.as_bytes(), [0x10, 0x01, 0, 0, 32, 0, 0, 0]);
-    let back = DevCtxFieldInfo::read_from_bytes(e.as_bytes()).unwrap();
+    let back = assert_wire(&e, &[0x10, 0x01, 0, 0, 32, 0, 0, 0]);
     assert_eq!(back.field_type(), FieldType::VQ_CONFIG);
 }
 

@@ -1,26 +1,20 @@
 use super::*;
-use core::mem::{offset_of, size_of};
+use crate::layout_tests::assert_wire;
+use core::mem::size_of;
 
 /// spec-decisions §5: "each `le16 type; le16 flags; le32 length; u8
 /// value[length]` (8-byte header ...)".
 #[test]
 fn field_header_layout() {
-    assert_eq!(size_of::<ContextFieldHeader>(), 8);
+    assert_layout!(ContextFieldHeader, 8; field_type @ 0, flags @ 2, length @ 4);
     assert_eq!(size_of::<ContextFieldHeader>(), FIELD_HEADER_LEN);
-    assert_eq!(offset_of!(ContextFieldHeader, field_type), 0);
-    assert_eq!(offset_of!(ContextFieldHeader, flags), 2);
-    assert_eq!(offset_of!(ContextFieldHeader, length), 4);
 }
 
 /// A header serialises little-endian and reads back; flags bit 0 is OPTIONAL.
 #[test]
 fn field_header_bytes() {
     let h = ContextFieldHeader::new(FieldType::VQ_INFLIGHT, FIELD_FLAG_OPTIONAL, 0x0102_0304);
-    assert_eq!(
-        h.as_bytes(),
-        [0x12, 0x01, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01]
-    );
-    let back = ContextFieldHeader::read_from_bytes(h.as_bytes()).unwrap();
+    let back = assert_wire(&h, &[0x12, 0x01, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01]);
     assert_eq!(back.field_type(), FieldType::VQ_INFLIGHT);
     assert!(back.is_optional());
     assert_eq!((back.flags(), back.length()), (1, 0x0102_0304));
@@ -93,11 +87,9 @@ fn value_lengths() {
 /// spec-decisions §5: "value padded to 8 bytes; length excludes padding".
 #[test]
 fn padding() {
-    assert_eq!(padded_len(0), 0);
-    assert_eq!(padded_len(1), 8);
-    assert_eq!(padded_len(8), 8);
-    assert_eq!(padded_len(9), 16);
-    assert_eq!(padded_len(32), 32);
+    for (len, padded) in [(0, 0), (1, 8), (8, 8), (9, 16), (32, 32)] {
+        assert_eq!(padded_len(len), padded, "length {len}");
+    }
     const _: () = assert!(padded_len(7) == 8);
 }
 
@@ -105,35 +97,22 @@ fn padding() {
 /// num_queues; le16 reserved[2]`".
 #[test]
 fn pci_common_cfg_field_layout() {
-    assert_eq!(size_of::<PciCommonCfgField>(), 8);
-    assert_eq!(offset_of!(PciCommonCfgField, config_msix_vector), 0);
-    assert_eq!(offset_of!(PciCommonCfgField, num_queues), 2);
-    assert_eq!(offset_of!(PciCommonCfgField, reserved), 4);
+    assert_layout!(PciCommonCfgField, 8; config_msix_vector @ 0, num_queues @ 2, reserved @ 4);
 }
 
 /// spec-decisions §5: VQ_CONFIG "`le16 index; le16 size; le16 msix_vector; le16
 /// enabled; le64 desc; le64 driver; le64 device`".
 #[test]
 fn vq_config_field_layout() {
-    assert_eq!(size_of::<VqConfigField>(), 32);
-    assert_eq!(offset_of!(VqConfigField, index), 0);
-    assert_eq!(offset_of!(VqConfigField, size), 2);
-    assert_eq!(offset_of!(VqConfigField, msix_vector), 4);
-    assert_eq!(offset_of!(VqConfigField, enabled), 6);
-    assert_eq!(offset_of!(VqConfigField, desc), 8);
-    assert_eq!(offset_of!(VqConfigField, driver), 16);
-    assert_eq!(offset_of!(VqConfigField, device), 24);
+    assert_layout!(VqConfigField, 32;
+        index @ 0, size @ 2, msix_vector @ 4, enabled @ 6, desc @ 8, driver @ 16, device @ 24);
 }
 
 /// spec-decisions §5: VQ_STATE "`le16 index; le16 avail_state; le16 used_state;
 /// le16 flags` (... flags bit 0 = a used-buffer notification is owed)".
 #[test]
 fn vq_state_field_layout() {
-    assert_eq!(size_of::<VqStateField>(), 8);
-    assert_eq!(offset_of!(VqStateField, index), 0);
-    assert_eq!(offset_of!(VqStateField, avail_state), 2);
-    assert_eq!(offset_of!(VqStateField, used_state), 4);
-    assert_eq!(offset_of!(VqStateField, flags), 6);
+    assert_layout!(VqStateField, 8; index @ 0, avail_state @ 2, used_state @ 4, flags @ 6);
     assert_eq!(VQ_STATE_F_NOTIFY_OWED, 1);
 }
 
@@ -141,10 +120,7 @@ fn vq_state_field_layout() {
 /// le16 heads[count]`" — an 8-byte header before the heads.
 #[test]
 fn vq_inflight_header_layout() {
-    assert_eq!(size_of::<VqInflightHeader>(), 8);
-    assert_eq!(offset_of!(VqInflightHeader, index), 0);
-    assert_eq!(offset_of!(VqInflightHeader, count), 2);
-    assert_eq!(offset_of!(VqInflightHeader, reserved), 4);
+    assert_layout!(VqInflightHeader, 8; index @ 0, count @ 2, reserved @ 4);
 }
 
 /// Value structs serialise little-endian at their offsets and read back.
@@ -159,11 +135,12 @@ fn value_struct_bytes() {
         driver: U64::new(0x2000),
         device: U64::new(0x3000),
     };
-    let b = c.as_bytes();
-    assert_eq!(b[..8], [1, 0, 0x00, 0x01, 0xff, 0xff, 1, 0]);
-    assert_eq!(b[8..16], [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
-    assert_eq!(b[16..18], [0x00, 0x20]);
-    assert_eq!(VqConfigField::read_from_bytes(b).unwrap(), c);
+    let mut wire = [0u8; 32];
+    wire[..8].copy_from_slice(&[1, 0, 0x00, 0x01, 0xff, 0xff, 1, 0]);
+    wire[8..16].copy_from_slice(&[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+    wire[16..18].copy_from_slice(&[0x00, 0x20]);
+    wire[24..26].copy_from_slice(&[0x00, 0x30]);
+    assert_wire(&c, &wire);
 
     let s = VqStateField {
         index: U16::new(2),
@@ -171,22 +148,19 @@ fn value_struct_bytes() {
         used_state: U16::new(0x0004),
         flags: U16::new(VQ_STATE_F_NOTIFY_OWED),
     };
-    assert_eq!(s.as_bytes(), [2, 0, 0x05, 0x80, 0x04, 0x00, 1, 0]);
-    assert_eq!(VqStateField::read_from_bytes(s.as_bytes()).unwrap(), s);
+    assert_wire(&s, &[2, 0, 0x05, 0x80, 0x04, 0x00, 1, 0]);
 
     let p = PciCommonCfgField {
         config_msix_vector: U16::new(0x1234),
         num_queues: U16::new(3),
         reserved: [U16::ZERO; 2],
     };
-    assert_eq!(p.as_bytes(), [0x34, 0x12, 3, 0, 0, 0, 0, 0]);
-    assert_eq!(PciCommonCfgField::read_from_bytes(p.as_bytes()).unwrap(), p);
+    assert_wire(&p, &[0x34, 0x12, 3, 0, 0, 0, 0, 0]);
 
     let i = VqInflightHeader {
         index: U16::new(0x0102),
         count: U16::new(3),
         reserved: [U16::ZERO; 2],
     };
-    assert_eq!(i.as_bytes(), [0x02, 0x01, 3, 0, 0, 0, 0, 0]);
-    assert_eq!(VqInflightHeader::read_from_bytes(i.as_bytes()).unwrap(), i);
+    assert_wire(&i, &[0x02, 0x01, 3, 0, 0, 0, 0, 0]);
 }

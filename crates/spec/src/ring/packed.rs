@@ -104,49 +104,36 @@ impl PackedEventSuppression {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout_tests::assert_wire;
     use crate::ring::{RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE};
-    use core::mem::{align_of, offset_of, size_of};
+    use virtio_bindings::virtio_ring as r;
 
     /// virtio 1.4 "Packed Virtqueues": desc `{le64 addr; le32 len; le16 id; le16 flags;}`, 16
     /// bytes, `id` at 12 and `flags` at 14.
     #[test]
     fn packed_descriptor_layout() {
-        assert_eq!(size_of::<PackedDescriptor>(), 16);
-        assert_eq!(align_of::<PackedDescriptor>(), 1);
-        assert_eq!(offset_of!(PackedDescriptor, addr), 0);
-        assert_eq!(offset_of!(PackedDescriptor, len), 8);
-        assert_eq!(offset_of!(PackedDescriptor, id), 12);
-        assert_eq!(offset_of!(PackedDescriptor, flags), 14);
-        assert_eq!(
-            size_of::<PackedDescriptor>(),
-            size_of::<virtio_bindings::virtio_ring::vring_packed_desc>()
-        );
+        assert_layout!(PackedDescriptor, 16, bindings r::vring_packed_desc;
+            addr @ 0, len @ 8, id @ 12, flags @ 14);
     }
 
     /// virtio 1.4 "Packed Virtqueues": `struct pvirtq_event_suppress { le16 desc; le16 flags; }`,
     /// 4 bytes.
     #[test]
     fn event_suppression_layout() {
-        assert_eq!(size_of::<PackedEventSuppression>(), 4);
-        assert_eq!(offset_of!(PackedEventSuppression, desc), 0);
-        assert_eq!(offset_of!(PackedEventSuppression, flags), 2);
-        assert_eq!(
-            size_of::<PackedEventSuppression>(),
-            size_of::<virtio_bindings::virtio_ring::vring_packed_desc_event>()
-        );
+        assert_layout!(PackedEventSuppression, 4, bindings r::vring_packed_desc_event;
+            desc @ 0, flags @ 2);
     }
 
     /// A packed descriptor serialises little-endian with `id` before `flags`.
     #[test]
     fn packed_descriptor_bytes() {
         let d = PackedDescriptor::new(0x1000, 0x200, 0x8080, 0x1234);
-        let bytes = d.as_bytes();
-        assert_eq!(
-            bytes,
-            [0x00, 0x10, 0, 0, 0, 0, 0, 0, 0x00, 0x02, 0, 0, 0x34, 0x12, 0x80, 0x80]
+        let back = assert_wire(
+            &d,
+            &[
+                0x00, 0x10, 0, 0, 0, 0, 0, 0, 0x00, 0x02, 0, 0, 0x34, 0x12, 0x80, 0x80,
+            ],
         );
-        let back = PackedDescriptor::read_from_bytes(bytes).unwrap();
-        assert_eq!(back, d);
         assert_eq!(
             (back.addr(), back.len(), back.id(), back.flags()),
             (0x1000, 0x200, 0x1234, 0x8080)
@@ -160,13 +147,12 @@ mod tests {
     /// the offset range.
     #[test]
     fn event_suppression_bits() {
-        let e = PackedEventSuppression::new(0x7fff, true, RING_EVENT_FLAGS_DESC);
-        assert_eq!(e.as_bytes(), [0xff, 0xff, 0x02, 0x00]);
+        let high = PackedEventSuppression::new(0x7fff, true, RING_EVENT_FLAGS_DESC);
+        let e = assert_wire(&high, &[0xff, 0xff, 0x02, 0x00]);
         assert_eq!((e.off(), e.wrap(), e.flags()), (0x7fff, true, 2));
 
-        let e = PackedEventSuppression::new(0x0123, false, RING_EVENT_FLAGS_DISABLE);
-        assert_eq!(e.as_bytes(), [0x23, 0x01, 0x01, 0x00]);
-        let back = PackedEventSuppression::read_from_bytes(e.as_bytes()).unwrap();
+        let low = PackedEventSuppression::new(0x0123, false, RING_EVENT_FLAGS_DISABLE);
+        let back = assert_wire(&low, &[0x23, 0x01, 0x01, 0x00]);
         assert_eq!((back.off(), back.wrap()), (0x0123, false));
 
         let e = PackedEventSuppression::new(0, true, 0xfffe);

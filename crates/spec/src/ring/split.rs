@@ -60,70 +60,57 @@ impl SplitDescriptor {
     }
 }
 
-/// `struct virtq_avail` header: `flags` and `idx` (4 bytes), followed in
-/// guest memory by `le16 ring[N]` and, with EVENT_IDX, `le16 used_event`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct AvailRingHeader {
-    /// `VIRTQ_AVAIL_F_*` flags.
-    pub flags: U16,
-    /// Where the driver puts the next ring entry (free-running, wraps at 2^16).
-    pub idx: U16,
-}
-
-impl AvailRingHeader {
-    /// A header from native values.
-    pub const fn new(flags: u16, idx: u16) -> Self {
-        AvailRingHeader {
-            flags: U16::new(flags),
-            idx: U16::new(idx),
+/// A split ring header, `le16 flags; le16 idx` (4 bytes): the avail and used rings share the
+/// layout and differ in who advances `idx` and which flags apply.
+macro_rules! ring_header {
+    ($(#[$doc:meta])* $name:ident, flags: $flags:literal, idx: $idx:literal $(,)?) => {
+        $(#[$doc])*
+        #[derive(FromBytes, IntoBytes, Immutable, KnownLayout)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[repr(C)]
+        pub struct $name {
+            #[doc = $flags]
+            pub flags: U16,
+            #[doc = $idx]
+            pub idx: U16,
         }
-    }
 
-    /// `VIRTQ_AVAIL_F_*` flags.
-    pub const fn flags(&self) -> u16 {
-        self.flags.get()
-    }
+        impl $name {
+            /// A header from native values.
+            pub const fn new(flags: u16, idx: u16) -> Self {
+                Self {
+                    flags: U16::new(flags),
+                    idx: U16::new(idx),
+                }
+            }
 
-    /// The driver's free-running available index.
-    pub const fn idx(&self) -> u16 {
-        self.idx.get()
-    }
-}
+            #[doc = $flags]
+            pub const fn flags(&self) -> u16 {
+                self.flags.get()
+            }
 
-/// `struct virtq_used` header: `flags` and `idx` (4 bytes), followed in guest
-/// memory by `UsedElem ring[N]` and, with EVENT_IDX, `le16 avail_event`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct UsedRingHeader {
-    /// `VIRTQ_USED_F_*` flags.
-    pub flags: U16,
-    /// Where the device puts the next ring entry (free-running, wraps at 2^16).
-    pub idx: U16,
-}
-
-impl UsedRingHeader {
-    /// A header from native values.
-    pub const fn new(flags: u16, idx: u16) -> Self {
-        UsedRingHeader {
-            flags: U16::new(flags),
-            idx: U16::new(idx),
+            #[doc = $idx]
+            pub const fn idx(&self) -> u16 {
+                self.idx.get()
+            }
         }
-    }
+    };
+}
 
-    /// `VIRTQ_USED_F_*` flags.
-    pub const fn flags(&self) -> u16 {
-        self.flags.get()
-    }
+ring_header! {
+    /// `struct virtq_avail` header: `flags` and `idx` (4 bytes), followed in
+    /// guest memory by `le16 ring[N]` and, with EVENT_IDX, `le16 used_event`.
+    AvailRingHeader,
+    flags: "`VIRTQ_AVAIL_F_*` flags.",
+    idx: "Where the driver puts the next ring entry (free-running, wraps at 2^16).",
+}
 
-    /// The device's free-running used index.
-    pub const fn idx(&self) -> u16 {
-        self.idx.get()
-    }
+ring_header! {
+    /// `struct virtq_used` header: `flags` and `idx` (4 bytes), followed in guest
+    /// memory by `UsedElem ring[N]` and, with EVENT_IDX, `le16 avail_event`.
+    UsedRingHeader,
+    flags: "`VIRTQ_USED_F_*` flags.",
+    idx: "Where the device puts the next ring entry (free-running, wraps at 2^16).",
 }
 
 /// `struct virtq_used_elem` (8 bytes).
@@ -166,7 +153,8 @@ impl UsedElem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{align_of, offset_of, size_of};
+    use crate::layout_tests::assert_wire;
+    use virtio_bindings::virtio_ring as r;
 
     /// virtio 1.4 "Split Virtqueues" "desc: 16 bytes per entry": `le64 addr; le32 len; le16
     /// flags; le16 next` at offsets 0, 8, 12, 14; alignment 1 so the struct
@@ -174,74 +162,51 @@ mod tests {
     /// driver's duty, checked elsewhere).
     #[test]
     fn split_descriptor_layout() {
-        assert_eq!(size_of::<SplitDescriptor>(), 16);
-        assert_eq!(align_of::<SplitDescriptor>(), 1);
-        assert_eq!(offset_of!(SplitDescriptor, addr), 0);
-        assert_eq!(offset_of!(SplitDescriptor, len), 8);
-        assert_eq!(offset_of!(SplitDescriptor, flags), 12);
-        assert_eq!(offset_of!(SplitDescriptor, next), 14);
-        assert_eq!(
-            size_of::<SplitDescriptor>(),
-            size_of::<virtio_bindings::virtio_ring::vring_desc>()
-        );
+        assert_layout!(SplitDescriptor, 16, bindings r::vring_desc;
+            addr @ 0, len @ 8, flags @ 12, next @ 14);
     }
 
     /// Avail/used headers are `le16 flags; le16 idx` (4 bytes), used elements
     /// `le32 id; le32 len` (8 bytes).
     #[test]
     fn ring_header_and_elem_layout() {
-        assert_eq!(size_of::<AvailRingHeader>(), 4);
-        assert_eq!(offset_of!(AvailRingHeader, flags), 0);
-        assert_eq!(offset_of!(AvailRingHeader, idx), 2);
-        assert_eq!(size_of::<UsedRingHeader>(), 4);
-        assert_eq!(offset_of!(UsedRingHeader, flags), 0);
-        assert_eq!(offset_of!(UsedRingHeader, idx), 2);
-        assert_eq!(size_of::<UsedElem>(), 8);
-        assert_eq!(offset_of!(UsedElem, id), 0);
-        assert_eq!(offset_of!(UsedElem, len), 4);
+        assert_layout!(AvailRingHeader, 4; flags @ 0, idx @ 2);
+        assert_layout!(UsedRingHeader, 4; flags @ 0, idx @ 2);
+        assert_layout!(UsedElem, 8; id @ 0, len @ 4);
     }
 
     /// A descriptor serialises little-endian field by field and reads back.
     #[test]
     fn split_descriptor_bytes() {
         let d = SplitDescriptor::new(0x0102_0304_0506_0708, 0x1122_3344, 0x1234, 0xabcd);
-        let bytes = d.as_bytes();
-        assert_eq!(
-            bytes,
-            [
+        let back = assert_wire(
+            &d,
+            &[
                 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x44, 0x33, 0x22, 0x11, 0x34, 0x12,
-                0xcd, 0xab
-            ]
+                0xcd, 0xab,
+            ],
         );
-        let back = SplitDescriptor::read_from_bytes(bytes).unwrap();
-        assert_eq!(back, d);
         assert_eq!(back.addr(), 0x0102_0304_0506_0708);
         assert_eq!(back.len(), 0x1122_3344);
         assert_eq!(back.flags(), 0x1234);
         assert_eq!(back.next(), 0xabcd);
         assert!(!back.is_empty());
         assert!(SplitDescriptor::new(0, 0, 0, 0).is_empty());
-        assert!(SplitDescriptor::read_from_bytes(&bytes[..15]).is_err());
     }
 
     /// Headers and used elements serialise little-endian and read back.
     #[test]
     fn ring_header_and_elem_bytes() {
-        let a = AvailRingHeader::new(1, 0x1234);
-        assert_eq!(a.as_bytes(), [0x01, 0x00, 0x34, 0x12]);
-        let a2 = AvailRingHeader::read_from_bytes(a.as_bytes()).unwrap();
-        assert_eq!((a2.flags(), a2.idx()), (1, 0x1234));
-
-        let u = UsedRingHeader::new(0, 0xfffe);
-        assert_eq!(u.as_bytes(), [0x00, 0x00, 0xfe, 0xff]);
-        let u2 = UsedRingHeader::read_from_bytes(u.as_bytes()).unwrap();
-        assert_eq!((u2.flags(), u2.idx()), (0, 0xfffe));
-
-        let e = UsedElem::new(7, 0x0001_0203);
-        assert_eq!(e.as_bytes(), [7, 0, 0, 0, 0x03, 0x02, 0x01, 0x00]);
-        let e2 = UsedElem::read_from_bytes(e.as_bytes()).unwrap();
-        assert_eq!((e2.id(), e2.len()), (7, 0x0001_0203));
-        assert!(!e2.is_empty());
+        let a = assert_wire(&AvailRingHeader::new(1, 0x1234), &[0x01, 0x00, 0x34, 0x12]);
+        assert_eq!((a.flags(), a.idx()), (1, 0x1234));
+        let u = assert_wire(&UsedRingHeader::new(0, 0xfffe), &[0x00, 0x00, 0xfe, 0xff]);
+        assert_eq!((u.flags(), u.idx()), (0, 0xfffe));
+        let e = assert_wire(
+            &UsedElem::new(7, 0x0001_0203),
+            &[7, 0, 0, 0, 0x03, 0x02, 0x01, 0x00],
+        );
+        assert_eq!((e.id(), e.len()), (7, 0x0001_0203));
+        assert!(!e.is_empty());
         assert!(UsedElem::new(7, 0).is_empty());
     }
 }
