@@ -23,7 +23,13 @@
 #![forbid(unsafe_code)]
 
 pub mod dirty;
+pub mod guest;
+mod machine;
 pub mod memory;
+pub mod options;
+pub mod pause;
 
 pub use dirty::DirtyRange;
+pub use machine::{Machine, MachineError, MachineReport, PAUSE_TIMEOUT, PROFILE};
 pub use memory::{DirtyLog, GuestRam, MemoryError, RamRange, VmMemory, PAGE_SIZE};
+pub use options::{GuestLayout, MachineOptions, NetEndpoints, RingFormat, MIB};
