@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod build;
 pub mod dirty;
 pub mod guest;
 mod machine;
@@ -30,6 +31,7 @@ pub mod options;
 pub mod pause;
 
 pub use dirty::DirtyRange;
+pub use guest::VcpuState;
 pub use machine::{Machine, MachineError, MachineReport, PAUSE_TIMEOUT, PROFILE};
 pub use memory::{DirtyLog, GuestRam, MemoryError, RamRange, VmMemory, PAGE_SIZE};
 pub use options::{GuestLayout, MachineOptions, NetEndpoints, RingFormat, MIB};

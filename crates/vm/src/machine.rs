@@ -2,40 +2,43 @@
 //! memory) whose members are the guest's blk and net functions, one device worker thread per
 //! member, and the guest's vCPU threads (blk workload, net workload, memory dirtier), which
 //! pause at a safe point and resume.
+//!
+//! A machine either boots its guest ([`Machine::start`]) or waits for one
+//! ([`Machine::incoming`]: members frozen, no vCPU) and continues it from device contexts, a
+//! copy of guest memory and the vCPU state ([`Machine::restore`]) — the two ends of a
+//! migration, which the source side feeds with [`Machine::vcpu_state`] and
+//! [`Machine::freeze_devices`].
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use virtio_lm_device::{CoreOptions, VirtioDevice, Worker};
-use virtio_lm_devices::blk::config::features as bf;
-use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig};
+use virtio_lm_device::Worker;
 use virtio_lm_devices::blk::workload::BlkReport;
-use virtio_lm_devices::net::config::{ctrl, features as nf};
-use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
 use virtio_lm_devices::net::workload::NetReport;
-use virtio_lm_devices::{Blk, BlkOptions, HostEntropy, Net, NetOptions, NetStats, Rng};
-use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction, OwnerOptions};
-use virtio_lm_pci::{KickMode, PciDriver, PciError, VirtioPciFunction};
-use virtio_lm_spec::{Feature, Profile};
-use vmm_sys_util::eventfd::EventFd;
+use virtio_lm_devices::NetStats;
+use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction};
+use virtio_lm_pci::{KickMode, PciError, VirtioPciFunction};
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::Profile;
 
-use crate::guest::blk::{BlkGuest, BLOCK_LEN};
+use crate::build;
+use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::{Dirtier, DirtierState};
 use crate::guest::net::NetGuest;
-use crate::guest::{self, lock};
+use crate::guest::{self, lock, VcpuState};
 use crate::memory::{GuestRam, MemoryError, VmMemory};
-use crate::options::{GuestLayout, MachineOptions, OptionsError, RingFormat, MIB};
+use crate::options::{GuestLayout, MachineOptions, OptionsError, MIB};
 use crate::pause::{PauseControl, PauseError};
 
 /// The numbering profile of the machine's devices and drivers.
 pub const PROFILE: Profile = Profile::Seeds;
 /// Host memory of the owner function (its admin queue and command buffers).
 const OWNER_MEMORY: u64 = MIB;
-/// Entries per queue of the guest's blk and net queues.
-const QUEUE_SIZE: u16 = 64;
 /// Longest a pause waits for every vCPU to reach a safe point.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes per DEV_CTX_READ / DEV_CTX_WRITE command.
+const CONTEXT_CHUNK: usize = 0x1000;
 
 /// Why a machine could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,9 @@ pub enum MachineError {
     /// The SR-IOV group.
     #[error("SR-IOV: {0}")]
     Sriov(#[from] virtio_lm_pci::admin::SriovError),
+    /// An admin command failed.
+    #[error("Admin command: {0}")]
+    Admin(#[from] virtio_lm_pci::admin::AdminError),
     /// A device could not be opened.
     #[error("Device: {0}")]
     Device(String),
@@ -64,15 +70,12 @@ pub enum MachineError {
     /// The vCPUs did not all reach a safe point.
     #[error(transparent)]
     Pause(#[from] PauseError),
-    /// A vCPU stopped on an error.
-    #[error("vCPU failed: {0}")]
+    /// A vCPU stopped on an error, or its state could not be restored.
+    #[error("vCPU: {0}")]
     Vcpu(String),
-}
-
-/// A guest function: the member's PCI function and the vCPU driving it.
-struct GuestFunction<G> {
-    function: Arc<VirtioPciFunction<GuestRam>>,
-    vcpu: Arc<Mutex<G>>,
+    /// The operation needs a guest (booted or restored) and there is none, or the reverse.
+    #[error("{0}")]
+    State(&'static str),
 }
 
 /// What the guest's workloads counted.
@@ -86,117 +89,51 @@ pub struct MachineReport {
     pub dirtier: DirtierState,
 }
 
-/// A running simulated VM. See the module documentation.
+/// The guest's vCPUs.
+struct Guest {
+    blk: Option<Arc<Mutex<BlkGuest>>>,
+    net: Option<Arc<Mutex<NetGuest>>>,
+    dirtier: Arc<Mutex<Dirtier>>,
+}
+
+/// A simulated VM. See the module documentation.
 pub struct Machine {
     options: MachineOptions,
     layout: GuestLayout,
     memory: VmMemory,
-    owner_memory: VmMemory,
     owner: OwnerFunction<GuestRam>,
-    blk: Option<GuestFunction<BlkGuest>>,
-    net: Option<GuestFunction<NetGuest>>,
+    admin: Mutex<AdminClient<GuestRam>>,
+    blk: Option<Arc<VirtioPciFunction<GuestRam>>>,
+    net: Option<Arc<VirtioPciFunction<GuestRam>>>,
     net_stats: Option<Arc<NetStats>>,
-    dirtier: Arc<Mutex<Dirtier>>,
+    guest: Option<Guest>,
     control: Arc<PauseControl>,
     errors: Arc<Mutex<Vec<String>>>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<Worker>,
-}
-
-/// A member's device before the owner's factory builds its function, with the eventfd its
-/// worker watches besides the kicks.
-type PendingMember = (Box<dyn VirtioDevice<GuestRam>>, Arc<EventFd>, u16);
-
-fn transport_features(ring: RingFormat) -> Result<u64, MachineError> {
-    let mut wanted = vec![
-        Feature::Version1,
-        Feature::EventIdx,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
-    if ring == RingFormat::Packed {
-        wanted.push(Feature::RingPacked);
-    }
-    PROFILE
-        .feature_set(&wanted)
-        .map_err(|e| MachineError::Driver(e.to_string()))
+    /// Kept for the owner's rings: they live here, not in guest RAM.
+    _owner_memory: VmMemory,
 }
 
 impl Machine {
-    /// Builds the machine and starts it: devices, owner and members, workers, guest drivers
-    /// (initialised as a booting guest would), and the vCPU threads.
+    /// Builds the machine and boots its guest: devices, owner and members, workers, guest
+    /// drivers (initialised as a booting guest would), and the vCPU threads.
     pub fn start(options: MachineOptions) -> Result<Self, MachineError> {
-        let layout = options.layout()?;
-        let memory = VmMemory::new(options.memory)?;
-        let owner_memory = VmMemory::new(OWNER_MEMORY)?;
-        let ram = memory.ram().clone();
-
-        let mut pending: Vec<PendingMember> = Vec::new();
-        let mut net_stats = None;
-        if let Some(path) = &options.blk {
-            let blk = Blk::open(BlkOptions {
-                num_queues: options.queues,
-                queue_size: QUEUE_SIZE,
-                ..BlkOptions::new(path)
-            })
-            .map_err(|e| MachineError::Device(e.to_string()))?;
-            let wake = blk.completion_fd();
-            pending.push((Box::new(blk), wake, options.queues + 1));
-        }
-        if let Some(endpoints) = options.net {
-            let net = Net::new(NetOptions {
-                queue_pairs: options.queues,
-                queue_size: QUEUE_SIZE,
-                ..NetOptions::new(options.mac, endpoints.local, endpoints.remote)
-            })
-            .map_err(|e| MachineError::Device(e.to_string()))?;
-            net_stats = Some(net.stats());
-            let wake = net.wake_fd();
-            pending.push((Box::new(net), wake, 2 * options.queues + 2));
-        }
-        let wakes: Vec<Arc<EventFd>> = pending.iter().map(|p| p.1.clone()).collect();
-        let owner = owner(&owner_memory, &ram, &options, pending)?;
-
-        let mut workers = Vec::new();
-        let mut members = Vec::new();
-        for (vf, wake) in (1u16..).zip(wakes) {
-            let function = owner
-                .member(vf)
-                .ok_or(MachineError::Device(format!("member {vf} missing")))?;
-            let KickMode::Worker(kicks) = function.kick_mode().clone() else {
-                return Err(MachineError::Pci(PciError::NoKickEventFds));
-            };
-            workers.push(Worker::spawn_with_wakers(
-                function.core().clone(),
-                kicks,
-                vec![wake],
-            )?);
-            members.push(function);
-        }
-        let mut members = members.into_iter();
-        let features = transport_features(options.ring)?;
-        let blk = match options.blk {
-            Some(_) => {
-                let function = members.next().ok_or(PciError::NotInitialised)?;
-                let driver = blk_driver(&function, &ram, features, &options, &layout)?;
-                let vcpu = BlkGuest::new(driver, options.seed);
-                Some(GuestFunction {
-                    function,
-                    vcpu: Arc::new(Mutex::new(vcpu)),
-                })
+        let mut machine = Self::build(options)?;
+        let ram = machine.memory.ram().clone();
+        let features = build::transport_features(machine.options.ring)?;
+        let (options, layout) = (&machine.options, &machine.layout);
+        let blk = match &machine.blk {
+            Some(f) => {
+                let driver = build::blk_driver(f, &ram, features, options, layout)?;
+                Some(BlkGuest::new(driver, options.seed))
             }
             None => None,
         };
-        let net = match options.net {
-            Some(_) => {
-                let function = members.next().ok_or(PciError::NotInitialised)?;
-                let driver = net_driver(&function, &ram, features, &options, &layout)?;
-                Some(GuestFunction {
-                    function,
-                    vcpu: Arc::new(Mutex::new(NetGuest::new(driver))),
-                })
-            }
+        let net = match &machine.net {
+            Some(f) => Some(NetGuest::new(build::net_driver(
+                f, &ram, features, options, layout,
+            )?)),
             None => None,
         };
         let dirtier = Dirtier::new(
@@ -206,41 +143,103 @@ impl Machine {
             options.dirty_rate_mib,
             DirtierState::default(),
         );
-        let mut machine = Self {
+        machine.run(blk, net, dirtier)?;
+        Ok(machine)
+    }
+
+    /// Builds the machine waiting for a migrated guest: the same devices and layout as the
+    /// options say, every member put in Freeze before anything runs, no vCPU.
+    pub fn incoming(options: MachineOptions) -> Result<Self, MachineError> {
+        let machine = Self::build(options)?;
+        {
+            let mut admin = lock(&machine.admin);
+            for member in machine.members() {
+                admin.dev_mode_set(member, DevMode::Freeze)?;
+            }
+        }
+        Ok(machine)
+    }
+
+    fn build(options: MachineOptions) -> Result<Self, MachineError> {
+        let layout = options.layout()?;
+        let memory = VmMemory::new(options.memory)?;
+        let owner_memory = VmMemory::new(OWNER_MEMORY)?;
+        let (pending, net_stats) = build::devices(&options)?;
+        let wakes: Vec<_> = pending.iter().map(|p| p.1.clone()).collect();
+        let owner = build::owner(&owner_memory, memory.ram(), &options, pending)?;
+        let mut workers = Vec::new();
+        let mut members = Vec::new();
+        for (vf, wake) in (1u16..).zip(wakes) {
+            let function = owner
+                .member(vf)
+                .ok_or(MachineError::Device(format!("member {vf} missing")))?;
+            let KickMode::Worker(kicks) = function.kick_mode().clone() else {
+                return Err(MachineError::Pci(PciError::NoKickEventFds));
+            };
+            let core = function.core().clone();
+            workers.push(Worker::spawn_with_wakers(core, kicks, vec![wake])?);
+            members.push(function);
+        }
+        let mut members = members.into_iter();
+        let blk = options.blk.as_ref().and_then(|_| members.next());
+        let net = options.net.as_ref().and_then(|_| members.next());
+        let mut admin = AdminClient::init(
+            owner.function().clone(),
+            owner_memory.ram().clone(),
+            PROFILE,
+            AdminClientConfig::default(),
+        )?;
+        admin.use_migration_commands()?;
+        Ok(Self {
             options,
             layout,
             memory,
-            owner_memory,
             owner,
+            admin: Mutex::new(admin),
             blk,
             net,
             net_stats,
-            dirtier: Arc::new(Mutex::new(dirtier)),
+            guest: None,
             control: Arc::new(PauseControl::default()),
             errors: Arc::new(Mutex::new(Vec::new())),
             threads: Vec::new(),
             workers,
-        };
-        machine.spawn_vcpus()?;
-        Ok(machine)
+            _owner_memory: owner_memory,
+        })
     }
 
-    fn spawn_vcpus(&mut self) -> Result<(), MachineError> {
+    /// Installs the vCPUs and starts their threads.
+    fn run(
+        &mut self,
+        blk: Option<BlkGuest>,
+        net: Option<NetGuest>,
+        dirtier: Dirtier,
+    ) -> Result<(), MachineError> {
+        let guest = Guest {
+            blk: blk.map(|g| Arc::new(Mutex::new(g))),
+            net: net.map(|g| Arc::new(Mutex::new(g))),
+            dirtier: Arc::new(Mutex::new(dirtier)),
+        };
         let (control, errors) = (&self.control, &self.errors);
-        if let Some(blk) = &self.blk {
-            let vcpu = blk.vcpu.clone();
-            let t = guest::spawn("blk", vcpu, control.clone(), errors.clone())?;
+        if let Some(vcpu) = &guest.blk {
+            let t = guest::spawn("blk", vcpu.clone(), control.clone(), errors.clone())?;
             self.threads.push(t);
         }
-        if let Some(net) = &self.net {
-            let vcpu = net.vcpu.clone();
-            let t = guest::spawn("net", vcpu, control.clone(), errors.clone())?;
+        if let Some(vcpu) = &guest.net {
+            let t = guest::spawn("net", vcpu.clone(), control.clone(), errors.clone())?;
             self.threads.push(t);
         }
-        let dirtier = self.dirtier.clone();
-        let t = guest::spawn("dirtier", dirtier, control.clone(), errors.clone())?;
+        let vcpu = guest.dirtier.clone();
+        let t = guest::spawn("dirtier", vcpu, control.clone(), errors.clone())?;
         self.threads.push(t);
+        self.guest = Some(guest);
         Ok(())
+    }
+
+    /// The member numbers (VFs) of the guest's functions, blk first.
+    pub fn members(&self) -> Vec<u64> {
+        let count = u64::from(self.blk.is_some()) + u64::from(self.net.is_some());
+        (1..=count).collect()
     }
 
     /// The options the machine was built from.
@@ -263,32 +262,10 @@ impl Machine {
         &self.owner
     }
 
-    /// The owner's driver (the hypervisor's side of the admin queue), initialised, every
-    /// migration command in use. Its rings live in host memory, not in the guest's RAM.
-    pub fn admin_client(&self) -> Result<AdminClient<GuestRam>, MachineError> {
-        let mut client = AdminClient::init(
-            self.owner.function().clone(),
-            self.owner_memory.ram().clone(),
-            PROFILE,
-            AdminClientConfig::default(),
-        )
-        .map_err(|e| MachineError::Driver(e.to_string()))?;
-        client
-            .use_migration_commands()
-            .map_err(|e| MachineError::Driver(e.to_string()))?;
-        Ok(client)
-    }
-
-    /// The member number (VF) of the blk function, if any.
-    pub fn blk_member(&self) -> Option<u16> {
-        self.blk.as_ref().map(|_| 1)
-    }
-
-    /// The member number (VF) of the net function, if any.
-    pub fn net_member(&self) -> Option<u16> {
-        self.net
-            .as_ref()
-            .map(|_| if self.blk.is_some() { 2 } else { 1 })
+    /// Runs `f` with the owner's driver (the hypervisor's side of the admin queue, every
+    /// migration command in use; its rings live in host memory, not in guest RAM).
+    pub fn with_admin<T>(&self, f: impl FnOnce(&mut AdminClient<GuestRam>) -> T) -> T {
+        f(&mut lock(&self.admin))
     }
 
     /// The net device's counters (frames on the wire), if any.
@@ -298,9 +275,7 @@ impl Machine {
 
     /// The member functions, blk first.
     pub fn functions(&self) -> Vec<Arc<VirtioPciFunction<GuestRam>>> {
-        let blk = self.blk.iter().map(|g| g.function.clone());
-        blk.chain(self.net.iter().map(|g| g.function.clone()))
-            .collect()
+        self.blk.iter().chain(&self.net).cloned().collect()
     }
 
     /// Errors that stopped a vCPU, so far.
@@ -325,24 +300,110 @@ impl Machine {
         self.control.all_parked()
     }
 
-    /// Whether the vCPUs are paused.
-    pub fn is_paused(&self) -> bool {
-        self.control.is_paused()
+    fn guest(&self) -> Result<&Guest, MachineError> {
+        self.guest
+            .as_ref()
+            .ok_or(MachineError::State("no guest runs here"))
     }
 
-    /// The workloads' counters as they stand (consistent while paused).
+    /// The workloads' counters as they stand (consistent while paused); all zero without a
+    /// guest.
     pub fn report(&self) -> MachineReport {
+        let Ok(guest) = self.guest() else {
+            return MachineReport::default();
+        };
         MachineReport {
-            blk: self.blk.as_ref().map(|g| lock(&g.vcpu).report()),
-            net: self.net.as_ref().map(|g| lock(&g.vcpu).report()),
-            dirtier: lock(&self.dirtier).state(),
+            blk: guest.blk.as_ref().map(|g| lock(g).report()),
+            net: guest.net.as_ref().map(|g| lock(g).report()),
+            dirtier: lock(&guest.dirtier).state(),
         }
+    }
+
+    /// The vCPU state; the vCPUs must be paused.
+    pub fn vcpu_state(&self) -> Result<VcpuState, MachineError> {
+        if !self.all_parked() {
+            return Err(MachineError::State("the vCPU state is read while paused"));
+        }
+        let guest = self.guest()?;
+        Ok(VcpuState {
+            blk: guest.blk.as_ref().map(|g| lock(g).state()),
+            net: guest.net.as_ref().map(|g| lock(g).state()),
+            dirtier: lock(&guest.dirtier).state(),
+        })
+    }
+
+    /// The source side's device hand-over: DEV_MODE_SET Stop then Freeze on every member,
+    /// then each one's device context (DEV_CTX_READ), by member number.
+    pub fn freeze_devices(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        let mut admin = lock(&self.admin);
+        let mut contexts = Vec::new();
+        for member in self.members() {
+            admin.dev_mode_set(member, DevMode::Stop)?;
+            admin.dev_mode_set(member, DevMode::Freeze)?;
+            contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
+        }
+        Ok(contexts)
+    }
+
+    /// The destination side: writes each member's context (DEV_CTX_WRITE in Freeze), sets it
+    /// Active, and continues the guest from `state` on this machine's memory (which must hold
+    /// the source's by now). The vCPUs start running.
+    pub fn restore(
+        &mut self,
+        contexts: &[(u64, Vec<u8>)],
+        state: VcpuState,
+    ) -> Result<(), MachineError> {
+        if self.guest.is_some() {
+            return Err(MachineError::State("a guest runs here already"));
+        }
+        let ram = self.memory.ram().clone();
+        let blk = match (&self.blk, state.blk) {
+            (Some(f), Some(s)) => {
+                Some(BlkGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(MachineError::State(
+                    "the vCPU state has another blk function",
+                ))
+            }
+        };
+        let net = match (&self.net, state.net) {
+            (Some(f), Some(s)) => {
+                Some(NetGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(MachineError::State(
+                    "the vCPU state has another net function",
+                ))
+            }
+        };
+        let layout = &self.layout;
+        let dirtier = Dirtier::restore(
+            ram,
+            layout.working_set_at,
+            layout.working_set_len,
+            self.options.dirty_rate_mib,
+            state.dirtier,
+        )
+        .map_err(MachineError::Vcpu)?;
+        {
+            let mut admin = lock(&self.admin);
+            for (member, context) in contexts {
+                admin.dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
+            }
+            for member in self.members() {
+                admin.dev_mode_set(member, DevMode::Active)?;
+            }
+        }
+        self.run(blk, net, dirtier)
     }
 
     fn stop_vcpus(&mut self) {
         self.control.quit();
         for t in self.threads.drain(..) {
-            // A vCPU that panicked already recorded nothing more to report.
+            // A vCPU that panicked has nothing more to report.
             let _ = t.join();
         }
     }
@@ -356,15 +417,16 @@ impl Machine {
         if !errors.is_empty() {
             return Err(MachineError::Vcpu(errors.join("; ")));
         }
-        let blk = match &self.blk {
-            Some(g) => Some(lock(&g.vcpu).settle(timeout).map_err(MachineError::Vcpu)?),
+        let guest = self.guest()?;
+        let blk = match &guest.blk {
+            Some(g) => Some(lock(g).settle(timeout).map_err(MachineError::Vcpu)?),
             None => None,
         };
-        let net = match &self.net {
-            Some(g) => Some(lock(&g.vcpu).settle(timeout).map_err(MachineError::Vcpu)?),
+        let net = match &guest.net {
+            Some(g) => Some(lock(g).settle(timeout).map_err(MachineError::Vcpu)?),
             None => None,
         };
-        let dirtier = lock(&self.dirtier);
+        let dirtier = lock(&guest.dirtier);
         dirtier.verify().map_err(MachineError::Vcpu)?;
         Ok(MachineReport {
             blk,
@@ -382,111 +444,4 @@ impl Drop for Machine {
             w.stop();
         }
     }
-}
-
-/// The owner: an rng device of its own (any type serves; the admin queue is what matters) on
-/// host memory, members built from `pending` (VF *n* is `pending[n - 1]`) on guest RAM.
-fn owner(
-    owner_memory: &VmMemory,
-    ram: &Arc<GuestRam>,
-    options: &MachineOptions,
-    pending: Vec<PendingMember>,
-) -> Result<OwnerFunction<GuestRam>, MachineError> {
-    let count = u16::try_from(pending.len()).unwrap_or(u16::MAX);
-    let mut pending: Vec<Option<PendingMember>> = pending.into_iter().map(Some).collect();
-    let ram = ram.clone();
-    let core = CoreOptions {
-        quiesce_mode: options.quiesce,
-        ..CoreOptions::default()
-    };
-    let factory = Box::new(move |vf: u16| {
-        let (device, _, vectors) = usize::from(vf)
-            .checked_sub(1)
-            .and_then(|i| pending.get_mut(i))
-            .and_then(Option::take)
-            .ok_or_else(|| std::io::Error::other(format!("member {vf} was built already")))?;
-        VirtioPciFunction::with_device(device, ram.clone(), core.clone(), vectors, true)
-    });
-    let entropy = HostEntropy::open()?;
-    let device = Box::new(Rng::new(Box::new(entropy), 8));
-    let owner = OwnerFunction::new(
-        device,
-        owner_memory.ram().clone(),
-        OwnerOptions::default(),
-        factory,
-    )?;
-    owner.set_num_vfs(count)?;
-    owner.set_vf_enable(true)?;
-    Ok(owner)
-}
-
-fn blk_driver(
-    function: &Arc<VirtioPciFunction<GuestRam>>,
-    ram: &Arc<GuestRam>,
-    transport: u64,
-    options: &MachineOptions,
-    layout: &GuestLayout,
-) -> Result<BlkDriver<GuestRam>, MachineError> {
-    let config = BlkDriverConfig {
-        features: transport | bf::FLUSH | bf::MQ | bf::SEG_MAX | bf::BLK_SIZE,
-        num_queues: options.queues,
-        queue_size: QUEUE_SIZE,
-        rings_at: layout.blk_at,
-        max_data: BLOCK_LEN,
-    };
-    if config.end() > layout.net_rings_at {
-        return Err(MachineError::Driver(
-            "the blk driver overlaps the net rings".into(),
-        ));
-    }
-    let irqs = (1..=options.queues)
-        .map(|v| function.interrupts().vector_eventfd(v).cloned())
-        .collect::<Option<Vec<_>>>()
-        .ok_or(MachineError::Driver("blk MSI-X vectors".into()))?;
-    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
-    BlkDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))
-}
-
-fn net_driver(
-    function: &Arc<VirtioPciFunction<GuestRam>>,
-    ram: &Arc<GuestRam>,
-    transport: u64,
-    options: &MachineOptions,
-    layout: &GuestLayout,
-) -> Result<NetPciDriver<GuestRam>, MachineError> {
-    let queues = 2 * options.queues + 1;
-    let config = NetPciConfig {
-        features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
-        pairs: options.queues,
-        queue_size: QUEUE_SIZE,
-        rx_buf_len: 2048,
-        rings_at: layout.net_rings_at,
-        buffers_at: layout.net_buffers_at,
-    };
-    let irqs = (1..=queues)
-        .map(|v| function.interrupts().vector_eventfd(v).cloned())
-        .collect::<Option<Vec<_>>>()
-        .ok_or(MachineError::Driver("net MSI-X vectors".into()))?;
-    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
-    let mut driver =
-        NetPciDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))?;
-    if driver.net().buffers_end() > layout.working_set_at {
-        return Err(MachineError::Driver(
-            "the net buffers overlap the working set".into(),
-        ));
-    }
-    if options.queues > 1 {
-        let ack = driver
-            .command(
-                ctrl::CLASS_MQ,
-                ctrl::MQ_VQ_PAIRS_SET,
-                &options.queues.to_le_bytes(),
-                Duration::from_secs(5),
-            )
-            .map_err(|e| MachineError::Driver(e.to_string()))?;
-        if ack != ctrl::OK {
-            return Err(MachineError::Driver(format!("VQ_PAIRS_SET answered {ack}")));
-        }
-    }
-    Ok(driver)
 }

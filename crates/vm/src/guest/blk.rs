@@ -1,13 +1,29 @@
 //! The blk vCPU: the verifying [`BlkWorkload`] over the guest's [`BlkDriver`], every request
 //! queue kept `DEPTH` requests deep.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_devices::blk::driver::BlkDriver;
+use serde::{Deserialize, Serialize};
+use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverState};
 use virtio_lm_devices::blk::workload::{BlkReport, BlkWorkload};
+use virtio_lm_pci::VirtioPciFunction;
 
-use super::Vcpu;
+use super::{queue_vectors, Vcpu};
+use crate::machine::PROFILE;
 use crate::memory::GuestRam;
+
+/// The blk vCPU's state outside guest memory: the driver's bookkeeping and the workload's
+/// ledger.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlkVcpuState {
+    /// The driver.
+    pub driver: BlkDriverState,
+    /// The workload ([`BlkWorkload::encode`]).
+    pub workload: Vec<u8>,
+    /// The queue waited on next.
+    pub turn: u16,
+}
 
 /// Requests the workload keeps in flight per queue.
 pub const DEPTH: usize = 8;
@@ -33,6 +49,33 @@ impl BlkGuest {
             workload: BlkWorkload::new(blocks, BLOCK_LEN, seed),
             turn: 0,
         }
+    }
+
+    /// Its state (take it at a safe point).
+    pub fn state(&self) -> BlkVcpuState {
+        BlkVcpuState {
+            driver: self.driver.state(),
+            workload: self.workload.encode(),
+            turn: self.turn,
+        }
+    }
+
+    /// The guest continuing from `state` on the blk function `function` with RAM `ram`.
+    pub fn from_state(
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+        ram: &Arc<GuestRam>,
+        state: BlkVcpuState,
+    ) -> Result<Self, String> {
+        let workload = BlkWorkload::decode(&state.workload).ok_or("blk workload state")?;
+        let irqs = queue_vectors(function, state.driver.config.num_queues)?;
+        let driver =
+            BlkDriver::from_state(function.clone(), ram.clone(), PROFILE, state.driver, irqs)
+                .map_err(|e| e.to_string())?;
+        Ok(Self {
+            driver,
+            workload,
+            turn: state.turn,
+        })
     }
 
     /// The workload's counters.

@@ -62,6 +62,25 @@ impl Dirtier {
         }
     }
 
+    /// [`Self::new`] from a state that came from elsewhere: its position must lie inside the
+    /// working set.
+    pub fn restore(
+        ram: Arc<GuestRam>,
+        at: u64,
+        len: u64,
+        rate_mib: u64,
+        state: DirtierState,
+    ) -> Result<Self, String> {
+        let pages = len / PAGE_SIZE;
+        if state.position >= pages.max(1) {
+            return Err(format!(
+                "dirtier position {} past the working set",
+                state.position
+            ));
+        }
+        Ok(Self::new(ram, at, len, rate_mib, state))
+    }
+
     /// Its state.
     pub fn state(&self) -> DirtierState {
         self.state

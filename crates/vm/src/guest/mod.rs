@@ -8,11 +8,35 @@
 pub mod blk;
 pub mod dirtier;
 pub mod net;
+mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use virtio_lm_pci::VirtioPciFunction;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestRam;
 use crate::pause::{Next, PauseControl};
+
+pub use state::VcpuState;
+
+/// The interrupt eventfds of MSI-X vectors `1..=count` of `function` (vector 0 is the
+/// configuration vector; queue *i* uses vector *i* + 1).
+pub fn queue_vectors(
+    function: &VirtioPciFunction<GuestRam>,
+    count: u16,
+) -> Result<Vec<Arc<EventFd>>, String> {
+    (1..=count)
+        .map(|v| {
+            function
+                .interrupts()
+                .vector_eventfd(v)
+                .cloned()
+                .ok_or_else(|| format!("MSI-X vector {v} missing"))
+        })
+        .collect()
+}
 
 /// What a guest thread runs.
 pub trait Vcpu: Send + 'static {

@@ -1,13 +1,29 @@
 //! The net vCPU: the verifying [`NetWorkload`] over the guest's [`NetPciDriver`], `WINDOW`
 //! frames kept out to the echo peer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_devices::net::pci_driver::NetPciDriver;
+use serde::{Deserialize, Serialize};
+use virtio_lm_devices::net::pci_driver::{NetPciDriver, NetPciDriverState};
 use virtio_lm_devices::net::workload::{NetReport, NetWorkload};
+use virtio_lm_pci::VirtioPciFunction;
 
-use super::Vcpu;
+use super::{queue_vectors, Vcpu};
+use crate::machine::PROFILE;
 use crate::memory::GuestRam;
+
+/// The net vCPU's state outside guest memory: the driver's bookkeeping and the workload's
+/// ledger.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetVcpuState {
+    /// The driver.
+    pub driver: NetPciDriverState,
+    /// The workload ([`NetWorkload::encode`]).
+    pub workload: Vec<u8>,
+    /// Echoes verified at the last progress, and steps since.
+    pub progress: (u64, u32),
+}
 
 /// Frames kept out at once.
 pub const WINDOW: u64 = 16;
@@ -34,6 +50,33 @@ impl NetGuest {
             workload,
             progress: (0, 0),
         }
+    }
+
+    /// Its state (take it at a safe point).
+    pub fn state(&self) -> NetVcpuState {
+        NetVcpuState {
+            driver: self.driver.state(),
+            workload: self.workload.encode(),
+            progress: self.progress,
+        }
+    }
+
+    /// The guest continuing from `state` on the net function `function` with RAM `ram`.
+    pub fn from_state(
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+        ram: &Arc<GuestRam>,
+        state: NetVcpuState,
+    ) -> Result<Self, String> {
+        let workload = NetWorkload::decode(&state.workload).ok_or("net workload state")?;
+        let irqs = queue_vectors(function, state.driver.net.num_queues())?;
+        let driver =
+            NetPciDriver::from_state(function.clone(), ram.clone(), PROFILE, state.driver, irqs)
+                .map_err(|e| e.to_string())?;
+        Ok(Self {
+            driver,
+            workload,
+            progress: state.progress,
+        })
     }
 
     /// The workload's counters.
