@@ -64,6 +64,9 @@ pub enum PciError {
         /// Status read.
         status: DeviceStatus,
     },
+    /// A restored driver state is inconsistent.
+    #[error("Invalid driver state: {0}")]
+    BadDriverState(&'static str),
     /// The device set DEVICE_NEEDS_RESET (seed 002); only a reset recovers.
     #[error("Device needs reset (status {status:#04x})")]
     NeedsReset {

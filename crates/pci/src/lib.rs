@@ -61,8 +61,8 @@ pub mod testing;
 mod transport;
 
 pub use driver::{
-    discover, DriverQueue, Notifier, OutstandingChain, PciDriver, PollPolicy, QueueSetup,
-    QueueStateRegs, Region, Regions, RingDriver, SavedState,
+    discover, DriverQueue, DriverState, Notifier, OutstandingChain, PciDriver, PollPolicy,
+    QueueBookkeeping, QueueSetup, QueueStateRegs, Region, Regions, RingDriver, SavedState,
 };
 pub use error::PciError;
 pub use function::{KickMode, VirtioPciFunction};

@@ -137,9 +137,10 @@ impl PartialEq<DescriptorChain> for SavedChain {
 }
 
 /// A buffer the driver offers: what the driver side turns into descriptors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BufferSpec {
     /// Guest address.
+    #[serde(with = "crate::driver_state::guest_address")]
     pub addr: GuestAddress,
     /// Length in bytes.
     pub len: u32,

@@ -9,7 +9,9 @@ use crate::kind::RingKind;
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
 /// Negotiated features that change how the ring is read and written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct RingFeatures {
     /// VIRTIO_F_EVENT_IDX: event indices instead of flags for notification suppression.
     pub event_idx: bool,
@@ -18,17 +20,20 @@ pub struct RingFeatures {
 }
 
 /// Configuration of one virtqueue as the driver programmed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     /// Ring format.
     pub kind: RingKind,
     /// Number of entries.
     pub size: u16,
     /// Descriptor table (split) or descriptor ring (packed).
+    #[serde(with = "crate::driver_state::guest_address")]
     pub desc_table: GuestAddress,
     /// Split: available ring. Packed: driver event suppression structure.
+    #[serde(with = "crate::driver_state::guest_address")]
     pub driver_area: GuestAddress,
     /// Split: used ring. Packed: device event suppression structure.
+    #[serde(with = "crate::driver_state::guest_address")]
     pub device_area: GuestAddress,
     /// Negotiated ring features.
     pub features: RingFeatures,

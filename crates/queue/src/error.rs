@@ -253,6 +253,9 @@ pub enum DriverError {
     /// The configuration given to the driver is unusable.
     #[error("Invalid queue configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A restored driver state is inconsistent.
+    #[error("Invalid driver state: {0}")]
+    BadState(&'static str),
 }
 
 /// The error of a failed ring access at `addr` on the device side.

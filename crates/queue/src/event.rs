@@ -16,7 +16,7 @@ pub fn need_event(event: u16, new: u16, old: u16) -> bool {
 
 /// A position in a packed ring: the 15-bit index and the wrap counter, as seed 001 encodes the
 /// available and used state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RingPosition {
     /// Slot index, below the queue size.
     pub index: u16,

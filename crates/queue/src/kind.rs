@@ -1,7 +1,7 @@
 //! The two ring formats: a leaf that the configuration and the errors both name.
 
 /// The two virtqueue formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RingKind {
     /// Split virtqueue: descriptor table, available ring, used ring.
     Split,

@@ -50,6 +50,7 @@ mod chain;
 mod config;
 mod device_queue;
 mod driver_io;
+mod driver_state;
 mod error;
 mod event;
 #[cfg(feature = "fuzzing")]

@@ -12,8 +12,10 @@ use crate::kind::RingKind;
 use crate::packed::PackedDriver;
 use crate::split::SplitDriver;
 
-/// A split or packed driver-side ring, by [`QueueConfig::kind`].
-#[derive(Clone, Debug)]
+/// A split or packed driver-side ring, by [`QueueConfig::kind`]. Its serde form is the guest
+/// driver's bookkeeping of the ring (free descriptors, outstanding chains, indices): check a
+/// deserialised one with [`RingDriver::check_restored`] before using it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum RingDriver {
     /// A split ring.
     Split(SplitDriver),
@@ -28,6 +30,27 @@ impl RingDriver {
             RingKind::Split => Self::Split(SplitDriver::new(config, mem)?),
             RingKind::Packed => Self::Packed(PackedDriver::new(config, mem)?),
         })
+    }
+
+    /// Checks a deserialised driver before it touches guest memory: its configuration must be a
+    /// valid ring in `mem` and its bookkeeping consistent (see the formats' checks).
+    pub fn check_restored<M: GuestMemory + ?Sized>(&self, mem: &M) -> Result<(), DriverError> {
+        let config = self.config();
+        let kind = match self {
+            Self::Split(_) => RingKind::Split,
+            Self::Packed(_) => RingKind::Packed,
+        };
+        if config.kind != kind {
+            return Err(DriverError::BadState(
+                "the configuration is of the other format",
+            ));
+        }
+        config.validate(mem)?;
+        match self {
+            Self::Split(d) => d.check_state(),
+            Self::Packed(d) => d.check_state(),
+        }
+        .map_err(DriverError::BadState)
     }
 
     /// The ring's configuration.

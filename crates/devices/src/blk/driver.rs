@@ -22,6 +22,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+mod state;
+
+pub use state::{BlkDriverState, PendingRequest, SlotQueueState};
+
 use super::config::{
     features, offset, request_type as t, DISCARD_SEGMENT_LEN, REQUEST_HEADER_LEN,
     VIRTIO_BLK_ID_BYTES, WRITE_ZEROES_FLAG_UNMAP,
@@ -60,7 +64,7 @@ pub enum BlkDriverError {
 }
 
 /// Where and how the driver lays itself out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlkDriverConfig {
     /// Feature bits to ask for (transport features by the driver's profile, blk features from
     /// [`features`]); the device's offer masks them.
@@ -168,6 +172,23 @@ struct SlotQueue {
     pending: HashMap<u16, Pending>,
 }
 
+/// One epoll per interrupt eventfd, so each queue waits on its own vector.
+fn interrupt_epolls(irqs: &[Arc<EventFd>]) -> Result<Vec<Epoll>, BlkDriverError> {
+    irqs.iter()
+        .map(|fd| {
+            let epoll = Epoll::new().map_err(BlkDriverError::Wait)?;
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    std::os::fd::AsRawFd::as_raw_fd(&**fd),
+                    EpollEvent::new(EventSet::IN, 0),
+                )
+                .map_err(BlkDriverError::Wait)?;
+            Ok(epoll)
+        })
+        .collect()
+}
+
 /// The virtio-blk driver. See the module documentation.
 pub struct BlkDriver<M: GuestMemory> {
     pci: PciDriver<M>,
@@ -210,18 +231,7 @@ impl<M: GuestMemory> BlkDriver<M> {
             })
             .collect();
         pci.init(features, &setups)?;
-        let mut epolls = Vec::new();
-        for fd in irqs.iter().take(usize::from(config.num_queues)) {
-            let epoll = Epoll::new().map_err(BlkDriverError::Wait)?;
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    std::os::fd::AsRawFd::as_raw_fd(&**fd),
-                    EpollEvent::new(EventSet::IN, 0),
-                )
-                .map_err(BlkDriverError::Wait)?;
-            epolls.push(epoll);
-        }
+        let epolls = interrupt_epolls(&irqs[..usize::from(config.num_queues)])?;
         let queues = (0..config.num_queues)
             .map(|q| SlotQueue {
                 free: (0..u64::from(config.queue_size))

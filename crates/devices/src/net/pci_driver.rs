@@ -20,6 +20,10 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+mod state;
+
+pub use state::NetPciDriverState;
+
 use super::config::features as nf;
 use super::driver::{NetDriver, NetDriverConfig, NetDriverError};
 use super::workload::NetWorkload;
@@ -56,6 +60,21 @@ pub struct NetPciConfig {
     pub rings_at: u64,
     /// Guest address of the buffer area.
     pub buffers_at: u64,
+}
+
+/// One epoll over every interrupt eventfd.
+fn interrupt_epoll(irqs: &[Arc<EventFd>]) -> Result<Epoll, NetPciError> {
+    let epoll = Epoll::new().map_err(NetPciError::Wait)?;
+    for fd in irqs {
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                fd.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, 0),
+            )
+            .map_err(NetPciError::Wait)?;
+    }
+    Ok(epoll)
 }
 
 /// The net driver over PCI. See the module documentation.
@@ -109,16 +128,7 @@ impl<M: GuestMemory> NetPciDriver<M> {
             .collect();
         pci.init(features, &setups)?;
         // `init` zeroed the rings again: the ring driver's fresh state still matches them.
-        let epoll = Epoll::new().map_err(NetPciError::Wait)?;
-        for fd in &irqs {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd.as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, 0),
-                )
-                .map_err(NetPciError::Wait)?;
-        }
+        let epoll = interrupt_epoll(&irqs)?;
         let mut driver = Self {
             pci,
             net,

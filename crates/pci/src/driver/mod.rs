@@ -7,6 +7,7 @@ mod io;
 mod lifecycle;
 mod ring;
 mod setup;
+mod state;
 mod types;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use vm_memory::GuestMemory;
 
 pub use caps::{discover, Region, Regions};
 pub use ring::{DriverQueue, RingDriver};
+pub use state::{DriverState, QueueBookkeeping};
 pub use types::{Notifier, OutstandingChain, PollPolicy, QueueSetup, QueueStateRegs, SavedState};
 
 use crate::error::PciError;

@@ -22,7 +22,7 @@ use crate::kind::RingKind;
 ///
 /// Buffer ids come from a pool of `size` ids; each chain takes one id and as many ring slots as
 /// it has descriptors (one for an indirect chain), returned when the device uses the id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PackedDriver {
     config: QueueConfig,
     /// Free buffer ids (a stack: the most recently freed is reused first).
@@ -85,6 +85,49 @@ impl PackedDriver {
     /// Next slot the driver makes available, with the driver ring wrap counter.
     pub fn avail_position(&self) -> RingPosition {
         self.avail
+    }
+
+    /// Whether the bookkeeping is consistent (a deserialised state is untrusted): every id free
+    /// or outstanding exactly once, the slots of outstanding chains and the free slots adding
+    /// up to the ring, every position inside the ring.
+    pub(crate) fn check_state(&self) -> Result<(), &'static str> {
+        let size = self.config.size;
+        if self.slots.len() != usize::from(size) {
+            return Err("slot table is not one entry per id");
+        }
+        let mut free = vec![false; usize::from(size)];
+        for &id in &self.free_ids {
+            match free.get_mut(usize::from(id)) {
+                Some(f) if !*f => *f = true,
+                _ => return Err("a free id is out of range or listed twice"),
+            }
+        }
+        let mut used_slots = 0u32;
+        for (id, &n) in self.slots.iter().enumerate() {
+            if (n == 0) != free[id] {
+                return Err("an id is neither free nor outstanding, or both");
+            }
+            used_slots += u32::from(n);
+        }
+        if used_slots + u32::from(self.free_slots) != u32::from(size) {
+            return Err("slots of outstanding chains and free slots do not add up to the ring");
+        }
+        let positions = [
+            self.avail,
+            self.published_avail,
+            self.kicked_avail,
+            self.used,
+        ];
+        let heads = self.pending_heads.iter().map(|h| h.0);
+        if positions
+            .iter()
+            .map(|p| p.index)
+            .chain(heads)
+            .any(|i| i >= size)
+        {
+            return Err("a ring position is outside the ring");
+        }
+        Ok(())
     }
 
     /// Next slot the driver reads a used descriptor from, with the wrap counter it expects.

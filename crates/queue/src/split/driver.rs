@@ -19,7 +19,7 @@ use crate::event::need_event;
 use crate::kind::RingKind;
 
 /// Driver side of a split virtqueue.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SplitDriver {
     config: QueueConfig,
     /// Free descriptor indices (a stack: the most recently freed is reused first).
@@ -54,6 +54,41 @@ impl SplitDriver {
     /// The queue configuration.
     pub fn config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    /// Whether the bookkeeping is consistent (a deserialised state is untrusted): one slot per
+    /// descriptor for outstanding chains, each chain headed by its slot, and the free list and
+    /// the chains together holding every descriptor exactly once.
+    pub(crate) fn check_state(&self) -> Result<(), &'static str> {
+        let size = usize::from(self.config.size);
+        if self.outstanding.len() != size {
+            return Err("outstanding table is not one entry per descriptor");
+        }
+        let mut seen = vec![false; size];
+        let mut mark = |d: u16| match seen.get_mut(usize::from(d)) {
+            Some(s) if !*s => {
+                *s = true;
+                Ok(())
+            }
+            _ => Err("a descriptor is out of range or listed twice"),
+        };
+        for &d in &self.free {
+            mark(d)?;
+        }
+        for (head, chain) in self.outstanding.iter().enumerate() {
+            if let Some(chain) = chain {
+                if chain.first().map(|&d| usize::from(d)) != Some(head) {
+                    return Err("a chain is not headed by its slot");
+                }
+                for &d in chain {
+                    mark(d)?;
+                }
+            }
+        }
+        if seen.iter().any(|s| !s) {
+            return Err("a descriptor is neither free nor outstanding");
+        }
+        Ok(())
     }
 
     /// Free descriptors.

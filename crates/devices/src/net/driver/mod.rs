@@ -10,6 +10,7 @@
 //! descriptors), control slots of [`CTRL_SLOT`] bytes (command then ack).
 
 mod ring;
+mod state;
 
 use virtio_lm_queue::{BufferSpec, DriverError, QueueConfig, RingFeatures, RingKind, UsedBuffer};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -45,7 +46,7 @@ pub enum NetDriverError {
 }
 
 /// How the driver sets itself up (after feature negotiation).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetDriverConfig {
     /// Ring format.
     pub kind: RingKind,
@@ -68,14 +69,40 @@ pub struct NetDriverConfig {
 }
 
 /// A frame being reassembled from several receive buffers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Partial {
     remaining: u16,
     bytes: Vec<u8>,
 }
 
-/// The net driver. See the module documentation.
-#[derive(Clone, Debug)]
+/// Per queue (receive and transmit of every pair, then control): its ring, the start of its
+/// buffer slots and their size. `None` if the areas overflow the address space.
+fn queue_layout(config: &NetDriverConfig) -> Option<Vec<(QueueConfig, u64, u32)>> {
+    let count = 2 * u32::from(config.pairs) + u32::from(config.ctrl);
+    let mut ring_at = GuestAddress(config.rings_at);
+    let mut buffers_at = config.buffers_at;
+    let mut out = Vec::new();
+    for index in 0..count {
+        let (qc, end) =
+            QueueConfig::contiguous(config.kind, config.queue_size, ring_at, config.ring);
+        ring_at = end;
+        let slot_len = if config.ctrl && index == 2 * u32::from(config.pairs) {
+            CTRL_SLOT
+        } else if index.is_multiple_of(2) {
+            config.rx_buf_len
+        } else {
+            TX_SLOT
+        };
+        out.push((qc, buffers_at, slot_len));
+        let area = u64::from(config.queue_size) * u64::from(slot_len);
+        buffers_at = buffers_at.checked_add(area)?;
+    }
+    Some(out)
+}
+
+/// The net driver. See the module documentation. Its serde form is guest state (check a
+/// deserialised one with [`NetDriver::check_restored`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetDriver {
     config: NetDriverConfig,
     queues: Vec<Queue>,
@@ -90,30 +117,17 @@ impl NetDriver {
         mem: &M,
         config: NetDriverConfig,
     ) -> Result<Self, NetDriverError> {
-        let count = 2 * config.pairs + u16::from(config.ctrl);
-        let mut ring_at = GuestAddress(config.rings_at);
-        let mut buffers_at = config.buffers_at;
-        let mut queues = Vec::with_capacity(usize::from(count));
-        for index in 0..count {
-            let (qc, end) =
-                QueueConfig::contiguous(config.kind, config.queue_size, ring_at, config.ring);
-            ring_at = end;
-            let slot_len = if config.ctrl && index == 2 * config.pairs {
-                CTRL_SLOT
-            } else if index.is_multiple_of(2) {
-                config.rx_buf_len
-            } else {
-                TX_SLOT
-            };
-            let size = u32::from(config.queue_size);
+        let layout = queue_layout(&config).ok_or(NetDriverError::TooLong("the buffer area"))?;
+        let size = u32::from(config.queue_size);
+        let mut queues = Vec::with_capacity(layout.len());
+        for (qc, base, slot_len) in layout {
             queues.push(Queue {
                 ring: Ring::new(qc, mem)?,
-                base: buffers_at,
+                base,
                 slot_len,
                 free: (0..size).rev().collect(),
                 slot_of: vec![None; usize::from(config.queue_size)],
             });
-            buffers_at += u64::from(size) * u64::from(slot_len);
         }
         Ok(Self {
             config,

@@ -10,7 +10,7 @@ use super::NetDriverError;
 pub use virtio_lm_queue::RingDriver as Ring;
 
 /// One queue: its ring, its slots, and the slot of each outstanding buffer id.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Queue {
     pub(super) ring: Ring,
     pub(super) base: u64,

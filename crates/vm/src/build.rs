@@ -1,0 +1,177 @@
+//! Building a machine's parts: the devices, the SR-IOV owner whose members they become, and
+//! the guest drivers a booting guest initialises.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtio_lm_device::{CoreOptions, VirtioDevice};
+use virtio_lm_devices::blk::config::features as bf;
+use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig};
+use virtio_lm_devices::net::config::{ctrl, features as nf};
+use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
+use virtio_lm_devices::{Blk, BlkOptions, HostEntropy, Net, NetOptions, NetStats, Rng};
+use virtio_lm_pci::admin::{OwnerFunction, OwnerOptions};
+use virtio_lm_pci::{PciDriver, VirtioPciFunction};
+use virtio_lm_spec::Feature;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::guest::blk::BLOCK_LEN;
+use crate::guest::queue_vectors;
+use crate::machine::{MachineError, PROFILE};
+use crate::memory::{GuestRam, VmMemory};
+use crate::options::{GuestLayout, MachineOptions, RingFormat};
+
+/// Entries per queue of the guest's blk and net queues.
+pub(crate) const QUEUE_SIZE: u16 = 64;
+
+/// A member's device before the owner's factory builds its function, with the eventfd its
+/// worker watches besides the kicks and its MSI-X vector count.
+pub(crate) type PendingMember = (Box<dyn VirtioDevice<GuestRam>>, Arc<EventFd>, u16);
+
+/// The devices the options ask for, blk first; and the net device's counters.
+pub(crate) fn devices(
+    options: &MachineOptions,
+) -> Result<(Vec<PendingMember>, Option<Arc<NetStats>>), MachineError> {
+    let mut pending: Vec<PendingMember> = Vec::new();
+    let mut net_stats = None;
+    if let Some(path) = &options.blk {
+        let blk = Blk::open(BlkOptions {
+            num_queues: options.queues,
+            queue_size: QUEUE_SIZE,
+            ..BlkOptions::new(path)
+        })
+        .map_err(|e| MachineError::Device(e.to_string()))?;
+        let wake = blk.completion_fd();
+        pending.push((Box::new(blk), wake, options.queues + 1));
+    }
+    if let Some(endpoints) = options.net {
+        let net = Net::new(NetOptions {
+            queue_pairs: options.queues,
+            queue_size: QUEUE_SIZE,
+            ..NetOptions::new(options.mac, endpoints.local, endpoints.remote)
+        })
+        .map_err(|e| MachineError::Device(e.to_string()))?;
+        net_stats = Some(net.stats());
+        let wake = net.wake_fd();
+        pending.push((Box::new(net), wake, 2 * options.queues + 2));
+    }
+    Ok((pending, net_stats))
+}
+
+/// The transport features the guest drivers ask for.
+pub(crate) fn transport_features(ring: RingFormat) -> Result<u64, MachineError> {
+    let mut wanted = vec![
+        Feature::Version1,
+        Feature::EventIdx,
+        Feature::DeviceStop,
+        Feature::QueueState,
+        Feature::Suspend,
+    ];
+    if ring == RingFormat::Packed {
+        wanted.push(Feature::RingPacked);
+    }
+    PROFILE
+        .feature_set(&wanted)
+        .map_err(|e| MachineError::Driver(e.to_string()))
+}
+
+/// The owner: an rng device of its own (any type serves; the admin queue is what matters) on
+/// host memory, members built from `pending` (VF *n* is `pending[n - 1]`) on guest RAM.
+pub(crate) fn owner(
+    owner_memory: &VmMemory,
+    ram: &Arc<GuestRam>,
+    options: &MachineOptions,
+    pending: Vec<PendingMember>,
+) -> Result<OwnerFunction<GuestRam>, MachineError> {
+    let count = u16::try_from(pending.len()).unwrap_or(u16::MAX);
+    let mut pending: Vec<Option<PendingMember>> = pending.into_iter().map(Some).collect();
+    let ram = ram.clone();
+    let core = CoreOptions {
+        quiesce_mode: options.quiesce,
+        ..CoreOptions::default()
+    };
+    let factory = Box::new(move |vf: u16| {
+        let (device, _, vectors) = usize::from(vf)
+            .checked_sub(1)
+            .and_then(|i| pending.get_mut(i))
+            .and_then(Option::take)
+            .ok_or_else(|| std::io::Error::other(format!("member {vf} was built already")))?;
+        VirtioPciFunction::with_device(device, ram.clone(), core.clone(), vectors, true)
+    });
+    let entropy = HostEntropy::open()?;
+    let device = Box::new(Rng::new(Box::new(entropy), 8));
+    let owner = OwnerFunction::new(
+        device,
+        owner_memory.ram().clone(),
+        OwnerOptions::default(),
+        factory,
+    )?;
+    owner.set_num_vfs(count)?;
+    owner.set_vf_enable(true)?;
+    Ok(owner)
+}
+
+pub(crate) fn blk_driver(
+    function: &Arc<VirtioPciFunction<GuestRam>>,
+    ram: &Arc<GuestRam>,
+    transport: u64,
+    options: &MachineOptions,
+    layout: &GuestLayout,
+) -> Result<BlkDriver<GuestRam>, MachineError> {
+    let config = BlkDriverConfig {
+        features: transport | bf::FLUSH | bf::MQ | bf::SEG_MAX | bf::BLK_SIZE,
+        num_queues: options.queues,
+        queue_size: QUEUE_SIZE,
+        rings_at: layout.blk_at,
+        max_data: BLOCK_LEN,
+    };
+    if config.end() > layout.net_rings_at {
+        return Err(MachineError::Driver(
+            "the blk driver overlaps the net rings".into(),
+        ));
+    }
+    let irqs = queue_vectors(function, options.queues).map_err(MachineError::Driver)?;
+    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
+    BlkDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))
+}
+
+pub(crate) fn net_driver(
+    function: &Arc<VirtioPciFunction<GuestRam>>,
+    ram: &Arc<GuestRam>,
+    transport: u64,
+    options: &MachineOptions,
+    layout: &GuestLayout,
+) -> Result<NetPciDriver<GuestRam>, MachineError> {
+    let queues = 2 * options.queues + 1;
+    let config = NetPciConfig {
+        features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
+        pairs: options.queues,
+        queue_size: QUEUE_SIZE,
+        rx_buf_len: 2048,
+        rings_at: layout.net_rings_at,
+        buffers_at: layout.net_buffers_at,
+    };
+    let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
+    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
+    let mut driver =
+        NetPciDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))?;
+    if driver.net().buffers_end() > layout.working_set_at {
+        return Err(MachineError::Driver(
+            "the net buffers overlap the working set".into(),
+        ));
+    }
+    if options.queues > 1 {
+        let ack = driver
+            .command(
+                ctrl::CLASS_MQ,
+                ctrl::MQ_VQ_PAIRS_SET,
+                &options.queues.to_le_bytes(),
+                Duration::from_secs(5),
+            )
+            .map_err(|e| MachineError::Driver(e.to_string()))?;
+        if ack != ctrl::OK {
+            return Err(MachineError::Driver(format!("VQ_PAIRS_SET answered {ack}")));
+        }
+    }
+    Ok(driver)
+}

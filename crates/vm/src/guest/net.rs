@@ -1,0 +1,131 @@
+//! The net vCPU: the verifying [`NetWorkload`] over the guest's [`NetPciDriver`], `WINDOW`
+//! frames kept out to the echo peer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use virtio_lm_devices::net::pci_driver::{NetPciDriver, NetPciDriverState};
+use virtio_lm_devices::net::workload::{NetReport, NetWorkload};
+use virtio_lm_pci::VirtioPciFunction;
+
+use super::{queue_vectors, Vcpu};
+use crate::machine::PROFILE;
+use crate::memory::GuestRam;
+
+/// The net vCPU's state outside guest memory: the driver's bookkeeping and the workload's
+/// ledger.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetVcpuState {
+    /// The driver.
+    pub driver: NetPciDriverState,
+    /// The workload ([`NetWorkload::encode`]).
+    pub workload: Vec<u8>,
+    /// Echoes verified at the last progress, and steps since.
+    pub progress: (u64, u32),
+}
+
+/// Frames kept out at once.
+pub const WINDOW: u64 = 16;
+/// With the window full and no echo for this many steps (each waits up to 1 ms for an
+/// interrupt), the frames out are given up on (counted lost; an echo that still comes is
+/// counted late). UDP may drop; over loopback an echo takes well under a millisecond. Counted
+/// in steps, not time, so a paused guest gives nothing up.
+pub const STALL_STEPS: u32 = 200;
+
+/// The net vCPU's state: its driver and its workload.
+pub struct NetGuest {
+    driver: NetPciDriver<GuestRam>,
+    workload: NetWorkload,
+    /// Echoes verified at the last progress, and steps since.
+    progress: (u64, u32),
+}
+
+impl NetGuest {
+    /// A guest running a fresh workload over the device behind `driver`.
+    pub fn new(driver: NetPciDriver<GuestRam>) -> Self {
+        let workload = NetWorkload::new(driver.mac());
+        Self {
+            driver,
+            workload,
+            progress: (0, 0),
+        }
+    }
+
+    /// Its state (take it at a safe point).
+    pub fn state(&self) -> NetVcpuState {
+        NetVcpuState {
+            driver: self.driver.state(),
+            workload: self.workload.encode(),
+            progress: self.progress,
+        }
+    }
+
+    /// The guest continuing from `state` on the net function `function` with RAM `ram`.
+    pub fn from_state(
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+        ram: &Arc<GuestRam>,
+        state: NetVcpuState,
+    ) -> Result<Self, String> {
+        let workload = NetWorkload::decode(&state.workload).ok_or("net workload state")?;
+        let irqs = queue_vectors(function, state.driver.net.num_queues())?;
+        let driver =
+            NetPciDriver::from_state(function.clone(), ram.clone(), PROFILE, state.driver, irqs)
+                .map_err(|e| e.to_string())?;
+        Ok(Self {
+            driver,
+            workload,
+            progress: state.progress,
+        })
+    }
+
+    /// The workload's counters.
+    pub fn report(&self) -> NetReport {
+        self.workload.report
+    }
+
+    /// The workload (its ledger is the guest's verification state).
+    pub fn workload(&self) -> &NetWorkload {
+        &self.workload
+    }
+
+    /// Stops sending and collects until every frame is echoed or `timeout` passes; frames
+    /// still out then are counted lost. Returns the final counters.
+    pub fn settle(&mut self, timeout: Duration) -> Result<NetReport, String> {
+        let deadline = Instant::now() + timeout;
+        while self.workload.outstanding() > 0 && Instant::now() < deadline {
+            self.driver
+                .wait(Duration::from_millis(2))
+                .map_err(|e| e.to_string())?;
+            self.driver
+                .collect(&mut self.workload)
+                .map_err(|e| e.to_string())?;
+        }
+        self.workload.declare_lost();
+        Ok(self.workload.report)
+    }
+}
+
+impl Vcpu for NetGuest {
+    fn step(&mut self) -> Result<(), String> {
+        self.driver
+            .step(&mut self.workload, WINDOW)
+            .map_err(|e| e.to_string())?;
+        self.driver
+            .wait(Duration::from_millis(1))
+            .map_err(|e| e.to_string())?;
+        self.driver
+            .collect(&mut self.workload)
+            .map_err(|e| e.to_string())?;
+        let echoed = self.workload.report.verified;
+        if echoed != self.progress.0 {
+            self.progress = (echoed, 0);
+        } else if self.workload.outstanding() >= WINDOW && self.progress.1 >= STALL_STEPS {
+            self.workload.declare_lost();
+            self.progress.1 = 0;
+        } else {
+            self.progress.1 += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,447 @@
+//! The machine: guest RAM, an SR-IOV owner function (the host's PF, its admin queue in host
+//! memory) whose members are the guest's blk and net functions, one device worker thread per
+//! member, and the guest's vCPU threads (blk workload, net workload, memory dirtier), which
+//! pause at a safe point and resume.
+//!
+//! A machine either boots its guest ([`Machine::start`]) or waits for one
+//! ([`Machine::incoming`]: members frozen, no vCPU) and continues it from device contexts, a
+//! copy of guest memory and the vCPU state ([`Machine::restore`]) — the two ends of a
+//! migration, which the source side feeds with [`Machine::vcpu_state`] and
+//! [`Machine::freeze_devices`].
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use virtio_lm_device::Worker;
+use virtio_lm_devices::blk::workload::BlkReport;
+use virtio_lm_devices::net::workload::NetReport;
+use virtio_lm_devices::NetStats;
+use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction};
+use virtio_lm_pci::{KickMode, PciError, VirtioPciFunction};
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::Profile;
+
+use crate::build;
+use crate::guest::blk::BlkGuest;
+use crate::guest::dirtier::{Dirtier, DirtierState};
+use crate::guest::net::NetGuest;
+use crate::guest::{self, lock, VcpuState};
+use crate::memory::{GuestRam, MemoryError, VmMemory};
+use crate::options::{GuestLayout, MachineOptions, OptionsError, MIB};
+use crate::pause::{PauseControl, PauseError};
+
+/// The numbering profile of the machine's devices and drivers.
+pub const PROFILE: Profile = Profile::Seeds;
+/// Host memory of the owner function (its admin queue and command buffers).
+const OWNER_MEMORY: u64 = MIB;
+/// Longest a pause waits for every vCPU to reach a safe point.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes per DEV_CTX_READ / DEV_CTX_WRITE command.
+const CONTEXT_CHUNK: usize = 0x1000;
+
+/// Why a machine could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The options are inconsistent.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// Guest or host memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// A PCI function, the owner or a guest driver.
+    #[error("PCI: {0}")]
+    Pci(#[from] PciError),
+    /// The SR-IOV group.
+    #[error("SR-IOV: {0}")]
+    Sriov(#[from] virtio_lm_pci::admin::SriovError),
+    /// An admin command failed.
+    #[error("Admin command: {0}")]
+    Admin(#[from] virtio_lm_pci::admin::AdminError),
+    /// A device could not be opened.
+    #[error("Device: {0}")]
+    Device(String),
+    /// A guest driver could not initialise its device.
+    #[error("Guest driver: {0}")]
+    Driver(String),
+    /// A thread could not be started.
+    #[error("Thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The vCPUs did not all reach a safe point.
+    #[error(transparent)]
+    Pause(#[from] PauseError),
+    /// A vCPU stopped on an error, or its state could not be restored.
+    #[error("vCPU: {0}")]
+    Vcpu(String),
+    /// The operation needs a guest (booted or restored) and there is none, or the reverse.
+    #[error("{0}")]
+    State(&'static str),
+}
+
+/// What the guest's workloads counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineReport {
+    /// The blk workload (none without a blk function).
+    pub blk: Option<BlkReport>,
+    /// The net workload (none without a net function).
+    pub net: Option<NetReport>,
+    /// The dirtier's state.
+    pub dirtier: DirtierState,
+}
+
+/// The guest's vCPUs.
+struct Guest {
+    blk: Option<Arc<Mutex<BlkGuest>>>,
+    net: Option<Arc<Mutex<NetGuest>>>,
+    dirtier: Arc<Mutex<Dirtier>>,
+}
+
+/// A simulated VM. See the module documentation.
+pub struct Machine {
+    options: MachineOptions,
+    layout: GuestLayout,
+    memory: VmMemory,
+    owner: OwnerFunction<GuestRam>,
+    admin: Mutex<AdminClient<GuestRam>>,
+    blk: Option<Arc<VirtioPciFunction<GuestRam>>>,
+    net: Option<Arc<VirtioPciFunction<GuestRam>>>,
+    net_stats: Option<Arc<NetStats>>,
+    guest: Option<Guest>,
+    control: Arc<PauseControl>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<JoinHandle<()>>,
+    workers: Vec<Worker>,
+    /// Kept for the owner's rings: they live here, not in guest RAM.
+    _owner_memory: VmMemory,
+}
+
+impl Machine {
+    /// Builds the machine and boots its guest: devices, owner and members, workers, guest
+    /// drivers (initialised as a booting guest would), and the vCPU threads.
+    pub fn start(options: MachineOptions) -> Result<Self, MachineError> {
+        let mut machine = Self::build(options)?;
+        let ram = machine.memory.ram().clone();
+        let features = build::transport_features(machine.options.ring)?;
+        let (options, layout) = (&machine.options, &machine.layout);
+        let blk = match &machine.blk {
+            Some(f) => {
+                let driver = build::blk_driver(f, &ram, features, options, layout)?;
+                Some(BlkGuest::new(driver, options.seed))
+            }
+            None => None,
+        };
+        let net = match &machine.net {
+            Some(f) => Some(NetGuest::new(build::net_driver(
+                f, &ram, features, options, layout,
+            )?)),
+            None => None,
+        };
+        let dirtier = Dirtier::new(
+            ram,
+            layout.working_set_at,
+            layout.working_set_len,
+            options.dirty_rate_mib,
+            DirtierState::default(),
+        );
+        machine.run(blk, net, dirtier)?;
+        Ok(machine)
+    }
+
+    /// Builds the machine waiting for a migrated guest: the same devices and layout as the
+    /// options say, every member put in Freeze before anything runs, no vCPU.
+    pub fn incoming(options: MachineOptions) -> Result<Self, MachineError> {
+        let machine = Self::build(options)?;
+        {
+            let mut admin = lock(&machine.admin);
+            for member in machine.members() {
+                admin.dev_mode_set(member, DevMode::Freeze)?;
+            }
+        }
+        Ok(machine)
+    }
+
+    fn build(options: MachineOptions) -> Result<Self, MachineError> {
+        let layout = options.layout()?;
+        let memory = VmMemory::new(options.memory)?;
+        let owner_memory = VmMemory::new(OWNER_MEMORY)?;
+        let (pending, net_stats) = build::devices(&options)?;
+        let wakes: Vec<_> = pending.iter().map(|p| p.1.clone()).collect();
+        let owner = build::owner(&owner_memory, memory.ram(), &options, pending)?;
+        let mut workers = Vec::new();
+        let mut members = Vec::new();
+        for (vf, wake) in (1u16..).zip(wakes) {
+            let function = owner
+                .member(vf)
+                .ok_or(MachineError::Device(format!("member {vf} missing")))?;
+            let KickMode::Worker(kicks) = function.kick_mode().clone() else {
+                return Err(MachineError::Pci(PciError::NoKickEventFds));
+            };
+            let core = function.core().clone();
+            workers.push(Worker::spawn_with_wakers(core, kicks, vec![wake])?);
+            members.push(function);
+        }
+        let mut members = members.into_iter();
+        let blk = options.blk.as_ref().and_then(|_| members.next());
+        let net = options.net.as_ref().and_then(|_| members.next());
+        let mut admin = AdminClient::init(
+            owner.function().clone(),
+            owner_memory.ram().clone(),
+            PROFILE,
+            AdminClientConfig::default(),
+        )?;
+        admin.use_migration_commands()?;
+        Ok(Self {
+            options,
+            layout,
+            memory,
+            owner,
+            admin: Mutex::new(admin),
+            blk,
+            net,
+            net_stats,
+            guest: None,
+            control: Arc::new(PauseControl::default()),
+            errors: Arc::new(Mutex::new(Vec::new())),
+            threads: Vec::new(),
+            workers,
+            _owner_memory: owner_memory,
+        })
+    }
+
+    /// Installs the vCPUs and starts their threads.
+    fn run(
+        &mut self,
+        blk: Option<BlkGuest>,
+        net: Option<NetGuest>,
+        dirtier: Dirtier,
+    ) -> Result<(), MachineError> {
+        let guest = Guest {
+            blk: blk.map(|g| Arc::new(Mutex::new(g))),
+            net: net.map(|g| Arc::new(Mutex::new(g))),
+            dirtier: Arc::new(Mutex::new(dirtier)),
+        };
+        let (control, errors) = (&self.control, &self.errors);
+        if let Some(vcpu) = &guest.blk {
+            let t = guest::spawn("blk", vcpu.clone(), control.clone(), errors.clone())?;
+            self.threads.push(t);
+        }
+        if let Some(vcpu) = &guest.net {
+            let t = guest::spawn("net", vcpu.clone(), control.clone(), errors.clone())?;
+            self.threads.push(t);
+        }
+        let vcpu = guest.dirtier.clone();
+        let t = guest::spawn("dirtier", vcpu, control.clone(), errors.clone())?;
+        self.threads.push(t);
+        self.guest = Some(guest);
+        Ok(())
+    }
+
+    /// The member numbers (VFs) of the guest's functions, blk first.
+    pub fn members(&self) -> Vec<u64> {
+        let count = u64::from(self.blk.is_some()) + u64::from(self.net.is_some());
+        (1..=count).collect()
+    }
+
+    /// The options the machine was built from.
+    pub fn options(&self) -> &MachineOptions {
+        &self.options
+    }
+
+    /// Where the guest's drivers and working set live.
+    pub fn layout(&self) -> &GuestLayout {
+        &self.layout
+    }
+
+    /// Guest RAM (with its dirty log).
+    pub fn memory(&self) -> &VmMemory {
+        &self.memory
+    }
+
+    /// The SR-IOV owner whose members are the guest's functions.
+    pub fn owner(&self) -> &OwnerFunction<GuestRam> {
+        &self.owner
+    }
+
+    /// Runs `f` with the owner's driver (the hypervisor's side of the admin queue, every
+    /// migration command in use; its rings live in host memory, not in guest RAM).
+    pub fn with_admin<T>(&self, f: impl FnOnce(&mut AdminClient<GuestRam>) -> T) -> T {
+        f(&mut lock(&self.admin))
+    }
+
+    /// The net device's counters (frames on the wire), if any.
+    pub fn net_stats(&self) -> Option<&Arc<NetStats>> {
+        self.net_stats.as_ref()
+    }
+
+    /// The member functions, blk first.
+    pub fn functions(&self) -> Vec<Arc<VirtioPciFunction<GuestRam>>> {
+        self.blk.iter().chain(&self.net).cloned().collect()
+    }
+
+    /// Errors that stopped a vCPU, so far.
+    pub fn vcpu_errors(&self) -> Vec<String> {
+        lock(&self.errors).clone()
+    }
+
+    /// Parks every vCPU at a safe point; returns once all are parked.
+    pub fn pause(&self) -> Result<(), MachineError> {
+        self.control.pause(PAUSE_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Lets the vCPUs run on.
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    /// Whether every vCPU is parked at its safe point (true from [`Self::pause`] returning to
+    /// [`Self::resume`]).
+    pub fn all_parked(&self) -> bool {
+        self.control.all_parked()
+    }
+
+    fn guest(&self) -> Result<&Guest, MachineError> {
+        self.guest
+            .as_ref()
+            .ok_or(MachineError::State("no guest runs here"))
+    }
+
+    /// The workloads' counters as they stand (consistent while paused); all zero without a
+    /// guest.
+    pub fn report(&self) -> MachineReport {
+        let Ok(guest) = self.guest() else {
+            return MachineReport::default();
+        };
+        MachineReport {
+            blk: guest.blk.as_ref().map(|g| lock(g).report()),
+            net: guest.net.as_ref().map(|g| lock(g).report()),
+            dirtier: lock(&guest.dirtier).state(),
+        }
+    }
+
+    /// The vCPU state; the vCPUs must be paused.
+    pub fn vcpu_state(&self) -> Result<VcpuState, MachineError> {
+        if !self.all_parked() {
+            return Err(MachineError::State("the vCPU state is read while paused"));
+        }
+        let guest = self.guest()?;
+        Ok(VcpuState {
+            blk: guest.blk.as_ref().map(|g| lock(g).state()),
+            net: guest.net.as_ref().map(|g| lock(g).state()),
+            dirtier: lock(&guest.dirtier).state(),
+        })
+    }
+
+    /// The source side's device hand-over: DEV_MODE_SET Stop then Freeze on every member,
+    /// then each one's device context (DEV_CTX_READ), by member number.
+    pub fn freeze_devices(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        let mut admin = lock(&self.admin);
+        let mut contexts = Vec::new();
+        for member in self.members() {
+            admin.dev_mode_set(member, DevMode::Stop)?;
+            admin.dev_mode_set(member, DevMode::Freeze)?;
+            contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
+        }
+        Ok(contexts)
+    }
+
+    /// The destination side: writes each member's context (DEV_CTX_WRITE in Freeze), sets it
+    /// Active, and continues the guest from `state` on this machine's memory (which must hold
+    /// the source's by now). The vCPUs start running.
+    pub fn restore(
+        &mut self,
+        contexts: &[(u64, Vec<u8>)],
+        state: VcpuState,
+    ) -> Result<(), MachineError> {
+        if self.guest.is_some() {
+            return Err(MachineError::State("a guest runs here already"));
+        }
+        let ram = self.memory.ram().clone();
+        let blk = match (&self.blk, state.blk) {
+            (Some(f), Some(s)) => {
+                Some(BlkGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(MachineError::State(
+                    "the vCPU state has another blk function",
+                ))
+            }
+        };
+        let net = match (&self.net, state.net) {
+            (Some(f), Some(s)) => {
+                Some(NetGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(MachineError::State(
+                    "the vCPU state has another net function",
+                ))
+            }
+        };
+        let layout = &self.layout;
+        let dirtier = Dirtier::restore(
+            ram,
+            layout.working_set_at,
+            layout.working_set_len,
+            self.options.dirty_rate_mib,
+            state.dirtier,
+        )
+        .map_err(MachineError::Vcpu)?;
+        {
+            let mut admin = lock(&self.admin);
+            for (member, context) in contexts {
+                admin.dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
+            }
+            for member in self.members() {
+                admin.dev_mode_set(member, DevMode::Active)?;
+            }
+        }
+        self.run(blk, net, dirtier)
+    }
+
+    fn stop_vcpus(&mut self) {
+        self.control.quit();
+        for t in self.threads.drain(..) {
+            // A vCPU that panicked has nothing more to report.
+            let _ = t.join();
+        }
+    }
+
+    /// Stops the vCPUs, lets every request in flight complete (counting lost what does not
+    /// within `timeout`), checks the dirtier's working set, and reports. An error if a vCPU
+    /// failed or memory does not hold what the dirtier wrote.
+    pub fn finish(mut self, timeout: Duration) -> Result<MachineReport, MachineError> {
+        self.stop_vcpus();
+        let errors = self.vcpu_errors();
+        if !errors.is_empty() {
+            return Err(MachineError::Vcpu(errors.join("; ")));
+        }
+        let guest = self.guest()?;
+        let blk = match &guest.blk {
+            Some(g) => Some(lock(g).settle(timeout).map_err(MachineError::Vcpu)?),
+            None => None,
+        };
+        let net = match &guest.net {
+            Some(g) => Some(lock(g).settle(timeout).map_err(MachineError::Vcpu)?),
+            None => None,
+        };
+        let dirtier = lock(&guest.dirtier);
+        dirtier.verify().map_err(MachineError::Vcpu)?;
+        Ok(MachineReport {
+            blk,
+            net,
+            dirtier: dirtier.state(),
+        })
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // vCPUs first: they drive the functions the workers serve.
+        self.stop_vcpus();
+        for w in self.workers.drain(..) {
+            w.stop();
+        }
+    }
+}
