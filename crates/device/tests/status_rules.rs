@@ -155,3 +155,23 @@ fn driver_ok_is_set_after_needs_reset_during_initialisation() {
     core.write_status(RUNNING);
     assert_eq!(core.status(), RUNNING | DeviceStatus::DEVICE_NEEDS_RESET);
 }
+
+/// Seed 000: "the device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set"; spec-decisions
+/// §2: "a stopped device that is then suspended stays stopped; the driver clears
+/// DEVICE_STOPPED after resuming from SUSPEND". One write that suspends the stopped device and
+/// clears DEVICE_STOPPED leaves it stopped: once SUSPEND is presented DRIVER_OK is clear.
+#[test]
+fn suspending_a_stopped_device_keeps_it_stopped() {
+    let (mut core, _) = new_core();
+    start(&mut core, &[Feature::DeviceStop, Feature::Suspend]);
+    core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    assert_eq!(core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
+    core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    let both = SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED;
+    assert_eq!(core.status(), both, "DEVICE_STOPPED cleared while suspended");
+    core.write_status(both | DeviceStatus::DRIVER_OK);
+    let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+    assert_eq!(core.status(), stopped, "resumed from SUSPEND, still stopped");
+    core.write_status(RUNNING);
+    assert_eq!(core.status(), RUNNING);
+}
