@@ -1,10 +1,10 @@
-//! The seed 001 queue-state rules of the core (registers, window, reset, start), each pinned so
-//! that breaking it fails a test (found by `scripts/mutants`: these mutants survived the seed
+//! The queue rules of the core (registers, and the seed 001 queue state: window, reset, start),
+//! each pinned so that breaking it fails a test (found by `scripts/mutants`: these mutants survived the seed
 //! tests).
 
 use std::sync::Arc;
 
-use virtio_lm_device::testing::{self, ConfigDevice, RUNNING};
+use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
 use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter};
 use virtio_lm_queue::RingDriver;
 use virtio_lm_spec::{Feature, Profile};
@@ -50,4 +50,22 @@ fn a_queue_started_from_a_written_state_notifies_once() {
     core.write_status(RUNNING);
     assert_eq!(core.status(), RUNNING);
     assert_eq!(irq.used(), 1, "the owed notification of a written state");
+}
+
+/// Virtio 1.x §4.1.4.3, queue_size: "On reset, specifies the maximum queue size supported by
+/// the device. This can be modified by the driver to reduce memory requirements. A 0 means the
+/// queue is unavailable." The driver may choose any size from 1 up to the maximum (the maximum
+/// itself included); 0 and sizes above the maximum are ignored.
+#[test]
+fn queue_size_accepts_one_to_the_maximum() {
+    let (mut core, _) = new_core();
+    testing::negotiate(&mut core, bit(Feature::Version1));
+    assert_eq!(core.status(), SETUP);
+    let max = core.queue(0).unwrap().max_size;
+    let size = |core: &DeviceCore<Mem>| core.queue(0).unwrap().size;
+    assert_eq!(size(&core), max, "starts at the maximum");
+    for (write, expect) in [(max / 2, max / 2), (max, max), (1, 1), (max + 1, 1), (0, 1)] {
+        core.write_queue(0, |r| r.size = write);
+        assert_eq!(size(&core), expect, "after writing {write}");
+    }
 }
