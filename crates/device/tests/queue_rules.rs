@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
 use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter};
-use virtio_lm_queue::RingDriver;
+use virtio_lm_queue::{QueueState, RingDriver, RingKind};
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::DeviceStatus;
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -42,7 +44,11 @@ fn a_queue_started_from_a_written_state_notifies_once() {
     let (mut core, irq) = new_core();
     set_up(&mut core, 0);
     core.write_status(RUNNING);
-    assert_eq!(irq.used(), 0, "no written state, nothing used: no notification");
+    assert_eq!(
+        irq.used(),
+        0,
+        "no written state, nothing used: no notification"
+    );
 
     let (mut core, irq) = new_core();
     set_up(&mut core, 0);
@@ -68,4 +74,86 @@ fn queue_size_accepts_one_to_the_maximum() {
         core.write_queue(0, |r| r.size = write);
         assert_eq!(size(&core), expect, "after writing {write}");
     }
+}
+
+/// A split state that differs from the initial one.
+fn moved_state() -> QueueState {
+    let mut state = QueueState::initial(RingKind::Split);
+    state.avail_state = 3;
+    state
+}
+
+/// Seed 001: "a driver MUST set the state of each virtqueue after setting the FEATURE_OK status
+/// bit but before setting the DRIVER_OK status bit". A complete queue state (as a context restore
+/// installs it) is taken in that window only, and only for an existing queue; what is taken is
+/// what the queue then reports.
+#[test]
+fn complete_queue_state_is_taken_between_features_ok_and_driver_ok() {
+    let (mut core, _) = new_core();
+    let features = bit(Feature::Version1) | bit(Feature::QueueState);
+    core.write_status(DeviceStatus::ACKNOWLEDGE);
+    core.write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+    core.set_driver_features(features);
+    assert!(
+        !core.set_queue_state(0, moved_state()),
+        "before FEATURES_OK"
+    );
+    core.write_status(SETUP);
+    assert!(
+        !core.set_queue_state(1, moved_state()),
+        "past the last queue"
+    );
+    assert!(core.set_queue_state(0, moved_state()), "in the window");
+    assert_eq!(core.queue_state(0), Some(moved_state()));
+    assert_eq!(core.queue_avail_state(0), 3);
+}
+
+/// Seed 001 (the window above): once DRIVER_OK is set the complete state is refused and the
+/// running queue keeps its own; seed 004: in admin Stop the device ignores the driver's writes,
+/// so the window is shut then too.
+#[test]
+fn complete_queue_state_is_refused_while_running_or_admin_stopped() {
+    let (mut core, _) = new_core();
+    set_up(&mut core, 0);
+    core.write_status(RUNNING);
+    assert!(!core.set_queue_state(0, moved_state()), "DRIVER_OK set");
+
+    let (mut core, _) = new_core();
+    set_up(&mut core, 0);
+    core.set_admin_mode(DevMode::Stop).unwrap();
+    assert!(!core.set_queue_state(0, moved_state()), "admin Stop");
+    core.set_admin_mode(DevMode::Active).unwrap();
+    assert!(core.set_queue_state(0, moved_state()), "Active again");
+}
+
+/// Seed 001: the queue state is read while the device does not run (spec-decisions §3: "readable
+/// while the device does not run"); a running queue's state is not offered.
+#[test]
+fn complete_queue_state_is_not_read_while_running() {
+    let (mut core, _) = new_core();
+    set_up(&mut core, 0);
+    assert!(core.queue_state(0).is_some(), "before DRIVER_OK");
+    core.write_status(RUNNING);
+    assert_eq!(core.queue_state(0), None, "running");
+}
+
+/// Seed 003 / spec-decisions §2: a suspended device's recorded queue state is readable (the
+/// driver reads and may rewrite it) even when VIRTIO_F_QUEUE_STATE was not negotiated, so a
+/// migration can carry it.
+#[test]
+fn complete_queue_state_is_read_while_suspended_without_queue_state_feature() {
+    let (mut core, _) = new_core();
+    let features = bit(Feature::Version1) | bit(Feature::Suspend);
+    let kind = testing::negotiate(&mut core, features);
+    let ring = testing::ring_features(&core, features);
+    let mem = core.mem().clone();
+    testing::setup_queues(&mut core, &*mem, kind, ring, 0x1000, 0x10000);
+    core.write_status(RUNNING);
+    assert_eq!(core.queue_state(0), None);
+    core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(core.status(), SETUP | DeviceStatus::SUSPEND);
+    assert_eq!(
+        core.queue_state(0),
+        Some(QueueState::initial(RingKind::Split))
+    );
 }

@@ -168,10 +168,18 @@ fn suspending_a_stopped_device_keeps_it_stopped() {
     assert_eq!(core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
     core.write_status(RUNNING | DeviceStatus::SUSPEND);
     let both = SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED;
-    assert_eq!(core.status(), both, "DEVICE_STOPPED cleared while suspended");
+    assert_eq!(
+        core.status(),
+        both,
+        "DEVICE_STOPPED cleared while suspended"
+    );
     core.write_status(both | DeviceStatus::DRIVER_OK);
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
-    assert_eq!(core.status(), stopped, "resumed from SUSPEND, still stopped");
+    assert_eq!(
+        core.status(),
+        stopped,
+        "resumed from SUSPEND, still stopped"
+    );
     core.write_status(RUNNING);
     assert_eq!(core.status(), RUNNING);
 }
