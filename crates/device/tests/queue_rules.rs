@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
 use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter};
-use virtio_lm_queue::{QueueState, RingDriver, RingKind};
+use virtio_lm_queue::{BufferSpec, QueueState, RingDriver, RingKind};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::DeviceStatus;
 use virtio_lm_spec::{Feature, Profile};
@@ -15,7 +15,13 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 type Mem = GuestMemoryMmap<()>;
 
 fn new_core() -> (DeviceCore<Mem>, Arc<InterruptCounter>) {
-    let mem = Arc::new(Mem::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap());
+    core_on(Arc::new(
+        Mem::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
+    ))
+}
+
+/// A core on `mem` (a migration destination shares the source's guest memory).
+fn core_on(mem: Arc<Mem>) -> (DeviceCore<Mem>, Arc<InterruptCounter>) {
     let irq = Arc::new(InterruptCounter::default());
     let options = CoreOptions::default();
     let core = DeviceCore::new(Box::new(ConfigDevice::new()), mem, irq.clone(), options).unwrap();
@@ -156,4 +162,34 @@ fn complete_queue_state_is_read_while_suspended_without_queue_state_feature() {
         core.queue_state(0),
         Some(QueueState::initial(RingKind::Split))
     );
+}
+
+/// Seed 001: the queue state is where the device reads the next available entry, readable while
+/// the device is stopped (seed 000: the driver reads it after DEVICE_STOPPED presents). A device
+/// restored from a stopped source's context reads the source's state, not the initial one, also
+/// after its queue was rebuilt as a live queue from that state.
+#[test]
+fn stopped_queue_state_reads_the_same_after_restore() {
+    let stop = bit(Feature::DeviceStop);
+    let (mut source, _) = new_core();
+    let mut rings = set_up(&mut source, stop);
+    source.write_status(RUNNING);
+    let mem = source.mem().clone();
+    let ring = rings[0].as_mut().unwrap();
+    for i in 0..3u64 {
+        ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0000 + i * 0x100, 0x40)])
+            .unwrap();
+    }
+    ring.publish(&*mem).unwrap();
+    source.kick(0);
+    let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
+    source.write_status(stopped);
+    assert_eq!(source.status(), stopped);
+    assert_eq!(source.queue_avail_state(0), 3, "three buffers taken");
+
+    let context = source.save_context().unwrap();
+    let (mut dest, _) = core_on(mem);
+    dest.restore_context(&context).unwrap();
+    assert_eq!(dest.status(), stopped);
+    assert_eq!(dest.queue_avail_state(0), 3);
 }
