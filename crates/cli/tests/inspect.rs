@@ -9,7 +9,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use virtio_lm_cli::inspect::inspect;
 use virtio_lm_device::context::encode;
-use virtio_lm_device::{CoreOptions, CountingEntropy, DeviceCore, InterruptCounter, Rng};
+use virtio_lm_device::{CoreOptions, DeviceCore, InterruptCounter};
+use virtio_lm_devices::{CountingEntropy, Rng};
 use virtio_lm_spec::{DeviceStatus, Profile};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 

@@ -28,27 +28,67 @@ pub enum Quiesce {
     Failed,
 }
 
+/// [`VirtioDevice::read_config`] over a configuration space laid out in `space`: copies the
+/// bytes at `offset` into `data`; bytes past the end (or past `usize::MAX`) read as 0.
+pub fn read_config_bytes(space: &[u8], offset: usize, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i)
+            .and_then(|at| space.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,
 /// stop and suspend are the core's.
 pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     /// The virtio device id (4 = entropy source, 2 = block, 1 = network).
     fn device_type(&self) -> u32;
 
-    /// Device-type feature bits offered (the core adds ring and transport features).
-    fn device_features(&self) -> u64;
+    /// Device-type feature bits offered (the core adds ring and transport features). By
+    /// default none.
+    fn device_features(&self) -> u64 {
+        0
+    }
 
     /// Maximum size of each of the device's queues; its length is the number of queues.
     fn queue_max_sizes(&self) -> Vec<u16>;
 
     /// Reads `data.len()` bytes of device-specific configuration at `offset`; bytes past the
-    /// end read as 0.
-    fn read_config(&self, offset: usize, data: &mut [u8]);
+    /// end read as 0. By default the device has no configuration space (as
+    /// [`Self::config_len`] says by default): everything reads as 0.
+    fn read_config(&self, _offset: usize, data: &mut [u8]) {
+        data.fill(0);
+    }
 
     /// Driver write to device-specific configuration; read-only fields ignore it.
     fn write_config(&mut self, _offset: usize, _data: &[u8]) {}
 
     /// The driver set DRIVER_OK with these negotiated features.
     fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    /// Takes over `chains`, the chains of queue `index` in flight when the queue started or
+    /// resumed: restored with the queue state (seed 001 in-flight chains) or left in flight by
+    /// a [`QuiesceMode::RecordInflight`] quiesce. The core calls this once per start or
+    /// resume of a live queue whose in-flight list is not empty (at DRIVER_OK, at the end of a
+    /// stop or suspend, when an admin mode returns to Active, when a context is restored
+    /// into a running device), before any `process_queue` or `poll` of that start; the device
+    /// completes each chain exactly once, now or later, and keeps no flag of its own for it.
+    /// A device holds no chain across a quiesce it reported [`Quiesce::Done`], so none of
+    /// `chains` is one it already holds. By default the chains are returned used with
+    /// nothing written (for device types that never leave a request in process).
+    fn adopt_inflight(
+        &mut self,
+        _index: u16,
+        chains: Vec<DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in chains {
+            queue.add_used(chain.id(), 0)?;
+        }
         Ok(())
     }
 

@@ -15,14 +15,32 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use virtio_lm_device::{CoreOptions, CountingEntropy, DeviceCore, InterruptCounter, Rng};
+//! use virtio_lm_device::{CoreOptions, DeviceCore, DeviceError, InterruptCounter};
+//! use virtio_lm_device::{QueueAccess, VirtioDevice};
 //! use virtio_lm_spec::DeviceStatus;
-//! use vm_memory::{GuestAddress, GuestMemoryMmap};
+//! use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap};
+//!
+//! /// A device type with one queue of 64 that returns every buffer unwritten.
+//! struct Sink;
+//!
+//! impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Sink {
+//!     fn device_type(&self) -> u32 {
+//!         0xfffc
+//!     }
+//!     fn queue_max_sizes(&self) -> Vec<u16> {
+//!         vec![64]
+//!     }
+//!     fn process_queue(&mut self, _: u16, q: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
+//!         while let Some(chain) = q.pop()? {
+//!             q.add_used(chain.id(), 0)?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
 //!
 //! let mem = Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
 //! let irq = Arc::new(InterruptCounter::default());
-//! let rng = Rng::new(Box::new(CountingEntropy::new(0)), 64);
-//! let mut core = DeviceCore::new(Box::new(rng), mem, irq, CoreOptions::default()).unwrap();
+//! let mut core = DeviceCore::new(Box::new(Sink), mem, irq, CoreOptions::default()).unwrap();
 //!
 //! core.write_status(DeviceStatus::ACKNOWLEDGE);
 //! core.write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
@@ -39,7 +57,6 @@ mod device;
 mod error;
 mod interrupt;
 mod queues;
-mod rng;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 mod worker;
@@ -48,9 +65,8 @@ pub use crate::context::{ContextError, DeviceContext};
 pub use crate::core::{
     AdminModeChange, AdminModeError, AdminModeStatus, CoreError, CoreOptions, DeviceCore,
 };
-pub use device::{QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+pub use device::{read_config_bytes, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 pub use error::{ChainFault, DeviceError};
 pub use interrupt::{InterruptCounter, Interrupts};
 pub use queues::QueueRegisters;
-pub use rng::{CountingEntropy, EntropySource, HostEntropy, Rng, VIRTIO_ID_RNG};
 pub use worker::Worker;

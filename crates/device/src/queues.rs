@@ -59,6 +59,10 @@ pub(crate) struct QueueSlot {
     pub(crate) live: Option<Virtqueue>,
     /// A kick arrived while the device could not process: handled on resume.
     pub(crate) kicked: bool,
+    /// The queue started or resumed and its in-flight chains (restored with its state, or
+    /// left in flight by a quiesce) are still to be handed to the device, once
+    /// ([`crate::VirtioDevice::adopt_inflight`]).
+    pub(crate) handover: bool,
 }
 
 impl QueueSlot {
@@ -69,6 +73,7 @@ impl QueueSlot {
             restored: false,
             live: None,
             kicked: false,
+            handover: false,
         }
     }
 }

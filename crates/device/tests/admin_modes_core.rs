@@ -18,13 +18,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 /// A running SlowDevice core with two requests held in process.
 fn busy() -> (CoreDriver, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    let device = SlowDevice::new();
-    let release = device.release.clone();
-    let mut d = CoreDriver::new(Box::new(device));
-    d.start_default();
-    d.offer(2);
-    d.core.kick(0);
-    (d, release)
+    CoreDriver::holding(2)
 }
 
 /// Seed 004: "the device MUST finish all the outstanding PCI transactions before completing the
@@ -115,7 +109,7 @@ fn needs_reset_completes_a_pending_change() {
 /// ring does not match, and works once the memory is there.
 #[test]
 fn restore_in_freeze_reads_no_ring() {
-    let mut src = CoreDriver::rng();
+    let mut src = CoreDriver::counting();
     src.start_default();
     src.offer(2);
     src.core.kick(0);
@@ -147,8 +141,8 @@ fn restore_in_freeze_reads_no_ring() {
     }
 }
 
-fn rng() -> virtio_lm_device::Rng {
-    virtio_lm_device::Rng::new(Box::new(virtio_lm_device::CountingEntropy::new(0)), 16)
+fn rng() -> CountingDevice {
+    CountingDevice::new(0, 16)
 }
 
 /// Seed 004: admin modes are a separate, out-of-band state: a core starts Active, and a core

@@ -71,10 +71,6 @@ impl VirtioDevice<common::Mem> for ConfigDevice {
         0xfffd
     }
 
-    fn device_features(&self) -> u64 {
-        0
-    }
-
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![8]
     }
@@ -83,13 +79,7 @@ impl VirtioDevice<common::Mem> for ConfigDevice {
         let mut bytes = [0u8; CONFIG_LEN];
         bytes[..4].copy_from_slice(&self.capacity.to_le_bytes());
         bytes[SETTING] = self.setting;
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     fn write_config(&mut self, offset: usize, data: &[u8]) {

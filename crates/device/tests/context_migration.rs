@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use common::context::{collect_rearm, destination, record_inflight, AdoptingDevice, MODE_FIELD};
 use common::{bit, CoreDriver, RUNNING, SETUP};
 use virtio_lm_device::context::{decode, encode, DeviceContext, DeviceField};
-use virtio_lm_device::{CoreOptions, CountingEntropy, Rng, VirtioDevice};
+use virtio_lm_device::testing::CountingDevice;
+use virtio_lm_device::{CoreOptions, VirtioDevice};
 use virtio_lm_queue::{RingPosition, UsedBuffer};
 use virtio_lm_spec::{DeviceStatus, Feature};
 
@@ -50,7 +51,7 @@ fn over_the_wire(ctx: &DeviceContext) -> DeviceContext {
 }
 
 fn rng() -> Box<dyn VirtioDevice<Mem>> {
-    Box::new(Rng::new(Box::new(CountingEntropy::new(0)), 16))
+    Box::new(CountingDevice::new(0, 16))
 }
 
 /// Seed 004: "The driver MAY write the device context before changing the device mode from
@@ -125,7 +126,7 @@ fn context_to_fresh_device_with_requests_in_flight() {
 fn owed_notification_travels_with_the_context() {
     for packed in [false, true] {
         for owed in [false, true] {
-            let mut src = CoreDriver::rng();
+            let mut src = CoreDriver::counting();
             src.start(features(packed));
             src.offer(2);
             src.core.kick(0);
@@ -155,7 +156,7 @@ fn owed_notification_travels_with_the_context() {
 #[test]
 fn suspended_context_resumes_with_driver_ok() {
     for packed in [false, true] {
-        let mut src = CoreDriver::rng();
+        let mut src = CoreDriver::counting();
         src.start(features(packed));
         src.offer(3);
         src.core.kick(0);
@@ -185,7 +186,7 @@ fn suspended_context_resumes_with_driver_ok() {
 fn setup_window_context_continues_at_driver_ok() {
     for packed in [false, true] {
         let f = features(packed);
-        let mut src = CoreDriver::rng();
+        let mut src = CoreDriver::counting();
         src.start(f);
         for _ in 0..5 {
             src.offer(1);
@@ -304,10 +305,10 @@ fn cancelled_then_repeated_migrations() {
 /// device's context (status 0) that returns it to its initial state.
 #[test]
 fn restore_replaces_a_used_device() {
-    let fresh = CoreDriver::rng();
+    let fresh = CoreDriver::counting();
     let initial = fresh.core.save_context().unwrap();
     assert_eq!(initial.device_status, 0);
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start(features(true));
     d.offer(3);
     d.core.kick(0);

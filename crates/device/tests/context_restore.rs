@@ -406,7 +406,7 @@ fn device_specific_state_is_validated_by_the_device() {
     dst.core.restore_context(&ctx).unwrap();
     assert_eq!(dst.core.save_context().unwrap().device_fields.len(), 1);
     // virtio-rng keeps no device-specific state: any such field is refused.
-    let mut rng = CoreDriver::rng();
+    let mut rng = CoreDriver::counting();
     let mut with_field = rng.core.save_context().unwrap();
     with_field.device_fields.push(DeviceField {
         field_type: MODE_FIELD,
@@ -444,7 +444,7 @@ fn device_config_must_match() {
 #[test]
 fn save_and_restore_need_a_quiescent_device() {
     let (ctx, _) = migration(false);
-    let mut running = CoreDriver::rng();
+    let mut running = CoreDriver::counting();
     running.start(features(false));
     assert_eq!(
         running.core.save_context().unwrap_err(),
@@ -513,9 +513,6 @@ fn device_failure_after_validation_sets_needs_reset() {
     impl virtio_lm_device::VirtioDevice<common::Mem> for Flaky {
         fn device_type(&self) -> u32 {
             self.0.device_type()
-        }
-        fn device_features(&self) -> u64 {
-            0
         }
         fn queue_max_sizes(&self) -> Vec<u16> {
             vec![8]

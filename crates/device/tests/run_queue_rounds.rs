@@ -7,33 +7,8 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{CoreDriver, Mem};
-use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
-
-/// A device that takes nothing until it has something to deliver (here: never).
-struct Idle;
-
-impl VirtioDevice<Mem> for Idle {
-    fn device_type(&self) -> u32 {
-        0xfffe
-    }
-    fn device_features(&self) -> u64 {
-        0
-    }
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![8]
-    }
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
-    }
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        _queue: &mut QueueAccess<'_, Mem>,
-    ) -> Result<(), DeviceError> {
-        Ok(())
-    }
-}
+use common::context::StateLog;
+use common::CoreDriver;
 
 /// Seed 000 device rules keep holding (nothing consumed, nothing notified) and the kick returns:
 /// buffers left available by the device do not make the core loop.
@@ -41,7 +16,8 @@ impl VirtioDevice<Mem> for Idle {
 fn kick_returns_when_the_device_leaves_buffers_available() {
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut d = CoreDriver::new(Box::new(Idle));
+        // A device that takes nothing until it has something to deliver (here: never).
+        let mut d = CoreDriver::new(Box::new(StateLog::new(Default::default(), 8)));
         d.start_default();
         d.offer(3);
         d.core.kick(0);

@@ -13,7 +13,7 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 /// Seed 000: "The device MUST initialize device status to 0 upon reset."
 #[test]
 fn reset_sets_status_to_zero() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(DeviceStatus::RESET);
     assert_eq!(d.core.status(), DeviceStatus::RESET);
@@ -24,7 +24,7 @@ fn reset_sets_status_to_zero() {
 /// driver before DRIVER_OK." Kicks before DRIVER_OK are ignored; nothing is used.
 #[test]
 fn no_processing_before_driver_ok() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1);
     d.negotiate(features);
     d.setup_queues(features);
@@ -43,7 +43,7 @@ fn no_processing_before_driver_ok() {
 /// only. The device ignores a write that clears any other bit (spec-notes §2).
 #[test]
 fn status_write_clearing_other_bits_is_ignored() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     for value in [
         SETUP,
@@ -59,7 +59,7 @@ fn status_write_clearing_other_bits_is_ignored() {
 /// "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set."
 #[test]
 fn device_stopped_ignored_without_driver_ok() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1) | bit(Feature::DeviceStop);
     d.negotiate(features);
     d.core.write_status(SETUP | DeviceStatus::DEVICE_STOPPED);
@@ -69,7 +69,7 @@ fn device_stopped_ignored_without_driver_ok() {
 /// Seed 000 (VIRTIO_F_DEVICE_STOP): without the feature negotiated the bit is ignored too.
 #[test]
 fn device_stopped_ignored_without_feature() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start(bit(Feature::Version1));
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING);
@@ -80,7 +80,7 @@ fn device_stopped_ignored_without_feature() {
 /// clear DEVICE_STOPPED and re-read until it is clear."
 #[test]
 fn stop_and_resume_by_the_bit() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING | DeviceStatus::DEVICE_STOPPED);
@@ -92,12 +92,7 @@ fn stop_and_resume_by_the_bit() {
 /// requests and MUST complete all requests that is being processed before presenting the bit."
 #[test]
 fn stop_presented_only_after_in_process_requests_complete() {
-    let slow = SlowDevice::new();
-    let release = slow.release.clone();
-    let mut d = CoreDriver::new(Box::new(slow));
-    d.start_default();
-    d.offer(3);
-    d.core.kick(0);
+    let (mut d, release) = CoreDriver::holding(3);
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(d.core.status(), RUNNING, "three requests still in process");
     let more = d.offer(2);
@@ -166,7 +161,7 @@ fn config_space_unchanged_while_stopped() {
 /// interrupt; on resume each latched buffer completes exactly once.
 #[test]
 fn stopped_device_is_quiet_and_catches_up() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     let ids = d.offer(5);
@@ -211,7 +206,7 @@ fn record_inflight_stop_keeps_requests_in_queue_state() {
 /// was not stopped does not stop when a write sets it.
 #[test]
 fn device_stopped_ignored_both_ways_while_suspended() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
     d.core.write_status(stopped);
@@ -223,7 +218,7 @@ fn device_stopped_ignored_both_ways_while_suspended() {
     d.core.write_status(SETUP | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), suspended_stopped, "clear while suspended");
 
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SETUP | DeviceStatus::SUSPEND);
@@ -243,7 +238,7 @@ fn device_stopped_ignored_both_ways_while_suspended() {
 #[test]
 fn one_write_setting_driver_ok_ignores_device_stopped() {
     // Initialisation: DRIVER_OK and DEVICE_STOPPED together start the device, not stopped.
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let features = d.start_default();
     d.negotiate(features);
     d.setup_queues(features);
@@ -278,7 +273,7 @@ fn one_write_setting_driver_ok_ignores_device_stopped() {
 
 /// The device status a write leaves, from `from` (reached by the usual sequence).
 fn after_write(from: DeviceStatus, value: DeviceStatus) -> DeviceStatus {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let features = bit(Feature::Version1) | bit(Feature::DeviceStop) | bit(Feature::QueueState);
     if from.contains(DeviceStatus::FEATURES_OK) {
         d.negotiate(features);
@@ -350,7 +345,7 @@ fn status_bits_are_set_in_turn_and_only_device_stopped_is_cleared() {
 /// for that (it may still set FAILED).
 #[test]
 fn driver_cannot_clear_device_needs_reset() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core
         .needs_reset(virtio_lm_device::DeviceError::Backend("gone".into()));
@@ -369,14 +364,14 @@ fn driver_cannot_clear_device_needs_reset() {
 #[test]
 fn failed_stops_initialisation_until_reset() {
     let features = bit(Feature::Version1) | bit(Feature::QueueState);
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.core.write_status(DeviceStatus::ACKNOWLEDGE);
     d.core
         .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FAILED);
     d.core.set_driver_features(features);
     assert_eq!(d.core.driver_features(), 0, "features after FAILED");
 
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.negotiate(features);
     d.setup_queues(features);
     d.core.write_status(RUNNING | DeviceStatus::FAILED);
@@ -402,7 +397,7 @@ fn failed_stops_initialisation_until_reset() {
 #[test]
 fn rewriting_acknowledge_keeps_queue_state() {
     let features = bit(Feature::Version1) | bit(Feature::QueueState);
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.negotiate(features);
     d.setup_queues(features);
     d.core.set_queue_avail_state(0, 9);

@@ -29,7 +29,7 @@ fn run_buffers(d: &mut CoreDriver, n: usize) {
 #[test]
 fn queue_state_survives_reset() {
     for packed in [false, true] {
-        let mut d = CoreDriver::rng();
+        let mut d = CoreDriver::counting();
         d.start(features(packed));
         run_buffers(&mut d, 19);
         d.core.write_status(DeviceStatus::RESET);
@@ -54,7 +54,7 @@ fn queue_state_survives_reset() {
 #[test]
 fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
     for packed in [false, true] {
-        let mut d = CoreDriver::rng();
+        let mut d = CoreDriver::counting();
         let f = features(packed);
         d.negotiate(f);
         d.setup_queues(f);
@@ -96,7 +96,7 @@ fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
 #[test]
 fn acknowledge_resets_queue_state() {
     for packed in [false, true] {
-        let mut d = CoreDriver::rng();
+        let mut d = CoreDriver::counting();
         d.start(features(packed));
         run_buffers(&mut d, 5);
         d.core.write_status(DeviceStatus::RESET);
@@ -118,7 +118,7 @@ fn acknowledge_resets_queue_state() {
 #[test]
 fn queue_state_writable_only_between_features_ok_and_driver_ok() {
     let f = features(false);
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start(f);
     run_buffers(&mut d, 7);
     d.core.write_status(DeviceStatus::RESET);
@@ -165,7 +165,7 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
 #[test]
 fn invalid_queue_state_sets_needs_reset_at_driver_ok() {
     for (packed, value) in [(true, 16u16), (true, 0x8000 | 40), (false, 40)] {
-        let mut d = CoreDriver::rng();
+        let mut d = CoreDriver::counting();
         let f = features(packed);
         d.negotiate(f);
         d.setup_queues(f);
@@ -188,7 +188,7 @@ fn invalid_queue_state_sets_needs_reset_at_driver_ok() {
 /// not while it runs (reads 0).
 #[test]
 fn queue_state_readable_while_stopped_not_while_running() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start(features(false));
     run_buffers(&mut d, 4);
     assert_eq!(d.core.queue_avail_state(0), 0, "running: not readable");
@@ -207,7 +207,7 @@ fn queue_state_readable_while_stopped_not_while_running() {
 /// Without VIRTIO_F_QUEUE_STATE the state fields are absent: reads give 0, writes are ignored.
 #[test]
 fn queue_state_absent_without_feature() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let f = bit(Feature::Version1) | bit(Feature::DeviceStop);
     d.negotiate(f);
     d.core.set_queue_avail_state(0, 3);

@@ -30,7 +30,7 @@ fn offer_malformed(d: &mut CoreDriver) {
 /// configuration change notification to the driver."
 #[test]
 fn malformed_chain_sets_needs_reset_and_notifies() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     offer_malformed(&mut d);
     d.core.kick(0);
@@ -49,7 +49,7 @@ fn malformed_chain_sets_needs_reset_and_notifies() {
 /// touch no guest memory and raise no interrupt.
 #[test]
 fn nothing_is_processed_after_needs_reset() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     offer_malformed(&mut d);
     d.core.kick(0);
@@ -65,7 +65,7 @@ fn nothing_is_processed_after_needs_reset() {
 /// re-initialisation the device works again and NEEDS_RESET is gone.
 #[test]
 fn reset_recovers_from_needs_reset() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let features = d.start_default();
     offer_malformed(&mut d);
     d.core.kick(0);
@@ -82,7 +82,7 @@ fn reset_recovers_from_needs_reset() {
 /// attempting to re-initialize." The device ignores initialisation writes until the reset.
 #[test]
 fn failed_requires_reset_before_reinitialisation() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.core.write_status(DeviceStatus::ACKNOWLEDGE);
     d.core
         .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::FAILED);
@@ -100,7 +100,7 @@ fn failed_requires_reset_before_reinitialisation() {
 /// The driver cannot set or clear DEVICE_NEEDS_RESET: it is the device's bit.
 #[test]
 fn driver_cannot_write_needs_reset() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.negotiate(bit(Feature::Version1));
     d.core
         .write_status(SETUP | DeviceStatus::DEVICE_NEEDS_RESET);
@@ -112,7 +112,7 @@ fn driver_cannot_write_needs_reset() {
 /// when DRIVER_OK is set, with the configuration change notification.
 #[test]
 fn invalid_queue_layout_sets_needs_reset_at_driver_ok() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let f = bit(Feature::Version1);
     d.negotiate(f);
     d.setup_queues(f);

@@ -20,18 +20,18 @@ const SUSPENDED: DeviceStatus = SETUP.union(DeviceStatus::SUSPEND);
 /// DRIVER_OK.
 #[test]
 fn suspend_ignored_when_not_allowed() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start(bit(Feature::Version1));
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), RUNNING, "feature not negotiated");
 
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     let f = bit(Feature::Version1) | bit(Feature::Suspend);
     d.negotiate(f);
     d.core.write_status(SETUP | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SETUP, "DRIVER_OK not set");
 
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.core
         .write_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::SUSPEND);
     assert!(
@@ -47,12 +47,7 @@ fn suspend_ignored_when_not_allowed() {
 /// Virtqueue State of each enabled virtqueue"; then (spec-notes §2) it clears DRIVER_OK.
 #[test]
 fn suspend_completes_in_process_work_before_presenting() {
-    let slow = SlowDevice::new();
-    let release = slow.release.clone();
-    let mut d = CoreDriver::new(Box::new(slow));
-    d.start_default();
-    d.offer(3);
-    d.core.kick(0);
+    let (mut d, release) = CoreDriver::holding(3);
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(
         d.core.status(),
@@ -126,7 +121,7 @@ fn suspended_device_is_quiet() {
 /// SUSPEND; a config change that happened meanwhile is notified; latched work completes.
 #[test]
 fn driver_ok_resumes_then_clears_suspend() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     let ids = d.offer(4);
@@ -153,7 +148,7 @@ fn driver_ok_resumes_then_clears_suspend() {
 /// a reset is accepted while suspended, and so is a queue state write (DRIVER_OK is clear).
 #[test]
 fn status_writes_accepted_while_suspended() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.offer(2);
     d.core.kick(0);
@@ -171,7 +166,7 @@ fn status_writes_accepted_while_suspended() {
 /// fail.
 #[test]
 fn failed_resume_sets_needs_reset() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     d.core.set_queue_avail_state(0, 100);
@@ -199,7 +194,7 @@ fn failed_suspend_sets_needs_reset() {
 /// only the device clears SUSPEND, and a driver write that clears it is ignored.
 #[test]
 fn rewriting_bits_has_no_side_effect() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
@@ -217,7 +212,7 @@ fn rewriting_bits_has_no_side_effect() {
 /// the suspension, leaves it stopped until DEVICE_STOPPED is cleared.
 #[test]
 fn stop_and_suspend_are_undone_separately() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     d.core
@@ -246,7 +241,7 @@ fn stop_and_suspend_are_undone_separately() {
 /// DEVICE_NEEDS_RESET until reset.
 #[test]
 fn needs_reset_while_suspended_is_notified_at_driver_ok() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(d.core.status(), SUSPENDED);
@@ -275,7 +270,7 @@ fn needs_reset_while_suspended_is_notified_at_driver_ok() {
 /// suspended), only when the driver sets DRIVER_OK.
 #[test]
 fn needs_reset_owed_while_suspended_survives_the_return_to_active() {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     d.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(

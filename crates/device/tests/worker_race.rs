@@ -26,11 +26,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let mut d = CoreDriver::rng();
+    let mut d = CoreDriver::counting();
     d.start_default();
     let irq = d.irq.clone();
     // The core moves behind the mutex the worker shares; the test keeps the ring drivers.
-    let placeholder = CoreDriver::rng();
+    let placeholder = CoreDriver::counting();
     let core = Arc::new(Mutex::new(std::mem::replace(&mut d.core, placeholder.core)));
     let kick = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
     let worker = Worker::spawn(core.clone(), vec![kick.clone()]).unwrap();

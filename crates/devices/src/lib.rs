@@ -1,6 +1,6 @@
 //! Device types of virtio-lm, built on the device core (`virtio-lm-device`): [`Blk`], a
-//! virtio-blk device over an image file, and [`Net`], a virtio-net device over a UDP datagram
-//! tunnel (see [`net`]).
+//! virtio-blk device over an image file, [`Net`], a virtio-net device over a UDP datagram
+//! tunnel (see [`net`]), and [`Rng`], virtio-rng over an [`EntropySource`].
 //!
 //! The blk device completes requests asynchronously and out of order on a small pool of
 //! backend threads, and quiesces for migration either by draining or by recording in-flight
@@ -45,6 +45,8 @@
 pub mod blk;
 mod guest_io;
 pub mod net;
+mod rng;
 
 pub use blk::{BackendStats, Blk, BlkError, BlkOptions, Faults, Gate, RequestInfo, RequestKind};
 pub use net::{Announcer, Net, NetError, NetFaults, NetOptions, NetStats};
+pub use rng::{CountingEntropy, EntropySource, HostEntropy, Rng, VIRTIO_ID_RNG};

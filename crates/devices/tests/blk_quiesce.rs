@@ -320,3 +320,67 @@ fn reset_cancels_outstanding_requests() {
     r.start_all(false);
     assert_eq!(r.run(0, &Req::read(9, 1)).0, status::OK);
 }
+
+/// Seed 001 in-flight chains (spec-decisions §3) and §7 pitfall 2: the core hands a queue's
+/// restored in-flight chains to the device once per start of the queue, and the device keeps
+/// no flag of its own. Chains restored into a fresh device whose backend is held are
+/// submitted at DRIVER_OK; record-in-flight stops and a suspend before the backend runs
+/// cancel them and hand them back again at each resume; once the backend runs, each request
+/// is executed once and returned used once.
+#[test]
+fn restored_inflight_chains_complete_once_across_further_stops() {
+    for packed in [false, true] {
+        let image = TempImage::new(SECTORS);
+        let gate = Gate::new();
+        gate.close();
+        let mut src = Rig::new(gated(&image, &gate), QuiesceMode::RecordInflight);
+        src.start_all(packed);
+        let reqs = workload();
+        let ids = submit_all(&mut src, &reqs);
+        src.core.write_status(STOPPED);
+        assert_eq!(src.core.status(), STOPPED);
+        let dst_gate = Gate::new();
+        dst_gate.close();
+        let mut dst = src.migrate(gated(&image, &dst_gate), QuiesceMode::RecordInflight);
+        drop(src);
+        gate.open();
+        for cycle in 0..3 {
+            let (request, quiet, resume) = if cycle == 1 {
+                (
+                    RUNNING | DeviceStatus::SUSPEND,
+                    SUSPENDED,
+                    SUSPENDED | DeviceStatus::DRIVER_OK,
+                )
+            } else {
+                (STOPPED, STOPPED, RUNNING)
+            };
+            dst.set_and_wait(request, quiet);
+            assert_eq!(
+                sorted(dst.queue_states()[0].inflight_ids()),
+                sorted(ids.clone()),
+                "cycle {cycle}: still in flight, each once"
+            );
+            dst.core.write_status(resume);
+            assert_eq!(dst.core.status(), RUNNING, "cycle {cycle}");
+        }
+        assert!(dst.collect(0).is_empty(), "nothing ran while held");
+        dst_gate.open();
+        let used: Vec<u16> = dst.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
+        assert_eq!(sorted(used), sorted(ids.clone()), "packed={packed}");
+        verify(&dst, &image, &reqs);
+        std::thread::sleep(Duration::from_millis(20));
+        dst.core.kick(0);
+        dst.core.process_pending();
+        assert!(dst.collect(0).is_empty(), "nothing completed twice");
+        assert_eq!(
+            dst.stats.executed(),
+            reqs.len() as u64,
+            "each executed once"
+        );
+        assert_eq!(
+            dst.stats.submitted(),
+            4 * reqs.len() as u64,
+            "handed over at DRIVER_OK and at each of the three resumes"
+        );
+    }
+}

@@ -15,17 +15,19 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use virtio_lm_device::{CoreOptions, CountingEntropy, Rng};
+//! use virtio_lm_device::testing::CountingDevice;
+//! use virtio_lm_device::CoreOptions;
 //! use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
 //! use virtio_lm_queue::BufferSpec;
 //! use virtio_lm_spec::{Feature, Profile};
 //! use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 //!
 //! let mem = Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
-//! let rng = Rng::new(Box::new(CountingEntropy::new(7)), 16);
+//! // A test device that writes a counted byte stream from 7 (virtio-rng's shape).
+//! let device = CountingDevice::new(7, 16);
 //! // Two MSI-X vectors (configuration, queue 0); kicks processed directly (no worker thread).
 //! let function = Arc::new(
-//!     VirtioPciFunction::with_device(Box::new(rng), mem.clone(), CoreOptions::default(), 2, false)
+//!     VirtioPciFunction::with_device(Box::new(device), mem.clone(), CoreOptions::default(), 2, false)
 //!         .unwrap(),
 //! );
 //!
@@ -54,6 +56,8 @@ mod interrupts;
 pub mod layout;
 mod notify;
 mod pci_cfg;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod transport;
 
 pub use driver::{

@@ -2,13 +2,11 @@
 //! DEV_CTX_DISCARD and DEV_CTX_FIELDS_QUERY on SR-IOV members, with the context format of
 //! spec-notes §5, and the bad contexts each refused with the status spec-notes names.
 
-mod admin_support;
-
 use std::sync::{Arc, Mutex};
 
-use admin_support::*;
 use virtio_lm_device::context::{decode, encode, parse_fields, ContextWriter, DeviceContext};
 use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::context::{ContextFieldHeader, FieldType};
 use virtio_lm_spec::zerocopy::IntoBytes;
@@ -16,7 +14,7 @@ use virtio_lm_spec::zerocopy::IntoBytes;
 /// Owner with three rng members; member 1 used by a guest (3 buffers) and stopped; member 2
 /// used by a guest and running; member 3 untouched. Returns member 1's context.
 fn setup() -> (OwnerFunction<Mem>, AdminClient<Mem>, Vec<Guest>, Vec<u8>) {
-    let owner = owner(3, Kind::Rng);
+    let owner = owner(3, Kind::Counting);
     let mut client = client(&owner);
     let mut guests = Vec::new();
     for (m, n) in [(1, 3), (2, 1)] {

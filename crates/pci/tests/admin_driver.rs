@@ -2,14 +2,12 @@
 //! `PciDriver`), and the power-management statements the project does not model, with the
 //! check that keeps that claim true.
 
-mod admin_support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use admin_support::*;
 use virtio_lm_device::context::{decode, parse_fields};
 use virtio_lm_pci::admin::{AdminClient, AdminError, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{opcode, status, DevMode};
@@ -19,7 +17,7 @@ use virtio_lm_spec::{Feature, Profile};
 /// Owner with three rng members; member 1 used by a guest and stopped, member 3 untouched and
 /// frozen. Returns member 1's context.
 fn setup() -> (OwnerFunction<Mem>, AdminClient<Mem>, Guest, Vec<u8>) {
-    let owner = owner(3, Kind::Rng);
+    let owner = owner(3, Kind::Counting);
     let mut client = client(&owner);
     let mut guest = Guest::new(owner.member(1).unwrap());
     guest.submit(3);
@@ -186,7 +184,7 @@ impl PciTransport for CountingConfigWrites {
 /// while the member goes Active → Stop → Freeze → Active, on a member that has the window.
 #[test]
 fn member_driver_never_writes_the_pci_cfg_window() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     assert!(
@@ -242,7 +240,7 @@ fn capability_ids(function: &VirtioPciFunction<Mem>) -> Vec<u8> {
 /// checks that claim on owners and members; a PM capability added later fails it.
 #[test]
 fn no_function_has_power_management() {
-    let owner = owner(2, Kind::Rng);
+    let owner = owner(2, Kind::Counting);
     let functions = [
         owner.function().clone(),
         owner.member(1).unwrap(),

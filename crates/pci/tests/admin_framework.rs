@@ -3,15 +3,13 @@
 //! effects, buffer lengths, in-order completion, LIST_QUERY / LIST_USE, and the driver side
 //! (`AdminClient`): retries, timeouts and errors that name command, member and status.
 
-mod admin_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use admin_support::*;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::{AdminCommand, AdminError, AdminResult, OwnerOptions};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::PciTransport;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{group_type, opcode, qualifier, status, DevMode};
@@ -58,7 +56,7 @@ fn admin_queue_is_discovered_at_offsets_60_and_62() {
         admin_queue_num: 2,
         ..OwnerOptions::default()
     };
-    let owner = owner_with(1, Kind::Rng, options);
+    let owner = owner_with(1, Kind::Counting, options);
     let offered = owner.function().core().lock().unwrap().device_features();
     let want = Profile::Seeds
         .feature_set(&[Feature::AdminVq, Feature::SrIov])
@@ -94,7 +92,7 @@ fn admin_queue_is_discovered_at_offsets_60_and_62() {
 /// that order of precedence."
 #[test]
 fn validation_order_is_group_then_opcode_then_member() {
-    let owner = owner(2, Kind::Rng);
+    let owner = owner(2, Kind::Counting);
     let mut client = client(&owner);
     let _guest = Guest::new(owner.member(1).unwrap());
     let before = state(&owner);
@@ -147,7 +145,7 @@ fn validation_order_is_group_then_opcode_then_member() {
 /// set, with ids 1..=NumVFs.
 #[test]
 fn vf_enable_clear_fails_every_command_with_invalid_group() {
-    let owner = owner(2, Kind::Rng);
+    let owner = owner(2, Kind::Counting);
     let mut client = client(&owner);
     assert!(owner.member(2).is_some() && owner.member(3).is_none());
     let held = owner.member(1).unwrap();
@@ -175,7 +173,7 @@ fn vf_enable_clear_fails_every_command_with_invalid_group() {
 /// migration commands (seed 004: "A device MUST either support all of, or none of" them).
 #[test]
 fn commands_outside_the_used_list_fail() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = bare_client(&owner);
     let before = state(&owner);
     let stop = mode_data(DevMode::Stop);
@@ -209,7 +207,7 @@ fn commands_outside_the_used_list_fail() {
 /// reset, SHOULD accept the same LIST_USE again".
 #[test]
 fn list_use_rules() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = bare_client(&owner);
     // Opcode 0x11 (1.4 DEV_MODE_SET) and a bit in a second word are not supported.
     for list in [vec![all_opcodes() | 1 << 0x11], vec![all_opcodes(), 1]] {
@@ -242,12 +240,12 @@ fn list_use_rules() {
 /// answers such a LIST_USE EBUSY and keeps its used list.
 #[test]
 fn list_use_with_a_command_outstanding_fails() {
-    let hold = Arc::new(AtomicBool::new(true));
+    let release = Arc::new(AtomicBool::new(false));
     let options = OwnerOptions {
         admin_queue_num: 2,
         ..OwnerOptions::default()
     };
-    let owner = owner_with(1, Kind::Delay(hold.clone(), QuiesceMode::Drain), options);
+    let owner = owner_with(1, Kind::Delay(release.clone(), QuiesceMode::Drain), options);
     let mut config = client_config();
     config.admin_queues = 2;
     let mut client = client_with(&owner, config);
@@ -265,7 +263,7 @@ fn list_use_with_a_command_outstanding_fails() {
     client.use_queue(1);
     let err = client.list_use(&[all_opcodes()]).unwrap_err();
     assert_eq!(err.status(), Some(status::EBUSY));
-    hold.store(false, Ordering::SeqCst);
+    release.store(true, Ordering::SeqCst);
     let done = client.wait(&pending).unwrap().result();
     assert!(done.is_ok());
     client.list_use(&[all_opcodes()]).unwrap();
@@ -277,7 +275,7 @@ fn list_use_with_a_command_outstanding_fails() {
 /// of buffer length."
 #[test]
 fn short_and_long_buffers() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     // DEV_MODE_SET without data: the mode byte reads as 0 = Active, success.
     let r = raw(&mut client, &cmd(opcode::DEV_MODE_SET, 1, &[]), 8);
@@ -317,8 +315,8 @@ fn short_and_long_buffers() {
 /// from completing; they complete afterwards, in order.
 #[test]
 fn commands_on_one_queue_complete_in_order() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(2, Kind::Delay(hold.clone(), QuiesceMode::Drain));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(2, Kind::Delay(release.clone(), QuiesceMode::Drain));
     let mut client = client(&owner);
     let mut guest = Guest::new(owner.member(1).unwrap());
     guest.submit(3);
@@ -349,7 +347,7 @@ fn commands_on_one_queue_complete_in_order() {
     }
     // Member 2 was not touched while the first command waited.
     assert_eq!(modes(&owner, 2), [DevMode::Active, DevMode::Active]);
-    hold.store(false, Ordering::SeqCst);
+    release.store(true, Ordering::SeqCst);
     owner.poll();
     let used = driver.collect_used(index).unwrap();
     let order: Vec<u16> = used.iter().map(|u| u.id).collect();
@@ -379,12 +377,12 @@ fn commands_on_one_queue_complete_in_order() {
 /// of times and then reports the command, member and status.
 #[test]
 fn eagain_is_retried_a_bounded_number_of_times() {
-    let hold = Arc::new(AtomicBool::new(true));
+    let release = Arc::new(AtomicBool::new(false));
     let options = OwnerOptions {
         admin_queue_num: 2,
         ..OwnerOptions::default()
     };
-    let owner = owner_with(1, Kind::Delay(hold.clone(), QuiesceMode::Drain), options);
+    let owner = owner_with(1, Kind::Delay(release.clone(), QuiesceMode::Drain), options);
     let mut config = client_config();
     config.admin_queues = 2;
     config.eagain_retries = 3;
@@ -415,7 +413,7 @@ fn eagain_is_retried_a_bounded_number_of_times() {
         text.contains("DEV_MODE_GET") && text.contains("member 1"),
         "{text}"
     );
-    hold.store(false, Ordering::SeqCst);
+    release.store(true, Ordering::SeqCst);
     assert!(client.wait(&pending).unwrap().result().is_ok());
     assert_eq!(client.dev_mode_get(1).unwrap(), DevMode::Freeze);
 }
@@ -426,8 +424,8 @@ fn eagain_is_retried_a_bounded_number_of_times() {
 /// unusable until `recover`, which resets the owner; the member stays Active.
 #[test]
 fn client_waits_are_bounded() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(1, Kind::Delay(hold, QuiesceMode::Drain));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(1, Kind::Delay(release, QuiesceMode::Drain));
     let mut config = client_config();
     config.timeout = Duration::from_millis(100);
     let mut client = client_with(&owner, config);
@@ -461,7 +459,7 @@ fn client_waits_are_bounded() {
 /// Seed 004 framework: errors name the command, the member and the status (and qualifier).
 #[test]
 fn errors_name_command_member_and_status() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let err = client.dev_mode_get(5).unwrap_err();
     let text = err.to_string();

@@ -1,15 +1,13 @@
 //! Seed 004 device modes: DEV_MODE_GET / DEV_MODE_SET on SR-IOV members — Active, Stop and
 //! Freeze, what each means for the member's PCI function, and pending mode changes.
 
-mod admin_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use admin_support::*;
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_pci::{PciTransport, VirtioPciFunction};
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::pci::offset;
@@ -40,7 +38,7 @@ fn rd8(f: &VirtioPciFunction<Mem>, field: usize) -> u8 {
 /// as what the mode in the device, the device MUST complete the command successfully."
 #[test]
 fn setting_the_current_mode_succeeds() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let _guest = Guest::new(owner.member(1).unwrap());
     for mode in [DevMode::Active, DevMode::Stop, DevMode::Freeze] {
@@ -57,7 +55,7 @@ fn setting_the_current_mode_succeeds() {
 /// current device mode." (EINVAL / Q_INVALID_FIELD, spec-notes §4.)
 #[test]
 fn unknown_mode_fails_and_keeps_the_mode() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     for mode in [DevMode::Active, DevMode::Stop, DevMode::Freeze] {
         client.dev_mode_set(1, mode).unwrap();
@@ -79,7 +77,7 @@ fn unknown_mode_fails_and_keeps_the_mode() {
 /// Freeze to Active"). Active → Freeze does the Stop work first.
 #[test]
 fn every_transition_between_the_three_modes() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -107,8 +105,8 @@ fn every_transition_between_the_three_modes() {
 /// used; nothing is written to guest memory after that.
 #[test]
 fn stop_finishes_outstanding_requests_first() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(1, Kind::Delay(hold.clone(), QuiesceMode::Drain));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(1, Kind::Delay(release.clone(), QuiesceMode::Drain));
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -126,7 +124,7 @@ fn stop_finishes_outstanding_requests_first() {
     }
     assert_eq!(mode_of(&member), DevMode::Active);
     assert!(member.core().lock().unwrap().admin_mode_pending());
-    hold.store(false, Ordering::SeqCst);
+    release.store(true, Ordering::SeqCst);
     let done = client.wait(&ticket).unwrap().result();
     assert!(done.is_ok());
     assert_eq!(mode_of(&member), DevMode::Stop);
@@ -149,8 +147,8 @@ fn stop_finishes_outstanding_requests_first() {
 /// completes at once and the context read afterwards lists the requests in flight.
 #[test]
 fn record_inflight_stop_completes_at_once() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(1, Kind::Delay(hold, QuiesceMode::RecordInflight));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(1, Kind::Delay(release, QuiesceMode::RecordInflight));
     let mut client = client(&owner);
     let mut guest = Guest::new(owner.member(1).unwrap());
     guest.submit(3);
@@ -166,7 +164,7 @@ fn record_inflight_stop_completes_at_once() {
 /// or Freeze are not touched and raise no interrupt.
 #[test]
 fn stop_and_freeze_touch_no_guest_memory() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -195,7 +193,7 @@ fn stop_and_freeze_touch_no_guest_memory() {
 /// notification (EVENT_IDX negotiated, pitfall 4).
 #[test]
 fn stop_accepts_and_latches_notifications() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -212,7 +210,7 @@ fn stop_accepts_and_latches_notifications() {
 /// mode is Stop" — every common configuration register reads as it did in Active.
 #[test]
 fn stop_answers_register_reads() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let _guest = Guest::new(member.clone());
@@ -248,7 +246,7 @@ fn stop_answers_register_reads() {
 /// where it is applied (generation + 1) and notified once.
 #[test]
 fn no_config_change_notification_unless_active() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let _guest = Guest::new(member.clone());
@@ -274,7 +272,7 @@ fn no_config_change_notification_unless_active() {
 /// device-configuration writes and notifications leave registers and context unchanged.
 #[test]
 fn freeze_ignores_configuration_writes() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -324,7 +322,7 @@ fn freeze_ignores_configuration_writes() {
 /// same regardless of the device mode is Active or Stop or Freeze."
 #[test]
 fn pci_cfg_window_ignores_writes_in_freeze() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let _guest = Guest::new(member.clone());
@@ -373,7 +371,7 @@ fn pci_cfg_window_ignores_writes_in_freeze() {
 /// changelog).
 #[test]
 fn pci_architected_interfaces_work_in_every_mode() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let _guest = Guest::new(member.clone());
@@ -416,8 +414,8 @@ fn pending_stop(
 /// mode stays Active (a failed MODE_SET retains the mode) and the member works on.
 #[test]
 fn reset_or_flr_while_mode_set_waits_completes_it() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(1, Kind::Delay(hold, QuiesceMode::Drain));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(1, Kind::Delay(release, QuiesceMode::Drain));
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     for flr in [false, true] {
@@ -439,8 +437,8 @@ fn reset_or_flr_while_mode_set_waits_completes_it() {
 /// VF Enable while DEV_MODE_SET waits completes it with ENXIO instead of leaving it hanging.
 #[test]
 fn vf_disable_while_mode_set_waits_completes_it() {
-    let hold = Arc::new(AtomicBool::new(true));
-    let owner = owner(1, Kind::Delay(hold, QuiesceMode::Drain));
+    let release = Arc::new(AtomicBool::new(false));
+    let owner = owner(1, Kind::Delay(release, QuiesceMode::Drain));
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());
@@ -456,7 +454,7 @@ fn vf_disable_while_mode_set_waits_completes_it() {
 /// holds; each is resumed only by its own mechanism."
 #[test]
 fn admin_modes_and_in_band_stop_are_independent() {
-    let owner = owner(1, Kind::Rng);
+    let owner = owner(1, Kind::Counting);
     let mut client = client(&owner);
     let member = owner.member(1).unwrap();
     let mut guest = Guest::new(member.clone());

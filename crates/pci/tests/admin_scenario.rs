@@ -3,14 +3,12 @@
 //! the guest driver continues there and gets every buffer back exactly once, while members 1
 //! and 3 keep working undisturbed throughout.
 
-mod admin_support;
-
 use std::sync::atomic::Ordering;
 
-use admin_support::*;
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_pci::admin::AdminClient;
+use virtio_lm_pci::testing::admin::*;
 use virtio_lm_spec::admin::{opcode, DevMode};
 
 /// Members 1 and 3 do a round of work: submit, notify, collect everything.
@@ -22,9 +20,9 @@ fn keep_busy(others: &mut [&mut Guest]) {
 }
 
 fn migrate_member_2(mode: QuiesceMode) {
-    let holds_a = holds(3);
-    let owner_a = owner(3, Kind::DelayEach(holds_a.clone(), mode));
-    let owner_b = owner(2, Kind::DelayEach(holds(2), mode));
+    let releases_a = releases(3);
+    let owner_a = owner(3, Kind::DelayEach(releases_a.clone(), mode));
+    let owner_b = owner(2, Kind::DelayEach(releases(2), mode));
     let mut admin_a = client(&owner_a);
     let mut admin_b = client(&owner_b);
     let mut g1 = Guest::new(owner_a.member(1).unwrap());
@@ -36,7 +34,7 @@ fn migrate_member_2(mode: QuiesceMode) {
     }
 
     // Member 2 has requests in process when the owner stops it.
-    holds_a[1].store(true, Ordering::SeqCst);
+    releases_a[1].store(false, Ordering::SeqCst);
     g2.submit(3);
     let stop = admin_a
         .submit_raw(
@@ -52,7 +50,7 @@ fn migrate_member_2(mode: QuiesceMode) {
             owner_a.poll();
             assert!(admin_a.try_complete(&stop).unwrap().is_none());
         }
-        holds_a[1].store(false, Ordering::SeqCst);
+        releases_a[1].store(true, Ordering::SeqCst);
     }
     assert!(admin_a.wait(&stop).unwrap().result().is_ok());
     let expect_inflight = if mode == QuiesceMode::Drain { 0 } else { 3 };

@@ -1,12 +1,10 @@
 //! The virtio capability list in PCI configuration space, and a driver that finds every region
 //! through it rather than through fixed offsets.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use virtio_lm_pci::layout::{self, VirtioCap, FIRST_CAP};
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{discover, PciError, PciTransport, QueueSetup, Region};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::{
@@ -24,7 +22,7 @@ use zerocopy::FromBytes;
 #[test]
 fn capability_list_describes_every_region() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let space = f.config_space();
     assert_eq!(u16::from_le_bytes([space[0], space[1]]), 0x1af4);
     assert_eq!(u16::from_le_bytes([space[2], space[3]]), 0x1044);
@@ -139,7 +137,7 @@ fn shifted(caps: &[VirtioCap], shift: u32) -> Vec<Vec<u8>> {
 #[test]
 fn driver_finds_regions_wherever_the_capabilities_point() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let shift = 0x10_0000u32;
     let power_management = vec![0x01, 0, 0, 0, 0, 0, 0, 0];
     let mut decoy = f.capabilities()[0];
@@ -181,7 +179,7 @@ fn driver_finds_regions_wherever_the_capabilities_point() {
 #[test]
 fn malformed_capability_lists_are_rejected() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let caps: Vec<Vec<u8>> = f.capabilities().iter().map(|c| c.to_bytes()).collect();
     let check = |space: Vec<u8>| {
         let t = Relocated {

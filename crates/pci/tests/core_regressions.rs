@@ -2,10 +2,7 @@
 //! did not re-arm `avail_event` after processing (an EVENT_IDX driver stopped kicking), and a
 //! packed queue's initial state read back as the split one after a reset.
 
-mod common;
-
-use common::*;
-use virtio_lm_pci::QueueSetup;
+use virtio_lm_pci::testing::*;
 use virtio_lm_queue::BufferSpec;
 
 /// Core issue 1: with VIRTIO_F_EVENT_IDX on a split ring the core never writes `avail_event`
@@ -15,12 +12,7 @@ use virtio_lm_queue::BufferSpec;
 /// notifications, the mirror image of `used_event`.
 #[test]
 fn split_event_idx_driver_keeps_kicking() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (_, _, mut driver) = running(migration_features(false), 4, false);
     for i in 0..3 {
         driver
             .submit(0, &[BufferSpec::writable(DATA + 64 * i, 8)])
@@ -38,12 +30,7 @@ fn split_event_idx_driver_keeps_kicking() {
 /// put the destination's counters out of phase with the ring.
 #[test]
 fn packed_initial_state_survives_reset() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(true), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (_, _, mut driver) = running(migration_features(true), 4, false);
     for i in 0..8 {
         push(&mut driver, 0, &[BufferSpec::writable(DATA + 64 * i, 8)]);
         assert_eq!(driver.collect_used(0).unwrap().len(), 1);

@@ -2,13 +2,11 @@
 //! lifecycle facilities — DEVICE_STOPPED (seed 000), SUSPEND (seed 003 as merged), queue state
 //! validation (seed 001, spec-notes §3), recovery from DEVICE_NEEDS_RESET (seed 002).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use virtio_lm_device::CoreOptions;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, PciError, PciTransport, PollPolicy, QueueSetup};
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingFeatures, RingKind, SplitDriver};
 use virtio_lm_spec::pci::offset::*;
@@ -21,7 +19,7 @@ use vm_memory::{Bytes, GuestAddress};
 #[test]
 fn init_follows_the_spec_sequence() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let rec = Recorder::new(f.clone());
     let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
     let wanted = features(&[Feature::Version1, Feature::EventIdx]);
@@ -58,7 +56,7 @@ fn init_follows_the_spec_sequence() {
 fn rng_fills_real_buffers_split_and_packed() {
     for packed in [false, true] {
         let mem = memory();
-        let f = rng_function_with(&mem, 8, CoreOptions::default(), false, 100);
+        let f = counting_function_with(&mem, 8, CoreOptions::default(), false, 100);
         let mut driver = driver_for(&f, &mem);
         let mut wanted = vec![Feature::Version1];
         if packed {
@@ -100,7 +98,7 @@ fn rng_fills_real_buffers_split_and_packed() {
 #[test]
 fn nothing_is_consumed_before_driver_ok() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
     f.w8(
         DEVICE_STATUS,
@@ -144,7 +142,7 @@ fn nothing_is_consumed_before_driver_ok() {
 #[test]
 fn driver_never_touches_device_stopped_without_driver_ok() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let rec = Recorder::new(f.clone());
     let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
     driver
@@ -168,7 +166,7 @@ fn driver_never_touches_device_stopped_without_driver_ok() {
 #[test]
 fn device_ignores_device_stopped_without_driver_ok() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     f.w8(DEVICE_STATUS, 1);
     f.w8(DEVICE_STATUS, 3);
     let wanted = migration_features(false);
@@ -204,7 +202,7 @@ fn device_ignores_device_stopped_without_driver_ok() {
 #[test]
 fn stop_and_resume_write_then_reread_the_status() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let rec = Recorder::new(f.clone());
     let mut driver = PciDriver::new(rec.clone(), mem.clone(), Profile::Seeds).unwrap();
     driver
@@ -316,12 +314,7 @@ fn stop_gives_up_with_a_clear_error() {
 /// notification; on resume it is applied, the generation moves and the notification goes out.
 #[test]
 fn config_space_is_unchanged_while_stopped() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 4, RING)])
-        .unwrap();
+    let (_, f, mut driver) = running(migration_features(false), 4, false);
     driver.stop().unwrap();
     let generation = driver.config_generation();
     let mut config = [0u8; 8];
@@ -347,12 +340,7 @@ fn config_space_is_unchanged_while_stopped() {
 #[test]
 fn suspend_clears_driver_ok_and_driver_ok_resumes() {
     for packed in [false, true] {
-        let mem = memory();
-        let f = rng_function(&mem, 8, false);
-        let mut driver = driver_for(&f, &mem);
-        driver
-            .init(migration_features(packed), &[QueueSetup::new(0, 4, RING)])
-            .unwrap();
+        let (mem, f, mut driver) = running(migration_features(packed), 4, false);
         driver.suspend().unwrap();
         let s = driver.status();
         assert_eq!(
@@ -392,15 +380,7 @@ fn suspend_clears_driver_ok_and_driver_ok_resumes() {
 /// SUSPEND unless F_SUSPEND was negotiated (and DRIVER_OK is set).
 #[test]
 fn suspend_needs_the_feature() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (_, _, mut driver) = running(features(&[Feature::Version1]), 4, false);
     assert!(matches!(
         driver.suspend(),
         Err(PciError::FeatureNotNegotiated(Feature::Suspend))
@@ -416,7 +396,7 @@ fn suspend_needs_the_feature() {
 #[test]
 fn queue_state_set_before_driver_ok_is_validated() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     let err = driver
         .init(
@@ -451,7 +431,7 @@ fn queue_state_set_before_driver_ok_is_validated() {
 #[test]
 fn recovery_from_needs_reset_returns_outstanding_chains() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     let wanted = features(&[Feature::Version1, Feature::RingPacked]);
     driver.init(wanted, &[QueueSetup::new(0, 4, RING)]).unwrap();
@@ -481,7 +461,7 @@ fn recovery_from_needs_reset_returns_outstanding_chains() {
 #[test]
 fn init_reports_unusable_setups() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     let v1 = features(&[Feature::Version1]);
     assert!(matches!(

@@ -1,9 +1,7 @@
 //! MSI-X vector routing, the ISR and the INTx line (`MsixInterrupts` as the core's
 //! `Interrupts`), and DEVICE_NEEDS_RESET's configuration change notification (seed 002).
 
-mod common;
-
-use common::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciError, QueueSetup};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::offset::*;
@@ -15,15 +13,7 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 /// touches the ISR or INTx.
 #[test]
 fn msix_vectors_route_queue_and_config_notifications() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (_, f, mut driver) = running(features(&[Feature::Version1]), 4, false);
     let irq = f.interrupts();
     assert_eq!((irq.config_vector(), irq.queue_vector(0)), (0, 1));
     driver.submit(0, &[BufferSpec::writable(DATA, 8)]).unwrap();
@@ -44,7 +34,7 @@ fn msix_vectors_route_queue_and_config_notifications() {
 #[test]
 fn no_vector_sets_isr_and_isr_read_clears() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     let mut driver = driver_for(&f, &mem);
     driver.set_config_vector(VIRTIO_MSI_NO_VECTOR);
     driver
@@ -80,7 +70,7 @@ fn no_vector_sets_isr_and_isr_read_clears() {
 #[test]
 fn out_of_range_vectors_are_refused() {
     let mem = memory();
-    let f = rng_function(&mem, 8, false);
+    let f = counting_function(&mem, 8, false);
     f.w16(CONFIG_MSIX_VECTOR, 4);
     assert_eq!(f.r16(CONFIG_MSIX_VECTOR), VIRTIO_MSI_NO_VECTOR);
     f.w16(CONFIG_MSIX_VECTOR, 3);
@@ -105,15 +95,7 @@ fn out_of_range_vectors_are_refused() {
 /// notification arrives on the configuration vector, and the device processes nothing more.
 #[test]
 fn needs_reset_sends_a_config_change_notification() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (mem, f, mut driver) = running(features(&[Feature::Version1]), 4, false);
     driver
         .submit(0, &[BufferSpec::writable(0xffff_0000, 8)])
         .unwrap();

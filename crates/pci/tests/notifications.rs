@@ -2,11 +2,9 @@
 //! VIRTIO_F_NOTIFICATION_DATA format (spec §10.3), per-queue notify addresses, and the two kick
 //! modes (direct and eventfd for a worker).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{NotificationData, QueueSetup};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::Feature;
@@ -36,7 +34,7 @@ fn notification_data_kicks_decode_the_ring_position() {
     for packed in [false, true] {
         let mem = memory();
         let options = options_with(&[Feature::NotificationData]);
-        let f = rng_function_with(&mem, 8, options, false, 1);
+        let f = counting_function_with(&mem, 8, options, false, 1);
         let mut driver = driver_for(&f, &mem);
         let mut wanted = vec![Feature::Version1, Feature::NotificationData];
         if packed {
@@ -68,15 +66,7 @@ fn notification_data_kicks_decode_the_ring_position() {
 /// write of another queue's index, or a write at another queue's address is ignored.
 #[test]
 fn malformed_notifications_are_ignored() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, false);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (_, f, mut driver) = running(features(&[Feature::Version1]), 4, false);
     driver
         .add_buffer(0, &[BufferSpec::writable(DATA, 8)])
         .unwrap();
@@ -100,15 +90,7 @@ fn malformed_notifications_are_ignored() {
 /// the core; a `Worker` on those eventfds then processes the queue.
 #[test]
 fn worker_mode_signals_the_kick_eventfd() {
-    let mem = memory();
-    let f = rng_function(&mem, 8, true);
-    let mut driver = driver_for(&f, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 4, RING)],
-        )
-        .unwrap();
+    let (mem, f, mut driver) = running(features(&[Feature::Version1]), 4, true);
     driver.submit(0, &[BufferSpec::writable(DATA, 8)]).unwrap();
     assert!(driver.collect_used(0).unwrap().is_empty());
     let worker = f.spawn_worker().unwrap();
@@ -119,6 +101,6 @@ fn worker_mode_signals_the_kick_eventfd() {
     }));
     assert_eq!(used.len(), 1);
     worker.stop();
-    let direct = rng_function(&mem, 8, false);
+    let direct = counting_function(&mem, 8, false);
     assert!(direct.spawn_worker().is_err());
 }

@@ -3,14 +3,12 @@
 //! memory and the interrupt count do not change until resume; then every buffer latched
 //! meanwhile completes exactly once. Split and packed rings.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, QueueSetup};
 use virtio_lm_queue::BufferSpec;
 use vm_memory::{Bytes, GuestAddress};
@@ -45,7 +43,7 @@ fn buffer(id: u16) -> u64 {
 
 fn run(packed: bool, quiet: Quiet) {
     let mem = memory();
-    let f = rng_function(&mem, 8, true);
+    let f = counting_function(&mem, 8, true);
     let _worker = f.spawn_worker().unwrap();
     let mut driver = driver_for(&f, &mem);
     let size = if packed { 7 } else { 8 };

@@ -2,13 +2,11 @@
 //! times, on a tiny queue: after every acknowledged quiesce nothing changes, and after every
 //! resume the buffer of that round has completed exactly once.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::*;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{KickMode, PciDriver, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -50,7 +48,7 @@ impl WorkerSync {
 
 fn race(packed: bool, worker: bool) {
     let mem = memory_of(0x4000);
-    let f = rng_function(&mem, 2, worker);
+    let f = counting_function(&mem, 2, worker);
     let _worker = worker.then(|| f.spawn_worker().unwrap());
     let sync = WorkerSync::new(&f);
     let mut driver: PciDriver<Mem> = driver_for(&f, &mem);

@@ -2,10 +2,8 @@
 //! queue state registers at 64/66, spec-notes §3 and §6), exercised through
 //! `VirtioPciFunction::bar_read` / `bar_write` directly.
 
-mod common;
-
-use common::*;
 use virtio_lm_pci::layout::{ISR_OFFSET, NOTIFY_OFFSET};
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::QueueSetup;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::offset::*;
@@ -19,7 +17,7 @@ type Function = Arc<VirtioPciFunction<Mem>>;
 
 fn fresh() -> (std::sync::Arc<Mem>, Function) {
     let mem = memory();
-    let function = rng_function(&mem, 8, false);
+    let function = counting_function(&mem, 8, false);
     (mem, function)
 }
 

@@ -3,13 +3,11 @@
 //! rings still holding outstanding buffers → resume; every buffer completes exactly once and
 //! no notification is lost. Split and packed rings.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
 use virtio_lm_device::CoreOptions;
+use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, QueueSetup};
 use virtio_lm_queue::{BufferSpec, UsedBuffer};
 
@@ -31,7 +29,7 @@ fn collect(driver: &mut PciDriver<Mem>, want: usize) -> Vec<UsedBuffer> {
 
 fn round_trip(packed: bool, quiet: Quiet) {
     let mem = memory();
-    let source = rng_function_with(&mem, 8, CoreOptions::default(), true, 1);
+    let source = counting_function_with(&mem, 8, CoreOptions::default(), true, 1);
     let source_worker = source.spawn_worker().unwrap();
     let mut driver = driver_for(&source, &mem);
     let size = if packed { 3 } else { 4 };
@@ -86,7 +84,7 @@ fn round_trip(packed: bool, quiet: Quiet) {
     let source_interrupts = source.interrupts().total();
 
     // A fresh device, initialised with the saved state; no notification is sent to it.
-    let destination = rng_function_with(&mem, 8, CoreOptions::default(), true, 1000);
+    let destination = counting_function_with(&mem, 8, CoreOptions::default(), true, 1000);
     let _destination_worker = destination.spawn_worker().unwrap();
     driver.restore_onto(destination.clone(), &saved).unwrap();
     assert_eq!(driver.config_generation(), saved.config_generation);

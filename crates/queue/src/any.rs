@@ -3,10 +3,11 @@
 
 use vm_memory::GuestMemory;
 
-use crate::chain::DescriptorChain;
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
 use crate::error::{ConfigError, QueueError, StateError};
+use crate::inflight::InflightTracker;
 use crate::kind::RingKind;
 use crate::packed::PackedQueue;
 use crate::split::SplitQueue;
@@ -22,18 +23,20 @@ pub enum Virtqueue {
     Packed(PackedQueue),
 }
 
-macro_rules! each {
-    ($self:expr, $q:ident => $e:expr) => {
-        match $self {
-            Virtqueue::Split($q) => $e,
-            Virtqueue::Packed($q) => $e,
-        }
-    };
-}
-
 impl RingOps for Virtqueue {
     fn ring_config(&self) -> &QueueConfig {
-        each!(self, q => q.ring_config())
+        each_format!(Virtqueue, self, q => q.ring_config())
+    }
+
+    fn inflight_tracker(&self) -> &InflightTracker {
+        each_format!(Virtqueue, self, q => q.inflight_tracker())
+    }
+
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError> {
+        each_format!(Virtqueue, self, q => q.has_available_in(view))
     }
 
     fn pop_in<M: GuestMemory + ?Sized>(
@@ -41,16 +44,15 @@ impl RingOps for Virtqueue {
         view: &RingView<'_, M>,
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        each!(self, q => q.pop_in(view, chain))
+        each_format!(Virtqueue, self, q => q.pop_in(view, chain))
     }
 
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError> {
-        each!(self, q => q.add_used_in(view, id, len))
+        each_format!(Virtqueue, self, q => q.add_used_in(view, used))
     }
 }
 
@@ -74,41 +76,29 @@ impl DeviceQueue for Virtqueue {
     }
 
     fn publish_used<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        each!(self, q => q.publish_used(mem))
+        each_format!(Virtqueue, self, q => q.publish_used(mem))
     }
 
     fn needs_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        each!(self, q => q.needs_notification(mem))
+        each_format!(Virtqueue, self, q => q.needs_notification(mem))
     }
 
     fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        each!(self, q => q.enable_notification(mem))
+        each_format!(Virtqueue, self, q => q.enable_notification(mem))
     }
 
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        each!(self, q => q.disable_notification(mem))
-    }
-
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        each!(self, q => q.has_available(mem))
+        each_format!(Virtqueue, self, q => q.disable_notification(mem))
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {
-        each!(self, q => q.state())
-    }
-
-    fn inflight(&self) -> Vec<DescriptorChain> {
-        each!(self, q => q.inflight())
-    }
-
-    fn inflight_len(&self) -> u16 {
-        each!(self, q => q.inflight_len())
+        each_format!(Virtqueue, self, q => q.state())
     }
 
     fn reset(&mut self) {
-        each!(self, q => q.reset())
+        each_format!(Virtqueue, self, q => q.reset())
     }
 }

@@ -167,7 +167,7 @@ impl BufferSpec {
     }
 }
 
-/// A buffer the device has returned, as the driver collects it.
+/// A buffer the device returns: what `add_used` writes and the driver collects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UsedBuffer {
     /// Split: head index. Packed: buffer id.

@@ -75,6 +75,17 @@ impl QueueConfig {
         }
     }
 
+    /// [`Self::expect_kind`], then [`Self::validate`]: what every queue of one format checks
+    /// before it touches guest memory.
+    pub(crate) fn validate_as<M: GuestMemory + ?Sized>(
+        &self,
+        kind: RingKind,
+        mem: &M,
+    ) -> Result<(), ConfigError> {
+        self.expect_kind(kind)?;
+        self.validate(mem)
+    }
+
     /// Byte lengths of the descriptor, driver and device areas.
     pub fn area_lengths(&self) -> [u64; 3] {
         let n = u64::from(self.size);

@@ -2,11 +2,11 @@
 
 use vm_memory::GuestMemory;
 
-use crate::chain::DescriptorChain;
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::error::{ConfigError, QueueError, StateError};
 use crate::state::QueueState;
-use crate::view::{RingOps, RingView};
+use crate::view::RingOps;
 
 /// The device side of a virtqueue.
 ///
@@ -56,8 +56,7 @@ pub trait DeviceQueue: RingOps + Sized {
         mem: &M,
         chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        let view = RingView::new(mem, self.ring_config());
-        self.pop_in(&view, chain)
+        self.pop_in(&self.view(mem), chain)
     }
 
     /// Takes up to `max` available chains into `chains[..n]`, reusing the chains already in the
@@ -70,7 +69,7 @@ pub trait DeviceQueue: RingOps + Sized {
         chains: &mut Vec<DescriptorChain>,
         max: usize,
     ) -> Result<usize, QueueError> {
-        let view = RingView::new(mem, self.ring_config());
+        let view = self.view(mem);
         let mut taken = 0;
         while taken < max {
             if chains.len() == taken {
@@ -95,8 +94,7 @@ pub trait DeviceQueue: RingOps + Sized {
         id: u16,
         len: u32,
     ) -> Result<(), QueueError> {
-        let view = RingView::new(mem, self.ring_config());
-        self.add_used_in(&view, id, len)
+        self.add_used_in(&self.view(mem), UsedBuffer { id, len })
     }
 
     /// [`Self::add_used`] for each `(id, len)` in order, with ring memory resolved once. On error
@@ -106,9 +104,9 @@ pub trait DeviceQueue: RingOps + Sized {
         mem: &M,
         used: &[(u16, u32)],
     ) -> Result<(), QueueError> {
-        let view = RingView::new(mem, self.ring_config());
+        let view = self.view(mem);
         used.iter()
-            .try_for_each(|&(id, len)| self.add_used_in(&view, id, len))
+            .try_for_each(|&(id, len)| self.add_used_in(&view, UsedBuffer { id, len }))
     }
 
     /// Makes every entry added since the last call visible to the driver.
@@ -127,17 +125,23 @@ pub trait DeviceQueue: RingOps + Sized {
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError>;
 
     /// Whether the driver has made buffers available that the device has not taken.
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError>;
+    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
+        self.has_available_in(&self.view(mem))
+    }
 
     /// The queue state. Fails while used entries are added but not published.
     fn state(&self) -> Result<QueueState, QueueError>;
 
     /// Copies of the chains taken and not yet used, oldest first. After a restore this is the
     /// work the device still has to complete.
-    fn inflight(&self) -> Vec<DescriptorChain>;
+    fn inflight(&self) -> Vec<DescriptorChain> {
+        self.inflight_tracker().in_order()
+    }
 
     /// Number of chains taken and not yet used.
-    fn inflight_len(&self) -> u16;
+    fn inflight_len(&self) -> u16 {
+        self.inflight_tracker().len()
+    }
 
     /// Returns the queue to its initial state: indices 0, wrap counters 1, nothing in flight.
     fn reset(&mut self);

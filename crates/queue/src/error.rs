@@ -4,6 +4,7 @@
 //! tests assert the exact rejection, and a device core can store the first error it saw.
 
 use thiserror::Error;
+use vm_memory::GuestAddress;
 
 use crate::kind::RingKind;
 
@@ -252,4 +253,14 @@ pub enum DriverError {
     /// The configuration given to the driver is unusable.
     #[error("Invalid queue configuration: {0}")]
     Config(#[from] ConfigError),
+}
+
+/// The error of a failed ring access at `addr` on the device side.
+pub(crate) fn ring_err(addr: GuestAddress) -> QueueError {
+    QueueError::RingAccess { addr: addr.0 }
+}
+
+/// The error of a failed guest-memory access at `addr` on the driver side.
+pub(crate) fn mem_err(addr: GuestAddress) -> DriverError {
+    DriverError::MemoryAccess { addr: addr.0 }
 }

@@ -1,6 +1,11 @@
 //! Notification-suppression arithmetic shared by the device and driver sides.
 
 use virtio_lm_spec::queue_state::PackedRingPosition;
+use virtio_lm_spec::ring::{
+    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_MASK,
+};
+
+use crate::config::QueueConfig;
 
 /// The EVENT_IDX rule (split rings, and packed rings in DESC mode): the other side asked to be
 /// notified when the index passes `event`; `old..new` are the entries produced since the last
@@ -82,4 +87,47 @@ pub fn packed_need_event(
     size: u16,
 ) -> bool {
     event.distance_from(old, size) < new.distance_from(old, size)
+}
+
+/// A packed ring's event suppression structure as read from guest memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventSuppression {
+    /// The mode bits of `flags`: ENABLE, DISABLE or DESC (3 is reserved).
+    mode: u16,
+    /// `desc`: the position the other side wants to hear about in DESC mode.
+    event: RingPosition,
+}
+
+impl EventSuppression {
+    /// From the raw `desc` and `flags` fields.
+    pub(crate) fn from_raw(desc: u16, flags: u16) -> Self {
+        Self {
+            mode: flags & RING_EVENT_FLAGS_MASK,
+            event: RingPosition::from_state(desc),
+        }
+    }
+
+    /// Whether the structure asks for a notification after `slots` slots were published,
+    /// moving the position from `old` to `new`. The same rule on both sides: the device reads
+    /// the driver's structure, the driver the device's.
+    pub(crate) fn wants(
+        self,
+        config: &QueueConfig,
+        old: RingPosition,
+        new: RingPosition,
+        slots: u32,
+    ) -> bool {
+        match self.mode {
+            RING_EVENT_FLAGS_DISABLE => false,
+            // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
+            // notification is harmless, a missed one hangs the other side.
+            RING_EVENT_FLAGS_DESC if config.features.event_idx => {
+                // Positions repeat every two laps (index and wrap counter): that many slots
+                // certainly passed the event position; fewer are compared exactly.
+                slots >= 2 * u32::from(config.size)
+                    || packed_need_event(self.event, new, old, config.size)
+            }
+            _ => true,
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! destination completes each buffer exactly once. Insert and remove are O(1) (a slot per id
 //! stamped with a sequence number); only saving sorts.
 
-use crate::chain::DescriptorChain;
+use crate::chain::{DescriptorChain, SavedChain};
 use crate::error::QueueError;
 
 #[derive(Clone, Debug, Default)]
@@ -16,8 +16,8 @@ struct Slot {
 }
 
 /// In-flight buffers indexed by id (split head or packed buffer id, both below the queue size).
-#[derive(Clone, Debug)]
-pub(crate) struct InflightTracker {
+#[derive(Clone, Debug, Default)]
+pub struct InflightTracker {
     slots: Vec<Slot>,
     next_seq: u64,
     count: u16,
@@ -90,6 +90,11 @@ impl InflightTracker {
         taken.into_iter().map(|s| s.chain.clone()).collect()
     }
 
+    /// The in-flight chains as a queue state lists them, oldest first.
+    pub(crate) fn saved(&self) -> Vec<SavedChain> {
+        self.in_order().into_iter().map(SavedChain::from).collect()
+    }
+
     /// Rebuilds the tracker from a saved, already validated list (oldest first).
     pub(crate) fn from_chains(size: u16, chains: &[DescriptorChain]) -> Self {
         let mut tracker = Self::new(size);
@@ -98,6 +103,12 @@ impl InflightTracker {
             let _ = tracker.insert(chain);
         }
         tracker
+    }
+
+    /// Empties the tracker and moves it out, keeping its allocations for a queue's reset.
+    pub(crate) fn recycle(&mut self) -> Self {
+        self.clear();
+        std::mem::take(self)
     }
 
     pub(crate) fn clear(&mut self) {

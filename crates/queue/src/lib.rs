@@ -34,10 +34,22 @@
 
 #![deny(missing_docs)]
 
+/// Runs `$e` on the queue or driver of either format inside `$enum`, bound to `$x`: the one
+/// dispatch [`Virtqueue`] and [`RingDriver`] share.
+macro_rules! each_format {
+    ($enum:ident, $self:expr, $x:ident => $e:expr) => {
+        match $self {
+            $enum::Split($x) => $e,
+            $enum::Packed($x) => $e,
+        }
+    };
+}
+
 mod any;
 mod chain;
 mod config;
 mod device_queue;
+mod driver_io;
 mod error;
 mod event;
 #[cfg(feature = "fuzzing")]
@@ -48,6 +60,8 @@ mod packed;
 mod ring_driver;
 mod split;
 mod state;
+#[cfg(test)]
+mod test_rig;
 mod view;
 mod walk;
 

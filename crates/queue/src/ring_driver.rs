@@ -21,15 +21,6 @@ pub enum RingDriver {
     Packed(PackedDriver),
 }
 
-macro_rules! each {
-    ($self:expr, $d:ident => $e:expr) => {
-        match $self {
-            RingDriver::Split($d) => $e,
-            RingDriver::Packed($d) => $e,
-        }
-    };
-}
-
 impl RingDriver {
     /// A driver for a fresh ring laid out by `config` (zeroes the ring areas).
     pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
@@ -41,7 +32,7 @@ impl RingDriver {
 
     /// The ring's configuration.
     pub fn config(&self) -> &QueueConfig {
-        each!(self, d => d.config())
+        each_format!(RingDriver, self, d => d.config())
     }
 
     /// Adds a chain (visible to the device after [`Self::publish`]); returns its id.
@@ -50,7 +41,7 @@ impl RingDriver {
         mem: &M,
         buffers: &[BufferSpec],
     ) -> Result<u16, DriverError> {
-        each!(self, d => d.add_chain(mem, buffers))
+        each_format!(RingDriver, self, d => d.add_chain(mem, buffers))
     }
 
     /// Adds a chain through an indirect table at `table`; returns its id.
@@ -60,17 +51,17 @@ impl RingDriver {
         buffers: &[BufferSpec],
         table: vm_memory::GuestAddress,
     ) -> Result<u16, DriverError> {
-        each!(self, d => d.add_indirect_chain(mem, buffers, table))
+        each_format!(RingDriver, self, d => d.add_indirect_chain(mem, buffers, table))
     }
 
     /// Makes every chain added so far visible to the device.
     pub fn publish<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
-        each!(self, d => d.publish(mem))
+        each_format!(RingDriver, self, d => d.publish(mem))
     }
 
     /// Whether the device wants a notification for what was published since the last decision.
     pub fn should_kick<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
-        each!(self, d => d.should_kick(mem))
+        each_format!(RingDriver, self, d => d.should_kick(mem))
     }
 
     /// Buffers the device has used since the last call.
@@ -78,7 +69,7 @@ impl RingDriver {
         &mut self,
         mem: &M,
     ) -> Result<Vec<UsedBuffer>, DriverError> {
-        each!(self, d => d.collect_used(mem))
+        each_format!(RingDriver, self, d => d.collect_used(mem))
     }
 
     /// Asks for used-buffer notifications; true if used buffers are already waiting.
@@ -86,7 +77,7 @@ impl RingDriver {
         &mut self,
         mem: &M,
     ) -> Result<bool, DriverError> {
-        each!(self, d => d.enable_interrupts(mem))
+        each_format!(RingDriver, self, d => d.enable_interrupts(mem))
     }
 
     /// Asks the device not to send used-buffer notifications.
@@ -94,17 +85,17 @@ impl RingDriver {
         &mut self,
         mem: &M,
     ) -> Result<(), DriverError> {
-        each!(self, d => d.disable_interrupts(mem))
+        each_format!(RingDriver, self, d => d.disable_interrupts(mem))
     }
 
     /// Free descriptors (split) or ring slots (packed).
     pub fn num_free(&self) -> u16 {
-        each!(self, d => d.num_free())
+        each_format!(RingDriver, self, d => d.num_free())
     }
 
     /// Chains made available and not yet collected back.
     pub fn outstanding(&self) -> usize {
-        each!(self, d => d.outstanding())
+        each_format!(RingDriver, self, d => d.outstanding())
     }
 
     /// The available position a VIRTIO_F_NOTIFICATION_DATA notification reports: split, the

@@ -19,9 +19,10 @@ use vm_memory::{
 
 use virtio_lm_spec::ring::{PackedDescriptor, SplitDescriptor};
 
-use crate::chain::DescriptorChain;
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::error::{ChainError, QueueError};
+use crate::inflight::InflightTracker;
 
 type Slice<'m, M> = VolatileSlice<'m, BS<'m, <M as GuestMemory>::Bitmap>>;
 
@@ -265,6 +266,21 @@ pub trait RingOps {
     /// The queue's configuration (the view needs its areas).
     fn ring_config(&self) -> &QueueConfig;
 
+    /// The chains taken and not yet used.
+    fn inflight_tracker(&self) -> &InflightTracker;
+
+    /// A view of `mem` for this queue's ring areas.
+    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
+        RingView::new(mem, self.ring_config())
+    }
+
+    /// Whether the driver has made buffers available that the device has not taken, read
+    /// through `view`.
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError>;
+
     /// Takes the next available chain through `view`.
     fn pop_in<M: GuestMemory + ?Sized>(
         &mut self,
@@ -276,7 +292,6 @@ pub trait RingOps {
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError>;
 }

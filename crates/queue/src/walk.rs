@@ -7,7 +7,7 @@ use vm_memory::{GuestAddress, GuestMemory};
 use virtio_lm_spec::ring::VIRTQ_DESC_F_WRITE;
 
 use crate::chain::{DescriptorChain, Segment};
-use crate::config::MAX_QUEUE_SIZE;
+use crate::config::{QueueConfig, MAX_QUEUE_SIZE};
 use crate::error::ChainError;
 use crate::view::{DescTable, RingView};
 
@@ -98,6 +98,17 @@ pub(crate) struct IndirectRules {
     pub(crate) in_indirect: bool,
     /// The descriptor also has NEXT set.
     pub(crate) has_next: bool,
+}
+
+impl IndirectRules {
+    /// The rules for an INDIRECT descriptor read from the ring itself (not from a table).
+    pub(crate) fn in_ring(config: &QueueConfig, has_next: bool) -> Self {
+        Self {
+            negotiated: config.features.indirect_desc,
+            in_indirect: false,
+            has_next,
+        }
+    }
 }
 
 /// Validates an indirect descriptor and resolves its table; returns the table and its entries.

@@ -98,6 +98,17 @@ pub struct DeviceField {
     pub value: Vec<u8>,
 }
 
+impl DeviceField {
+    /// A mandatory field (no flags) of `field_type` carrying `value`.
+    pub fn new(field_type: FieldType, value: Vec<u8>) -> Self {
+        Self {
+            field_type,
+            flags: 0,
+            value,
+        }
+    }
+}
+
 /// True for the device-specific type range 0x0200–0x03FF.
 pub fn is_device_specific(field_type: FieldType) -> bool {
     field_type.is_blk_specific() || field_type.is_net_specific()

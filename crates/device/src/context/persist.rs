@@ -93,6 +93,79 @@ pub fn restore<P: Persist>(device: &mut P, state: ValidatedState) {
     }
 }
 
+/// The object-safe seam of a [`Persist`] device type: expands, inside its
+/// `impl VirtioDevice<M> for …` block, to `save_state`, `decode_state` and `restore_state`
+/// forwarding to [`save`], [`decode`] and [`restore`], so every device type wires the seam the
+/// same way.
+///
+/// ```
+/// use virtio_lm_device::context::{DeviceField, Persist};
+/// use virtio_lm_device::{persist_seam, DeviceError, QueueAccess, VirtioDevice};
+/// use vm_memory::GuestMemory;
+///
+/// /// A device type whose state is one byte, carried in device-specific field 0x0300.
+/// struct Counter(u8);
+///
+/// impl Persist for Counter {
+///     type State = u8;
+///     fn save(&self) -> u8 {
+///         self.0
+///     }
+///     fn encode(state: &u8) -> Vec<DeviceField> {
+///         vec![DeviceField::new(virtio_lm_spec::context::FieldType(0x0300), vec![*state])]
+///     }
+///     fn decode(&self, fields: &[DeviceField], _config: &[u8]) -> Result<u8, DeviceError> {
+///         match fields {
+///             [f] if f.value.len() == 1 => Ok(f.value[0]),
+///             _ => Err(DeviceError::BadState("one byte")),
+///         }
+///     }
+///     fn restore(&mut self, state: u8) {
+///         self.0 = state;
+///     }
+/// }
+///
+/// impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Counter {
+///     fn device_type(&self) -> u32 {
+///         0xfffc
+///     }
+///     fn queue_max_sizes(&self) -> Vec<u16> {
+///         vec![8]
+///     }
+///     fn process_queue(&mut self, _: u16, _: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
+///         Ok(())
+///     }
+///     persist_seam!();
+/// }
+///
+/// let mut device = Counter(7);
+/// let fields = VirtioDevice::<vm_memory::GuestMemoryMmap>::save_state(&device);
+/// let state = VirtioDevice::<vm_memory::GuestMemoryMmap>::decode_state(&device, &fields, &[]);
+/// device.0 = 0;
+/// VirtioDevice::<vm_memory::GuestMemoryMmap>::restore_state(&mut device, state.unwrap());
+/// assert_eq!(device.0, 7);
+/// ```
+#[macro_export]
+macro_rules! persist_seam {
+    () => {
+        fn save_state(&self) -> ::std::vec::Vec<$crate::context::DeviceField> {
+            $crate::context::persist::save(self)
+        }
+
+        fn decode_state(
+            &self,
+            fields: &[$crate::context::DeviceField],
+            config: &[u8],
+        ) -> ::std::result::Result<$crate::context::ValidatedState, $crate::DeviceError> {
+            $crate::context::persist::decode(self, fields, config)
+        }
+
+        fn restore_state(&mut self, state: $crate::context::ValidatedState) {
+            $crate::context::persist::restore(self, state)
+        }
+    };
+}
+
 /// The default configuration check of a device type whose configuration space is read-only:
 /// `config` must be byte for byte what the device presents.
 pub fn check_read_only_config(own: &[u8], config: &[u8]) -> Result<(), DeviceError> {

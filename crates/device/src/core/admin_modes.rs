@@ -234,6 +234,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 Ok(queue) => {
                     let slot = &mut self.queues[index];
                     slot.live = Some(queue);
+                    slot.handover = true;
                     slot.state = None;
                     slot.restored = false;
                     slot.kicked = true;

@@ -314,6 +314,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             match start {
                 QueueStart::Live(queue) => {
                     slot.live = Some(queue);
+                    slot.handover = true;
                     slot.state = None;
                     slot.restored = false;
                     // Re-check on the first live moment: buffers may have been made available

@@ -51,6 +51,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 return;
             }
         }
+        self.hand_over_inflight();
         self.poll_device();
         for index in 0..self.queues.len() {
             if !self.live() {
@@ -64,6 +65,45 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 continue;
             };
             let result = run_queue(&mut *self.device, index as u16, queue, &*self.mem);
+            match result {
+                Ok(true) => self.interrupts.signal_used_queue(index as u16),
+                Ok(false) => {}
+                Err(e) => self.needs_reset(e),
+            }
+        }
+    }
+
+    /// Hands each started or resumed queue's in-flight chains to the device, once per start
+    /// (the device keeps no record of what it was handed: seed 001's "exactly once" is the
+    /// core's), before anything else is processed; publishes and notifies what it completed.
+    fn hand_over_inflight(&mut self) {
+        for index in 0..self.queues.len() {
+            if !self.live() {
+                return;
+            }
+            let slot = &mut self.queues[index];
+            if !std::mem::take(&mut slot.handover) {
+                continue;
+            }
+            let Some(queue) = slot.live.as_mut() else {
+                continue;
+            };
+            let chains = queue.inflight();
+            if chains.is_empty() {
+                continue;
+            }
+            let mem = &*self.mem;
+            let mut access = QueueAccess {
+                queue: &mut *queue,
+                mem,
+                index: index as u16,
+                used: false,
+                took: false,
+            };
+            let result = self
+                .device
+                .adopt_inflight(index as u16, chains, &mut access)
+                .and_then(|()| finish(queue, mem));
             match result {
                 Ok(true) => self.interrupts.signal_used_queue(index as u16),
                 Ok(false) => {}

@@ -103,6 +103,11 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             }
         }
         self.record_queue_states();
+        // The device let go of everything it held: what is still in flight is handed back to
+        // it once when processing resumes.
+        for slot in &mut self.queues {
+            slot.handover = slot.live.is_some();
+        }
         self.admin_complete();
         if self.stop == Quiet::Requested {
             self.stop = Quiet::Presented;

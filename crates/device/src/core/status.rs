@@ -194,6 +194,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         }
         self.admin.queues_unstarted = false;
         for (slot, queue) in self.queues.iter_mut().zip(started) {
+            slot.handover = queue.is_some();
             slot.live = queue;
             slot.state = None;
             slot.kicked = slot.restored;

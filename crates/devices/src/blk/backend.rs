@@ -2,6 +2,12 @@
 //! image, fed through a channel and answering through another, plus an eventfd that signals
 //! each answer.
 //!
+//! Overlapping requests never run at once: a request that reads sectors another is changing
+//! (or changes sectors another is reading or changing) waits for it ([`RangeLocks`]). A
+//! buffered read racing a buffered write of the same range can otherwise return bytes of both
+//! inside one sector, which virtio-blk does not allow (spec-decisions §7: a read overlapping
+//! an uncompleted write returns, per sector, the old or the new data and nothing else).
+//!
 //! A request has a [`JobCtl`] shared by the device and the backend: QUEUED until a backend
 //! thread starts it, then RUNNING, then DONE; or CANCELLED if the device cancels it while it is
 //! still QUEUED. The compare-and-swap between "start" and "cancel" is what lets a
@@ -9,16 +15,17 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::image_io::{execute, AlignedBuf, Image};
-use super::options::{Faults, RequestInfo, RequestKind};
+use super::image_io::{execute, AlignedBuf, Image, Op};
+use super::options::{Faults, RequestInfo};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -58,44 +65,6 @@ impl JobCtl {
     }
 }
 
-/// One sector range of a discard or write-zeroes request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Extent {
-    pub(crate) sector: u64,
-    pub(crate) sectors: u64,
-    pub(crate) unmap: bool,
-}
-
-/// What the backend does for a request.
-#[derive(Debug)]
-pub(crate) enum Op {
-    Read { sector: u64, len: usize },
-    Write { sector: u64, data: AlignedBuf },
-    Flush,
-    Discard(Vec<Extent>),
-    WriteZeroes(Vec<Extent>),
-}
-
-impl Op {
-    pub(crate) fn kind(&self) -> RequestKind {
-        match self {
-            Op::Read { .. } => RequestKind::Read,
-            Op::Write { .. } => RequestKind::Write,
-            Op::Flush => RequestKind::Flush,
-            Op::Discard(_) => RequestKind::Discard,
-            Op::WriteZeroes(_) => RequestKind::WriteZeroes,
-        }
-    }
-
-    fn first_sector(&self) -> u64 {
-        match self {
-            Op::Read { sector, .. } | Op::Write { sector, .. } => *sector,
-            Op::Flush => 0,
-            Op::Discard(e) | Op::WriteZeroes(e) => e.first().map_or(0, |e| e.sector),
-        }
-    }
-}
-
 /// A request on its way to the backend.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -126,6 +95,7 @@ pub struct BackendStats {
     submitted: AtomicU64,
     executed: AtomicU64,
     cancelled: AtomicU64,
+    overlap_waits: AtomicU64,
 }
 
 impl BackendStats {
@@ -145,13 +115,62 @@ impl BackendStats {
         self.cancelled.load(Ordering::SeqCst)
     }
 
+    /// Requests that waited for an overlapping request to finish before they ran (a read of
+    /// sectors being written, a write of sectors being read or written).
+    pub fn overlap_waits(&self) -> u64 {
+        self.overlap_waits.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn count_cancelled(&self) {
         self.cancelled.fetch_add(1, Ordering::SeqCst);
     }
 }
 
+/// Sector ranges requests are reading or changing right now: readers share a range, a
+/// request that changes sectors has them to itself.
+#[derive(Default)]
+struct RangeLocks {
+    /// `(sectors, changes them)` of every request running.
+    held: Mutex<Vec<(Range<u64>, bool)>>,
+    freed: Condvar,
+}
+
+impl RangeLocks {
+    /// Waits until no running request conflicts with `span`, then holds it; calls `waiting`
+    /// once if it has to wait.
+    fn lock(&self, span: &(Range<u64>, bool), waiting: impl FnOnce()) {
+        let (range, changes) = span;
+        let conflicts = |held: &Vec<(Range<u64>, bool)>| {
+            held.iter()
+                .any(|(r, c)| (*c || *changes) && r.start < range.end && range.start < r.end)
+        };
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = Some(waiting);
+        while conflicts(&held) {
+            if let Some(waiting) = waiting.take() {
+                waiting();
+            }
+            held = self
+                .freed
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        held.push(span.clone());
+    }
+
+    fn unlock(&self, span: &(Range<u64>, bool)) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = held.iter().position(|h| h == span) {
+            held.swap_remove(at);
+        }
+        drop(held);
+        self.freed.notify_all();
+    }
+}
+
 struct Shared {
     file: Arc<File>,
+    ranges: RangeLocks,
     jobs: Mutex<Receiver<Job>>,
     event: Arc<EventFd>,
     stats: Arc<BackendStats>,
@@ -180,6 +199,7 @@ impl Backend {
         let (done_tx, done_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             file,
+            ranges: RangeLocks::default(),
             jobs: Mutex::new(job_rx),
             event: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             stats: Arc::default(),
@@ -255,8 +275,19 @@ fn run(shared: &Shared, done: &Sender<Completion>) {
             file: &shared.file,
             fail: shared.faults.fail_sectors.as_ref(),
             align: shared.align,
+            split: shared.faults.write_split.as_ref(),
+            shutdown: &shared.shutdown,
         };
+        let span = job.op.span();
+        if let Some(span) = &span {
+            shared.ranges.lock(span, || {
+                shared.stats.overlap_waits.fetch_add(1, Ordering::SeqCst);
+            });
+        }
         let result = execute(image, &job.op, job.sync);
+        if let Some(span) = &span {
+            shared.ranges.unlock(span);
+        }
         job.ctl.finish();
         shared.stats.executed.fetch_add(1, Ordering::SeqCst);
         let completion = Completion {

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_BLOCK};
@@ -39,13 +39,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.values.bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Only `writeback` is writable (VIRTIO_BLK_F_CONFIG_WCE); values other than 0 and 1 are
@@ -66,10 +60,24 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         if negotiated & features::CONFIG_WCE != 0 && negotiated & features::FLUSH == 0 {
             self.values.writeback = 0;
         }
-        for work in &mut self.queues {
-            work.adopt = true;
-            work.seen = false;
-            work.position = None;
+        Ok(())
+    }
+
+    /// Submits every handed-over chain this device does not have in process, oldest first.
+    fn adopt_inflight(
+        &mut self,
+        index: u16,
+        chains: Vec<DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        for chain in chains {
+            let known = self
+                .queues
+                .get(usize::from(index))
+                .is_some_and(|w| w.outstanding.contains_key(&chain.id()));
+            if !known {
+                self.start(index, queue, chain)?;
+            }
         }
         Ok(())
     }
@@ -79,11 +87,9 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        let Some(work) = self.queues.get_mut(usize::from(index)) else {
+        if usize::from(index) >= self.queues.len() {
             return Ok(());
-        };
-        work.seen = true;
-        let adopt = std::mem::take(&mut work.adopt);
+        }
         self.receive();
         let (mine, others) = std::mem::take(&mut self.ready)
             .into_iter()
@@ -91,17 +97,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         self.ready = others;
         for c in mine {
             self.complete(c, queue)?;
-        }
-        if adopt {
-            for chain in queue.inflight() {
-                let known = self
-                    .queues
-                    .get(usize::from(index))
-                    .is_some_and(|w| w.outstanding.contains_key(&chain.id()));
-                if !known {
-                    self.start(index, queue, chain)?;
-                }
-            }
         }
         while let Some(chain) = queue.pop()? {
             self.start(index, queue, chain)?;
@@ -112,7 +107,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
     fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
         self.receive();
         for c in std::mem::take(&mut self.ready) {
-            match self.locate(c.queue, queues) {
+            match Blk::locate(c.queue, queues) {
                 Some(p) => self.complete(c, &mut queues[p])?,
                 None => self.ready.push(c),
             }
@@ -156,19 +151,5 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
         config::CONFIG_LEN
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }

@@ -1,15 +1,76 @@
-//! What a backend thread does to the image for one request: pread/pwrite/fdatasync and
-//! fallocate, with the injected failure range applied first.
+//! What a backend thread does to the image for one request ([`Op`]): pread/pwrite/fdatasync
+//! and fallocate, with the injected failure range applied first. The backend (threads,
+//! channels, cancellation) is `backend.rs`; this file knows nothing of it.
 
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vmm_sys_util::fallocate::{fallocate, FallocateMode};
 
-use super::backend::{Extent, Op};
 use super::config::SECTOR_SIZE;
+use super::options::{RequestKind, WriteSplit};
+
+/// One sector range of a discard or write-zeroes request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub(crate) sector: u64,
+    pub(crate) sectors: u64,
+    pub(crate) unmap: bool,
+}
+
+/// What the backend does for a request.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Read { sector: u64, len: usize },
+    Write { sector: u64, data: AlignedBuf },
+    Flush,
+    Discard(Vec<Extent>),
+    WriteZeroes(Vec<Extent>),
+}
+
+impl Op {
+    pub(crate) fn kind(&self) -> RequestKind {
+        match self {
+            Op::Read { .. } => RequestKind::Read,
+            Op::Write { .. } => RequestKind::Write,
+            Op::Flush => RequestKind::Flush,
+            Op::Discard(_) => RequestKind::Discard,
+            Op::WriteZeroes(_) => RequestKind::WriteZeroes,
+        }
+    }
+
+    /// The sectors the request touches (one span for discard and write zeroes) and whether it
+    /// changes them; `None` for flush.
+    pub(crate) fn span(&self) -> Option<(Range<u64>, bool)> {
+        let sectors = |len: usize| (len as u64).div_ceil(SECTOR_SIZE);
+        match self {
+            Op::Read { sector, len } => {
+                Some((*sector..sector.saturating_add(sectors(*len)), false))
+            }
+            Op::Write { sector, data } => Some((
+                *sector..sector.saturating_add(sectors(data.as_slice().len())),
+                true,
+            )),
+            Op::Flush => None,
+            Op::Discard(e) | Op::WriteZeroes(e) => {
+                let start = e.iter().map(|e| e.sector).min()?;
+                let end = e.iter().map(|e| e.sector.saturating_add(e.sectors)).max()?;
+                Some((start..end, true))
+            }
+        }
+    }
+
+    pub(crate) fn first_sector(&self) -> u64 {
+        match self {
+            Op::Read { sector, .. } | Op::Write { sector, .. } => *sector,
+            Op::Flush => 0,
+            Op::Discard(e) | Op::WriteZeroes(e) => e.first().map_or(0, |e| e.sector),
+        }
+    }
+}
 
 /// A byte buffer whose start is aligned (for O_DIRECT), without unsafe code: the vector is
 /// over-allocated and the aligned window used.
@@ -53,6 +114,10 @@ pub(crate) struct Image<'a> {
     pub(crate) fail: Option<&'a Range<u64>>,
     /// Bounce buffer alignment.
     pub(crate) align: usize,
+    /// Injected pause in the middle of each write.
+    pub(crate) split: Option<&'a WriteSplit>,
+    /// The backend is shutting down: an injected pause ends.
+    pub(crate) shutdown: &'a AtomicBool,
 }
 
 fn eio() -> io::Error {
@@ -92,7 +157,15 @@ pub(crate) fn execute(image: Image<'_>, op: &Op, sync: bool) -> io::Result<Optio
             let len = data.as_slice().len() as u64;
             check_faults(image, *sector, len.div_ceil(SECTOR_SIZE))?;
             let (offset, _) = byte_range(*sector, 0)?;
-            file.write_all_at(data.as_slice(), offset)?;
+            let bytes = data.as_slice();
+            match image.split {
+                Some(split) if split.at < bytes.len() => {
+                    file.write_all_at(&bytes[..split.at], offset)?;
+                    pause(split, image.shutdown);
+                    file.write_all_at(&bytes[split.at..], offset + split.at as u64)?;
+                }
+                _ => file.write_all_at(bytes, offset)?,
+            }
             if sync {
                 file.sync_data()?;
             }
@@ -127,6 +200,14 @@ pub(crate) fn execute(image: Image<'_>, op: &Op, sync: bool) -> io::Result<Optio
             }
             Ok(None)
         }
+    }
+}
+
+/// The injected pause between the two parts of a split write.
+fn pause(split: &WriteSplit, shutdown: &AtomicBool) {
+    std::thread::sleep(split.pause);
+    while split.gate.as_ref().is_some_and(|g| g.is_closed()) && !shutdown.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
 

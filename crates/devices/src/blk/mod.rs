@@ -45,17 +45,17 @@
 //! # Re-executing in-flight requests exactly once
 //!
 //! Whoever resumes the queue — the same device after DEVICE_STOPPED is cleared or SUSPEND
-//! ends, or a fresh device after a queue state restore — finds those chains in
-//! [`QueueAccess::inflight`]. Each queue has an "adopt" flag, set by `activate` (every start,
-//! including resume from SUSPEND and a restored destination) and by a record-in-flight
-//! quiesce that dropped requests. The first `process_queue` of the queue clears the flag and
-//! submits every in-flight chain that is not among the requests this device has in process
-//! (the per-queue map from buffer id to request). A chain leaves the in-flight list only when
-//! it is returned used, which is also when it leaves the map, so on the resuming side each
-//! in-flight chain is submitted exactly once and returned used exactly once. (Across both
-//! sides a request may have run twice — if it finished on the source but was dropped before
-//! being returned — which block semantics allow, as above; a cancelled request ran only on
-//! the resuming side.)
+//! ends, or a fresh device after a queue state restore — is handed those chains by the core,
+//! once per start of the queue
+//! ([`VirtioDevice::adopt_inflight`](virtio_lm_device::VirtioDevice::adopt_inflight)), and
+//! submits each one that is not among the requests it has in process (the per-queue map from
+//! buffer id to request; after a quiesce that reported `Done` the map is empty). A chain
+//! leaves the in-flight list only when it is returned used, which is also when it leaves the
+//! map, so on the resuming side each in-flight chain is submitted exactly once and returned
+//! used exactly once, however many times the device is stopped and resumed before it runs.
+//! (Across both sides a request may have run twice — if it finished on the source but was
+//! dropped before being returned — which block semantics allow, as above; a cancelled request
+//! ran only on the resuming side.)
 
 mod backend;
 pub mod config;
@@ -82,7 +82,7 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use backend::BackendStats;
-pub use options::{BlkOptions, DelayFn, Faults, Gate, RequestInfo, RequestKind};
+pub use options::{BlkOptions, DelayFn, Faults, Gate, RequestInfo, RequestKind, WriteSplit};
 
 use backend::{Backend, Completion, Job, JobCtl};
 use config::{features, ConfigValues, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES};
@@ -128,12 +128,6 @@ struct InProcess {
 struct QueueWork {
     /// Requests in process, by buffer id.
     outstanding: HashMap<u16, InProcess>,
-    /// In-flight chains of the queue may be orphans to re-execute (see the module docs).
-    adopt: bool,
-    /// `process_queue` ran for this queue since activation: the queue is live.
-    seen: bool,
-    /// Where this queue sits among the accesses `poll` receives, once known.
-    position: Option<usize>,
 }
 
 /// The virtio-blk device type. See the module documentation for the design.
@@ -308,45 +302,12 @@ impl Blk {
         finish_request(access, &req.chain, data.map(AlignedBuf::as_slice), status)
     }
 
-    /// Position of queue `queue` among the live-queue accesses `poll` receives (the core
-    /// passes only live queues, without their indices).
-    ///
-    /// All queues live: the index. All lower queues known live: the index as well. Otherwise
-    /// the position is found by looking for one of this queue's in-process chains in the
-    /// candidates' in-flight lists, and remembered until the next activation or reset.
+    /// Position of queue `queue` among the live-queue accesses `poll` receives.
     fn locate<M: GuestMemory + ?Sized>(
-        &mut self,
         queue: u16,
         accesses: &[QueueAccess<'_, M>],
     ) -> Option<usize> {
-        let n = accesses.len();
-        let i = usize::from(queue);
-        if n == self.queues.len() {
-            return (i < n).then_some(i);
-        }
-        let work = self.queues.get(i)?;
-        if let Some(p) = work.position {
-            return (p < n).then_some(p);
-        }
-        let lowest = self.queues[..i].iter().filter(|w| w.seen).count();
-        let highest = i.min(n.checked_sub(1)?);
-        if lowest > highest {
-            return None;
-        }
-        let position = if lowest == i {
-            i
-        } else {
-            work.outstanding.values().find_map(|req| {
-                let mut hits =
-                    (lowest..=highest).filter(|&p| accesses[p].inflight().contains(&req.chain));
-                match (hits.next(), hits.next()) {
-                    (Some(p), None) => Some(p),
-                    _ => None,
-                }
-            })?
-        };
-        self.queues[i].position = Some(position);
-        Some(position)
+        accesses.iter().position(|a| a.index() == queue)
     }
 
     /// Cancels every request not started yet; true if some request is running.
@@ -364,13 +325,11 @@ impl Blk {
     }
 
     /// Forgets every request in process: their chains stay in the queues' in-flight lists and
-    /// are adopted by the next `process_queue`; late answers are dropped by the new epoch.
+    /// the core hands them back when the queue resumes; late answers are dropped by the new
+    /// epoch.
     fn forget_outstanding(&mut self) {
         for work in &mut self.queues {
-            if !work.outstanding.is_empty() {
-                work.adopt = true;
-                work.outstanding.clear();
-            }
+            work.outstanding.clear();
         }
         self.ready.clear();
         self.epoch = self.epoch.wrapping_add(1);

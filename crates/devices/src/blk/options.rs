@@ -96,6 +96,23 @@ pub struct Faults {
     pub delay: Option<DelayFn>,
     /// Requests wait while this gate is closed.
     pub gate: Option<Gate>,
+    /// Writes are carried out in two system calls with a pause between (see [`WriteSplit`]).
+    pub write_split: Option<WriteSplit>,
+}
+
+/// A write slowed down in its middle: the first `at` bytes are written, then the backend
+/// thread sleeps `pause` and waits while `gate` (if any) is closed, then writes the rest. This
+/// is what a buffered file write looks like to a concurrent read of the same range, slowed
+/// down: the kernel copies the data into the page cache while readers copy out of it, so a
+/// read can see any prefix of the write (spec-decisions §7, virtio-blk overlapping requests).
+#[derive(Clone, Debug, Default)]
+pub struct WriteSplit {
+    /// Bytes written by the first system call (any byte offset, also inside a sector).
+    pub at: usize,
+    /// Sleep between the two parts.
+    pub pause: Duration,
+    /// Then wait while this gate is closed.
+    pub gate: Option<Gate>,
 }
 
 impl fmt::Debug for Faults {
@@ -104,6 +121,7 @@ impl fmt::Debug for Faults {
             .field("fail_sectors", &self.fail_sectors)
             .field("delay", &self.delay.as_ref().map(|_| "Fn"))
             .field("gate", &self.gate)
+            .field("write_split", &self.write_split)
             .finish()
     }
 }

@@ -8,13 +8,12 @@
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
-use super::backend::{Extent, Op};
 use super::config::{
     features, request_type as t, status, DISCARD_SEGMENT_LEN, MAX_DISCARD_SECTORS, MAX_DISCARD_SEG,
     MAX_WRITE_ZEROES_SECTORS, MAX_WRITE_ZEROES_SEG, REQUEST_HEADER_LEN, SECTOR_SIZE,
     VIRTIO_BLK_ID_BYTES, WRITE_ZEROES_FLAG_UNMAP,
 };
-use super::image_io::AlignedBuf;
+use super::image_io::{AlignedBuf, Extent, Op};
 use crate::guest_io::read_segments;
 
 /// What the device knows when it parses a request.

@@ -10,13 +10,17 @@
 //! Block content: `"VLMB"; le64 lba; le64 version; pattern(lba, version); le64 fnv`, the FNV-1a
 //! hash over everything before it. A block never written reads as zeroes: version 0.
 //!
-//! The model is exact because a block is never read and written at once and at most one write
-//! per block is in flight: versions of a block are written in order, so a read sees exactly the
-//! newest acknowledged version (the window `a..=b` the checks allow, from the newest
-//! acknowledged at submission to the newest issued at completion, is kept for drivers that
-//! plan differently). Verdicts: an older version is *lost* (an acknowledged write vanished); a newer one, a
-//! bad checksum or the wrong lba is *corrupted*; a completion for a request not in flight is
-//! *duplicated*. Requests that never complete are *lost* once the caller gives up on them
+//! At most one write per block is in flight, so versions of a block are written in order;
+//! reads are planned regardless of writes in flight, and a write may be planned for a block
+//! being read. A read is checked sector by sector against the window `floor..=newest`: the
+//! newest version acknowledged when it was submitted, to the newest issued when it completed.
+//! virtio-blk does not order requests in flight, so a read overlapping an uncompleted write may
+//! return, per sector, the old or the new data — and nothing else (spec-decisions §7); with no
+//! write in flight the window is exactly the acknowledged version. Verdicts: a sector older
+//! than the window is *lost* (an acknowledged write vanished); a sector of no version of the
+//! block (a bad checksum, the wrong lba, a version never issued, bytes of two versions inside
+//! one sector) is *corrupted*; a completion for a request not in flight is *duplicated*.
+//! Requests that never complete are *lost* once the caller gives up on them
 //! ([`BlkWorkload::declare_lost`]). A request the device answers with a status other than OK
 //! is *failed* (the block's content is then one of its versions in flight, as above).
 
@@ -26,6 +30,16 @@ use super::config::status;
 use super::driver::{BlkCompletion, BlkDriver, BlkDriverError, BlkRequest};
 
 const MAGIC: [u8; 4] = *b"VLMB";
+/// The unit a read is checked in: virtio-blk's sector.
+const SECTOR: usize = 512;
+
+/// What a read's data says about the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadVerdict {
+    Verified,
+    Lost,
+    Corrupted,
+}
 const STATE_MAGIC: [u8; 4] = *b"VLMW";
 /// Counters in [`BlkReport`], in encoding order.
 const COUNTERS: usize = 10;
@@ -169,18 +183,10 @@ impl BlkWorkload {
             .any(|f| matches!(f.op, BlkOp::Write { lba: l, .. } if l == lba))
     }
 
-    fn busy(&self, lba: u64) -> bool {
-        self.inflight.iter().any(|f| match f.op {
-            BlkOp::Write { lba: l, .. } | BlkOp::Read { lba: l, .. } => l == lba,
-            BlkOp::Flush => false,
-        })
-    }
-
     /// Chooses the next operation (not yet recorded: see [`Self::issued`]): 45 % writes, 45 %
-    /// reads, 10 % flushes. A block is never read and written at once: virtio-blk promises no
-    /// atomicity between overlapping requests in flight (a read racing a write may see a mix of
-    /// sectors, and does, on a file backend), so the ledger would have nothing exact to check.
-    /// A write to a busy block becomes a flush; a read of a block being written, a flush.
+    /// reads, 10 % flushes. A write to a block with a write in flight becomes a flush (versions
+    /// of a block are written in order); reads and writes of one block may be in flight at once
+    /// (a read then sees, per sector, one of the versions in its window).
     pub fn plan(&mut self) -> BlkOp {
         let roll = self.next() % 20;
         if self.blocks == 0 || roll >= 18 {
@@ -189,15 +195,13 @@ impl BlkWorkload {
         let lba = self.next() % self.blocks;
         let i = lba as usize;
         if roll < 9 {
-            if self.busy(lba) {
+            if self.writing(lba) {
                 return BlkOp::Flush;
             }
             BlkOp::Write {
                 lba,
                 version: self.issued[i] + 1,
             }
-        } else if self.writing(lba) {
-            BlkOp::Flush
         } else {
             BlkOp::Read {
                 lba,
@@ -236,17 +240,28 @@ impl BlkWorkload {
         b
     }
 
-    /// `(lba, version)` of intact block content; version 0 for zeroes.
-    fn decode_block(&self, data: &[u8]) -> Option<(Option<u64>, u64)> {
-        if data.len() != self.block_len as usize {
-            return None;
+    /// Checks read data of block `lba` sector by sector against versions `floor..=newest`.
+    fn check_read(&self, lba: u64, floor: u64, newest: u64, data: &[u8]) -> ReadVerdict {
+        if data.len() != self.block_len as usize || floor > newest {
+            return ReadVerdict::Corrupted;
         }
-        if data.iter().all(|&b| b == 0) {
-            return Some((None, 0));
+        let window: Vec<Vec<u8>> = (floor..=newest).map(|v| self.block(lba, v)).collect();
+        let mut older: Option<Vec<Vec<u8>>> = None;
+        let mut verdict = ReadVerdict::Verified;
+        for (k, sector) in data.chunks(SECTOR).enumerate() {
+            let range = k * SECTOR..(k + 1) * SECTOR;
+            if window.iter().any(|b| b[range.clone()] == *sector) {
+                continue;
+            }
+            let older =
+                older.get_or_insert_with(|| (0..floor).map(|v| self.block(lba, v)).collect());
+            if older.iter().any(|b| b[range.clone()] == *sector) {
+                verdict = ReadVerdict::Lost;
+            } else {
+                return ReadVerdict::Corrupted;
+            }
         }
-        let lba = u64::from_le_bytes(data.get(4..12)?.try_into().ok()?);
-        let version = u64::from_le_bytes(data.get(12..20)?.try_into().ok()?);
-        (version > 0 && data == self.block(lba, version).as_slice()).then_some((Some(lba), version))
+        verdict
     }
 
     /// Counts a completion from the driver.
@@ -276,15 +291,10 @@ impl BlkWorkload {
             BlkOp::Read { lba, floor } => {
                 self.report.reads += 1;
                 let newest = self.issued.get(lba as usize).copied().unwrap_or(0);
-                match self.decode_block(&c.data) {
-                    Some((l, v)) if l.is_none_or(|l| l == lba) && v <= newest => {
-                        if v < floor {
-                            self.report.lost += 1;
-                        } else {
-                            self.report.verified += 1;
-                        }
-                    }
-                    _ => self.report.corrupted += 1,
+                match self.check_read(lba, floor, newest, &c.data) {
+                    ReadVerdict::Verified => self.report.verified += 1,
+                    ReadVerdict::Lost => self.report.lost += 1,
+                    ReadVerdict::Corrupted => self.report.corrupted += 1,
                 }
             }
         }
@@ -495,6 +505,32 @@ mod tests {
         assert_eq!(BlkWorkload::decode(&w.encode()[..40]), None);
         assert_eq!(w.declare_lost(), 1);
         assert_eq!(w.report.lost, 2);
+    }
+
+    /// spec-decisions §7 (virtio-blk): a read overlapping an uncompleted write may return,
+    /// per sector, the old or the new data, and never anything else.
+    #[test]
+    fn reads_are_checked_per_sector() {
+        let mut w = BlkWorkload::new(4, 1024, 7);
+        w.issued(0, 1, BlkOp::Write { lba: 1, version: 1 });
+        let c = done(&w, 0, status::OK, Vec::new());
+        w.complete(&c);
+        w.issued(0, 2, BlkOp::Write { lba: 1, version: 2 });
+        let (v1, v2) = (w.block(1, 1), w.block(1, 2));
+        let mixed = |a: &[u8], b: &[u8], at: usize| [&a[..at], &b[at..]].concat();
+        for (data, verdict) in [
+            (mixed(&v1, &v2, 512), (1, 0, 0)),
+            (mixed(&v2, &v1, 512), (2, 0, 0)),
+            (mixed(&v1, &v2, 700), (2, 0, 1)),
+            (mixed(&w.block(1, 0), &v2, 512), (2, 1, 1)),
+        ] {
+            w.issued(1, 9, BlkOp::Read { lba: 1, floor: 1 });
+            let at = w.inflight.len() - 1;
+            let c = done(&w, at, status::OK, data);
+            w.complete(&c);
+            let r = w.report;
+            assert_eq!((r.verified, r.lost, r.corrupted), verdict);
+        }
     }
 
     #[test]

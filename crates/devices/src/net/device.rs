@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{persist, DeviceField, ValidatedState};
 use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_NET};
 use super::filter::{MacTable, RxMode, VlanTable};
-use super::{Net, QueueWork, Role};
+use super::{Net, Role};
 
 /// How long a draining stop or suspend waits for held transmit frames (a socket that takes
 /// nothing) before it leaves them in flight.
@@ -27,45 +27,33 @@ impl Net {
         config::config_space(&self.shared.mac(), self.shared.announcing(), self.max_pairs)
     }
 
-    /// Delivers waiting frames (or, draining, returns held receive buffers) and retries held
-    /// transmit frames, on the queues `poll` can place.
+    /// Delivers waiting frames (draining: finishes the frames in process) and retries held
+    /// transmit frames.
     fn poll_queues<M: GuestMemory + ?Sized>(
         &mut self,
         accesses: &mut [QueueAccess<'_, M>],
     ) -> Result<(), DeviceError> {
+        let start_new = self.quiescing.is_none();
         let draining = self.quiescing == Some(QuiesceMode::Drain);
         for pair in 0..self.data_pairs() {
-            let index = 2 * pair;
-            let Some(rx) = self.rx.get(usize::from(pair)) else {
-                continue;
-            };
-            let adopting = self.queues.get(usize::from(index)).is_none_or(|w| w.adopt);
-            let work = if draining {
-                !rx.held.is_empty()
+            let work = if start_new {
+                self.rx
+                    .get(usize::from(pair))
+                    .is_some_and(|rx| !rx.backlog.is_empty())
             } else {
-                self.quiescing.is_none() && !rx.backlog.is_empty()
+                draining && self.rx_in_process(usize::from(pair))
             };
-            if adopting || !work {
+            if !work {
                 continue;
             }
-            let Some(p) = self.position(index, rx.held.first(), accesses) else {
-                continue;
-            };
-            if draining {
-                self.return_rx_held(pair, &mut accesses[p])?;
-            } else {
-                self.deliver(pair, &mut accesses[p])?;
+            if let Some(p) = Net::position(2 * pair, accesses) {
+                self.deliver(pair, &mut accesses[p], start_new)?;
             }
         }
         let mut queues: Vec<u16> = self.tx_held.iter().map(|h| h.queue).collect();
         queues.dedup();
         for index in queues {
-            let chain = self
-                .tx_held
-                .iter()
-                .find(|h| h.queue == index)
-                .map(|h| &h.chain);
-            if let Some(p) = self.position(index, chain, accesses) {
+            if let Some(p) = Net::position(index, accesses) {
                 self.retry_tx(index, &mut accesses[p])?;
             }
         }
@@ -97,18 +85,12 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.queue_size; self.queues.len()]
+        vec![self.queue_size; self.num_queues]
     }
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let bytes = self.config_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i)
-                .and_then(|at| bytes.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        virtio_lm_device::read_config_bytes(&bytes, offset, data);
     }
 
     /// Every field is read-only with VIRTIO_F_VERSION_1 (the driver changes the address with
@@ -121,12 +103,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         let guest_announce = features::GUEST_ANNOUNCE | features::CTRL_VQ;
         self.shared
             .set_guest_announce(negotiated & guest_announce == guest_announce);
-        for work in &mut self.queues {
-            *work = QueueWork {
-                seen: false,
-                adopt: true,
-            };
-        }
         for rx in &mut self.rx {
             rx.held.clear();
         }
@@ -137,32 +113,47 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         Ok(())
     }
 
+    /// Transmit chains are sent, receive chains held for the next frames, control commands
+    /// executed (see the module documentation).
+    fn adopt_inflight(
+        &mut self,
+        index: u16,
+        chains: Vec<DescriptorChain>,
+        queue: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        self.resume_processing();
+        match self.role(index) {
+            Role::Rx(pair) => self.adopt_rx(pair, chains, queue),
+            Role::Tx(pair) => self.adopt_tx(index, pair, chains, queue),
+            Role::Ctrl => {
+                for chain in chains {
+                    self.control_chain(&chain, queue)?;
+                }
+                Ok(())
+            }
+            Role::Unused => {
+                for chain in chains {
+                    queue.add_used(chain.id(), 0)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn process_queue(
         &mut self,
         index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        let Some(work) = self.queues.get_mut(usize::from(index)) else {
+        if usize::from(index) >= self.num_queues {
             return Ok(());
-        };
-        work.seen = true;
-        let adopt = std::mem::take(&mut work.adopt);
+        }
         self.resume_processing();
         self.pull();
         match self.role(index) {
-            Role::Rx(pair) => {
-                if adopt {
-                    self.adopt_rx(pair, queue);
-                }
-                self.deliver(pair, queue)
-            }
-            Role::Tx(pair) => self.transmit(index, pair, adopt, queue),
+            Role::Rx(pair) => self.deliver(pair, queue, true),
+            Role::Tx(pair) => self.transmit(index, pair, queue),
             Role::Ctrl => {
-                if adopt {
-                    for chain in queue.inflight() {
-                        self.control_chain(&chain, queue)?;
-                    }
-                }
                 while let Some(chain) = queue.pop()? {
                     self.control_chain(&chain, queue)?;
                 }
@@ -184,14 +175,16 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         self.poll_queues(queues)
     }
 
-    /// Drain: `Pending` until `poll` has sent every held transmit frame and returned every
-    /// held receive buffer; after [`DRAIN_LIMIT`] what is left stays in flight instead.
-    /// Record in-flight: everything held stays in flight at once.
+    /// Drain: `Pending` until `poll` has sent every held transmit frame and finished every
+    /// receive frame in process; after [`DRAIN_LIMIT`] what is left stays in flight instead.
+    /// Receive buffers held with no frame stay in flight. Record in-flight: everything held
+    /// stays in flight at once.
     fn quiesce(&mut self, mode: QuiesceMode) -> Quiesce {
         self.quiescing = Some(mode);
         if mode == QuiesceMode::Drain {
             let started = *self.drain_started.get_or_insert_with(Instant::now);
-            let busy = !self.tx_held.is_empty() || self.rx.iter().any(|rx| !rx.held.is_empty());
+            let busy =
+                !self.tx_held.is_empty() || (0..self.rx.len()).any(|pair| self.rx_in_process(pair));
             if busy && started.elapsed() < DRAIN_LIMIT {
                 return Quiesce::Pending;
             }
@@ -213,9 +206,6 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         self.shared.set_announcing(false);
         self.shared.set_guest_announce(false);
         self.steering.clear();
-        for work in &mut self.queues {
-            *work = QueueWork::default();
-        }
         let dropped: usize = self.rx.iter().map(|rx| rx.backlog.len()).sum();
         self.stats.add_rx_discarded(dropped as u64);
         for rx in &mut self.rx {
@@ -230,19 +220,5 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         config::CONFIG_LEN
     }
 
-    fn save_state(&self) -> Vec<DeviceField> {
-        persist::save(self)
-    }
-
-    fn decode_state(
-        &self,
-        fields: &[DeviceField],
-        config: &[u8],
-    ) -> Result<ValidatedState, DeviceError> {
-        persist::decode(self, fields, config)
-    }
-
-    fn restore_state(&mut self, state: ValidatedState) {
-        persist::restore(self, state)
-    }
+    virtio_lm_device::persist_seam!();
 }

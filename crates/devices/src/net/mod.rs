@@ -7,12 +7,14 @@
 //! queue 2×`max_virtqueue_pairs` with VIRTIO_NET_F_MQ, queue 2 without it (virtio spec 5.1.2).
 //! The core is built with 2×`max_virtqueue_pairs`+1 queues either way.
 //!
-//! # Taking every available chain
+//! # Taking chains
 //!
-//! The core processes a kicked queue until nothing is available in it (it re-arms driver
-//! notifications and goes round again while buffers are available). So `process_queue` takes
-//! every chain the driver made available, on every queue; what it cannot finish yet it holds:
-//! receive buffers until frames arrive, transmit frames while the socket is busy.
+//! The core processes a kicked queue until the device takes nothing more from it (it re-arms
+//! driver notifications and goes round again while the device is taking buffers). Transmit,
+//! control and unused queues take every chain the driver made available; what cannot be sent
+//! yet is held (transmit frames while the socket is busy). A receive queue is different: a
+//! receive buffer is taken only when a frame is ready to go into it (spec-decisions §7), so a
+//! receive buffer is never held empty and never returned empty.
 //!
 //! # Transmit path
 //!
@@ -27,37 +29,44 @@
 //! # Receive path
 //!
 //! A thread reads datagrams (one frame each) into a bounded channel and signals
-//! [`Net::wake_fd`]. The device takes frames from the channel into a backlog per queue pair,
-//! choosing the pair by automatic receive steering (`steer.rs`, virtio spec 5.1.6.5.5), and
-//! fills the receive buffers it holds — in `process_queue` of a receive queue and in `poll` —
-//! writing the header (`num_buffers` = the buffers used; always 1 without
-//! VIRTIO_NET_F_MRG_RXBUF) and the frame. The receive filter (RX mode, MAC table, VLAN table,
-//! `filter.rs`) is applied then. A frame waits in the backlog while no buffer is held; when
-//! backlog and channel are full, new frames are dropped and counted
-//! ([`NetStats::rx_dropped_no_buffer`]), as a NIC drops frames with no descriptor.
+//! [`Net::wake_fd`]. The device takes frames from the channel into a backlog per queue pair
+//! (at most 64 frames over all pairs), choosing the pair by
+//! automatic receive steering (`steer.rs`, virtio spec 5.1.6.5.5). For the frame at the head
+//! of a pair's backlog — in `process_queue` of the receive queue and in `poll` — the receive
+//! filter (RX mode, MAC table, VLAN table, `filter.rs`) is applied, then the buffers it needs
+//! are taken (one, or with VIRTIO_NET_F_MRG_RXBUF as many as its length needs) and the header
+//! (`num_buffers` = the buffers used; always 1 without MRG_RXBUF) and the frame written. While
+//! the driver has posted no buffer a frame waits in the backlog; when backlog and channel are
+//! full the tunnel drops new frames and counts them ([`NetStats::rx_dropped_no_buffer`]), as a
+//! NIC drops frames with no descriptor.
 //!
-//! `poll` receives only the live queues, without their indices. It reaches queue *i* at
-//! position *i* when every queue is live, or when every queue up to *i* has been processed
-//! since the last activation (the core passes live queues in index order); otherwise at the
-//! one access whose in-flight list holds a chain the device holds from queue *i*. Frames for a
-//! queue it cannot place wait for that queue's next `process_queue`.
+//! Receive buffers are held across processing calls only when taken for a frame that could
+//! not be finished: a mergeable frame whose ring ran out of buffers part-way (it is finished
+//! when more are posted), and chains handed over in flight by the core (they take the next
+//! frames). Without MRG_RXBUF a buffer too small for the frame at the head is kept for the
+//! next frame and that frame dropped (counted as malformed): the driver should post buffers of
+//! at least 1526 bytes (virtio spec 5.1.6.3.1).
+//!
+//! `poll` finds each queue's access by its index ([`QueueAccess::index`]).
 //!
 //! # Quiescing
 //!
-//! Nothing is ever half-done: held receive buffers are empty, held transmit frames unsent.
+//! Nothing is ever half-done: held transmit frames are unsent, held receive buffers unwritten.
 //!
 //! - [`QuiesceMode::Drain`]: `Pending` until `poll` has sent every held transmit frame and
-//!   returned every held receive buffer used with length 0 (the driver reposts it), so nothing
-//!   is left in flight and a destination that only gets the queue state registers (seed 001)
-//!   loses no buffer. After [`DRAIN_LIMIT`] of a socket that takes nothing, the frames still
-//!   held are left in flight as below.
+//!   finished every receive frame in process (a mergeable frame with buffers already taken
+//!   takes the further buffers it needs; no new frame is started), so a destination that only
+//!   gets the queue state registers (seed 001) loses no buffer and no receive buffer comes back
+//!   empty. After [`DRAIN_LIMIT`] of a socket that takes nothing (or a ring with no buffer to
+//!   finish a frame), what is still held is left in flight as below. Receive buffers held
+//!   with no frame in process (chains handed over in flight) stay in flight too.
 //! - [`QuiesceMode::RecordInflight`]: everything held is forgotten at once and stays in the
 //!   queues' in-flight lists (saved with the queue state).
 //!
-//! Each queue has an "adopt" flag, set by `activate` and by a quiesce that forgot chains; the
-//! first `process_queue` of the queue takes its in-flight chains back: transmit chains are
-//! sent (exactly once: they were never sent before), receive chains held again as empty
-//! buffers, control commands executed.
+//! When a queue starts or resumes, the core hands its in-flight chains over once
+//! ([`VirtioDevice::adopt_inflight`](virtio_lm_device::VirtioDevice::adopt_inflight)):
+//! transmit chains are sent (exactly once: they were never sent before), receive chains held
+//! for the next frames, control commands executed. The device keeps no flag of its own for it.
 //!
 //! # Control queue and device context
 //!
@@ -106,7 +115,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use virtio_lm_device::{ChainFault, DeviceError, QueueAccess, QuiesceMode};
-use virtio_lm_queue::DescriptorChain;
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -158,15 +166,6 @@ enum Role {
     Unused,
 }
 
-/// Per-queue bookkeeping.
-#[derive(Clone, Copy, Debug, Default)]
-struct QueueWork {
-    /// `process_queue` ran for this queue since activation: the queue is live.
-    seen: bool,
-    /// In-flight chains of the queue are to be taken back (see the module docs).
-    adopt: bool,
-}
-
 /// The virtio-net device type. See the module documentation for the design.
 pub struct Net {
     initial_mac: [u8; 6],
@@ -184,7 +183,8 @@ pub struct Net {
     /// Queue pairs in use (MQ VQ_PAIRS_SET).
     pairs: u16,
     steering: Steering,
-    queues: Vec<QueueWork>,
+    /// Queues of the device: 2×`max_pairs` + 1.
+    num_queues: usize,
     rx: Vec<RxPair>,
     tx_held: std::collections::VecDeque<HeldTx>,
     /// A stop or suspend asked for quiescence; cleared when processing resumes.
@@ -237,7 +237,7 @@ impl Net {
             vlans: VlanTable::default(),
             pairs: 1,
             steering: Steering::default(),
-            queues: vec![QueueWork::default(); 2 * pairs + 1],
+            num_queues: 2 * pairs + 1,
             rx: (0..pairs).map(|_| RxPair::default()).collect(),
             tx_held: Default::default(),
             quiescing: None,
@@ -313,32 +313,12 @@ impl Net {
         }
     }
 
-    /// Position of queue `index` among the live-queue accesses `poll` receives, when it is
-    /// known: every queue live; every queue up to `index` processed since activation; or
-    /// `held` (a chain the device holds from that queue) in exactly one access's in-flight list.
+    /// Position of queue `index` among the live-queue accesses `poll` receives.
     fn position<M: GuestMemory + ?Sized>(
-        &self,
         index: u16,
-        held: Option<&DescriptorChain>,
         accesses: &[QueueAccess<'_, M>],
     ) -> Option<usize> {
-        let i = usize::from(index);
-        if accesses.len() == self.queues.len() {
-            return (i < accesses.len()).then_some(i);
-        }
-        let known = self.queues.get(..=i)?.iter().all(|w| w.seen);
-        if known && i < accesses.len() {
-            return Some(i);
-        }
-        let chain = held?;
-        let mut hits = accesses
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.inflight().contains(chain));
-        match (hits.next(), hits.next()) {
-            (Some((p, _)), None) => Some(p),
-            _ => None,
-        }
+        accesses.iter().position(|a| a.index() == index)
     }
 
     /// Frames taken from the tunnel or waiting in its channel, not delivered.
@@ -350,15 +330,11 @@ impl Net {
         n as u64
     }
 
-    /// Forgets held receive chains: they stay in flight and are adopted on resume.
+    /// Forgets held receive chains: they stay in flight and the core hands them back when the
+    /// queue resumes.
     fn forget_rx_held(&mut self) {
-        for (pair, rx) in self.rx.iter_mut().enumerate() {
-            if !rx.held.is_empty() {
-                rx.held.clear();
-                if let Some(work) = self.queues.get_mut(2 * pair) {
-                    work.adopt = true;
-                }
-            }
+        for rx in &mut self.rx {
+            rx.held.clear();
         }
     }
 

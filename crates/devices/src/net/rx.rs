@@ -62,31 +62,21 @@ impl Net {
         }
     }
 
-    /// Takes back the in-flight chains of receive queue `pair` as empty held buffers.
+    /// Holds chains of receive queue `pair` handed over in flight, for the next frames;
+    /// unusable ones are returned empty (a malformed chain, as when taken).
     pub(crate) fn adopt_rx<M: GuestMemory + ?Sized>(
         &mut self,
         pair: u16,
-        access: &QueueAccess<'_, M>,
-    ) {
-        if let Some(rx) = self.rx.get_mut(usize::from(pair)) {
-            for chain in access.inflight() {
-                if !rx.held.contains(&chain) {
-                    rx.held.push(chain);
-                }
-            }
-        }
-    }
-
-    /// Takes every receive chain the driver made available into `pair`'s held buffers (the
-    /// core processes a queue until nothing is available), returning unusable ones empty.
-    fn take_all<M: GuestMemory + ?Sized>(
-        &mut self,
-        p: usize,
+        chains: Vec<DescriptorChain>,
         access: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = access.pop()? {
-            match self.rx.get_mut(p) {
-                Some(rx) if usable(&chain) => rx.held.push(chain),
+        for chain in chains {
+            match self.rx.get_mut(usize::from(pair)) {
+                Some(rx) if usable(&chain) => {
+                    if !rx.held.contains(&chain) {
+                        rx.held.push(chain);
+                    }
+                }
                 _ => {
                     self.stats.add_rx_bad_chains(1);
                     access.add_used(chain.id(), 0)?;
@@ -96,49 +86,94 @@ impl Net {
         Ok(())
     }
 
-    /// Takes the available receive chains of `pair` and fills them with backlog frames.
+    /// Takes the next usable receive chain into `pair`'s held buffers, returning unusable ones
+    /// empty (malformed chains); false if the driver has made none available.
+    fn take_one<M: GuestMemory + ?Sized>(
+        &mut self,
+        p: usize,
+        access: &mut QueueAccess<'_, M>,
+    ) -> Result<bool, DeviceError> {
+        while let Some(chain) = access.pop()? {
+            match self.rx.get_mut(p) {
+                Some(rx) if usable(&chain) => {
+                    rx.held.push(chain);
+                    return Ok(true);
+                }
+                _ => {
+                    self.stats.add_rx_bad_chains(1);
+                    access.add_used(chain.id(), 0)?;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Delivers `pair`'s backlog frames, taking each receive buffer only once a frame is ready
+    /// for it (spec-decisions §7: no receive buffer is taken, and so none returned, empty).
+    /// With `start_new` false (draining) only a frame already in process is finished: one for
+    /// which buffers are already held.
     pub(crate) fn deliver<M: GuestMemory + ?Sized>(
         &mut self,
         pair: u16,
         access: &mut QueueAccess<'_, M>,
+        start_new: bool,
     ) -> Result<(), DeviceError> {
         let p = usize::from(pair);
-        self.take_all(p, access)?;
         let own = self.shared.mac();
         let mrg = self.features & features::MRG_RXBUF != 0;
         loop {
             let Some(rx) = self.rx.get(p) else {
                 return Ok(());
             };
-            let (Some(frame), Some(first)) = (rx.backlog.front(), rx.held.first()) else {
+            let Some(frame) = rx.backlog.front() else {
                 return Ok(());
             };
+            if rx.held.is_empty() && !start_new {
+                return Ok(());
+            }
             if !self.filter(&own).accepts(frame) {
                 self.rx[p].backlog.pop_front();
                 self.stats.add_rx_dropped_filtered(1);
                 continue;
             }
             let need = NET_HDR_LEN + frame.len();
-            if !mrg && (first.writable_len() as usize) < need {
-                // The buffer cannot hold this frame; it stays held for the next one.
-                self.rx[p].backlog.pop_front();
-                self.stats.add_rx_dropped_malformed(1);
-                continue;
+            if !mrg {
+                if self.rx[p].held.is_empty() && !self.take_one(p, access)? {
+                    return Ok(());
+                }
+                if (self.rx[p].held[0].writable_len() as usize) < need {
+                    // The buffer cannot hold this frame; it stays held for the next one.
+                    self.rx[p].backlog.pop_front();
+                    self.stats.add_rx_dropped_malformed(1);
+                    continue;
+                }
             }
-            let mut have = 0;
-            let count = rx
+            let mut have: usize = self.rx[p]
+                .held
+                .iter()
+                .map(|c| c.writable_len() as usize)
+                .sum();
+            while mrg && have < need {
+                if !self.take_one(p, access)? {
+                    // MRG_RXBUF: the frame is in process; finished when more buffers come.
+                    return Ok(());
+                }
+                have += self.rx[p]
+                    .held
+                    .last()
+                    .map_or(0, |c| c.writable_len() as usize);
+            }
+            let mut room = 0;
+            let count = self.rx[p]
                 .held
                 .iter()
                 .take_while(|c| {
-                    let short = have < need;
-                    have += c.writable_len() as usize;
+                    let short = room < need;
+                    room += c.writable_len() as usize;
                     short
                 })
-                .count();
-            if have < need {
-                // MRG_RXBUF: wait for more buffers.
-                return Ok(());
-            }
+                .count()
+                .max(1);
             let rx = &mut self.rx[p];
             let frame = rx.backlog.pop_front().unwrap_or_default();
             let chains: Vec<DescriptorChain> = rx.held.drain(..count).collect();
@@ -146,21 +181,11 @@ impl Net {
         }
     }
 
-    /// Returns `pair`'s held receive chains used and empty (a drain leaves nothing in flight).
-    pub(crate) fn return_rx_held<M: GuestMemory + ?Sized>(
-        &mut self,
-        pair: u16,
-        access: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        let Some(rx) = self.rx.get_mut(usize::from(pair)) else {
-            return Ok(());
-        };
-        let held = std::mem::take(&mut rx.held);
-        self.stats.add_rx_returned_empty(held.len() as u64);
-        for chain in held {
-            access.add_used(chain.id(), 0)?;
-        }
-        Ok(())
+    /// Whether `pair` has a receive frame in process: buffers held and a frame to put in them.
+    pub(crate) fn rx_in_process(&self, pair: usize) -> bool {
+        self.rx
+            .get(pair)
+            .is_some_and(|rx| !rx.held.is_empty() && !rx.backlog.is_empty())
     }
 
     /// Writes header and frame across `chains` and returns them used, in order.

@@ -18,7 +18,6 @@ pub struct NetStats {
     rx_dropped_filtered: AtomicU64,
     rx_dropped_malformed: AtomicU64,
     rx_bad_chains: AtomicU64,
-    rx_returned_empty: AtomicU64,
     rx_discarded: AtomicU64,
     announces: AtomicU64,
 }
@@ -84,11 +83,6 @@ impl NetStats {
         rx_bad_chains,
         add_rx_bad_chains,
         "Receive chains returned empty: readable buffers or fewer bytes than a header."
-    );
-    counter!(
-        rx_returned_empty,
-        add_rx_returned_empty,
-        "Receive buffers a draining stop or suspend returned unfilled (used length 0)."
     );
     counter!(
         rx_discarded,

@@ -39,27 +39,35 @@ impl Net {
         &mut self,
         index: u16,
         pair: u16,
-        adopt: bool,
         access: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
         let mut blocked = self.retry_tx(index, access)?;
-        if adopt {
-            // Chains handed over in flight: every one is sent (or held, in order) now, since
-            // the adopt flag is not seen again.
-            for chain in access.inflight() {
-                let known = self
-                    .tx_held
-                    .iter()
-                    .any(|h| h.queue == index && h.chain.id() == chain.id());
-                if !known {
-                    blocked = self.send_chain(index, pair, chain, !blocked, access)?;
-                }
-            }
-        }
         // Everything available is taken (the core processes a queue until nothing is): once
         // the socket is busy, the rest is held behind the first held frame, in order.
         while let Some(chain) = access.pop()? {
             blocked = self.send_chain(index, pair, chain, !blocked, access)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the chains of transmit queue `index` handed over in flight (never sent before),
+    /// in order, behind any frame already held for the queue.
+    pub(crate) fn adopt_tx<M: GuestMemory + ?Sized>(
+        &mut self,
+        index: u16,
+        pair: u16,
+        chains: Vec<DescriptorChain>,
+        access: &mut QueueAccess<'_, M>,
+    ) -> Result<(), DeviceError> {
+        let mut blocked = self.tx_held.iter().any(|h| h.queue == index);
+        for chain in chains {
+            let known = self
+                .tx_held
+                .iter()
+                .any(|h| h.queue == index && h.chain.id() == chain.id());
+            if !known {
+                blocked = self.send_chain(index, pair, chain, !blocked, access)?;
+            }
         }
         Ok(())
     }
@@ -115,14 +123,10 @@ impl Net {
         Ok(blocked)
     }
 
-    /// Forgets every held frame: the chains stay in flight and are sent by whoever resumes
-    /// their queue.
+    /// Forgets every held frame: the chains stay in flight and the core hands them to
+    /// whoever resumes their queue.
     pub(crate) fn forget_tx_held(&mut self) {
-        for held in self.tx_held.drain(..) {
-            if let Some(work) = self.queues.get_mut(usize::from(held.queue)) {
-                work.adopt = true;
-            }
-        }
+        self.tx_held.clear();
         self.backend.set_tx_blocked(false);
     }
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use virtio_lm_device::{CoreOptions, CountingEntropy, Rng};
+use virtio_lm_device::testing::CountingDevice;
+use virtio_lm_device::CoreOptions;
 use virtio_lm_spec::admin::{group_type, opcode, status, AdminCmdHeader, DevMode, DevModeData};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -34,19 +35,24 @@ fn command(op: u16, member: u64, data: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// An owner with three rng members: LIST_USE done for every supported opcode, member 1 running
+/// An owner with three counting-device members: LIST_USE done for every supported opcode, member 1 running
 /// (initialised by its driver, one buffer used), member 2 the same and then in Freeze, member
 /// 3 untouched.
 fn fuzz_owner() -> Option<OwnerFunction<Mem>> {
     let owner_mem = memory()?;
     let factory = Box::new(|vf: u16| {
         let mem = memory().ok_or(crate::PciError::NotVirtio("no guest memory"))?;
-        let rng = Rng::new(Box::new(CountingEntropy::new(u64::from(vf))), 8);
-        VirtioPciFunction::with_device(Box::new(rng), mem, CoreOptions::default(), 2, false)
+        let device = CountingDevice::new(u64::from(vf), 8);
+        VirtioPciFunction::with_device(Box::new(device), mem, CoreOptions::default(), 2, false)
     });
-    let rng = Rng::new(Box::new(CountingEntropy::new(0)), 8);
-    let owner =
-        OwnerFunction::new(Box::new(rng), owner_mem, OwnerOptions::default(), factory).ok()?;
+    let device = CountingDevice::new(0, 8);
+    let owner = OwnerFunction::new(
+        Box::new(device),
+        owner_mem,
+        OwnerOptions::default(),
+        factory,
+    )
+    .ok()?;
     owner.set_num_vfs(3).ok()?;
     owner.set_vf_enable(true).ok()?;
     for member in [1u16, 2] {

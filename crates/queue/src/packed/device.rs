@@ -4,16 +4,16 @@ use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
     RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
-    RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, GuestMemory};
 
 use super::layout;
-use crate::chain::{DescriptorChain, SavedChain};
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
-use crate::error::{ChainError, ConfigError, QueueError, StateError};
-use crate::event::{packed_need_event, RingPosition};
+use crate::error::{ring_err, ChainError, ConfigError, QueueError, StateError};
+use crate::event::{EventSuppression, RingPosition};
 use crate::inflight::InflightTracker;
 use crate::kind::RingKind;
 use crate::state::validate_inflight;
@@ -72,31 +72,7 @@ pub struct PackedQueue {
     inflight: InflightTracker,
 }
 
-fn ring_err(addr: GuestAddress) -> QueueError {
-    QueueError::RingAccess { addr: addr.0 }
-}
-
 impl PackedQueue {
-    fn load_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        order: Ordering,
-    ) -> Result<u16, QueueError> {
-        mem.load::<u16>(addr, order)
-            .map(u16::from_le)
-            .map_err(|_| ring_err(addr))
-    }
-
-    fn store_u16<M: GuestMemory + ?Sized>(
-        mem: &M,
-        addr: GuestAddress,
-        value: u16,
-        order: Ordering,
-    ) -> Result<(), QueueError> {
-        mem.store(value.to_le(), addr, order)
-            .map_err(|_| ring_err(addr))
-    }
-
     /// Next descriptor slot the device will read, with the driver wrap counter it expects there
     /// (seed 001 `last_avail_idx` and `last_avail_wrap_counter`).
     pub fn next_avail(&self) -> RingPosition {
@@ -107,10 +83,6 @@ impl PackedQueue {
     /// (seed 001 `used_idx` and `used_wrap_counter`).
     pub fn next_used(&self) -> RingPosition {
         self.next_used
-    }
-
-    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
-        RingView::new(mem, &self.config)
     }
 
     /// Reads the chain starting at `next_avail`, whose head the caller has seen available.
@@ -132,11 +104,7 @@ impl PackedQueue {
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                let rules = IndirectRules {
-                    negotiated: self.config.features.indirect_desc,
-                    in_indirect: false,
-                    has_next,
-                };
+                let rules = IndirectRules::in_ring(&self.config, has_next);
                 let (table, entries) =
                     indirect_table(view, rules, desc.addr.get(), desc.len.get())?;
                 Self::walk_indirect(view, &mut builder, &table, entries)?;
@@ -176,22 +144,12 @@ impl PackedQueue {
         Ok(())
     }
 
-    fn has_available_in<M: GuestMemory + ?Sized>(
-        &self,
-        view: &RingView<'_, M>,
-    ) -> Result<bool, QueueError> {
-        // Acquire: the descriptor's other fields are read only after its flags say available.
-        let addr = layout::desc_flags(&self.config, self.next_avail.index);
-        let flags = view.load_u16(addr, Ordering::Acquire).map_err(ring_err)?;
-        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
-    }
-
     fn check_state<M: GuestMemory + ?Sized>(
         config: &QueueConfig,
         state: &QueueState,
         mem: &M,
     ) -> Result<(RingPosition, RingPosition, Vec<DescriptorChain>), StateError> {
-        config.validate(mem)?;
+        config.validate_as(RingKind::Packed, mem)?;
         let size = config.size;
         let avail = RingPosition::from_state(state.avail_state);
         let used = RingPosition::from_state(state.used_state);
@@ -225,45 +183,14 @@ impl PackedQueue {
         Ok((avail, used, chains))
     }
 
-    /// Reads an event suppression structure: (flags mode, event position). Flags are read
-    /// first with Acquire, so a `desc` written before them is seen with them.
-    fn load_event<M: GuestMemory + ?Sized>(
-        mem: &M,
-        desc: GuestAddress,
-        flags: GuestAddress,
-    ) -> Result<(u16, RingPosition), QueueError> {
-        let mode = Self::load_u16(mem, flags, Ordering::Acquire)? & RING_EVENT_FLAGS_MASK;
-        let event = Self::load_u16(mem, desc, Ordering::Relaxed)?;
-        Ok((mode, RingPosition::from_state(event)))
-    }
-}
-
-impl DeviceQueue for PackedQueue {
-    fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
-        config.expect_kind(RingKind::Packed)?;
-        config.validate(mem)?;
-        Ok(Self {
-            config,
-            next_avail: RingPosition::INITIAL,
-            next_used: RingPosition::INITIAL,
-            pending_head: None,
-            pending: 0,
-            published_used: RingPosition::INITIAL,
-            signalled_used: RingPosition::INITIAL,
-            unsignalled_slots: 0,
-            force_notify: false,
-            inflight: InflightTracker::new(config.size),
-        })
-    }
-
-    fn from_state<M: GuestMemory + ?Sized>(
+    /// A queue at `avail` and `used` with everything published and signalled.
+    fn resumed(
         config: QueueConfig,
-        state: &QueueState,
-        mem: &M,
-    ) -> Result<Self, StateError> {
-        config.expect_kind(RingKind::Packed)?;
-        let (avail, used, chains) = Self::check_state(&config, state, mem)?;
-        Ok(Self {
+        avail: RingPosition,
+        used: RingPosition,
+        inflight: InflightTracker,
+    ) -> Self {
+        Self {
             config,
             next_avail: avail,
             next_used: used,
@@ -272,8 +199,52 @@ impl DeviceQueue for PackedQueue {
             published_used: used,
             signalled_used: used,
             unsignalled_slots: 0,
+            force_notify: false,
+            inflight,
+        }
+    }
+
+    /// Reads the driver event suppression structure. Flags are read first with Acquire, so a
+    /// `desc` written before them is seen with them.
+    fn driver_event<M: GuestMemory + ?Sized>(
+        &self,
+        view: &RingView<'_, M>,
+    ) -> Result<EventSuppression, QueueError> {
+        let flags_addr = layout::driver_event_flags(&self.config);
+        let flags = view
+            .load_u16(flags_addr, Ordering::Acquire)
+            .map_err(ring_err)?;
+        let desc_addr = layout::driver_event_desc(&self.config);
+        let desc = view
+            .load_u16(desc_addr, Ordering::Relaxed)
+            .map_err(ring_err)?;
+        Ok(EventSuppression::from_raw(desc, flags))
+    }
+}
+
+impl DeviceQueue for PackedQueue {
+    fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
+        config.validate_as(RingKind::Packed, mem)?;
+        let inflight = InflightTracker::new(config.size);
+        Ok(Self::resumed(
+            config,
+            RingPosition::INITIAL,
+            RingPosition::INITIAL,
+            inflight,
+        ))
+    }
+
+    fn from_state<M: GuestMemory + ?Sized>(
+        config: QueueConfig,
+        state: &QueueState,
+        mem: &M,
+    ) -> Result<Self, StateError> {
+        let (avail, used, chains) = Self::check_state(&config, state, mem)?;
+        let inflight = InflightTracker::from_chains(config.size, &chains);
+        let queue = Self::resumed(config, avail, used, inflight);
+        Ok(Self {
             force_notify: state.notification_owed,
-            inflight: InflightTracker::from_chains(config.size, &chains),
+            ..queue
         })
     }
 
@@ -311,68 +282,36 @@ impl DeviceQueue for PackedQueue {
         if slots == 0 {
             return Ok(false);
         }
-        let (mode, event) = Self::load_event(
-            mem,
-            layout::driver_event_desc(&self.config),
-            layout::driver_event_flags(&self.config),
-        )?;
-        Ok(match mode {
-            RING_EVENT_FLAGS_DISABLE => false,
-            // DESC without EVENT_IDX, and the reserved value 3, count as ENABLE: a spurious
-            // interrupt is harmless, a missed one hangs the driver.
-            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                // Positions repeat every two laps (index and wrap counter): that many slots
-                // certainly passed the event position; fewer are compared exactly.
-                slots >= 2 * u32::from(self.config.size)
-                    || packed_need_event(event, new, old, self.config.size)
-            }
-            _ => true,
-        })
+        let suppression = self.driver_event(&self.view(mem))?;
+        Ok(suppression.wants(&self.config, old, new, slots))
     }
 
     fn enable_notification<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
     ) -> Result<bool, QueueError> {
+        let view = self.view(mem);
+        let store = |addr, value, order| view.store_u16(addr, value, order).map_err(ring_err);
+        let flags = layout::device_event_flags(&self.config);
         if self.config.features.event_idx {
             // Notify me when the descriptor I read next becomes available.
-            Self::store_u16(
-                mem,
-                layout::device_event_desc(&self.config),
-                self.next_avail.to_state(),
-                Ordering::Relaxed,
-            )?;
-            Self::store_u16(
-                mem,
-                layout::device_event_flags(&self.config),
-                RING_EVENT_FLAGS_DESC,
-                Ordering::Release,
-            )?;
+            let desc = layout::device_event_desc(&self.config);
+            store(desc, self.next_avail.to_state(), Ordering::Relaxed)?;
+            store(flags, RING_EVENT_FLAGS_DESC, Ordering::Release)?;
         } else {
-            Self::store_u16(
-                mem,
-                layout::device_event_flags(&self.config),
-                RING_EVENT_FLAGS_ENABLE,
-                Ordering::Release,
-            )?;
+            store(flags, RING_EVENT_FLAGS_ENABLE, Ordering::Release)?;
         }
         // The enable must be visible before re-reading the ring, or a buffer made available in
         // between would get neither a kick nor a poll.
         fence(Ordering::SeqCst);
-        self.has_available(mem)
+        self.has_available_in(&view)
     }
 
     fn disable_notification<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), QueueError> {
-        Self::store_u16(
-            mem,
-            layout::device_event_flags(&self.config),
-            RING_EVENT_FLAGS_DISABLE,
-            Ordering::Relaxed,
-        )
-    }
-
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        self.has_available_in(&self.view(mem))
+        let flags = layout::device_event_flags(&self.config);
+        self.view(mem)
+            .store_u16(flags, RING_EVENT_FLAGS_DISABLE, Ordering::Relaxed)
+            .map_err(ring_err)
     }
 
     fn state(&self) -> Result<QueueState, QueueError> {
@@ -385,63 +324,38 @@ impl DeviceQueue for PackedQueue {
             avail_state: self.next_avail.to_state(),
             used_state: self.next_used.to_state(),
             notification_owed: self.force_notify || self.unsignalled_slots != 0,
-            inflight: self
-                .inflight
-                .in_order()
-                .into_iter()
-                .map(SavedChain::from)
-                .collect(),
+            inflight: self.inflight.saved(),
         })
     }
 
-    fn inflight(&self) -> Vec<DescriptorChain> {
-        self.inflight.in_order()
-    }
-
-    fn inflight_len(&self) -> u16 {
-        self.inflight.len()
-    }
-
     fn reset(&mut self) {
-        self.next_avail = RingPosition::INITIAL;
-        self.next_used = RingPosition::INITIAL;
-        self.pending_head = None;
-        self.pending = 0;
-        self.published_used = RingPosition::INITIAL;
-        self.signalled_used = RingPosition::INITIAL;
-        self.unsignalled_slots = 0;
-        self.force_notify = false;
-        self.inflight.clear();
+        let inflight = self.inflight.recycle();
+        *self = Self::resumed(
+            self.config,
+            RingPosition::INITIAL,
+            RingPosition::INITIAL,
+            inflight,
+        );
     }
 }
 
 impl RingOps for PackedQueue {
-    fn ring_config(&self) -> &QueueConfig {
-        &self.config
-    }
-
-    fn pop_in<M: GuestMemory + ?Sized>(
+    fn has_available_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        chain: &mut DescriptorChain,
     ) -> Result<bool, QueueError> {
-        // has_available reads the head's flags with Acquire: the rest of the chain, written
-        // before them, is visible to the reads below.
-        if !self.has_available_in(view)? {
-            return Ok(false);
-        }
-        self.parse_chain(view, chain)?;
-        self.inflight.insert(chain)?;
-        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
-        Ok(true)
+        // Acquire: the descriptor's other fields are read only after its flags say available.
+        let addr = layout::desc_flags(&self.config, self.next_avail.index);
+        let flags = view.load_u16(addr, Ordering::Acquire).map_err(ring_err)?;
+        Ok(layout::is_avail(flags, self.next_avail.wrap_counter))
     }
 
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError> {
+        let UsedBuffer { id, len } = used;
         let slots = self.inflight.check_used(id, len)?;
         let slot = self.next_used.index;
         // WRITE marks `len` as meaningful (the spec reserves it otherwise); the driver reads 0
@@ -466,5 +380,29 @@ impl RingOps for PackedQueue {
         self.inflight.remove(id);
         self.next_used = self.next_used.advance(slots, self.config.size);
         Ok(())
+    }
+
+    fn pop_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+    ) -> Result<bool, QueueError> {
+        // has_available reads the head's flags with Acquire: the rest of the chain, written
+        // before them, is visible to the reads below.
+        if !self.has_available_in(view)? {
+            return Ok(false);
+        }
+        self.parse_chain(view, chain)?;
+        self.inflight.insert(chain)?;
+        self.next_avail = self.next_avail.advance(chain.ring_slots, self.config.size);
+        Ok(true)
+    }
+
+    fn ring_config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    fn inflight_tracker(&self) -> &InflightTracker {
+        &self.inflight
     }
 }

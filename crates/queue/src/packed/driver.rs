@@ -5,8 +5,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
     PackedDescriptor, PackedEventSuppression, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
-    RING_EVENT_FLAGS_ENABLE, RING_EVENT_FLAGS_MASK, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
-    VIRTQ_DESC_F_WRITE,
+    RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 use zerocopy::FromBytes;
@@ -14,13 +13,10 @@ use zerocopy::FromBytes;
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
 use crate::config::QueueConfig;
-use crate::error::DriverError;
-use crate::event::{packed_need_event, RingPosition};
+use crate::driver_io::{check_order, load_u16, store_u16, zero_rings};
+use crate::error::{mem_err, DriverError};
+use crate::event::{EventSuppression, RingPosition};
 use crate::kind::RingKind;
-
-fn mem_err(addr: GuestAddress) -> DriverError {
-    DriverError::MemoryAccess { addr: addr.0 }
-}
 
 /// Driver side of a packed virtqueue.
 ///
@@ -55,13 +51,7 @@ impl PackedDriver {
     /// Zeroes the descriptor ring and both event suppression structures (flags ENABLE) and
     /// returns a driver for them.
     pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
-        config.expect_kind(RingKind::Packed)?;
-        config.validate(mem)?;
-        let areas = [config.desc_table, config.driver_area, config.device_area];
-        for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
-            mem.write_slice(&vec![0u8; len as usize], addr)
-                .map_err(|_| mem_err(addr))?;
-        }
+        zero_rings(&config, RingKind::Packed, mem)?;
         Ok(Self {
             config,
             free_ids: (0..config.size).rev().collect(),
@@ -102,17 +92,9 @@ impl PackedDriver {
         self.used
     }
 
-    fn check_order(buffers: &[BufferSpec]) -> Result<(), DriverError> {
-        if buffers.is_empty() {
-            return Err(DriverError::EmptyChain);
-        }
-        if buffers.windows(2).any(|w| w[0].writable && !w[1].writable) {
-            return Err(DriverError::ReadableAfterWritable);
-        }
-        Ok(())
-    }
-
-    fn check_free(&self, needed: usize) -> Result<(), DriverError> {
+    /// Checks `buffers` (see [`check_order`]) and that `needed` ring slots and an id are free.
+    fn check_room(&self, buffers: &[BufferSpec], needed: usize) -> Result<(), DriverError> {
+        check_order(buffers)?;
         if needed > usize::from(self.free_slots) || self.free_ids.is_empty() {
             return Err(DriverError::QueueFull {
                 free: self.free_slots,
@@ -178,8 +160,7 @@ impl PackedDriver {
         mem: &M,
         buffers: &[BufferSpec],
     ) -> Result<u16, DriverError> {
-        Self::check_order(buffers)?;
-        self.check_free(buffers.len())?;
+        self.check_room(buffers, buffers.len())?;
         let id = self.free_ids.pop().ok_or(DriverError::QueueFull {
             free: self.free_slots,
             needed: 1,
@@ -209,8 +190,7 @@ impl PackedDriver {
         buffers: &[BufferSpec],
         table: GuestAddress,
     ) -> Result<u16, DriverError> {
-        Self::check_order(buffers)?;
-        self.check_free(1)?;
+        self.check_room(buffers, 1)?;
         let entries = u16::try_from(buffers.len()).map_err(|_| DriverError::QueueFull {
             free: self.free_slots,
             needed: u16::MAX,
@@ -241,8 +221,7 @@ impl PackedDriver {
         for &(slot, flags) in &self.pending_heads {
             let addr = layout::desc_flags(&self.config, slot);
             // Release: the chain's descriptors before the head flags that expose them.
-            mem.store(flags.to_le(), addr, Ordering::Release)
-                .map_err(|_| mem_err(addr))?;
+            store_u16(mem, addr, flags, Ordering::Release)?;
         }
         self.pending_heads.clear();
         self.unkicked_slots = self
@@ -250,26 +229,6 @@ impl PackedDriver {
             .saturating_add(std::mem::take(&mut self.unpublished_slots));
         self.published_avail = self.avail;
         Ok(())
-    }
-
-    fn load<M: GuestMemory + ?Sized>(
-        &self,
-        mem: &M,
-        addr: GuestAddress,
-    ) -> Result<u16, DriverError> {
-        mem.load::<u16>(addr, Ordering::Acquire)
-            .map(u16::from_le)
-            .map_err(|_| mem_err(addr))
-    }
-
-    fn store<M: GuestMemory + ?Sized>(
-        &self,
-        mem: &M,
-        addr: GuestAddress,
-        value: u16,
-    ) -> Result<(), DriverError> {
-        mem.store(value.to_le(), addr, Ordering::Release)
-            .map_err(|_| mem_err(addr))
     }
 
     /// Whether the device asked to be notified of what was published since the last decision.
@@ -283,20 +242,11 @@ impl PackedDriver {
         if slots == 0 {
             return Ok(false);
         }
-        let mode =
-            self.load(mem, layout::device_event_flags(&self.config))? & RING_EVENT_FLAGS_MASK;
-        let event =
-            RingPosition::from_state(self.load(mem, layout::device_event_desc(&self.config))?);
-        Ok(match mode {
-            RING_EVENT_FLAGS_DISABLE => false,
-            // As on the device side: DESC without EVENT_IDX and the reserved 3 count as ENABLE.
-            RING_EVENT_FLAGS_DESC if self.config.features.event_idx => {
-                // Two laps pass every (index, wrap) position; fewer are compared exactly.
-                slots >= 2 * u32::from(self.config.size)
-                    || packed_need_event(event, new, old, self.config.size)
-            }
-            _ => true,
-        })
+        // Flags first: a `desc` the device wrote before them is seen with them.
+        let flags = load_u16(mem, layout::device_event_flags(&self.config))?;
+        let desc = load_u16(mem, layout::device_event_desc(&self.config))?;
+        let suppression = EventSuppression::from_raw(desc, flags);
+        Ok(suppression.wants(&self.config, old, new, slots))
     }
 
     /// Whether the descriptor at the used position holds a used buffer of this driver.
@@ -305,7 +255,7 @@ impl PackedDriver {
             return Ok(false);
         }
         // Acquire: the id and len are read only after the flags say used.
-        let flags = self.load(mem, layout::desc_flags(&self.config, self.used.index))?;
+        let flags = load_u16(mem, layout::desc_flags(&self.config, self.used.index))?;
         Ok(layout::is_used(flags, self.used.wrap_counter))
     }
 
@@ -350,16 +300,10 @@ impl PackedDriver {
         &mut self,
         mem: &M,
     ) -> Result<bool, DriverError> {
-        let flags = layout::driver_event_flags(&self.config);
         if self.config.features.event_idx {
-            self.store(
-                mem,
-                layout::driver_event_desc(&self.config),
-                self.used.to_state(),
-            )?;
-            self.store(mem, flags, RING_EVENT_FLAGS_DESC)?;
+            self.write_driver_event(mem, Some(self.used.to_state()), RING_EVENT_FLAGS_DESC)?;
         } else {
-            self.store(mem, flags, RING_EVENT_FLAGS_ENABLE)?;
+            self.write_driver_event(mem, None, RING_EVENT_FLAGS_ENABLE)?;
         }
         // The enable before re-reading the ring, or a buffer used in between goes unnoticed.
         fence(Ordering::SeqCst);
@@ -371,11 +315,7 @@ impl PackedDriver {
         &mut self,
         mem: &M,
     ) -> Result<(), DriverError> {
-        self.store(
-            mem,
-            layout::driver_event_flags(&self.config),
-            RING_EVENT_FLAGS_DISABLE,
-        )
+        self.write_driver_event(mem, None, RING_EVENT_FLAGS_DISABLE)
     }
 
     /// Writes the driver event suppression structure verbatim (EVENT_IDX tests and hostile
@@ -385,15 +325,30 @@ impl PackedDriver {
         mem: &M,
         event: PackedEventSuppression,
     ) -> Result<(), DriverError> {
-        self.store(
-            mem,
-            layout::driver_event_desc(&self.config),
-            event.desc.get(),
-        )?;
-        self.store(
+        self.write_driver_event(mem, Some(event.desc.get()), event.flags.get())
+    }
+
+    /// Stores the driver event suppression structure: `desc` when given, then `flags` (Release,
+    /// so the device that sees the flags sees the `desc` they refer to).
+    fn write_driver_event<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        desc: Option<u16>,
+        flags: u16,
+    ) -> Result<(), DriverError> {
+        if let Some(desc) = desc {
+            store_u16(
+                mem,
+                layout::driver_event_desc(&self.config),
+                desc,
+                Ordering::Release,
+            )?;
+        }
+        store_u16(
             mem,
             layout::driver_event_flags(&self.config),
-            event.flags.get(),
+            flags,
+            Ordering::Release,
         )
     }
 

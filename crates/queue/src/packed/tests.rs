@@ -4,10 +4,11 @@
 //! one of its statements quote it.
 
 use virtio_lm_spec::ring::{PackedDescriptor, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use zerocopy::FromBytes;
 
 use super::layout;
+use crate::test_rig::{buffer, Format, Packed};
 use crate::{
     BufferSpec, DescriptorChain, DeviceQueue, PackedDriver, PackedQueue, QueueConfig, QueueError,
     RingFeatures, RingKind, RingPosition, UsedBuffer,
@@ -19,55 +20,17 @@ mod rules;
 mod state;
 
 /// Guest memory: 2 MiB, rings at 0x1000 (a 32768-entry ring ends below 0x8_2000).
-const MEM_SIZE: usize = 0x20_0000;
+const MEM_SIZE: usize = Packed::MEM_SIZE;
 /// Data buffers.
 const DATA: u64 = 0x10_0000;
 /// Indirect tables.
 const TABLES: u64 = 0x18_0000;
 
-type Mem = GuestMemoryMmap<()>;
-
-struct Rig {
-    mem: Mem,
-    config: QueueConfig,
-    driver: PackedDriver,
-    device: PackedQueue,
-}
-
-fn rig_with(size: u16, event_idx: bool, indirect_desc: bool) -> Rig {
-    rig_in(MEM_SIZE, size, event_idx, indirect_desc)
-}
-
-fn rig_in(mem_size: usize, size: u16, event_idx: bool, indirect_desc: bool) -> Rig {
-    let mem = Mem::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
-    let features = RingFeatures {
-        event_idx,
-        indirect_desc,
-    };
-    let (config, _) =
-        QueueConfig::contiguous(RingKind::Packed, size, GuestAddress(0x1000), features);
-    let driver = PackedDriver::new(config, &mem).unwrap();
-    let device = PackedQueue::new(config, &mem).unwrap();
-    Rig {
-        mem,
-        config,
-        driver,
-        device,
-    }
-}
-
-fn rig(size: u16) -> Rig {
-    rig_with(size, false, true)
-}
+type Rig = crate::test_rig::Rig<Packed>;
 
 /// A 0x100-byte buffer number `i`.
 fn buf(i: u64, writable: bool) -> BufferSpec {
-    let addr = DATA + (i % 0x400) * 0x100;
-    if writable {
-        BufferSpec::writable(addr, 0x100)
-    } else {
-        BufferSpec::readable(addr, 0x100)
-    }
+    buffer(DATA + (i % 0x400) * 0x100, writable)
 }
 
 /// A chain of `n` buffers: one readable, the rest writable.

@@ -9,10 +9,10 @@ use virtio_lm_spec::ring::{
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::layout;
-use crate::chain::{DescriptorChain, SavedChain};
+use crate::chain::{DescriptorChain, UsedBuffer};
 use crate::config::QueueConfig;
 use crate::device_queue::DeviceQueue;
-use crate::error::{ChainError, ConfigError, QueueError, StateError};
+use crate::error::{ring_err, ChainError, ConfigError, QueueError, StateError};
 use crate::event::need_event;
 use crate::inflight::InflightTracker;
 use crate::kind::RingKind;
@@ -59,25 +59,7 @@ pub struct SplitQueue {
     inflight: InflightTracker,
 }
 
-fn ring_err(addr: GuestAddress) -> QueueError {
-    QueueError::RingAccess { addr: addr.0 }
-}
-
 impl SplitQueue {
-    /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
-    pub fn next_avail(&self) -> u16 {
-        self.next_avail
-    }
-
-    /// Next used-ring index the device will write.
-    pub fn next_used(&self) -> u16 {
-        self.next_used
-    }
-
-    fn view<'m, M: GuestMemory + ?Sized>(&self, mem: &'m M) -> RingView<'m, M> {
-        RingView::new(mem, &self.config)
-    }
-
     fn parse_chain<M: GuestMemory + ?Sized>(
         &self,
         view: &RingView<'_, M>,
@@ -105,11 +87,7 @@ impl SplitQueue {
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                let rules = IndirectRules {
-                    negotiated: self.config.features.indirect_desc,
-                    in_indirect: false,
-                    has_next,
-                };
+                let rules = IndirectRules::in_ring(&self.config, has_next);
                 break Some(indirect_table(
                     view,
                     rules,
@@ -155,22 +133,24 @@ impl SplitQueue {
         Ok(())
     }
 
-    fn has_available_in<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-    ) -> Result<bool, QueueError> {
-        let avail_idx = view
-            .load_u16(layout::avail_idx(&self.config), Ordering::Acquire)
-            .map_err(ring_err)?;
-        if avail_idx.wrapping_sub(self.next_avail) > self.config.size {
-            return Err(QueueError::AvailIndexJump {
-                avail_idx,
-                next_avail: self.next_avail,
-                size: self.config.size,
-            });
+    /// A queue that reads the available ring at `next_avail` and writes used entries at
+    /// `used_idx`, with everything published and signalled.
+    fn resumed(
+        config: QueueConfig,
+        next_avail: u16,
+        used_idx: u16,
+        inflight: InflightTracker,
+    ) -> Self {
+        Self {
+            config,
+            next_avail,
+            cached_avail_idx: next_avail,
+            next_used: used_idx,
+            published_used: used_idx,
+            signalled_used: used_idx,
+            force_notify: false,
+            inflight,
         }
-        self.cached_avail_idx = avail_idx;
-        Ok(avail_idx != self.next_avail)
     }
 
     fn check_state<M: GuestMemory + ?Sized>(
@@ -178,7 +158,7 @@ impl SplitQueue {
         state: &QueueState,
         mem: &M,
     ) -> Result<(u16, Vec<DescriptorChain>), StateError> {
-        config.validate(mem)?;
+        config.validate_as(RingKind::Split, mem)?;
         if state.used_state != 0 {
             return Err(StateError::SplitUsedState(state.used_state));
         }
@@ -207,22 +187,27 @@ impl SplitQueue {
         let chains = crate::state::validate_inflight(config, state, mem, |_| 1)?;
         Ok((used_idx, chains))
     }
+
+    /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail
+    }
+
+    /// Next used-ring index the device will write.
+    pub fn next_used(&self) -> u16 {
+        self.next_used
+    }
 }
 
 impl DeviceQueue for SplitQueue {
     fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, ConfigError> {
-        config.expect_kind(RingKind::Split)?;
-        config.validate(mem)?;
-        Ok(Self {
+        config.validate_as(RingKind::Split, mem)?;
+        Ok(Self::resumed(
             config,
-            next_avail: 0,
-            cached_avail_idx: 0,
-            next_used: 0,
-            published_used: 0,
-            signalled_used: 0,
-            force_notify: false,
-            inflight: InflightTracker::new(config.size),
-        })
+            0,
+            0,
+            InflightTracker::new(config.size),
+        ))
     }
 
     fn from_state<M: GuestMemory + ?Sized>(
@@ -230,17 +215,11 @@ impl DeviceQueue for SplitQueue {
         state: &QueueState,
         mem: &M,
     ) -> Result<Self, StateError> {
-        config.expect_kind(RingKind::Split)?;
         let (used_idx, chains) = Self::check_state(&config, state, mem)?;
+        let inflight = InflightTracker::from_chains(config.size, &chains);
         Ok(Self {
-            config,
-            next_avail: state.avail_state,
-            cached_avail_idx: state.avail_state,
-            next_used: used_idx,
-            published_used: used_idx,
-            signalled_used: used_idx,
             force_notify: state.notification_owed,
-            inflight: InflightTracker::from_chains(config.size, &chains),
+            ..Self::resumed(config, state.avail_state, used_idx, inflight)
         })
     }
 
@@ -313,10 +292,6 @@ impl DeviceQueue for SplitQueue {
         Ok(())
     }
 
-    fn has_available<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, QueueError> {
-        self.has_available_in(&self.view(mem))
-    }
-
     fn state(&self) -> Result<QueueState, QueueError> {
         if self.published_used != self.next_used {
             return Err(QueueError::UnpublishedUsed {
@@ -327,37 +302,41 @@ impl DeviceQueue for SplitQueue {
             avail_state: self.next_avail,
             used_state: 0,
             notification_owed: self.force_notify || self.signalled_used != self.published_used,
-            inflight: self
-                .inflight
-                .in_order()
-                .into_iter()
-                .map(SavedChain::from)
-                .collect(),
+            inflight: self.inflight.saved(),
         })
     }
 
-    fn inflight(&self) -> Vec<DescriptorChain> {
-        self.inflight.in_order()
-    }
-
-    fn inflight_len(&self) -> u16 {
-        self.inflight.len()
-    }
-
     fn reset(&mut self) {
-        self.next_avail = 0;
-        self.cached_avail_idx = 0;
-        self.next_used = 0;
-        self.published_used = 0;
-        self.signalled_used = 0;
-        self.force_notify = false;
-        self.inflight.clear();
+        let inflight = self.inflight.recycle();
+        *self = Self::resumed(self.config, 0, 0, inflight);
     }
 }
 
 impl RingOps for SplitQueue {
     fn ring_config(&self) -> &QueueConfig {
         &self.config
+    }
+
+    fn inflight_tracker(&self) -> &InflightTracker {
+        &self.inflight
+    }
+
+    fn has_available_in<M: GuestMemory + ?Sized>(
+        &mut self,
+        view: &RingView<'_, M>,
+    ) -> Result<bool, QueueError> {
+        let avail_idx = view
+            .load_u16(layout::avail_idx(&self.config), Ordering::Acquire)
+            .map_err(ring_err)?;
+        if avail_idx.wrapping_sub(self.next_avail) > self.config.size {
+            return Err(QueueError::AvailIndexJump {
+                avail_idx,
+                next_avail: self.next_avail,
+                size: self.config.size,
+            });
+        }
+        self.cached_avail_idx = avail_idx;
+        Ok(avail_idx != self.next_avail)
     }
 
     fn pop_in<M: GuestMemory + ?Sized>(
@@ -379,14 +358,13 @@ impl RingOps for SplitQueue {
     fn add_used_in<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
-        id: u16,
-        len: u32,
+        used: UsedBuffer,
     ) -> Result<(), QueueError> {
-        self.inflight.check_used(id, len)?;
+        self.inflight.check_used(used.id, used.len)?;
         let addr = layout::used_entry(&self.config, self.next_used);
-        let bytes: [u8; 8] = zerocopy::transmute!(UsedElem::new(u32::from(id), len));
+        let bytes: [u8; 8] = zerocopy::transmute!(UsedElem::new(u32::from(used.id), used.len));
         view.write_obj(bytes, addr).map_err(ring_err)?;
-        self.inflight.remove(id);
+        self.inflight.remove(used.id);
         self.next_used = self.next_used.wrapping_add(1);
         Ok(())
     }

@@ -13,13 +13,10 @@ use zerocopy::FromBytes;
 use super::layout;
 use crate::chain::{BufferSpec, UsedBuffer};
 use crate::config::QueueConfig;
-use crate::error::DriverError;
+use crate::driver_io::{check_order, load_u16, store_u16, zero_rings};
+use crate::error::{mem_err, DriverError};
 use crate::event::need_event;
 use crate::kind::RingKind;
-
-fn mem_err(addr: GuestAddress) -> DriverError {
-    DriverError::MemoryAccess { addr: addr.0 }
-}
 
 /// Driver side of a split virtqueue.
 #[derive(Clone, Debug)]
@@ -42,17 +39,11 @@ pub struct SplitDriver {
 impl SplitDriver {
     /// Zeroes the rings (the driver initialises used.flags to 0) and returns a driver for them.
     pub fn new<M: GuestMemory + ?Sized>(config: QueueConfig, mem: &M) -> Result<Self, DriverError> {
-        config.expect_kind(RingKind::Split)?;
-        config.validate(mem)?;
-        let areas = [config.desc_table, config.driver_area, config.device_area];
-        for (addr, len) in areas.into_iter().zip(config.area_lengths()) {
-            mem.write_slice(&vec![0u8; len as usize], addr)
-                .map_err(|_| mem_err(addr))?;
-        }
+        zero_rings(&config, RingKind::Split, mem)?;
         Ok(Self {
-            config,
-            free: (0..config.size).rev().collect(),
             outstanding: vec![None; usize::from(config.size)],
+            free: (0..config.size).rev().collect(),
+            config,
             avail_idx: 0,
             published_avail: 0,
             kicked_avail: 0,
@@ -89,16 +80,6 @@ impl SplitDriver {
         mem.write_obj(bytes, addr).map_err(|_| mem_err(addr))
     }
 
-    fn check_order(buffers: &[BufferSpec]) -> Result<(), DriverError> {
-        if buffers.is_empty() {
-            return Err(DriverError::EmptyChain);
-        }
-        if buffers.windows(2).any(|w| w[0].writable && !w[1].writable) {
-            return Err(DriverError::ReadableAfterWritable);
-        }
-        Ok(())
-    }
-
     fn take_descs(&mut self, count: usize) -> Result<Vec<u16>, DriverError> {
         if count > self.free.len() {
             return Err(DriverError::QueueFull {
@@ -116,7 +97,7 @@ impl SplitDriver {
         mem: &M,
         buffers: &[BufferSpec],
     ) -> Result<u16, DriverError> {
-        Self::check_order(buffers)?;
+        check_order(buffers)?;
         let descs = self.take_descs(buffers.len())?;
         for (i, (buf, &index)) in buffers.iter().zip(&descs).enumerate() {
             let next = descs.get(i + 1).copied();
@@ -139,7 +120,24 @@ impl SplitDriver {
         buffers: &[BufferSpec],
         table: GuestAddress,
     ) -> Result<u16, DriverError> {
-        Self::check_order(buffers)?;
+        let entries = self.write_indirect_table(mem, buffers, table)?;
+        let descs = self.take_descs(1)?;
+        let desc = SplitDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, 0);
+        if let Err(e) = Self::write_desc(mem, layout::desc(&self.config, descs[0]), desc) {
+            self.free.extend(descs);
+            return Err(e);
+        }
+        self.expose(mem, descs)
+    }
+
+    /// Writes `buffers` as a chain in an indirect table at `table`; returns its entry count.
+    fn write_indirect_table<M: GuestMemory + ?Sized>(
+        &self,
+        mem: &M,
+        buffers: &[BufferSpec],
+        table: GuestAddress,
+    ) -> Result<u16, DriverError> {
+        check_order(buffers)?;
         let entries = u16::try_from(buffers.len()).map_err(|_| DriverError::QueueFull {
             free: self.num_free(),
             needed: u16::MAX,
@@ -153,13 +151,7 @@ impl SplitDriver {
             let addr = table.checked_add(16 * u64::from(i)).ok_or(mem_err(table))?;
             Self::write_desc(mem, addr, desc)?;
         }
-        let descs = self.take_descs(1)?;
-        let desc = SplitDescriptor::new(table.0, 16 * u32::from(entries), VIRTQ_DESC_F_INDIRECT, 0);
-        if let Err(e) = Self::write_desc(mem, layout::desc(&self.config, descs[0]), desc) {
-            self.free.extend(descs);
-            return Err(e);
-        }
-        self.expose(mem, descs)
+        Ok(entries)
     }
 
     fn expose<M: GuestMemory + ?Sized>(
@@ -169,10 +161,9 @@ impl SplitDriver {
     ) -> Result<u16, DriverError> {
         let head = descs[0];
         let entry = layout::avail_entry(&self.config, self.avail_idx);
-        if let Err(e) = mem.store(head.to_le(), entry, Ordering::Relaxed) {
-            let _ = e;
+        if let Err(e) = store_u16(mem, entry, head, Ordering::Relaxed) {
             self.free.extend(descs);
-            return Err(mem_err(entry));
+            return Err(e);
         }
         self.outstanding[usize::from(head)] = Some(descs);
         self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -183,8 +174,7 @@ impl SplitDriver {
     pub fn publish<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<(), DriverError> {
         let addr = layout::avail_idx(&self.config);
         // Release: ring entries and descriptors before the index that exposes them.
-        mem.store(self.avail_idx.to_le(), addr, Ordering::Release)
-            .map_err(|_| mem_err(addr))?;
+        store_u16(mem, addr, self.avail_idx, Ordering::Release)?;
         self.published_avail = self.avail_idx;
         Ok(())
     }
@@ -192,30 +182,19 @@ impl SplitDriver {
     /// Whether the device asked to be notified of what was published since the last decision.
     pub fn should_kick<M: GuestMemory + ?Sized>(&mut self, mem: &M) -> Result<bool, DriverError> {
         fence(Ordering::SeqCst);
-        let old = self.kicked_avail;
         let new = self.published_avail;
-        self.kicked_avail = new;
+        let old = std::mem::replace(&mut self.kicked_avail, new);
         if old == new {
             return Ok(false);
         }
         if self.config.features.event_idx {
             let addr = layout::avail_event(&self.config);
-            let event = self.load(mem, addr)?;
+            let event = load_u16(mem, addr)?;
             Ok(need_event(event, new, old))
         } else {
-            let flags = self.load(mem, layout::used_flags(&self.config))?;
+            let flags = load_u16(mem, layout::used_flags(&self.config))?;
             Ok(flags & VIRTQ_USED_F_NO_NOTIFY == 0)
         }
-    }
-
-    fn load<M: GuestMemory + ?Sized>(
-        &self,
-        mem: &M,
-        addr: GuestAddress,
-    ) -> Result<u16, DriverError> {
-        mem.load::<u16>(addr, Ordering::Acquire)
-            .map(u16::from_le)
-            .map_err(|_| mem_err(addr))
     }
 
     /// Collects every buffer the device has used since the last call, freeing its descriptors.
@@ -223,7 +202,7 @@ impl SplitDriver {
         &mut self,
         mem: &M,
     ) -> Result<Vec<UsedBuffer>, DriverError> {
-        let used_idx = self.load(mem, layout::used_idx(&self.config))?;
+        let used_idx = load_u16(mem, layout::used_idx(&self.config))?;
         let distance = used_idx.wrapping_sub(self.last_used);
         if distance > self.config.size {
             return Err(DriverError::UsedIndexJump { distance });
@@ -254,17 +233,14 @@ impl SplitDriver {
         &mut self,
         mem: &M,
     ) -> Result<bool, DriverError> {
-        if self.config.features.event_idx {
-            let addr = layout::used_event(&self.config);
-            mem.store(self.last_used.to_le(), addr, Ordering::Relaxed)
-                .map_err(|_| mem_err(addr))?;
+        let (addr, value) = if self.config.features.event_idx {
+            (layout::used_event(&self.config), self.last_used)
         } else {
-            let addr = layout::avail_flags(&self.config);
-            mem.store(0u16, addr, Ordering::Relaxed)
-                .map_err(|_| mem_err(addr))?;
-        }
+            (layout::avail_flags(&self.config), 0)
+        };
+        store_u16(mem, addr, value, Ordering::Relaxed)?;
         fence(Ordering::SeqCst);
-        Ok(self.load(mem, layout::used_idx(&self.config))? != self.last_used)
+        Ok(load_u16(mem, layout::used_idx(&self.config))? != self.last_used)
     }
 
     /// Asks the device not to send used-buffer notifications.
@@ -284,8 +260,7 @@ impl SplitDriver {
                 VIRTQ_AVAIL_F_NO_INTERRUPT,
             )
         };
-        mem.store(value.to_le(), addr, Ordering::Relaxed)
-            .map_err(|_| mem_err(addr))
+        store_u16(mem, addr, value, Ordering::Relaxed)
     }
 
     /// Sets `used_event` to an explicit value (EVENT_IDX tests).
@@ -294,9 +269,12 @@ impl SplitDriver {
         mem: &M,
         value: u16,
     ) -> Result<(), DriverError> {
-        let addr = layout::used_event(&self.config);
-        mem.store(value.to_le(), addr, Ordering::Release)
-            .map_err(|_| mem_err(addr))
+        store_u16(
+            mem,
+            layout::used_event(&self.config),
+            value,
+            Ordering::Release,
+        )
     }
 
     /// Hostile-driver hook: writes a raw descriptor into the table, bypassing the free list.
@@ -306,8 +284,11 @@ impl SplitDriver {
         index: u16,
         desc: SplitDescriptor,
     ) -> Result<(), DriverError> {
-        let addr = layout::desc(&self.config, index % self.config.size);
-        Self::write_desc(mem, addr, desc)
+        Self::write_desc(
+            mem,
+            layout::desc(&self.config, index % self.config.size),
+            desc,
+        )
     }
 
     /// Hostile-driver hook: places `head` in the available ring without tracking it.
@@ -317,8 +298,7 @@ impl SplitDriver {
         head: u16,
     ) -> Result<(), DriverError> {
         let entry = layout::avail_entry(&self.config, self.avail_idx);
-        mem.store(head.to_le(), entry, Ordering::Relaxed)
-            .map_err(|_| mem_err(entry))?;
+        store_u16(mem, entry, head, Ordering::Relaxed)?;
         self.avail_idx = self.avail_idx.wrapping_add(1);
         Ok(())
     }
@@ -330,8 +310,7 @@ impl SplitDriver {
         idx: u16,
     ) -> Result<(), DriverError> {
         let addr = layout::avail_idx(&self.config);
-        mem.store(idx.to_le(), addr, Ordering::Release)
-            .map_err(|_| mem_err(addr))?;
+        store_u16(mem, addr, idx, Ordering::Release)?;
         self.avail_idx = idx;
         self.published_avail = idx;
         Ok(())

@@ -3,59 +3,21 @@
 use virtio_lm_spec::ring::{
     SplitDescriptor, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout;
+use crate::test_rig::{buffer, Format, Split};
 use crate::{
-    BufferSpec, ChainError, DeviceQueue, QueueConfig, QueueError, QueueState, RingFeatures,
-    RingKind, SplitDriver, SplitQueue, StateError,
+    BufferSpec, ChainError, DeviceQueue, QueueError, QueueState, RingKind, SplitQueue, StateError,
 };
 
-const MEM_SIZE: usize = 0x10_0000;
+const MEM_SIZE: usize = Split::MEM_SIZE;
 const DATA: u64 = 0x8_0000;
 
-type Mem = GuestMemoryMmap<()>;
-
-struct Rig {
-    mem: Mem,
-    config: QueueConfig,
-    driver: SplitDriver,
-    device: SplitQueue,
-}
-
-fn rig_with(size: u16, event_idx: bool, indirect_desc: bool) -> Rig {
-    rig_in(MEM_SIZE, size, event_idx, indirect_desc)
-}
-
-fn rig_in(mem_size: usize, size: u16, event_idx: bool, indirect_desc: bool) -> Rig {
-    let mem = Mem::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
-    let features = RingFeatures {
-        event_idx,
-        indirect_desc,
-    };
-    let (config, _) =
-        QueueConfig::contiguous(RingKind::Split, size, GuestAddress(0x1000), features);
-    let driver = SplitDriver::new(config, &mem).unwrap();
-    let device = SplitQueue::new(config, &mem).unwrap();
-    Rig {
-        mem,
-        config,
-        driver,
-        device,
-    }
-}
-
-fn rig(size: u16) -> Rig {
-    rig_with(size, false, true)
-}
+type Rig = crate::test_rig::Rig<Split>;
 
 fn buf(i: u64, writable: bool) -> BufferSpec {
-    let addr = DATA + i * 0x100;
-    if writable {
-        BufferSpec::writable(addr, 0x100)
-    } else {
-        BufferSpec::readable(addr, 0x100)
-    }
+    buffer(DATA + i * 0x100, writable)
 }
 
 impl Rig {
@@ -91,6 +53,20 @@ impl Rig {
         err
     }
 
+    /// What the driver collects, as (id, len) pairs.
+    fn used_pairs(&mut self) -> Vec<(u16, u32)> {
+        let used = self.driver.collect_used(&self.mem).unwrap();
+        used.iter().map(|u| (u.id, u.len)).collect()
+    }
+
+    /// [`Self::pop_err`] for a malformed chain: the chain error.
+    fn pop_chain_err(&mut self) -> ChainError {
+        match self.pop_err() {
+            QueueError::Chain(err) => err,
+            other => panic!("expected a malformed chain, got {other:?}"),
+        }
+    }
+
     fn used_idx(&self) -> u16 {
         self.mem.read_obj(layout::used_idx(&self.config)).unwrap()
     }
@@ -99,7 +75,7 @@ impl Rig {
 /// A chain's readable part comes before its writable part and both lengths are reported.
 #[test]
 fn pop_returns_readable_then_writable_segments() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     let head = r.add(&[buf(0, false), buf(1, false), buf(2, true)]);
     let chain = r.device.pop(&r.mem).unwrap().unwrap();
     assert_eq!(chain.id, head);
@@ -116,7 +92,7 @@ fn pop_returns_readable_then_writable_segments() {
 /// each id back with its length.
 #[test]
 fn out_of_order_completion_returns_each_id_once() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     let heads: Vec<u16> = (0..4).map(|i| r.add(&[buf(i, true)])).collect();
     let chains: Vec<_> = (0..4)
         .map(|_| r.device.pop(&r.mem).unwrap().unwrap())
@@ -142,7 +118,7 @@ fn out_of_order_completion_returns_each_id_once() {
 /// Batch publish: used.idx in guest memory moves only at `publish_used`, once per batch.
 #[test]
 fn used_index_moves_only_on_publish() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     for i in 0..3 {
         r.add(&[buf(i, true)]);
     }
@@ -161,7 +137,7 @@ fn used_index_moves_only_on_publish() {
 /// The used length may not exceed what the chain lets the device write.
 #[test]
 fn used_len_beyond_writable_part_is_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let head = r.add(&[buf(0, false), buf(1, true)]);
     r.device.pop(&r.mem).unwrap();
     assert_eq!(
@@ -178,7 +154,7 @@ fn used_len_beyond_writable_part_is_rejected() {
 /// Without EVENT_IDX: avail.flags = 0 means notify, VIRTQ_AVAIL_F_NO_INTERRUPT means do not.
 #[test]
 fn notification_follows_avail_flags_without_event_idx() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     for no_interrupt in [false, true, false] {
         if no_interrupt {
             r.driver.disable_interrupts(&r.mem).unwrap();
@@ -199,7 +175,7 @@ fn notification_follows_avail_flags_without_event_idx() {
 /// With EVENT_IDX the device notifies exactly when the batch crosses used_event.
 #[test]
 fn notification_follows_used_event_with_event_idx() {
-    let mut r = rig_with(8, true, false);
+    let mut r = Rig::with(8, true, false);
     // used_event = 2: the driver wants an interrupt once the entry at index 2 is used.
     r.driver.set_used_event(&r.mem, 2).unwrap();
     let expected = [false, false, true, false];
@@ -218,7 +194,7 @@ fn notification_follows_used_event_with_event_idx() {
 #[test]
 fn avail_notification_suppression_drives_driver_kicks() {
     for event_idx in [false, true] {
-        let mut r = rig_with(8, event_idx, false);
+        let mut r = Rig::with(8, event_idx, false);
         r.device.disable_notification(&r.mem).unwrap();
         r.add(&[buf(0, true)]);
         // EVENT_IDX: avail_event is still 0 from initialisation, so the first add kicks.
@@ -242,7 +218,7 @@ fn avail_notification_suppression_drives_driver_kicks() {
 /// Indirect chains: one ring descriptor, buffers read from the table.
 #[test]
 fn indirect_chain_is_followed() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let table = GuestAddress(0x7_0000);
     let head = r
         .driver
@@ -261,7 +237,7 @@ fn indirect_chain_is_followed() {
 /// Hostile ring: a descriptor loop ends with a typed error, not a hang.
 #[test]
 fn descriptor_loop_is_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, DATA, 8, VIRTQ_DESC_F_NEXT, 1);
     r.raw(1, DATA, 8, VIRTQ_DESC_F_NEXT, 0);
     r.expose_raw(0);
@@ -271,27 +247,24 @@ fn descriptor_loop_is_rejected() {
 /// Hostile ring: a chain with more descriptors than the queue has entries.
 #[test]
 fn chain_longer_than_queue_is_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     for i in 0..4 {
         r.raw(i, DATA, 8, VIRTQ_DESC_F_NEXT, (i + 1) % 4);
     }
     r.expose_raw(2);
-    assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::ChainTooLong { .. })
-    ));
+    assert!(matches!(r.pop_chain_err(), ChainError::ChainTooLong { .. }));
 }
 
 /// Hostile ring: head and next indices at or past the queue size.
 #[test]
 fn indices_out_of_range_are_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.expose_raw(4);
     assert_eq!(
         r.pop_err(),
         ChainError::IndexOutOfRange { index: 4, limit: 4 }.into()
     );
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, DATA, 8, VIRTQ_DESC_F_NEXT, 9);
     r.expose_raw(0);
     assert_eq!(
@@ -327,13 +300,13 @@ fn malformed_indirect_descriptors_are_rejected() {
         ),
     ];
     for (flags, len, want) in cases {
-        let mut r = rig(4);
+        let mut r = Rig::new(4);
         r.raw(0, table, len, flags, 1);
         r.expose_raw(0);
         assert_eq!(r.pop_err(), want.into());
     }
     // Indirect inside indirect.
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let nested: [u8; 16] =
         zerocopy::transmute!(SplitDescriptor::new(table, 16, VIRTQ_DESC_F_INDIRECT, 0));
     r.mem.write_obj(nested, GuestAddress(table)).unwrap();
@@ -341,24 +314,24 @@ fn malformed_indirect_descriptors_are_rejected() {
     r.expose_raw(0);
     assert_eq!(r.pop_err(), ChainError::NestedIndirect.into());
     // Indirect without the feature.
-    let mut r = rig_with(4, false, false);
+    let mut r = Rig::with(4, false, false);
     r.raw(0, table, 16, VIRTQ_DESC_F_INDIRECT, 0);
     r.expose_raw(0);
     assert_eq!(r.pop_err(), ChainError::IndirectNotNegotiated.into());
     // Indirect table outside guest memory.
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, MEM_SIZE as u64 - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
     r.expose_raw(0);
     assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::DescriptorOutOfMemory { .. })
+        r.pop_chain_err(),
+        ChainError::DescriptorOutOfMemory { .. }
     ));
 }
 
 /// Hostile ring: buffers outside guest memory, overflowing lengths, readable after writable.
 #[test]
 fn malformed_buffers_are_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, MEM_SIZE as u64 - 4, 8, 0, 0);
     r.expose_raw(0);
     assert_eq!(
@@ -370,16 +343,16 @@ fn malformed_buffers_are_rejected() {
         .into()
     );
 
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, u64::MAX - 2, 8, 0, 0);
     r.expose_raw(0);
     assert!(matches!(
-        r.pop_err(),
-        QueueError::Chain(ChainError::BufferOutOfMemory { .. })
+        r.pop_chain_err(),
+        ChainError::BufferOutOfMemory { .. }
     ));
 
     // Two 2 GiB buffers: each inside (lazily mapped) guest memory, together 2^32 bytes.
-    let mut r = rig_in(0x8010_0000, 4, false, false);
+    let mut r = Rig::in_memory(0x8010_0000, 4, false, false);
     r.raw(
         0,
         0x10_0000,
@@ -391,7 +364,7 @@ fn malformed_buffers_are_rejected() {
     r.expose_raw(0);
     assert_eq!(r.pop_err(), ChainError::LengthOverflow.into());
 
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw(0, DATA, 8, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
     r.raw(1, DATA, 8, 0, 0);
     r.expose_raw(0);
@@ -401,7 +374,7 @@ fn malformed_buffers_are_rejected() {
 /// Hostile ring: avail.idx jumping more than the queue size ahead of the device.
 #[test]
 fn avail_index_jump_is_rejected() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.driver.set_raw_avail_idx(&r.mem, 5).unwrap();
     assert_eq!(
         r.pop_err(),
@@ -418,7 +391,7 @@ fn avail_index_jump_is_rejected() {
 /// free-running index about to wrap at 2^16) resumes on a fresh queue exactly.
 #[test]
 fn state_round_trip_at_index_wrap_with_inflight() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     // Move both indices to 65534 (= size-2 modulo the ring) by cycling buffers.
     for _ in 0..65534u32 {
         let head = r.add(&[buf(0, true)]);
@@ -459,7 +432,7 @@ fn state_round_trip_at_index_wrap_with_inflight() {
 /// state to its initial value.
 #[test]
 fn reset_returns_state_to_initial() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     r.add(&[buf(0, true)]);
     r.device.pop(&r.mem).unwrap();
     assert_ne!(
@@ -477,7 +450,7 @@ fn reset_returns_state_to_initial() {
 /// `set_state` leaves the queue exactly as it was.
 #[test]
 fn invalid_states_are_rejected_and_change_nothing() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let head = r.add(&[buf(0, true)]);
     let chain = r.device.pop(&r.mem).unwrap().unwrap();
     let good = r.device.state().unwrap();
@@ -538,7 +511,7 @@ fn invalid_states_are_rejected_and_change_nothing() {
 /// restore even though the restored queue never saw the batch — rust-vmm's queue loses it.
 #[test]
 fn owed_notification_survives_restore() {
-    let mut r = rig_with(8, true, false);
+    let mut r = Rig::with(8, true, false);
     r.driver.set_used_event(&r.mem, 0).unwrap();
     let head = r.add(&[buf(0, true)]);
     r.device.pop(&r.mem).unwrap();
@@ -555,7 +528,7 @@ fn owed_notification_survives_restore() {
 /// was not due, or was lost while stopped) are found by polling, completed and notified.
 #[test]
 fn restore_finds_buffers_added_without_kick() {
-    let mut r = rig_with(8, true, false);
+    let mut r = Rig::with(8, true, false);
     assert!(!r.device.enable_notification(&r.mem).unwrap());
     r.add(&[buf(0, true)]);
     assert!(r.driver.should_kick(&r.mem).unwrap());
@@ -583,7 +556,7 @@ fn restore_finds_buffers_added_without_kick() {
 /// The state of a queue restored from another state reads back identically.
 #[test]
 fn state_is_stable_across_restore() {
-    let mut r = rig(16);
+    let mut r = Rig::new(16);
     for i in 0..5 {
         r.add(&[buf(i, true)]);
     }
@@ -603,7 +576,7 @@ fn state_is_stable_across_restore() {
 fn state_round_trip_at_every_ring_position() {
     let size = 4u16;
     for position in 0..3 * u32::from(size) {
-        let mut r = rig(size);
+        let mut r = Rig::new(size);
         for _ in 0..position {
             let head = r.add(&[buf(0, true)]);
             r.device.pop(&r.mem).unwrap();
@@ -621,13 +594,7 @@ fn state_round_trip_at_every_ring_position() {
         resumed.add_used(&r.mem, second, 5).unwrap();
         resumed.add_used(&r.mem, first, 6).unwrap();
         resumed.publish_used(&r.mem).unwrap();
-        let used: Vec<(u16, u32)> = r
-            .driver
-            .collect_used(&r.mem)
-            .unwrap()
-            .iter()
-            .map(|u| (u.id, u.len))
-            .collect();
+        let used = r.used_pairs();
         assert_eq!(used, vec![(second, 5), (first, 6)], "position {position}");
     }
 }
@@ -636,7 +603,7 @@ fn state_round_trip_at_every_ring_position() {
 /// the next call, and the queue does not move past the bad chain.
 #[test]
 fn pop_batch_returns_good_chains_before_a_bad_one() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     let first = r.add(&[buf(0, true)]);
     let second = r.add(&[buf(1, true)]);
     r.expose_raw(9);
@@ -652,12 +619,6 @@ fn pop_batch_returns_good_chains_before_a_bad_one() {
         .add_used_batch(&r.mem, &[(second, 1), (first, 2)])
         .unwrap();
     r.device.publish_used(&r.mem).unwrap();
-    let used: Vec<(u16, u32)> = r
-        .driver
-        .collect_used(&r.mem)
-        .unwrap()
-        .iter()
-        .map(|u| (u.id, u.len))
-        .collect();
+    let used = r.used_pairs();
     assert_eq!(used, vec![(second, 1), (first, 2)]);
 }

@@ -80,6 +80,8 @@ pub struct NetDriver {
     config: NetDriverConfig,
     queues: Vec<Queue>,
     partial: Vec<Option<Partial>>,
+    /// Receive buffers returned with nothing written.
+    rx_length_errors: u64,
 }
 
 impl NetDriver {
@@ -117,6 +119,7 @@ impl NetDriver {
             config,
             queues,
             partial: vec![None; usize::from(config.pairs)],
+            rx_length_errors: 0,
         })
     }
 
@@ -233,8 +236,15 @@ impl NetDriver {
         Ok(self.queue(Self::tx_queue(pair))?.collect(mem)?.len())
     }
 
+    /// Receive buffers the device returned with nothing written (used length 0), which Linux
+    /// counts as receive errors (`rx_length_errors`); skipped by [`Self::collect_rx`].
+    pub fn rx_length_errors(&self) -> u64 {
+        self.rx_length_errors
+    }
+
     /// Frames received on `pair` (headers stripped, MRG_RXBUF buffers joined), in order.
-    /// Buffers returned with nothing written (used length 0) are skipped.
+    /// Buffers returned with nothing written (used length 0) are skipped and counted
+    /// ([`Self::rx_length_errors`]).
     pub fn collect_rx<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -255,7 +265,9 @@ impl NetDriver {
             mem.read_slice(&mut data, GuestAddress(at))
                 .map_err(|_| NetDriverError::Memory(at))?;
             if u.len == 0 && partial.is_none() {
-                // Returned unfilled (a draining stop): the buffer is free again.
+                // Linux's virtio_net counts a receive shorter than a header plus an Ethernet
+                // header in rx_length_errors and drops it; so do we.
+                self.rx_length_errors += 1;
                 continue;
             }
             let p = match partial.take() {

@@ -31,7 +31,7 @@ fn chain_err(e: ChainError) -> QueueError {
 #[test]
 fn chain_longer_than_the_queue() {
     for (size, warmup) in [(1u16, 0u16), (3, 2), (4, 0)] {
-        let mut r = rig(size);
+        let mut r = Rig::new(size);
         for _ in 0..warmup {
             r.cycle(1, 0);
         }
@@ -49,7 +49,7 @@ fn chain_longer_than_the_queue() {
 /// An indirect table entry with INDIRECT is a nested table.
 #[test]
 fn indirect_inside_indirect() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     write_table(
         &r,
         TABLES,
@@ -62,7 +62,7 @@ fn indirect_inside_indirect() {
 /// INDIRECT together with NEXT on a ring descriptor.
 #[test]
 fn indirect_with_next() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     write_table(&r, TABLES, &[raw(DATA, 0x10, 0, 0)]);
     r.raw_chain(&[raw(TABLES, 16, INDIRECT | NEXT, 0), raw(DATA, 0x10, 0, 1)]);
     assert_eq!(r.pop_err(), chain_err(ChainError::IndirectWithNext));
@@ -72,7 +72,7 @@ fn indirect_with_next() {
 #[test]
 fn bad_indirect_table_lengths() {
     for len in [0u32, 8, 24, 16 * 32769] {
-        let mut r = rig(4);
+        let mut r = Rig::new(4);
         r.raw_chain(&[raw(TABLES, len, INDIRECT, 0)]);
         assert_eq!(
             r.pop_err(),
@@ -84,7 +84,7 @@ fn bad_indirect_table_lengths() {
 /// An indirect table that is not in guest memory.
 #[test]
 fn indirect_table_outside_memory() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let addr = MEM_SIZE as u64 - 16;
     r.raw_chain(&[raw(addr, 32, INDIRECT, 0)]);
     assert_eq!(
@@ -96,7 +96,7 @@ fn indirect_table_outside_memory() {
 /// INDIRECT without VIRTIO_F_INDIRECT_DESC.
 #[test]
 fn indirect_not_negotiated() {
-    let mut r = rig_with(4, false, false);
+    let mut r = Rig::with(4, false, false);
     write_table(&r, TABLES, &[raw(DATA, 0x10, 0, 0)]);
     r.raw_chain(&[raw(TABLES, 16, INDIRECT, 0)]);
     assert_eq!(r.pop_err(), chain_err(ChainError::IndirectNotNegotiated));
@@ -106,14 +106,14 @@ fn indirect_not_negotiated() {
 #[test]
 fn buffer_outside_memory() {
     let addr = MEM_SIZE as u64 - 0x10;
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw_chain(&[raw(DATA, 0x10, NEXT, 0), raw(addr, 0x20, WRITE, 0)]);
     assert_eq!(
         r.pop_err(),
         chain_err(ChainError::BufferOutOfMemory { addr, len: 0x20 })
     );
 
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     write_table(&r, TABLES, &[raw(addr, 0x11, 0, 0)]);
     r.raw_chain(&[raw(TABLES, 16, INDIRECT, 0)]);
     assert_eq!(
@@ -126,14 +126,14 @@ fn buffer_outside_memory() {
 /// guest memory), and 2048 indirect entries of 2 MiB each.
 #[test]
 fn length_overflow() {
-    let mut r = rig_in(0x8010_0000, 4, false, false);
+    let mut r = Rig::in_memory(0x8010_0000, 4, false, false);
     r.raw_chain(&[
         raw(0x10_0000, 0x8000_0000, WRITE | NEXT, 0),
         raw(0x10_0000, 0x8000_0000, WRITE, 0),
     ]);
     assert_eq!(r.pop_err(), chain_err(ChainError::LengthOverflow));
 
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let table: Vec<_> = (0..2048).map(|_| raw(0, MEM_SIZE as u32, 0, 0)).collect();
     write_table(&r, TABLES, &table);
     r.raw_chain(&[raw(TABLES, 16 * 2048, INDIRECT, 0)]);
@@ -143,7 +143,7 @@ fn length_overflow() {
 /// A readable descriptor after a writable one.
 #[test]
 fn readable_after_writable() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw_chain(&[raw(DATA, 0x10, WRITE | NEXT, 0), raw(DATA, 0x10, 0, 0)]);
     assert_eq!(r.pop_err(), chain_err(ChainError::ReadableAfterWritable));
 }
@@ -153,7 +153,7 @@ fn readable_after_writable() {
 #[test]
 fn buffer_id_not_below_size() {
     for id in [5u16, 6, u16::MAX] {
-        let mut r = rig(5);
+        let mut r = Rig::new(5);
         r.raw_chain(&[raw(DATA, 0x10, 0, 0), raw(DATA, 0x10, 0, id)]);
         // The first chain (id 0) is fine; the second is rejected.
         assert_eq!(r.pop().id, 0);
@@ -164,7 +164,7 @@ fn buffer_id_not_below_size() {
 /// A buffer id that is already in flight: the device could not tell the two completions apart.
 #[test]
 fn buffer_id_already_in_flight() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let id = r.add(&[buf(0, true)]);
     r.pop();
     r.raw_chain(&[raw(DATA, 0x10, NEXT, 3), raw(DATA, 0x10, 0, id)]);
@@ -179,7 +179,7 @@ fn buffer_id_already_in_flight() {
 /// the ring stays where it was (here the driver repairs the descriptor and the device resumes).
 #[test]
 fn error_leaves_avail_position_unchanged() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     r.cycle(2, 0);
     r.raw_chain(&[raw(DATA, 0x10, WRITE | NEXT, 7), raw(DATA, 0x10, 0, 1)]);
     let before = r.device.next_avail();

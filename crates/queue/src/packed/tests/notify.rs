@@ -29,7 +29,7 @@ fn use_one(r: &mut Rig) -> bool {
 /// Driver flags ENABLE: notify once per published batch; DISABLE: never.
 #[test]
 fn used_notification_follows_enable_and_disable() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     for disabled in [false, true, false, true] {
         if disabled {
             r.driver.disable_interrupts(&r.mem).unwrap();
@@ -46,7 +46,7 @@ fn used_notification_follows_enable_and_disable() {
 /// (offset and wrap counter) the driver named, here slot 1 of the second lap of a 3-ring.
 #[test]
 fn used_notification_follows_desc_event() {
-    let mut r = rig_with(3, true, false);
+    let mut r = Rig::with(3, true, false);
     let event = PackedEventSuppression::new(1, false, RING_EVENT_FLAGS_DESC);
     r.driver.set_driver_event(&r.mem, event).unwrap();
     // Used slots 0,1,2 (lap 1), 0,1,2 (lap 2): only lap 2's slot 1 matches.
@@ -57,7 +57,7 @@ fn used_notification_follows_desc_event() {
 /// A batch that skips over the event slot (inside a multi-descriptor chain) still notifies.
 #[test]
 fn desc_event_inside_a_skipped_chain_notifies() {
-    let mut r = rig_with(5, true, false);
+    let mut r = Rig::with(5, true, false);
     let event = PackedEventSuppression::new(2, true, RING_EVENT_FLAGS_DESC);
     r.driver.set_driver_event(&r.mem, event).unwrap();
     let id = r.add(&chain_of(4));
@@ -70,7 +70,7 @@ fn desc_event_inside_a_skipped_chain_notifies() {
 /// for the next used buffer, and `enable_interrupts` reports buffers already waiting.
 #[test]
 fn driver_enable_interrupts_names_its_used_position() {
-    let mut r = rig_with(3, true, false);
+    let mut r = Rig::with(3, true, false);
     r.cycle(2, 0);
     assert!(!r.driver.enable_interrupts(&r.mem).unwrap());
     let raw: [u8; 4] = r.mem.read_obj(r.config.driver_area).unwrap();
@@ -94,14 +94,14 @@ fn driver_enable_interrupts_names_its_used_position() {
 #[test]
 fn desc_without_event_idx_and_reserved_mode_notify() {
     for flags in [RING_EVENT_FLAGS_DESC, 3] {
-        let mut r = rig(4);
+        let mut r = Rig::new(4);
         // An event slot the batch does not reach: ignored all the same.
         let event = PackedEventSuppression::new(3, false, flags);
         r.driver.set_driver_event(&r.mem, event).unwrap();
         assert!(use_one(&mut r), "flags {flags}");
     }
     // With EVENT_IDX the reserved mode is still ENABLE, and reserved bits 2-15 are ignored.
-    let mut r = rig_with(4, true, false);
+    let mut r = Rig::with(4, true, false);
     r.driver
         .set_driver_event(&r.mem, PackedEventSuppression::new(3, false, 3))
         .unwrap();
@@ -115,7 +115,7 @@ fn desc_without_event_idx_and_reserved_mode_notify() {
 /// A hostile event offset at or past the ring size gives a decision, not a panic.
 #[test]
 fn out_of_range_event_offset_does_not_panic() {
-    let mut r = rig_with(3, true, false);
+    let mut r = Rig::with(3, true, false);
     r.driver
         .set_driver_event(
             &r.mem,
@@ -132,7 +132,7 @@ fn out_of_range_event_offset_does_not_panic() {
 #[test]
 fn two_laps_without_decision_still_notify() {
     for event_idx in [false, true] {
-        let mut r = rig_with(1, event_idx, false);
+        let mut r = Rig::with(1, event_idx, false);
         if event_idx {
             r.driver.enable_interrupts(&r.mem).unwrap();
         }
@@ -156,7 +156,7 @@ fn two_laps_without_decision_still_notify() {
 #[test]
 fn device_event_suppression_fields() {
     for event_idx in [false, true] {
-        let mut r = rig_with(3, event_idx, false);
+        let mut r = Rig::with(3, event_idx, false);
         r.cycle(2, 0);
         r.cycle(2, 0);
         assert_eq!(r.device.next_avail(), pos(1, false));
@@ -184,7 +184,7 @@ fn device_event_suppression_fields() {
 /// never, DESC exactly when the batch made the named descriptor available.
 #[test]
 fn driver_kick_follows_device_event() {
-    let mut r = rig_with(4, true, false);
+    let mut r = Rig::with(4, true, false);
     // Device: notify me when slot 0 (lap 1) becomes available.
     r.device.enable_notification(&r.mem).unwrap();
     r.driver.add_chain(&r.mem, &chain_of(2)).unwrap();

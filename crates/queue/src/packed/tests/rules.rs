@@ -14,7 +14,7 @@ use super::*;
 /// observed by the device."
 #[test]
 fn wrap_counters_start_at_one() {
-    let r = rig(5);
+    let r = Rig::new(5);
     assert_eq!(r.device.next_avail(), pos(0, true));
     assert_eq!(r.device.next_used(), pos(0, true));
     assert_eq!(r.driver.avail_position(), pos(0, true));
@@ -39,7 +39,7 @@ fn availability_follows_avail_and_used_bits() {
         (false, VIRTQ_DESC_F_AVAIL, false),
     ];
     for (first_lap, bits, available) in cases {
-        let mut r = rig(1);
+        let mut r = Rig::new(1);
         if !first_lap {
             r.cycle(1, 0);
         }
@@ -64,7 +64,7 @@ fn availability_follows_avail_and_used_bits() {
 /// id and the written length (WRITE set so the length counts).
 #[test]
 fn used_descriptor_carries_wrap_counter_id_and_len() {
-    let mut r = rig(1);
+    let mut r = Rig::new(1);
     for (len, wrap) in [(7, true), (8, false), (0, true)] {
         let id = r.add(&[buf(0, true)]);
         r.pop();
@@ -81,7 +81,7 @@ fn used_descriptor_carries_wrap_counter_id_and_len() {
 /// id of the last one and it occupies one ring slot per descriptor.
 #[test]
 fn chain_id_comes_from_last_descriptor() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     r.raw_chain(&[
         raw(DATA, 0x10, VIRTQ_DESC_F_NEXT, 5),
         raw(
@@ -102,7 +102,7 @@ fn chain_id_comes_from_last_descriptor() {
 /// (the driver makes the head available last).
 #[test]
 fn chain_does_not_require_avail_bits_after_head() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     r.raw_chain(&[raw(DATA, 0x10, VIRTQ_DESC_F_NEXT, 0), raw(DATA, 0x10, 0, 1)]);
     // Clear the second descriptor's AVAIL bit behind the device's back.
     r.driver
@@ -119,7 +119,7 @@ fn chain_does_not_require_avail_bits_after_head() {
 /// is: `add_chain` defers the head's flags to `publish`.
 #[test]
 fn head_becomes_available_only_at_publish() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let id = r.driver.add_chain(&r.mem, &chain_of(3)).unwrap();
     assert!(!r.device.has_available(&r.mem).unwrap());
     assert_eq!(
@@ -135,7 +135,7 @@ fn head_becomes_available_only_at_publish() {
 /// counter has flipped; the device's counter flips with it.
 #[test]
 fn chain_wraps_around_ring_end() {
-    let mut r = rig(5);
+    let mut r = Rig::new(5);
     r.cycle(3, 0);
     let bufs = [buf(0, false), buf(1, false), buf(2, true), buf(3, true)];
     let id = r.add(&bufs);
@@ -162,7 +162,7 @@ fn chain_wraps_around_ring_end() {
 /// used slot and the used position skips the completed chain's length.
 #[test]
 fn out_of_order_completion_skips_chain_lengths() {
-    let mut r = rig(8);
+    let mut r = Rig::new(8);
     let ids: Vec<u16> = [1u16, 3, 2].iter().map(|&n| r.add(&chain_of(n))).collect();
     let chains: Vec<_> = (0..3).map(|_| r.pop()).collect();
     assert_eq!(r.device.next_avail(), pos(6, true));
@@ -186,7 +186,7 @@ fn out_of_order_completion_skips_chain_lengths() {
 /// The used length may not exceed what the chain lets the device write.
 #[test]
 fn used_len_beyond_writable_part_is_rejected() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     let id = r.add(&[buf(0, false), buf(1, true)]);
     r.pop();
     assert_eq!(
@@ -210,7 +210,7 @@ fn used_len_beyond_writable_part_is_rejected() {
 /// nothing before and the whole batch after; the state cannot be taken while a batch is pending.
 #[test]
 fn used_flags_wait_for_publish() {
-    let mut r = rig(4);
+    let mut r = Rig::new(4);
     let ids: Vec<u16> = (0..3).map(|i| r.add(&[buf(i, true)])).collect();
     for _ in 0..3 {
         let c = r.pop();
@@ -247,7 +247,7 @@ fn used_flags_wait_for_publish() {
 /// their WRITE flag counts (NEXT and id in a table are ignored).
 #[test]
 fn indirect_chain_takes_one_slot() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     let bufs = [buf(0, false), buf(1, true), buf(2, true)];
     let id = r
         .driver
@@ -294,7 +294,7 @@ fn indirect_chain_takes_one_slot() {
 #[test]
 fn sizes_including_non_powers_of_two_run_many_laps() {
     for size in [1u16, 3, 5, 256, 32768] {
-        let mut r = rig(size);
+        let mut r = Rig::new(size);
         let laps = if size > 256 { 2 } else { 5 };
         let mut slots = 0u32;
         let mut n = 0u16;
@@ -318,7 +318,7 @@ fn sizes_including_non_powers_of_two_run_many_laps() {
 /// buffer is used.
 #[test]
 fn driver_counts_free_slots() {
-    let mut r = rig(5);
+    let mut r = Rig::new(5);
     let id = r.add(&chain_of(4));
     assert_eq!(r.driver.num_free(), 1);
     assert_eq!(

@@ -12,7 +12,7 @@ use crate::{ConfigError, QueueState, StateError};
 #[test]
 fn state_encoding_at_size_minus_one() {
     for size in [5u16, 32768] {
-        let mut r = rig(size);
+        let mut r = Rig::new(size);
         let mut done = 0u32;
         for (laps, wrap) in [(0u32, true), (1, false), (2, true)] {
             let target = laps * u32::from(size) + u32::from(size) - 1;
@@ -41,7 +41,7 @@ fn state_encoding_at_size_minus_one() {
 /// counter has flipped to 0: the state is 0x0000, not the initial 0x8000.
 #[test]
 fn state_exactly_at_the_wrap() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     r.cycle(3, 0);
     let state = r.device.state().unwrap();
     assert_eq!((state.avail_state, state.used_state), (0x0000, 0x0000));
@@ -62,7 +62,7 @@ fn state_exactly_at_the_wrap() {
 #[test]
 fn avail_and_used_wrap_counters_differ() {
     for (warmup, avail_state, used_state) in [(3u16, 0x0002u16, 0x8003u16), (8, 0x8002, 0x0003)] {
-        let mut r = rig(5);
+        let mut r = Rig::new(5);
         for _ in 0..warmup {
             r.cycle(1, 0);
         }
@@ -113,7 +113,7 @@ fn random_workload(size: u16, mut rng: u64, steps: u32) {
         rng ^= rng << 17;
         rng
     };
-    let mut r = rig(size);
+    let mut r = Rig::new(size);
     let mut outstanding = HashSet::new();
     let mut completed: HashMap<u16, u32> = HashMap::new();
     let mut held: Vec<DescriptorChain> = Vec::new();
@@ -192,7 +192,7 @@ fn random_workload(size: u16, mut rng: u64, steps: u32) {
 /// ACKNOWLEDGE) returns indices to 0 and wrap counters to 1 and forgets what was in flight.
 #[test]
 fn reset_returns_to_initial_state() {
-    let mut r = rig(3);
+    let mut r = Rig::new(3);
     r.cycle(2, 0);
     r.cycle(2, 0);
     r.add(&chain_of(1));
@@ -228,7 +228,7 @@ fn reset_returns_to_initial_state() {
 #[test]
 fn owed_notification_survives_restore() {
     for event_idx in [false, true] {
-        let mut r = rig_with(4, event_idx, false);
+        let mut r = Rig::with(4, event_idx, false);
         let id = r.add(&[buf(0, true)]);
         r.pop();
         r.complete(id, 0);
@@ -254,7 +254,7 @@ fn owed_notification_survives_restore() {
 /// completes everything and notifies per the driver's DESC event.
 #[test]
 fn restored_device_finds_buffers_made_available_without_kick() {
-    let mut r = rig_with(8, true, false);
+    let mut r = Rig::with(8, true, false);
     assert!(!r.driver.enable_interrupts(&r.mem).unwrap());
     assert!(!r.device.enable_notification(&r.mem).unwrap());
     let a = r.add(&[buf(0, true)]);
@@ -287,7 +287,7 @@ fn restored_device_finds_buffers_made_available_without_kick() {
 /// A queue state to corrupt: size 5, avail (2, wrap 0), used (3, wrap 1), in flight a
 /// 3-descriptor chain then a 1-descriptor chain.
 fn valid_state() -> (Rig, QueueState) {
-    let mut r = rig(5);
+    let mut r = Rig::new(5);
     for _ in 0..3 {
         r.cycle(1, 0);
     }

@@ -1,13 +1,49 @@
-//! Driver-side shorthands for tests that drive a [`DeviceCore`] directly, as a transport would:
-//! the initialisation sequence and queue programming, and [`ConfigDevice`], a device type with
-//! a writable configuration space. Behind the `test-utils` feature; a failure here is the
-//! calling test's failure, so these helpers assert.
+//! The one test rig of the device core (compare rust-vmm virtio-queue's `mock` module and
+//! Firecracker's `VirtioTestHelper`), behind the `test-utils` feature, for this crate's tests
+//! and for the transports and device types built on it. A failure here is the calling test's
+//! failure, so these helpers assert.
+//!
+//! - Status and queue programming on a bare [`DeviceCore`]: [`negotiate`], [`setup_queues`],
+//!   [`reprogram_queues`], the statuses [`SETUP`] and [`RUNNING`].
+//! - [`CoreDriver`]: a core with its guest memory, interrupt counter and ring drivers
+//!   ([`CoreDriver::start_default`], [`CoreDriver::offer`], [`CoreDriver::collect`]).
+//! - Device types: [`CountingDevice`] (writes a counted byte stream, so tests check real data),
+//!   [`ConfigDevice`] (a writable configuration space), [`SlowDevice`] (requests held in
+//!   process until released: drain and record-in-flight).
+//! - [`context`]: an [`context::AdoptingDevice`] with device-specific state,
+//!   source/destination cores, and field-level editing of encoded contexts.
+//!
+//! ```
+//! use virtio_lm_device::testing::{CoreDriver, RUNNING};
+//!
+//! let mut d = CoreDriver::counting();
+//! d.start_default();
+//! d.offer(2);
+//! d.core.kick(0);
+//! let used = d.collect();
+//! assert_eq!(used.len(), 2);
+//! assert_eq!(used[0].len, 0x40, "the whole buffer written");
+//! assert_eq!(d.core.status(), RUNNING);
+//! ```
 
 use virtio_lm_queue::{QueueConfig, RingDriver, RingFeatures, RingKind};
 use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::{GuestAddress, GuestMemory};
 
-use crate::{DeviceCore, DeviceError, QueueAccess, VirtioDevice};
+use crate::DeviceCore;
+
+pub mod context;
+mod devices;
+mod driver;
+
+pub use devices::{
+    fill_chain, pattern, ConfigDevice, CountingDevice, Fill, SlowDevice, CONFIG_LEN,
+    ENTROPY_DEVICE_TYPE,
+};
+pub use driver::{
+    bit, checksum, default_features, memory, memory_of, CoreDriver, Mem, TestRing, DATA, MEM_SIZE,
+    QUEUE_BASE,
+};
 
 /// Status after a successful feature negotiation.
 pub const SETUP: DeviceStatus = DeviceStatus::ACKNOWLEDGE
@@ -94,69 +130,5 @@ pub fn reprogram_queues<M: GuestMemory + Send + Sync + 'static>(
         if let Some(ring) = ring {
             program_queue(core, index as u16, ring.config());
         }
-    }
-}
-
-/// Bytes of [`ConfigDevice`]'s configuration space.
-pub const CONFIG_LEN: usize = 8;
-
-/// A small device type with a configuration space the driver can write (byte `i` starts as
-/// `i`), for tests that must see whether a configuration write or change went through. One
-/// queue of 16; each buffer is used at once with length 0.
-#[derive(Debug, Default)]
-pub struct ConfigDevice {
-    config: [u8; CONFIG_LEN],
-}
-
-impl ConfigDevice {
-    /// Device id of the test device (a value no virtio device type uses).
-    pub const DEVICE_TYPE: u32 = 0xfffe;
-
-    /// A device with its initial configuration `0, 1, …, 7`.
-    pub fn new() -> Self {
-        let mut config = [0; CONFIG_LEN];
-        for (i, b) in config.iter_mut().enumerate() {
-            *b = i as u8;
-        }
-        Self { config }
-    }
-}
-
-impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
-    fn device_type(&self) -> u32 {
-        Self::DEVICE_TYPE
-    }
-
-    fn device_features(&self) -> u64 {
-        0
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
-
-    fn read_config(&self, offset: usize, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = self.config.get(offset + i).copied().unwrap_or(0);
-        }
-    }
-
-    fn write_config(&mut self, offset: usize, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            if let Some(slot) = self.config.get_mut(offset + i) {
-                *slot = *b;
-            }
-        }
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            queue.add_used(chain.id(), 0)?;
-        }
-        Ok(())
     }
 }

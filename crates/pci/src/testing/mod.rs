@@ -1,19 +1,50 @@
-//! Helpers shared by the integration tests: guest memory, an rng function, feature sets, a
-//! recording transport, guest-memory snapshots and bounded waits.
-
-#![allow(dead_code)]
+//! The one test rig of the virtio-pci transport, behind the `test-utils` feature (it enables
+//! `virtio-lm-device/test-utils`, whose device-level rig it builds on): for this crate's tests
+//! and for the device types' PCI workloads. A failure here is the calling test's failure, so
+//! these helpers assert.
+//!
+//! - Functions: [`counting_function`] (a [`CountingDevice`] behind a [`VirtioPciFunction`], so
+//!   tests check the very bytes a buffer received), [`slow_function`] (a [`SlowDevice`]
+//!   backend that holds requests), guest memory of [`MEM_SIZE`] bytes.
+//! - Driver side: [`driver_for`], [`features`], [`migration_features`], [`push`].
+//! - Register access: [`Regs`] (by common-configuration offset) and [`Recorder`], a transport
+//!   that logs every BAR access.
+//! - [`admin`]: owners with members, guests driving members, and admin command bytes.
+//!
+//! ```
+//! use virtio_lm_pci::testing::{counting_function, driver_for, features, memory, DATA, RING};
+//! use virtio_lm_pci::QueueSetup;
+//! use virtio_lm_queue::BufferSpec;
+//! use virtio_lm_spec::Feature;
+//! use vm_memory::{Bytes, GuestAddress};
+//!
+//! let mem = memory();
+//! let function = counting_function(&mem, 8, false);
+//! let mut driver = driver_for(&function, &mem);
+//! driver
+//!     .init(features(&[Feature::Version1]), &[QueueSetup::new(0, 8, RING)])
+//!     .unwrap();
+//! driver.submit(0, &[BufferSpec::writable(DATA, 4)]).unwrap();
+//! assert_eq!(driver.collect_used(0).unwrap()[0].len, 4);
+//! let mut bytes = [0u8; 4];
+//! mem.read_slice(&mut bytes, GuestAddress(DATA)).unwrap();
+//! assert_eq!(bytes, [1, 2, 3, 4], "the counting stream from seed 1");
+//! ```
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{CoreOptions, CountingEntropy, Rng};
-use virtio_lm_pci::{PciDriver, PciTransport, VirtioPciFunction};
+use virtio_lm_device::testing::{default_features, CountingDevice, Fill, SlowDevice};
+use virtio_lm_device::CoreOptions;
 use virtio_lm_spec::pci::offset;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
-/// Guest memory type of the tests.
-pub type Mem = GuestMemoryMmap<()>;
+use crate::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
+
+pub mod admin;
+
+pub use virtio_lm_device::testing::Mem;
 
 /// Size of guest memory: rings at the bottom, data buffers from [`DATA`].
 pub const MEM_SIZE: usize = 0x10000;
@@ -27,10 +58,7 @@ pub fn memory() -> Arc<Mem> {
     memory_of(MEM_SIZE)
 }
 
-/// Fresh zeroed guest memory of `size` bytes.
-pub fn memory_of(size: usize) -> Arc<Mem> {
-    Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap())
-}
+pub use virtio_lm_device::testing::memory_of;
 
 /// Core options offering the default features plus `extra`.
 pub fn options_with(extra: &[Feature]) -> CoreOptions {
@@ -39,24 +67,44 @@ pub fn options_with(extra: &[Feature]) -> CoreOptions {
     options
 }
 
-/// An rng function (queue maximum `queue_max`, 4 MSI-X vectors) over `mem`, entropy counting
-/// up from `seed`.
-pub fn rng_function_with(
+/// A [`CountingDevice`] function (queue maximum `queue_max`, 4 MSI-X vectors) over `mem`, its
+/// stream counting up from `seed`; with `worker`, kicks go to the function's worker thread.
+pub fn counting_function_with(
     mem: &Arc<Mem>,
     queue_max: u16,
     options: CoreOptions,
     worker: bool,
     seed: u64,
 ) -> Arc<VirtioPciFunction<Mem>> {
-    let rng = Rng::new(Box::new(CountingEntropy::new(seed)), queue_max);
+    let device = CountingDevice::new(seed, queue_max);
     Arc::new(
-        VirtioPciFunction::with_device(Box::new(rng), mem.clone(), options, 4, worker).unwrap(),
+        VirtioPciFunction::with_device(Box::new(device), mem.clone(), options, 4, worker).unwrap(),
     )
 }
 
-/// An rng function with the default options.
-pub fn rng_function(mem: &Arc<Mem>, queue_max: u16, worker: bool) -> Arc<VirtioPciFunction<Mem>> {
-    rng_function_with(mem, queue_max, CoreOptions::default(), worker, 1)
+/// A [`CountingDevice`] function with the default options, its stream from 1.
+pub fn counting_function(
+    mem: &Arc<Mem>,
+    queue_max: u16,
+    worker: bool,
+) -> Arc<VirtioPciFunction<Mem>> {
+    counting_function_with(mem, queue_max, CoreOptions::default(), worker, 1)
+}
+
+/// Fresh guest memory, a [`counting_function`] over it (queue maximum 8; `worker` as there)
+/// and its driver, initialised with `features` and queue 0 of `queue_size` at [`RING`].
+pub fn running(
+    features: u64,
+    queue_size: u16,
+    worker: bool,
+) -> (Arc<Mem>, Arc<VirtioPciFunction<Mem>>, PciDriver<Mem>) {
+    let mem = memory();
+    let function = counting_function(&mem, 8, worker);
+    let mut driver = driver_for(&function, &mem);
+    driver
+        .init(features, &[QueueSetup::new(0, queue_size, RING)])
+        .unwrap();
+    (mem, function, driver)
 }
 
 /// The feature mask of `features` (seeds profile).
@@ -64,19 +112,15 @@ pub fn features(features: &[Feature]) -> u64 {
     Profile::Seeds.feature_set(features).unwrap()
 }
 
-/// Every migration feature, plus RING_PACKED when `packed`.
+/// Every migration feature (the device rig's [`default_features`]: VERSION_1, EVENT_IDX,
+/// DEVICE_STOP, QUEUE_STATE, SUSPEND), plus RING_PACKED when `packed`.
 pub fn migration_features(packed: bool) -> u64 {
-    let mut list = vec![
-        Feature::Version1,
-        Feature::EventIdx,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
-    if packed {
-        list.push(Feature::RingPacked);
-    }
-    features(&list)
+    let ring = if packed {
+        features(&[Feature::RingPacked])
+    } else {
+        0
+    };
+    default_features() | ring
 }
 
 /// A driver for `function`.
@@ -90,6 +134,11 @@ pub fn snapshot(mem: &Mem) -> Vec<u8> {
     let mut bytes = vec![0u8; mem.last_addr().unchecked_add(1).raw_value() as usize];
     mem.read_slice(&mut bytes, GuestAddress(0)).unwrap();
     bytes
+}
+
+/// Copies all of `from` into `to` (guest memory migration).
+pub fn copy_memory(from: &Mem, to: &Mem) {
+    to.write_slice(&snapshot(from), GuestAddress(0)).unwrap();
 }
 
 /// Polls `done` until it holds or `timeout` passes; returns whether it held.
@@ -225,93 +274,15 @@ impl PciTransport for Recorder {
     }
 }
 
-/// A device with an asynchronous backend: it takes chains when notified and completes them
-/// later, one per [`VirtioDevice::poll`], writing `fill` into every writable segment. While any
-/// is pending it is not quiet. With `stuck` it never completes anything (a device that cannot
-/// quiesce).
-pub struct SlowDevice {
-    pending: std::collections::VecDeque<(u16, u32)>,
-    fill: u8,
-    stuck: bool,
-}
-
-impl SlowDevice {
-    /// A slow device writing `fill`.
-    pub fn new(fill: u8, stuck: bool) -> Self {
-        Self {
-            pending: Default::default(),
-            fill,
-            stuck,
-        }
-    }
-}
-
-use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
-use vm_memory::GuestMemory;
-
-impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
-    fn device_type(&self) -> u32 {
-        virtio_lm_device::VIRTIO_ID_RNG
-    }
-
-    fn device_features(&self) -> u64 {
-        0
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![8]
-    }
-
-    fn read_config(&self, _offset: usize, data: &mut [u8]) {
-        data.fill(0);
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            for segment in chain.writable() {
-                let bytes = vec![self.fill; segment.len as usize];
-                queue
-                    .mem()
-                    .write_slice(&bytes, segment.addr)
-                    .map_err(|e| DeviceError::Backend(e.to_string()))?;
-            }
-            self.pending.push_back((chain.id(), chain.writable_len()));
-        }
-        Ok(())
-    }
-
-    fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
-        if self.stuck {
-            return Ok(());
-        }
-        if let (Some(queue), Some((id, len))) = (queues.first_mut(), self.pending.pop_front()) {
-            queue.add_used(id, len)?;
-        }
-        Ok(())
-    }
-
-    fn quiesce(&mut self, _mode: QuiesceMode) -> Quiesce {
-        if self.pending.is_empty() {
-            Quiesce::Done
-        } else {
-            Quiesce::Pending
-        }
-    }
-
-    fn reset(&mut self) {
-        self.pending.clear();
-    }
-}
-
-/// A function around a [`SlowDevice`] (direct kicks).
+/// A function (direct kicks) around a [`SlowDevice`] backend: one queue of 8, it writes 0x5a
+/// into each request it takes and completes one per entry of the core after that; `stuck`, it
+/// never completes anything (a device that cannot quiesce).
 pub fn slow_function(mem: &Arc<Mem>, stuck: bool) -> Arc<VirtioPciFunction<Mem>> {
+    let device = SlowDevice::backend(Fill::Byte(0x5a), 8).one_per_poll();
+    let device = if stuck { device } else { device.released() };
     Arc::new(
         VirtioPciFunction::with_device(
-            Box::new(SlowDevice::new(0x5a, stuck)),
+            Box::new(device),
             mem.clone(),
             CoreOptions::default(),
             4,
