@@ -1,0 +1,189 @@
+//! Device-context checks of the core (seed 004 context restore), each pinned so that breaking
+//! it fails a test (found by `scripts/mutants`: these mutants survived the context tests).
+
+use std::sync::Arc;
+
+use virtio_lm_device::testing::{self, ConfigDevice, SETUP};
+use virtio_lm_device::{CoreOptions, DeviceContext, DeviceCore, InterruptCounter};
+use virtio_lm_queue::{QueueConfig, SavedChain, Segment};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+type Mem = GuestMemoryMmap<()>;
+
+const RING: u64 = 0x1000;
+
+fn core_on(mem: &Arc<Mem>, options: CoreOptions) -> DeviceCore<Mem> {
+    let irq = Arc::new(InterruptCounter::default());
+    DeviceCore::new(Box::new(ConfigDevice::new()), mem.clone(), irq, options).unwrap()
+}
+
+fn memory() -> Arc<Mem> {
+    Arc::new(Mem::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap())
+}
+
+fn bits(profile: Profile, features: &[Feature]) -> u64 {
+    profile.feature_set(features).unwrap()
+}
+
+/// The context of a core (options `options`) negotiated to FEATURES_OK with `features`, queue
+/// 0 laid out at [`RING`] and enabled, DRIVER_OK not set.
+fn context_at_features_ok(mem: &Arc<Mem>, options: CoreOptions, features: u64) -> DeviceContext {
+    let mut source = core_on(mem, options);
+    let kind = testing::negotiate(&mut source, features);
+    let ring = testing::ring_features(&source, features);
+    let (config, _) = QueueConfig::contiguous(kind, 16, GuestAddress(RING), ring);
+    testing::program_queue(&mut source, 0, &config);
+    assert_eq!(source.status(), SETUP);
+    source.save_context().unwrap()
+}
+
+fn seeds(features: &[Feature]) -> u64 {
+    bits(Profile::Seeds, features)
+}
+
+/// Whether a fresh core with the default options takes `ctx`.
+fn accepted(mem: &Arc<Mem>, ctx: &DeviceContext) -> bool {
+    core_on(mem, CoreOptions::default())
+        .validate_context(ctx)
+        .is_ok()
+}
+
+/// spec-decisions §2 and §5: a restored status must be one the device can be in; SUSPEND is
+/// presented only with VIRTIO_F_SUSPEND negotiated and DRIVER_OK clear.
+#[test]
+fn suspend_in_a_context_needs_the_feature_and_driver_ok_clear() {
+    let mem = memory();
+    let with = seeds(&[Feature::Version1, Feature::Suspend]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), with);
+    ctx.device_status = (SETUP | DeviceStatus::SUSPEND).bits();
+    assert!(accepted(&mem, &ctx), "suspended context");
+    ctx.device_status = (SETUP | DeviceStatus::SUSPEND | DeviceStatus::DRIVER_OK).bits();
+    assert!(!accepted(&mem, &ctx), "SUSPEND with DRIVER_OK");
+
+    let without = seeds(&[Feature::Version1]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), without);
+    ctx.device_status = (SETUP | DeviceStatus::SUSPEND).bits();
+    assert!(!accepted(&mem, &ctx), "SUSPEND without VIRTIO_F_SUSPEND");
+}
+
+/// spec-decisions §1 and §5: a context is checked in the profile of the device; a v1.4 device
+/// (which has no DEVICE_STOPPED) takes back its own context.
+#[test]
+fn a_v1_4_device_takes_its_own_context() {
+    let mem = memory();
+    let options = CoreOptions {
+        profile: Profile::V1_4,
+        features: vec![Feature::Version1, Feature::Suspend],
+        ..CoreOptions::default()
+    };
+    let features = bits(Profile::V1_4, &[Feature::Version1]);
+    let ctx = context_at_features_ok(&mem, options.clone(), features);
+    core_on(&mem, options).restore_context(&ctx).unwrap();
+}
+
+/// spec-decisions §5: a queue that does not start with the restore (DRIVER_OK not set) is
+/// "checked as far as it can be without a ring"; the ring in guest memory is read only when it
+/// starts. A context taken before DRIVER_OK restores whatever the ring memory holds, and keeps
+/// the queue's state.
+#[test]
+fn a_queue_not_started_is_restored_without_reading_its_ring() {
+    let mem = memory();
+    let features = seeds(&[Feature::Version1, Feature::QueueState]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), features);
+    ctx.queues[0].state.avail_state = 7;
+    // A split ring whose available index is far ahead of the state: it could not start.
+    let driver_area = ctx.queues[0].config.driver;
+    mem.write_obj(200u16, GuestAddress(driver_area + 2))
+        .unwrap();
+    let mut dest = core_on(&mem, CoreOptions::default());
+    dest.restore_context(&ctx).unwrap();
+    assert_eq!(dest.status(), SETUP);
+    assert_eq!(dest.queue_avail_state(0), 7);
+}
+
+/// spec-decisions §5 / §3: a packed state is checked against the queue size even when the queue
+/// does not start now (indices below the size).
+#[test]
+fn a_packed_state_out_of_range_is_refused_before_driver_ok() {
+    let mem = memory();
+    let features = seeds(&[Feature::Version1, Feature::RingPacked]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), features);
+    assert!(accepted(&mem, &ctx));
+    ctx.queues[0].state.avail_state = 0x8000 | 16; // index 16 in a queue of 16
+    assert!(!accepted(&mem, &ctx));
+}
+
+fn chain(id: u16, ring_slots: u16) -> SavedChain {
+    SavedChain {
+        id,
+        ring_slots,
+        segments: vec![Segment {
+            addr: GuestAddress(0x8_0000),
+            len: 16,
+            writable: true,
+        }],
+    }
+}
+
+/// spec-decisions §5: an in-flight chain occupies one ring slot in a split ring, and from one to
+/// the queue size in a packed ring.
+#[test]
+fn in_flight_ring_slots_fit_the_ring_format() {
+    let mem = memory();
+    let split = seeds(&[Feature::Version1]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), split);
+    ctx.queues[0].state.inflight = vec![chain(0, 1)];
+    assert!(accepted(&mem, &ctx), "split, one slot");
+    ctx.queues[0].state.inflight = vec![chain(0, 2)];
+    assert!(!accepted(&mem, &ctx), "split, two slots");
+
+    let packed = seeds(&[Feature::Version1, Feature::RingPacked]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), packed);
+    for (slots, ok) in [(1, true), (16, true), (0, false), (17, false)] {
+        ctx.queues[0].state.inflight = vec![chain(0, slots)];
+        assert_eq!(accepted(&mem, &ctx), ok, "packed, {slots} slots");
+    }
+}
+
+fn segment(addr: u64, writable: bool) -> Segment {
+    Segment {
+        addr: GuestAddress(addr),
+        len: 16,
+        writable,
+    }
+}
+
+/// spec-decisions §5: an in-flight chain's buffers are "readable-then-writable" and "inside guest
+/// memory", as a chain the device validated when it took it.
+#[test]
+fn in_flight_buffers_are_readable_then_writable_inside_memory() {
+    let mem = memory();
+    let split = seeds(&[Feature::Version1]);
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), split);
+    let cases = [
+        (
+            vec![segment(0x8_0000, false), segment(0x8_0100, true)],
+            true,
+        ),
+        (vec![segment(0x8_0000, true), segment(0x8_0100, true)], true),
+        (
+            vec![segment(0x8_0000, false), segment(0x8_0100, false)],
+            true,
+        ),
+        (
+            vec![segment(0x8_0000, true), segment(0x8_0100, false)],
+            false,
+        ),
+        (vec![segment(0x20_0000, true)], false),
+    ];
+    for (segments, ok) in cases {
+        let chain = SavedChain {
+            id: 0,
+            ring_slots: 1,
+            segments: segments.clone(),
+        };
+        ctx.queues[0].state.inflight = vec![chain];
+        assert_eq!(accepted(&mem, &ctx), ok, "{segments:?}");
+    }
+}
