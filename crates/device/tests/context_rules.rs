@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use virtio_lm_device::testing::{self, ConfigDevice, SETUP};
-use virtio_lm_device::{CoreOptions, DeviceContext, DeviceCore, InterruptCounter};
+use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
+use virtio_lm_device::{ContextError, CoreOptions, DeviceContext, DeviceCore, InterruptCounter};
 use virtio_lm_queue::{QueueConfig, SavedChain, Segment};
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -186,4 +187,38 @@ fn in_flight_buffers_are_readable_then_writable_inside_memory() {
         ctx.queues[0].state.inflight = vec![chain];
         assert_eq!(accepted(&mem, &ctx), ok, "{segments:?}");
     }
+}
+
+/// Seed 004: "the device MUST respond with an error … if there is a mismatch between the device
+/// context field length … and the length of the field in the device". An empty DRIVER_FEATURES
+/// is refused with that error (and nothing panics).
+#[test]
+fn empty_driver_features_are_a_length_mismatch() {
+    let mem = memory();
+    let mut ctx = context_at_features_ok(&mem, CoreOptions::default(), seeds(&[Feature::Version1]));
+    ctx.driver_features.clear();
+    let err = core_on(&mem, CoreOptions::default())
+        .validate_context(&ctx)
+        .unwrap_err();
+    assert!(
+        matches!(err, ContextError::FieldLength { length: 0, .. }),
+        "{err:?}"
+    );
+}
+
+/// spec-decisions §5: a running context starts only the queues the driver enabled; a queue
+/// programmed but never enabled is not built against guest memory (its ring may be anywhere).
+#[test]
+fn a_running_context_starts_only_enabled_queues() {
+    let mem = memory();
+    let mut source = core_on(&mem, CoreOptions::default());
+    testing::negotiate(&mut source, seeds(&[Feature::Version1]));
+    source.write_queue(0, |r| r.desc = 0x4000_0000);
+    source.write_status(RUNNING);
+    assert_eq!(source.status(), RUNNING);
+    source.set_admin_mode(DevMode::Stop).unwrap();
+    let ctx = source.save_context().unwrap();
+    let mut dest = core_on(&mem, CoreOptions::default());
+    dest.restore_context(&ctx).unwrap();
+    assert_eq!(dest.status(), RUNNING);
 }
