@@ -15,8 +15,18 @@ type Mem = GuestMemoryMmap<()>;
 const RING: u64 = 0x1000;
 
 fn core_on(mem: &Arc<Mem>, options: CoreOptions) -> DeviceCore<Mem> {
+    core_and_irq(mem, options).0
+}
+
+fn core_and_irq(mem: &Arc<Mem>, options: CoreOptions) -> (DeviceCore<Mem>, Arc<InterruptCounter>) {
     let irq = Arc::new(InterruptCounter::default());
-    DeviceCore::new(Box::new(ConfigDevice::new()), mem.clone(), irq, options).unwrap()
+    let core = DeviceCore::new(
+        Box::new(ConfigDevice::new()),
+        mem.clone(),
+        irq.clone(),
+        options,
+    );
+    (core.unwrap(), irq)
 }
 
 fn memory() -> Arc<Mem> {
@@ -221,4 +231,29 @@ fn a_running_context_starts_only_enabled_queues() {
     let mut dest = core_on(&mem, CoreOptions::default());
     dest.restore_context(&ctx).unwrap();
     assert_eq!(dest.status(), RUNNING);
+}
+
+/// spec-decisions §3: "A queue started from a written state is re-checked at once and sends one
+/// notification"; a queue state restored before DRIVER_OK counts as written (spec-decisions §5:
+/// "as a driver-written state"), and an initial state as none.
+#[test]
+fn a_restored_written_state_notifies_once_at_driver_ok() {
+    let mem = memory();
+    let features = seeds(&[Feature::Version1, Feature::QueueState]);
+    let base = context_at_features_ok(&mem, CoreOptions::default(), features);
+    let (driver_area, device_area) = (base.queues[0].config.driver, base.queues[0].config.device);
+    for (avail_state, notifications) in [(0, 0), (3, 1)] {
+        let mut ctx = base.clone();
+        ctx.queues[0].state.avail_state = avail_state;
+        // `avail_state` buffers were made available and used (none in flight).
+        mem.write_obj(avail_state, GuestAddress(driver_area + 2))
+            .unwrap();
+        mem.write_obj(avail_state, GuestAddress(device_area + 2))
+            .unwrap();
+        let (mut dest, irq) = core_and_irq(&mem, CoreOptions::default());
+        dest.restore_context(&ctx).unwrap();
+        dest.write_status(RUNNING);
+        assert_eq!(dest.status(), RUNNING, "{:?}", dest.last_error());
+        assert_eq!(irq.used(), notifications, "state {avail_state}");
+    }
 }
