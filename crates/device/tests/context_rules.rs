@@ -3,10 +3,17 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
-use virtio_lm_device::{ContextError, CoreOptions, DeviceContext, DeviceCore, InterruptCounter};
+
+use virtio_lm_device::context::DeviceField;
+use virtio_lm_device::{
+    ContextError, CoreOptions, DeviceContext, DeviceCore, DeviceError, InterruptCounter,
+    QueueAccess, VirtioDevice,
+};
 use virtio_lm_queue::{QueueConfig, SavedChain, Segment};
 use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -256,4 +263,88 @@ fn a_restored_written_state_notifies_once_at_driver_ok() {
         assert_eq!(dest.status(), RUNNING, "{:?}", dest.last_error());
         assert_eq!(irq.used(), notifications, "state {avail_state}");
     }
+}
+
+/// A device that counts its activations and saves the fields it is given.
+struct Probe {
+    activations: Arc<AtomicUsize>,
+    fields: Vec<DeviceField>,
+}
+
+impl VirtioDevice<Mem> for Probe {
+    fn device_type(&self) -> u32 {
+        0xfffc
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![16]
+    }
+
+    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
+        self.activations.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        _queue: &mut QueueAccess<'_, Mem>,
+    ) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    fn save_state(&self) -> Vec<DeviceField> {
+        self.fields.clone()
+    }
+}
+
+fn probe_core(mem: &Arc<Mem>, fields: Vec<DeviceField>) -> (DeviceCore<Mem>, Arc<AtomicUsize>) {
+    let activations = Arc::new(AtomicUsize::new(0));
+    let probe = Probe {
+        activations: activations.clone(),
+        fields,
+    };
+    let irq = Arc::new(InterruptCounter::default());
+    let core = DeviceCore::new(Box::new(probe), mem.clone(), irq, CoreOptions::default());
+    (core.unwrap(), activations)
+}
+
+/// spec-decisions §5: the restore activates the device type as DRIVER_OK did on the source:
+/// only for a context whose device runs (DRIVER_OK set, no DEVICE_NEEDS_RESET, not FAILED).
+#[test]
+fn restore_activates_the_device_only_for_a_running_context() {
+    let mem = memory();
+    let (mut source, _) = probe_core(&mem, Vec::new());
+    testing::negotiate(&mut source, seeds(&[Feature::Version1]));
+    let setup = source.save_context().unwrap();
+    let mut running = setup.clone();
+    running.device_status = RUNNING.bits();
+    let mut broken = setup.clone();
+    broken.device_status = (RUNNING | DeviceStatus::DEVICE_NEEDS_RESET).bits();
+    for (ctx, activations) in [(&setup, 0), (&running, 1), (&broken, 0)] {
+        let (mut dest, count) = probe_core(&mem, Vec::new());
+        dest.restore_context(ctx).unwrap();
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            activations,
+            "{:?}",
+            ctx.device_status
+        );
+    }
+}
+
+/// spec-decisions §5: a device type's saved fields are device-specific (0x0200–0x03FF); a
+/// device that saves a generic field type has its context refused when it is saved, not when it
+/// arrives.
+#[test]
+fn a_device_saving_a_generic_field_type_cannot_save_its_context() {
+    let mem = memory();
+    let field = DeviceField {
+        field_type: FieldType(0x0102),
+        flags: 0,
+        value: vec![0; 8],
+    };
+    let (core, _) = probe_core(&mem, vec![field]);
+    let err = core.save_context().unwrap_err();
+    assert!(matches!(err, ContextError::Unencodable { .. }), "{err:?}");
 }
