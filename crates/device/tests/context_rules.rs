@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use virtio_lm_device::testing::{self, ConfigDevice, RUNNING, SETUP};
+use virtio_lm_device::testing::{self, ConfigDevice, SlowDevice, RUNNING, SETUP};
 
 use virtio_lm_device::context::DeviceField;
 use virtio_lm_device::{
     ContextError, CoreOptions, DeviceContext, DeviceCore, DeviceError, InterruptCounter,
     QueueAccess, VirtioDevice,
 };
-use virtio_lm_queue::{QueueConfig, SavedChain, Segment};
+use virtio_lm_queue::{BufferSpec, QueueConfig, SavedChain, Segment};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
@@ -347,4 +347,36 @@ fn a_device_saving_a_generic_field_type_cannot_save_its_context() {
     let (core, _) = probe_core(&mem, vec![field]);
     let err = core.save_context().unwrap_err();
     assert!(matches!(err, ContextError::Unencodable { .. }), "{err:?}");
+}
+
+/// spec-decisions §5: the context is saved only while the device is quiescent, "and no stop or
+/// suspend still waiting for requests in process". A suspend waiting for a request refuses the
+/// save; once the request is done and SUSPEND presents, the save succeeds.
+#[test]
+fn no_context_is_saved_while_a_suspend_waits_for_requests() {
+    let mem = memory();
+    let slow = SlowDevice::new();
+    let release = slow.release.clone();
+    let irq = Arc::new(InterruptCounter::default());
+    let mut core =
+        DeviceCore::new(Box::new(slow), mem.clone(), irq, CoreOptions::default()).unwrap();
+    let features = seeds(&[Feature::Version1, Feature::Suspend]);
+    let kind = testing::negotiate(&mut core, features);
+    let ring = testing::ring_features(&core, features);
+    let mut rings = testing::setup_queues(&mut core, &*mem, kind, ring, RING, 0x10000);
+    core.write_status(RUNNING);
+    let ring = rings[0].as_mut().unwrap();
+    ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0000, 16)])
+        .unwrap();
+    ring.publish(&*mem).unwrap();
+    core.kick(0);
+    core.write_status(RUNNING | DeviceStatus::SUSPEND);
+    assert_eq!(core.status(), RUNNING, "suspend waits for the request");
+    assert!(matches!(
+        core.save_context(),
+        Err(ContextError::NotQuiescent)
+    ));
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(core.status(), SETUP | DeviceStatus::SUSPEND);
+    core.save_context().unwrap();
 }
