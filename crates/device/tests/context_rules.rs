@@ -380,3 +380,37 @@ fn no_context_is_saved_while_a_suspend_waits_for_requests() {
     assert_eq!(core.status(), SETUP | DeviceStatus::SUSPEND);
     core.save_context().unwrap();
 }
+
+/// spec-decisions §5: a restored running queue is rebuilt with the ring features the context
+/// negotiated. With VIRTIO_F_EVENT_IDX the driver's used_event decides notifications (spec-decisions
+/// §8: a driver that disables them leaves used_event stale): after a restore the destination
+/// keeps honouring it, and sends no notification the driver did not ask for.
+#[test]
+fn a_restored_queue_keeps_event_idx_suppression() {
+    let mem = memory();
+    let (mut source, source_irq) = core_and_irq(&mem, CoreOptions::default());
+    let features = seeds(&[Feature::Version1, Feature::EventIdx]);
+    let kind = testing::negotiate(&mut source, features);
+    let ring = testing::ring_features(&source, features);
+    assert!(ring.event_idx);
+    let mut rings = testing::setup_queues(&mut source, &*mem, kind, ring, RING, 0x10000);
+    source.write_status(RUNNING);
+    let ring = rings[0].as_mut().unwrap();
+    ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0000, 16)])
+        .unwrap();
+    ring.publish(&*mem).unwrap();
+    source.kick(0);
+    assert_eq!(source_irq.used(), 1);
+    ring.disable_interrupts(&*mem).unwrap();
+    source.set_admin_mode(DevMode::Stop).unwrap();
+    let ctx = source.save_context().unwrap();
+
+    let (mut dest, dest_irq) = core_and_irq(&mem, CoreOptions::default());
+    dest.restore_context(&ctx).unwrap();
+    ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0100, 16)])
+        .unwrap();
+    ring.publish(&*mem).unwrap();
+    dest.kick(0);
+    assert_eq!(ring.collect_used(&*mem).unwrap().len(), 2, "both used");
+    assert_eq!(dest_irq.used(), 0, "notifications disabled by used_event");
+}
