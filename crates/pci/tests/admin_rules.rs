@@ -92,3 +92,19 @@ fn a_read_starts_over_after_leaving_the_mode_and_coming_back() {
     }
     assert_eq!(client.dev_ctx_size_get(1).unwrap(), whole);
 }
+
+/// spec-decisions §4 / §5: every MSI-X vector in a written context must be one the member has
+/// (or NO_VECTOR); members have two, so vector 1 is taken and vector 2 refused (EINVAL).
+#[test]
+fn written_msix_vectors_must_exist_in_the_member() {
+    let (_owner, mut client, _guest, ctx) = setup();
+    client.dev_mode_set(2, DevMode::Freeze).unwrap();
+    let decoded = virtio_lm_device::context::decode(&ctx).unwrap();
+    for (vector, expect) in [(1, status::OK), (2, status::EINVAL)] {
+        let mut edited = decoded.clone();
+        edited.config_msix_vector = vector;
+        let data = virtio_lm_device::context::encode(&edited).unwrap();
+        let r = run(&mut client, &cmd(opcode::DEV_CTX_WRITE, 2, &data), 0);
+        assert_eq!(r.status, expect, "vector {vector}");
+    }
+}
