@@ -73,16 +73,9 @@ fn used_ids(r: &mut Rig, n: usize) -> Vec<u16> {
     sorted(r.wait_used(0, n).iter().map(|u| u.id).collect())
 }
 
-/// A started device whose backend is held (gate closed) with the workload submitted.
-struct Held {
-    image: TempImage,
-    gate: Gate,
-    r: Rig,
-    reqs: Vec<Req>,
-    ids: Vec<u16>,
-}
-
-fn held(mode: QuiesceMode, packed: bool) -> Held {
+/// A started device whose backend is held (gate closed) with the workload submitted: the image,
+/// the gate, the rig, the requests and their head ids.
+fn held(mode: QuiesceMode, packed: bool) -> (TempImage, Gate, Rig, Vec<Req>, Vec<u16>) {
     let image = TempImage::new(SECTORS);
     let gate = Gate::new();
     gate.close();
@@ -90,13 +83,7 @@ fn held(mode: QuiesceMode, packed: bool) -> Held {
     r.start_all(packed);
     let reqs = workload();
     let ids = submit_all(&mut r, &reqs);
-    Held {
-        image,
-        gate,
-        r,
-        reqs,
-        ids,
-    }
+    (image, gate, r, reqs, ids)
 }
 
 /// Seed 000: "the device MUST not process new avail requests and MUST complete all requests
@@ -105,13 +92,7 @@ fn held(mode: QuiesceMode, packed: bool) -> Held {
 /// request made available meanwhile waits for the resume.
 #[test]
 fn drain_stop_waits_for_the_backend() {
-    let Held {
-        image,
-        gate,
-        mut r,
-        reqs,
-        ids,
-    } = held(QuiesceMode::Drain, false);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::Drain, false);
     r.core.write_status(STOPPED);
     for _ in 0..20 {
         assert_eq!(r.core.status(), RUNNING, "requests still in the backend");
@@ -139,13 +120,7 @@ fn drain_stop_waits_for_the_backend() {
 /// processed to finish and mark them as used"; then DRIVER_OK resumes it.
 #[test]
 fn drain_suspend_waits_for_the_backend() {
-    let Held {
-        image,
-        gate,
-        mut r,
-        reqs,
-        ids,
-    } = held(QuiesceMode::Drain, true);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::Drain, true);
     r.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(r.core.status(), RUNNING);
     gate.open();
@@ -167,13 +142,7 @@ fn drain_suspend_waits_for_the_backend() {
 #[test]
 fn record_inflight_stop_hands_over_and_reexecutes_once() {
     for packed in [false, true] {
-        let Held {
-            image,
-            gate,
-            r: mut src,
-            reqs,
-            ids,
-        } = held(QuiesceMode::RecordInflight, packed);
+        let (image, gate, mut src, reqs, ids) = held(QuiesceMode::RecordInflight, packed);
         let before = image.read();
         let checksum = src.memory_checksum();
         src.core.write_status(STOPPED);
@@ -261,13 +230,7 @@ fn record_inflight_hands_over_only_unfinished_requests() {
 /// exactly once.
 #[test]
 fn record_inflight_stop_then_resume_reexecutes_once() {
-    let Held {
-        image,
-        gate,
-        mut r,
-        reqs,
-        ids,
-    } = held(QuiesceMode::RecordInflight, false);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::RecordInflight, false);
     r.core.set_and_wait(STOPPED, STOPPED);
     gate.open();
     r.core.write_status(RUNNING);
@@ -284,13 +247,7 @@ fn record_inflight_stop_then_resume_reexecutes_once() {
 /// and setting DRIVER_OK restarts the queues from it; each chain is executed once.
 #[test]
 fn record_inflight_suspend_then_resume_reexecutes_once() {
-    let Held {
-        image,
-        gate,
-        mut r,
-        reqs,
-        ids,
-    } = held(QuiesceMode::RecordInflight, true);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::RecordInflight, true);
     r.core
         .set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     assert_eq!(r.core.queue_state(0).unwrap().inflight_ids(), ids);
@@ -332,13 +289,7 @@ fn stopped_device_stays_quiet() {
 /// submitted before the reset is returned afterwards, and no guest memory is written.
 #[test]
 fn reset_cancels_outstanding_requests() {
-    let Held {
-        image,
-        gate,
-        mut r,
-        reqs,
-        ..
-    } = held(QuiesceMode::Drain, false);
+    let (image, gate, mut r, reqs, _) = held(QuiesceMode::Drain, false);
     let before = image.read();
     r.core.write_status(DeviceStatus::RESET);
     let checksum = r.memory_checksum();
@@ -362,13 +313,7 @@ fn reset_cancels_outstanding_requests() {
 #[test]
 fn restored_inflight_chains_complete_once_across_further_stops() {
     for packed in [false, true] {
-        let Held {
-            image,
-            gate,
-            r: mut src,
-            reqs,
-            ids,
-        } = held(QuiesceMode::RecordInflight, packed);
+        let (image, gate, mut src, reqs, ids) = held(QuiesceMode::RecordInflight, packed);
         src.core.write_status(STOPPED);
         assert_eq!(src.core.status(), STOPPED);
         let dst_gate = Gate::new();
