@@ -73,6 +73,18 @@ fn used_ids(r: &mut Rig, n: usize) -> Vec<u16> {
     sorted(r.wait_used(0, n).iter().map(|u| u.id).collect())
 }
 
+/// After `n` requests came back used: given time and kicks, none comes back again, and the
+/// backend executed each once.
+fn assert_each_once(r: &mut Rig, n: usize) {
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        r.core.kick(0);
+        r.core.process_pending();
+    }
+    assert!(r.collect(0).is_empty(), "nothing completed twice");
+    assert_eq!(r.stats.executed(), n as u64, "each executed once");
+}
+
 /// A started device whose backend is held (gate closed) with the workload submitted: the image,
 /// the gate, the rig, the requests and their head ids.
 fn held(mode: QuiesceMode, packed: bool) -> (TempImage, Gate, Rig, Vec<Req>, Vec<u16>) {
@@ -169,18 +181,7 @@ fn record_inflight_stop_hands_over_and_reexecutes_once() {
             "packed={packed}"
         );
         verify(&dst, &image, &reqs);
-        for _ in 0..3 {
-            dst.core.kick(0);
-            dst.core.process_pending();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        dst.core.process_pending();
-        assert!(dst.collect(0).is_empty(), "nothing completed twice");
-        assert_eq!(
-            dst.stats.executed(),
-            reqs.len() as u64,
-            "each executed once"
-        );
+        assert_each_once(&mut dst, reqs.len());
         assert_eq!(
             dst.run(20, &Req::read(61, 1)).0,
             status::OK,
@@ -348,15 +349,7 @@ fn restored_inflight_chains_complete_once_across_further_stops() {
             "packed={packed}"
         );
         verify(&dst, &image, &reqs);
-        std::thread::sleep(Duration::from_millis(20));
-        dst.core.kick(0);
-        dst.core.process_pending();
-        assert!(dst.collect(0).is_empty(), "nothing completed twice");
-        assert_eq!(
-            dst.stats.executed(),
-            reqs.len() as u64,
-            "each executed once"
-        );
+        assert_each_once(&mut dst, reqs.len());
         assert_eq!(
             dst.stats.submitted(),
             4 * reqs.len() as u64,
