@@ -85,6 +85,18 @@ fn assert_each_once(r: &mut Rig, n: usize) {
     assert_eq!(r.stats.executed(), n as u64, "each executed once");
 }
 
+/// The workload `reqs` (head ids `ids`) comes back used, each request once, with its effects
+/// (`verify`), and nothing comes back again.
+fn complete_each_once(r: &mut Rig, image: &TempImage, reqs: &[Req], ids: &[u16], packed: bool) {
+    assert_eq!(
+        used_ids(r, reqs.len()),
+        sorted(ids.to_vec()),
+        "packed={packed}"
+    );
+    verify(r, image, reqs);
+    assert_each_once(r, reqs.len());
+}
+
 /// A started device whose backend is held (gate closed) with the workload submitted: the image,
 /// the gate, the rig, the requests and their head ids.
 fn held(mode: QuiesceMode, packed: bool) -> (TempImage, Gate, Rig, Vec<Req>, Vec<u16>) {
@@ -175,13 +187,7 @@ fn record_inflight_stop_hands_over_and_reexecutes_once() {
         assert!(src.collect(0).is_empty());
 
         let mut dst = src.migrate(image.options(), QuiesceMode::RecordInflight);
-        assert_eq!(
-            used_ids(&mut dst, reqs.len()),
-            sorted(ids.clone()),
-            "packed={packed}"
-        );
-        verify(&dst, &image, &reqs);
-        assert_each_once(&mut dst, reqs.len());
+        complete_each_once(&mut dst, &image, &reqs, &ids, packed);
         assert_eq!(
             dst.run(20, &Req::read(61, 1)).0,
             status::OK,
@@ -343,13 +349,7 @@ fn restored_inflight_chains_complete_once_across_further_stops() {
         }
         assert!(dst.collect(0).is_empty(), "nothing ran while held");
         dst_gate.open();
-        assert_eq!(
-            used_ids(&mut dst, reqs.len()),
-            sorted(ids.clone()),
-            "packed={packed}"
-        );
-        verify(&dst, &image, &reqs);
-        assert_each_once(&mut dst, reqs.len());
+        complete_each_once(&mut dst, &image, &reqs, &ids, packed);
         assert_eq!(
             dst.stats.submitted(),
             4 * reqs.len() as u64,

@@ -7,7 +7,9 @@ mod net_common;
 
 use std::time::Duration;
 
-use net_common::{frame, options, peer_socket, recv, tagged, NetRig, TestCore, RUNNING};
+use net_common::{
+    drain_peer, frame, options, peer_socket, recv, tagged, NetRig, TestCore, RUNNING,
+};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset};
 use virtio_lm_devices::net::driver::NetDriver;
@@ -170,7 +172,10 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
         saved.device_fields, ctx.device_fields,
         "identical device state"
     );
-    assert!(recv_none(&peer), "nothing sent while stopped");
+    assert!(
+        drain_peer(&peer, Duration::from_millis(30)).is_empty(),
+        "nothing sent while stopped"
+    );
 
     dst.core.write_status(RUNNING);
     assert_eq!(dst.core.status(), RUNNING);
@@ -183,7 +188,7 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
         }
     }
     assert_eq!(out, held, "held frames sent once, by the destination");
-    assert!(recv_none(&peer));
+    assert!(drain_peer(&peer, Duration::from_millis(30)).is_empty());
     assert_eq!(dst.collect_tx(1), 2);
     assert_eq!(filter_of(&mut dst, &peer), filter, "same receive filter");
     assert_eq!(
@@ -198,15 +203,6 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
         dst.command(ctrl::CLASS_MQ, ctrl::MQ_VQ_PAIRS_SET, &3u16.to_le_bytes()),
         ctrl::ERR
     );
-}
-
-fn recv_none(peer: &std::net::UdpSocket) -> bool {
-    peer.set_read_timeout(Some(Duration::from_millis(30)))
-        .unwrap();
-    let none = recv(peer).is_none();
-    peer.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    none
 }
 
 /// spec-decisions §5: a context whose net fields fail validation is refused whole and the

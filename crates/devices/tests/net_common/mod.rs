@@ -336,3 +336,15 @@ pub fn recv(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         .ok()
         .map(|(n, from)| (buf[..n].to_vec(), from))
 }
+
+/// Everything `peer` receives within `wait` (its usual read timeout restored after).
+pub fn drain_peer(peer: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    peer.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    while let Some((f, _)) = recv(peer) {
+        got.push(f);
+    }
+    peer.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    got
+}
