@@ -8,7 +8,7 @@ mod net_common;
 use std::time::Duration;
 
 use net_common::{
-    drain_peer, frame, options, peer_socket, recv, tagged, NetRig, TestCore, RUNNING,
+    drain_peer, frame, options, peer_socket, recv, rig_on, tagged, NetRig, TestCore, RUNNING,
 };
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset};
@@ -210,7 +210,7 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
 #[test]
 fn a_context_with_bad_net_fields_is_refused() {
     let peer = peer_socket();
-    let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut src = rig_on(&peer);
     src.start_default();
     assert_eq!(
         src.command(ctrl::CLASS_RX, ctrl::RX_PROMISC, &[0]),
@@ -254,7 +254,7 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
         mac: OTHER,
         ..options(peer.local_addr().unwrap())
     };
-    let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut src = rig_on(&peer);
     src.start_default();
     src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();

@@ -10,7 +10,8 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use net_common::{
-    drain_peer, frame, options, peer_socket, NetRig, TestCore, MAC, RUNNING, SETUP, TIMEOUT,
+    drain_peer, frame, options, peer_socket, send_frames, NetRig, TestCore, MAC, RUNNING, SETUP,
+    TIMEOUT,
 };
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::driver::NetDriver;
@@ -163,9 +164,7 @@ fn stopped_device_is_quiet_then_delivers() {
     rig.core.set_and_wait(STOPPED, STOPPED);
     let (sum, used, config) = (rig.device_area_checksum(), rig.irq.used(), rig.irq.config());
     let sent = frames(10);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     std::thread::sleep(Duration::from_millis(20));
     rig.pump();
     rig.core.kick(0);

@@ -6,8 +6,7 @@ mod net_common;
 
 use std::time::{Duration, Instant};
 
-use net_common::{frame, options, peer_socket, NetRig, MAC, TIMEOUT};
-use virtio_lm_device::QuiesceMode;
+use net_common::{frame, peer_socket, rig_on, send_frames, MAC, TIMEOUT};
 use virtio_lm_devices::net::config::features as nf;
 
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
@@ -28,14 +27,12 @@ fn frames(lens: &[usize]) -> Vec<Vec<u8>> {
 #[test]
 fn mrg_rxbuf_spreads_frames_over_buffers() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(false, true);
     assert_ne!(f & nf::MRG_RXBUF, 0);
     rig.start(f, 256);
     let sent = frames(&[60, 244, 245, 1000, 1514, 500]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     let got = rig.receive(0, sent.len(), TIMEOUT);
     assert_eq!(got, sent);
     // Buffers of 256 bytes: header + frame needs ceil((12 + len) / 256) of them.
@@ -53,13 +50,11 @@ fn mrg_rxbuf_spreads_frames_over_buffers() {
 #[test]
 fn without_mrg_rxbuf_one_buffer_per_frame() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(true, false) & !nf::MRG_RXBUF;
     rig.start(f, 1530);
     let sent = frames(&[60, 1514, 777, 1518]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     assert_eq!(rig.receive(0, sent.len(), TIMEOUT), sent);
 }
 
@@ -69,13 +64,11 @@ fn without_mrg_rxbuf_one_buffer_per_frame() {
 #[test]
 fn without_mrg_rxbuf_too_small_buffers_drop_large_frames() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(false, true) & !nf::MRG_RXBUF;
     rig.start(f, 600);
     let sent = frames(&[100, 1200, 588, 589]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     let got = rig.receive(0, 2, TIMEOUT);
     assert_eq!(got, vec![sent[0].clone(), sent[2].clone()]);
     let deadline = Instant::now() + TIMEOUT;
@@ -96,7 +89,7 @@ fn without_mrg_rxbuf_too_small_buffers_drop_large_frames() {
 #[test]
 fn frames_wait_for_buffers_then_overflow_is_counted() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(false, true);
     rig.start_bare(f, 2048);
     let sent = frames(&vec![100; 300]);

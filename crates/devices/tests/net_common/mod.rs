@@ -348,3 +348,15 @@ pub fn drain_peer(peer: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
         .unwrap();
     got
 }
+
+/// A draining device whose peer is the socket `peer`.
+pub fn rig_on(peer: &UdpSocket) -> NetRig {
+    NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain)
+}
+
+/// Sends each of `frames` from `peer` to the device at `to`.
+pub fn send_frames(peer: &UdpSocket, to: SocketAddr, frames: &[Vec<u8>]) {
+    for f in frames {
+        peer.send_to(f, to).unwrap();
+    }
+}
