@@ -6,7 +6,7 @@ mod net_common;
 
 use std::time::{Duration, Instant};
 
-use net_common::{frame, peer_socket, rig_on, send_frames, MAC, TIMEOUT};
+use net_common::{frame, peer_socket, rig_on, rig_without_mrg, send_frames, MAC, TIMEOUT};
 use virtio_lm_devices::net::config::features as nf;
 
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
@@ -50,8 +50,7 @@ fn mrg_rxbuf_spreads_frames_over_buffers() {
 #[test]
 fn without_mrg_rxbuf_one_buffer_per_frame() {
     let peer = peer_socket();
-    let mut rig = rig_on(&peer);
-    let f = rig.all_features(true, false) & !nf::MRG_RXBUF;
+    let (mut rig, f) = rig_without_mrg(&peer, true, false);
     rig.start(f, 1530);
     let sent = frames(&[60, 1514, 777, 1518]);
     send_frames(&peer, rig.local, &sent);
@@ -64,8 +63,7 @@ fn without_mrg_rxbuf_one_buffer_per_frame() {
 #[test]
 fn without_mrg_rxbuf_too_small_buffers_drop_large_frames() {
     let peer = peer_socket();
-    let mut rig = rig_on(&peer);
-    let f = rig.all_features(false, true) & !nf::MRG_RXBUF;
+    let (mut rig, f) = rig_without_mrg(&peer, false, true);
     rig.start(f, 600);
     let sent = frames(&[100, 1200, 588, 589]);
     send_frames(&peer, rig.local, &sent);

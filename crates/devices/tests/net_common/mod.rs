@@ -360,3 +360,11 @@ pub fn send_frames(peer: &UdpSocket, to: SocketAddr, frames: &[Vec<u8>]) {
         peer.send_to(f, to).unwrap();
     }
 }
+
+/// A draining device on `peer` and the features to start it with: every offered one except
+/// MRG_RXBUF (and RING_PACKED / EVENT_IDX as `packed` / `event_idx` say).
+pub fn rig_without_mrg(peer: &UdpSocket, packed: bool, event_idx: bool) -> (NetRig, u64) {
+    let rig = rig_on(peer);
+    let f = rig.all_features(packed, event_idx) & !nf::MRG_RXBUF;
+    (rig, f)
+}
