@@ -209,6 +209,19 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
         Ok(())
     }
 
+    /// Completes every available chain at once: `complete` writes the chain's buffers and
+    /// says how many bytes it wrote, and the chain is returned used with that length.
+    pub fn complete_each(
+        &mut self,
+        mut complete: impl FnMut(&DescriptorChain, &'a M) -> Result<u32, DeviceError>,
+    ) -> Result<(), DeviceError> {
+        while let Some(chain) = self.pop()? {
+            let written = complete(&chain, self.mem)?;
+            self.add_used(chain.id(), written)?;
+        }
+        Ok(())
+    }
+
     /// Chains taken and not yet used, oldest first (work handed over by a restore).
     pub fn inflight(&self) -> Vec<DescriptorChain> {
         self.queue.inflight()

@@ -8,6 +8,7 @@ use std::io::Read;
 use vm_memory::{Bytes, GuestMemory};
 
 use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
+use virtio_lm_queue::DescriptorChain;
 
 /// virtio device id of an entropy source.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -86,6 +87,25 @@ impl Rng {
             scratch: Vec::new(),
         }
     }
+
+    /// Fills each device-writable buffer of `chain` from the source; returns the bytes written.
+    fn fill<M: GuestMemory + ?Sized>(
+        &mut self,
+        chain: &DescriptorChain,
+        mem: &M,
+    ) -> Result<u32, DeviceError> {
+        let mut written = 0u32;
+        for segment in chain.writable() {
+            self.scratch.resize(segment.len as usize, 0);
+            self.source
+                .fill(&mut self.scratch)
+                .map_err(|e| DeviceError::Backend(e.to_string()))?;
+            mem.write_slice(&self.scratch, segment.addr)
+                .map_err(|e| DeviceError::Backend(e.to_string()))?;
+            written += segment.len;
+        }
+        Ok(written)
+    }
 }
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
@@ -98,22 +118,7 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
         _index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            let mut written = 0u32;
-            for segment in chain.writable() {
-                self.scratch.resize(segment.len as usize, 0);
-                self.source
-                    .fill(&mut self.scratch)
-                    .map_err(|e| DeviceError::Backend(e.to_string()))?;
-                queue
-                    .mem()
-                    .write_slice(&self.scratch, segment.addr)
-                    .map_err(|e| DeviceError::Backend(e.to_string()))?;
-                written += segment.len;
-            }
-            queue.add_used(chain.id(), written)?;
-        }
-        Ok(())
+        queue.complete_each(|chain, mem| self.fill(chain, mem))
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {

@@ -68,19 +68,55 @@ fn sorted(mut ids: Vec<u16>) -> Vec<u16> {
     ids
 }
 
+/// The ids of the first `n` buffers `queue` 0 returns used, sorted.
+fn used_ids(r: &mut Rig, n: usize) -> Vec<u16> {
+    sorted(r.wait_used(0, n).iter().map(|u| u.id).collect())
+}
+
+/// After `n` requests came back used: given time and kicks, none comes back again, and the
+/// backend executed each once.
+fn assert_each_once(r: &mut Rig, n: usize) {
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        r.core.kick(0);
+        r.core.process_pending();
+    }
+    assert!(r.collect(0).is_empty(), "nothing completed twice");
+    assert_eq!(r.stats.executed(), n as u64, "each executed once");
+}
+
+/// The workload `reqs` (head ids `ids`) comes back used, each request once, with its effects
+/// (`verify`), and nothing comes back again.
+fn complete_each_once(r: &mut Rig, image: &TempImage, reqs: &[Req], ids: &[u16], packed: bool) {
+    assert_eq!(
+        used_ids(r, reqs.len()),
+        sorted(ids.to_vec()),
+        "packed={packed}"
+    );
+    verify(r, image, reqs);
+    assert_each_once(r, reqs.len());
+}
+
+/// A started device whose backend is held (gate closed) with the workload submitted: the image,
+/// the gate, the rig, the requests and their head ids.
+fn held(mode: QuiesceMode, packed: bool) -> (TempImage, Gate, Rig, Vec<Req>, Vec<u16>) {
+    let image = TempImage::new(SECTORS);
+    let gate = Gate::new();
+    gate.close();
+    let mut r = Rig::new(gated(&image, &gate), mode);
+    r.start_all(packed);
+    let reqs = workload();
+    let ids = submit_all(&mut r, &reqs);
+    (image, gate, r, reqs, ids)
+}
+
 /// Seed 000: "the device MUST not process new avail requests and MUST complete all requests
 /// that is being processed before presenting the bit." With the backend held, the stop stays
 /// pending; once the backend runs, every request is used before DEVICE_STOPPED reads set, and a
 /// request made available meanwhile waits for the resume.
 #[test]
 fn drain_stop_waits_for_the_backend() {
-    let image = TempImage::new(SECTORS);
-    let gate = Gate::new();
-    gate.close();
-    let mut r = Rig::new(gated(&image, &gate), QuiesceMode::Drain);
-    r.start_all(false);
-    let reqs = workload();
-    let ids = submit_all(&mut r, &reqs);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::Drain, false);
     r.core.write_status(STOPPED);
     for _ in 0..20 {
         assert_eq!(r.core.status(), RUNNING, "requests still in the backend");
@@ -108,13 +144,7 @@ fn drain_stop_waits_for_the_backend() {
 /// processed to finish and mark them as used"; then DRIVER_OK resumes it.
 #[test]
 fn drain_suspend_waits_for_the_backend() {
-    let image = TempImage::new(SECTORS);
-    let gate = Gate::new();
-    gate.close();
-    let mut r = Rig::new(gated(&image, &gate), QuiesceMode::Drain);
-    r.start_all(true);
-    let reqs = workload();
-    let ids = submit_all(&mut r, &reqs);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::Drain, true);
     r.core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(r.core.status(), RUNNING);
     gate.open();
@@ -136,13 +166,7 @@ fn drain_suspend_waits_for_the_backend() {
 #[test]
 fn record_inflight_stop_hands_over_and_reexecutes_once() {
     for packed in [false, true] {
-        let image = TempImage::new(SECTORS);
-        let gate = Gate::new();
-        gate.close();
-        let mut src = Rig::new(gated(&image, &gate), QuiesceMode::RecordInflight);
-        src.start_all(packed);
-        let reqs = workload();
-        let ids = submit_all(&mut src, &reqs);
+        let (image, gate, mut src, reqs, ids) = held(QuiesceMode::RecordInflight, packed);
         let before = image.read();
         let checksum = src.memory_checksum();
         src.core.write_status(STOPPED);
@@ -163,21 +187,7 @@ fn record_inflight_stop_hands_over_and_reexecutes_once() {
         assert!(src.collect(0).is_empty());
 
         let mut dst = src.migrate(image.options(), QuiesceMode::RecordInflight);
-        let used: Vec<u16> = dst.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
-        assert_eq!(sorted(used), sorted(ids.clone()), "packed={packed}");
-        verify(&dst, &image, &reqs);
-        for _ in 0..3 {
-            dst.core.kick(0);
-            dst.core.process_pending();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        dst.core.process_pending();
-        assert!(dst.collect(0).is_empty(), "nothing completed twice");
-        assert_eq!(
-            dst.stats.executed(),
-            reqs.len() as u64,
-            "each executed once"
-        );
+        complete_each_once(&mut dst, &image, &reqs, &ids, packed);
         assert_eq!(
             dst.run(20, &Req::read(61, 1)).0,
             status::OK,
@@ -210,16 +220,14 @@ fn record_inflight_hands_over_only_unfinished_requests() {
     src.start_all(false);
     let reqs = workload();
     let ids = submit_all(&mut src, &reqs);
-    let writes: Vec<u16> = src.wait_used(0, 4).iter().map(|u| u.id).collect();
-    assert_eq!(sorted(writes), sorted(ids[..4].to_vec()));
+    assert_eq!(used_ids(&mut src, 4), sorted(ids[..4].to_vec()));
     src.core.set_and_wait(STOPPED, STOPPED);
     let states = src.core.queue_states();
     assert_eq!(states[0].inflight_ids(), ids[4..].to_vec());
     assert_eq!(src.stats.executed(), 4);
 
     let mut dst = src.migrate(image.options(), QuiesceMode::RecordInflight);
-    let used: Vec<u16> = dst.wait_used(0, 4).iter().map(|u| u.id).collect();
-    assert_eq!(sorted(used), sorted(ids[4..].to_vec()));
+    assert_eq!(used_ids(&mut dst, 4), sorted(ids[4..].to_vec()));
     verify(&dst, &image, &reqs);
     assert_eq!(dst.stats.executed(), 4, "only the reads ran here");
 }
@@ -229,18 +237,11 @@ fn record_inflight_hands_over_only_unfinished_requests() {
 /// exactly once.
 #[test]
 fn record_inflight_stop_then_resume_reexecutes_once() {
-    let image = TempImage::new(SECTORS);
-    let gate = Gate::new();
-    gate.close();
-    let mut r = Rig::new(gated(&image, &gate), QuiesceMode::RecordInflight);
-    r.start_all(false);
-    let reqs = workload();
-    let ids = submit_all(&mut r, &reqs);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::RecordInflight, false);
     r.core.set_and_wait(STOPPED, STOPPED);
     gate.open();
     r.core.write_status(RUNNING);
-    let used: Vec<u16> = r.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
-    assert_eq!(sorted(used), sorted(ids));
+    assert_eq!(used_ids(&mut r, reqs.len()), sorted(ids));
     verify(&r, &image, &reqs);
     std::thread::sleep(Duration::from_millis(10));
     r.core.process_pending();
@@ -253,21 +254,14 @@ fn record_inflight_stop_then_resume_reexecutes_once() {
 /// and setting DRIVER_OK restarts the queues from it; each chain is executed once.
 #[test]
 fn record_inflight_suspend_then_resume_reexecutes_once() {
-    let image = TempImage::new(SECTORS);
-    let gate = Gate::new();
-    gate.close();
-    let mut r = Rig::new(gated(&image, &gate), QuiesceMode::RecordInflight);
-    r.start_all(true);
-    let reqs = workload();
-    let ids = submit_all(&mut r, &reqs);
+    let (image, gate, mut r, reqs, ids) = held(QuiesceMode::RecordInflight, true);
     r.core
         .set_and_wait(RUNNING | DeviceStatus::SUSPEND, SUSPENDED);
     assert_eq!(r.core.queue_state(0).unwrap().inflight_ids(), ids);
     gate.open();
     r.core.write_status(SUSPENDED | DeviceStatus::DRIVER_OK);
     assert_eq!(r.core.status(), RUNNING);
-    let used: Vec<u16> = r.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
-    assert_eq!(sorted(used), sorted(ids));
+    assert_eq!(used_ids(&mut r, reqs.len()), sorted(ids));
     verify(&r, &image, &reqs);
     assert_eq!(r.stats.executed(), reqs.len() as u64);
 }
@@ -302,13 +296,7 @@ fn stopped_device_stays_quiet() {
 /// submitted before the reset is returned afterwards, and no guest memory is written.
 #[test]
 fn reset_cancels_outstanding_requests() {
-    let image = TempImage::new(SECTORS);
-    let gate = Gate::new();
-    gate.close();
-    let mut r = Rig::new(gated(&image, &gate), QuiesceMode::Drain);
-    r.start_all(false);
-    let reqs = workload();
-    submit_all(&mut r, &reqs);
+    let (image, gate, mut r, reqs, _) = held(QuiesceMode::Drain, false);
     let before = image.read();
     r.core.write_status(DeviceStatus::RESET);
     let checksum = r.memory_checksum();
@@ -332,13 +320,7 @@ fn reset_cancels_outstanding_requests() {
 #[test]
 fn restored_inflight_chains_complete_once_across_further_stops() {
     for packed in [false, true] {
-        let image = TempImage::new(SECTORS);
-        let gate = Gate::new();
-        gate.close();
-        let mut src = Rig::new(gated(&image, &gate), QuiesceMode::RecordInflight);
-        src.start_all(packed);
-        let reqs = workload();
-        let ids = submit_all(&mut src, &reqs);
+        let (image, gate, mut src, reqs, ids) = held(QuiesceMode::RecordInflight, packed);
         src.core.write_status(STOPPED);
         assert_eq!(src.core.status(), STOPPED);
         let dst_gate = Gate::new();
@@ -367,18 +349,7 @@ fn restored_inflight_chains_complete_once_across_further_stops() {
         }
         assert!(dst.collect(0).is_empty(), "nothing ran while held");
         dst_gate.open();
-        let used: Vec<u16> = dst.wait_used(0, reqs.len()).iter().map(|u| u.id).collect();
-        assert_eq!(sorted(used), sorted(ids.clone()), "packed={packed}");
-        verify(&dst, &image, &reqs);
-        std::thread::sleep(Duration::from_millis(20));
-        dst.core.kick(0);
-        dst.core.process_pending();
-        assert!(dst.collect(0).is_empty(), "nothing completed twice");
-        assert_eq!(
-            dst.stats.executed(),
-            reqs.len() as u64,
-            "each executed once"
-        );
+        complete_each_once(&mut dst, &image, &reqs, &ids, packed);
         assert_eq!(
             dst.stats.submitted(),
             4 * reqs.len() as u64,

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{bit, Mem, Rig, TempImage};
-use virtio_lm_device::context::{parse_fields, ContextWriter, DeviceField};
+use virtio_lm_device::testing::context::{device_fields, field_bytes, framed_state};
 use virtio_lm_device::{DeviceError, QuiesceMode, VirtioDevice};
 use virtio_lm_devices::blk::config::{features, offset};
 use virtio_lm_devices::{Blk, BlkOptions};
@@ -24,11 +24,7 @@ fn blk(image: &TempImage, writeback: bool) -> Blk {
 
 /// The saved state framed as context fields.
 fn save(d: &Blk) -> Vec<u8> {
-    let mut w = ContextWriter::new();
-    for f in VirtioDevice::<Mem>::save_state(d) {
-        w.field(f.field_type, f.flags, &f.value).unwrap();
-    }
-    w.into_bytes()
+    framed_state::<Mem>(d)
 }
 
 fn config(d: &Blk) -> Vec<u8> {
@@ -44,15 +40,7 @@ fn validate(d: &Blk, state: &[u8]) -> Result<(), DeviceError> {
 }
 
 fn decode(d: &Blk, state: &[u8]) -> Result<virtio_lm_device::context::ValidatedState, DeviceError> {
-    let fields: Vec<DeviceField> = parse_fields(state)
-        .map_err(|_| DeviceError::BadState("framing"))?
-        .into_iter()
-        .map(|f| DeviceField {
-            field_type: f.field_type,
-            flags: f.flags,
-            value: f.value.to_vec(),
-        })
-        .collect();
+    let fields = device_fields(state)?;
     VirtioDevice::<Mem>::decode_state(d, &fields, &config(d))
 }
 
@@ -69,19 +57,6 @@ fn writeback(d: &Blk) -> u8 {
     b[0]
 }
 
-/// A field in the spec-decisions §5 encoding: header, value, zero padding to 8.
-fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
-    out
-}
-
 /// spec-decisions §5: the state is one BLK_WRITEBACK field (type 0x0200, `u8`), 8-byte header plus
 /// value padded to 8; restoring it into a fresh device reproduces the config byte.
 #[test]
@@ -94,7 +69,7 @@ fn writeback_state_round_trips() {
     );
     VirtioDevice::<Mem>::write_config(&mut src, offset::WRITEBACK, &[0]);
     let state = save(&src);
-    assert_eq!(state, field(0x0200, 0, &[0]));
+    assert_eq!(state, field_bytes(0x0200, 0, &[0]));
     let mut dst = blk(&image, true);
     assert_eq!(writeback(&dst), 1);
     validate(&dst, &state).unwrap();
@@ -111,16 +86,16 @@ fn writeback_state_round_trips() {
 fn invalid_states_are_rejected_without_effect() {
     let image = TempImage::new(8);
     let mut d = blk(&image, true);
-    let good = field(0x0200, 0, &[0]);
+    let good = field_bytes(0x0200, 0, &[0]);
     let mut nonzero_padding = good.clone();
     nonzero_padding[9] = 1;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
-        ("value 2", field(0x0200, 0, &[2])),
-        ("value 0xff", field(0x0200, 0, &[0xff])),
-        ("length 0", field(0x0200, 0, &[])),
-        ("length 2", field(0x0200, 0, &[0, 0])),
-        ("length 8", field(0x0200, 0, &[0; 8])),
+        ("value 2", field_bytes(0x0200, 0, &[2])),
+        ("value 0xff", field_bytes(0x0200, 0, &[0xff])),
+        ("length 0", field_bytes(0x0200, 0, &[])),
+        ("length 2", field_bytes(0x0200, 0, &[0, 0])),
+        ("length 8", field_bytes(0x0200, 0, &[0; 8])),
         ("twice", [good.clone(), good.clone()].concat()),
         ("truncated header", good[..5].to_vec()),
         ("truncated value", good[..8].to_vec()),
@@ -128,15 +103,18 @@ fn invalid_states_are_rejected_without_effect() {
         ("trailing bytes", [good.clone(), vec![0; 3]].concat()),
         (
             "unknown mandatory",
-            [good.clone(), field(0x0201, 0, &[1])].concat(),
+            [good.clone(), field_bytes(0x0201, 0, &[1])].concat(),
         ),
-        ("net type", [good.clone(), field(0x0300, 1, &[1])].concat()),
+        (
+            "net type",
+            [good.clone(), field_bytes(0x0300, 1, &[1])].concat(),
+        ),
         (
             "common type",
-            [good.clone(), field(0x0102, 1, &[1])].concat(),
+            [good.clone(), field_bytes(0x0102, 1, &[1])].concat(),
         ),
-        ("reserved flags", field(0x0200, 2, &[0])),
-        ("only optional", field(0x02ff, 1, &[1, 2, 3])),
+        ("reserved flags", field_bytes(0x0200, 2, &[0])),
+        ("only optional", field_bytes(0x02ff, 1, &[1, 2, 3])),
         ("huge length", {
             let mut f = good.clone();
             f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -161,9 +139,9 @@ fn unknown_optional_fields_are_skipped() {
     let image = TempImage::new(8);
     let mut d = blk(&image, true);
     let state = [
-        field(0x0280, 1, &[9; 13]),
-        field(0x0200, 1, &[0]),
-        field(0x02ff, 1, &[]),
+        field_bytes(0x0280, 1, &[9; 13]),
+        field_bytes(0x0200, 1, &[0]),
+        field_bytes(0x02ff, 1, &[]),
     ]
     .concat();
     restore(&mut d, &state).unwrap();

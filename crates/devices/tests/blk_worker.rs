@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{lay_out, pattern, slot_in_data, slot_status, Mem, Req, Rig, TempImage, RUNNING};
+use virtio_lm_device::testing::CoreDriver;
 use virtio_lm_device::{DeviceCore, QuiesceMode, Worker};
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
@@ -68,13 +69,13 @@ fn worker_and_completion_thread_drive_the_device() {
         };
         let mut r = Rig::new(options, mode);
         r.start_all(false);
-        let Rig {
+        let Rig { driver, wake, .. } = r;
+        let CoreDriver {
             core,
             mut rings,
             mem,
-            wake,
             ..
-        } = r;
+        } = driver;
         let core = Arc::new(Mutex::new(core));
         let kick = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
         let worker = Worker::spawn(core.clone(), vec![kick.clone()]).unwrap();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{pattern, Req, Rig, TempImage, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
+use virtio_lm_devices::blk::workload::Xorshift64;
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
 use virtio_lm_spec::DeviceStatus;
 
@@ -19,18 +20,6 @@ const QUEUES: u16 = 2;
 const SLOTS_PER_QUEUE: u64 = 12;
 /// Sectors owned by each slot (one request in flight per slot, so no two overlap).
 const BLOCK: u64 = 4;
-
-/// xorshift64: reproducible choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -72,13 +61,13 @@ impl Workload {
     }
 
     /// Gives every idle slot its next request: write a new version, then read it back.
-    fn issue(&mut self, rng: &mut Rng) {
+    fn issue(&mut self, rng: &mut Xorshift64) {
         for slot in 0..self.slots.len() as u64 {
             let s = &self.slots[slot as usize];
-            if s.in_flight.is_some() || rng.next().is_multiple_of(4) {
+            if s.in_flight.is_some() || rng.next_u64().is_multiple_of(4) {
                 continue;
             }
-            let op = if rng.next().is_multiple_of(2) || s.version == 0 {
+            let op = if rng.next_u64().is_multiple_of(2) || s.version == 0 {
                 Op::Write(s.version + 1)
             } else {
                 Op::Read(s.version)
@@ -161,17 +150,17 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
         ids: vec![HashMap::new(); usize::from(QUEUES)],
         completed: 0,
     };
-    let mut rng = Rng(seed_value);
+    let mut rng = Xorshift64(seed_value);
     let mut in_flight_at_stop = 0;
     let (mut cancelled, mut migrations) = (0, 0);
     for cycle in 0..cycles {
         w.issue(&mut rng);
-        for _ in 0..(rng.next() % 4) {
+        for _ in 0..(rng.next_u64() % 4) {
             std::thread::sleep(Duration::from_micros(100));
             w.r.core.process_pending();
             w.collect();
         }
-        let suspend = rng.next().is_multiple_of(2);
+        let suspend = rng.next_u64().is_multiple_of(2);
         let (request, presented) = virtio_lm_device::testing::quiesce_request(suspend);
         w.r.core.set_and_wait(request, presented);
         w.collect();

@@ -7,7 +7,9 @@ mod net_common;
 
 use std::time::Duration;
 
-use net_common::{frame, options, peer_socket, recv, tagged, NetRig, TestCore, RUNNING};
+use net_common::{
+    drain_peer, frame, options, peer_socket, recv, rig_on, tagged, NetRig, TestCore, RUNNING,
+};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::config::{ctrl, offset};
 use virtio_lm_devices::net::driver::NetDriver;
@@ -170,7 +172,10 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
         saved.device_fields, ctx.device_fields,
         "identical device state"
     );
-    assert!(recv_none(&peer), "nothing sent while stopped");
+    assert!(
+        drain_peer(&peer, Duration::from_millis(30)).is_empty(),
+        "nothing sent while stopped"
+    );
 
     dst.core.write_status(RUNNING);
     assert_eq!(dst.core.status(), RUNNING);
@@ -183,7 +188,7 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
         }
     }
     assert_eq!(out, held, "held frames sent once, by the destination");
-    assert!(recv_none(&peer));
+    assert!(drain_peer(&peer, Duration::from_millis(30)).is_empty());
     assert_eq!(dst.collect_tx(1), 2);
     assert_eq!(filter_of(&mut dst, &peer), filter, "same receive filter");
     assert_eq!(
@@ -200,21 +205,12 @@ fn control_state_and_inflight_frames_survive_a_context_transfer() {
     );
 }
 
-fn recv_none(peer: &std::net::UdpSocket) -> bool {
-    peer.set_read_timeout(Some(Duration::from_millis(30)))
-        .unwrap();
-    let none = recv(peer).is_none();
-    peer.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    none
-}
-
 /// spec-decisions §5: a context whose net fields fail validation is refused whole and the
 /// destination keeps its own state.
 #[test]
 fn a_context_with_bad_net_fields_is_refused() {
     let peer = peer_socket();
-    let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut src = rig_on(&peer);
     src.start_default();
     assert_eq!(
         src.command(ctrl::CLASS_RX, ctrl::RX_PROMISC, &[0]),
@@ -258,7 +254,7 @@ fn the_own_address_must_match_unless_the_driver_set_it() {
         mac: OTHER,
         ..options(peer.local_addr().unwrap())
     };
-    let mut src = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut src = rig_on(&peer);
     src.start_default();
     src.core.set_and_wait(STOPPED, STOPPED);
     let ctx = src.core.save_context().unwrap();

@@ -7,8 +7,8 @@ mod net_common;
 use std::time::Duration;
 
 use net_common::probe::{fixture, fixture_with, Fixture, OFF, OTHER};
-use net_common::{options, peer_socket, recv, NetRig, MAC};
-use virtio_lm_device::{ChainFault, DeviceError, QuiesceMode};
+use net_common::{options, peer_socket, recv, rig_without_mrg, MAC};
+use virtio_lm_device::{ChainFault, DeviceError};
 use virtio_lm_devices::net::config::{ctrl, features as nf, offset, status as ns};
 use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::net::ETH_P_RARP;
@@ -250,8 +250,7 @@ fn malformed_data_chains_are_returned() {
 #[test]
 fn malformed_receive_chains_are_returned_empty() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
-    let f = rig.all_features(false, false) & !nf::MRG_RXBUF;
+    let (mut rig, f) = rig_without_mrg(&peer, false, false);
     rig.start_bare(f, 2048);
     let mem = rig.mem.clone();
     let rx = NetDriver::rx_queue(0);

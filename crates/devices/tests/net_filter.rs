@@ -10,18 +10,23 @@ use net_common::probe::{
 use net_common::{tagged, MAC};
 use virtio_lm_devices::net::config::{ctrl, features as nf, offset};
 
+/// One frame to each kind of address: another unicast, our own, broadcast, multicast.
+fn four_kinds() -> [Vec<u8>; 4] {
+    [
+        Fixture::to(OTHER, 1),
+        Fixture::to(MAC, 2),
+        Fixture::to(BCAST, 3),
+        Fixture::to(MULTI, 4),
+    ]
+}
+
 /// virtio spec 5.1.6.5.1: PROMISC and ALLMULTI (VIRTIO_NET_F_CTRL_RX). The device starts
 /// promiscuous (as QEMU); with PROMISC off it takes frames to its own address, broadcast, and
 /// multicast only with ALLMULTI. `u8 on` other than 0/1 is ERR.
 #[test]
 fn rx_promisc_and_allmulti() {
     let mut fx = fixture();
-    let frames = [
-        Fixture::to(OTHER, 1),
-        Fixture::to(MAC, 2),
-        Fixture::to(BCAST, 3),
-        Fixture::to(MULTI, 4),
-    ];
+    let frames = four_kinds();
     assert_eq!(fx.probe(&frames), [true; 4], "promiscuous by default");
     assert_eq!(
         fx.rig.command(ctrl::CLASS_RX, ctrl::RX_PROMISC, OFF),
@@ -59,12 +64,7 @@ fn rx_promisc_and_allmulti() {
 #[test]
 fn rx_extra_modes() {
     let mut fx = fixture();
-    let frames = [
-        Fixture::to(OTHER, 1),
-        Fixture::to(MAC, 2),
-        Fixture::to(BCAST, 3),
-        Fixture::to(MULTI, 4),
-    ];
+    let frames = four_kinds();
     let rx = |fx: &mut Fixture, cmd, on| fx.rig.command(ctrl::CLASS_RX, cmd, on);
     assert_eq!(rx(&mut fx, ctrl::RX_PROMISC, OFF), ctrl::OK);
     assert_eq!(rx(&mut fx, ctrl::RX_ALLUNI, ON), ctrl::OK);

@@ -43,19 +43,26 @@ fn round_trip(rig: &mut NetRig, w: &mut NetWorkload, streams: &[u16]) -> Vec<u16
     seqs.iter().map(|s| arrived[s]).collect()
 }
 
-/// virtio spec 5.1.6.5.5: until VQ_PAIRS_SET only the first pair receives; after it, a flow's
-/// frames are received on the pair its frames were sent on, among the pairs in use; frames of
-/// flows last sent on a pair no longer in use go to receiveq1.
-#[test]
-fn receive_steering_follows_transmit_queue() {
+/// A device of `PAIRS` queue pairs whose peer echoes every frame (the peer lives as long as the
+/// returned handle).
+fn mq_rig() -> (EchoPeer, NetRig) {
     let echo = EchoPeer::spawn(localhost()).unwrap();
-    let mut rig = NetRig::new(
+    let rig = NetRig::new(
         NetOptions {
             queue_pairs: PAIRS,
             ..options(echo.addr())
         },
         QuiesceMode::Drain,
     );
+    (echo, rig)
+}
+
+/// virtio spec 5.1.6.5.5: until VQ_PAIRS_SET only the first pair receives; after it, a flow's
+/// frames are received on the pair its frames were sent on, among the pairs in use; frames of
+/// flows last sent on a pair no longer in use go to receiveq1.
+#[test]
+fn receive_steering_follows_transmit_queue() {
+    let (_echo, mut rig) = mq_rig();
     let f = rig.all_features(false, true);
     assert_ne!(f & nf::MQ, 0);
     rig.start(f, 2048);
@@ -94,14 +101,7 @@ fn receive_steering_follows_transmit_queue() {
 /// max_virtqueue_pairs says, and only the first pair carries frames.
 #[test]
 fn without_mq_the_control_queue_is_queue_2() {
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let mut rig = NetRig::new(
-        NetOptions {
-            queue_pairs: PAIRS,
-            ..options(echo.addr())
-        },
-        QuiesceMode::Drain,
-    );
+    let (_echo, mut rig) = mq_rig();
     let f = rig.all_features(true, true) & !nf::MQ;
     rig.start(f, 2048);
     assert_eq!(rig.driver().ctrl_queue(), Some(2));

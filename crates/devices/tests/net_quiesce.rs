@@ -6,10 +6,12 @@
 mod net_common;
 
 use std::collections::HashSet;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use net_common::{
-    frame, options, peer_socket, recv, NetRig, TestCore, MAC, RUNNING, SETUP, TIMEOUT,
+    drain_peer, frame, options, peer_socket, send_frames, NetRig, TestCore, MAC, RUNNING, SETUP,
+    TIMEOUT,
 };
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::driver::NetDriver;
@@ -19,7 +21,7 @@ use virtio_lm_spec::DeviceStatus;
 const STOPPED: DeviceStatus = RUNNING.union(DeviceStatus::DEVICE_STOPPED);
 const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 
-fn gated(peer: &std::net::UdpSocket, gate: &Gate) -> NetOptions {
+fn gated(peer: &UdpSocket, gate: &Gate) -> NetOptions {
     NetOptions {
         faults: NetFaults {
             tx_gate: Some(gate.clone()),
@@ -32,16 +34,19 @@ fn frames(n: u8) -> Vec<Vec<u8>> {
     (0..n).map(|i| frame(DST, MAC, 0x88b6, &[i; 40])).collect()
 }
 
-/// Everything the peer receives within `wait`.
-fn drain_peer(peer: &std::net::UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
-    peer.set_read_timeout(Some(wait)).unwrap();
-    let mut got = Vec::new();
-    while let Some((f, _)) = recv(peer) {
-        got.push(f);
+/// A started device on a fresh peer socket, its transmit path held by a closed gate, with
+/// `n` frames posted for sending on pair 0: the peer, the gate, the rig, its features, the frames.
+fn held(mode: QuiesceMode, n: u8) -> (UdpSocket, Gate, NetRig, u64, Vec<Vec<u8>>) {
+    let peer = peer_socket();
+    let gate = Gate::new();
+    gate.close();
+    let mut rig = NetRig::new(gated(&peer, &gate), mode);
+    let f = rig.start_default();
+    let sent = frames(n);
+    for f in &sent {
+        assert!(rig.send(0, f));
     }
-    peer.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    got
+    (peer, gate, rig, f, sent)
 }
 
 /// Seed 000 with draining: transmit frames held for a busy socket keep the stop pending; once
@@ -50,15 +55,7 @@ fn drain_peer(peer: &std::net::UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
 /// receive buffer is taken only when a frame is ready for it).
 #[test]
 fn drain_sends_held_frames_before_presenting_the_stop() {
-    let peer = peer_socket();
-    let gate = Gate::new();
-    gate.close();
-    let mut rig = NetRig::new(gated(&peer, &gate), QuiesceMode::Drain);
-    rig.start_default();
-    let sent = frames(3);
-    for f in &sent {
-        assert!(rig.send(0, f));
-    }
+    let (peer, gate, mut rig, _, sent) = held(QuiesceMode::Drain, 3);
     rig.core.write_status(STOPPED);
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(
@@ -100,15 +97,7 @@ fn drain_sends_held_frames_before_presenting_the_stop() {
 /// sent exactly once.
 #[test]
 fn record_inflight_suspend_sends_held_frames_once_on_resume() {
-    let peer = peer_socket();
-    let gate = Gate::new();
-    gate.close();
-    let mut rig = NetRig::new(gated(&peer, &gate), QuiesceMode::RecordInflight);
-    rig.start_default();
-    let sent = frames(4);
-    for f in &sent {
-        assert!(rig.send(0, f));
-    }
+    let (peer, gate, mut rig, _, sent) = held(QuiesceMode::RecordInflight, 4);
     rig.core.set_and_wait(
         RUNNING | DeviceStatus::SUSPEND,
         SETUP | DeviceStatus::SUSPEND,
@@ -146,15 +135,7 @@ fn record_inflight_suspend_sends_held_frames_once_on_resume() {
 /// device that resumes the queue state (a migration), exactly once; the source never sends them.
 #[test]
 fn record_inflight_hands_unsent_frames_to_a_new_device() {
-    let peer = peer_socket();
-    let gate = Gate::new();
-    gate.close();
-    let mut src = NetRig::new(gated(&peer, &gate), QuiesceMode::RecordInflight);
-    let f = src.start_default();
-    let sent = frames(5);
-    for f in &sent {
-        assert!(src.send(0, f));
-    }
+    let (peer, gate, mut src, f, sent) = held(QuiesceMode::RecordInflight, 5);
     src.core.set_and_wait(STOPPED, STOPPED);
     let mut dst = src.migrate(
         options(peer.local_addr().unwrap()),
@@ -183,9 +164,7 @@ fn stopped_device_is_quiet_then_delivers() {
     rig.core.set_and_wait(STOPPED, STOPPED);
     let (sum, used, config) = (rig.device_area_checksum(), rig.irq.used(), rig.irq.config());
     let sent = frames(10);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     std::thread::sleep(Duration::from_millis(20));
     rig.pump();
     rig.core.kick(0);
@@ -208,15 +187,7 @@ fn stopped_device_is_quiet_then_delivers() {
 /// presents the stop with them in flight (instead of hanging); they are sent once on resume.
 #[test]
 fn drain_gives_up_on_a_stuck_socket() {
-    let peer = peer_socket();
-    let gate = Gate::new();
-    gate.close();
-    let mut rig = NetRig::new(gated(&peer, &gate), QuiesceMode::Drain);
-    rig.start_default();
-    let sent = frames(2);
-    for f in &sent {
-        assert!(rig.send(0, f));
-    }
+    let (peer, gate, mut rig, _, sent) = held(QuiesceMode::Drain, 2);
     let t0 = Instant::now();
     rig.core.write_status(STOPPED);
     while rig.core.status() != STOPPED {

@@ -4,10 +4,10 @@
 
 mod net_common;
 
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use net_common::{frame, options, peer_socket, NetRig, MAC, TIMEOUT};
-use virtio_lm_device::QuiesceMode;
+use net_common::{frame, peer_socket, rig_on, rig_without_mrg, send_frames, NetRig, MAC, TIMEOUT};
 use virtio_lm_devices::net::config::features as nf;
 
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
@@ -28,14 +28,12 @@ fn frames(lens: &[usize]) -> Vec<Vec<u8>> {
 #[test]
 fn mrg_rxbuf_spreads_frames_over_buffers() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(false, true);
     assert_ne!(f & nf::MRG_RXBUF, 0);
     rig.start(f, 256);
     let sent = frames(&[60, 244, 245, 1000, 1514, 500]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    send_frames(&peer, rig.local, &sent);
     let got = rig.receive(0, sent.len(), TIMEOUT);
     assert_eq!(got, sent);
     // Buffers of 256 bytes: header + frame needs ceil((12 + len) / 256) of them.
@@ -47,19 +45,27 @@ fn mrg_rxbuf_spreads_frames_over_buffers() {
     assert_eq!(rig.stats.rx_frames(), sent.len() as u64);
 }
 
+/// A device started without MRG_RXBUF (`ring` = packed, event_idx) with receive buffers of
+/// `buf_len` bytes, to which a peer (returned, to keep it open) has sent frames of `sizes`.
+fn sent_without_mrg(
+    ring: (bool, bool),
+    buf_len: u32,
+    sizes: &[usize],
+) -> (UdpSocket, NetRig, Vec<Vec<u8>>) {
+    let peer = peer_socket();
+    let (mut rig, f) = rig_without_mrg(&peer, ring.0, ring.1);
+    rig.start(f, buf_len);
+    let sent = frames(sizes);
+    send_frames(&peer, rig.local, &sent);
+    (peer, rig, sent)
+}
+
 /// virtio spec 5.1.6.3.1 / 5.1.6.4: without MRG_RXBUF every frame takes one buffer and
 /// `num_buffers` is 1 (the driver rejects anything else); with VERSION_1 the header is 12 bytes
 /// either way.
 #[test]
 fn without_mrg_rxbuf_one_buffer_per_frame() {
-    let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
-    let f = rig.all_features(true, false) & !nf::MRG_RXBUF;
-    rig.start(f, 1530);
-    let sent = frames(&[60, 1514, 777, 1518]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    let (_peer, mut rig, sent) = sent_without_mrg((true, false), 1530, &[60, 1514, 777, 1518]);
     assert_eq!(rig.receive(0, sent.len(), TIMEOUT), sent);
 }
 
@@ -68,14 +74,7 @@ fn without_mrg_rxbuf_one_buffer_per_frame() {
 /// should post buffers of at least 1526 bytes).
 #[test]
 fn without_mrg_rxbuf_too_small_buffers_drop_large_frames() {
-    let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
-    let f = rig.all_features(false, true) & !nf::MRG_RXBUF;
-    rig.start(f, 600);
-    let sent = frames(&[100, 1200, 588, 589]);
-    for f in &sent {
-        peer.send_to(f, rig.local).unwrap();
-    }
+    let (_peer, mut rig, sent) = sent_without_mrg((false, true), 600, &[100, 1200, 588, 589]);
     let got = rig.receive(0, 2, TIMEOUT);
     assert_eq!(got, vec![sent[0].clone(), sent[2].clone()]);
     let deadline = Instant::now() + TIMEOUT;
@@ -96,7 +95,7 @@ fn without_mrg_rxbuf_too_small_buffers_drop_large_frames() {
 #[test]
 fn frames_wait_for_buffers_then_overflow_is_counted() {
     let peer = peer_socket();
-    let mut rig = NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain);
+    let mut rig = rig_on(&peer);
     let f = rig.all_features(false, true);
     rig.start_bare(f, 2048);
     let sent = frames(&vec![100; 300]);

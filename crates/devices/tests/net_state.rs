@@ -6,7 +6,8 @@
 mod net_common;
 
 use net_common::{localhost, options, Mem, MAC};
-use virtio_lm_device::context::{parse_fields, ContextWriter, DeviceField, ValidatedState};
+use virtio_lm_device::context::{parse_fields, ValidatedState};
+use virtio_lm_device::testing::context::{device_fields, field_bytes, framed_state};
 use virtio_lm_device::{DeviceError, VirtioDevice};
 use virtio_lm_devices::net::config::{offset, status};
 use virtio_lm_devices::{Net, NetOptions};
@@ -21,11 +22,7 @@ fn net(pairs: u16) -> Net {
 
 /// The saved state framed as context fields (the device crate's one codec).
 fn save(d: &Net) -> Vec<u8> {
-    let mut w = ContextWriter::new();
-    for f in VirtioDevice::<Mem>::save_state(d) {
-        w.field(f.field_type, f.flags, &f.value).unwrap();
-    }
-    w.into_bytes()
+    framed_state::<Mem>(d)
 }
 
 /// The configuration space a source with framed state `s` presents: its address and
@@ -51,15 +48,7 @@ fn source_config(s: &[u8], max_pairs: u16) -> Vec<u8> {
 }
 
 fn decode(d: &Net, s: &[u8]) -> Result<ValidatedState, DeviceError> {
-    let fields: Vec<DeviceField> = parse_fields(s)
-        .map_err(|_| DeviceError::BadState("framing"))?
-        .into_iter()
-        .map(|f| DeviceField {
-            field_type: f.field_type,
-            flags: f.flags,
-            value: f.value.to_vec(),
-        })
-        .collect();
+    let fields = device_fields(s)?;
     let max_pairs = u16::from_le_bytes([config(d)[8], config(d)[9]]);
     VirtioDevice::<Mem>::decode_state(d, &fields, &source_config(s, max_pairs))
 }
@@ -82,19 +71,6 @@ fn config(d: &Net) -> Vec<u8> {
     let mut b = vec![0u8; 12];
     VirtioDevice::<Mem>::read_config(d, 0, &mut b);
     b
-}
-
-/// A field in the spec-decisions §5 encoding: header, value, zero padding to 8.
-fn field(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
-    while out.len() % 8 != 0 {
-        out.push(0);
-    }
-    out
 }
 
 /// The five values of a state.
@@ -146,11 +122,11 @@ impl Values {
 
     fn encode(&self) -> Vec<u8> {
         [
-            field(0x0300, 0, &self.mode),
-            field(0x0301, 0, &self.table),
-            field(0x0302, 0, &self.vlans),
-            field(0x0303, 0, &self.pairs),
-            field(0x0304, 0, &self.announce),
+            field_bytes(0x0300, 0, &self.mode),
+            field_bytes(0x0301, 0, &self.table),
+            field_bytes(0x0302, 0, &self.vlans),
+            field_bytes(0x0303, 0, &self.pairs),
+            field_bytes(0x0304, 0, &self.announce),
         ]
         .concat()
     }
@@ -230,7 +206,7 @@ fn bad_states_are_rejected_and_change_nothing() {
     with("announce 2", &|v| v.announce = vec![2]);
     with("announce length", &|v| v.announce = vec![1, 0]);
     let encoded = good.encode();
-    let first = field(0x0300, 0, &good.mode);
+    let first = field_bytes(0x0300, 0, &good.mode);
     variants.push(("empty", Vec::new()));
     variants.push(("missing field", encoded[first.len()..].to_vec()));
     variants.push((
@@ -239,23 +215,23 @@ fn bad_states_are_rejected_and_change_nothing() {
     ));
     variants.push((
         "unknown mandatory",
-        [encoded.clone(), field(0x03ff, 0, &[1])].concat(),
+        [encoded.clone(), field_bytes(0x03ff, 0, &[1])].concat(),
     ));
     variants.push((
         "outside net range",
-        [encoded.clone(), field(0x0200, 1, &[1])].concat(),
+        [encoded.clone(), field_bytes(0x0200, 1, &[1])].concat(),
     ));
     variants.push((
         "reserved flag bits",
         [
-            field(0x0300, 2, &good.mode),
+            field_bytes(0x0300, 2, &good.mode),
             encoded[first.len()..].to_vec(),
         ]
         .concat(),
     ));
     variants.push(("truncated header", [encoded.clone(), vec![0; 4]].concat()));
     variants.push(("truncated value", encoded[..encoded.len() - 1].to_vec()));
-    let mut huge = field(0x0300, 0, &[1]);
+    let mut huge = field_bytes(0x0300, 0, &[1]);
     huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     variants.push((
         "huge length",
@@ -274,7 +250,7 @@ fn bad_states_are_rejected_and_change_nothing() {
         );
     }
     // An unknown optional field is skipped.
-    let optional = [encoded.clone(), field(0x03ff, 1, &[7, 7, 7])].concat();
+    let optional = [encoded.clone(), field_bytes(0x03ff, 1, &[7, 7, 7])].concat();
     assert!(validate(&d, &optional));
     // Non-zero padding is accepted: one padding rule for every field.
     let mut padding = encoded.clone();

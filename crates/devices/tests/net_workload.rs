@@ -14,22 +14,11 @@ use std::time::{Duration, Instant};
 
 use net_common::{localhost, options, NetRig, Runner, SocketDrops, RUNNING, TIMEOUT};
 use virtio_lm_device::QuiesceMode;
+use virtio_lm_devices::blk::workload::Xorshift64;
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::{Gate, NetFaults, NetOptions};
 use virtio_lm_spec::DeviceStatus;
-
-/// xorshift64: reproducible choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 struct Case {
     packed: bool,
@@ -63,15 +52,15 @@ fn run(case: Case) {
         ctrl::OK
     );
     let mut r = Runner::new(rig, 24, 2);
-    let mut rng = Rng(case.seed);
+    let mut rng = Xorshift64(case.seed);
     let mut drops = SocketDrops::default();
     let (mut held_at_stop, mut migrations) = (0, 0);
     for cycle in 0..case.cycles {
-        for _ in 0..(rng.next() % 4 + 1) {
+        for _ in 0..(rng.next_u64() % 4 + 1) {
             r.step();
             std::thread::sleep(Duration::from_micros(100));
         }
-        let mut busy = rng.next().is_multiple_of(4);
+        let mut busy = rng.next_u64().is_multiple_of(4);
         if busy {
             // Frames sent from here on are held (the socket "is full") when the stop comes.
             gate.close();
@@ -81,7 +70,7 @@ fn run(case: Case) {
             busy = r.w.report.sent > sent;
         }
         let migrate = case.migrate_every.is_some_and(|n| cycle % n == n - 1);
-        let suspend = !migrate && rng.next().is_multiple_of(2);
+        let suspend = !migrate && rng.next_u64().is_multiple_of(2);
         let (request, presented) = virtio_lm_device::testing::quiesce_request(suspend);
         r.rig.core.write_status(request);
         if case.mode == QuiesceMode::Drain && busy {

@@ -333,3 +333,38 @@ pub fn offset_of(fields: &[RawField], i: usize) -> usize {
 pub fn position(fields: &[RawField], t: FieldType) -> usize {
     fields.iter().position(|f| f.0 == t).unwrap()
 }
+
+/// `d`'s device-specific state (`save_state`) framed as context fields by the one codec.
+pub fn framed_state<M: GuestMemory + ?Sized>(d: &dyn VirtioDevice<M>) -> Vec<u8> {
+    let mut w = ContextWriter::new();
+    for f in d.save_state() {
+        w.field(f.field_type, f.flags, &f.value).unwrap();
+    }
+    w.into_bytes()
+}
+
+/// Framed `state` parsed back into owned device fields, for `decode_state`; a framing error is
+/// `BadState("framing")`, so that the device's own verdicts stay apart from the codec's.
+pub fn device_fields(state: &[u8]) -> Result<Vec<DeviceField>, DeviceError> {
+    Ok(parse_fields(state)
+        .map_err(|_| DeviceError::BadState("framing"))?
+        .into_iter()
+        .map(|f| DeviceField {
+            field_type: f.field_type,
+            flags: f.flags,
+            value: f.value.to_vec(),
+        })
+        .collect())
+}
+
+/// One field in the spec-decisions §5 encoding written out by hand (header, value, zero padding
+/// to 8), to check the codec's output against.
+pub fn field_bytes(ty: u16, flags: u16, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().div_ceil(8) * 8, 0);
+    out
+}

@@ -72,15 +72,13 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for CountingDevice {
         _index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            let written = fill_chain(&chain, queue.mem(), |_| {
+        queue.complete_each(|chain, mem| {
+            fill_chain(chain, mem, |_| {
                 let byte = self.next as u8;
                 self.next = self.next.wrapping_add(1);
                 byte
-            })?;
-            queue.add_used(chain.id(), written)?;
-        }
-        Ok(())
+            })
+        })
     }
 }
 
@@ -137,11 +135,8 @@ impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
         _index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            let written = fill_chain(&chain, queue.mem(), |_| self.config[0])?;
-            queue.add_used(chain.id(), written)?;
-        }
-        Ok(())
+        let byte = self.config[0];
+        queue.complete_each(|chain, mem| fill_chain(chain, mem, |_| byte))
     }
 }
 

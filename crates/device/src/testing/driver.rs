@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver, RingKind, UsedBuffer};
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
 use super::devices::{CountingDevice, SlowDevice};
 use super::{negotiate, reprogram_queues, ring_features, setup_queues, RUNNING};
@@ -106,17 +106,32 @@ impl TestRing for RingDriver {
 }
 
 /// Drives one [`DeviceCore`] through its status, features and queues, as a transport would.
-pub struct CoreDriver {
+/// The shorthands are for [`Mem`]; a rig on other guest memory (e.g. [`super::DirtyMem`])
+/// holds one through [`CoreDriver::around`] and brings its own.
+pub struct CoreDriver<M: GuestMemory + Send + Sync + 'static = Mem> {
     /// The guest memory ([`MEM_SIZE`] bytes unless the core was built on another's).
-    pub mem: Arc<Mem>,
+    pub mem: Arc<M>,
     /// Counts the core's notifications.
     pub irq: Arc<InterruptCounter>,
     /// The core under test.
-    pub core: DeviceCore<Mem>,
+    pub core: DeviceCore<M>,
     /// The driver side of each queue, once set up.
     pub rings: Vec<Option<RingDriver>>,
     /// The ring format the last negotiation selected.
     pub kind: RingKind,
+}
+
+impl<M: GuestMemory + Send + Sync + 'static> CoreDriver<M> {
+    /// A driver of `core` (on `mem`, notifying `irq`), before any negotiation.
+    pub fn around(core: DeviceCore<M>, mem: Arc<M>, irq: Arc<InterruptCounter>) -> Self {
+        Self {
+            mem,
+            irq,
+            core,
+            rings: Vec::new(),
+            kind: RingKind::Split,
+        }
+    }
 }
 
 impl CoreDriver {
@@ -130,13 +145,7 @@ impl CoreDriver {
         let mem = memory();
         let irq = Arc::new(InterruptCounter::default());
         let core = DeviceCore::new(device, mem.clone(), irq.clone(), options).unwrap();
-        Self {
-            mem,
-            irq,
-            core,
-            rings: Vec::new(),
-            kind: RingKind::Split,
-        }
+        Self::around(core, mem, irq)
     }
 
     /// A core around a [`CountingDevice`] (stream from 0, one queue of 16).

@@ -135,6 +135,21 @@ pub struct InFlight {
     pub op: BlkOp,
 }
 
+/// xorshift64: reproducible pseudo-random choices for workloads and the tests that drive them
+/// (the state must not be 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Xorshift64(pub u64);
+
+impl Xorshift64 {
+    /// Advances the state and returns it.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// The workload's state (plain data).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlkWorkload {
@@ -171,9 +186,8 @@ impl BlkWorkload {
     }
 
     fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
+        let mut x = Xorshift64(self.rng);
+        self.rng = x.next_u64();
         self.rng
     }
 

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{DeviceCore, InterruptCounter, QuiesceMode};
+use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{request_type, SECTOR_SIZE};
 use virtio_lm_devices::{BackendStats, Blk, BlkOptions};
-use virtio_lm_queue::{BufferSpec, RingKind, UsedBuffer};
+use virtio_lm_queue::{BufferSpec, UsedBuffer};
 use virtio_lm_spec::Feature;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
@@ -31,7 +31,7 @@ const STATUS_AT: u64 = 0x5800;
 /// Largest OUT payload or IN data of one slot.
 pub const SLOT_DATA_MAX: u32 = 0x2000;
 
-use virtio_lm_device::testing;
+use virtio_lm_device::testing::{self, CoreDriver};
 #[allow(unused_imports)]
 pub use virtio_lm_device::testing::{bit, TestCore, RUNNING, SETUP, TIMEOUT};
 
@@ -179,16 +179,27 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Drives one `DeviceCore` around a `Blk`.
+/// Drives one `DeviceCore` around a `Blk`: the device core's `CoreDriver` (memory, interrupts,
+/// core, rings; reached through `Deref`) plus the blk backend's handles.
 pub struct Rig {
-    pub mem: Arc<Mem>,
-    pub irq: Arc<InterruptCounter>,
-    pub core: DeviceCore<Mem>,
-    pub rings: Vec<Option<RingDriver>>,
-    pub kind: RingKind,
+    pub driver: CoreDriver<Mem>,
     pub stats: Arc<BackendStats>,
     pub wake: Arc<EventFd>,
     pub features: u64,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = CoreDriver<Mem>;
+
+    fn deref(&self) -> &CoreDriver<Mem> {
+        &self.driver
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut CoreDriver<Mem> {
+        &mut self.driver
+    }
 }
 
 impl Rig {
@@ -208,11 +219,7 @@ impl Rig {
         let wake = blk.completion_fd();
         let (core, irq) = testing::core_with_mode(Box::new(blk), mem.clone(), mode);
         Self {
-            mem,
-            irq,
-            core,
-            rings: Vec::new(),
-            kind: RingKind::Split,
+            driver: CoreDriver::around(core, mem, irq),
             stats,
             wake,
             features: 0,
@@ -239,13 +246,14 @@ impl Rig {
     pub fn setup_queues(&mut self) {
         let ring = testing::ring_features(&self.core, self.features);
         let mem = self.mem.clone();
-        self.rings =
-            testing::setup_queues(&mut self.core, &*mem, self.kind, ring, QUEUE_BASE, 0x8000);
+        let d = &mut self.driver;
+        d.rings = testing::setup_queues(&mut d.core, &*mem, d.kind, ring, QUEUE_BASE, 0x8000);
     }
 
     /// Programs the queue registers for the rings the driver already has.
     pub fn reprogram_queues(&mut self) {
-        testing::reprogram_queues(&mut self.core, &self.rings);
+        let d = &mut self.driver;
+        testing::reprogram_queues(&mut d.core, &d.rings);
     }
 
     /// The whole initialisation with `features`, ending with DRIVER_OK.

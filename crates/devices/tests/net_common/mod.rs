@@ -336,3 +336,35 @@ pub fn recv(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         .ok()
         .map(|(n, from)| (buf[..n].to_vec(), from))
 }
+
+/// Everything `peer` receives within `wait` (its usual read timeout restored after).
+pub fn drain_peer(peer: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    peer.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    while let Some((f, _)) = recv(peer) {
+        got.push(f);
+    }
+    peer.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    got
+}
+
+/// A draining device whose peer is the socket `peer`.
+pub fn rig_on(peer: &UdpSocket) -> NetRig {
+    NetRig::new(options(peer.local_addr().unwrap()), QuiesceMode::Drain)
+}
+
+/// Sends each of `frames` from `peer` to the device at `to`.
+pub fn send_frames(peer: &UdpSocket, to: SocketAddr, frames: &[Vec<u8>]) {
+    for f in frames {
+        peer.send_to(f, to).unwrap();
+    }
+}
+
+/// A draining device on `peer` and the features to start it with: every offered one except
+/// MRG_RXBUF (and RING_PACKED / EVENT_IDX as `packed` / `event_idx` say).
+pub fn rig_without_mrg(peer: &UdpSocket, packed: bool, event_idx: bool) -> (NetRig, u64) {
+    let rig = rig_on(peer);
+    let f = rig.all_features(packed, event_idx) & !nf::MRG_RXBUF;
+    (rig, f)
+}
