@@ -74,14 +74,20 @@ impl PauseControl {
     /// A vCPU's safe point: parks while a pause is requested; says whether to quit.
     pub fn safe_point(&self) -> Next {
         let mut s = self.lock();
-        if s.pause && !s.quit {
+        // A vCPU released by a resume may not run before the next pause begins: it then parks
+        // again, counted in the new epoch (the resume already cleared the old count, so a
+        // pause never counts a vCPU that is about to step).
+        while s.pause && !s.quit {
             s.parked += 1;
             let epoch = s.epoch;
             self.changed.notify_all();
             while s.pause && s.epoch == epoch && !s.quit {
                 s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
             }
-            s.parked -= 1;
+            if s.epoch == epoch {
+                // Left by a quit within the same pause: no longer parked.
+                s.parked -= 1;
+            }
         }
         if s.quit {
             Next::Quit
@@ -106,6 +112,7 @@ impl PauseControl {
                 };
                 s.pause = false;
                 s.epoch += 1;
+                s.parked = 0;
                 drop(s);
                 self.changed.notify_all();
                 return Err(err);
@@ -135,6 +142,8 @@ impl PauseControl {
         let mut s = self.lock();
         s.pause = false;
         s.epoch += 1;
+        // Every parked vCPU is released by the new epoch, whether or not it has run yet.
+        s.parked = 0;
         drop(s);
         self.changed.notify_all();
     }
