@@ -6,7 +6,7 @@ use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
-use crate::device::{QueueAccess, VirtioDevice};
+use crate::device::{Handover, QueueAccess, VirtioDevice};
 use crate::error::DeviceError;
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
@@ -102,7 +102,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             };
             let result = self
                 .device
-                .adopt_inflight(index as u16, chains, &mut access)
+                .adopt_inflight(Handover::new(chains, &mut access))
                 .and_then(|()| finish(queue, mem));
             match result {
                 Ok(true) => self.interrupts.signal_used_queue(index as u16),
