@@ -75,12 +75,14 @@ fn fields_read_and_write_at_natural_widths() {
     assert_eq!(f.r16(QUEUE_NOTIFY_OFF), 0);
 
     to_features_ok(&f, features(&[Feature::Version1]));
-    f.w16(CONFIG_MSIX_VECTOR, 0);
-    assert_eq!(f.r16(CONFIG_MSIX_VECTOR), 0);
-    f.w16(QUEUE_SIZE, 4);
-    assert_eq!(f.r16(QUEUE_SIZE), 4);
-    f.w16(QUEUE_MSIX_VECTOR, 1);
-    assert_eq!(f.r16(QUEUE_MSIX_VECTOR), 1);
+    for (field, value) in [
+        (CONFIG_MSIX_VECTOR, 0),
+        (QUEUE_SIZE, 4),
+        (QUEUE_MSIX_VECTOR, 1),
+    ] {
+        f.w16(field, value);
+        assert_eq!(f.r16(field), value, "field at {field}");
+    }
     // queue_desc as two halves, queue_driver as one 64-bit access, queue_device as halves in
     // the other order.
     f.w32(QUEUE_DESC, 0x0000_1000);
