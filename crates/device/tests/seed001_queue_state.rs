@@ -26,7 +26,7 @@ fn run_buffers(d: &mut CoreDriver, n: usize) {
 #[test]
 fn queue_state_survives_reset() {
     for packed in [false, true] {
-        let mut d = reset_after_buffers(packed, 19);
+        let d = reset_after_buffers(packed, 19);
         let (avail, used) = (d.core.queue_avail_state(0), d.core.queue_used_state(0));
         if packed {
             // Queue size 16: 19 one-descriptor buffers wrap once and stop at index 3.
