@@ -55,6 +55,21 @@ const MAX_BUF_LEN: u16 = 256;
 /// `avail.flags` bit VIRTQ_AVAIL_F_NO_INTERRUPT.
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
+/// The same device-side call on our queue and on virtio-queue's (two types with the same method
+/// names), each on its own memory.
+macro_rules! both_devices {
+    ($s:ident, $method:ident) => {
+        (
+            $s.ours
+                .$method(&$s.ours_mem)
+                .expect(concat!(stringify!($method), " (ours)")),
+            $s.vq
+                .$method(&$s.vq_mem)
+                .expect(concat!(stringify!($method), " (virtio-queue)")),
+        )
+    };
+}
+
 /// One buffer of a generated chain: offset into the data area and length.
 #[derive(Clone, Copy, Debug)]
 struct Buf {
@@ -351,23 +366,11 @@ impl Harness {
             }
             Op::Notify => self.publish_used(false, true),
             Op::EnableNotification => {
-                let a = self
-                    .ours
-                    .enable_notification(&self.ours_mem)
-                    .expect("enable_notification");
-                let b = self
-                    .vq
-                    .enable_notification(&self.vq_mem)
-                    .expect("enable_notification");
+                let (a, b) = both_devices!(self, enable_notification);
                 assert_eq!(a, b, "enable_notification: buffers already available");
             }
             Op::DisableNotification => {
-                self.ours
-                    .disable_notification(&self.ours_mem)
-                    .expect("disable_notification");
-                self.vq
-                    .disable_notification(&self.vq_mem)
-                    .expect("disable_notification");
+                both_devices!(self, disable_notification);
             }
         }
     }
@@ -520,14 +523,7 @@ impl Harness {
 
     /// Used-buffer notification decision on both sides.
     fn notify(&mut self) {
-        let ours = self
-            .ours
-            .needs_notification(&self.ours_mem)
-            .expect("needs_notification (ours)");
-        let theirs = self
-            .vq
-            .needs_notification(&self.vq_mem)
-            .expect("needs_notification (virtio-queue)");
+        let (ours, theirs) = both_devices!(self, needs_notification);
         let published = std::mem::take(&mut self.published_since_decision);
         if self.event_idx() {
             assert_eq!(ours, theirs, "needs_notification with EVENT_IDX");
