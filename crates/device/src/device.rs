@@ -40,18 +40,6 @@ pub fn read_config_bytes(space: &[u8], offset: usize, data: &mut [u8]) {
     }
 }
 
-/// Returns `chains` used with nothing written: what [`VirtioDevice::adopt_inflight`] does by
-/// default, for a device type that overrides it only for some queues or modes.
-pub fn return_unused<M: GuestMemory + ?Sized>(
-    chains: Vec<DescriptorChain>,
-    queue: &mut QueueAccess<'_, M>,
-) -> Result<(), DeviceError> {
-    for chain in chains {
-        queue.add_used(chain.id(), 0)?;
-    }
-    Ok(())
-}
-
 /// A device type: rng, blk, net. Small on purpose: status, features, queues, notifications,
 /// stop and suspend are the core's.
 pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
@@ -82,7 +70,7 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
         Ok(())
     }
 
-    /// Takes over `chains`, the chains of queue `index` in flight when the queue started or
+    /// Takes over the [`Handover`]: the chains of one queue in flight when the queue started or
     /// resumed: restored with the queue state (seed 001 in-flight chains) or left in flight by
     /// a [`QuiesceMode::RecordInflight`] quiesce. The core calls this once per start or
     /// resume of a live queue whose in-flight list is not empty (at DRIVER_OK, at the end of a
@@ -92,13 +80,8 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     /// A device holds no chain across a quiesce it reported [`Quiesce::Done`], so none of
     /// `chains` is one it already holds. By default the chains are returned used with
     /// nothing written (for device types that never leave a request in process).
-    fn adopt_inflight(
-        &mut self,
-        _index: u16,
-        chains: Vec<DescriptorChain>,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
-        return_unused(chains, queue)
+    fn adopt_inflight(&mut self, handover: Handover<'_, '_, M>) -> Result<(), DeviceError> {
+        handover.return_unused()
     }
 
     /// The driver notified queue `index` (or the core re-checks it on resume): take and complete
@@ -225,5 +208,43 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
     /// Chains taken and not yet used, oldest first (work handed over by a restore).
     pub fn inflight(&self) -> Vec<DescriptorChain> {
         self.queue.inflight()
+    }
+}
+
+/// What [`VirtioDevice::adopt_inflight`] takes over: the chains of one queue in flight when it
+/// started or resumed, oldest first, and that queue to complete them on.
+pub struct Handover<'h, 'a, M: GuestMemory + ?Sized> {
+    chains: Vec<DescriptorChain>,
+    queue: &'h mut QueueAccess<'a, M>,
+}
+
+impl<'h, 'a, M: GuestMemory + ?Sized> Handover<'h, 'a, M> {
+    pub(crate) fn new(chains: Vec<DescriptorChain>, queue: &'h mut QueueAccess<'a, M>) -> Self {
+        Self { chains, queue }
+    }
+
+    /// The index of the queue the chains are in flight on.
+    pub fn index(&self) -> u16 {
+        self.queue.index()
+    }
+
+    /// The chains handed over, oldest first.
+    pub fn chains(&self) -> &[DescriptorChain] {
+        &self.chains
+    }
+
+    /// The chains and the queue, for a device that completes them itself.
+    pub fn into_parts(self) -> (Vec<DescriptorChain>, &'h mut QueueAccess<'a, M>) {
+        (self.chains, self.queue)
+    }
+
+    /// Returns every chain used with nothing written: what
+    /// [`VirtioDevice::adopt_inflight`] does by default, for a device type that overrides it
+    /// only for some queues or modes.
+    pub fn return_unused(self) -> Result<(), DeviceError> {
+        for chain in self.chains {
+            self.queue.add_used(chain.id(), 0)?;
+        }
+        Ok(())
     }
 }

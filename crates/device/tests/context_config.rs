@@ -246,20 +246,13 @@ fn read_only_config_must_match_the_receiving_device() {
         &ContextError::DeviceConfigMismatch { offset: 0 },
     );
     let mut same = CoreDriver::new(device(0x0102_0304));
-    let mut bad = ctx.clone();
-    bad.device_config[SETTING] = 2;
-    refused(
-        &mut same,
-        &bad,
-        &ContextError::DeviceConfigMismatch { offset: SETTING },
-    );
-    let mut bad = ctx.clone();
-    bad.device_config[6] = 1;
-    refused(
-        &mut same,
-        &bad,
-        &ContextError::DeviceConfigMismatch { offset: 6 },
-    );
+    // A value the driver cannot write into the writable byte; a differing read-only byte.
+    for (offset, value) in [(SETTING, 2), (6, 1)] {
+        let mut bad = ctx.clone();
+        bad.device_config[offset] = value;
+        let mismatch = ContextError::DeviceConfigMismatch { offset };
+        refused(&mut same, &bad, &mismatch);
+    }
 }
 
 /// spec-decisions §5: driver-writable configuration is applied after the device-type state, so

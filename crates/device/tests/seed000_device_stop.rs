@@ -200,25 +200,26 @@ fn record_inflight_stop_keeps_requests_in_queue_state() {
 fn device_stopped_ignored_both_ways_while_suspended() {
     let mut d = CoreDriver::running();
     let stopped = RUNNING | DeviceStatus::DEVICE_STOPPED;
-    d.core.write_status(stopped);
-    assert_eq!(d.core.status(), stopped);
-    d.core.write_status(stopped | DeviceStatus::SUSPEND);
+    assert_eq!(d.set_status(stopped), stopped);
     let suspended_stopped = SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED;
-    assert_eq!(d.core.status(), suspended_stopped);
+    assert_eq!(
+        d.set_status(stopped | DeviceStatus::SUSPEND),
+        suspended_stopped
+    );
     // Clearing DEVICE_STOPPED with DRIVER_OK clear: ignored.
-    d.core.write_status(SETUP | DeviceStatus::SUSPEND);
-    assert_eq!(d.core.status(), suspended_stopped, "clear while suspended");
+    let cleared = SETUP | DeviceStatus::SUSPEND;
+    assert_eq!(
+        d.set_status(cleared),
+        suspended_stopped,
+        "clear while suspended"
+    );
 
     let mut d = CoreDriver::running_then(RUNNING | DeviceStatus::SUSPEND);
-    assert_eq!(d.core.status(), SETUP | DeviceStatus::SUSPEND);
+    let suspended = SETUP | DeviceStatus::SUSPEND;
+    assert_eq!(d.core.status(), suspended);
     // Setting DEVICE_STOPPED with DRIVER_OK clear: ignored.
-    d.core
-        .write_status(SETUP | DeviceStatus::SUSPEND | DeviceStatus::DEVICE_STOPPED);
-    assert_eq!(
-        d.core.status(),
-        SETUP | DeviceStatus::SUSPEND,
-        "set while suspended"
-    );
+    let set = suspended | DeviceStatus::DEVICE_STOPPED;
+    assert_eq!(d.set_status(set), suspended, "set while suspended");
 }
 
 /// Seed 000: "The device MUST ignore DEVICE_STOPPED when DRIVER_OK is not set." Whether DRIVER_OK

@@ -26,10 +26,7 @@ fn run_buffers(d: &mut CoreDriver, n: usize) {
 #[test]
 fn queue_state_survives_reset() {
     for packed in [false, true] {
-        let mut d = CoreDriver::counting();
-        d.start(features(packed));
-        run_buffers(&mut d, 19);
-        d.core.write_status(DeviceStatus::RESET);
+        let d = reset_after_buffers(packed, 19);
         let (avail, used) = (d.core.queue_avail_state(0), d.core.queue_used_state(0));
         if packed {
             // Queue size 16: 19 one-descriptor buffers wrap once and stop at index 3.
@@ -91,10 +88,7 @@ fn enabled_queue_that_never_ran_keeps_its_state_across_reset() {
 #[test]
 fn acknowledge_resets_queue_state() {
     for packed in [false, true] {
-        let mut d = CoreDriver::counting();
-        d.start(features(packed));
-        run_buffers(&mut d, 5);
-        d.core.write_status(DeviceStatus::RESET);
+        let mut d = reset_after_buffers(packed, 5);
         assert_ne!(d.core.queue_avail_state(0), if packed { 0x8000 } else { 0 });
         d.negotiate(features(packed));
         let initial = if packed {
@@ -147,9 +141,8 @@ fn queue_state_writable_only_between_features_ok_and_driver_ok() {
         1,
         "started at index 7: only the new buffer is taken"
     );
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
-        d.core.queue_avail_state(0),
+        stop_and_read_avail_state(&mut d),
         8,
         "the write after DRIVER_OK was ignored"
     );
@@ -186,13 +179,11 @@ fn queue_state_readable_while_stopped_not_while_running() {
     d.start(features(false));
     run_buffers(&mut d, 4);
     assert_eq!(d.core.queue_avail_state(0), 0, "running: not readable");
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
-    assert_eq!(d.core.queue_avail_state(0), 4);
+    assert_eq!(stop_and_read_avail_state(&mut d), 4);
     d.core.write_status(RUNNING);
     run_buffers(&mut d, 1);
-    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
     assert_eq!(
-        d.core.queue_avail_state(0),
+        stop_and_read_avail_state(&mut d),
         5,
         "the snapshot follows the live queue"
     );
@@ -209,4 +200,20 @@ fn queue_state_absent_without_feature() {
     d.setup_queues(f);
     d.core.write_status(RUNNING);
     assert_eq!(d.core.status(), RUNNING);
+}
+
+/// Stops the running device and reads queue 0's available state (readable while stopped).
+fn stop_and_read_avail_state(d: &mut CoreDriver) -> u16 {
+    d.core.write_status(RUNNING | DeviceStatus::DEVICE_STOPPED);
+    d.core.queue_avail_state(0)
+}
+
+/// A running device (ring format `packed`) that completed `buffers` one-descriptor buffers and
+/// was then reset.
+fn reset_after_buffers(packed: bool, buffers: usize) -> CoreDriver {
+    let mut d = CoreDriver::counting();
+    d.start(features(packed));
+    run_buffers(&mut d, buffers);
+    d.core.write_status(DeviceStatus::RESET);
+    d
 }

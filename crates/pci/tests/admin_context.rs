@@ -33,6 +33,13 @@ fn read_back(client: &mut AdminClient<Mem>, member: u64) -> Vec<u8> {
     client.dev_ctx_read_all(member, 256).unwrap()
 }
 
+/// The configuration generation in the context `member` reports now.
+fn generation(client: &mut AdminClient<Mem>, member: u64) -> u8 {
+    decode(&read_back(client, member))
+        .unwrap()
+        .config_generation
+}
+
 /// `(type, flags, value)` of every field of a context.
 fn fields(ctx: &[u8]) -> Vec<(FieldType, u16, Vec<u8>)> {
     parse_fields(ctx)
@@ -247,12 +254,7 @@ fn contexts_and_repeated_fields_apply_in_order() {
     let mut both = gen7.clone();
     both.extend_from_slice(&gen9);
     client.dev_ctx_write(3, &both).unwrap();
-    assert_eq!(
-        decode(&read_back(&mut client, 3))
-            .unwrap()
-            .config_generation,
-        9
-    );
+    assert_eq!(generation(&mut client, 3), 9);
     // CONFIG_GENERATION twice in one context: the later value wins.
     let mut list = Vec::new();
     for f in fields(&gen9) {
@@ -263,12 +265,7 @@ fn contexts_and_repeated_fields_apply_in_order() {
         }
     }
     client.dev_ctx_write(3, &build(&list)).unwrap();
-    assert_eq!(
-        decode(&read_back(&mut client, 3))
-            .unwrap()
-            .config_generation,
-        5
-    );
+    assert_eq!(generation(&mut client, 3), 5);
 }
 
 /// Seed 004: "When the device receives multiple device context struct virtio_dev_ctx in
@@ -299,20 +296,10 @@ fn each_context_of_one_write_is_applied_in_order() {
     };
     let three = [ctx(7), ctx(9), ctx(5)].concat();
     assert_eq!(write(&mut client, &three), [7, 9, 5]);
-    assert_eq!(
-        decode(&read_back(&mut client, 1))
-            .unwrap()
-            .config_generation,
-        5
-    );
+    assert_eq!(generation(&mut client, 1), 5);
     let reversed = [ctx(5), ctx(9), ctx(7)].concat();
     assert_eq!(write(&mut client, &reversed), [5, 9, 7]);
-    assert_eq!(
-        decode(&read_back(&mut client, 1))
-            .unwrap()
-            .config_generation,
-        7
-    );
+    assert_eq!(generation(&mut client, 1), 7);
     // A context, then one that a DISCARD field drops before its END_MARKER, then its
     // replacement: 3 and 4 are applied, 8 never.
     let eight = ctx(8);
@@ -321,23 +308,13 @@ fn each_context_of_one_write_is_applied_in_order() {
     data.extend_from_slice(&build(&[(FieldType::DISCARD, 0, Vec::new())]));
     data.extend_from_slice(&ctx(4)[8..]);
     assert_eq!(write(&mut client, &data), [3, 4]);
-    assert_eq!(
-        decode(&read_back(&mut client, 1))
-            .unwrap()
-            .config_generation,
-        4
-    );
+    assert_eq!(generation(&mut client, 1), 4);
     // An invalid context between two valid ones: nothing is applied.
     let bad = with(&model, |c| c.device_features[0] ^= 1 << 3);
     let data = [ctx(1), bad, ctx(2)].concat();
     assert_einval(&mut client, 1, &data, "invalid middle context");
     assert!(log.lock().unwrap().is_empty());
-    assert_eq!(
-        decode(&read_back(&mut client, 1))
-            .unwrap()
-            .config_generation,
-        4
-    );
+    assert_eq!(generation(&mut client, 1), 4);
 }
 
 /// Seed 004 / spec-decisions §5: a DISCARD field makes "the receiver drop every field received

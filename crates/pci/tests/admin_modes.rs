@@ -13,6 +13,23 @@ use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
 use virtio_lm_spec::pci::offset;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
+/// Member 1 of a one-VF owner, the owner's admin client, and a guest that initialised the
+/// member.
+fn member_rig(
+    kind: Kind,
+) -> (
+    OwnerFunction<Mem>,
+    AdminClient<Mem>,
+    Arc<VirtioPciFunction<Mem>>,
+    Guest,
+) {
+    let owner = owner(1, kind);
+    let client = client(&owner);
+    let member = owner.member(1).unwrap();
+    let guest = Guest::new(member.clone());
+    (owner, client, member, guest)
+}
+
 fn mode_of(f: &VirtioPciFunction<Mem>) -> DevMode {
     f.core().lock().unwrap().admin_mode()
 }
@@ -77,10 +94,7 @@ fn unknown_mode_fails_and_keeps_the_mode() {
 /// Freeze to Active"). Active → Freeze does the Stop work first.
 #[test]
 fn every_transition_between_the_three_modes() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (_owner, mut client, member, mut guest) = member_rig(Kind::Counting);
     use DevMode::*;
     for (from, to) in [
         (Active, Stop),
@@ -106,10 +120,8 @@ fn every_transition_between_the_three_modes() {
 #[test]
 fn stop_finishes_outstanding_requests_first() {
     let release = Arc::new(AtomicBool::new(false));
-    let owner = owner(1, Kind::Delay(release.clone(), QuiesceMode::Drain));
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (owner, mut client, member, mut guest) =
+        member_rig(Kind::Delay(release.clone(), QuiesceMode::Drain));
     guest.submit(4);
     let ticket = client
         .submit_raw(
@@ -164,10 +176,7 @@ fn record_inflight_stop_completes_at_once() {
 /// or Freeze are not touched and raise no interrupt.
 #[test]
 fn stop_and_freeze_touch_no_guest_memory() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (owner, mut client, member, mut guest) = member_rig(Kind::Counting);
     guest.submit(1);
     assert_eq!(guest.collect(), 1);
     for mode in [DevMode::Stop, DevMode::Freeze] {
@@ -193,10 +202,7 @@ fn stop_and_freeze_touch_no_guest_memory() {
 /// notification (EVENT_IDX negotiated, pitfall 4).
 #[test]
 fn stop_accepts_and_latches_notifications() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (_owner, mut client, member, mut guest) = member_rig(Kind::Counting);
     client.dev_mode_set(1, DevMode::Stop).unwrap();
     guest.submit(3);
     guest.pump();
@@ -210,10 +216,7 @@ fn stop_accepts_and_latches_notifications() {
 /// mode is Stop" — every common configuration register reads as it did in Active.
 #[test]
 fn stop_answers_register_reads() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let _guest = Guest::new(member.clone());
+    let (_owner, mut client, member, _guest) = member_rig(Kind::Counting);
     let fields = [
         offset::NUM_QUEUES,
         offset::QUEUE_SIZE,
@@ -246,10 +249,7 @@ fn stop_answers_register_reads() {
 /// where it is applied (generation + 1) and notified once.
 #[test]
 fn no_config_change_notification_unless_active() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let _guest = Guest::new(member.clone());
+    let (_owner, mut client, member, _guest) = member_rig(Kind::Counting);
     for mode in [DevMode::Stop, DevMode::Freeze] {
         client.dev_mode_set(1, mode).unwrap();
         let generation = rd8(&member, offset::CONFIG_GENERATION);
@@ -274,10 +274,7 @@ fn no_config_change_notification_unless_active() {
 /// to take effect in Active first, so an ignored write is the Freeze rule at work.
 #[test]
 fn freeze_ignores_configuration_writes() {
-    let owner = owner(1, Kind::Config);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (_owner, mut client, member, mut guest) = member_rig(Kind::Config);
     guest.submit(1);
     guest.collect();
     let device_config = || {
@@ -290,13 +287,17 @@ fn freeze_ignores_configuration_writes() {
     client.dev_mode_set(1, DevMode::Freeze).unwrap();
     let config_before = device_config();
     let ctx = context(&mut client, 1);
-    let registers: Vec<u8> = (0..68u64)
-        .map(|o| {
-            let mut b = [0u8; 1];
-            member.read(o, &mut b);
-            b[0]
-        })
-        .collect();
+    // Byte by byte: each register as a driver reading one byte sees it.
+    let common_registers = || -> Vec<u8> {
+        (0..68u64)
+            .map(|o| {
+                let mut b = [0u8; 1];
+                member.read(o, &mut b);
+                b[0]
+            })
+            .collect()
+    };
+    let registers = common_registers();
     let writes: [(usize, &[u8]); 9] = [
         (offset::DEVICE_STATUS, &[0]),
         (offset::DEVICE_STATUS, &[0xff]),
@@ -314,13 +315,7 @@ fn freeze_ignores_configuration_writes() {
     member.write(virtio_lm_pci::layout::DEVICE_OFFSET, &[1, 2, 3, 4]);
     guest.submit(1);
     guest.pump();
-    let after: Vec<u8> = (0..68u64)
-        .map(|o| {
-            let mut b = [0u8; 1];
-            member.read(o, &mut b);
-            b[0]
-        })
-        .collect();
+    let after = common_registers();
     assert_eq!(after, registers);
     assert_eq!(
         device_config(),
@@ -337,10 +332,7 @@ fn freeze_ignores_configuration_writes() {
 /// same regardless of the device mode is Active or Stop or Freeze."
 #[test]
 fn pci_cfg_window_ignores_writes_in_freeze() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let _guest = Guest::new(member.clone());
+    let (_owner, mut client, member, _guest) = member_rig(Kind::Counting);
     let at = member
         .pci_cfg_offset()
         .expect("members have a PCI_CFG window");
@@ -386,10 +378,7 @@ fn pci_cfg_window_ignores_writes_in_freeze() {
 /// changelog).
 #[test]
 fn pci_architected_interfaces_work_in_every_mode() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let _guest = Guest::new(member.clone());
+    let (_owner, mut client, member, _guest) = member_rig(Kind::Counting);
     let space = |f: &VirtioPciFunction<Mem>| {
         let mut b = vec![0u8; 256];
         f.config_read(0, &mut b);
@@ -453,10 +442,8 @@ fn reset_or_flr_while_mode_set_waits_completes_it() {
 #[test]
 fn vf_disable_while_mode_set_waits_completes_it() {
     let release = Arc::new(AtomicBool::new(false));
-    let owner = owner(1, Kind::Delay(release, QuiesceMode::Drain));
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (owner, mut client, member, mut guest) =
+        member_rig(Kind::Delay(release, QuiesceMode::Drain));
     guest.submit(1);
     let ticket = pending_stop(&owner, &mut client);
     owner.set_vf_enable(false).unwrap();
@@ -469,10 +456,7 @@ fn vf_disable_while_mode_set_waits_completes_it() {
 /// holds; each is resumed only by its own mechanism."
 #[test]
 fn admin_modes_and_in_band_stop_are_independent() {
-    let owner = owner(1, Kind::Counting);
-    let mut client = client(&owner);
-    let member = owner.member(1).unwrap();
-    let mut guest = Guest::new(member.clone());
+    let (_owner, mut client, member, mut guest) = member_rig(Kind::Counting);
     let features = Profile::Seeds
         .feature_set(&[Feature::Version1, Feature::DeviceStop])
         .unwrap();

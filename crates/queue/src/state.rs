@@ -5,6 +5,7 @@
 //! notification the device still owes (without it an EVENT_IDX driver can wait forever after a
 //! restore) and the chains taken but not yet used, so a device can migrate without draining.
 
+use virtio_lm_spec::ring::VIRTQ_DESC_F_WRITE;
 use vm_memory::GuestMemory;
 
 use crate::chain::{DescriptorChain, SavedChain};
@@ -105,8 +106,9 @@ fn inflight_chains<M: GuestMemory + ?Sized>(
         }
         let mut builder = ChainBuilder::new(Vec::new());
         for seg in &chain.segments {
+            let flags = if seg.writable { VIRTQ_DESC_F_WRITE } else { 0 };
             builder
-                .push(view, seg.addr.0, seg.len, seg.writable)
+                .push(view, seg.addr.0, seg.len, flags)
                 .map_err(|_| bad("segment out of order, overflowing or outside guest memory"))?;
         }
         chains.push(builder.finish(chain.id, chain.ring_slots));

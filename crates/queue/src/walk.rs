@@ -37,14 +37,16 @@ impl ChainBuilder {
         }
     }
 
-    /// Adds one buffer descriptor (not an indirect one).
+    /// Adds one buffer descriptor (not an indirect one) given its raw `flags` (only WRITE
+    /// matters here).
     pub(crate) fn push<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,
         addr: u64,
         len: u32,
-        writable: bool,
+        flags: u16,
     ) -> Result<(), ChainError> {
+        let writable = flags & VIRTQ_DESC_F_WRITE != 0;
         if writable {
             self.seen_writable = true;
             self.writable = self
@@ -70,17 +72,6 @@ impl ChainBuilder {
             writable,
         });
         Ok(())
-    }
-
-    /// Adds a buffer descriptor given its raw `flags` (only WRITE matters here).
-    pub(crate) fn push_desc<M: GuestMemory + ?Sized>(
-        &mut self,
-        view: &RingView<'_, M>,
-        addr: u64,
-        len: u32,
-        flags: u16,
-    ) -> Result<(), ChainError> {
-        self.push(view, addr, len, flags & VIRTQ_DESC_F_WRITE != 0)
     }
 
     pub(crate) fn finish(mut self, id: u16, ring_slots: u16) -> DescriptorChain {

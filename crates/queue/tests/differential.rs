@@ -55,6 +55,21 @@ const MAX_BUF_LEN: u16 = 256;
 /// `avail.flags` bit VIRTQ_AVAIL_F_NO_INTERRUPT.
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
+/// The same device-side call on our queue and on virtio-queue's (two types with the same method
+/// names), each on its own memory.
+macro_rules! both_devices {
+    ($s:ident, $method:ident) => {
+        (
+            $s.ours
+                .$method(&$s.ours_mem)
+                .expect(concat!(stringify!($method), " (ours)")),
+            $s.vq
+                .$method(&$s.vq_mem)
+                .expect(concat!(stringify!($method), " (virtio-queue)")),
+        )
+    };
+}
+
 /// One buffer of a generated chain: offset into the data area and length.
 #[derive(Clone, Copy, Debug)]
 struct Buf {
@@ -309,43 +324,24 @@ impl Harness {
                 indirect,
             } => self.add(bufs, *readable, *indirect),
             Op::Publish { kick } => {
-                self.ours_drv.publish(&self.ours_mem).expect("publish");
-                self.vq_drv.publish(&self.vq_mem).expect("publish");
+                self.drivers(|d, m| d.publish(m), "publish");
                 if *kick {
-                    let a = self.ours_drv.should_kick(&self.ours_mem).expect("kick");
-                    let b = self.vq_drv.should_kick(&self.vq_mem).expect("kick");
+                    let (a, b) = self.drivers(|d, m| d.should_kick(m), "kick");
                     assert_eq!(a, b, "driver kick decision (avail_event / used.flags)");
                 }
             }
             Op::EnableInterrupts => {
-                let a = self
-                    .ours_drv
-                    .enable_interrupts(&self.ours_mem)
-                    .expect("enable interrupts");
-                let b = self
-                    .vq_drv
-                    .enable_interrupts(&self.vq_mem)
-                    .expect("enable interrupts");
+                let (a, b) = self.drivers(|d, m| d.enable_interrupts(m), "enable interrupts");
                 assert_eq!(a, b, "used buffers pending at enable_interrupts");
             }
             Op::DisableInterrupts => {
-                self.ours_drv
-                    .disable_interrupts(&self.ours_mem)
-                    .expect("disable interrupts");
-                self.vq_drv
-                    .disable_interrupts(&self.vq_mem)
-                    .expect("disable interrupts");
+                self.drivers(|d, m| d.disable_interrupts(m), "disable interrupts");
             }
             Op::SetUsedEvent { delta } => {
                 // used_event exists only with EVENT_IDX; a valid driver leaves it alone otherwise.
                 if self.event_idx() {
                     let value = self.ours.next_used().wrapping_add_signed(i16::from(*delta));
-                    self.ours_drv
-                        .set_used_event(&self.ours_mem, value)
-                        .expect("set used_event");
-                    self.vq_drv
-                        .set_used_event(&self.vq_mem, value)
-                        .expect("set used_event");
+                    self.drivers(|d, m| d.set_used_event(m, value), "set used_event");
                 }
             }
             Op::Collect => self.collect(),
@@ -370,25 +366,24 @@ impl Harness {
             }
             Op::Notify => self.publish_used(false, true),
             Op::EnableNotification => {
-                let a = self
-                    .ours
-                    .enable_notification(&self.ours_mem)
-                    .expect("enable_notification");
-                let b = self
-                    .vq
-                    .enable_notification(&self.vq_mem)
-                    .expect("enable_notification");
+                let (a, b) = both_devices!(self, enable_notification);
                 assert_eq!(a, b, "enable_notification: buffers already available");
             }
             Op::DisableNotification => {
-                self.ours
-                    .disable_notification(&self.ours_mem)
-                    .expect("disable_notification");
-                self.vq
-                    .disable_notification(&self.vq_mem)
-                    .expect("disable_notification");
+                both_devices!(self, disable_notification);
             }
         }
+    }
+
+    /// The same call on the driver of each side (both are ours: only the devices differ).
+    fn drivers<T, E: std::fmt::Debug>(
+        &mut self,
+        call: impl Fn(&mut SplitDriver, &Mem) -> Result<T, E>,
+        what: &str,
+    ) -> (T, T) {
+        let a = call(&mut self.ours_drv, &self.ours_mem).expect(what);
+        let b = call(&mut self.vq_drv, &self.vq_mem).expect(what);
+        (a, b)
     }
 
     fn add(&mut self, bufs: &[Buf], readable: u8, indirect: bool) {
@@ -528,14 +523,7 @@ impl Harness {
 
     /// Used-buffer notification decision on both sides.
     fn notify(&mut self) {
-        let ours = self
-            .ours
-            .needs_notification(&self.ours_mem)
-            .expect("needs_notification (ours)");
-        let theirs = self
-            .vq
-            .needs_notification(&self.vq_mem)
-            .expect("needs_notification (virtio-queue)");
+        let (ours, theirs) = both_devices!(self, needs_notification);
         let published = std::mem::take(&mut self.published_since_decision);
         if self.event_idx() {
             assert_eq!(ours, theirs, "needs_notification with EVENT_IDX");

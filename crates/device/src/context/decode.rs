@@ -276,22 +276,13 @@ impl Pending {
             field_type,
             queue,
         };
-        let device_features = self
-            .device_features
-            .ok_or(missing(FieldType::DEVICE_FEATURES, None))?;
-        let driver_features = self
-            .driver_features
-            .ok_or(missing(FieldType::DRIVER_FEATURES, None))?;
-        let device_status = self.status.ok_or(missing(FieldType::DEVICE_STATUS, None))?;
-        let config_generation = self
-            .generation
-            .ok_or(missing(FieldType::CONFIG_GENERATION, None))?;
-        let device_config = self
-            .device_config
-            .ok_or(missing(FieldType::DEVICE_CONFIG, None))?;
-        let (config_msix_vector, num_queues) = self
-            .common
-            .ok_or(missing(FieldType::PCI_COMMON_CFG, None))?;
+        let device_features = required(self.device_features, FieldType::DEVICE_FEATURES, end)?;
+        let driver_features = required(self.driver_features, FieldType::DRIVER_FEATURES, end)?;
+        let device_status = required(self.status, FieldType::DEVICE_STATUS, end)?;
+        let config_generation = required(self.generation, FieldType::CONFIG_GENERATION, end)?;
+        let device_config = required(self.device_config, FieldType::DEVICE_CONFIG, end)?;
+        let (config_msix_vector, num_queues) =
+            required(self.common, FieldType::PCI_COMMON_CFG, end)?;
         if let Some(index) = (0..num_queues).find(|i| !self.queues.contains_key(i)) {
             return Err(missing(FieldType::VQ_CONFIG, Some(index)));
         }
@@ -446,4 +437,13 @@ fn inflight_chains(field: &Field<'_>) -> Result<Vec<SavedChain>, ContextError> {
         return Err(invalid(field, "bytes after the last chain"));
     }
     Ok(chains)
+}
+
+/// `value` of a device-wide field, or the error for a context that ended at `end` without it.
+fn required<T>(value: Option<T>, field_type: FieldType, end: usize) -> Result<T, ContextError> {
+    value.ok_or(ContextError::MissingField {
+        offset: end,
+        field_type,
+        queue: None,
+    })
 }

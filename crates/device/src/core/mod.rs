@@ -23,6 +23,7 @@ use virtio_lm_queue::{RingFeatures, RingKind};
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::GuestMemory;
 
+use crate::context::checks::Negotiation;
 use crate::device::{QuiesceMode, VirtioDevice};
 use crate::error::DeviceError;
 use crate::interrupt::Interrupts;
@@ -185,24 +186,25 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.profile.mask(feature).unwrap_or(0)
     }
 
+    /// The negotiation as it stands: the same rules a context to restore is checked with.
+    fn negotiation(&self) -> Negotiation {
+        Negotiation {
+            profile: self.profile,
+            status: self.status,
+            driver: self.driver_features,
+        }
+    }
+
     /// Whether `feature` was negotiated (offered, accepted, FEATURES_OK set).
     pub fn negotiated(&self, feature: Feature) -> bool {
-        let mask = self.bit(feature);
-        mask != 0 && self.has(DeviceStatus::FEATURES_OK) && self.driver_features & mask != 0
+        self.negotiation().negotiated(feature)
     }
 
     pub(super) fn ring_kind(&self) -> RingKind {
-        if self.negotiated(Feature::RingPacked) {
-            RingKind::Packed
-        } else {
-            RingKind::Split
-        }
+        self.negotiation().ring_kind()
     }
 
     pub(super) fn ring_features(&self) -> RingFeatures {
-        RingFeatures {
-            event_idx: self.negotiated(Feature::EventIdx),
-            indirect_desc: self.negotiated(Feature::IndirectDesc),
-        }
+        self.negotiation().ring_features()
     }
 }

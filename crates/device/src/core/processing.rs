@@ -6,8 +6,9 @@ use virtio_lm_spec::DeviceStatus;
 use vm_memory::GuestMemory;
 
 use super::{DeviceCore, Quiet};
-use crate::device::{QueueAccess, VirtioDevice};
+use crate::device::{Handover, QueueAccess, VirtioDevice};
 use crate::error::DeviceError;
+use crate::queues::QueueSlot;
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// The driver notified queue `index`. Processed now if the device is live; latched (no
@@ -57,11 +58,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             if !self.live() {
                 return;
             }
-            let slot = &mut self.queues[index];
-            if !std::mem::take(&mut slot.kicked) {
-                continue;
-            }
-            let Some(queue) = slot.live.as_mut() else {
+            let Some(queue) = take_flagged(&mut self.queues[index], |slot| &mut slot.kicked) else {
                 continue;
             };
             let result = run_queue(&mut *self.device, index as u16, queue, &*self.mem);
@@ -81,11 +78,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             if !self.live() {
                 return;
             }
-            let slot = &mut self.queues[index];
-            if !std::mem::take(&mut slot.handover) {
-                continue;
-            }
-            let Some(queue) = slot.live.as_mut() else {
+            let Some(queue) = take_flagged(&mut self.queues[index], |slot| &mut slot.handover)
+            else {
                 continue;
             };
             let chains = queue.inflight();
@@ -102,7 +96,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             };
             let result = self
                 .device
-                .adopt_inflight(index as u16, chains, &mut access)
+                .adopt_inflight(Handover::new(chains, &mut access))
                 .and_then(|()| finish(queue, mem));
             match result {
                 Ok(true) => self.interrupts.signal_used_queue(index as u16),
@@ -196,4 +190,16 @@ pub(super) fn finish<M: GuestMemory + ?Sized>(
 ) -> Result<bool, DeviceError> {
     queue.publish_used(mem)?;
     Ok(queue.needs_notification(mem)?)
+}
+
+/// Clears the flag `flag` selects in `slot`; returns the live queue if the flag was set and
+/// the queue is live.
+fn take_flagged(
+    slot: &mut QueueSlot,
+    flag: fn(&mut QueueSlot) -> &mut bool,
+) -> Option<&mut Virtqueue> {
+    if !std::mem::take(flag(slot)) {
+        return None;
+    }
+    slot.live.as_mut()
 }

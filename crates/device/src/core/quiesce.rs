@@ -18,17 +18,23 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.stop != Quiet::No || self.suspend != Quiet::No
     }
 
-    pub(super) fn request_stop(&mut self) {
-        // Seed 000: the device ignores DEVICE_STOPPED unless DRIVER_OK is set and the feature
-        // was negotiated.
+    /// Requests the in-band quiescence of `feature` whose progress `state` selects; ignored
+    /// unless DRIVER_OK is set, the feature negotiated and no such request is under way.
+    fn request_quiet(&mut self, feature: Feature, state: fn(&mut Self) -> &mut Quiet) {
         if !self.has(DeviceStatus::DRIVER_OK)
-            || !self.negotiated(Feature::DeviceStop)
-            || self.stop != Quiet::No
+            || !self.negotiated(feature)
+            || *state(self) != Quiet::No
         {
             return;
         }
-        self.stop = Quiet::Requested;
+        *state(self) = Quiet::Requested;
         self.progress_quiesce();
+    }
+
+    pub(super) fn request_stop(&mut self) {
+        // Seed 000: the device ignores DEVICE_STOPPED unless DRIVER_OK is set and the feature
+        // was negotiated.
+        self.request_quiet(Feature::DeviceStop, |core| &mut core.stop);
     }
 
     pub(super) fn resume_from_stop(&mut self) {
@@ -44,14 +50,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     }
 
     pub(super) fn request_suspend(&mut self) {
-        if !self.has(DeviceStatus::DRIVER_OK)
-            || !self.negotiated(Feature::Suspend)
-            || self.suspend != Quiet::No
-        {
-            return;
-        }
-        self.suspend = Quiet::Requested;
-        self.progress_quiesce();
+        self.request_quiet(Feature::Suspend, |core| &mut core.suspend);
     }
 
     pub(super) fn resume_from_suspend(&mut self) {

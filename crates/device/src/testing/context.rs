@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::VecDeque;
 
-use virtio_lm_queue::{DescriptorChain, RingDriver, RingKind, UsedBuffer};
+use virtio_lm_queue::{RingDriver, RingKind, UsedBuffer};
 use virtio_lm_spec::context::{FieldType, FIELD_FLAG_OPTIONAL};
 use virtio_lm_spec::DeviceStatus;
 
@@ -17,8 +17,8 @@ use super::devices::{SlowDevice, ENTROPY_DEVICE_TYPE};
 use super::driver::{checksum, CoreDriver, Mem, QUEUE_BASE};
 use crate::context::{parse_fields, persist, ContextWriter, DeviceContext, DeviceField, Persist};
 use crate::{
-    ContextError, CoreOptions, DeviceCore, DeviceError, InterruptCounter, QueueAccess, Quiesce,
-    QuiesceMode, VirtioDevice,
+    ContextError, CoreOptions, DeviceCore, DeviceError, Handover, InterruptCounter, QueueAccess,
+    Quiesce, QuiesceMode, VirtioDevice,
 };
 
 /// Device-specific field of [`AdoptingDevice`]: `u8 mode` (a blk-range type, as a test device
@@ -114,13 +114,8 @@ impl VirtioDevice<Mem> for AdoptingDevice {
         self.slow.process_queue(index, queue)
     }
 
-    fn adopt_inflight(
-        &mut self,
-        index: u16,
-        chains: Vec<DescriptorChain>,
-        queue: &mut QueueAccess<'_, Mem>,
-    ) -> Result<(), DeviceError> {
-        self.slow.adopt_inflight(index, chains, queue)
+    fn adopt_inflight(&mut self, handover: Handover<'_, '_, Mem>) -> Result<(), DeviceError> {
+        self.slow.adopt_inflight(handover)
     }
 
     fn poll(&mut self, queues: &mut [QueueAccess<'_, Mem>]) -> Result<(), DeviceError> {

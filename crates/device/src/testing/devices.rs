@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use virtio_lm_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestMemory};
 
-use crate::{ChainFault, DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+use crate::{ChainFault, DeviceError, Handover, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 
 /// Writes `byte(addr)` into every device-writable byte of `chain`; returns the bytes written.
 pub fn fill_chain<M: GuestMemory + ?Sized>(
@@ -294,15 +294,11 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
         Ok(())
     }
 
-    fn adopt_inflight(
-        &mut self,
-        _index: u16,
-        chains: Vec<DescriptorChain>,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
+    fn adopt_inflight(&mut self, handover: Handover<'_, '_, M>) -> Result<(), DeviceError> {
         if !self.adopt {
-            return crate::device::return_unused(chains, queue);
+            return handover.return_unused();
         }
+        let (chains, queue) = handover.into_parts();
         for chain in &chains {
             self.take(chain, queue.mem())?;
         }

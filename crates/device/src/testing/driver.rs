@@ -135,6 +135,12 @@ impl<M: GuestMemory + Send + Sync + 'static> CoreDriver<M> {
 }
 
 impl CoreDriver {
+    /// Writes the device status and returns what it reads back as.
+    pub fn set_status(&mut self, status: DeviceStatus) -> DeviceStatus {
+        self.core.write_status(status);
+        self.core.status()
+    }
+
     /// A core around `device` with the default options.
     pub fn new(device: Box<dyn VirtioDevice<Mem>>) -> Self {
         Self::with_options(device, CoreOptions::default())

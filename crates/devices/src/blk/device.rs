@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
-use virtio_lm_queue::DescriptorChain;
+use virtio_lm_device::{DeviceError, Handover, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_BLOCK};
@@ -64,12 +63,9 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
     }
 
     /// Submits every handed-over chain this device does not have in process, oldest first.
-    fn adopt_inflight(
-        &mut self,
-        index: u16,
-        chains: Vec<DescriptorChain>,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
+    fn adopt_inflight(&mut self, handover: Handover<'_, '_, M>) -> Result<(), DeviceError> {
+        let index = handover.index();
+        let (chains, queue) = handover.into_parts();
         for chain in chains {
             let known = self
                 .queues

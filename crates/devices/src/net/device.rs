@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::{DeviceError, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
-use virtio_lm_queue::DescriptorChain;
+use virtio_lm_device::{DeviceError, Handover, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
 use vm_memory::GuestMemory;
 
 use super::config::{self, features, VIRTIO_ID_NET};
@@ -115,12 +114,9 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
 
     /// Transmit chains are sent, receive chains held for the next frames, control commands
     /// executed (see the module documentation).
-    fn adopt_inflight(
-        &mut self,
-        index: u16,
-        chains: Vec<DescriptorChain>,
-        queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
+    fn adopt_inflight(&mut self, handover: Handover<'_, '_, M>) -> Result<(), DeviceError> {
+        let index = handover.index();
+        let (chains, queue) = handover.into_parts();
         self.resume_processing();
         match self.role(index) {
             Role::Rx(pair) => self.adopt_rx(pair, chains, queue),

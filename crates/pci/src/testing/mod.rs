@@ -212,6 +212,11 @@ pub trait Regs {
     fn status(&self) -> DeviceStatus {
         DeviceStatus::from_bits_retain(self.r8(offset::DEVICE_STATUS))
     }
+    /// Writes the device status and returns what it reads back as.
+    fn write_status(&self, status: DeviceStatus) -> DeviceStatus {
+        self.w8(offset::DEVICE_STATUS, status.bits());
+        self.status()
+    }
 }
 
 impl Regs for VirtioPciFunction<Mem> {

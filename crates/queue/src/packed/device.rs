@@ -109,7 +109,7 @@ impl PackedQueue {
                     indirect_table(view, rules, desc.addr.get(), desc.len.get())?;
                 Self::walk_indirect(view, &mut builder, &table, entries)?;
             } else {
-                builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
+                builder.push(view, desc.addr.get(), desc.len.get(), flags)?;
             }
             if !has_next {
                 break desc.id.get();
@@ -139,7 +139,7 @@ impl PackedQueue {
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
                 return Err(ChainError::NestedIndirect);
             }
-            builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
+            builder.push(view, desc.addr.get(), desc.len.get(), flags)?;
         }
         Ok(())
     }

@@ -95,7 +95,7 @@ impl SplitQueue {
                     desc.len.get(),
                 )?);
             }
-            builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
+            builder.push(view, desc.addr.get(), desc.len.get(), flags)?;
             if !has_next {
                 break None;
             }
@@ -116,7 +116,7 @@ impl SplitQueue {
                 if flags & VIRTQ_DESC_F_INDIRECT != 0 {
                     return Err(ChainError::NestedIndirect);
                 }
-                builder.push_desc(view, desc.addr.get(), desc.len.get(), flags)?;
+                builder.push(view, desc.addr.get(), desc.len.get(), flags)?;
                 if flags & VIRTQ_DESC_F_NEXT == 0 {
                     break;
                 }
