@@ -85,6 +85,11 @@ fn decode_fields(f: &[RawField]) -> Result<DeviceContext, ContextError> {
     decode(&build(f))
 }
 
+/// Decoding `f` fails with the error `want` makes of the offset of field `at`.
+fn assert_refused_at(f: &[RawField], at: usize, want: impl FnOnce(usize) -> ContextError) {
+    assert_eq!(decode_fields(f).unwrap_err(), want(offset_of(f, at)));
+}
+
 /// spec-decisions §5: "each `le16 type; le16 flags; le32 length; u8 value[length]` (8-byte header,
 /// value padded to 8 bytes; length excludes padding)" — the writer lays fields out so, with
 /// zero padding, and the reader returns each value without its padding.
@@ -243,12 +248,9 @@ fn markers_frame_exactly_one_context() {
     );
     let mut dup = f.clone();
     dup.insert(3, (FieldType::START_MARKER, 0, vec![]));
-    assert_eq!(
-        decode_fields(&dup).unwrap_err(),
-        ContextError::DuplicateStartMarker {
-            offset: offset_of(&dup, 3)
-        }
-    );
+    assert_refused_at(&dup, 3, |offset| ContextError::DuplicateStartMarker {
+        offset,
+    });
     let no_end = &f[..f.len() - 1];
     assert_eq!(
         decode_fields(no_end).unwrap_err(),
@@ -316,13 +318,12 @@ fn unknown_fields_optional_skipped_mandatory_rejected() {
     assert_eq!(decode_fields(&optional).unwrap(), sample());
     let mut mandatory = f.clone();
     mandatory.insert(4, (FieldType(0x0150), 0, vec![9; 13]));
-    assert_eq!(
-        decode_fields(&mandatory).unwrap_err(),
+    assert_refused_at(&mandatory, 4, |offset| {
         ContextError::UnknownMandatoryField {
-            offset: offset_of(&mandatory, 4),
+            offset,
             field_type: FieldType(0x0150),
         }
-    );
+    });
 }
 
 /// Seed 004: "The device MUST respond with an error for the command
@@ -343,15 +344,16 @@ fn field_lengths_are_exact() {
         let i = position(&bad, t);
         let expected = bad[i].2.len();
         bad[i].2.resize(len, 0);
-        assert_eq!(
-            decode_fields(&bad).unwrap_err(),
-            ContextError::BadLength {
-                offset: offset_of(&bad, i),
+        assert_refused_at(
+            &bad,
+            i,
+            |offset| ContextError::BadLength {
+                offset,
                 field_type: t,
                 length: len,
                 expected,
             },
-            "{t:?}"
+            "{t:?}",
         );
     }
     for (t, cut) in [
@@ -523,15 +525,12 @@ fn queue_indices_are_checked() {
     let f = sample_fields();
     let mut bad = f.clone();
     bad[12].2[0] = 2;
-    assert_eq!(
-        decode_fields(&bad).unwrap_err(),
-        ContextError::QueueIndexOutOfRange {
-            offset: offset_of(&bad, 12),
-            field_type: FieldType::VQ_STATE,
-            index: 2,
-            num_queues: 2,
-        }
-    );
+    assert_refused_at(&bad, 12, |offset| ContextError::QueueIndexOutOfRange {
+        offset,
+        field_type: FieldType::VQ_STATE,
+        index: 2,
+        num_queues: 2,
+    });
     let mut missing = f.clone();
     missing.remove(12);
     missing.remove(11);
@@ -574,22 +573,15 @@ fn inflight_heads_and_chains_must_agree() {
     assert_eq!(decode_fields(&chains_only).unwrap(), sample());
     let mut reversed = f.clone();
     reversed[9].2[8..12].copy_from_slice(&[1, 0, 3, 0]);
-    assert_eq!(
-        decode_fields(&reversed).unwrap_err(),
-        ContextError::InflightMismatch {
-            offset: offset_of(&reversed, 10),
-            index: 0,
-        }
-    );
+    assert_refused_at(&reversed, 10, |offset| ContextError::InflightMismatch {
+        offset,
+        index: 0,
+    });
     let mut heads_only = f.clone();
     heads_only.remove(10);
-    assert_eq!(
-        decode_fields(&heads_only).unwrap_err(),
-        ContextError::InflightWithoutChains {
-            offset: offset_of(&heads_only, 9),
-            index: 0,
-        }
-    );
+    assert_refused_at(&heads_only, 9, |offset| {
+        ContextError::InflightWithoutChains { offset, index: 0 }
+    });
     let mut empty_heads = f.clone();
     empty_heads.insert(
         13,

@@ -17,13 +17,7 @@ use virtio_lm_spec::{Feature, Profile};
 /// Owner with three rng members; member 1 used by a guest and stopped, member 3 untouched and
 /// frozen. Returns member 1's context.
 fn setup() -> (OwnerFunction<Mem>, AdminClient<Mem>, Guest, Vec<u8>) {
-    let owner = owner(3, Kind::Counting);
-    let mut client = client(&owner);
-    let mut guest = Guest::new(owner.member(1).unwrap());
-    guest.submit(3);
-    guest.collect();
-    client.dev_mode_set(1, DevMode::Stop).unwrap();
-    let ctx = client.dev_ctx_read_all(1, 64).unwrap();
+    let (owner, mut client, guest, ctx) = stopped_member(3);
     client.dev_mode_set(3, DevMode::Freeze).unwrap();
     (owner, client, guest, ctx)
 }

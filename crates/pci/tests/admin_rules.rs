@@ -13,14 +13,7 @@ fn setup() -> (
     Guest,
     Vec<u8>,
 ) {
-    let owner = owner(2, Kind::Counting);
-    let mut client = client(&owner);
-    let mut guest = Guest::new(owner.member(1).unwrap());
-    guest.submit(3);
-    guest.collect();
-    client.dev_mode_set(1, DevMode::Stop).unwrap();
-    let ctx = client.dev_ctx_read_all(1, 64).unwrap();
-    (owner, client, guest, ctx)
+    stopped_member(2)
 }
 
 /// spec-decisions §4: "A member reset discards a partial context in the device": after an FLR,
@@ -60,9 +53,7 @@ fn a_context_written_in_two_commands_after_a_reset_applies() {
 #[test]
 fn a_member_reset_restarts_a_partial_read() {
     let (owner, mut client, _guest, ctx) = setup();
-    client.dev_ctx_discard(1).unwrap();
-    let first = client.dev_ctx_read(1, 16).unwrap();
-    assert_eq!(first.data, ctx[..16]);
+    read_first_16(&mut client, 1, &ctx);
     owner.member(1).unwrap().function_level_reset();
     let after_reset = client.dev_ctx_size_get(1).unwrap();
     client.dev_ctx_discard(1).unwrap();

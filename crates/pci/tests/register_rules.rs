@@ -67,22 +67,6 @@ fn driver_feature_select_reads_back() {
     assert_eq!(function.r32(DRIVER_FEATURE_SELECT), 0);
 }
 
-/// ACKNOWLEDGE, DRIVER, `wanted` (low word), FEATURES_OK, through the registers.
-fn to_features_ok(f: &VirtioPciFunction<Mem>, wanted: u64) {
-    let ack_driver = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER;
-    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
-    f.w8(DEVICE_STATUS, ack_driver.bits());
-    f.w32(DRIVER_FEATURE_SELECT, 0);
-    f.w32(DRIVER_FEATURE, wanted as u32);
-    f.w32(DRIVER_FEATURE_SELECT, 1);
-    f.w32(DRIVER_FEATURE, (wanted >> 32) as u32);
-    f.w8(
-        DEVICE_STATUS,
-        (ack_driver | DeviceStatus::FEATURES_OK).bits(),
-    );
-    assert!(f.status().contains(DeviceStatus::FEATURES_OK));
-}
-
 /// Seed 004 framework (spec §2.6): the admin queue fields are valid only once VIRTIO_F_ADMIN_VQ
 /// is negotiated, so before that an owner's admin queue does not exist for the driver: it reads
 /// as absent and writes to its queue fields (size, enable, vector, addresses, queue state) change
@@ -95,7 +79,7 @@ fn admin_queue_is_absent_until_admin_vq_is_negotiated() {
     let admin = f.r16(ADMIN_QUEUE_INDEX);
     assert_eq!(admin, 1);
     assert_eq!(f.r16(QUEUE_SIZE), 8, "queue 0 exists before negotiation");
-    to_features_ok(f, features(&[Feature::Version1, Feature::QueueState]));
+    f.to_features_ok(features(&[Feature::Version1, Feature::QueueState]));
     assert_eq!(f.r16(QUEUE_SIZE), 8, "queue 0 exists without ADMIN_VQ");
 
     f.w16(QUEUE_SELECT, admin);

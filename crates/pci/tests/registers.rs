@@ -21,24 +21,6 @@ fn fresh() -> (std::sync::Arc<Mem>, Function) {
     (mem, function)
 }
 
-/// ACKNOWLEDGE, DRIVER, `wanted` written through both driver_feature windows, FEATURES_OK.
-fn to_features_ok(f: &Function, wanted: u64) {
-    f.w8(DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
-    f.w8(
-        DEVICE_STATUS,
-        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
-    );
-    f.w32(DRIVER_FEATURE_SELECT, 0);
-    f.w32(DRIVER_FEATURE, wanted as u32);
-    f.w32(DRIVER_FEATURE_SELECT, 1);
-    f.w32(DRIVER_FEATURE, (wanted >> 32) as u32);
-    f.w8(
-        DEVICE_STATUS,
-        (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK).bits(),
-    );
-    assert!(f.status().contains(DeviceStatus::FEATURES_OK));
-}
-
 /// Programs queue 0 as a packed ring of 4 at [`RING`], enables it and sets DRIVER_OK, which
 /// the device takes without DEVICE_NEEDS_RESET.
 fn to_driver_ok_packed(f: &Function) {
@@ -74,7 +56,7 @@ fn fields_read_and_write_at_natural_widths() {
     assert_eq!(f.r16(QUEUE_ENABLE), 0);
     assert_eq!(f.r16(QUEUE_NOTIFY_OFF), 0);
 
-    to_features_ok(&f, features(&[Feature::Version1]));
+    f.to_features_ok(features(&[Feature::Version1]));
     for (field, value) in [
         (CONFIG_MSIX_VECTOR, 0),
         (QUEUE_SIZE, 4),
@@ -111,7 +93,7 @@ fn fields_read_and_write_at_natural_widths() {
 #[test]
 fn read_only_fields_ignore_writes() {
     let (_mem, f) = fresh();
-    to_features_ok(&f, features(&[Feature::Version1]));
+    f.to_features_ok(features(&[Feature::Version1]));
     let offered = f.core().lock().unwrap().device_features();
     f.w32(DEVICE_FEATURE_SELECT, 0);
     f.w32(DEVICE_FEATURE, 0);
@@ -144,7 +126,7 @@ fn read_only_fields_ignore_writes() {
 #[test]
 fn unnatural_width_writes_are_ignored() {
     let (_mem, f) = fresh();
-    to_features_ok(&f, features(&[Feature::Version1]));
+    f.to_features_ok(features(&[Feature::Version1]));
     f.wr(QUEUE_SELECT as u64, &[5]);
     assert_eq!(f.r16(QUEUE_SELECT), 0);
     f.w16(DEVICE_FEATURE_SELECT, 1);
@@ -167,7 +149,7 @@ fn unnatural_width_writes_are_ignored() {
 #[test]
 fn unimplemented_offsets_read_zero() {
     let (_mem, f) = fresh();
-    to_features_ok(&f, features(&[Feature::Version1]));
+    f.to_features_ok(features(&[Feature::Version1]));
     for at in [
         QUEUE_NOTIF_CONFIG_DATA as u64,
         QUEUE_RESET as u64,
@@ -198,7 +180,7 @@ fn unimplemented_offsets_read_zero() {
 #[test]
 fn queue_select_beyond_num_queues() {
     let (_mem, f) = fresh();
-    to_features_ok(&f, features(&[Feature::Version1, Feature::QueueState]));
+    f.to_features_ok(features(&[Feature::Version1, Feature::QueueState]));
     for select in [1u16, 2, 0x8000, 0xffff] {
         f.w16(QUEUE_SELECT, select);
         assert_eq!(f.r16(QUEUE_SELECT), select);
@@ -323,7 +305,7 @@ fn config_generation_follows_config_changes() {
 fn queue_state_registers_exist_only_with_queue_state() {
     // Without QUEUE_STATE.
     let (_mem, f) = fresh();
-    to_features_ok(&f, features(&[Feature::Version1, Feature::RingPacked]));
+    f.to_features_ok(features(&[Feature::Version1, Feature::RingPacked]));
     f.w16(QUEUE_AVAIL_STATE, 5);
     f.w16(QUEUE_USED_STATE, 5);
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0);
@@ -341,9 +323,7 @@ fn queue_state_registers_exist_only_with_queue_state() {
     );
     f.w16(QUEUE_AVAIL_STATE, 0x0005);
     f.w16(QUEUE_USED_STATE, 0x0005);
-    to_features_ok(
-        &f,
-        features(&[Feature::Version1, Feature::RingPacked, Feature::QueueState]),
+    f.to_features_ok(features(&[Feature::Version1, Feature::RingPacked, Feature::QueueState]),
     );
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0x8000);
     assert_eq!(f.r16(QUEUE_USED_STATE), 0x8000);
@@ -383,7 +363,7 @@ fn queue_state_survives_reset_and_resets_on_acknowledge() {
             expect,
             "packed {packed}"
         );
-        to_features_ok(&f, wanted);
+        f.to_features_ok(wanted);
         let initial = if packed { (0x8000, 0x8000) } else { (0, 0) };
         assert_eq!(
             driver.read_queue_state(0).unwrap(),
@@ -467,7 +447,7 @@ fn device_stopped_register_ignored_without_driver_ok_both_ways() {
 
     // DRIVER_OK and DEVICE_STOPPED in one write at the end of initialisation.
     let (_mem, f) = fresh();
-    to_features_ok(&f, migration_features(false));
+    f.to_features_ok(migration_features(false));
     assert_eq!(f.write_status(stopped), RUNNING);
 }
 

@@ -127,6 +127,27 @@ pub fn client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
     client
 }
 
+/// An owner with `num_vfs` counting members whose member 1 a guest used (three requests) and
+/// the client then stopped; returns member 1's whole context, read in 64-byte chunks.
+pub fn stopped_member(num_vfs: u16) -> (OwnerFunction<Mem>, AdminClient<Mem>, Guest, Vec<u8>) {
+    let owner = owner(num_vfs, Kind::Counting);
+    let mut client = client(&owner);
+    let mut guest = Guest::new(owner.member(1).unwrap());
+    guest.submit(3);
+    guest.collect();
+    client.dev_mode_set(1, DevMode::Stop).unwrap();
+    let ctx = client.dev_ctx_read_all(1, 64).unwrap();
+    (owner, client, guest, ctx)
+}
+
+/// Starts a fresh read of `member`'s context (DISCARD) and reads its first 16 bytes, which must
+/// be those of `whole`: the partial read the stream-restart tests then interrupt.
+pub fn read_first_16(client: &mut AdminClient<Mem>, member: u64, whole: &[u8]) {
+    client.dev_ctx_discard(member).unwrap();
+    let first = client.dev_ctx_read(member, 16).unwrap();
+    assert_eq!(first.data, whole[..16]);
+}
+
 /// The device-readable part of a command for the SR-IOV group.
 pub fn cmd(op: u16, member: u64, data: &[u8]) -> Vec<u8> {
     AdminCommand::new(op, group_type::SRIOV, member, data.to_vec()).to_bytes()

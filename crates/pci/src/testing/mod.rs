@@ -217,6 +217,20 @@ pub trait Regs {
         self.w8(offset::DEVICE_STATUS, status.bits());
         self.status()
     }
+    /// ACKNOWLEDGE, DRIVER, `wanted` written through both driver_feature windows, FEATURES_OK,
+    /// which the device must accept.
+    fn to_features_ok(&self, wanted: u64) {
+        let ack_driver = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER;
+        self.w8(offset::DEVICE_STATUS, DeviceStatus::ACKNOWLEDGE.bits());
+        self.w8(offset::DEVICE_STATUS, ack_driver.bits());
+        self.w32(offset::DRIVER_FEATURE_SELECT, 0);
+        self.w32(offset::DRIVER_FEATURE, wanted as u32);
+        self.w32(offset::DRIVER_FEATURE_SELECT, 1);
+        self.w32(offset::DRIVER_FEATURE, (wanted >> 32) as u32);
+        let features_ok = ack_driver | DeviceStatus::FEATURES_OK;
+        self.w8(offset::DEVICE_STATUS, features_ok.bits());
+        assert!(self.status().contains(DeviceStatus::FEATURES_OK));
+    }
 }
 
 impl Regs for VirtioPciFunction<Mem> {
