@@ -285,11 +285,7 @@ impl VirtioDevice<Mem> for Probe {
         Ok(())
     }
 
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        _queue: &mut QueueAccess<'_, Mem>,
-    ) -> Result<(), DeviceError> {
+    fn process_queue(&mut self, _: u16, _: &mut QueueAccess<'_, Mem>) -> Result<(), DeviceError> {
         Ok(())
     }
 

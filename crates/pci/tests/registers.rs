@@ -323,8 +323,11 @@ fn queue_state_registers_exist_only_with_queue_state() {
     );
     f.w16(QUEUE_AVAIL_STATE, 0x0005);
     f.w16(QUEUE_USED_STATE, 0x0005);
-    f.to_features_ok(features(&[Feature::Version1, Feature::RingPacked, Feature::QueueState]),
-    );
+    f.to_features_ok(features(&[
+        Feature::Version1,
+        Feature::RingPacked,
+        Feature::QueueState,
+    ]));
     assert_eq!(f.r16(QUEUE_AVAIL_STATE), 0x8000);
     assert_eq!(f.r16(QUEUE_USED_STATE), 0x8000);
     f.w16(QUEUE_AVAIL_STATE, 0x0003);

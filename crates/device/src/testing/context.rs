@@ -164,19 +164,10 @@ impl StateLog {
 }
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for StateLog {
-    fn device_type(&self) -> u32 {
-        ENTROPY_DEVICE_TYPE
-    }
+    one_queue_identity!(ENTROPY_DEVICE_TYPE);
 
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.queue_size]
-    }
-
-    fn process_queue(
-        &mut self,
-        _index: u16,
-        _queue: &mut QueueAccess<'_, M>,
-    ) -> Result<(), DeviceError> {
+    /// Takes no buffer: whatever the driver makes available stays available.
+    fn process_queue(&mut self, _: u16, _: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
         Ok(())
     }
 

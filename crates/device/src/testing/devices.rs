@@ -59,13 +59,7 @@ impl CountingDevice {
 }
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for CountingDevice {
-    fn device_type(&self) -> u32 {
-        ENTROPY_DEVICE_TYPE
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.queue_size]
-    }
+    one_queue_identity!(ENTROPY_DEVICE_TYPE);
 
     fn process_queue(
         &mut self,
@@ -272,13 +266,7 @@ impl SlowDevice {
 }
 
 impl<M: GuestMemory + ?Sized> VirtioDevice<M> for SlowDevice {
-    fn device_type(&self) -> u32 {
-        self.device_type
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![self.queue_size]
-    }
+    one_queue_identity!(field);
 
     fn process_queue(
         &mut self,

@@ -34,6 +34,28 @@ use vm_memory::{GuestAddress, GuestMemory};
 
 use crate::DeviceCore;
 
+/// The identity methods of a test device with one queue of its `queue_size` field: its device
+/// type is the given constant, or (with `field`) its `device_type` field.
+macro_rules! one_queue_identity {
+    (field) => {
+        fn device_type(&self) -> u32 {
+            self.device_type
+        }
+        one_queue_identity!(sizes);
+    };
+    (sizes) => {
+        fn queue_max_sizes(&self) -> Vec<u16> {
+            vec![self.queue_size]
+        }
+    };
+    ($device_type:expr) => {
+        fn device_type(&self) -> u32 {
+            $device_type
+        }
+        one_queue_identity!(sizes);
+    };
+}
+
 pub mod context;
 mod devices;
 mod driver;
