@@ -13,6 +13,7 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use virtio_lm_devices::testing::ImageFile;
 
 use virtio_lm_device::{CoreOptions, Worker};
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig, BlkRequest, DATA_OFFSET};
@@ -27,23 +28,8 @@ const MEM: u64 = 1 << 20;
 const IMAGE_LEN: usize = 1 << 16;
 const READ_LEN: u32 = 4096;
 
-struct Image(std::path::PathBuf);
-
-impl Image {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-vm-dirty-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0x5a; IMAGE_LEN]).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn image(tag: &str) -> ImageFile {
+    ImageFile::new("vm-dirty", tag, IMAGE_LEN, 0x5a)
 }
 
 struct Rig {
@@ -51,7 +37,7 @@ struct Rig {
     driver: BlkDriver<GuestRam>,
     gate: Gate,
     _worker: Worker,
-    _image: Image,
+    _image: ImageFile,
 }
 
 /// A second mapping of the VM's memfd with bitmaps of its own, which no harvest reads: a device
@@ -67,14 +53,14 @@ fn unlogged_alias(memory: &VmMemory) -> Arc<GuestRam> {
 }
 
 fn rig(packed: bool, device_logged: bool) -> Rig {
-    let image = Image::new(if packed { "packed" } else { "split" });
+    let image = image(if packed { "packed" } else { "split" });
     let gate = Gate::new();
     let options = BlkOptions {
         faults: Faults {
             gate: Some(gate.clone()),
             ..Faults::default()
         },
-        ..BlkOptions::new(&image.0)
+        ..BlkOptions::new(image.path())
     };
     let blk = Blk::open(options).unwrap();
     let wake = blk.completion_fd();
