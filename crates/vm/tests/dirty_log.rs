@@ -160,14 +160,12 @@ fn driver_and_device_writes_are_logged(packed: bool, device_logged: bool) {
     // After the submission: a packed driver writes its descriptor into the same ring.
     let before = snapshot(rig.memory.ram(), area);
     let driver_writes = log.harvest();
-    assert!(
-        covers(&driver_writes, slot),
-        "the request header: {driver_writes:?}"
-    );
-    assert!(
-        covers(&driver_writes, ring_page),
-        "descriptors and avail: {driver_writes:?}"
-    );
+    for (page, what) in [
+        (slot, "the request header"),
+        (ring_page, "descriptors and avail"),
+    ] {
+        assert!(covers(&driver_writes, page), "{what}: {driver_writes:?}");
+    }
     assert!(
         !covers(&driver_writes, data_page),
         "the device has not run: {driver_writes:?}"
@@ -178,14 +176,9 @@ fn driver_and_device_writes_are_logged(packed: bool, device_logged: bool) {
     // The status byte is written just before the used entry, under the same lock.
     let device_writes = log.harvest();
     if device_logged {
-        assert!(
-            covers(&device_writes, data_page),
-            "the read data: {device_writes:?}"
-        );
-        assert!(
-            covers(&device_writes, ring_page),
-            "the used entry: {device_writes:?}"
-        );
+        for (page, what) in [(data_page, "the read data"), (ring_page, "the used entry")] {
+            assert!(covers(&device_writes, page), "{what}: {device_writes:?}");
+        }
     } else {
         assert!(device_writes.is_empty(), "bypassed: {device_writes:?}");
     }
