@@ -121,16 +121,22 @@ pub(crate) struct GuestBoot<'a> {
 }
 
 impl GuestBoot<'_> {
+    /// The register-level driver of `function` and the eventfds of its first `queues` queues.
+    fn transport(
+        &self,
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+        queues: u16,
+    ) -> Result<(PciDriver<GuestRam>, Vec<Arc<EventFd>>), MachineError> {
+        let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
+        let pci = PciDriver::new(function.clone(), self.ram.clone(), PROFILE)?;
+        Ok((pci, irqs))
+    }
+
     pub(crate) fn blk_driver(
         &self,
         function: &Arc<VirtioPciFunction<GuestRam>>,
     ) -> Result<BlkDriver<GuestRam>, MachineError> {
-        let Self {
-            ram,
-            transport,
-            options,
-            layout,
-        } = *self;
+        let (transport, options, layout) = (self.transport, self.options, self.layout);
         let config = BlkDriverConfig {
             features: transport | bf::FLUSH | bf::MQ | bf::SEG_MAX | bf::BLK_SIZE,
             num_queues: options.queues,
@@ -143,8 +149,7 @@ impl GuestBoot<'_> {
                 "the blk driver overlaps the net rings".into(),
             ));
         }
-        let irqs = queue_vectors(function, options.queues).map_err(MachineError::Driver)?;
-        let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
+        let (pci, irqs) = self.transport(function, options.queues)?;
         BlkDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))
     }
 
@@ -152,12 +157,7 @@ impl GuestBoot<'_> {
         &self,
         function: &Arc<VirtioPciFunction<GuestRam>>,
     ) -> Result<NetPciDriver<GuestRam>, MachineError> {
-        let Self {
-            ram,
-            transport,
-            options,
-            layout,
-        } = *self;
+        let (transport, options, layout) = (self.transport, self.options, self.layout);
         let queues = 2 * options.queues + 1;
         let config = NetPciConfig {
             features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
@@ -167,8 +167,7 @@ impl GuestBoot<'_> {
             rings_at: layout.net_rings_at,
             buffers_at: layout.net_buffers_at,
         };
-        let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
-        let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
+        let (pci, irqs) = self.transport(function, queues)?;
         let mut driver = NetPciDriver::new(pci, config, irqs)
             .map_err(|e| MachineError::Driver(e.to_string()))?;
         if driver.net().buffers_end() > layout.working_set_at {

@@ -358,18 +358,14 @@ impl Machine {
             return Err(MachineError::State("a guest runs here already"));
         }
         let ram = self.memory.ram().clone();
-        let blk = restore_guest(
-            &self.blk,
-            state.blk,
-            "the vCPU state has another blk function",
-            |f, s| BlkGuest::from_state(f, &ram, s),
-        )?;
-        let net = restore_guest(
-            &self.net,
-            state.net,
-            "the vCPU state has another net function",
-            |f, s| NetGuest::from_state(f, &ram, s),
-        )?;
+        let other_blk = "the vCPU state has another blk function";
+        let blk = restore_guest(&self.blk, state.blk, other_blk, |f, s| {
+            BlkGuest::from_state(f, &ram, s)
+        })?;
+        let other_net = "the vCPU state has another net function";
+        let net = restore_guest(&self.net, state.net, other_net, |f, s| {
+            NetGuest::from_state(f, &ram, s)
+        })?;
         let layout = &self.layout;
         let dirtier = Dirtier::restore(
             ram,
