@@ -29,3 +29,11 @@ impl Drop for ImageFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// A blk backend delay that varies with the request id and sector, from 0 up to
+/// `max_micros` µs, so requests finish out of order.
+pub fn jitter(max_micros: u64) -> crate::blk::DelayFn {
+    std::sync::Arc::new(move |info: &crate::RequestInfo| {
+        std::time::Duration::from_micros((u64::from(info.id) * 37 + info.sector * 11) % max_micros)
+    })
+}

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use virtio_lm_devices::testing::ImageFile;
+use virtio_lm_devices::testing::{jitter, ImageFile};
 
 use virtio_lm_device::{QuiesceMode, Worker};
 use virtio_lm_devices::blk::config::status;
@@ -31,7 +31,7 @@ use virtio_lm_devices::blk::config::{features as bf, SECTOR_SIZE};
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig, BlkRequest, Segment};
 use virtio_lm_devices::blk::workload::BlkWorkload;
 use virtio_lm_devices::blk::WriteSplit;
-use virtio_lm_devices::{BackendStats, Blk, BlkOptions, Faults, RequestInfo};
+use virtio_lm_devices::{BackendStats, Blk, BlkOptions, Faults};
 use virtio_lm_pci::testing;
 use virtio_lm_pci::{PciDriver, VirtioPciFunction};
 use virtio_lm_spec::{Feature, Profile};
@@ -63,9 +63,7 @@ fn stack(image: &ImageFile, packed: bool, event_idx: bool, mode: QuiesceMode) ->
         queue_size: 32,
         backend_threads: 3,
         faults: Faults {
-            delay: Some(Arc::new(|info: &RequestInfo| {
-                Duration::from_micros((u64::from(info.id) * 37 + info.sector * 11) % 300)
-            })),
+            delay: Some(jitter(300)),
             // Writes pause inside their second sector: reads overlapping them run into a
             // half-written block unless the device keeps them apart.
             write_split: Some(WriteSplit {
