@@ -30,10 +30,15 @@ impl Drop for ImageFile {
     }
 }
 
-/// A blk backend delay that varies with the request id and sector, from 0 up to
-/// `max_micros` µs, so requests finish out of order.
-pub fn jitter(max_micros: u64) -> crate::blk::DelayFn {
-    std::sync::Arc::new(move |info: &crate::RequestInfo| {
-        std::time::Duration::from_micros((u64::from(info.id) * 37 + info.sector * 11) % max_micros)
-    })
+/// Blk backend faults that delay each request by 0 up to `max_micros` µs, varying with the
+/// request id and sector, so requests finish out of order.
+pub fn jitter(max_micros: u64) -> crate::Faults {
+    crate::Faults {
+        delay: Some(std::sync::Arc::new(move |info: &crate::RequestInfo| {
+            std::time::Duration::from_micros(
+                (u64::from(info.id) * 37 + info.sector * 11) % max_micros,
+            )
+        })),
+        ..crate::Faults::default()
+    }
 }

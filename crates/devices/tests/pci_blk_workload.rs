@@ -63,7 +63,6 @@ fn stack(image: &ImageFile, packed: bool, event_idx: bool, mode: QuiesceMode) ->
         queue_size: 32,
         backend_threads: 3,
         faults: Faults {
-            delay: Some(jitter(300)),
             // Writes pause inside their second sector: reads overlapping them run into a
             // half-written block unless the device keeps them apart.
             write_split: Some(WriteSplit {
@@ -71,7 +70,7 @@ fn stack(image: &ImageFile, packed: bool, event_idx: bool, mode: QuiesceMode) ->
                 pause: Duration::from_micros(200),
                 gate: None,
             }),
-            ..Faults::default()
+            ..jitter(300)
         },
         ..BlkOptions::new(image.path())
     };
