@@ -46,6 +46,8 @@ pub mod blk;
 mod guest_io;
 pub mod net;
 mod rng;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 pub use blk::{BackendStats, Blk, BlkError, BlkOptions, Faults, Gate, RequestInfo, RequestKind};
 pub use net::{Announcer, Net, NetError, NetFaults, NetOptions, NetStats};

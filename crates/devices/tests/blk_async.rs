@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{initial_sector, pattern, Req, Rig, TempImage, TestCore};
+use common::{assert_same_ids, initial_sector, pattern, Req, Rig, TempImage, TestCore};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{features, status};
 use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
@@ -47,11 +47,7 @@ fn slow_request_completes_after_later_ones() {
         r.core.kick(0);
         let used: Vec<u16> = r.wait_used(0, 6).iter().map(|u| u.id).collect();
         assert_eq!(used.last(), Some(&slow), "packed={packed}: {used:?}");
-        let mut early = used[..5].to_vec();
-        early.sort_unstable();
-        let mut want = fast.clone();
-        want.sort_unstable();
-        assert_eq!(early, want);
+        assert_same_ids(used[..5].iter().copied(), &fast);
         for s in 0..6 {
             assert_eq!(r.in_data(s, &Req::read(s, 1)), initial_sector(s));
         }

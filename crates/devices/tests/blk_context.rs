@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{initial_sector, pattern, Req, Rig, TempImage, TestCore, RUNNING};
+use common::{assert_same_ids, initial_sector, pattern, Req, Rig, TempImage, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::{offset, status};
 use virtio_lm_devices::Gate;
@@ -69,11 +69,7 @@ fn context_transfer_hands_over_inflight_and_writeback() {
     dst.core.process_pending();
     assert!(dst.collect(0).is_empty(), "nothing runs while stopped");
     dst.core.write_status(RUNNING);
-    let mut used: Vec<u16> = dst.wait_used(0, 2).iter().map(|u| u.id).collect();
-    used.sort_unstable();
-    let mut want = vec![a, b];
-    want.sort_unstable();
-    assert_eq!(used, want);
+    assert_same_ids(dst.wait_used(0, 2).iter().map(|u| u.id), &[a, b]);
     assert_eq!(dst.status_of(0, &write), status::OK);
     assert_eq!(dst.status_of(1, &read), status::OK);
     assert_eq!(image.sector(4, 2), pattern(1, 1024));

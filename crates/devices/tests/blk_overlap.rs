@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{initial_sector, pattern, Req, Rig, TempImage, TIMEOUT};
+use common::{assert_same_ids, initial_sector, pattern, Req, Rig, TempImage, TIMEOUT};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::blk::WriteSplit;
@@ -64,10 +64,7 @@ fn read_overlapping_a_running_write_sees_whole_sectors() {
         gate.open();
         let rest = 2 - used.len();
         used.extend(r.wait_used(0, rest).iter().map(|u| u.id));
-        used.sort_unstable();
-        let mut want = vec![write_id, read_id];
-        want.sort_unstable();
-        assert_eq!(used, want);
+        assert_same_ids(used, &[write_id, read_id]);
         assert_eq!(r.status_of(0, &write), status::OK);
         assert_eq!(r.status_of(1, &read), status::OK);
         let data = r.in_data(1, &read);

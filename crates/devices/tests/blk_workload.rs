@@ -6,14 +6,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{pattern, Req, Rig, TempImage, TestCore, RUNNING};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::blk::config::status;
 use virtio_lm_devices::blk::workload::Xorshift64;
-use virtio_lm_devices::{BlkOptions, Faults, RequestInfo};
+use virtio_lm_devices::testing::jitter;
+use virtio_lm_devices::BlkOptions;
 use virtio_lm_spec::DeviceStatus;
 
 const QUEUES: u16 = 2;
@@ -132,12 +132,7 @@ fn run(packed: bool, mode: QuiesceMode, cycles: u32, seed_value: u64, migrate_ev
         num_queues: QUEUES,
         queue_size: 64,
         backend_threads: 3,
-        faults: Faults {
-            delay: Some(Arc::new(|info: &RequestInfo| {
-                Duration::from_micros((u64::from(info.id) * 37 + info.sector * 11) % 400)
-            })),
-            ..Faults::default()
-        },
+        faults: jitter(400),
         ..image.options()
     };
     let mut r = Rig::new(options.clone(), mode);

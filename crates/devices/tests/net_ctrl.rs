@@ -14,6 +14,15 @@ use virtio_lm_devices::net::driver::NetDriver;
 use virtio_lm_devices::net::ETH_P_RARP;
 use virtio_lm_queue::BufferSpec;
 
+/// A chain of `readable` device-readable bytes at `at`, then `writable` device-writable bytes
+/// 64 bytes on.
+fn readable_then_writable(at: u64, readable: u32, writable: u32) -> Vec<BufferSpec> {
+    vec![
+        BufferSpec::readable(at, readable),
+        BufferSpec::writable(at + 64, writable),
+    ]
+}
+
 /// virtio spec 5.1.3 and 5.1.4, spec-decisions §1: the features offered (never bit 42, legacy
 /// VIRTIO_NET_F_GUEST_RSC6, which is SUSPEND in the seeds profile, nor 41), MRG_RXBUF as
 /// configured, MQ only with several pairs; the configuration space (mac, status LINK_UP,
@@ -158,10 +167,7 @@ fn unknown_and_short_commands() {
         .driver()
         .add_chain(&*mem, q, |at| {
             slot = at;
-            vec![
-                BufferSpec::readable(at, 1),
-                BufferSpec::writable(at + 64, 1),
-            ]
+            readable_then_writable(at, 1, 1)
         })
         .unwrap();
     fx.rig.core.kick(q);
@@ -213,12 +219,7 @@ fn malformed_data_chains_are_returned() {
     let mem = fx.rig.mem.clone();
     let tx = NetDriver::tx_queue(0);
     let bad_tx: [&dyn Fn(u64) -> Vec<BufferSpec>; 3] = [
-        &|at| {
-            vec![
-                BufferSpec::readable(at, 40),
-                BufferSpec::writable(at + 64, 4),
-            ]
-        },
+        &|at| readable_then_writable(at, 40, 4),
         &|at| vec![BufferSpec::readable(at, 20)],
         &|at| vec![BufferSpec::readable(at, 12 + 1519)],
     ];
@@ -255,12 +256,7 @@ fn malformed_receive_chains_are_returned_empty() {
     let mem = rig.mem.clone();
     let rx = NetDriver::rx_queue(0);
     let chains: [&dyn Fn(u64) -> Vec<BufferSpec>; 3] = [
-        &|at| {
-            vec![
-                BufferSpec::readable(at, 64),
-                BufferSpec::writable(at + 64, 1600),
-            ]
-        },
+        &|at| readable_then_writable(at, 64, 1600),
         &|at| vec![BufferSpec::writable(at, 8)],
         &|at| vec![BufferSpec::writable(at, 2048)],
     ];

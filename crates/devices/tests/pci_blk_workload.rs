@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use virtio_lm_devices::testing::{jitter, ImageFile};
 
 use virtio_lm_device::{QuiesceMode, Worker};
 use virtio_lm_devices::blk::config::status;
@@ -30,7 +31,7 @@ use virtio_lm_devices::blk::config::{features as bf, SECTOR_SIZE};
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig, BlkRequest, Segment};
 use virtio_lm_devices::blk::workload::BlkWorkload;
 use virtio_lm_devices::blk::WriteSplit;
-use virtio_lm_devices::{BackendStats, Blk, BlkOptions, Faults, RequestInfo};
+use virtio_lm_devices::{BackendStats, Blk, BlkOptions, Faults};
 use virtio_lm_pci::testing;
 use virtio_lm_pci::{PciDriver, VirtioPciFunction};
 use virtio_lm_spec::{Feature, Profile};
@@ -45,24 +46,8 @@ const BLOCK_LEN: u32 = 1024;
 const MIN_RUN: Duration = Duration::from_millis(1500);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A zeroed image file, removed on drop.
-struct Image(std::path::PathBuf);
-
-impl Image {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-pci-blk-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0u8; (BLOCKS * u64::from(BLOCK_LEN)) as usize]).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn image(tag: &str) -> ImageFile {
+    ImageFile::new("pci-blk", tag, (BLOCKS * u64::from(BLOCK_LEN)) as usize, 0)
 }
 
 struct Stack {
@@ -72,15 +57,12 @@ struct Stack {
     _function: Arc<VirtioPciFunction<Mem>>,
 }
 
-fn stack(image: &Image, packed: bool, event_idx: bool, mode: QuiesceMode) -> Stack {
+fn stack(image: &ImageFile, packed: bool, event_idx: bool, mode: QuiesceMode) -> Stack {
     let options = BlkOptions {
         num_queues: QUEUES,
         queue_size: 32,
         backend_threads: 3,
         faults: Faults {
-            delay: Some(Arc::new(|info: &RequestInfo| {
-                Duration::from_micros((u64::from(info.id) * 37 + info.sector * 11) % 300)
-            })),
             // Writes pause inside their second sector: reads overlapping them run into a
             // half-written block unless the device keeps them apart.
             write_split: Some(WriteSplit {
@@ -88,9 +70,9 @@ fn stack(image: &Image, packed: bool, event_idx: bool, mode: QuiesceMode) -> Sta
                 pause: Duration::from_micros(200),
                 gate: None,
             }),
-            ..Faults::default()
+            ..jitter(300)
         },
-        ..BlkOptions::new(&image.0)
+        ..BlkOptions::new(image.path())
     };
     let blk = Blk::open(options).unwrap();
     let stats = blk.stats();
@@ -158,7 +140,7 @@ fn settle(s: &mut Stack, w: &mut BlkWorkload) {
 }
 
 fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32, seed: u64) {
-    let image = Image::new(&format!("{packed}-{event_idx}-{mode:?}-{seed}"));
+    let image = image(&format!("{packed}-{event_idx}-{mode:?}-{seed}"));
     let mut s = stack(&image, packed, event_idx, mode);
     assert_eq!(
         s.driver.capacity() * SECTOR_SIZE,
@@ -220,7 +202,7 @@ fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32, seed: u64)
     if mode == QuiesceMode::RecordInflight {
         assert!(held_at_stops > 0, "some stops caught requests in flight");
     }
-    let bytes = std::fs::read(&image.0).unwrap();
+    let bytes = std::fs::read(image.path()).unwrap();
     for (lba, chunk) in bytes.chunks(BLOCK_LEN as usize).enumerate() {
         let want = w.block(lba as u64, w.acked[lba]);
         assert!(chunk == want.as_slice(), "block {lba} on the image");
@@ -267,7 +249,7 @@ fn packed_no_event_idx_drain() {
 /// out-of-range read answered IOERR (status decoded, driver and device keep going).
 #[test]
 fn request_types_on_both_queues() {
-    let image = Image::new("types");
+    let image = image("types");
     let mut s = stack(&image, false, true, QuiesceMode::Drain);
     let data = vec![0x5a; 1024];
     let zero = [Segment {

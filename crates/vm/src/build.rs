@@ -111,67 +111,83 @@ pub(crate) fn owner(
     Ok(owner)
 }
 
-pub(crate) fn blk_driver(
-    function: &Arc<VirtioPciFunction<GuestRam>>,
-    ram: &Arc<GuestRam>,
-    transport: u64,
-    options: &MachineOptions,
-    layout: &GuestLayout,
-) -> Result<BlkDriver<GuestRam>, MachineError> {
-    let config = BlkDriverConfig {
-        features: transport | bf::FLUSH | bf::MQ | bf::SEG_MAX | bf::BLK_SIZE,
-        num_queues: options.queues,
-        queue_size: QUEUE_SIZE,
-        rings_at: layout.blk_at,
-        max_data: BLOCK_LEN,
-    };
-    if config.end() > layout.net_rings_at {
-        return Err(MachineError::Driver(
-            "the blk driver overlaps the net rings".into(),
-        ));
-    }
-    let irqs = queue_vectors(function, options.queues).map_err(MachineError::Driver)?;
-    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
-    BlkDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))
+/// What a booting guest's drivers set up against: its RAM, the transport features of the ring
+/// format, and the machine's options and layout.
+pub(crate) struct GuestBoot<'a> {
+    pub(crate) ram: &'a Arc<GuestRam>,
+    pub(crate) transport: u64,
+    pub(crate) options: &'a MachineOptions,
+    pub(crate) layout: &'a GuestLayout,
 }
 
-pub(crate) fn net_driver(
-    function: &Arc<VirtioPciFunction<GuestRam>>,
-    ram: &Arc<GuestRam>,
-    transport: u64,
-    options: &MachineOptions,
-    layout: &GuestLayout,
-) -> Result<NetPciDriver<GuestRam>, MachineError> {
-    let queues = 2 * options.queues + 1;
-    let config = NetPciConfig {
-        features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
-        pairs: options.queues,
-        queue_size: QUEUE_SIZE,
-        rx_buf_len: 2048,
-        rings_at: layout.net_rings_at,
-        buffers_at: layout.net_buffers_at,
-    };
-    let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
-    let pci = PciDriver::new(function.clone(), ram.clone(), PROFILE)?;
-    let mut driver =
-        NetPciDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))?;
-    if driver.net().buffers_end() > layout.working_set_at {
-        return Err(MachineError::Driver(
-            "the net buffers overlap the working set".into(),
-        ));
+impl GuestBoot<'_> {
+    /// The register-level driver of `function` and the eventfds of its first `queues` queues.
+    fn transport(
+        &self,
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+        queues: u16,
+    ) -> Result<(PciDriver<GuestRam>, Vec<Arc<EventFd>>), MachineError> {
+        let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
+        let pci = PciDriver::new(function.clone(), self.ram.clone(), PROFILE)?;
+        Ok((pci, irqs))
     }
-    if options.queues > 1 {
-        let ack = driver
-            .command(
-                ctrl::CLASS_MQ,
-                ctrl::MQ_VQ_PAIRS_SET,
-                &options.queues.to_le_bytes(),
-                Duration::from_secs(5),
-            )
-            .map_err(|e| MachineError::Driver(e.to_string()))?;
-        if ack != ctrl::OK {
-            return Err(MachineError::Driver(format!("VQ_PAIRS_SET answered {ack}")));
+
+    pub(crate) fn blk_driver(
+        &self,
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+    ) -> Result<BlkDriver<GuestRam>, MachineError> {
+        let (transport, options, layout) = (self.transport, self.options, self.layout);
+        let config = BlkDriverConfig {
+            features: transport | bf::FLUSH | bf::MQ | bf::SEG_MAX | bf::BLK_SIZE,
+            num_queues: options.queues,
+            queue_size: QUEUE_SIZE,
+            rings_at: layout.blk_at,
+            max_data: BLOCK_LEN,
+        };
+        if config.end() > layout.net_rings_at {
+            return Err(MachineError::Driver(
+                "the blk driver overlaps the net rings".into(),
+            ));
         }
+        let (pci, irqs) = self.transport(function, options.queues)?;
+        BlkDriver::new(pci, config, irqs).map_err(|e| MachineError::Driver(e.to_string()))
     }
-    Ok(driver)
+
+    pub(crate) fn net_driver(
+        &self,
+        function: &Arc<VirtioPciFunction<GuestRam>>,
+    ) -> Result<NetPciDriver<GuestRam>, MachineError> {
+        let (transport, options, layout) = (self.transport, self.options, self.layout);
+        let queues = 2 * options.queues + 1;
+        let config = NetPciConfig {
+            features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
+            pairs: options.queues,
+            queue_size: QUEUE_SIZE,
+            rx_buf_len: 2048,
+            rings_at: layout.net_rings_at,
+            buffers_at: layout.net_buffers_at,
+        };
+        let (pci, irqs) = self.transport(function, queues)?;
+        let mut driver = NetPciDriver::new(pci, config, irqs)
+            .map_err(|e| MachineError::Driver(e.to_string()))?;
+        if driver.net().buffers_end() > layout.working_set_at {
+            return Err(MachineError::Driver(
+                "the net buffers overlap the working set".into(),
+            ));
+        }
+        if options.queues > 1 {
+            let ack = driver
+                .command(
+                    ctrl::CLASS_MQ,
+                    ctrl::MQ_VQ_PAIRS_SET,
+                    &options.queues.to_le_bytes(),
+                    Duration::from_secs(5),
+                )
+                .map_err(|e| MachineError::Driver(e.to_string()))?;
+            if ack != ctrl::OK {
+                return Err(MachineError::Driver(format!("VQ_PAIRS_SET answered {ack}")));
+            }
+        }
+        Ok(driver)
+    }
 }

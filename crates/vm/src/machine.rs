@@ -123,17 +123,18 @@ impl Machine {
         let ram = machine.memory.ram().clone();
         let features = build::transport_features(machine.options.ring)?;
         let (options, layout) = (&machine.options, &machine.layout);
+        let boot = build::GuestBoot {
+            ram: &ram,
+            transport: features,
+            options,
+            layout,
+        };
         let blk = match &machine.blk {
-            Some(f) => {
-                let driver = build::blk_driver(f, &ram, features, options, layout)?;
-                Some(BlkGuest::new(driver, options.seed))
-            }
+            Some(f) => Some(BlkGuest::new(boot.blk_driver(f)?, options.seed)),
             None => None,
         };
         let net = match &machine.net {
-            Some(f) => Some(NetGuest::new(build::net_driver(
-                f, &ram, features, options, layout,
-            )?)),
+            Some(f) => Some(NetGuest::new(boot.net_driver(f)?)),
             None => None,
         };
         let dirtier = Dirtier::new(
@@ -357,28 +358,14 @@ impl Machine {
             return Err(MachineError::State("a guest runs here already"));
         }
         let ram = self.memory.ram().clone();
-        let blk = match (&self.blk, state.blk) {
-            (Some(f), Some(s)) => {
-                Some(BlkGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
-            }
-            (None, None) => None,
-            _ => {
-                return Err(MachineError::State(
-                    "the vCPU state has another blk function",
-                ))
-            }
-        };
-        let net = match (&self.net, state.net) {
-            (Some(f), Some(s)) => {
-                Some(NetGuest::from_state(f, &ram, s).map_err(MachineError::Vcpu)?)
-            }
-            (None, None) => None,
-            _ => {
-                return Err(MachineError::State(
-                    "the vCPU state has another net function",
-                ))
-            }
-        };
+        let other_blk = "the vCPU state has another blk function";
+        let blk = restore_guest(&self.blk, state.blk, other_blk, |f, s| {
+            BlkGuest::from_state(f, &ram, s)
+        })?;
+        let other_net = "the vCPU state has another net function";
+        let net = restore_guest(&self.net, state.net, other_net, |f, s| {
+            NetGuest::from_state(f, &ram, s)
+        })?;
         let layout = &self.layout;
         let dirtier = Dirtier::restore(
             ram,
@@ -443,5 +430,20 @@ impl Drop for Machine {
         for w in self.workers.drain(..) {
             w.stop();
         }
+    }
+}
+
+/// The guest of one member function continued from its part of the vCPU state; the state must
+/// have a part exactly when the machine has the function.
+fn restore_guest<S, G>(
+    function: &Option<Arc<VirtioPciFunction<GuestRam>>>,
+    state: Option<S>,
+    mismatch: &'static str,
+    restore: impl FnOnce(&Arc<VirtioPciFunction<GuestRam>>, S) -> Result<G, String>,
+) -> Result<Option<G>, MachineError> {
+    match (function, state) {
+        (Some(f), Some(s)) => restore(f, s).map(Some).map_err(MachineError::Vcpu),
+        (None, None) => Ok(None),
+        _ => Err(MachineError::State(mismatch)),
     }
 }

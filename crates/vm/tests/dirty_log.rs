@@ -13,6 +13,7 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use virtio_lm_devices::testing::ImageFile;
 
 use virtio_lm_device::{CoreOptions, Worker};
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig, BlkRequest, DATA_OFFSET};
@@ -27,23 +28,8 @@ const MEM: u64 = 1 << 20;
 const IMAGE_LEN: usize = 1 << 16;
 const READ_LEN: u32 = 4096;
 
-struct Image(std::path::PathBuf);
-
-impl Image {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-vm-dirty-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0x5a; IMAGE_LEN]).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn image(tag: &str) -> ImageFile {
+    ImageFile::new("vm-dirty", tag, IMAGE_LEN, 0x5a)
 }
 
 struct Rig {
@@ -51,7 +37,7 @@ struct Rig {
     driver: BlkDriver<GuestRam>,
     gate: Gate,
     _worker: Worker,
-    _image: Image,
+    _image: ImageFile,
 }
 
 /// A second mapping of the VM's memfd with bitmaps of its own, which no harvest reads: a device
@@ -67,14 +53,14 @@ fn unlogged_alias(memory: &VmMemory) -> Arc<GuestRam> {
 }
 
 fn rig(packed: bool, device_logged: bool) -> Rig {
-    let image = Image::new(if packed { "packed" } else { "split" });
+    let image = image(if packed { "packed" } else { "split" });
     let gate = Gate::new();
     let options = BlkOptions {
         faults: Faults {
             gate: Some(gate.clone()),
             ..Faults::default()
         },
-        ..BlkOptions::new(&image.0)
+        ..BlkOptions::new(image.path())
     };
     let blk = Blk::open(options).unwrap();
     let wake = blk.completion_fd();
@@ -174,14 +160,12 @@ fn driver_and_device_writes_are_logged(packed: bool, device_logged: bool) {
     // After the submission: a packed driver writes its descriptor into the same ring.
     let before = snapshot(rig.memory.ram(), area);
     let driver_writes = log.harvest();
-    assert!(
-        covers(&driver_writes, slot),
-        "the request header: {driver_writes:?}"
-    );
-    assert!(
-        covers(&driver_writes, ring_page),
-        "descriptors and avail: {driver_writes:?}"
-    );
+    for (page, what) in [
+        (slot, "the request header"),
+        (ring_page, "descriptors and avail"),
+    ] {
+        assert!(covers(&driver_writes, page), "{what}: {driver_writes:?}");
+    }
     assert!(
         !covers(&driver_writes, data_page),
         "the device has not run: {driver_writes:?}"
@@ -192,14 +176,9 @@ fn driver_and_device_writes_are_logged(packed: bool, device_logged: bool) {
     // The status byte is written just before the used entry, under the same lock.
     let device_writes = log.harvest();
     if device_logged {
-        assert!(
-            covers(&device_writes, data_page),
-            "the read data: {device_writes:?}"
-        );
-        assert!(
-            covers(&device_writes, ring_page),
-            "the used entry: {device_writes:?}"
-        );
+        for (page, what) in [(data_page, "the read data"), (ring_page, "the used entry")] {
+            assert!(covers(&device_writes, page), "{what}: {device_writes:?}");
+        }
     } else {
         assert!(device_writes.is_empty(), "bypassed: {device_writes:?}");
     }

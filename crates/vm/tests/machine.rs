@@ -6,81 +6,22 @@
 //! verified: 0 lost, 0 duplicated, 0 corrupted, and every page of the working set holds what
 //! the dirtier last wrote there.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{image, localhost, options, run_for};
 use virtio_lm_devices::net::echo::EchoPeer;
-use virtio_lm_vm::{Machine, MachineOptions, NetEndpoints, RingFormat, MIB};
-
-const IMAGE_LEN: usize = 4 << 20;
-
-struct Image(std::path::PathBuf);
-
-impl Image {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-vm-machine-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0u8; IMAGE_LEN]).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn localhost() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn options(image: &Image, echo: &EchoPeer, ring: RingFormat, queues: u16) -> MachineOptions {
-    MachineOptions {
-        memory: 32 * MIB,
-        blk: Some(image.0.clone()),
-        net: Some(NetEndpoints {
-            local: localhost(),
-            remote: echo.addr(),
-        }),
-        ring,
-        queues,
-        dirty_rate_mib: 16,
-        working_set_mib: 8,
-        ..MachineOptions::default()
-    }
-}
-
-/// Waits (bounded) until the guest has made progress past `report`.
-fn wait_for_progress(machine: &Machine, blk: u64, net: u64, stamped: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = machine.report();
-        if r.blk.unwrap().completed > blk
-            && r.net.unwrap().verified > net
-            && r.dirtier.stamped > stamped
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress after resume: {r:?}; errors {:?}",
-            machine.vcpu_errors()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+use virtio_lm_vm::{Machine, MachineOptions, RingFormat, MIB};
 
 fn pause_resume_while_running(ring: RingFormat, queues: u16, cycles: u32) {
     let tag = format!("{ring:?}-{queues}");
-    let image = Image::new(&tag);
+    let image = image("vm-machine", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
     let machine = Machine::start(options(&image, &echo, ring, queues)).unwrap();
     for _ in 0..cycles {
-        let r = machine.report();
-        let (blk, net) = (r.blk.unwrap(), r.net.unwrap());
-        wait_for_progress(&machine, blk.completed, net.verified, r.dirtier.stamped);
+        // Progress past where the guest stands now, before each pause.
+        run_for(&machine, 1);
         machine.pause().unwrap();
         assert!(
             machine.all_parked(),

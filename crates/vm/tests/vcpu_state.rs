@@ -12,76 +12,23 @@
 //! echo; every page of the working set as the dirtier last wrote it. Only echoes in the air
 //! when the tunnel moved may be lost, at most the net window.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{image, localhost, options, run_for};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_vm::guest::net::WINDOW;
-use virtio_lm_vm::{Machine, MachineOptions, NetEndpoints, RingFormat, VcpuState, MIB};
-
-const IMAGE_LEN: usize = 4 << 20;
-
-struct Image(std::path::PathBuf);
-
-impl Image {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-vm-state-{}-{tag}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0u8; IMAGE_LEN]).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn localhost() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Runs until each workload has moved on by at least `n` (bounded).
-fn run_for(machine: &Machine, n: u64) {
-    let start = machine.report();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = machine.report();
-        let blk = r.blk.unwrap().completed - start.blk.unwrap().completed;
-        let net = r.net.unwrap().verified - start.net.unwrap().verified;
-        let stamped = r.dirtier.stamped - start.dirtier.stamped;
-        if blk >= n && net >= n && stamped >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress: {r:?}; errors {:?}",
-            machine.vcpu_errors()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use virtio_lm_vm::{Machine, MachineOptions, RingFormat, VcpuState, MIB};
 
 fn continue_elsewhere(ring: RingFormat, queues: u16, quiesce: QuiesceMode) {
     let tag = format!("{ring:?}-{queues}-{quiesce:?}");
-    let image = Image::new(&tag);
+    let image = image("vm-state", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
     let options = MachineOptions {
-        memory: 32 * MIB,
-        blk: Some(image.0.clone()),
-        net: Some(NetEndpoints {
-            local: localhost(),
-            remote: echo.addr(),
-        }),
-        ring,
-        queues,
-        dirty_rate_mib: 16,
-        working_set_mib: 8,
         quiesce,
-        ..MachineOptions::default()
+        ..options(&image, &echo, ring, queues)
     };
     let source = Machine::start(options.clone()).unwrap();
     for _ in 0..5 {
@@ -140,10 +87,10 @@ fn packed_guest_with_two_queues_continues_recording_inflight() {
 #[test]
 fn a_bad_vcpu_state_is_refused() {
     assert!(VcpuState::decode(&[0xff; 7]).is_err());
-    let image = Image::new("bad");
+    let image = image("vm-state", "bad");
     let options = MachineOptions {
         memory: 32 * MIB,
-        blk: Some(image.0.clone()),
+        blk: Some(image.path().to_path_buf()),
         working_set_mib: 1,
         ..MachineOptions::default()
     };

@@ -453,3 +453,13 @@ pub fn slot_in_data(mem: &Mem, slot: u64, req: &Req) -> Vec<u8> {
     mem.read_slice(&mut buf, GuestAddress(at)).unwrap();
     buf
 }
+
+/// Asserts that `used` holds the ids `want`, in any order (used buffers may complete out of
+/// order).
+pub fn assert_same_ids(used: impl IntoIterator<Item = u16>, want: &[u16]) {
+    let mut used: Vec<u16> = used.into_iter().collect();
+    used.sort_unstable();
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    assert_eq!(used, want);
+}

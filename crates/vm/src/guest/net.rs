@@ -94,15 +94,18 @@ impl NetGuest {
     pub fn settle(&mut self, timeout: Duration) -> Result<NetReport, String> {
         let deadline = Instant::now() + timeout;
         while self.workload.outstanding() > 0 && Instant::now() < deadline {
-            self.driver
-                .wait(Duration::from_millis(2))
-                .map_err(|e| e.to_string())?;
-            self.driver
-                .collect(&mut self.workload)
-                .map_err(|e| e.to_string())?;
+            self.wait_and_collect(Duration::from_millis(2))?;
         }
         self.workload.declare_lost();
         Ok(self.workload.report)
+    }
+
+    /// Waits up to `timeout` for an interrupt, then takes every echo the device returned.
+    fn wait_and_collect(&mut self, timeout: Duration) -> Result<(), String> {
+        self.driver.wait(timeout).map_err(|e| e.to_string())?;
+        self.driver
+            .collect(&mut self.workload)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -111,12 +114,7 @@ impl Vcpu for NetGuest {
         self.driver
             .step(&mut self.workload, WINDOW)
             .map_err(|e| e.to_string())?;
-        self.driver
-            .wait(Duration::from_millis(1))
-            .map_err(|e| e.to_string())?;
-        self.driver
-            .collect(&mut self.workload)
-            .map_err(|e| e.to_string())?;
+        self.wait_and_collect(Duration::from_millis(1))?;
         let echoed = self.workload.report.verified;
         if echoed != self.progress.0 {
             self.progress = (echoed, 0);
