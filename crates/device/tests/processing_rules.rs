@@ -5,9 +5,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use virtio_lm_device::testing::context::destination;
-use virtio_lm_device::testing::{CoreDriver, CountingDevice, Mem, TestRing, DATA, STOPPED};
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+
+use virtio_lm_device::testing::{
+    self, default_features, CoreDriver, CountingDevice, Mem, TestRing, DATA, QUEUE_BASE, RUNNING,
+    STOPPED,
+};
 use virtio_lm_device::{CoreOptions, DeviceError, QueueAccess, VirtioDevice};
-use virtio_lm_queue::{BufferSpec, RingDriver};
+use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver};
+use vm_memory::GuestAddress;
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::DeviceStatus;
 
@@ -109,4 +116,73 @@ fn a_buffer_added_during_processing_is_processed_in_the_same_kick() {
     let mut ring = shared.lock().unwrap().take().unwrap();
     let used = ring.collect(&d.mem);
     assert_eq!(used.len(), 3, "the buffer added during processing waits");
+}
+
+/// Two queues; queue 0's requests are taken when notified and completed only from `poll` once
+/// released, as a backend thread would complete them.
+struct BackendPair {
+    held: VecDeque<u16>,
+    release: Arc<AtomicBool>,
+}
+
+impl VirtioDevice<Mem> for BackendPair {
+    fn device_type(&self) -> u32 {
+        0xfffb
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![8, 8]
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: u16,
+        queue: &mut QueueAccess<'_, Mem>,
+    ) -> Result<(), DeviceError> {
+        while let Some(chain) = queue.pop()? {
+            self.held.push_back(chain.id());
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, queues: &mut [QueueAccess<'_, Mem>]) -> Result<(), DeviceError> {
+        let Some(queue) = queues.first_mut() else {
+            return Ok(());
+        };
+        if self.release.load(Ordering::SeqCst) {
+            while let Some(id) = self.held.pop_front() {
+                queue.add_used(id, 0)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The core's contract for `kick` (no seed statement; a notification names one queue): a
+/// notification of a queue the driver never enabled is dropped whole, it does not make the
+/// core run the device. Queue 0's backend has finished two requests; a kick of the disabled
+/// queue 1 completes nothing, a kick of queue 0 then completes both (so the device would).
+#[test]
+fn a_kick_of_a_queue_not_enabled_is_dropped() {
+    let release = Arc::new(AtomicBool::new(false));
+    let mut d = CoreDriver::new(Box::new(BackendPair {
+        held: VecDeque::new(),
+        release: release.clone(),
+    }));
+    let features = default_features();
+    d.negotiate(features);
+    let ring = testing::ring_features(&d.core, features);
+    let (config, _) = QueueConfig::contiguous(d.kind, 8, GuestAddress(QUEUE_BASE), ring);
+    testing::program_queue(&mut d.core, 0, &config);
+    d.rings = vec![Some(RingDriver::create(config, &d.mem))];
+    assert_eq!(d.set_status(RUNNING), RUNNING);
+    d.offer(2);
+    d.core.kick(0);
+    release.store(true, Ordering::SeqCst);
+
+    d.core.kick(1);
+    assert_eq!(d.collect().len(), 0, "a kick of a disabled queue ran the device");
+    assert_eq!(d.irq.used(), 0);
+    d.core.kick(0);
+    assert_eq!(d.collect().len(), 2);
 }
