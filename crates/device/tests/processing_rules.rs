@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use virtio_lm_device::testing::context::destination;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
+use virtio_lm_device::testing::context::destination;
 
 use virtio_lm_device::testing::{
     self, default_features, CoreDriver, CountingDevice, Mem, TestRing, DATA, QUEUE_BASE, RUNNING,
@@ -14,9 +14,9 @@ use virtio_lm_device::testing::{
 };
 use virtio_lm_device::{CoreOptions, DeviceError, QueueAccess, VirtioDevice};
 use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver};
-use vm_memory::GuestAddress;
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::DeviceStatus;
+use vm_memory::GuestAddress;
 
 /// Seed 002: "nothing processed after DEVICE_NEEDS_RESET". A stop that waits for requests in
 /// process, and then DEVICE_NEEDS_RESET: the requests the device could finish now are not
@@ -30,12 +30,17 @@ fn a_broken_device_completes_nothing_while_its_stop_waits() {
         !d.core.status().contains(DeviceStatus::DEVICE_STOPPED),
         "the stop waits for the two requests in process"
     );
-    d.core.needs_reset(DeviceError::Backend("backend lost".into()));
+    d.core
+        .needs_reset(DeviceError::Backend("backend lost".into()));
     release.store(true, Ordering::SeqCst);
     let status = d.core.status();
     assert!(status.contains(DeviceStatus::DEVICE_NEEDS_RESET));
     assert_eq!(d.collect().len(), 0, "requests completed after NEEDS_RESET");
-    assert_eq!(d.irq.used(), 0, "used-buffer notification after NEEDS_RESET");
+    assert_eq!(
+        d.irq.used(),
+        0,
+        "used-buffer notification after NEEDS_RESET"
+    );
 }
 
 /// Pitfall 4: "kicks latched while quiet are processed on resume"; seed 004: no virtqueue
@@ -59,7 +64,11 @@ fn buffers_kicked_while_frozen_after_a_restore_are_processed_at_active() {
     dest.core.kick(0);
     assert_eq!(dest.collect().len(), 0, "processed while frozen");
     dest.core.set_admin_mode(DevMode::Active).unwrap();
-    assert_eq!(dest.collect().len(), 2, "latched kick not processed at Active");
+    assert_eq!(
+        dest.collect().len(),
+        2,
+        "latched kick not processed at Active"
+    );
     assert_eq!(dest.irq.used(), 1);
 }
 
@@ -98,10 +107,10 @@ impl VirtioDevice<Mem> for RacedDevice {
     }
 }
 
-/// Pitfall 4 and the re-arm of `run_queue` (VIRTIO 1.2 §2.7.10: while the device suppresses
-/// notifications the driver does not notify, so the device must look again once it re-arms):
-/// a buffer made available while the device was taking the kicked ones is processed in the
-/// same kick; without that round it would wait for a kick the driver never sends.
+/// Pitfall 4: "no lost notification ... with EVENT_IDX (re-check the queue ...)". While the
+/// device suppresses available buffer notifications the driver does not notify, so `run_queue`
+/// looks again once it re-arms: a buffer made available while the device was taking the
+/// kicked ones is processed in the same kick, not left for a kick the driver never sends.
 #[test]
 fn a_buffer_added_during_processing_is_processed_in_the_same_kick() {
     let shared = Arc::new(Mutex::new(None));
@@ -181,7 +190,11 @@ fn a_kick_of_a_queue_not_enabled_is_dropped() {
     release.store(true, Ordering::SeqCst);
 
     d.core.kick(1);
-    assert_eq!(d.collect().len(), 0, "a kick of a disabled queue ran the device");
+    assert_eq!(
+        d.collect().len(),
+        0,
+        "a kick of a disabled queue ran the device"
+    );
     assert_eq!(d.irq.used(), 0);
     d.core.kick(0);
     assert_eq!(d.collect().len(), 2);
