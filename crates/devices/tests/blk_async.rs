@@ -14,6 +14,13 @@ use virtio_lm_spec::DeviceStatus;
 
 const SECTORS: u64 = 512;
 
+/// A fresh image and a draining rig over it, with `tune` adjusting the image's default options.
+fn rig_with(tune: impl FnOnce(BlkOptions) -> BlkOptions) -> (TempImage, Rig) {
+    let image = TempImage::new(SECTORS);
+    let r = Rig::new(tune(image.options()), QuiesceMode::Drain);
+    (image, r)
+}
+
 fn slow_sector_zero() -> Faults {
     Faults {
         delay: Some(Arc::new(|info: &RequestInfo| {
@@ -33,13 +40,11 @@ fn slow_sector_zero() -> Faults {
 #[test]
 fn slow_request_completes_after_later_ones() {
     for packed in [false, true] {
-        let image = TempImage::new(SECTORS);
-        let options = BlkOptions {
+        let (_image, mut r) = rig_with(|o| BlkOptions {
             backend_threads: 2,
             faults: slow_sector_zero(),
-            ..image.options()
-        };
-        let mut r = Rig::new(options, QuiesceMode::Drain);
+            ..o
+        });
         r.start_all(packed);
         let slow = r.add(0, 0, &Req::read(0, 1));
         let fast: Vec<u16> = (1..6).map(|s| r.add(0, s, &Req::read(s, 1))).collect();
@@ -58,8 +63,7 @@ fn slow_request_completes_after_later_ones() {
 /// ring driver rejects a buffer used twice) with the right data.
 #[test]
 fn many_requests_in_flight_complete_once() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (image, mut r) = rig_with(|o| BlkOptions {
         backend_threads: 4,
         faults: Faults {
             delay: Some(Arc::new(|info: &RequestInfo| {
@@ -67,9 +71,8 @@ fn many_requests_in_flight_complete_once() {
             })),
             ..Faults::default()
         },
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     r.start_all(false);
     for s in 0..40 {
         r.add(0, s, &Req::write(s * 2, pattern(s, 1024)));
@@ -90,13 +93,11 @@ fn many_requests_in_flight_complete_once() {
 #[test]
 fn multi_queue_requests_complete_on_their_queue() {
     for packed in [false, true] {
-        let image = TempImage::new(SECTORS);
-        let options = BlkOptions {
+        let (_image, mut r) = rig_with(|o| BlkOptions {
             num_queues: 4,
             queue_size: 64,
-            ..image.options()
-        };
-        let mut r = Rig::new(options, QuiesceMode::Drain);
+            ..o
+        });
         let f = r.start_all(packed);
         assert_ne!(f & features::MQ, 0);
         let mut ids = Vec::new();
@@ -133,17 +134,15 @@ fn multi_queue_requests_complete_on_their_queue() {
 /// through the queue's in-flight list), including while a stop drains them.
 #[test]
 fn background_completion_with_a_disabled_lower_queue() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (_image, mut r) = rig_with(|o| BlkOptions {
         num_queues: 3,
         queue_size: 32,
         faults: Faults {
             delay: Some(Arc::new(|_: &RequestInfo| Duration::from_millis(20))),
             ..Faults::default()
         },
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     let f = r.all_features(false);
     r.negotiate(f);
     r.setup_queues();

@@ -17,10 +17,12 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 
 const SECTORS: u64 = 128;
 
-fn rig(image: &TempImage) -> Rig {
+/// A fresh image and a started split-ring rig over it; the image lives as long as the test.
+fn rig() -> (TempImage, Rig) {
+    let image = TempImage::new(SECTORS);
     let mut r = Rig::new(image.options(), QuiesceMode::Drain);
     r.start_all(false);
-    r
+    (image, r)
 }
 
 /// Asserts that the device still serves a read after an error.
@@ -36,8 +38,7 @@ fn still_works(r: &mut Rig) {
 /// straddling the end and a sector number whose byte offset overflows.
 #[test]
 fn out_of_range_sector_is_ioerr() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (image, mut r) = rig();
     assert_eq!(r.run(0, &Req::read(SECTORS - 1, 2)).0, status::IOERR);
     assert_eq!(
         r.run(1, &Req::read(SECTORS, 0)).0,
@@ -62,8 +63,7 @@ fn out_of_range_sector_is_ioerr() {
 /// cannot be a request: IOERR.
 #[test]
 fn short_header_is_ioerr() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (_image, mut r) = rig();
     for header_len in [0, 1, 8, 15] {
         let req = Req {
             header_len,
@@ -84,8 +84,7 @@ fn short_header_is_ioerr() {
 /// data bytes.
 #[test]
 fn partial_sector_buffers_are_ioerr() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (image, mut r) = rig();
     let odd_read = Req {
         in_len: 100,
         ..Req::read(0, 1)
@@ -154,8 +153,7 @@ fn oversized_transfer_is_ioerr() {
 /// byte has no place for the status byte.
 #[test]
 fn chain_without_status_byte_needs_reset() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (_image, mut r) = rig();
     let req = Req {
         status: false,
         ..Req::write(0, pattern(3, 512))
@@ -221,8 +219,7 @@ fn read_only_image() {
 /// not negotiated, complete with UNSUPP.
 #[test]
 fn unsupported_requests_are_unsupp() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (image, mut r) = rig();
     for kind in [2, 3, 5, 14, 0xff, u32::MAX] {
         assert_eq!(
             r.run(0, &Req::new(kind, 0)).0,
@@ -250,8 +247,7 @@ fn unsupported_requests_are_unsupp() {
 /// over max_*_sectors is IOERR. All segments are checked before any is carried out.
 #[test]
 fn discard_and_write_zeroes_validation() {
-    let image = TempImage::new(SECTORS);
-    let mut r = rig(&image);
+    let (image, mut r) = rig();
     let before = image.read();
     let cases: Vec<(Req, u8)> = vec![
         (
@@ -353,8 +349,7 @@ proptest! {
         has_status in any::<bool>(),
         fill in any::<u8>(),
     ) {
-        let image = TempImage::new(SECTORS);
-        let mut r = rig(&image);
+        let (_image, mut r) = rig();
         let req = Req {
             kind,
             sector,
