@@ -10,8 +10,12 @@ pub struct ImageFile(PathBuf);
 impl ImageFile {
     /// An image of `len` bytes, each `fill`.
     pub fn new(prefix: &str, tag: &str, len: usize, fill: u8) -> Self {
+        // Two tests of one process may ask for the same tag: a sequence number keeps one's
+        // drop from deleting the other's image.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "virtio-lm-{prefix}-{}-{tag}.img",
+            "virtio-lm-{prefix}-{}-{seq}-{tag}.img",
             std::process::id()
         ));
         std::fs::write(&path, vec![fill; len]).unwrap();

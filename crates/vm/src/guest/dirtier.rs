@@ -92,7 +92,9 @@ impl Dirtier {
         let mut wrong = Vec::new();
         let mut count = 0u64;
         for page in 0..self.pages {
-            let pass = if page < self.state.position {
+            // The pass is counted when its first page is stamped, so at position 0 the pass
+            // just completed covers every page.
+            let pass = if page < self.state.position || self.state.position == 0 {
                 self.state.pass
             } else {
                 self.state.pass.saturating_sub(1)
@@ -154,5 +156,54 @@ impl Vcpu for Dirtier {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::VmMemory;
+
+    fn dirtier(pages: u64) -> (VmMemory, Dirtier) {
+        let memory = VmMemory::new(pages * PAGE_SIZE).unwrap();
+        let dirtier = Dirtier::new(
+            memory.ram().clone(),
+            0,
+            pages * PAGE_SIZE,
+            1,
+            DirtierState::default(),
+        );
+        (memory, dirtier)
+    }
+
+    /// The state says what every page holds at every position, the pass boundary included
+    /// (position back at 0 after a whole pass: every page holds the pass just completed).
+    #[test]
+    fn verifies_at_every_position_including_the_pass_boundary() {
+        let (_memory, mut dirtier) = dirtier(8);
+        dirtier.verify().unwrap();
+        for step in 0..8 * 3 {
+            dirtier.stamp_next().unwrap();
+            dirtier
+                .verify()
+                .unwrap_or_else(|e| panic!("after {} stamps: {e}", step + 1));
+        }
+        assert_eq!(dirtier.state().position, 0);
+        assert_eq!(dirtier.state().pass, 3);
+    }
+
+    /// A page that missed its latest stamp (as a page written and not re-sent would) is found.
+    #[test]
+    fn a_stale_page_is_found() {
+        let (memory, mut dirtier) = dirtier(8);
+        for _ in 0..8 + 3 {
+            dirtier.stamp_next().unwrap();
+        }
+        memory
+            .ram()
+            .write_obj(stamp(1, 1), GuestAddress(PAGE_SIZE))
+            .unwrap();
+        let error = dirtier.verify().unwrap_err();
+        assert!(error.starts_with("1 pages wrong: page 1"), "{error}");
     }
 }
