@@ -48,6 +48,21 @@ pub enum Command {
     Inspect(InspectArgs),
 }
 
+/// A command line that parsed but does not make sense (e.g. an option that needs another one):
+/// exits 2 like clap's own usage errors; every other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The process exit status for an error [`run`] returned: 2 for a [`UsageError`], 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<UsageError>() {
+        2
+    } else {
+        1
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
