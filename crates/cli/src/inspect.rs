@@ -100,8 +100,13 @@ fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// Reads `path` (`-`: standard input), refusing more than [`MAX_INPUT_LEN`] bytes without
 /// reading them all, and an empty input.
 pub fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let name = path.display();
-    let bytes = if path == Path::new("-") {
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let bytes = if stdin {
         read_at_most(std::io::stdin().lock()).context("reading standard input")?
     } else {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;

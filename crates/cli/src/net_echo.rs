@@ -37,7 +37,7 @@ per sender address it learns, and a summary when it stops: after --seconds, or o
 #[derive(Debug, Args)]
 pub struct NetEchoArgs {
     /// UDP address to listen on, e.g. 127.0.0.1:5555 or localhost:5555 (port 0: any free port,
-    /// printed). A host name is resolved; its first address is used.
+    /// printed). A host name is resolved; its first IPv4 address is used if it has one.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
@@ -51,11 +51,16 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let mut addrs = text
+    let addrs: Vec<SocketAddr> = text
         .to_socket_addrs()
-        .map_err(|e| format!("{text:?} is not HOST:PORT that resolves: {e}"))?;
+        .map_err(|e| format!("{text:?} is not HOST:PORT that resolves: {e}"))?
+        .collect();
+    // IPv4 first: `localhost` may list ::1 first on hosts without IPv6 loopback.
     addrs
-        .next()
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 

@@ -84,7 +84,8 @@ fn help_explains_the_subcommand() {
     let help = [
         "UDP echo peer",
         "last sent",
-        "--listen <ADDR>",
+        "--listen <HOST:PORT>",
+        "SIGTERM",
         "--seconds <N>",
         "Ethernet frame",
     ];
@@ -113,4 +114,34 @@ fn bad_arguments_fail_with_a_message() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("cannot bind"));
+}
+
+/// Issue 16: "SIGINT and SIGTERM print the summary before exit". The handler is installed before
+/// the socket is bound, so once the first line is out a signal ends the run cleanly.
+#[test]
+fn a_signal_prints_the_summary() {
+    for signal in ["-INT", "-TERM"] {
+        let mut child = binary()
+            .args(["net-echo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("net-echo: listening on"), "{line:?}");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits on the signal");
+        assert!(status.success(), "{signal}: {status:?}");
+        let rest: Vec<String> = out.lines().map(Result::unwrap).collect();
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("net-echo: 0 datagrams echoed (0 bytes), 0 send errors, 0 peer changes"),
+            "{signal}"
+        );
+    }
 }
