@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -19,6 +19,21 @@ fn socket() -> UdpSocket {
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     s
+}
+
+/// Starts `net-echo --listen 127.0.0.1:0` with `extra` arguments; returns it, its output and
+/// the first line (`net-echo: listening on ADDR`).
+fn spawn(extra: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let mut child = binary()
+        .args(["net-echo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (child, out, line)
 }
 
 /// Waits (bounded) for the child to exit by itself; kills it otherwise.
@@ -37,14 +52,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 
 #[test]
 fn echoes_to_the_last_sender_and_stops_by_itself() {
-    let mut child = binary()
-        .args(["net-echo", "--listen", "127.0.0.1:0", "--seconds", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let (mut child, out, line) = spawn(&["--seconds", "2"]);
     let addr: SocketAddr = line
         .trim()
         .strip_prefix("net-echo: listening on ")
@@ -121,14 +129,7 @@ fn bad_arguments_fail_with_a_message() {
 #[test]
 fn a_signal_prints_the_summary() {
     for signal in ["-INT", "-TERM"] {
-        let mut child = binary()
-            .args(["net-echo", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+        let (mut child, out, line) = spawn(&[]);
         assert!(line.starts_with("net-echo: listening on"), "{line:?}");
         let sent = Command::new("kill")
             .args([signal, &child.id().to_string()])
