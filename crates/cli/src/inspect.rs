@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use virtio_lm_device::context::{decode, ContextReader, DeviceContext, Field, MAX_FIELD_LEN};
 use virtio_lm_queue::{RingPosition, SavedChain};
-use virtio_lm_spec::context::FieldType;
+use virtio_lm_spec::context::{padded_len, FieldType, FIELD_HEADER_LEN};
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
 use crate::UsageError;
@@ -157,7 +157,7 @@ pub fn inspect_report(bytes: &[u8], as_json: bool, profile: Profile) -> anyhow::
     for field in ContextReader::new(bytes) {
         let field = field.map_err(|e| anyhow::anyhow!("malformed context: {e}"))?;
         let end = field.field_type == FieldType::END_MARKER;
-        let after = field.offset + 8 + field.value.len().next_multiple_of(8);
+        let after = field.offset + FIELD_HEADER_LEN + padded_len(field.value.len());
         fields.push(field);
         if end && after < bytes.len() {
             bail!(
@@ -553,5 +553,27 @@ mod tests {
             "2 VLAN id(s)"
         );
         assert_eq!(d(FieldType(0x0280), &[1]), None);
+    }
+
+    /// Status by flag names; v1.4 has no DEVICE_STOPPED (spec-decisions §1), so its bit prints
+    /// as unassigned there. A split position is a plain index; a packed one shows bit 15, the
+    /// wrap counter (seed 001).
+    #[test]
+    fn status_and_positions_read_as_people_write_them() {
+        assert_eq!(status_names(0, Profile::Seeds), "RESET (0)");
+        assert_eq!(
+            status_names(0x27, Profile::Seeds),
+            "ACKNOWLEDGE | DRIVER | DRIVER_OK | DEVICE_STOPPED"
+        );
+        assert_eq!(
+            status_names(0x27, Profile::V1_4),
+            "ACKNOWLEDGE | DRIVER | DRIVER_OK | unassigned 0x20"
+        );
+        assert_eq!(position(0x8005, false), "32773");
+        assert_eq!(position(0x8005, true), "0x8005 (index 5, wrap 1)");
+        assert_eq!(
+            hex_short(&[0xab; 33]),
+            format!("{}… (+1 bytes)", "ab".repeat(32))
+        );
     }
 }

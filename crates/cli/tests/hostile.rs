@@ -220,3 +220,36 @@ fn top_level_arguments() {
         assert!(run(&args).status.success(), "{args:?}");
     }
 }
+
+/// `scripts/bench-queue`: a missing or malformed `--runs` is a usage error (exit 2, message
+/// naming `--runs`) before anything is built; `--help` says how long a run takes.
+#[test]
+fn bench_queue_refuses_bad_runs() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-queue");
+    let bench = |args: &[&str]| {
+        Command::new("bash")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["--runs"][..],
+        &["--runs", "x"],
+        &["--runs", "0"],
+        &["--runs", "-2"],
+        &["--runs", "101"],
+        &["--runs", "99999999999999999999999"],
+        &["--runs=1e3"],
+        &["--quick", "--runs", ""],
+    ] {
+        let out = bench(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--runs"), "{args:?}: {err}");
+        assert!(!err.contains("Traceback"), "{args:?}: {err}");
+    }
+    let help = bench(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("How long: one run"));
+}
