@@ -121,13 +121,7 @@ fn start(core: &mut DeviceCore<Mem>, packed: bool) -> anyhow::Result<()> {
             bail!("the sample device has more queues than its guest memory holds");
         }
         let (config, _) = QueueConfig::contiguous(kind, size, GuestAddress(at), ring);
-        core.write_queue(index, |regs| {
-            regs.size = config.size;
-            regs.desc = config.desc_table.0;
-            regs.driver = config.driver_area.0;
-            regs.device = config.device_area.0;
-            regs.enabled = true;
-        });
+        core.write_queue(index, |regs| regs.program(&config));
     }
     core.write_status(setup | DeviceStatus::DRIVER_OK);
     if core.status() != setup | DeviceStatus::DRIVER_OK {
