@@ -221,18 +221,17 @@ fn top_level_arguments() {
     }
 }
 
+/// Runs `scripts/NAME` with `args` under bash.
+fn script(name: &str, args: &[&str]) -> Output {
+    let path = format!("{}/../../scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    Command::new("bash").arg(path).args(args).output().unwrap()
+}
+
 /// `scripts/bench-queue`: a missing or malformed `--runs` is a usage error (exit 2, message
 /// naming `--runs`) before anything is built; `--help` says how long a run takes.
 #[test]
 fn bench_queue_refuses_bad_runs() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-queue");
-    let bench = |args: &[&str]| {
-        Command::new("bash")
-            .arg(script)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| script("bench-queue", args);
     for args in [
         &["--runs"][..],
         &["--runs", "x"],
@@ -252,4 +251,22 @@ fn bench_queue_refuses_bad_runs() {
     let help = bench(&["--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("How long: one run"));
+}
+
+/// `scripts/mutants`: a missing `-C` directory, an unknown option or group is a usage error
+/// (exit 2) before cargo-mutants is looked for or anything is mutated.
+#[test]
+fn mutants_refuses_bad_arguments() {
+    for (args, needle) in [
+        (&["-C"][..], "-C"),
+        (&["-C", "/nonexistent/virtio-lm"], "-C"),
+        (&["--bogus"], "--bogus"),
+        (&["status", "no-such-group"], "no-such-group"),
+    ] {
+        let out = script("mutants", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert!(script("mutants", &["--help"]).status.success());
 }
