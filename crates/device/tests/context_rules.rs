@@ -272,13 +272,7 @@ struct Probe {
 }
 
 impl VirtioDevice<Mem> for Probe {
-    fn device_type(&self) -> u32 {
-        0xfffc
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
+    virtio_lm_device::device_identity!(type: 0xfffc, queues: [16], config: 0);
 
     fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
         self.activations.fetch_add(1, Ordering::SeqCst);

@@ -104,13 +104,7 @@ impl ConfigDevice {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
-    fn device_type(&self) -> u32 {
-        Self::DEVICE_TYPE
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
+    crate::device_identity!(type: Self::DEVICE_TYPE, queues: [16], config: CONFIG_LEN);
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         crate::read_config_bytes(&self.config, offset, data);
