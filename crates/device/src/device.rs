@@ -163,6 +163,15 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
         self.index
     }
 
+    /// The access to queue `index` among `accesses`, as [`VirtioDevice::poll`] receives them
+    /// (live queues only, so a queue may be missing).
+    pub fn find<'s>(
+        accesses: &'s mut [QueueAccess<'a, M>],
+        index: u16,
+    ) -> Option<&'s mut QueueAccess<'a, M>> {
+        accesses.iter_mut().find(|a| a.index == index)
+    }
+
     /// Guest memory, for the device to read and write buffers.
     pub fn mem(&self) -> &'a M {
         self.mem
