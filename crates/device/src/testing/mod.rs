@@ -98,6 +98,36 @@ macro_rules! device_identity {
     };
 }
 
+/// One `#[test]` per case, for tests that differ only in the arguments they pass to one
+/// function (`$run`): each case keeps its own name and documentation, so a row of
+/// docs/conformance.md can cite it, and reads `fn name(arguments);`.
+///
+/// ```
+/// fn check(packed: bool, size: u16) {
+///     assert!(size > 0 && (!packed || size < 0x8000));
+/// }
+///
+/// virtio_lm_device::test_cases! { check:
+///     /// A split ring of 8.
+///     fn split_of_8(false, 8);
+///     /// A packed ring of 7.
+///     fn packed_of_7(true, 7);
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! test_cases {
+    ($run:path: $($(#[$attr:meta])* fn $name:ident($($arg:expr),* $(,)?);)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $run($($arg),*);
+            }
+        )+
+    };
+}
+
 pub mod context;
 mod devices;
 mod driver;
