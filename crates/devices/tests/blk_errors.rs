@@ -19,8 +19,7 @@ const SECTORS: u64 = 128;
 
 /// A fresh image and a started split-ring rig over it; the image lives as long as the test.
 fn rig() -> (TempImage, Rig) {
-    let image = TempImage::new(SECTORS);
-    let mut r = Rig::new(image.options(), QuiesceMode::Drain);
+    let (image, mut r) = Rig::on_image(SECTORS, |o| o);
     r.start_all(false);
     (image, r)
 }
@@ -115,12 +114,7 @@ fn partial_sector_buffers_are_ioerr() {
 /// with IOERR instead of making the device allocate an unbounded bounce buffer.
 #[test]
 fn oversized_transfer_is_ioerr() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
-        queue_size: 4,
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+    let (_image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions { queue_size: 4, ..o });
     r.start_all(false);
     // seg_max = 2, size_max = 64 KiB: at most 128 KiB per request.
     let base = Rig::slot_base(0);
@@ -181,12 +175,10 @@ fn chain_without_status_byte_needs_reset() {
 /// Reads, FLUSH and GET_ID work.
 #[test]
 fn read_only_image() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions {
         read_only: true,
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     let offered = r.core.device_features();
     assert_ne!(offered & features::RO, 0);
     assert_eq!(offered & (features::DISCARD | features::WRITE_ZEROES), 0);
@@ -294,15 +286,13 @@ fn discard_and_write_zeroes_validation() {
 /// touching the failing sectors fail; a failed write changes nothing there.
 #[test]
 fn injected_eio_fails_only_those_requests() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions {
         faults: Faults {
             fail_sectors: Some(40..44),
             ..Faults::default()
         },
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     r.start_all(false);
     assert_eq!(r.run(0, &Req::read(38, 2)).0, status::OK, "just below");
     assert_eq!(
