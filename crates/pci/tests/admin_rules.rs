@@ -2,8 +2,12 @@
 //! pinned so that breaking it fails a test (found by `scripts/mutants`: these mutants survived
 //! the admin tests).
 
+use std::sync::{Arc, Mutex};
+
+use virtio_lm_pci::admin::{AdminResult, MAX_COMMAND_DATA};
 use virtio_lm_pci::testing::admin::*;
-use virtio_lm_spec::admin::{opcode, status, DevMode};
+use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
+use virtio_lm_spec::context::FieldType;
 
 /// Owner with two counting members; member 1 used by a guest and stopped. Returns member 1's
 /// context.
@@ -98,4 +102,77 @@ fn written_msix_vectors_must_exist_in_the_member() {
         let r = run(&mut client, &cmd(opcode::DEV_CTX_WRITE, 2, &data), 0);
         assert_eq!(r.status, expect, "vector {vector}");
     }
+}
+
+/// spec-decisions §4: DEV_CTX_WRITE data beyond the device's 4 MiB buffer fails with ENOMEM /
+/// Q_NORESOURCE (no side effect) — and data of exactly 4 MiB, alone or added to what earlier
+/// commands left pending, is not refused for its size (here the framing refuses it instead).
+#[test]
+fn context_data_of_exactly_4_mib_is_not_refused_for_its_size() {
+    let (owner, mut client, _guest, _) = setup();
+    client.dev_mode_set(1, DevMode::Freeze).unwrap();
+    let write = |data: &[u8]| {
+        let written = owner.execute_direct(&cmd(opcode::DEV_CTX_WRITE, 1, data), 8);
+        let r = AdminResult::decode(&written);
+        (r.status, r.qualifier)
+    };
+    let invalid = (status::EINVAL, qualifier::Q_INVALID_FIELD);
+    let no_room = (status::ENOMEM, qualifier::Q_NORESOURCE);
+    // Zeros are START_MARKERs: the second one is refused, for its framing.
+    assert_eq!(write(&vec![0; MAX_COMMAND_DATA]), invalid);
+    assert_eq!(write(&vec![0; MAX_COMMAND_DATA + 1]), no_room);
+    let start = raw_field(FieldType::START_MARKER, 0, &[]);
+    assert_eq!(write(&start), (status::OK, qualifier::Q_OK));
+    assert_eq!(write(&vec![0; MAX_COMMAND_DATA - start.len()]), invalid);
+    assert_eq!(write(&vec![0; MAX_COMMAND_DATA - start.len() + 1]), no_room);
+}
+
+/// Seed 004: "the device MUST respond with an error … if there is a mismatch between the device
+/// context field length … and the length of the field in the device", and a second START_MARKER
+/// before the END_MARKER breaks the framing: the DEV_CTX_WRITE that carries the field fails,
+/// not the later one that would complete the context.
+#[test]
+fn a_bad_field_fails_the_write_that_carries_it() {
+    let (_owner, mut client, _guest, _) = setup();
+    client.dev_mode_set(1, DevMode::Freeze).unwrap();
+    let start = raw_field(FieldType::START_MARKER, 0, &[]);
+    for (what, field) in [
+        (
+            "DEVICE_FEATURES of 0 bytes",
+            raw_field(FieldType::DEVICE_FEATURES, 0, &[]),
+        ),
+        // The header alone: its length is refused before the value arrives.
+        (
+            "DEVICE_CONFIG of 4097 bytes",
+            raw_field(FieldType::DEVICE_CONFIG, 4097, &[]),
+        ),
+        ("a second START_MARKER", start.clone()),
+    ] {
+        assert_einval(&mut client, 1, &[start.as_slice(), &field].concat(), what);
+    }
+}
+
+/// Seed 004: the driver "MUST set field[0] ... of type START_MARKER": a DEV_CTX_WRITE whose
+/// first field is another type (here with a value) fails at once.
+#[test]
+fn a_write_not_starting_with_start_marker_fails() {
+    let (owner, mut client, _guest, _) = setup();
+    client.dev_mode_set(1, DevMode::Freeze).unwrap();
+    let data = raw_field(FieldType::DEVICE_FEATURES, 16, &[0xff; 16]);
+    let r = AdminResult::decode(&owner.execute_direct(&cmd(opcode::DEV_CTX_WRITE, 1, &data), 8));
+    assert_eq!(
+        (r.status, r.qualifier),
+        (status::EINVAL, qualifier::Q_INVALID_FIELD)
+    );
+}
+
+/// Seed 004: DEV_CTX_FIELDS_QUERY lists the field types the device supports — the
+/// device-specific type the member's device saves included, once.
+#[test]
+fn fields_query_lists_the_device_types_own_field_once() {
+    let owner = owner(1, Kind::StateLog(Arc::new(Mutex::new(Vec::new()))));
+    let mut client = client(&owner);
+    let list = client.dev_ctx_fields_query(1).unwrap();
+    let listed = list.iter().filter(|i| i.field_type() == LOG_FIELD).count();
+    assert_eq!(listed, 1, "{list:?}");
 }
