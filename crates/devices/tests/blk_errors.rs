@@ -24,6 +24,19 @@ fn rig() -> (TempImage, Rig) {
     (image, r)
 }
 
+/// Asserts that DISCARD (in slot `slot`) and WRITE_ZEROES (in `slot + 1`) of `sectors` at
+/// sector 0, sent although their features were not negotiated, complete with UNSUPP.
+fn assert_discard_and_write_zeroes_unsupp(r: &mut Rig, slot: u64, sectors: u32) {
+    for (i, zeroes) in [false, true].into_iter().enumerate() {
+        let req = Req::segments(zeroes, &[(0, sectors, 0)]);
+        assert_eq!(
+            r.run(slot + i as u64, &req).0,
+            status::UNSUPP,
+            "zeroes {zeroes}"
+        );
+    }
+}
+
 /// Asserts that the device still serves a read after an error.
 fn still_works(r: &mut Rig) {
     let req = Req::read(1, 1);
@@ -189,14 +202,7 @@ fn read_only_image() {
         (status::IOERR, 1)
     );
     // A driver that sends them anyway (they were not negotiated).
-    assert_eq!(
-        r.run(1, &Req::segments(false, &[(0, 8, 0)])).0,
-        status::UNSUPP
-    );
-    assert_eq!(
-        r.run(2, &Req::segments(true, &[(0, 8, 0)])).0,
-        status::UNSUPP
-    );
+    assert_discard_and_write_zeroes_unsupp(&mut r, 1, 8);
     assert_eq!(image.read(), before, "nothing written");
     assert_eq!(r.run(3, &Req::flush()).0, status::OK);
     let id = Req {
@@ -222,14 +228,7 @@ fn unsupported_requests_are_unsupp() {
     let mut bare = Rig::new(image.options(), QuiesceMode::Drain);
     bare.start(bit(Feature::Version1));
     assert_eq!(bare.run(0, &Req::flush()).0, status::UNSUPP);
-    assert_eq!(
-        bare.run(1, &Req::segments(false, &[(0, 1, 0)])).0,
-        status::UNSUPP
-    );
-    assert_eq!(
-        bare.run(2, &Req::segments(true, &[(0, 1, 0)])).0,
-        status::UNSUPP
-    );
+    assert_discard_and_write_zeroes_unsupp(&mut bare, 1, 1);
     assert_eq!(bare.run(3, &Req::read(0, 1)).0, status::OK);
 }
 
