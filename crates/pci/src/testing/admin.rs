@@ -90,9 +90,21 @@ pub fn owner(num_vfs: u16, kind: Kind) -> OwnerFunction<Mem> {
 
 /// [`owner`] with explicit options.
 pub fn owner_with(num_vfs: u16, kind: Kind, options: OwnerOptions) -> OwnerFunction<Mem> {
+    let device = Box::new(CountingDevice::new(0, 8));
+    owner_of(device, memory(), num_vfs, kind, options)
+}
+
+/// An owner whose own device is `device`, over `mem`, with `num_vfs` members of `kind`, VF
+/// Enable set.
+pub fn owner_of(
+    device: Box<dyn VirtioDevice<Mem>>,
+    mem: Arc<Mem>,
+    num_vfs: u16,
+    kind: Kind,
+    options: OwnerOptions,
+) -> OwnerFunction<Mem> {
     let factory = Box::new(move |vf: u16| Ok(member_function(&kind, vf)));
-    let device = CountingDevice::new(0, 8);
-    let owner = OwnerFunction::new(Box::new(device), memory(), options, factory).unwrap();
+    let owner = OwnerFunction::new(device, mem, options, factory).unwrap();
     owner.set_num_vfs(num_vfs).unwrap();
     owner.set_vf_enable(true).unwrap();
     owner
