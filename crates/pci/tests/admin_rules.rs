@@ -2,8 +2,12 @@
 //! pinned so that breaking it fails a test (found by `scripts/mutants`: these mutants survived
 //! the admin tests).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use virtio_lm_device::testing::context::{AdoptingDevice, ADOPTING_CONFIG_LEN};
+use virtio_lm_device::testing::ConfigDevice;
+use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
 use virtio_lm_pci::admin::{AdminResult, OwnerOptions, MAX_COMMAND_DATA};
 use virtio_lm_pci::testing::admin::*;
 use virtio_lm_queue::BufferSpec;
@@ -182,14 +186,14 @@ fn fields_query_lists_the_device_types_own_field_once() {
 /// virtio 1.4 "Administration Facilities": a command is one buffer, its device-readable part
 /// then its device-writable part, however the driver splits them into descriptors. The device
 /// reads at most the header and 4 MiB of data plus one byte, to notice more (spec-decisions §4:
-/// ENOMEM): a DEV_CTX_WRITE with its header and 4 MiB + 1 of data in two descriptors is refused
-/// for its size, not for the framing of its data (EINVAL). A LIST_QUERY answered into an
+/// ENOMEM): a DEV_CTX_WRITE with its header and 4 MiB + 2 of data in two descriptors is refused
+/// for its size, not for the framing of its data (EINVAL), and the device reads no further. A LIST_QUERY answered into an
 /// 8-byte status descriptor and a longer one gets the status in the first and its 8-byte bitmap
 /// in the second (used length 16).
 #[test]
 fn a_command_split_over_descriptors_is_read_and_answered_whole() {
     const BUFFERS: u64 = 0x10000;
-    let data_len = MAX_COMMAND_DATA + 1;
+    let data_len = MAX_COMMAND_DATA + 2;
     let mem = virtio_lm_pci::testing::memory_of(BUFFERS as usize + data_len + 0x1000);
     let counting = Box::new(virtio_lm_device::testing::CountingDevice::new(0, 8));
     let owner = owner_of(
@@ -253,4 +257,74 @@ fn a_command_split_over_descriptors_is_read_and_answered_whole() {
     mem.read_slice(&mut bitmap, GuestAddress(result_at))
         .unwrap();
     assert_eq!(u64::from_le_bytes(bitmap), all_opcodes());
+}
+
+/// An owner's own device type (id 62, unassigned, so the function is a modern virtio-pci one)
+/// offering one device-type feature (bit 3) and counting its activations.
+struct Activated(Arc<AtomicUsize>);
+
+impl VirtioDevice<Mem> for Activated {
+    virtio_lm_device::device_identity!(type: 62, queues: [8], config: 0);
+
+    fn device_features(&self) -> u64 {
+        1 << 3
+    }
+
+    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn process_queue(
+        &mut self,
+        _: u16,
+        queue: &mut QueueAccess<'_, Mem>,
+    ) -> Result<(), DeviceError> {
+        queue.complete_each(|_, _| Ok(0))
+    }
+}
+
+/// The owner function is a device of its own type besides the group owner (virtio 1.4
+/// "Administration Facilities": the admin queues are the owner's additional queues): its device
+/// type, device-type features, activation, configuration space and device-type state are its
+/// device's, around the admin queues the owner adds.
+#[test]
+fn the_owner_is_its_own_device_type_around_the_admin_queues() {
+    let owner_around = |device: Box<dyn VirtioDevice<Mem>>| {
+        owner_of(device, memory(), 1, Kind::Counting, OwnerOptions::default())
+    };
+    let activations = Arc::new(AtomicUsize::new(0));
+    let activated = owner_around(Box::new(Activated(activations.clone())));
+    let _client = client(&activated);
+    assert_eq!(
+        activations.load(Ordering::SeqCst),
+        1,
+        "activated at DRIVER_OK"
+    );
+    let core = activated.function().core().lock().unwrap();
+    assert_eq!(core.device_features() & 0xff_ffff, 1 << 3);
+    drop(core);
+
+    let configured = owner_around(Box::new(ConfigDevice::new()));
+    let mut core = configured.function().core().lock().unwrap();
+    core.write_config(2, &[0xa5]);
+    let mut config = [0u8; 8];
+    core.read_config(0, &mut config);
+    assert_eq!(config, [0, 1, 0xa5, 3, 4, 5, 6, 7]);
+    drop(core);
+
+    let adopting = AdoptingDevice::new(true);
+    let mode = adopting.mode.clone();
+    mode.store(2, Ordering::SeqCst);
+    let stateful = owner_around(Box::new(adopting));
+    let mut core = stateful.function().core().lock().unwrap();
+    assert_eq!(core.device_type(), AdoptingDevice::DEVICE_TYPE);
+    let mut ctx = core.snapshot_context().unwrap();
+    assert_eq!(ctx.device_config, [0, 1, 2, 3][..ADOPTING_CONFIG_LEN]);
+    assert_eq!(ctx.device_fields.len(), 1, "the mode saved");
+    ctx.device_fields[0].value = vec![3];
+    core.set_admin_mode(DevMode::Stop).unwrap();
+    core.set_admin_mode(DevMode::Freeze).unwrap();
+    core.restore_context(&ctx).unwrap();
+    assert_eq!(mode.load(Ordering::SeqCst), 3, "the mode restored");
 }
