@@ -2,12 +2,12 @@
 //! pinned so that breaking it fails a test (found by `scripts/mutants`: these mutants survived
 //! the admin tests).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use virtio_lm_device::testing::context::{AdoptingDevice, ADOPTING_CONFIG_LEN};
-use virtio_lm_device::testing::ConfigDevice;
-use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
+use virtio_lm_device::testing::{ConfigDevice, CountingDevice};
+use virtio_lm_device::VirtioDevice;
 use virtio_lm_pci::admin::{AdminResult, OwnerOptions, MAX_COMMAND_DATA};
 use virtio_lm_pci::testing::admin::*;
 use virtio_lm_queue::BufferSpec;
@@ -195,7 +195,7 @@ fn a_command_split_over_descriptors_is_read_and_answered_whole() {
     const BUFFERS: u64 = 0x10000;
     let data_len = MAX_COMMAND_DATA + 2;
     let mem = virtio_lm_pci::testing::memory_of(BUFFERS as usize + data_len + 0x1000);
-    let counting = Box::new(virtio_lm_device::testing::CountingDevice::new(0, 8));
+    let counting = Box::new(CountingDevice::new(0, 8));
     let owner = owner_of(
         counting,
         mem.clone(),
@@ -222,13 +222,12 @@ fn a_command_split_over_descriptors_is_read_and_answered_whole() {
         let driver = client.driver_mut();
         let id = driver.submit(queue, &buffers).unwrap();
         let mut used = Vec::new();
-        assert!(virtio_lm_pci::testing::wait_until(
-            virtio_lm_device::testing::TIMEOUT,
-            || {
-                used.extend(driver.collect_used(queue).unwrap());
-                !used.is_empty()
-            }
-        ));
+        // A deadline that only a hang reaches: the device answers when notified.
+        let deadline = std::time::Duration::from_secs(60);
+        assert!(virtio_lm_pci::testing::wait_until(deadline, || {
+            used.extend(driver.collect_used(queue).unwrap());
+            !used.is_empty()
+        }));
         assert_eq!(used[0].id, id);
         let mut status_header = [0u8; 8];
         mem.read_slice(&mut status_header, GuestAddress(status_at))
@@ -259,31 +258,6 @@ fn a_command_split_over_descriptors_is_read_and_answered_whole() {
     assert_eq!(u64::from_le_bytes(bitmap), all_opcodes());
 }
 
-/// An owner's own device type (id 62, unassigned, so the function is a modern virtio-pci one)
-/// offering one device-type feature (bit 3) and counting its activations.
-struct Activated(Arc<AtomicUsize>);
-
-impl VirtioDevice<Mem> for Activated {
-    virtio_lm_device::device_identity!(type: 62, queues: [8], config: 0);
-
-    fn device_features(&self) -> u64 {
-        1 << 3
-    }
-
-    fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn process_queue(
-        &mut self,
-        _: u16,
-        queue: &mut QueueAccess<'_, Mem>,
-    ) -> Result<(), DeviceError> {
-        queue.complete_each(|_, _| Ok(0))
-    }
-}
-
 /// The owner function is a device of its own type besides the group owner (virtio 1.4
 /// "Administration Facilities": the admin queues are the owner's additional queues): its device
 /// type, device-type features, activation, configuration space and device-type state are its
@@ -293,11 +267,12 @@ fn the_owner_is_its_own_device_type_around_the_admin_queues() {
     let owner_around = |device: Box<dyn VirtioDevice<Mem>>| {
         owner_of(device, memory(), 1, Kind::Counting, OwnerOptions::default())
     };
-    let activations = Arc::new(AtomicUsize::new(0));
-    let activated = owner_around(Box::new(Activated(activations.clone())));
+    let counting = CountingDevice::new(0, 8).offering(1 << 3);
+    let activations = counting.activations.clone();
+    let activated = owner_around(Box::new(counting));
     let _client = client(&activated);
     assert_eq!(
-        activations.load(Ordering::SeqCst),
+        activations.lock().unwrap().len(),
         1,
         "activated at DRIVER_OK"
     );
