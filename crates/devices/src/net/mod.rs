@@ -47,7 +47,8 @@
 //! next frame and that frame dropped (counted as malformed): the driver should post buffers of
 //! at least 1526 bytes (virtio spec 5.1.6.3.1).
 //!
-//! `poll` finds each queue's access by its index ([`QueueAccess::index`]).
+//! `poll` finds each queue's access by its index
+//! ([`QueueAccess::find`](virtio_lm_device::QueueAccess::find)).
 //!
 //! # Quiescing
 //!
