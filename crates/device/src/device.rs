@@ -56,8 +56,8 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     fn queue_max_sizes(&self) -> Vec<u16>;
 
     /// Reads `data.len()` bytes of device-specific configuration at `offset`; bytes past the
-    /// end read as 0. By default the device has no configuration space (as
-    /// [`Self::config_len`] says by default): everything reads as 0.
+    /// end read as 0. By default everything reads as 0 (for a device type whose
+    /// [`Self::config_len`] is 0).
     fn read_config(&self, _offset: usize, data: &mut [u8]) {
         data.fill(0);
     }
@@ -107,11 +107,10 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     fn reset(&mut self) {}
 
     /// Bytes of the device-type configuration space: what [`Self::read_config`] serves and
-    /// what a device context carries in DEVICE_CONFIG (spec-decisions §5). A device type with a
-    /// configuration space MUST return its size; 0 (the default) means it has none.
-    fn config_len(&self) -> usize {
-        0
-    }
+    /// what a device context carries in DEVICE_CONFIG (spec-decisions §5); 0 for a device type
+    /// without one. Required, with no default, so that a device type with a configuration
+    /// space cannot forget it (its configuration would silently not travel with a context).
+    fn config_len(&self) -> usize;
 
     /// The device-type state as device-specific fields, encoded from the device's typed state:
     /// a device type implementing [`Persist`](persist::Persist) forwards to [`persist::save`].
@@ -190,6 +189,15 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
     /// The queue's index in the device.
     pub fn index(&self) -> u16 {
         self.index
+    }
+
+    /// The access to queue `index` among `accesses`, as [`VirtioDevice::poll`] receives them
+    /// (live queues only, so a queue may be missing).
+    pub fn find<'s>(
+        accesses: &'s mut [QueueAccess<'a, M>],
+        index: u16,
+    ) -> Option<&'s mut QueueAccess<'a, M>> {
+        accesses.iter_mut().find(|a| a.index == index)
     }
 
     /// Guest memory, for the device to read and write buffers.

@@ -38,6 +38,9 @@
 //!     fn queue_max_sizes(&self) -> Vec<u16> {
 //!         vec![64]
 //!     }
+//!     fn config_len(&self) -> usize {
+//!         0 // no configuration space
+//!     }
 //!     fn process_queue(&mut self, _: u16, q: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
 //!         while let Some(chain) = q.pop()? {
 //!             q.add_used(chain.id(), 0)?;

@@ -18,16 +18,10 @@ type Mem = GuestMemoryMmap<()>;
 struct TwoQueues;
 
 impl VirtioDevice<Mem> for TwoQueues {
-    fn device_type(&self) -> u32 {
-        0xfffd
-    }
+    virtio_lm_device::device_identity!(type: 0xfffd, queues: [8, 8], config: 0);
 
     fn device_features(&self) -> u64 {
         0
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![8, 8]
     }
 
     fn read_config(&self, _offset: usize, data: &mut [u8]) {

@@ -66,13 +66,7 @@ impl Persist for ConfigDevice {
 }
 
 impl VirtioDevice<common::Mem> for ConfigDevice {
-    fn device_type(&self) -> u32 {
-        0xfffd
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![8]
-    }
+    virtio_lm_device::device_identity!(type: 0xfffd, queues: [8], config: CONFIG_LEN);
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         let mut bytes = [0u8; CONFIG_LEN];
@@ -94,18 +88,11 @@ impl VirtioDevice<common::Mem> for ConfigDevice {
         _index: u16,
         queue: &mut QueueAccess<'_, common::Mem>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            queue.add_used(chain.id(), 0)?;
-        }
-        Ok(())
+        queue.complete_each(|_, _| Ok(0))
     }
 
     fn reset(&mut self) {
         self.setting = 0;
-    }
-
-    fn config_len(&self) -> usize {
-        CONFIG_LEN
     }
 
     fn save_state(&self) -> Vec<DeviceField> {

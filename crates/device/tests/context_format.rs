@@ -90,6 +90,16 @@ fn assert_refused_at(f: &[RawField], at: usize, want: impl FnOnce(usize) -> Cont
     assert_eq!(decode_fields(f).unwrap_err(), want(offset_of(f, at)));
 }
 
+/// `f` is refused when its END_MARKER (the last field) closes the context without
+/// `field_type` (of queue `queue`).
+fn assert_missing_at_end(f: &[RawField], field_type: FieldType, queue: Option<u16>) {
+    assert_refused_at(f, f.len() - 1, |offset| ContextError::MissingField {
+        offset,
+        field_type,
+        queue,
+    });
+}
+
 /// spec-decisions §5: "each `le16 type; le16 flags; le32 length; u8 value[length]` (8-byte header,
 /// value padded to 8 bytes; length excludes padding)" — the writer lays fields out so, with
 /// zero padding, and the reader returns each value without its padding.
@@ -297,14 +307,7 @@ fn discard_drops_everything_since_start() {
     let mut dropped = f[..14].to_vec();
     dropped.push((FieldType::DISCARD, 0, vec![]));
     dropped.push((FieldType::END_MARKER, 0, vec![]));
-    // Missing when the END_MARKER (the last field) closes the context.
-    let end = offset_of(&dropped, dropped.len() - 1);
-    let missing = ContextError::MissingField {
-        offset: end,
-        field_type: FieldType::DEVICE_FEATURES,
-        queue: None,
-    };
-    assert_eq!(decode_fields(&dropped).unwrap_err(), missing);
+    assert_missing_at_end(&dropped, FieldType::DEVICE_FEATURES, None);
 }
 
 /// spec-decisions §5: "a receiver skips an unknown optional field and rejects an unknown mandatory
@@ -507,14 +510,7 @@ fn reordered_fields_are_refused() {
     // A re-sent VQ_CONFIG reopens the queue: its VQ_STATE must follow again.
     let mut reopened = f.clone();
     reopened.insert(11, f[7].clone());
-    assert_eq!(
-        decode_fields(&reopened).unwrap_err(),
-        ContextError::MissingField {
-            offset: build(&reopened[..reopened.len() - 1]).len(),
-            field_type: FieldType::VQ_STATE,
-            queue: Some(0),
-        }
-    );
+    assert_missing_at_end(&reopened, FieldType::VQ_STATE, Some(0));
 }
 
 /// spec-decisions §5: "indices < size" — a queue field whose index is not below num_queues is
@@ -533,14 +529,7 @@ fn queue_indices_are_checked() {
     let mut missing = f.clone();
     missing.remove(12);
     missing.remove(11);
-    assert_eq!(
-        decode_fields(&missing).unwrap_err(),
-        ContextError::MissingField {
-            offset: build(&missing[..missing.len() - 1]).len(),
-            field_type: FieldType::VQ_CONFIG,
-            queue: Some(1),
-        }
-    );
+    assert_missing_at_end(&missing, FieldType::VQ_CONFIG, Some(1));
     for t in [
         FieldType::DEVICE_FEATURES,
         FieldType::DEVICE_STATUS,

@@ -53,6 +53,21 @@ fn migration(packed: bool) -> (DeviceContext, CoreDriver) {
     (ctx, dst)
 }
 
+/// Queue 0's registers refused for `reason`.
+fn queue_0_config(reason: &'static str) -> ContextError {
+    ContextError::QueueConfig { index: 0, reason }
+}
+
+/// Queue 0's ring layout refused.
+fn queue_0_layout(source: ConfigError) -> ContextError {
+    ContextError::QueueLayout { index: 0, source }
+}
+
+/// Queue 0's state refused.
+fn queue_0_state(source: StateError) -> ContextError {
+    ContextError::QueueState { index: 0, source }
+}
+
 type Edit = fn(&mut DeviceContext);
 /// The expected error, from the unedited context.
 type Want = fn(&DeviceContext) -> ContextError;
@@ -178,50 +193,39 @@ fn queue_configuration_is_validated() {
         (
             "size above the maximum",
             |c| c.queues[0].config.size = 16,
-            |_| ContextError::QueueConfig {
-                index: 0,
-                reason: "size is 0 or above the device's maximum",
-            },
+            |_| queue_0_config("size is 0 or above the device's maximum"),
         ),
         (
             "misaligned descriptors",
             |c| c.queues[0].config.desc += 8,
-            |_| ContextError::QueueLayout {
-                index: 0,
-                source: ConfigError::Misaligned {
+            |_| {
+                queue_0_layout(ConfigError::Misaligned {
                     area: RingArea::Descriptors,
                     addr: QUEUE_BASE + 8,
                     align: 16,
-                },
+                })
             },
         ),
         (
             "device area outside guest memory",
             |c| c.queues[0].config.device = MEM_SIZE as u64,
-            |_| ContextError::QueueLayout {
-                index: 0,
-                source: ConfigError::OutOfMemory {
+            |_| {
+                queue_0_layout(ConfigError::OutOfMemory {
                     area: RingArea::Device,
                     addr: MEM_SIZE as u64,
                     len: 6 + 8 * 8,
-                },
+                })
             },
         ),
         (
             "split size not a power of two",
             |c| c.queues[0].config.size = 6,
-            |_| ContextError::QueueLayout {
-                index: 0,
-                source: ConfigError::InvalidSize { size: 6 },
-            },
+            |_| queue_0_layout(ConfigError::InvalidSize { size: 6 }),
         ),
         (
             "enabled before FEATURES_OK",
             |c| c.device_status = (DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER).bits(),
-            |_| ContextError::QueueConfig {
-                index: 0,
-                reason: "enabled before FEATURES_OK",
-            },
+            |_| queue_0_config("enabled before FEATURES_OK"),
         ),
     ];
     check_all(false, &cases);
@@ -236,33 +240,28 @@ fn queue_state_is_validated() {
         (
             "avail state one behind",
             |c| c.queues[0].state.avail_state -= 1,
-            |_| ContextError::QueueState {
-                index: 0,
-                source: StateError::InflightMismatch {
+            |_| {
+                queue_0_state(StateError::InflightMismatch {
                     inflight: 3,
                     distance: 2,
-                },
+                })
             },
         ),
         (
             "avail state ahead of avail.idx",
             |c| c.queues[0].state.avail_state += 1,
-            |_| ContextError::QueueState {
-                index: 0,
-                source: StateError::AvailAhead {
+            |_| {
+                queue_0_state(StateError::AvailAhead {
                     avail_idx: 5,
                     last_avail: 6,
                     size: 8,
-                },
+                })
             },
         ),
         (
             "split with a used state",
             |c| c.queues[0].state.used_state = 1,
-            |_| ContextError::QueueState {
-                index: 0,
-                source: StateError::SplitUsedState(1),
-            },
+            |_| queue_0_state(StateError::SplitUsedState(1)),
         ),
         (
             "in-flight chain listed twice",
@@ -270,12 +269,11 @@ fn queue_state_is_validated() {
                 let first = c.queues[0].state.inflight[0].clone();
                 c.queues[0].state.inflight[1] = first;
             },
-            |c| ContextError::QueueState {
-                index: 0,
-                source: StateError::BadInflight {
+            |c| {
+                queue_0_state(StateError::BadInflight {
                     id: c.queues[0].state.inflight[0].id,
                     reason: "id listed twice",
-                },
+                })
             },
         ),
         (
@@ -287,12 +285,11 @@ fn queue_state_is_validated() {
                     writable: true,
                 };
             },
-            |c| ContextError::QueueState {
-                index: 0,
-                source: StateError::BadInflight {
+            |c| {
+                queue_0_state(StateError::BadInflight {
                     id: c.queues[0].state.inflight[2].id,
                     reason: "segment out of order, overflowing or outside guest memory",
-                },
+                })
             },
         ),
     ];
@@ -307,13 +304,12 @@ fn queue_state_is_validated() {
                 }
                 .to_state()
             },
-            |_| ContextError::QueueState {
-                index: 0,
-                source: StateError::IndexOutOfRange {
+            |_| {
+                queue_0_state(StateError::IndexOutOfRange {
                     which: "avail_state",
                     index: 8,
                     size: 8,
-                },
+                })
             },
         ),
         (
@@ -321,12 +317,11 @@ fn queue_state_is_validated() {
             |c| {
                 c.queues[0].state.inflight.pop();
             },
-            |_| ContextError::QueueState {
-                index: 0,
-                source: StateError::InflightMismatch {
+            |_| {
+                queue_0_state(StateError::InflightMismatch {
                     inflight: 2,
                     distance: 3,
-                },
+                })
             },
         ),
     ];

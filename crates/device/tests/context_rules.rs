@@ -11,7 +11,7 @@ use virtio_lm_device::{
     ContextError, CoreOptions, DeviceContext, DeviceCore, DeviceError, InterruptCounter,
     QueueAccess, VirtioDevice,
 };
-use virtio_lm_queue::{BufferSpec, QueueConfig, SavedChain, Segment};
+use virtio_lm_queue::{BufferSpec, QueueConfig, RingDriver, SavedChain, Segment};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
@@ -272,13 +272,7 @@ struct Probe {
 }
 
 impl VirtioDevice<Mem> for Probe {
-    fn device_type(&self) -> u32 {
-        0xfffc
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
+    virtio_lm_device::device_identity!(type: 0xfffc, queues: [16], config: 0);
 
     fn activate(&mut self, _features: u64) -> Result<(), DeviceError> {
         self.activations.fetch_add(1, Ordering::SeqCst);
@@ -345,6 +339,25 @@ fn a_device_saving_a_generic_field_type_cannot_save_its_context() {
     assert!(matches!(err, ContextError::Unencodable { .. }), "{err:?}");
 }
 
+/// Negotiates `features`, sets up the queues at [`RING`], sets DRIVER_OK and kicks queue 0 with
+/// one writable buffer of 16 bytes at 0x8_0000; returns the ring drivers.
+fn run_one_request(
+    core: &mut DeviceCore<Mem>,
+    mem: &Mem,
+    features: u64,
+) -> Vec<Option<RingDriver>> {
+    let kind = testing::negotiate(core, features);
+    let ring = testing::ring_features(core, features);
+    let mut rings = testing::setup_queues(core, mem, kind, ring, RING, 0x10000);
+    core.write_status(RUNNING);
+    let ring = rings[0].as_mut().unwrap();
+    ring.add_chain(mem, &[BufferSpec::writable(0x8_0000, 16)])
+        .unwrap();
+    ring.publish(mem).unwrap();
+    core.kick(0);
+    rings
+}
+
 /// spec-decisions §5: the context is saved only while the device is quiescent, "and no stop or
 /// suspend still waiting for requests in process". A suspend waiting for a request refuses the
 /// save; once the request is done and SUSPEND presents, the save succeeds.
@@ -356,16 +369,11 @@ fn no_context_is_saved_while_a_suspend_waits_for_requests() {
     let irq = Arc::new(InterruptCounter::default());
     let mut core =
         DeviceCore::new(Box::new(slow), mem.clone(), irq, CoreOptions::default()).unwrap();
-    let features = seeds(&[Feature::Version1, Feature::Suspend]);
-    let kind = testing::negotiate(&mut core, features);
-    let ring = testing::ring_features(&core, features);
-    let mut rings = testing::setup_queues(&mut core, &*mem, kind, ring, RING, 0x10000);
-    core.write_status(RUNNING);
-    let ring = rings[0].as_mut().unwrap();
-    ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0000, 16)])
-        .unwrap();
-    ring.publish(&*mem).unwrap();
-    core.kick(0);
+    run_one_request(
+        &mut core,
+        &mem,
+        seeds(&[Feature::Version1, Feature::Suspend]),
+    );
     core.write_status(RUNNING | DeviceStatus::SUSPEND);
     assert_eq!(core.status(), RUNNING, "suspend waits for the request");
     assert!(matches!(
@@ -386,16 +394,9 @@ fn a_restored_queue_keeps_event_idx_suppression() {
     let mem = memory();
     let (mut source, source_irq) = core_and_irq(&mem, CoreOptions::default());
     let features = seeds(&[Feature::Version1, Feature::EventIdx]);
-    let kind = testing::negotiate(&mut source, features);
-    let ring = testing::ring_features(&source, features);
-    assert!(ring.event_idx);
-    let mut rings = testing::setup_queues(&mut source, &*mem, kind, ring, RING, 0x10000);
-    source.write_status(RUNNING);
+    assert!(testing::ring_features(&source, features).event_idx);
+    let mut rings = run_one_request(&mut source, &mem, features);
     let ring = rings[0].as_mut().unwrap();
-    ring.add_chain(&*mem, &[BufferSpec::writable(0x8_0000, 16)])
-        .unwrap();
-    ring.publish(&*mem).unwrap();
-    source.kick(0);
     assert_eq!(source_irq.used(), 1);
     ring.disable_interrupts(&*mem).unwrap();
     source.set_admin_mode(DevMode::Stop).unwrap();

@@ -81,22 +81,14 @@ struct RacedDevice {
 }
 
 impl VirtioDevice<Mem> for RacedDevice {
-    fn device_type(&self) -> u32 {
-        0xfffc
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
+    virtio_lm_device::device_identity!(type: 0xfffc, queues: [16], config: 0);
 
     fn process_queue(
         &mut self,
         _index: u16,
         queue: &mut QueueAccess<'_, Mem>,
     ) -> Result<(), DeviceError> {
-        while let Some(chain) = queue.pop()? {
-            queue.add_used(chain.id(), 0)?;
-        }
+        queue.complete_each(|_, _| Ok(0))?;
         if !std::mem::replace(&mut self.raced, true) {
             let mut driver = self.driver.lock().unwrap();
             let ring = driver.as_mut().expect("ring shared before the kick");
@@ -135,13 +127,7 @@ struct BackendPair {
 }
 
 impl VirtioDevice<Mem> for BackendPair {
-    fn device_type(&self) -> u32 {
-        0xfffb
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![8, 8]
-    }
+    virtio_lm_device::device_identity!(type: 0xfffb, queues: [8, 8], config: 0);
 
     fn process_queue(
         &mut self,

@@ -124,6 +124,10 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Rng {
     fn queue_max_sizes(&self) -> Vec<u16> {
         vec![self.queue_size]
     }
+
+    fn config_len(&self) -> usize {
+        0 // virtio-rng has no device-specific configuration
+    }
 }
 
 #[cfg(test)]

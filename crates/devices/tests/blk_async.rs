@@ -14,11 +14,9 @@ use virtio_lm_spec::DeviceStatus;
 
 const SECTORS: u64 = 512;
 
-/// A fresh image and a draining rig over it, with `tune` adjusting the image's default options.
+/// [`Rig::on_image`] of [`SECTORS`].
 fn rig_with(tune: impl FnOnce(BlkOptions) -> BlkOptions) -> (TempImage, Rig) {
-    let image = TempImage::new(SECTORS);
-    let r = Rig::new(tune(image.options()), QuiesceMode::Drain);
-    (image, r)
+    Rig::on_image(SECTORS, tune)
 }
 
 fn slow_sector_zero() -> Faults {

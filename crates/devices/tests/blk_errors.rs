@@ -19,10 +19,22 @@ const SECTORS: u64 = 128;
 
 /// A fresh image and a started split-ring rig over it; the image lives as long as the test.
 fn rig() -> (TempImage, Rig) {
-    let image = TempImage::new(SECTORS);
-    let mut r = Rig::new(image.options(), QuiesceMode::Drain);
+    let (image, mut r) = Rig::on_image(SECTORS, |o| o);
     r.start_all(false);
     (image, r)
+}
+
+/// Asserts that DISCARD (in slot `slot`) and WRITE_ZEROES (in `slot + 1`) of `sectors` at
+/// sector 0, sent although their features were not negotiated, complete with UNSUPP.
+fn assert_discard_and_write_zeroes_unsupp(r: &mut Rig, slot: u64, sectors: u32) {
+    for (i, zeroes) in [false, true].into_iter().enumerate() {
+        let req = Req::segments(zeroes, &[(0, sectors, 0)]);
+        assert_eq!(
+            r.run(slot + i as u64, &req).0,
+            status::UNSUPP,
+            "zeroes {zeroes}"
+        );
+    }
 }
 
 /// Asserts that the device still serves a read after an error.
@@ -115,12 +127,7 @@ fn partial_sector_buffers_are_ioerr() {
 /// with IOERR instead of making the device allocate an unbounded bounce buffer.
 #[test]
 fn oversized_transfer_is_ioerr() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
-        queue_size: 4,
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+    let (_image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions { queue_size: 4, ..o });
     r.start_all(false);
     // seg_max = 2, size_max = 64 KiB: at most 128 KiB per request.
     let base = Rig::slot_base(0);
@@ -181,12 +188,10 @@ fn chain_without_status_byte_needs_reset() {
 /// Reads, FLUSH and GET_ID work.
 #[test]
 fn read_only_image() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions {
         read_only: true,
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     let offered = r.core.device_features();
     assert_ne!(offered & features::RO, 0);
     assert_eq!(offered & (features::DISCARD | features::WRITE_ZEROES), 0);
@@ -197,14 +202,7 @@ fn read_only_image() {
         (status::IOERR, 1)
     );
     // A driver that sends them anyway (they were not negotiated).
-    assert_eq!(
-        r.run(1, &Req::segments(false, &[(0, 8, 0)])).0,
-        status::UNSUPP
-    );
-    assert_eq!(
-        r.run(2, &Req::segments(true, &[(0, 8, 0)])).0,
-        status::UNSUPP
-    );
+    assert_discard_and_write_zeroes_unsupp(&mut r, 1, 8);
     assert_eq!(image.read(), before, "nothing written");
     assert_eq!(r.run(3, &Req::flush()).0, status::OK);
     let id = Req {
@@ -230,14 +228,7 @@ fn unsupported_requests_are_unsupp() {
     let mut bare = Rig::new(image.options(), QuiesceMode::Drain);
     bare.start(bit(Feature::Version1));
     assert_eq!(bare.run(0, &Req::flush()).0, status::UNSUPP);
-    assert_eq!(
-        bare.run(1, &Req::segments(false, &[(0, 1, 0)])).0,
-        status::UNSUPP
-    );
-    assert_eq!(
-        bare.run(2, &Req::segments(true, &[(0, 1, 0)])).0,
-        status::UNSUPP
-    );
+    assert_discard_and_write_zeroes_unsupp(&mut bare, 1, 1);
     assert_eq!(bare.run(3, &Req::read(0, 1)).0, status::OK);
 }
 
@@ -294,15 +285,13 @@ fn discard_and_write_zeroes_validation() {
 /// touching the failing sectors fail; a failed write changes nothing there.
 #[test]
 fn injected_eio_fails_only_those_requests() {
-    let image = TempImage::new(SECTORS);
-    let options = BlkOptions {
+    let (image, mut r) = Rig::on_image(SECTORS, |o| BlkOptions {
         faults: Faults {
             fail_sectors: Some(40..44),
             ..Faults::default()
         },
-        ..image.options()
-    };
-    let mut r = Rig::new(options, QuiesceMode::Drain);
+        ..o
+    });
     r.start_all(false);
     assert_eq!(r.run(0, &Req::read(38, 2)).0, status::OK, "just below");
     assert_eq!(

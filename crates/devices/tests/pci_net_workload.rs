@@ -114,26 +114,13 @@ fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32) {
     assert!(r.verified > u64::from(cycles));
 }
 
-/// Split ring, EVENT_IDX on, draining.
-#[test]
-fn split_event_idx_drain() {
-    run(false, true, QuiesceMode::Drain, 200);
-}
-
-/// Split ring, EVENT_IDX off, recording in-flight.
-#[test]
-fn split_no_event_idx_record_inflight() {
-    run(false, false, QuiesceMode::RecordInflight, 200);
-}
-
-/// Packed ring, EVENT_IDX on, recording in-flight.
-#[test]
-fn packed_event_idx_record_inflight() {
-    run(true, true, QuiesceMode::RecordInflight, 200);
-}
-
-/// Packed ring, EVENT_IDX off, draining.
-#[test]
-fn packed_no_event_idx_drain() {
-    run(true, false, QuiesceMode::Drain, 200);
+virtio_lm_device::test_cases! { run:
+    /// Split ring, EVENT_IDX on, draining.
+    fn split_event_idx_drain(false, true, QuiesceMode::Drain, 200);
+    /// Split ring, EVENT_IDX off, recording in-flight.
+    fn split_no_event_idx_record_inflight(false, false, QuiesceMode::RecordInflight, 200);
+    /// Packed ring, EVENT_IDX on, recording in-flight.
+    fn packed_event_idx_record_inflight(true, true, QuiesceMode::RecordInflight, 200);
+    /// Packed ring, EVENT_IDX off, draining.
+    fn packed_no_event_idx_drain(true, false, QuiesceMode::Drain, 200);
 }

@@ -8,8 +8,7 @@ use virtio_lm_device::context::{decode, encode, parse_fields, ContextWriter, Dev
 use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
 use virtio_lm_pci::testing::admin::*;
 use virtio_lm_spec::admin::{opcode, qualifier, status, DevMode};
-use virtio_lm_spec::context::{ContextFieldHeader, FieldType};
-use virtio_lm_spec::zerocopy::IntoBytes;
+use virtio_lm_spec::context::FieldType;
 
 /// Owner with three rng members; member 1 used by a guest (3 buffers) and stopped; member 2
 /// used by a guest and running; member 3 untouched. Returns member 1's context.
@@ -58,27 +57,10 @@ fn build(list: &[(FieldType, u16, Vec<u8>)]) -> Vec<u8> {
     w.into_bytes()
 }
 
-/// A field whose header claims `length` but carries `value` (padded to 8).
-fn raw_field(ty: FieldType, length: u32, value: &[u8]) -> Vec<u8> {
-    let mut bytes = ContextFieldHeader::new(ty, 0, length).as_bytes().to_vec();
-    bytes.extend_from_slice(value);
-    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
-    bytes
-}
-
 fn with(ctx: &DeviceContext, edit: impl FnOnce(&mut DeviceContext)) -> Vec<u8> {
     let mut ctx = ctx.clone();
     edit(&mut ctx);
     encode(&ctx).unwrap()
-}
-
-fn assert_einval(client: &mut AdminClient<Mem>, member: u64, data: &[u8], what: &str) {
-    let r = run(client, &cmd(opcode::DEV_CTX_WRITE, member, data), 0);
-    assert_eq!(
-        (r.status, r.qualifier),
-        (status::EINVAL, qualifier::Q_INVALID_FIELD),
-        "{what}"
-    );
 }
 
 /// Seed 004: "The device MUST support reading the device context when the device is in any

@@ -9,30 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_lm_pci::testing::*;
-use virtio_lm_pci::{PciDriver, QueueSetup};
 use virtio_lm_queue::BufferSpec;
 use vm_memory::{Bytes, GuestAddress};
-
-/// Which in-band quiesce a test uses.
-#[derive(Clone, Copy, Debug)]
-enum Quiet {
-    Stop,
-    Suspend,
-}
-
-fn quiesce(driver: &mut PciDriver<Mem>, quiet: Quiet) {
-    match quiet {
-        Quiet::Stop => driver.stop().unwrap(),
-        Quiet::Suspend => driver.suspend().unwrap(),
-    }
-}
-
-fn wake(driver: &mut PciDriver<Mem>, quiet: Quiet) {
-    match quiet {
-        Quiet::Stop => driver.resume().unwrap(),
-        Quiet::Suspend => driver.resume_from_suspend().unwrap(),
-    }
-}
 
 const POISON: u8 = 0xee;
 const BUF_LEN: u32 = 64;
@@ -42,17 +20,9 @@ fn buffer(id: u16) -> u64 {
 }
 
 fn run(packed: bool, quiet: Quiet) {
-    let mem = memory();
-    let f = counting_function(&mem, 8, true);
-    let _worker = f.spawn_worker().unwrap();
-    let mut driver = driver_for(&f, &mem);
     let size = if packed { 7 } else { 8 };
-    driver
-        .init(
-            migration_features(packed),
-            &[QueueSetup::new(0, size, RING)],
-        )
-        .unwrap();
+    let (mem, f, mut driver) = running(migration_features(packed), size, true);
+    let _worker = f.spawn_worker().unwrap();
 
     // A thread kicks the queue continuously for the whole test.
     let notifier = driver.notifier(0).unwrap();
@@ -85,7 +55,7 @@ fn run(packed: bool, quiet: Quiet) {
     }
 
     // Quiesce while buffers may be in flight; what the device finished is collected.
-    quiesce(&mut driver, quiet);
+    quiet.enter(&mut driver);
     driver.collect_used(0).unwrap();
 
     // Latch: fill the ring with poisoned buffers; the kicker keeps notifying.
@@ -133,7 +103,7 @@ fn run(packed: bool, quiet: Quiet) {
     assert_eq!(driver.status(), status_before);
 
     // Resume: every latched buffer completes exactly once.
-    wake(&mut driver, quiet);
+    quiet.leave(&mut driver);
     let mut done = Vec::new();
     assert!(wait_until(Duration::from_secs(5), || {
         done.extend(driver.collect_used(0).unwrap());
@@ -167,36 +137,23 @@ fn run(packed: bool, quiet: Quiet) {
     );
 }
 
-/// Seed 000: "The device MUST keep the config space unchanged when DEVICE_STOPPED is set." and
-/// "When driver is trying to set DEVICE_STOPPED, the device MUST not process new avail
-/// requests" — with the driver kicking continuously, after the stop is acknowledged the guest
-/// memory checksum and the interrupt count do not change until resume; then every latched
-/// buffer completes exactly once (split ring).
-#[test]
-fn stop_is_quiet_under_continuous_kicks_split() {
-    run(false, Quiet::Stop);
-}
-
-/// Seed 000: "When driver is trying to set DEVICE_STOPPED, the device MUST not process new
-/// avail requests" — as `stop_is_quiet_under_continuous_kicks_split`, packed ring of 7.
-#[test]
-fn stop_is_quiet_under_continuous_kicks_packed() {
-    run(true, Quiet::Stop);
-}
-
-/// Seed 003: "Stop consuming buffers of any virtqueues and mark all finished descritors as
-/// used." (as merged, spec-decisions §2: while suspended the device touches no virtqueue memory and
-/// sends no notification) — with the driver kicking continuously, after SUSPEND is
-/// acknowledged guest memory and the interrupt count do not change until DRIVER_OK resumes;
-/// then every latched buffer completes exactly once (split ring).
-#[test]
-fn suspend_is_quiet_under_continuous_kicks_split() {
-    run(false, Quiet::Suspend);
-}
-
-/// Seed 003: "Stop consuming buffers of any virtqueues and mark all finished descritors as
-/// used." — as `suspend_is_quiet_under_continuous_kicks_split`, packed ring of 7.
-#[test]
-fn suspend_is_quiet_under_continuous_kicks_packed() {
-    run(true, Quiet::Suspend);
+virtio_lm_device::test_cases! { run:
+    /// Seed 000: "The device MUST keep the config space unchanged when DEVICE_STOPPED is set." and
+    /// "When driver is trying to set DEVICE_STOPPED, the device MUST not process new avail
+    /// requests" — with the driver kicking continuously, after the stop is acknowledged the guest
+    /// memory checksum and the interrupt count do not change until resume; then every latched
+    /// buffer completes exactly once (split ring).
+    fn stop_is_quiet_under_continuous_kicks_split(false, Quiet::Stop);
+    /// Seed 000: "When driver is trying to set DEVICE_STOPPED, the device MUST not process new
+    /// avail requests" — as `stop_is_quiet_under_continuous_kicks_split`, packed ring of 7.
+    fn stop_is_quiet_under_continuous_kicks_packed(true, Quiet::Stop);
+    /// Seed 003: "Stop consuming buffers of any virtqueues and mark all finished descritors as
+    /// used." (as merged, spec-decisions §2: while suspended the device touches no virtqueue memory
+    /// and sends no notification) — with the driver kicking continuously, after SUSPEND is
+    /// acknowledged guest memory and the interrupt count do not change until DRIVER_OK resumes;
+    /// then every latched buffer completes exactly once (split ring).
+    fn suspend_is_quiet_under_continuous_kicks_split(false, Quiet::Suspend);
+    /// Seed 003: "Stop consuming buffers of any virtqueues and mark all finished descritors as
+    /// used." — as `suspend_is_quiet_under_continuous_kicks_split`, packed ring of 7.
+    fn suspend_is_quiet_under_continuous_kicks_packed(true, Quiet::Suspend);
 }

@@ -8,14 +8,8 @@ use std::time::Duration;
 
 use virtio_lm_device::CoreOptions;
 use virtio_lm_pci::testing::*;
-use virtio_lm_pci::{PciDriver, QueueSetup};
+use virtio_lm_pci::PciDriver;
 use virtio_lm_queue::{BufferSpec, UsedBuffer};
-
-#[derive(Clone, Copy, Debug)]
-enum Quiet {
-    Stop,
-    Suspend,
-}
 
 fn collect(driver: &mut PciDriver<Mem>, want: usize) -> Vec<UsedBuffer> {
     let mut done = Vec::new();
@@ -28,17 +22,9 @@ fn collect(driver: &mut PciDriver<Mem>, want: usize) -> Vec<UsedBuffer> {
 }
 
 fn round_trip(packed: bool, quiet: Quiet) {
-    let mem = memory();
-    let source = counting_function_with(&mem, 8, CoreOptions::default(), true, 1);
-    let source_worker = source.spawn_worker().unwrap();
-    let mut driver = driver_for(&source, &mem);
     let size = if packed { 3 } else { 4 };
-    driver
-        .init(
-            migration_features(packed),
-            &[QueueSetup::new(0, size, RING)],
-        )
-        .unwrap();
+    let (mem, source, mut driver) = running(migration_features(packed), size, true);
+    let source_worker = source.spawn_worker().unwrap();
 
     // Enough traffic that the indices wrap (packed: 25 slots on a ring of 3 flip the wrap
     // counters eight times).
@@ -58,10 +44,7 @@ fn round_trip(packed: bool, quiet: Quiet) {
         .unwrap();
     driver.publish(0).unwrap();
     driver.enable_interrupts(0).unwrap();
-    match quiet {
-        Quiet::Stop => driver.stop().unwrap(),
-        Quiet::Suspend => driver.suspend().unwrap(),
-    }
+    quiet.enter(&mut driver);
     let latched = push(&mut driver, 0, &[BufferSpec::writable(DATA + 0x2000, 32)]);
 
     // Read the queue state and the configuration of the quiescent source.
@@ -118,37 +101,24 @@ fn round_trip(packed: bool, quiet: Quiet) {
     assert_eq!(unique.len(), 2);
 }
 
-/// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated. a driver MUST reset the device
-/// before getting the virtqueue state." and "a driver MUST set the state of each virtqueue
-/// after setting the FEATURE_OK status bit but before setting the DRIVER_OK status bit." —
-/// stop, read the state (also after the reset, unchanged), restore onto a fresh device with
-/// buffers outstanding in a split ring: each completes exactly once, and the destination
-/// notifies without a new kick.
-#[test]
-fn stop_round_trip_split() {
-    round_trip(false, Quiet::Stop);
-}
-
-/// Seed 001: "The used state is unnecessary when VIRTIO_RING_F_PACKED is not negotiated" — and
-/// necessary when it is: the packed round trip carries `last_avail_idx : 15;
-/// last_avail_wrap_counter : 1` and `used_idx : 15; used_wrap_counter : 1` after the counters
-/// wrapped, with buffers outstanding; each completes exactly once on the fresh device.
-#[test]
-fn stop_round_trip_packed() {
-    round_trip(true, Quiet::Stop);
-}
-
-/// Seed 003: "Record Virtqueue State of each enabled virtqueue" — suspend, read the recorded
-/// state, reset, restore onto a fresh device (split): each outstanding buffer completes exactly
-/// once and the destination notifies without a new kick.
-#[test]
-fn suspend_round_trip_split() {
-    round_trip(false, Quiet::Suspend);
-}
-
-/// Seed 003: "Record Virtqueue State of each enabled virtqueue" — as
-/// `suspend_round_trip_split`, packed ring of 3 with wrapped counters.
-#[test]
-fn suspend_round_trip_packed() {
-    round_trip(true, Quiet::Suspend);
+virtio_lm_device::test_cases! { round_trip:
+    /// Seed 001: "If VIRTIO_F_QUEUE_STATE has been negotiated. a driver MUST reset the device
+    /// before getting the virtqueue state." and "a driver MUST set the state of each virtqueue
+    /// after setting the FEATURE_OK status bit but before setting the DRIVER_OK status bit." —
+    /// stop, read the state (also after the reset, unchanged), restore onto a fresh device with
+    /// buffers outstanding in a split ring: each completes exactly once, and the destination
+    /// notifies without a new kick.
+    fn stop_round_trip_split(false, Quiet::Stop);
+    /// Seed 001: "The used state is unnecessary when VIRTIO_RING_F_PACKED is not negotiated" — and
+    /// necessary when it is: the packed round trip carries `last_avail_idx : 15;
+    /// last_avail_wrap_counter : 1` and `used_idx : 15; used_wrap_counter : 1` after the counters
+    /// wrapped, with buffers outstanding; each completes exactly once on the fresh device.
+    fn stop_round_trip_packed(true, Quiet::Stop);
+    /// Seed 003: "Record Virtqueue State of each enabled virtqueue" — suspend, read the recorded
+    /// state, reset, restore onto a fresh device (split): each outstanding buffer completes exactly
+    /// once and the destination notifies without a new kick.
+    fn suspend_round_trip_split(false, Quiet::Suspend);
+    /// Seed 003: "Record Virtqueue State of each enabled virtqueue" — as
+    /// `suspend_round_trip_split`, packed ring of 3 with wrapped counters.
+    fn suspend_round_trip_packed(true, Quiet::Suspend);
 }

@@ -37,6 +37,7 @@ impl InflightTracker {
     }
 
     /// Records a taken chain, keeping a copy of it.
+    #[inline]
     pub(crate) fn insert(&mut self, chain: &DescriptorChain) -> Result<(), QueueError> {
         let seq = self.next_seq;
         let slot = self
@@ -57,6 +58,7 @@ impl InflightTracker {
     }
 
     /// Checks that `id` is in flight and `len` fits its writable part; returns its ring slots.
+    #[inline]
     pub(crate) fn check_used(&self, id: u16, len: u32) -> Result<u16, QueueError> {
         let slot = self
             .slots

@@ -39,6 +39,7 @@ impl ChainBuilder {
 
     /// Adds one buffer descriptor (not an indirect one) given its raw `flags` (only WRITE
     /// matters here).
+    #[inline]
     pub(crate) fn push<M: GuestMemory + ?Sized>(
         &mut self,
         view: &RingView<'_, M>,

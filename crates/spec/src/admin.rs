@@ -5,7 +5,6 @@
 //! (device-readable), then [`AdminResultHeader`] + result (device-writable).
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::context::FieldType;
 
@@ -18,6 +17,12 @@ pub mod opcode;
 
 pub use opcode::{AdminOpcode, UnknownOpcode};
 
+mod codes;
+
+pub use codes::{
+    qualifier, status, AdminStatus, ReservedQualifier, ReservedStatus, StatusQualifier,
+};
+
 /// Group types (`le16 group_type`).
 pub mod group_type {
     /// The owner itself; member id 0.
@@ -26,58 +31,18 @@ pub mod group_type {
     pub const SRIOV: u16 = 0x0001;
 }
 
-/// `status` values: Linux errno numbers.
-pub mod status {
-    /// Success.
-    pub const OK: u16 = 0;
-    /// No such device or address.
-    pub const ENXIO: u16 = 6;
-    /// Try again; the command had no side effects.
-    pub const EAGAIN: u16 = 11;
-    /// Out of memory; the command had no side effects.
-    pub const ENOMEM: u16 = 12;
-    /// Device or resource busy.
-    pub const EBUSY: u16 = 16;
-    /// Invalid command; it had no side effects.
-    pub const EINVAL: u16 = 22;
-    /// No space left.
-    pub const ENOSPC: u16 = 28;
-}
-
-/// `status_qualifier` values; 0x08 and above are reserved.
-pub mod qualifier {
-    /// Success (always with status OK).
-    pub const Q_OK: u16 = 0x00;
-    /// Malformed command (also how a driver treats a reserved qualifier).
-    pub const Q_INVALID_COMMAND: u16 = 0x01;
-    /// Unknown or unused opcode.
-    pub const Q_INVALID_OPCODE: u16 = 0x02;
-    /// Invalid value in the command data.
-    pub const Q_INVALID_FIELD: u16 = 0x03;
-    /// Invalid or absent group.
-    pub const Q_INVALID_GROUP: u16 = 0x04;
-    /// Member id out of range.
-    pub const Q_INVALID_MEMBER: u16 = 0x05;
-    /// Out of resources; may be retried.
-    pub const Q_NORESOURCE: u16 = 0x06;
-    /// Retry later.
-    pub const Q_TRYAGAIN: u16 = 0x07;
-}
-
-/// The readable header of every command (24 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct AdminCmdHeader {
-    /// One of [`opcode`].
-    pub opcode: U16,
-    /// One of [`group_type`].
-    pub group_type: U16,
-    /// Zero.
-    pub reserved1: [u8; 12],
-    /// 0 for [`group_type::SELF`], the VF number for SR-IOV.
-    pub group_member_id: U64,
+wire_struct! {
+    /// The readable header of every command (24 bytes).
+    pub struct AdminCmdHeader {
+        /// One of [`opcode`].
+        pub opcode: U16,
+        /// One of [`group_type`].
+        pub group_type: U16,
+        /// Zero.
+        pub reserved1: [u8; 12],
+        /// 0 for [`group_type::SELF`], the VF number for SR-IOV.
+        pub group_member_id: U64,
+    }
 }
 
 impl AdminCmdHeader {
@@ -92,18 +57,16 @@ impl AdminCmdHeader {
     }
 }
 
-/// The writable header of every command (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct AdminResultHeader {
-    /// One of [`status`].
-    pub status: U16,
-    /// One of [`qualifier`].
-    pub status_qualifier: U16,
-    /// Zero.
-    pub reserved2: [u8; 4],
+wire_struct! {
+    /// The writable header of every command (8 bytes).
+    pub struct AdminResultHeader {
+        /// One of [`status`].
+        pub status: U16,
+        /// One of [`qualifier`].
+        pub status_qualifier: U16,
+        /// Zero.
+        pub reserved2: [u8; 4],
+    }
 }
 
 impl AdminResultHeader {
@@ -154,16 +117,14 @@ impl From<DevMode> for u8 {
     }
 }
 
-/// DEV_MODE_SET data and DEV_MODE_GET result: `u8 mode; u8 reserved[7]`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct DevModeData {
-    /// A [`DevMode`] value (unchecked on the wire).
-    pub mode: u8,
-    /// Zero; pads to the 64-bit multiple the framework requires.
-    pub reserved: [u8; 7],
+wire_struct! {
+    /// DEV_MODE_SET data and DEV_MODE_GET result: `u8 mode; u8 reserved[7]`.
+    pub struct DevModeData {
+        /// A [`DevMode`] value (unchecked on the wire).
+        pub mode: u8,
+        /// Zero; pads to the 64-bit multiple the framework requires.
+        pub reserved: [u8; 7],
+    }
 }
 
 impl DevModeData {
@@ -176,16 +137,14 @@ impl DevModeData {
     }
 }
 
-/// DEV_CTX_SIZE_GET result: `le32 size; le32 reserved`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct DevCtxSizeResult {
-    /// Estimated context bytes left to read in the current mode.
-    pub size: U32,
-    /// Zero.
-    pub reserved: U32,
+wire_struct! {
+    /// DEV_CTX_SIZE_GET result: `le32 size; le32 reserved`.
+    pub struct DevCtxSizeResult {
+        /// Estimated context bytes left to read in the current mode.
+        pub size: U32,
+        /// Zero.
+        pub reserved: U32,
+    }
 }
 
 impl DevCtxSizeResult {
@@ -198,16 +157,14 @@ impl DevCtxSizeResult {
     }
 }
 
-/// DEV_CTX_READ result header (seed 004 v4 layout), followed by `u8 data[size]`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct DevCtxReadResultHeader {
-    /// Context bytes still to read after this response.
-    pub remaining_ctx_size: U32,
-    /// Bytes of context data in this response.
-    pub size: U32,
+wire_struct! {
+    /// DEV_CTX_READ result header (seed 004 v4 layout), followed by `u8 data[size]`.
+    pub struct DevCtxReadResultHeader {
+        /// Context bytes still to read after this response.
+        pub remaining_ctx_size: U32,
+        /// Bytes of context data in this response.
+        pub size: U32,
+    }
 }
 
 impl DevCtxReadResultHeader {
@@ -220,16 +177,14 @@ impl DevCtxReadResultHeader {
     }
 }
 
-/// DEV_CTX_FIELDS_QUERY result header, followed by `count` [`DevCtxFieldInfo`].
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct DevCtxFieldsQueryHeader {
-    /// Number of entries that follow.
-    pub count: U32,
-    /// Zero.
-    pub reserved: U32,
+wire_struct! {
+    /// DEV_CTX_FIELDS_QUERY result header, followed by `count` [`DevCtxFieldInfo`].
+    pub struct DevCtxFieldsQueryHeader {
+        /// Number of entries that follow.
+        pub count: U32,
+        /// Zero.
+        pub reserved: U32,
+    }
 }
 
 impl DevCtxFieldsQueryHeader {
@@ -242,18 +197,16 @@ impl DevCtxFieldsQueryHeader {
     }
 }
 
-/// One DEV_CTX_FIELDS_QUERY entry: `le16 type; le16 flags; le32 length`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct DevCtxFieldInfo {
-    /// The [`FieldType`].
-    pub field_type: U16,
-    /// `FIELD_FLAG_*` bits the device uses for this type.
-    pub flags: U16,
-    /// Value length, or 0 for variable length.
-    pub length: U32,
+wire_struct! {
+    /// One DEV_CTX_FIELDS_QUERY entry: `le16 type; le16 flags; le32 length`.
+    pub struct DevCtxFieldInfo {
+        /// The [`FieldType`].
+        pub field_type: U16,
+        /// `FIELD_FLAG_*` bits the device uses for this type.
+        pub flags: U16,
+        /// Value length, or 0 for variable length.
+        pub length: U32,
+    }
 }
 
 impl DevCtxFieldInfo {

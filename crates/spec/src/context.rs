@@ -8,7 +8,6 @@
 use core::fmt;
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Size of a [`ContextFieldHeader`].
 pub const FIELD_HEADER_LEN: usize = 8;
@@ -166,18 +165,16 @@ impl fmt::Debug for FieldType {
     }
 }
 
-/// Field header: `le16 type; le16 flags; le32 length` (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct ContextFieldHeader {
-    /// The [`FieldType`].
-    pub field_type: U16,
-    /// `FIELD_FLAG_*` bits.
-    pub flags: U16,
-    /// Value length in bytes, excluding padding.
-    pub length: U32,
+wire_struct! {
+    /// Field header: `le16 type; le16 flags; le32 length` (8 bytes).
+    pub struct ContextFieldHeader {
+        /// The [`FieldType`].
+        pub field_type: U16,
+        /// `FIELD_FLAG_*` bits.
+        pub flags: U16,
+        /// Value length in bytes, excluding padding.
+        pub length: U32,
+    }
 }
 
 impl ContextFieldHeader {
@@ -211,72 +208,64 @@ impl ContextFieldHeader {
     }
 }
 
-/// PCI_COMMON_CFG value: `le16 config_msix_vector; le16 num_queues; le16
-/// reserved[2]` (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct PciCommonCfgField {
-    /// MSI-X vector for configuration changes.
-    pub config_msix_vector: U16,
-    /// Number of (non-admin) queues.
-    pub num_queues: U16,
-    /// Zero on send; keeps the value a multiple of 8 bytes.
-    pub reserved: [U16; 2],
+wire_struct! {
+    /// PCI_COMMON_CFG value: `le16 config_msix_vector; le16 num_queues; le16
+    /// reserved[2]` (8 bytes).
+    pub struct PciCommonCfgField {
+        /// MSI-X vector for configuration changes.
+        pub config_msix_vector: U16,
+        /// Number of (non-admin) queues.
+        pub num_queues: U16,
+        /// Zero on send; keeps the value a multiple of 8 bytes.
+        pub reserved: [U16; 2],
+    }
 }
 
-/// VQ_CONFIG value: one queue's transport configuration (32 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct VqConfigField {
-    /// Queue index.
-    pub index: U16,
-    /// Queue size.
-    pub size: U16,
-    /// MSI-X vector.
-    pub msix_vector: U16,
-    /// 1 when the driver enabled the queue.
-    pub enabled: U16,
-    /// Descriptor area address.
-    pub desc: U64,
-    /// Driver area address.
-    pub driver: U64,
-    /// Device area address.
-    pub device: U64,
+wire_struct! {
+    /// VQ_CONFIG value: one queue's transport configuration (32 bytes).
+    pub struct VqConfigField {
+        /// Queue index.
+        pub index: U16,
+        /// Queue size.
+        pub size: U16,
+        /// MSI-X vector.
+        pub msix_vector: U16,
+        /// 1 when the driver enabled the queue.
+        pub enabled: U16,
+        /// Descriptor area address.
+        pub desc: U64,
+        /// Driver area address.
+        pub driver: U64,
+        /// Device area address.
+        pub device: U64,
+    }
 }
 
-/// VQ_STATE value: one queue's seed-001 state (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct VqStateField {
-    /// Queue index.
-    pub index: U16,
-    /// Available state, encoded as in [`crate::queue_state`].
-    pub avail_state: U16,
-    /// Used state (packed only; 0 for split).
-    pub used_state: U16,
-    /// `VQ_STATE_F_*` bits.
-    pub flags: U16,
+wire_struct! {
+    /// VQ_STATE value: one queue's seed-001 state (8 bytes).
+    pub struct VqStateField {
+        /// Queue index.
+        pub index: U16,
+        /// Available state, encoded as in [`crate::queue_state`].
+        pub avail_state: U16,
+        /// Used state (packed only; 0 for split).
+        pub used_state: U16,
+        /// `VQ_STATE_F_*` bits.
+        pub flags: U16,
+    }
 }
 
-/// VQ_INFLIGHT value header, followed by `le16 heads[count]` in the order the
-/// device took them (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct VqInflightHeader {
-    /// Queue index.
-    pub index: U16,
-    /// Number of heads that follow.
-    pub count: U16,
-    /// Zero on send; keeps the heads 8-byte aligned within the value.
-    pub reserved: [U16; 2],
+wire_struct! {
+    /// VQ_INFLIGHT value header, followed by `le16 heads[count]` in the order the
+    /// device took them (8 bytes).
+    pub struct VqInflightHeader {
+        /// Queue index.
+        pub index: U16,
+        /// Number of heads that follow.
+        pub count: U16,
+        /// Zero on send; keeps the heads 8-byte aligned within the value.
+        pub reserved: [U16; 2],
+    }
 }
 
 #[cfg(test)]

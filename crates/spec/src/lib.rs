@@ -44,6 +44,8 @@
 
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod wire;
 #[cfg(test)]
 #[macro_use]
 mod layout_tests;

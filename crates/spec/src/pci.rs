@@ -5,7 +5,6 @@
 //! 16-bit slot below 64 is already taken (spec-decisions §3, virtio 1.4 "Common configuration structure layout" (virtio-pci)).
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// PCI vendor id of virtio devices.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -91,98 +90,92 @@ pub mod offset {
     pub const QUEUE_USED_STATE: usize = offset_of!(C, queue_used_state);
 }
 
-/// `struct virtio_pci_common_cfg` plus the queue state registers (68 bytes).
-///
-/// The little-endian field types have alignment 1, so `repr(C)` adds no
-/// padding and the `le64` fields land on the spec offsets.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct CommonConfig {
-    /// Selects which 32-bit word `device_feature` shows.
-    pub device_feature_select: U32,
-    /// The selected word of the device's feature bits.
-    pub device_feature: U32,
-    /// Selects which 32-bit word `driver_feature` accesses.
-    pub driver_feature_select: U32,
-    /// The selected word of the driver's accepted feature bits.
-    pub driver_feature: U32,
-    /// MSI-X vector for configuration change notifications.
-    pub config_msix_vector: U16,
-    /// Number of (non-admin) virtqueues.
-    pub num_queues: U16,
-    /// The device status byte.
-    pub device_status: u8,
-    /// Changes whenever the device configuration changes.
-    pub config_generation: u8,
-    /// Selects the virtqueue the `queue_*` fields refer to.
-    pub queue_select: U16,
-    /// Size of the selected queue.
-    pub queue_size: U16,
-    /// MSI-X vector of the selected queue.
-    pub queue_msix_vector: U16,
-    /// 1 once the driver enables the selected queue.
-    pub queue_enable: U16,
-    /// Notification offset of the selected queue.
-    pub queue_notify_off: U16,
-    /// Descriptor area address of the selected queue.
-    pub queue_desc: U64,
-    /// Driver area address of the selected queue.
-    pub queue_driver: U64,
-    /// Device area address of the selected queue.
-    pub queue_device: U64,
-    /// Data the driver passes in notifications (NOTIF_CONFIG_DATA).
-    pub queue_notif_config_data: U16,
-    /// Per-queue reset (RING_RESET).
-    pub queue_reset: U16,
-    /// First admin queue index (ADMIN_VQ).
-    pub admin_queue_index: U16,
-    /// Number of admin queues (ADMIN_VQ).
-    pub admin_queue_num: U16,
-    /// Seed-001 available state of the selected queue (QUEUE_STATE).
-    pub queue_avail_state: U16,
-    /// Seed-001 used state of the selected queue (QUEUE_STATE, packed only).
-    pub queue_used_state: U16,
+wire_struct! {
+    /// `struct virtio_pci_common_cfg` plus the queue state registers (68 bytes).
+    ///
+    /// The little-endian field types have alignment 1, so `repr(C)` adds no
+    /// padding and the `le64` fields land on the spec offsets.
+    pub struct CommonConfig {
+        /// Selects which 32-bit word `device_feature` shows.
+        pub device_feature_select: U32,
+        /// The selected word of the device's feature bits.
+        pub device_feature: U32,
+        /// Selects which 32-bit word `driver_feature` accesses.
+        pub driver_feature_select: U32,
+        /// The selected word of the driver's accepted feature bits.
+        pub driver_feature: U32,
+        /// MSI-X vector for configuration change notifications.
+        pub config_msix_vector: U16,
+        /// Number of (non-admin) virtqueues.
+        pub num_queues: U16,
+        /// The device status byte.
+        pub device_status: u8,
+        /// Changes whenever the device configuration changes.
+        pub config_generation: u8,
+        /// Selects the virtqueue the `queue_*` fields refer to.
+        pub queue_select: U16,
+        /// Size of the selected queue.
+        pub queue_size: U16,
+        /// MSI-X vector of the selected queue.
+        pub queue_msix_vector: U16,
+        /// 1 once the driver enables the selected queue.
+        pub queue_enable: U16,
+        /// Notification offset of the selected queue.
+        pub queue_notify_off: U16,
+        /// Descriptor area address of the selected queue.
+        pub queue_desc: U64,
+        /// Driver area address of the selected queue.
+        pub queue_driver: U64,
+        /// Device area address of the selected queue.
+        pub queue_device: U64,
+        /// Data the driver passes in notifications (NOTIF_CONFIG_DATA).
+        pub queue_notif_config_data: U16,
+        /// Per-queue reset (RING_RESET).
+        pub queue_reset: U16,
+        /// First admin queue index (ADMIN_VQ).
+        pub admin_queue_index: U16,
+        /// Number of admin queues (ADMIN_VQ).
+        pub admin_queue_num: U16,
+        /// Seed-001 available state of the selected queue (QUEUE_STATE).
+        pub queue_avail_state: U16,
+        /// Seed-001 used state of the selected queue (QUEUE_STATE, packed only).
+        pub queue_used_state: U16,
+    }
 }
 
-/// `struct virtio_pci_cap`: the vendor-specific capability header (16 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct PciCap {
-    /// [`PCI_CAP_ID_VNDR`].
-    pub cap_vndr: u8,
-    /// Offset of the next capability in config space.
-    pub cap_next: u8,
-    /// Length of this capability structure.
-    pub cap_len: u8,
-    /// One of the `VIRTIO_PCI_CAP_*_CFG` values.
-    pub cfg_type: u8,
-    /// BAR holding the structure.
-    pub bar: u8,
-    /// Distinguishes multiple capabilities of one type.
-    pub id: u8,
-    /// Padding.
-    pub padding: [u8; 2],
-    /// Offset of the structure within the BAR.
-    pub offset: U32,
-    /// Length of the structure within the BAR.
-    pub length: U32,
+wire_struct! {
+    /// `struct virtio_pci_cap`: the vendor-specific capability header (16 bytes).
+    pub struct PciCap {
+        /// [`PCI_CAP_ID_VNDR`].
+        pub cap_vndr: u8,
+        /// Offset of the next capability in config space.
+        pub cap_next: u8,
+        /// Length of this capability structure.
+        pub cap_len: u8,
+        /// One of the `VIRTIO_PCI_CAP_*_CFG` values.
+        pub cfg_type: u8,
+        /// BAR holding the structure.
+        pub bar: u8,
+        /// Distinguishes multiple capabilities of one type.
+        pub id: u8,
+        /// Padding.
+        pub padding: [u8; 2],
+        /// Offset of the structure within the BAR.
+        pub offset: U32,
+        /// Length of the structure within the BAR.
+        pub length: U32,
+    }
 }
 
-/// `struct virtio_pci_notify_cap`: [`PciCap`] plus the notify offset
-/// multiplier (20 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct PciNotifyCap {
-    /// The common capability header.
-    pub cap: PciCap,
-    /// A queue's notify address is `offset + queue_notify_off * multiplier`.
-    pub notify_off_multiplier: U32,
+wire_struct! {
+    /// `struct virtio_pci_notify_cap`: [`PciCap`] plus the notify offset
+    /// multiplier (20 bytes).
+    pub struct PciNotifyCap {
+        /// The common capability header.
+        pub cap: PciCap,
+        /// A queue's notify address is `offset + queue_notify_off * multiplier`.
+        pub notify_off_multiplier: U32,
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +183,7 @@ mod tests {
     use super::*;
     use crate::layout_tests::assert_wire;
     use core::mem::{align_of, offset_of, size_of};
+    use zerocopy::{FromBytes, IntoBytes};
 
     /// virtio 1.4 "Common configuration structure layout" (virtio-pci) table (offsets 0-62) plus spec-decisions §3 "`le16
     /// queue_avail_state` at common-config offset 64 and `le16

@@ -132,6 +132,9 @@ pub fn restore<P: Persist>(device: &mut P, state: ValidatedState) {
 ///     fn queue_max_sizes(&self) -> Vec<u16> {
 ///         vec![8]
 ///     }
+///     fn config_len(&self) -> usize {
+///         0
+///     }
 ///     fn process_queue(&mut self, _: u16, _: &mut QueueAccess<'_, M>) -> Result<(), DeviceError> {
 ///         Ok(())
 ///     }

@@ -46,15 +46,28 @@ pub const ENTROPY_DEVICE_TYPE: u32 = 4;
 pub struct CountingDevice {
     next: u64,
     queue_size: u16,
+    features: u64,
+    /// The features of each activation (DRIVER_OK), in order.
+    pub activations: Arc<Mutex<Vec<u64>>>,
 }
 
 impl CountingDevice {
-    /// A device with one queue of `queue_size` whose stream starts at `seed`.
+    /// A device with one queue of `queue_size` whose stream starts at `seed`, offering no
+    /// device-type feature.
     pub fn new(seed: u64, queue_size: u16) -> Self {
         Self {
             next: seed,
             queue_size,
+            features: 0,
+            activations: Arc::default(),
         }
+    }
+
+    /// The same device offering device-type `features` (which change nothing in it), for a
+    /// transport test that must see them pass through.
+    pub fn offering(mut self, features: u64) -> Self {
+        self.features = features;
+        self
     }
 }
 
@@ -73,6 +86,15 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for CountingDevice {
                 byte
             })
         })
+    }
+
+    fn device_features(&self) -> u64 {
+        self.features
+    }
+
+    fn activate(&mut self, features: u64) -> Result<(), DeviceError> {
+        self.activations.lock().unwrap().push(features);
+        Ok(())
     }
 }
 
@@ -104,13 +126,7 @@ impl ConfigDevice {
 }
 
 impl<M: GuestMemory> VirtioDevice<M> for ConfigDevice {
-    fn device_type(&self) -> u32 {
-        Self::DEVICE_TYPE
-    }
-
-    fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![16]
-    }
+    crate::device_identity!(type: Self::DEVICE_TYPE, queues: [16], config: CONFIG_LEN);
 
     fn read_config(&self, offset: usize, data: &mut [u8]) {
         crate::read_config_bytes(&self.config, offset, data);

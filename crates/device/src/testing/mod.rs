@@ -34,8 +34,9 @@ use vm_memory::{GuestAddress, GuestMemory};
 
 use crate::DeviceCore;
 
-/// The identity methods of a test device with one queue of its `queue_size` field: its device
-/// type is the given constant, or (with `field`) its `device_type` field.
+/// The identity methods of a test device without a configuration space, with one queue of its
+/// `queue_size` field: its device type is the given constant, or (with `field`) its
+/// `device_type` field.
 macro_rules! one_queue_identity {
     (field) => {
         fn device_type(&self) -> u32 {
@@ -47,12 +48,83 @@ macro_rules! one_queue_identity {
         fn queue_max_sizes(&self) -> Vec<u16> {
             vec![self.queue_size]
         }
+        fn config_len(&self) -> usize {
+            0
+        }
     };
     ($device_type:expr) => {
         fn device_type(&self) -> u32 {
             $device_type
         }
         one_queue_identity!(sizes);
+    };
+}
+
+/// The identity methods of a test device, in an `impl VirtioDevice<M> for …` block: its
+/// device type, its queues' maximum sizes (the number of queues) and the size of its
+/// configuration space, all constants.
+///
+/// ```
+/// use virtio_lm_device::{device_identity, DeviceError, QueueAccess, VirtioDevice};
+/// use vm_memory::GuestMemoryMmap;
+///
+/// struct Sink;
+///
+/// impl VirtioDevice<GuestMemoryMmap> for Sink {
+///     device_identity!(type: 0xfff0, queues: [8, 8], config: 0);
+///
+///     fn process_queue(
+///         &mut self,
+///         _: u16,
+///         queue: &mut QueueAccess<'_, GuestMemoryMmap>,
+///     ) -> Result<(), DeviceError> {
+///         queue.complete_each(|_, _| Ok(0))
+///     }
+/// }
+/// assert_eq!(VirtioDevice::<GuestMemoryMmap>::queue_max_sizes(&Sink), [8, 8]);
+/// ```
+#[macro_export]
+macro_rules! device_identity {
+    (type: $device_type:expr, queues: [$($size:expr),+ $(,)?], config: $config_len:expr $(,)?) => {
+        fn device_type(&self) -> u32 {
+            $device_type
+        }
+        fn queue_max_sizes(&self) -> ::std::vec::Vec<u16> {
+            ::std::vec![$($size),+]
+        }
+        fn config_len(&self) -> usize {
+            $config_len
+        }
+    };
+}
+
+/// One `#[test]` per case, for tests that differ only in the arguments they pass to one
+/// function (`$run`): each case keeps its own name and documentation, so a row of
+/// docs/conformance.md can cite it, and reads `fn name(arguments);`.
+///
+/// ```
+/// fn check(packed: bool, size: u16) {
+///     assert!(size > 0 && (!packed || size < 0x8000));
+/// }
+///
+/// virtio_lm_device::test_cases! { check:
+///     /// A split ring of 8.
+///     fn split_of_8(false, 8);
+///     /// A packed ring of 7.
+///     fn packed_of_7(true, 7);
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! test_cases {
+    ($run:path: $($(#[$attr:meta])* fn $name:ident($($arg:expr),* $(,)?);)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $run($($arg),*);
+            }
+        )+
     };
 }
 

@@ -103,8 +103,8 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Blk {
     fn poll(&mut self, queues: &mut [QueueAccess<'_, M>]) -> Result<(), DeviceError> {
         self.receive();
         for c in std::mem::take(&mut self.ready) {
-            match Blk::locate(c.queue, queues) {
-                Some(p) => self.complete(c, &mut queues[p])?,
+            match QueueAccess::find(queues, c.queue) {
+                Some(queue) => self.complete(c, queue)?,
                 None => self.ready.push(c),
             }
         }

@@ -301,14 +301,6 @@ impl Blk {
         finish_request(access, &req.chain, data.map(AlignedBuf::as_slice), status)
     }
 
-    /// Position of queue `queue` among the live-queue accesses `poll` receives.
-    fn locate<M: GuestMemory + ?Sized>(
-        queue: u16,
-        accesses: &[QueueAccess<'_, M>],
-    ) -> Option<usize> {
-        accesses.iter().position(|a| a.index() == queue)
-    }
-
     /// Cancels every request not started yet; true if some request is running.
     fn cancel_queued(&mut self) -> bool {
         let stats = self.backend.stats();

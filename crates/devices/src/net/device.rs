@@ -45,15 +45,15 @@ impl Net {
             if !work {
                 continue;
             }
-            if let Some(p) = Net::position(2 * pair, accesses) {
-                self.deliver(pair, &mut accesses[p], start_new)?;
+            if let Some(access) = QueueAccess::find(accesses, 2 * pair) {
+                self.deliver(pair, access, start_new)?;
             }
         }
         let mut queues: Vec<u16> = self.tx_held.iter().map(|h| h.queue).collect();
         queues.dedup();
         for index in queues {
-            if let Some(p) = Net::position(index, accesses) {
-                self.retry_tx(index, &mut accesses[p])?;
+            if let Some(access) = QueueAccess::find(accesses, index) {
+                self.retry_tx(index, access)?;
             }
         }
         Ok(())

@@ -47,7 +47,8 @@
 //! next frame and that frame dropped (counted as malformed): the driver should post buffers of
 //! at least 1526 bytes (virtio spec 5.1.6.3.1).
 //!
-//! `poll` finds each queue's access by its index ([`QueueAccess::index`]).
+//! `poll` finds each queue's access by its index
+//! ([`QueueAccess::find`](virtio_lm_device::QueueAccess::find)).
 //!
 //! # Quiescing
 //!
@@ -114,8 +115,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use virtio_lm_device::{ChainFault, DeviceError, QueueAccess, QuiesceMode};
-use vm_memory::GuestMemory;
+use virtio_lm_device::{ChainFault, DeviceError, QuiesceMode};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use announce::{rarp_frame, Announcer, ETH_P_RARP};
@@ -311,14 +311,6 @@ impl Net {
             vlans: (self.features & features::CTRL_VLAN != 0).then_some(&self.vlans),
             own,
         }
-    }
-
-    /// Position of queue `index` among the live-queue accesses `poll` receives.
-    fn position<M: GuestMemory + ?Sized>(
-        index: u16,
-        accesses: &[QueueAccess<'_, M>],
-    ) -> Option<usize> {
-        accesses.iter().position(|a| a.index() == index)
     }
 
     /// Frames taken from the tunnel or waiting in its channel, not delivered.

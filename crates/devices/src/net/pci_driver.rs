@@ -9,6 +9,7 @@
 //! bounded: [`NetPciDriver::wait`] returns after its timeout whether or not an interrupt came,
 //! so a suppressed notification (EVENT_IDX) only delays the next collection.
 
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ pub enum NetPciError {
     Driver(#[from] NetDriverError),
     /// Waiting on the interrupt eventfds failed.
     #[error("Interrupt wait: {0}")]
-    Wait(#[source] std::io::Error),
+    Wait(#[source] io::Error),
     /// A control command was not answered in time.
     #[error("Control command not answered")]
     Timeout,
@@ -181,7 +182,7 @@ impl<M: GuestMemory> NetPciDriver<M> {
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let n = match self.epoll.wait(ms, &mut events) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(NetPciError::Wait(e)),
         };
         for fd in &self.irqs {

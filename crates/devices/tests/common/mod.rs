@@ -213,6 +213,17 @@ impl Rig {
         Self::with_blk(Blk::open(options).unwrap(), mode, mem)
     }
 
+    /// A fresh image of `sectors` and a draining rig over it, `tune` adjusting the image's
+    /// default options; the image lives as long as the caller keeps it.
+    pub fn on_image(
+        sectors: u64,
+        tune: impl FnOnce(BlkOptions) -> BlkOptions,
+    ) -> (TempImage, Self) {
+        let image = TempImage::new(sectors);
+        let r = Self::new(tune(image.options()), QuiesceMode::Drain);
+        (image, r)
+    }
+
     /// A core around `blk`.
     pub fn with_blk(blk: Blk, mode: QuiesceMode, mem: Arc<Mem>) -> Self {
         let stats = blk.stats();

@@ -85,19 +85,22 @@ pub fn tagged(dst: [u8; 6], vid: u16, payload: &[u8]) -> Vec<u8> {
 
 /// Drives one `DeviceCore` around a `Net`.
 pub struct NetRig {
+    // The device side: the core around the `Net`, and how it quiesces.
     pub mem: Arc<Mem>,
-    pub irq: Arc<InterruptCounter>,
     pub core: DeviceCore<Mem>,
-    pub wake: Arc<EventFd>,
-    pub stats: Arc<NetStats>,
-    pub announcer: Announcer,
-    pub local: SocketAddr,
+    pub irq: Arc<InterruptCounter>,
+    pub mode: QuiesceMode,
+    // The driver side.
     pub driver: Option<NetDriver>,
     pub features: u64,
     /// The ring format the last negotiation selected.
     pub kind: RingKind,
     pub max_pairs: u16,
-    pub mode: QuiesceMode,
+    // Handles into the `Net`, taken before the core owned it.
+    pub wake: Arc<EventFd>,
+    pub stats: Arc<NetStats>,
+    pub announcer: Announcer,
+    pub local: SocketAddr,
 }
 
 impl NetRig {
@@ -118,17 +121,17 @@ impl NetRig {
         let (core, irq) = testing::core_with_mode(Box::new(net), mem.clone(), mode);
         Self {
             mem,
-            irq,
             core,
-            wake,
-            stats,
-            announcer,
-            local,
+            irq,
+            mode,
             driver: None,
             features: 0,
             kind: RingKind::Split,
             max_pairs,
-            mode,
+            wake,
+            stats,
+            announcer,
+            local,
         }
     }
 

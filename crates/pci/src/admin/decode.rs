@@ -9,8 +9,8 @@
 //! goes. The used length is the number of bytes written. No length ever fails a command.
 
 use virtio_lm_spec::admin::{
-    qualifier, status, AdminCmdHeader, AdminOpcode, AdminResultHeader, ADMIN_CMD_HEADER_LEN,
-    ADMIN_RESULT_HEADER_LEN,
+    qualifier, status, AdminCmdHeader, AdminOpcode, AdminResultHeader, AdminStatus,
+    StatusQualifier, ADMIN_CMD_HEADER_LEN, ADMIN_RESULT_HEADER_LEN,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -165,30 +165,14 @@ pub fn opcode_name(op: u16) -> &'static str {
 /// The name of a `status` value (`"EINVAL"`); a reserved value is named as the driver must
 /// treat it.
 pub fn status_name(value: u16) -> &'static str {
-    match value {
-        status::OK => "OK",
-        status::ENXIO => "ENXIO",
-        status::EAGAIN => "EAGAIN",
-        status::ENOMEM => "ENOMEM",
-        status::EBUSY => "EBUSY",
-        status::EINVAL => "EINVAL",
-        status::ENOSPC => "ENOSPC",
-        _ => "reserved (treated as EINVAL)",
-    }
+    AdminStatus::try_from(value).map_or("reserved (treated as EINVAL)", AdminStatus::name)
 }
 
 /// The name of a `status_qualifier` value; a reserved value is named as the driver must treat
 /// it.
 pub fn qualifier_name(value: u16) -> &'static str {
-    match value {
-        qualifier::Q_OK => "Q_OK",
-        qualifier::Q_INVALID_COMMAND => "Q_INVALID_COMMAND",
-        qualifier::Q_INVALID_OPCODE => "Q_INVALID_OPCODE",
-        qualifier::Q_INVALID_FIELD => "Q_INVALID_FIELD",
-        qualifier::Q_INVALID_GROUP => "Q_INVALID_GROUP",
-        qualifier::Q_INVALID_MEMBER => "Q_INVALID_MEMBER",
-        qualifier::Q_NORESOURCE => "Q_NORESOURCE",
-        qualifier::Q_TRYAGAIN => "Q_TRYAGAIN",
-        _ => "reserved (treated as Q_INVALID_COMMAND)",
-    }
+    StatusQualifier::try_from(value).map_or(
+        "reserved (treated as Q_INVALID_COMMAND)",
+        StatusQualifier::name,
+    )
 }

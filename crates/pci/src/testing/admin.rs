@@ -9,7 +9,8 @@ use std::time::Duration;
 use virtio_lm_device::testing::{pattern, ConfigDevice, CountingDevice, Fill, SlowDevice};
 use virtio_lm_device::{CoreOptions, QuiesceMode, VirtioDevice};
 use virtio_lm_queue::BufferSpec;
-use virtio_lm_spec::admin::{group_type, opcode, DevMode, DevModeData};
+use virtio_lm_spec::admin::{group_type, opcode, qualifier, status, DevMode, DevModeData};
+use virtio_lm_spec::context::{ContextFieldHeader, FieldType};
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::{Bytes, GuestAddress};
 use zerocopy::IntoBytes;
@@ -89,12 +90,42 @@ pub fn owner(num_vfs: u16, kind: Kind) -> OwnerFunction<Mem> {
 
 /// [`owner`] with explicit options.
 pub fn owner_with(num_vfs: u16, kind: Kind, options: OwnerOptions) -> OwnerFunction<Mem> {
+    let device = Box::new(CountingDevice::new(0, 8));
+    owner_of(device, memory(), num_vfs, kind, options)
+}
+
+/// An owner whose own device is `device`, over `mem`, with `num_vfs` members of `kind`, VF
+/// Enable set.
+pub fn owner_of(
+    device: Box<dyn VirtioDevice<Mem>>,
+    mem: Arc<Mem>,
+    num_vfs: u16,
+    kind: Kind,
+    options: OwnerOptions,
+) -> OwnerFunction<Mem> {
     let factory = Box::new(move |vf: u16| Ok(member_function(&kind, vf)));
-    let device = CountingDevice::new(0, 8);
-    let owner = OwnerFunction::new(Box::new(device), memory(), options, factory).unwrap();
+    let owner = OwnerFunction::new(device, mem, options, factory).unwrap();
     owner.set_num_vfs(num_vfs).unwrap();
     owner.set_vf_enable(true).unwrap();
     owner
+}
+
+/// A context field whose header claims `length` but carries `value` (padded to 8 bytes).
+pub fn raw_field(ty: FieldType, length: u32, value: &[u8]) -> Vec<u8> {
+    let mut bytes = ContextFieldHeader::new(ty, 0, length).as_bytes().to_vec();
+    bytes.extend_from_slice(value);
+    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+    bytes
+}
+
+/// Asserts that DEV_CTX_WRITE of `data` to `member` fails with EINVAL / Q_INVALID_FIELD.
+pub fn assert_einval(client: &mut AdminClient<Mem>, member: u64, data: &[u8], what: &str) {
+    let r = run(client, &cmd(opcode::DEV_CTX_WRITE, member, data), 0);
+    assert_eq!(
+        (r.status, r.qualifier),
+        (status::EINVAL, qualifier::Q_INVALID_FIELD),
+        "{what}"
+    );
 }
 
 /// Client configuration of the tests: a short timeout so a failure never stalls a test.

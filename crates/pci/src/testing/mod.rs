@@ -143,6 +143,33 @@ pub fn driver_started(
     driver
 }
 
+/// Which in-band quiesce a test uses: DEVICE_STOPPED (seed 000) or SUSPEND (seed 003).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quiet {
+    /// [`PciDriver::stop`], left with [`PciDriver::resume`].
+    Stop,
+    /// [`PciDriver::suspend`], left with [`PciDriver::resume_from_suspend`].
+    Suspend,
+}
+
+impl Quiet {
+    /// Quiesces the device through `driver`; panics if it refuses.
+    pub fn enter(self, driver: &mut PciDriver<Mem>) {
+        match self {
+            Self::Stop => driver.stop().unwrap(),
+            Self::Suspend => driver.suspend().unwrap(),
+        }
+    }
+
+    /// Resumes the device [`Self::enter`] quiesced; panics if it refuses.
+    pub fn leave(self, driver: &mut PciDriver<Mem>) {
+        match self {
+            Self::Stop => driver.resume().unwrap(),
+            Self::Suspend => driver.resume_from_suspend().unwrap(),
+        }
+    }
+}
+
 /// A copy of all of guest memory.
 pub fn snapshot(mem: &Mem) -> Vec<u8> {
     use vm_memory::{Address, GuestMemoryBackend};

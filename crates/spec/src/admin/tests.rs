@@ -94,6 +94,33 @@ fn qualifiers() {
     assert_eq!(others, [4, 5, 6, 7]);
 }
 
+/// The typed codes carry the same numbers and names as the constants, and every other value
+/// is reserved (a driver treats a reserved status as EINVAL, a reserved qualifier as
+/// Q_INVALID_COMMAND).
+#[test]
+fn typed_codes_round_trip_and_refuse_reserved_values() {
+    fn round_trip<T>(all: &[T], reserved: u16) -> Result<T, T::Error>
+    where
+        T: Copy + PartialEq + core::fmt::Debug + TryFrom<u16> + Into<u16>,
+        T::Error: core::fmt::Debug,
+    {
+        for &code in all {
+            assert_eq!(T::try_from(code.into()).unwrap(), code);
+        }
+        T::try_from(reserved)
+    }
+    assert_eq!(round_trip(AdminStatus::ALL, 1), Err(ReservedStatus(1)));
+    assert_eq!(
+        round_trip(StatusQualifier::ALL, 8),
+        Err(ReservedQualifier(8))
+    );
+    assert_eq!((AdminStatus::ALL.len(), StatusQualifier::ALL.len()), (7, 8));
+    assert_eq!(AdminStatus::Einval.name(), "EINVAL");
+    assert_eq!(u16::from(AdminStatus::Enospc), status::ENOSPC);
+    assert_eq!(StatusQualifier::NoResource.name(), "Q_NORESOURCE");
+    assert_eq!(u16::from(StatusQualifier::TryAgain), qualifier::Q_TRYAGAIN);
+}
+
 /// Seed 004: "The device MUST fail the command VIRTIO_ADMIN_CMD_DEV_MODE_SET
 /// when the mode is other than Active or Stop or Freeze"; spec-decisions §4:
 /// Active = 0, Stop = 1, Freeze = 2.

@@ -1,24 +1,21 @@
 //! Packed virtqueue layouts (virtio 1.4 "Packed Virtqueues").
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `struct pvirtq_desc`: one packed ring slot (16 bytes).
-///
-/// Unlike the split descriptor, `id` precedes `flags`.
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct PackedDescriptor {
-    /// Guest-physical buffer address.
-    pub addr: U64,
-    /// Buffer length (available) or bytes written (used, when WRITE is set).
-    pub len: U32,
-    /// Buffer id, echoed back by the device in the used descriptor.
-    pub id: U16,
-    /// `VIRTQ_DESC_F_*` flags including AVAIL (bit 7) and USED (bit 15).
-    pub flags: U16,
+wire_struct! {
+    /// `struct pvirtq_desc`: one packed ring slot (16 bytes).
+    ///
+    /// Unlike the split descriptor, `id` precedes `flags`.
+    pub struct PackedDescriptor {
+        /// Guest-physical buffer address.
+        pub addr: U64,
+        /// Buffer length (available) or bytes written (used, when WRITE is set).
+        pub len: U32,
+        /// Buffer id, echoed back by the device in the used descriptor.
+        pub id: U16,
+        /// `VIRTQ_DESC_F_*` flags including AVAIL (bit 7) and USED (bit 15).
+        pub flags: U16,
+    }
 }
 
 impl PackedDescriptor {
@@ -58,17 +55,15 @@ impl PackedDescriptor {
     }
 }
 
-/// `struct pvirtq_event_suppress` (4 bytes): the driver area (controls used
-/// notifications) and the device area (controls available notifications).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct PackedEventSuppression {
-    /// Bits 0-14 `desc_event_off`, bit 15 `desc_event_wrap`.
-    pub desc: U16,
-    /// Bits 0-1 `desc_event_flags` (`RING_EVENT_FLAGS_*`), bits 2-15 reserved.
-    pub flags: U16,
+wire_struct! {
+    /// `struct pvirtq_event_suppress` (4 bytes): the driver area (controls used
+    /// notifications) and the device area (controls available notifications).
+    pub struct PackedEventSuppression {
+        /// Bits 0-14 `desc_event_off`, bit 15 `desc_event_wrap`.
+        pub desc: U16,
+        /// Bits 0-1 `desc_event_flags` (`RING_EVENT_FLAGS_*`), bits 2-15 reserved.
+        pub flags: U16,
+    }
 }
 
 impl PackedEventSuppression {

@@ -7,20 +7,18 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// `struct virtq_desc`: one split descriptor table entry (16 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct SplitDescriptor {
-    /// Guest-physical buffer address.
-    pub addr: U64,
-    /// Buffer length in bytes.
-    pub len: U32,
-    /// `VIRTQ_DESC_F_*` flags.
-    pub flags: U16,
-    /// Index of the next descriptor when `VIRTQ_DESC_F_NEXT` is set.
-    pub next: U16,
+wire_struct! {
+    /// `struct virtq_desc`: one split descriptor table entry (16 bytes).
+    pub struct SplitDescriptor {
+        /// Guest-physical buffer address.
+        pub addr: U64,
+        /// Buffer length in bytes.
+        pub len: U32,
+        /// `VIRTQ_DESC_F_*` flags.
+        pub flags: U16,
+        /// Index of the next descriptor when `VIRTQ_DESC_F_NEXT` is set.
+        pub next: U16,
+    }
 }
 
 impl SplitDescriptor {
@@ -113,16 +111,14 @@ ring_header! {
     idx: "Where the device puts the next ring entry (free-running, wraps at 2^16).",
 }
 
-/// `struct virtq_used_elem` (8 bytes).
-#[derive(
-    FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default, PartialEq, Eq,
-)]
-#[repr(C)]
-pub struct UsedElem {
-    /// Head descriptor index of the used chain (le32 although indices fit 16 bits).
-    pub id: U32,
-    /// Bytes written into the chain's device-writable buffers.
-    pub len: U32,
+wire_struct! {
+    /// `struct virtq_used_elem` (8 bytes).
+    pub struct UsedElem {
+        /// Head descriptor index of the used chain (le32 although indices fit 16 bits).
+        pub id: U32,
+        /// Bytes written into the chain's device-writable buffers.
+        pub len: U32,
+    }
 }
 
 impl UsedElem {

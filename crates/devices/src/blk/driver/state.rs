@@ -27,15 +27,6 @@ pub struct PendingRequest {
     pub in_len: u32,
 }
 
-/// One queue's slots.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotQueueState {
-    /// Free slots, in the order they are taken (last first).
-    pub free: Vec<u64>,
-    /// Requests in flight.
-    pub pending: Vec<PendingRequest>,
-}
-
 /// A [`BlkDriver`]'s state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlkDriverState {
@@ -47,34 +38,43 @@ pub struct BlkDriverState {
     pub queues: Vec<SlotQueueState>,
 }
 
+/// One queue's slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotQueueState {
+    /// Free slots, in the order they are taken (last first).
+    pub free: Vec<u64>,
+    /// Requests in flight, in chain-id order.
+    pub pending: Vec<PendingRequest>,
+}
+
+impl SlotQueue {
+    /// This queue's slots as data.
+    fn state(&self) -> SlotQueueState {
+        let mut pending: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(&id, p)| PendingRequest {
+                id,
+                slot: p.slot,
+                kind: p.kind,
+                in_len: p.in_len,
+            })
+            .collect();
+        pending.sort_by_key(|p| p.id);
+        SlotQueueState {
+            free: self.free.clone(),
+            pending,
+        }
+    }
+}
+
 impl<M: GuestMemory> BlkDriver<M> {
     /// The driver's state.
     pub fn state(&self) -> BlkDriverState {
-        let queues = self
-            .queues
-            .iter()
-            .map(|q| {
-                let mut pending: Vec<_> = q
-                    .pending
-                    .iter()
-                    .map(|(&id, p)| PendingRequest {
-                        id,
-                        slot: p.slot,
-                        kind: p.kind,
-                        in_len: p.in_len,
-                    })
-                    .collect();
-                pending.sort_by_key(|p| p.id);
-                SlotQueueState {
-                    free: q.free.clone(),
-                    pending,
-                }
-            })
-            .collect();
         BlkDriverState {
             pci: self.pci.driver_state(),
             config: self.config,
-            queues,
+            queues: self.queues.iter().map(SlotQueue::state).collect(),
         }
     }
 
