@@ -44,7 +44,7 @@ fn rig() -> Rig {
 
 /// Waits (at most 10 s) until the worker has completed `want` buffers in total.
 fn collect_until(r: &mut Rig, collected: &mut Vec<u16>, want: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         collected.extend(r.d.collect().iter().map(|u| u.id));
         if collected.len() >= want {

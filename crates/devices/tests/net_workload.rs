@@ -127,7 +127,7 @@ fn run(case: Case) {
         }
         assert_eq!(r.rig.core.status(), RUNNING, "cycle {cycle}: resumed");
     }
-    r.settle(Duration::from_secs(2));
+    r.settle(Duration::from_secs(30));
     let report = r.w.report;
     let stats = r.rig.stats.clone();
     let healthy = !r.rig.needs_reset();

@@ -44,7 +44,7 @@ const BLOCKS: u64 = 48;
 const BLOCK_LEN: u32 = 1024;
 /// Each workload runs at least this long (and at least its number of cycles).
 const MIN_RUN: Duration = Duration::from_millis(1500);
-const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn image(tag: &str) -> ImageFile {
     ImageFile::new("pci-blk", tag, (BLOCKS * u64::from(BLOCK_LEN)) as usize, 0)

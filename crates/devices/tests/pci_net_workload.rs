@@ -69,7 +69,7 @@ fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32) {
         ctrl::CLASS_MQ,
         ctrl::MQ_VQ_PAIRS_SET,
         &PAIRS.to_le_bytes(),
-        Duration::from_secs(5),
+        Duration::from_secs(60),
     );
     assert_eq!(ack.unwrap(), ctrl::OK);
     let mut w = NetWorkload::new(d.mac());
@@ -98,7 +98,7 @@ fn run(packed: bool, event_idx: bool, mode: QuiesceMode, cycles: u32) {
         cycle += 1;
     }
     // Settle: wait (bounded) for the echoes still out, then count the rest lost.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while w.outstanding() > 0 && Instant::now() < deadline {
         d.wait(Duration::from_millis(2)).unwrap();
         d.collect(&mut w).unwrap();

@@ -435,7 +435,8 @@ fn client_waits_are_bounded() {
     guest.submit(1);
     let start = Instant::now();
     let err = client.dev_mode_set(1, DevMode::Stop).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // Bounded, not fast: the 100 ms limit with room for a loaded machine.
+    assert!(start.elapsed() < Duration::from_secs(30));
     assert!(
         matches!(err, AdminError::Timeout { member: 1, .. }),
         "{err}"

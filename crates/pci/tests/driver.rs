@@ -276,7 +276,7 @@ fn stop_completes_requests_in_process_first() {
     driver.resume().unwrap();
     let mut used = Vec::new();
     // The backend completes on the core's next entry; a (spurious) notification provides one.
-    assert!(wait_until(Duration::from_secs(2), || {
+    assert!(wait_until(Duration::from_secs(60), || {
         driver.notify(0).unwrap();
         used.extend(driver.collect_used(0).unwrap());
         used.len() == 1

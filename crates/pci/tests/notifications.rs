@@ -95,7 +95,7 @@ fn worker_mode_signals_the_kick_eventfd() {
     assert!(driver.collect_used(0).unwrap().is_empty());
     let worker = f.spawn_worker().unwrap();
     let mut used = Vec::new();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(60), || {
         used.extend(driver.collect_used(0).unwrap());
         !used.is_empty()
     }));

@@ -36,7 +36,7 @@ impl WorkerSync {
     }
 
     fn settle(&self, function: &VirtioPciFunction<Mem>) {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut events = [EpollEvent::default(); 1];
         while self.epoll.wait(0, &mut events).unwrap() > 0 {
             assert!(Instant::now() < deadline, "worker never took the kick");

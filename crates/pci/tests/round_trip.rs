@@ -13,7 +13,7 @@ use virtio_lm_queue::{BufferSpec, UsedBuffer};
 
 fn collect(driver: &mut PciDriver<Mem>, want: usize) -> Vec<UsedBuffer> {
     let mut done = Vec::new();
-    let ok = wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(60), || {
         done.extend(driver.collect_used(0).unwrap());
         done.len() >= want
     });

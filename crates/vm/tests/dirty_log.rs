@@ -128,7 +128,7 @@ fn snapshot(ram: &GuestRam, (at, len): (u64, usize)) -> Vec<u8> {
 
 /// Waits (reading only: reads mark nothing) until the device has written `area`.
 fn wait_for_device(ram: &GuestRam, area: (u64, usize), before: &[u8]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while snapshot(ram, area) == before {
         assert!(
             Instant::now() < deadline,

@@ -32,7 +32,7 @@ fn pause_resume_while_running(ring: RingFormat, queues: u16, cycles: u32) {
         assert_eq!(machine.report(), paused, "a paused vCPU took a step");
         machine.resume();
     }
-    let report = machine.finish(Duration::from_secs(5)).unwrap();
+    let report = machine.finish(Duration::from_secs(20)).unwrap();
     let blk = report.blk.unwrap();
     let net = report.net.unwrap();
     eprintln!("{tag}: {blk:?} {net:?} {:?}", report.dirtier);

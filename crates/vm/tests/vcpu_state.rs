@@ -53,7 +53,7 @@ fn continue_elsewhere(ring: RingFormat, queues: u16, quiesce: QuiesceMode) {
         destination.resume();
     }
     run_for(&destination, 100);
-    let after = destination.finish(Duration::from_secs(5)).unwrap();
+    let after = destination.finish(Duration::from_secs(20)).unwrap();
     let (blk, net) = (after.blk.unwrap(), after.net.unwrap());
     eprintln!("{tag}: {blk:?} {net:?} {:?}", after.dirtier);
     assert!(

@@ -20,7 +20,7 @@ use crate::{CoreOptions, DeviceCore, InterruptCounter, QuiesceMode, VirtioDevice
 pub type DirtyMem = GuestMemoryMmap<AtomicBitmap>;
 
 /// How long a rig waits for a device before it fails the test.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A core around `device` on `mem`, quiescing by `mode`, and the counter of its notifications.
 pub fn core_with_mode<M: GuestMemory + Send + Sync + 'static>(

@@ -33,7 +33,7 @@ pub const RINGS_AT: u64 = 0x1000;
 pub const BUFFERS_AT: u64 = 0x10_0000;
 
 /// Longest a test waits for anything.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 

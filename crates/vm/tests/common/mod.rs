@@ -46,7 +46,7 @@ pub fn options(
 /// at least `n` (bounded).
 pub fn run_for(machine: &Machine, n: u64) {
     let start = machine.report();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = machine.report();
         let blk = r.blk.unwrap().completed - start.blk.unwrap().completed;
