@@ -22,9 +22,13 @@ pub struct Destination {
 impl Destination {
     /// Starts a destination that builds its machine from `options` and takes one migration.
     pub fn spawn(options: MachineOptions) -> Self {
+        Self::spawn_with(options, MigrationControl::new())
+    }
+
+    /// As [`Self::spawn`], with the destination's control given (test switches set on it).
+    pub fn spawn_with(options: MachineOptions, control: MigrationControl) -> Self {
         let listener = TcpListener::bind(virtio_lm_vm::testing::localhost()).expect("bind");
         let addr = listener.local_addr().expect("local address");
-        let control = MigrationControl::new();
         let theirs = control.clone();
         let thread = std::thread::Builder::new()
             .name("destination".into())
@@ -54,7 +58,16 @@ pub fn migrate_to(
     options: &MigrateOptions,
     control: &MigrationControl,
 ) -> (MigrationReport, Result<Incoming, MigrationError>) {
-    let dst = Destination::spawn(destination);
+    migrate_to_destination(source, Destination::spawn(destination), options, control)
+}
+
+/// Migrates `source` to `dst`.
+pub fn migrate_to_destination(
+    source: &Machine,
+    dst: Destination,
+    options: &MigrateOptions,
+    control: &MigrationControl,
+) -> (MigrationReport, Result<Incoming, MigrationError>) {
     let stream = TcpStream::connect(dst.addr).expect("connect");
     let report = migrate(source, stream, options, control);
     (report, dst.join())

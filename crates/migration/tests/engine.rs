@@ -65,3 +65,57 @@ fn packed_drain() {
 fn packed_transfer() {
     migrate_running_guest(RingFormat::Packed, Inflight::Transfer, 1);
 }
+
+/// Cancel before Commit returns the source to running, and a second migration succeeds
+/// (issue 9: "Before Commit any failure or `cancel` returns the source to running (DEV_MODE
+/// Active, vCPUs resumed, dirty logging stopped, in-flight requests completed exactly once
+/// there) and the destination discards everything"). The cancel comes at the latest point it
+/// can: once the source is stopped (vCPUs paused, members in Freeze, requests in flight
+/// recorded in their contexts), so it is honoured only at the check before Commit.
+#[test]
+fn cancel_before_commit_returns_the_source_to_running() {
+    let tag = "cancel";
+    let image = image("mig-engine", tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, RingFormat::Split, 2);
+    let source = Machine::start(machine_options.clone()).unwrap();
+    run_for(&source, 50);
+    let options = MigrateOptions {
+        inflight: Inflight::Transfer,
+        ..test_options()
+    };
+    let control = MigrationControl::new();
+    let canceller = control.clone();
+    control.set_observer(move |p| {
+        if p.state == MigrationState::Stopped {
+            canceller.cancel();
+        }
+    });
+    let (report, incoming) = migrate_to(&source, machine_options.clone(), &options, &control);
+    assert!(
+        matches!(report.outcome, virtio_lm_migration::Outcome::Cancelled(_)),
+        "{}",
+        report.result
+    );
+    assert_eq!(control.progress().state, MigrationState::Cancelled);
+    assert!(
+        matches!(
+            incoming,
+            Err(virtio_lm_migration::MigrationError::Cancelled(_))
+        ),
+        "the destination discards: {incoming:?}"
+    );
+    assert!(!source.memory().is_logging(), "dirty logging stopped");
+    assert!(!source.all_parked(), "vCPUs resumed");
+    // Running again: the workloads move on (the recorded requests completed here).
+    run_for(&source, 100);
+
+    let control = MigrationControl::new();
+    let (report, incoming) = migrate_to(&source, machine_options, &options, &control);
+    assert_completed(&report, tag);
+    drop(source);
+    let destination = incoming.unwrap().machine;
+    run_for(&destination, 100);
+    let after = destination.finish(Duration::from_secs(10)).unwrap();
+    assert_clean(&after, tag);
+}

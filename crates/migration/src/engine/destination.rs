@@ -222,9 +222,10 @@ impl Destination<'_> {
         })?;
         // Everything is checked before anything is applied: the rings as a dry run against
         // the memory now complete.
+        let rings = !self.control.skip_ring_check();
         for (member, context) in &contexts {
             machine
-                .check_context(*member, context, true)
+                .check_context(*member, context, rings)
                 .map_err(|e| MigrationError::Invalid {
                     section: format!("DeviceContext of device {member}"),
                     reason: e.to_string(),

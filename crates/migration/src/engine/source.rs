@@ -319,6 +319,7 @@ impl<'a, L: Link> Source<'a, L> {
             0
         };
         self.progress.transfer_rate = transfer_rate;
+        self.progress.rounds_done += 1;
         self.report.rounds.push(RoundStats {
             round,
             final_round: phase == Phase::Final,
