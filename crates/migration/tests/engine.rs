@@ -36,7 +36,7 @@ fn migrate_running_guest(ring: RingFormat, inflight: Inflight, queues: u16) {
     run_for(&destination, 100);
     let after = destination.finish(Duration::from_secs(10)).unwrap();
     eprintln!("{tag}: {report:?}\n{after:?}");
-    assert_clean(&after, &tag);
+    assert_clean(&after, 1, &tag);
     let (b0, b1) = (before.blk.unwrap(), after.blk.unwrap());
     assert!(b1.completed > b0.completed + 100, "{tag}: ran on");
     assert!(after.net.unwrap().verified > before.net.unwrap().verified);
@@ -117,5 +117,5 @@ fn cancel_before_commit_returns_the_source_to_running() {
     let destination = incoming.unwrap().machine;
     run_for(&destination, 100);
     let after = destination.finish(Duration::from_secs(10)).unwrap();
-    assert_clean(&after, tag);
+    assert_clean(&after, 1, tag);
 }

@@ -78,6 +78,9 @@ struct Source<'a, L: Link> {
     /// Cumulative time spent writing memory, for the transfer rate.
     send_time: Duration,
     send_bytes: u64,
+    /// Pages read from guest RAM on their way to the wire (kept: allocating and zeroing it per
+    /// round would cost as much as the copy).
+    buf: Vec<u8>,
 }
 
 impl<'a, L: Link> Source<'a, L> {
@@ -119,6 +122,7 @@ impl<'a, L: Link> Source<'a, L> {
             committed: false,
             send_time: Duration::ZERO,
             send_bytes: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -282,7 +286,7 @@ impl<'a, L: Link> Source<'a, L> {
         let bytes_before = self.wire.tx.bytes_written();
         self.progress.round = round;
         let ram = self.machine.memory().ram().clone();
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
         let mut pages = 0u64;
         for r in ranges {
             let mut at = 0u64;
@@ -291,15 +295,18 @@ impl<'a, L: Link> Source<'a, L> {
                     self.check_cancel()?;
                 }
                 let n = (r.len - at).min(READ_CHUNK);
-                buf.resize(n as usize, 0);
-                ram.read_slice(&mut buf, GuestAddress(r.gpa + at))
+                if buf.len() < n as usize {
+                    buf = vec![0; n as usize];
+                }
+                let chunk = &mut buf[..n as usize];
+                ram.read_slice(chunk, GuestAddress(r.gpa + at))
                     .map_err(|e| {
                         MigrationError::Machine(virtio_lm_vm::MachineError::Device(format!(
                             "reading guest RAM at {:#x}: {e}",
                             r.gpa + at
                         )))
                     })?;
-                self.wire.tx.write_memory(round, phase, r.gpa + at, &buf)?;
+                self.wire.tx.write_memory(round, phase, r.gpa + at, chunk)?;
                 at += n;
                 pages += n / virtio_lm_vm::PAGE_SIZE;
                 if phase == Phase::PreCopy {
@@ -308,6 +315,7 @@ impl<'a, L: Link> Source<'a, L> {
                 }
             }
         }
+        self.buf = buf;
         let end = Instant::now();
         let bytes = self.wire.tx.bytes_written() - bytes_before;
         self.send_time += end - begin;
