@@ -41,9 +41,64 @@ fn migrate_running_guest(ring: RingFormat, inflight: Inflight, queues: u16) {
     assert!(b1.completed > b0.completed + 100, "{tag}: ran on");
     assert!(after.net.unwrap().verified > before.net.unwrap().verified);
     assert!(after.dirtier.stamped > before.dirtier.stamped);
+    let mut report = report;
+    report.add_workloads(&after);
+    assert_eq!(
+        (report.lost, report.duplicated, report.corrupted),
+        (0, 0, 0)
+    );
+    assert!(report.requests_verified > 0 && report.requests_completed > 0);
+    assert!(
+        report.guest_stall_ms > 0.0,
+        "the clock travelled with the guest"
+    );
     assert!(report.precopy_rounds >= 1);
     assert!(report.device_context_bytes > 0);
     assert!(report.bytes_sent > 0);
+    assert_eq!(report.rounds.last().map(|r| r.final_round), Some(true));
+    assert!(report.phases.iter().any(|p| p.name == "src-device-stop"));
+}
+
+/// The `--json` object has exactly the field names issue 9 fixes ("`--json` fields (these names
+/// exactly)"), plus the timeline's `rounds` and `phases`.
+#[test]
+fn the_report_has_the_issue_field_names() {
+    let json = serde_json::to_value(virtio_lm_migration::MigrationReport::default()).unwrap();
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    let mut expected = vec![
+        "strategy",
+        "ring",
+        "inflight",
+        "memory_bytes",
+        "total_ms",
+        "downtime_ms",
+        "device_downtime_ms",
+        "guest_stall_ms",
+        "stop_ms",
+        "final_memory_ms",
+        "device_state_ms",
+        "restore_ms",
+        "precopy_rounds",
+        "bytes_sent",
+        "device_context_bytes",
+        "requests_completed",
+        "requests_verified",
+        "lost",
+        "duplicated",
+        "corrupted",
+        "frames_lost_on_wire",
+        "result",
+        "rounds",
+        "phases",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
 }
 
 #[test]
