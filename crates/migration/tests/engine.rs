@@ -174,3 +174,44 @@ fn cancel_before_commit_returns_the_source_to_running() {
     let after = destination.finish(Duration::from_secs(10)).unwrap();
     assert_clean(&after, 1, tag);
 }
+
+/// A cancel during a pre-copy paced by `--max-bandwidth` is honoured at the next paced write
+/// (a 256 KiB piece), not after a whole 8 MiB section, and leaves the source running (issue 9: "`--max-bandwidth` limits
+/// the stream as on a real link"; "Before Commit any failure or `cancel` returns the source to
+/// running").
+#[test]
+fn cancel_during_a_paced_precopy() {
+    let tag = "paced-cancel";
+    let image = image("mig-engine", tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, RingFormat::Packed, 1);
+    let source = Machine::start(machine_options.clone()).unwrap();
+    let options = MigrateOptions {
+        max_bandwidth: Some(1 << 20),
+        ..test_options()
+    };
+    let control = MigrationControl::new();
+    let canceller = control.clone();
+    control.set_observer(move |p| {
+        if p.bytes_sent > 0 && p.state == MigrationState::PreCopy {
+            canceller.cancel();
+        }
+    });
+    let (report, incoming) = migrate_to(&source, machine_options, &options, &control);
+    assert!(
+        matches!(report.outcome, virtio_lm_migration::Outcome::Cancelled(_)),
+        "{}",
+        report.result
+    );
+    assert!(incoming.is_err());
+    // The cancel comes as pre-copy begins: no Memory section may have gone out whole.
+    assert!(
+        report.bytes_sent < 4 << 20,
+        "sent {} bytes after the cancel",
+        report.bytes_sent
+    );
+    assert!(!source.memory().is_logging());
+    run_for(&source, 50);
+    let after = source.finish(Duration::from_secs(10)).unwrap();
+    assert_clean(&after, 0, tag);
+}

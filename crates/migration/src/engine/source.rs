@@ -110,9 +110,11 @@ impl<'a, L: Link> Source<'a, L> {
             memory_bytes: machine.memory().size(),
             ..MigrationReport::default()
         };
+        let mut wire = Wire::new(link, options.max_bandwidth);
+        wire.tx.get_mut().cancel = options.max_bandwidth.map(|_| control.clone());
         Source {
             machine,
-            wire: Wire::new(link, options.max_bandwidth),
+            wire,
             options,
             control,
             start: Instant::now(),
@@ -411,6 +413,7 @@ impl<'a, L: Link> Source<'a, L> {
             other => return Err(unexpected("Ready", other).into()),
         }
         // The last moment a cancel is honoured.
+        self.wire.tx.get_mut().cancel = None;
         self.check_cancel()?;
         self.committed = true;
         self.publish(MigrationState::Committing);
@@ -455,6 +458,10 @@ impl<'a, L: Link> Source<'a, L> {
                 warn!("link lost after Commit ({why}); the source stays paused");
                 self.publish(MigrationState::Unknown);
                 Outcome::Unknown
+            }
+            // A paced write ended by a cancel shows as a write error: it was the cancel.
+            Err(Stop::Abort(Outcome::Failed(_))) if self.control.is_cancelled() => {
+                self.abort(Outcome::Cancelled("by the operator".into()))
             }
             Err(Stop::Abort(outcome)) => self.abort(outcome),
         };
