@@ -531,8 +531,8 @@ pub(crate) fn unexpected(expected: &'static str, got: Message) -> MigrationError
     }
 }
 
-/// The Config section of `machine`.
-pub(crate) fn vm_config(machine: &Machine) -> VmConfig {
+/// The Config section describing `machine` (what a destination checks against its own).
+pub fn vm_config(machine: &Machine) -> VmConfig {
     VmConfig {
         memory: machine
             .memory()
