@@ -2,6 +2,9 @@
 //! and net workloads and the memory dirtier running (issue 9, "Tests": split and packed × drain
 //! and transfer, 0 lost, 0 duplicated, 0 corrupted, workloads verified on the destination after
 //! it resumes; docs/stream-format.md, "One migration").
+//!
+//! The seed 004 admin-command strategy end to end (DEV_MODE_SET Stop, Freeze, Active;
+//! DEV_CTX_READ, DEV_CTX_WRITE), with the engine's commit handshake (spec-decisions §13).
 
 use std::time::Duration;
 

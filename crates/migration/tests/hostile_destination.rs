@@ -5,6 +5,8 @@
 //! before Running | Cancel, Error, a refused section, link lost | send Error naming the section
 //! ... discard"). Each case is a stream written to a real destination over loopback TCP; the
 //! destination must refuse it (an error, never Ready) and answer Error where the link allows.
+//!
+//! The seed 004 admin-command strategy's destination (spec-decisions §13).
 
 mod common;
 

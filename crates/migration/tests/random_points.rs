@@ -5,6 +5,8 @@
 //! or transfers in-flight requests at random. Every hop must complete; at the end the guest's
 //! whole history verifies: 0 lost, 0 duplicated, 0 corrupted blk requests, no duplicated or
 //! corrupted echo, the dirtier's working set intact.
+//!
+//! The seed 004 admin-command strategy (spec-decisions §13).
 
 use std::time::Duration;
 
