@@ -9,7 +9,7 @@ use tracing::{info, info_span, warn};
 use virtio_lm_vm::{Machine, MachineOptions, VcpuState};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::source::{ms, unexpected, vm_config};
+use super::source::{ms, truncate, unexpected, vm_config};
 use super::wire::Wire;
 use super::{DestinationReport, Link, MigrationControl, MigrationError, MigrationState, Progress};
 use crate::{MemoryChunk, Message, Pages, Phase, VmConfig, PAGE_SIZE, PROTOCOL_VERSION};
@@ -87,14 +87,6 @@ pub fn incoming<L: Link>(
 /// pre-copy round is many sections, but the stop can take the vCPU pause timeout).
 fn options_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(60)
-}
-
-fn truncate(s: &str) -> String {
-    let mut end = s.len().min(crate::MAX_TEXT);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 struct Destination<'a> {

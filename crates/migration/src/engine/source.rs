@@ -550,7 +550,8 @@ impl<'a, L: Link> Source<'a, L> {
     }
 }
 
-fn truncate(s: &str) -> String {
+/// `s` cut to what a Cancel or Error section carries, on a character boundary.
+pub(crate) fn truncate(s: &str) -> String {
     let mut end = s.len().min(crate::MAX_TEXT);
     while !s.is_char_boundary(end) {
         end -= 1;
