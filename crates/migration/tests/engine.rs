@@ -35,6 +35,7 @@ fn migrate_running_guest(ring: RingFormat, inflight: Inflight, queues: u16) {
     assert!(source.all_parked(), "{tag}: the source ran on after Commit");
     drop(source);
     let incoming = incoming.unwrap();
+    eprintln!("{tag}: destination {:?}", incoming.report);
     let destination = incoming.machine;
     run_for(&destination, 100);
     let after = destination.finish(Duration::from_secs(10)).unwrap();

@@ -44,6 +44,7 @@ pub fn incoming<L: Link>(
     let _enter = span.enter();
     let timeout = options_timeout();
     link.set_timeouts(Some(timeout))?;
+    link.low_latency()?;
     let mut wire = Wire::new(link, None);
     let mut dst = Destination {
         control,
@@ -238,6 +239,7 @@ impl Destination<'_> {
         }
         let contexts: Vec<(u64, Vec<u8>)> = contexts.into_iter().collect();
         let load_start = Instant::now();
+        self.report.check_ms = ms(complete, load_start);
         machine.load(&contexts, state)?;
         let loaded = Instant::now();
         drop(span);
@@ -252,6 +254,9 @@ impl Destination<'_> {
         let commit = Instant::now();
         machine.activate()?;
         let running = Instant::now();
+        self.report.load_ms = ms(load_start, loaded);
+        self.report.await_commit_ms = ms(loaded, commit);
+        self.report.activate_ms = ms(commit, running);
         self.report.restore_ms = ms(complete, running);
         // Context writes happened in load (with the vCPU rebuild, a small part); Active now.
         self.report.device_ms = ms(load_start, loaded) + ms(commit, running);

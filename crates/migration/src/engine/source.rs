@@ -92,8 +92,8 @@ impl<'a, L: Link> Source<'a, L> {
     ) -> Self {
         // Set before the link is split: a lost peer must end the migration, not hang it.
         let timeout = Some(options.link_timeout);
-        if let Err(e) = link.set_timeouts(timeout) {
-            warn!("cannot set link timeouts: {e}");
+        if let Err(e) = link.set_timeouts(timeout).and_then(|()| link.low_latency()) {
+            warn!("cannot set up the link: {e}");
         }
         let report = MigrationReport {
             strategy: "admin".into(),
@@ -452,6 +452,8 @@ impl<'a, L: Link> Source<'a, L> {
             }
             other => return Err(unexpected("Ready", other).into()),
         }
+        let ready = Instant::now();
+        self.phase("dst-load", complete_sent, ready);
         // The last moment a cancel is honoured.
         self.wire.tx.get_mut().cancel = None;
         self.check_cancel()?;
@@ -484,7 +486,7 @@ impl<'a, L: Link> Source<'a, L> {
             device_us = ack.1,
             "the destination runs the guest"
         );
-        self.phase("commit", complete_sent, acked);
+        self.phase("commit", ready, acked);
         Ok(())
     }
 
