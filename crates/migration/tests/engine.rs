@@ -281,3 +281,30 @@ fn run_for_nothing(machine: &Machine, paused: &virtio_lm_vm::MachineReport) {
         assert_eq!(&machine.report(), paused, "a paused vCPU took a step");
     }
 }
+
+/// A destination that is not the same VM refuses the Config before anything else; the source
+/// was never stopped and runs on, its dirty log stopped (docs/stream-format.md, destination
+/// AwaitConfig; issue 9: "checked against the destination's own before anything else").
+#[test]
+fn a_different_destination_fails_the_migration_and_the_source_runs_on() {
+    let tag = "mismatch";
+    let image = image("mig-engine", tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, RingFormat::Split, 1);
+    let source = Machine::start(machine_options.clone()).unwrap();
+    let other = virtio_lm_vm::MachineOptions {
+        memory: machine_options.memory + (1 << 20),
+        ..machine_options
+    };
+    let (report, incoming) = migrate_to(&source, other, &test_options(), &MigrationControl::new());
+    assert!(
+        matches!(report.outcome, virtio_lm_migration::Outcome::Failed(_)),
+        "{}",
+        report.result
+    );
+    let err = incoming.unwrap_err().to_string();
+    assert!(err.contains("memory layout"), "{err}");
+    assert!(!source.memory().is_logging());
+    assert!(!source.all_parked());
+    run_for(&source, 20);
+}

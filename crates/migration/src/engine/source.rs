@@ -505,6 +505,13 @@ impl<'a, L: Link> Source<'a, L> {
             Err(Stop::Abort(Outcome::Failed(_))) if self.control.is_cancelled() => {
                 self.abort(Outcome::Cancelled("by the operator".into()))
             }
+            Err(Stop::Abort(Outcome::Failed(why))) => {
+                let why = match self.peer_error() {
+                    Some(theirs) => format!("{why} (the destination: {theirs})"),
+                    None => why,
+                };
+                self.abort(Outcome::Failed(why))
+            }
             Err(Stop::Abort(outcome)) => self.abort(outcome),
         };
         self.report.total_ms = self.now_ms();
@@ -512,6 +519,21 @@ impl<'a, L: Link> Source<'a, L> {
         self.report.result = outcome.result();
         self.report.outcome = outcome;
         self.report.clone()
+    }
+
+    /// After a failed write: the destination usually refused something and said why before it
+    /// closed; read that, briefly, if it is there.
+    fn peer_error(&mut self) -> Option<String> {
+        let link = self.wire.link.clone();
+        link.set_timeouts(Some(Duration::from_secs(2))).ok()?;
+        for _ in 0..4 {
+            match self.wire.rx.read_message() {
+                Ok(Message::Error { message }) => return Some(message),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Before Commit: tell the peer if the link lives, then run again here.
