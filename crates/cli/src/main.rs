@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("virtio-lm: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(virtio_lm_cli::exit_code(&e))
         }
     }
 }
