@@ -7,13 +7,17 @@
 //! the payload, and a crc32c over both (docs/stream-format.md has the byte layouts, the version
 //! rule, the sequence diagram and both sides' state machines).
 //!
-//! This crate is the stream layer only: [`StreamWriter`] frames typed [`Message`]s over any
+//! The stream layer: [`StreamWriter`] frames typed [`Message`]s over any
 //! [`std::io::Write`], [`StreamReader`] reads them back from any [`std::io::Read`] and refuses
 //! anything malformed with a typed [`StreamError`] naming the section and its byte offset (never
 //! a panic, never an allocation an attacker sized). Plain blocking std I/O: it works over a
 //! `TcpStream` with timeouts the caller sets, and over a TLS stream. Without TLS the crc32c is an
-//! integrity check against corruption, not authentication. The migration engines are built on
-//! top of it later.
+//! integrity check against corruption, not authentication.
+//!
+//! The engine on it (seed 004, the admin-command strategy; spec-decisions §13): [`migrate`] on
+//! the source takes a running [`virtio_lm_vm::Machine`] and a connected [`Link`] and returns a
+//! [`MigrationReport`]; [`incoming`] on the destination builds a machine, receives, validates and
+//! returns it running after Commit. A [`MigrationControl`] cancels and watches either.
 //!
 //! ```
 //! use virtio_lm_migration::{
@@ -41,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod engine;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -48,11 +53,18 @@ mod header;
 mod memory;
 mod message;
 mod reader;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod version;
 mod writer;
 
 pub use config::{
     DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
+};
+pub use engine::{
+    incoming, migrate, vm_config, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
+    MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
+    Progress, RoundStats, Strategy,
 };
 pub use error::{Position, StreamError, WriteError};
 pub use header::{
@@ -60,7 +72,7 @@ pub use header::{
     MAX_DEVICE_CONTEXT, MAX_MEMORY_DATA, MAX_MEMORY_RANGES, MAX_TEXT, MAX_VCPU_STATE, PAGE_SIZE,
 };
 pub use memory::{MemoryChunk, MemoryRange, Pages, MEMORY_HEADER_LEN, RANGE_HEADER_LEN};
-pub use message::{CancelReason, Message, START_LEN};
+pub use message::{CancelReason, Message, COMMIT_ACK_LEN, START_LEN};
 pub use reader::StreamReader;
 pub use version::{accepts, PROTOCOL_VERSION};
 pub use writer::StreamWriter;
