@@ -21,11 +21,13 @@
 
 pub mod inspect;
 pub mod net_echo;
+pub mod vhost_user_blk;
 
 use clap::{Parser, Subcommand};
 
 pub use inspect::InspectArgs;
 pub use net_echo::NetEchoArgs;
+pub use vhost_user_blk::VhostUserBlkArgs;
 
 /// Live migration for virtio devices (reference implementation): host-side tools.
 #[derive(Debug, Parser)]
@@ -46,6 +48,10 @@ pub enum Command {
     /// Decodes a device context (as read with DEV_CTX_READ) into a readable listing or JSON;
     /// malformed input fails with the byte offset of the problem.
     Inspect(InspectArgs),
+    /// vhost-user-blk backend: serves an image to QEMU (or any vhost-user frontend), live
+    /// migration included.
+    #[command(long_about = vhost_user_blk::LONG_ABOUT)]
+    VhostUserBlk(VhostUserBlkArgs),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::VhostUserBlk(args) => vhost_user_blk::run(&args),
     }
 }
 
