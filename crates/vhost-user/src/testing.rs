@@ -260,12 +260,19 @@ impl TestFrontend {
         Some(u64::from_le_bytes(reply[12..20].try_into().unwrap()))
     }
 
-    /// Whether the backend closed the connection (reads EOF within the deadline).
+    /// Whether the backend closed the connection: EOF (or a reset) within the deadline.
     pub fn is_closed(&self) -> bool {
         let mut raw = &self.raw;
         raw.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut byte = [0u8; 1];
-        matches!(raw.read(&mut byte), Ok(0) | Err(_))
+        match raw.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 
     /// Submits a request on ring `q` in buffer slot `slot` without waiting: `kind` (IN or OUT),
