@@ -271,16 +271,25 @@ impl Engine {
             let Some(queue) = self.vrings[index].queue.as_mut() else {
                 return Ok(());
             };
-            let mut access = QueueAccess::new(queue, &*mem, index as u16);
-            VirtioDevice::<BackendMemory>::process_queue(&mut self.blk, index as u16, &mut access)
+            let took = {
+                let mut access = QueueAccess::new(queue, &*mem, index as u16);
+                VirtioDevice::<BackendMemory>::process_queue(
+                    &mut self.blk,
+                    index as u16,
+                    &mut access,
+                )
                 .map_err(|e| e.to_string())?;
-            let took = access.took_any();
-            drop(access);
+                access.took_any()
+            };
             self.publish(index, &mem)?;
             let Some(queue) = self.vrings[index].queue.as_mut() else {
                 return Ok(());
             };
-            if !queue.enable_notification(&*mem).map_err(|e| e.to_string())? || !took {
+            if !queue
+                .enable_notification(&*mem)
+                .map_err(|e| e.to_string())?
+                || !took
+            {
                 return Ok(());
             }
         }

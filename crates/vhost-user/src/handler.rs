@@ -8,10 +8,10 @@ use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
-    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures,
-    VhostUserShMemConfig, VhostUserSharedMsg, VhostUserSingleMemoryRegion,
-    VhostUserVirtioFeatures, VhostUserVringAddrFlags, VhostUserVringState,
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVirtioFeatures,
+    VhostUserVringAddrFlags, VhostUserVringState,
 };
 use vhost::vhost_user::{
     Error as VhostError, GpuBackend, Result as VhostResult, VhostUserBackendReqHandlerMut,
@@ -189,9 +189,9 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
                 .as_ref()
                 .ok_or_else(|| refuse("SET_VRING_ADDR before SET_MEM_TABLE"))?;
             let translate = |addr: u64| {
-                memory
-                    .to_guest(addr)
-                    .ok_or_else(|| refuse(format!("ring address {addr:#x} outside the memory table")))
+                memory.to_guest(addr).ok_or_else(|| {
+                    refuse(format!("ring address {addr:#x} outside the memory table"))
+                })
             };
             let addresses = RingAddresses {
                 desc: translate(descriptor)?,
@@ -291,7 +291,10 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         size: u32,
         _flags: VhostUserConfigFlags,
     ) -> VhostResult<Vec<u8>> {
-        if offset.checked_add(size).is_none_or(|end| end > MAX_CONFIG_LEN) {
+        if offset
+            .checked_add(size)
+            .is_none_or(|end| end > MAX_CONFIG_LEN)
+        {
             return Err(refuse("configuration read out of range"));
         }
         let engine = self.lock();
@@ -307,7 +310,10 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         _flags: VhostUserConfigFlags,
     ) -> VhostResult<()> {
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        if offset.checked_add(len).is_none_or(|end| end > MAX_CONFIG_LEN) {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > MAX_CONFIG_LEN)
+        {
             return Err(refuse("configuration write out of range"));
         }
         let mut engine = self.lock();
@@ -335,7 +341,9 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
     }
 
     fn get_max_mem_slots(&mut self) -> VhostResult<u64> {
-        Err(VhostError::InvalidOperation("CONFIGURE_MEM_SLOTS not offered"))
+        Err(VhostError::InvalidOperation(
+            "CONFIGURE_MEM_SLOTS not offered",
+        ))
     }
 
     fn add_mem_region(
@@ -344,11 +352,15 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         _fd: File,
         _postcopy_listening: Option<bool>,
     ) -> VhostResult<Option<vhost::VhostUserMemoryRegionBase>> {
-        Err(VhostError::InvalidOperation("CONFIGURE_MEM_SLOTS not offered"))
+        Err(VhostError::InvalidOperation(
+            "CONFIGURE_MEM_SLOTS not offered",
+        ))
     }
 
     fn remove_mem_region(&mut self, _region: &VhostUserSingleMemoryRegion) -> VhostResult<()> {
-        Err(VhostError::InvalidOperation("CONFIGURE_MEM_SLOTS not offered"))
+        Err(VhostError::InvalidOperation(
+            "CONFIGURE_MEM_SLOTS not offered",
+        ))
     }
 
     fn set_device_state_fd(

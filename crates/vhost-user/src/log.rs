@@ -30,7 +30,9 @@ pub const MAX_LOG_SIZE: u64 = 128 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// Size 0, larger than [`MAX_LOG_SIZE`], or beyond the end of the file.
-    #[error("dirty log area of {size} bytes at offset {offset} does not fit (file of {file_len} bytes)")]
+    #[error(
+        "dirty log area of {size} bytes at offset {offset} does not fit (file of {file_len} bytes)"
+    )]
     BadArea {
         /// `mmap_size`.
         size: u64,
@@ -67,9 +69,7 @@ impl DirtyLog {
     /// Maps `size` bytes of `file` at `offset` as the log area (SET_LOG_BASE).
     pub fn set_area(&self, file: File, size: u64, offset: u64) -> Result<(), LogError> {
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let fits = offset
-            .checked_add(size)
-            .is_some_and(|end| end <= file_len);
+        let fits = offset.checked_add(size).is_some_and(|end| end <= file_len);
         if size == 0 || size > MAX_LOG_SIZE || !fits {
             return Err(LogError::BadArea {
                 size,

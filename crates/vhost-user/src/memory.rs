@@ -100,8 +100,8 @@ impl MemoryTable {
                 guest_phys_addr: region.guest_phys_addr,
             });
         }
-        let mem = GuestMemoryMmap::from_regions(mapped)
-            .map_err(|e| MemoryError::Map(e.to_string()))?;
+        let mem =
+            GuestMemoryMmap::from_regions(mapped).map_err(|e| MemoryError::Map(e.to_string()))?;
         Ok(Self {
             mem: Arc::new(mem),
             translations,

@@ -11,9 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{
-    VhostUserHeaderFlag, VhostUserVirtioFeatures,
-};
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserVirtioFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserDirtyLogRegion, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_lm_devices::blk::config::{request_type, status};
@@ -87,7 +85,10 @@ impl Drop for TestBackend {
         if let Some(server) = self.server.take() {
             for end in server.stop() {
                 // Shown with a failing test's output.
-                eprintln!("connection ended: {} (ring error: {:?})", end.reason, end.ring_error);
+                eprintln!(
+                    "connection ended: {} (ring error: {:?})",
+                    end.reason, end.ring_error
+                );
             }
         }
     }
@@ -159,8 +160,7 @@ impl TestFrontend {
         let protocol = self.frontend.get_protocol_features().unwrap();
         assert_eq!(protocol, protocol_features());
         self.frontend.set_protocol_features(protocol).unwrap();
-        self.frontend
-            .set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        self.frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         self.set_mem_table(RAM_SIZE).unwrap();
     }
 
@@ -285,7 +285,9 @@ impl TestFrontend {
         self.mem.write_slice(&header, GuestAddress(base)).unwrap();
         let data_at = base + 0x1000;
         let status_at = data_at + data.len() as u64;
-        self.mem.write_slice(&[0xff], GuestAddress(status_at)).unwrap();
+        self.mem
+            .write_slice(&[0xff], GuestAddress(status_at))
+            .unwrap();
         let len = data.len() as u32;
         let mut buffers = vec![BufferSpec::readable(base, 16)];
         match kind {
@@ -314,7 +316,11 @@ impl TestFrontend {
             if used.len() >= count {
                 break;
             }
-            assert!(Instant::now() < deadline, "ring {q}: {} of {count} used", used.len());
+            assert!(
+                Instant::now() < deadline,
+                "ring {q}: {} of {count} used",
+                used.len()
+            );
             let _ = queue.driver.enable_interrupts(&self.mem);
             wait_eventfd(&queue.call, 50);
         }
@@ -325,7 +331,9 @@ impl TestFrontend {
     pub fn result(&self, slot: u64, len: usize) -> (u8, Vec<u8>) {
         let data_at = DATA_BASE + slot * SLOT + 0x1000;
         let mut data = vec![0; len];
-        self.mem.read_slice(&mut data, GuestAddress(data_at)).unwrap();
+        self.mem
+            .read_slice(&mut data, GuestAddress(data_at))
+            .unwrap();
         let status = self
             .mem
             .read_obj::<u8>(GuestAddress(data_at + len as u64))

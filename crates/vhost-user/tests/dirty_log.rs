@@ -22,7 +22,11 @@ fn logging_follows_log_all(tag: &str, features: u64) {
     };
 
     read(&mut fe);
-    assert_eq!(dirty_pages(&log), Vec::<u64>::new(), "marked before LOG_ALL");
+    assert_eq!(
+        dirty_pages(&log),
+        Vec::<u64>::new(),
+        "marked before LOG_ALL"
+    );
 
     fe.set_features(fe.features | LOG_ALL).unwrap();
     read(&mut fe);
@@ -34,13 +38,20 @@ fn logging_follows_log_all(tag: &str, features: u64) {
     for page in data.iter().chain(&[status_page, 0]) {
         assert!(pages.contains(page), "page {page} not marked: {pages:?}");
     }
-    assert!(!pages.contains(&header), "the header is only read: {pages:?}");
+    assert!(
+        !pages.contains(&header),
+        "the header is only read: {pages:?}"
+    );
     assert_eq!(pages.len(), 4, "only written pages are marked: {pages:?}");
 
     fe.set_features(fe.features & !LOG_ALL).unwrap();
     clear_log(&log);
     read(&mut fe);
-    assert_eq!(dirty_pages(&log), Vec::<u64>::new(), "marked after LOG_ALL was cleared");
+    assert_eq!(
+        dirty_pages(&log),
+        Vec::<u64>::new(),
+        "marked after LOG_ALL was cleared"
+    );
 
     // Turned on again without a new SET_LOG_BASE: marks again.
     fe.set_features(fe.features | LOG_ALL).unwrap();

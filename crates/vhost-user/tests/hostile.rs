@@ -22,7 +22,10 @@ fn refused(backend: &TestBackend, features: u64, attack: impl FnOnce(&mut TestFr
     let mut fe = backend.connect();
     fe.negotiate(features);
     assert!(attack(&mut fe), "the backend accepted a hostile message");
-    assert!(fe.is_closed(), "the connection stays open after a refused message");
+    assert!(
+        fe.is_closed(),
+        "the connection stays open after a refused message"
+    );
 }
 
 #[test]
@@ -31,7 +34,9 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
     let packed = ring_bits::RING_PACKED;
 
     // Features the backend never offered.
-    refused(&backend, 0, |fe| fe.set_features(fe.features | 1 << 63).is_err());
+    refused(&backend, 0, |fe| {
+        fe.set_features(fe.features | 1 << 63).is_err()
+    });
     // A ring index beyond the device's queues, on each ring message.
     refused(&backend, 0, |fe| fe.frontend.set_vring_num(3, 16).is_err());
     refused(&backend, 0, |fe| fe.frontend.set_vring_base(7, 0).is_err());
@@ -81,7 +86,10 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
     refused(&backend, 0, |fe| fe.set_mem_table(RAM_SIZE * 2).is_err());
     // A dirty log area beyond its file.
     refused(&backend, 0, |fe| {
-        let log = memfd::MemfdOptions::default().create("log").unwrap().into_file();
+        let log = memfd::MemfdOptions::default()
+            .create("log")
+            .unwrap()
+            .into_file();
         log.set_len(4096).unwrap();
         let region = VhostUserDirtyLogRegion {
             mmap_size: 1 << 20,
@@ -106,10 +114,12 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
         vm_memory::GuestAddress(0),
         Default::default(),
     );
-    assert!(fe
-        .frontend
-        .set_vring_addr(0, &vring_config(&config, None))
-        .is_err() || fe.is_closed());
+    assert!(
+        fe.frontend
+            .set_vring_addr(0, &vring_config(&config, None))
+            .is_err()
+            || fe.is_closed()
+    );
     assert!(fe.is_closed());
     drop(fe);
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vhost::VhostBackend;
 use virtio_lm_devices::blk::config::{request_type, status};
 use virtio_lm_devices::blk::Faults;
 use virtio_lm_vhost_user::engine::ring_bits;
-use vhost::VhostBackend;
 use virtio_lm_vhost_user::testing::{TestBackend, DEADLINE};
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -74,14 +74,21 @@ fn stop_drains_then_restores(tag: &str, features: u64) {
     // Both requests are in the backend (taken from the ring) before the stop.
     let deadline = Instant::now() + DEADLINE;
     while started.load(Ordering::SeqCst) < 4 {
-        assert!(Instant::now() < deadline, "requests never reached the backend");
+        assert!(
+            Instant::now() < deadline,
+            "requests never reached the backend"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let base = fe.frontend.get_vring_base(0).unwrap();
     let used = fe.wait_used(0, 2);
     assert_eq!(used.len(), 2);
     for slot in 0..2 {
-        assert_eq!(fe.result(slot, 512).0, status::OK, "request {slot} completed");
+        assert_eq!(
+            fe.result(slot, 512).0,
+            status::OK,
+            "request {slot} completed"
+        );
     }
     // Four requests of three descriptors each on a ring of 8.
     let expected = if features & ring_bits::RING_PACKED != 0 {
@@ -102,7 +109,10 @@ fn split_stop_drains_in_flight_requests_then_resumes_from_the_base() {
 
 #[test]
 fn packed_stop_drains_in_flight_requests_then_resumes_from_the_base() {
-    stop_drains_then_restores("drain-packed", ring_bits::RING_PACKED | ring_bits::EVENT_IDX);
+    stop_drains_then_restores(
+        "drain-packed",
+        ring_bits::RING_PACKED | ring_bits::EVENT_IDX,
+    );
 }
 
 /// SeaBIOS then Linux: the ring runs split, is stopped, the features are renegotiated (packed)
