@@ -158,11 +158,11 @@ impl<'a> WithBitmapSlice<'a> for LogBitmap {
 
 impl Bitmap for LogBitmap {
     fn mark_dirty(&self, offset: usize, len: usize) {
-        self.log.mark(self.base.wrapping_add(offset as u64), len);
+        self.slice_at(0).mark_dirty(offset, len);
     }
 
     fn dirty_at(&self, offset: usize) -> bool {
-        self.log.is_marked(self.base.wrapping_add(offset as u64))
+        self.slice_at(0).dirty_at(offset)
     }
 
     fn slice_at(&self, offset: usize) -> LogSlice<'_> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use vhost::{VhostBackend, VhostUserDirtyLogRegion};
 use virtio_lm_devices::blk::config::request_type;
-use virtio_lm_queue::BufferSpec;
+use virtio_lm_queue::{BufferSpec, QueueConfig, RingKind};
 use virtio_lm_vhost_user::engine::ring_bits;
 use virtio_lm_vhost_user::testing::{
     vring_config, TestBackend, TestFrontend, DEADLINE, RAM_SIZE, USER_BASE,
@@ -26,6 +26,16 @@ fn refused(backend: &TestBackend, features: u64, attack: impl FnOnce(&mut TestFr
         fe.is_closed(),
         "the connection stays open after a refused message"
     );
+}
+
+/// A split ring of 16 at guest address 0.
+fn split_ring() -> (QueueConfig, vm_memory::GuestAddress) {
+    QueueConfig::contiguous(
+        RingKind::Split,
+        16,
+        vm_memory::GuestAddress(0),
+        Default::default(),
+    )
 }
 
 #[test]
@@ -51,12 +61,7 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
     refused(&backend, 0, |fe| fe.frontend.set_vring_num(0, 128).is_err());
     // A ring address outside the memory table.
     refused(&backend, 0, |fe| {
-        let (mut config, _) = virtio_lm_queue::QueueConfig::contiguous(
-            virtio_lm_queue::RingKind::Split,
-            16,
-            vm_memory::GuestAddress(0),
-            Default::default(),
-        );
+        let (mut config, _) = split_ring();
         config.device_area = vm_memory::GuestAddress(RAM_SIZE + 0x1000);
         fe.frontend.set_vring_num(0, 16).unwrap();
         fe.frontend
@@ -65,12 +70,7 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
     });
     // A log address that is not the used ring's.
     refused(&backend, 0, |fe| {
-        let (config, _) = virtio_lm_queue::QueueConfig::contiguous(
-            virtio_lm_queue::RingKind::Split,
-            16,
-            vm_memory::GuestAddress(0),
-            Default::default(),
-        );
+        let (config, _) = split_ring();
         fe.frontend
             .set_vring_addr(0, &vring_config(&config, Some(0x9000)))
             .is_err()
@@ -108,12 +108,7 @@ fn hostile_messages_are_refused_and_the_backend_keeps_serving() {
     // Ring set-up before any memory table.
     let fe = backend.connect();
     fe.frontend.set_owner().unwrap();
-    let (config, _) = virtio_lm_queue::QueueConfig::contiguous(
-        virtio_lm_queue::RingKind::Split,
-        16,
-        vm_memory::GuestAddress(0),
-        Default::default(),
-    );
+    let (config, _) = split_ring();
     assert!(
         fe.frontend
             .set_vring_addr(0, &vring_config(&config, None))
