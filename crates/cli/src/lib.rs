@@ -86,4 +86,27 @@ mod tests {
         assert_eq!(args.listen.port(), 9);
         assert_eq!(args.seconds, None);
     }
+
+    #[test]
+    fn vhost_user_blk_needs_a_socket_and_an_image() {
+        assert!(Cli::try_parse_from(["virtio-lm", "vhost-user-blk", "--socket", "s"]).is_err());
+        assert!(Cli::try_parse_from(["virtio-lm", "vhost-user-blk", "--image", "i"]).is_err());
+        let cli = Cli::try_parse_from([
+            "virtio-lm",
+            "vhost-user-blk",
+            "--socket",
+            "/tmp/s.sock",
+            "--image",
+            "disk.img",
+            "--readonly",
+            "--num-queues",
+            "2",
+        ])
+        .unwrap();
+        let Command::VhostUserBlk(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert!(args.readonly && !args.test_drop_dirty_log);
+        assert_eq!((args.num_queues, args.queue_size), (2, 256));
+    }
 }
