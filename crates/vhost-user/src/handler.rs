@@ -27,6 +27,30 @@ use crate::vring::{decode_base, RingAddresses, Vring};
 /// The largest configuration space read or write accepted (the vhost-user limit).
 const MAX_CONFIG_LEN: u32 = 256;
 
+/// VIRTIO_BLK_F_TOPOLOGY: offered here, not by the device model, because qemu-storage-daemon
+/// offers it and a guest that negotiated it there can only migrate to a backend that offers it
+/// too (spec-decisions §13).
+const TOPOLOGY: u64 = 1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_TOPOLOGY;
+
+/// The device model's configuration space with the topology fields filled in: one logical
+/// block per physical block, no alignment offset, minimum and optimal I/O of one block.
+fn config_space(blk: &Blk) -> Vec<u8> {
+    type C = virtio_bindings::virtio_blk::virtio_blk_config;
+    let dev: &dyn VirtioDevice<BackendMemory> = blk;
+    let mut space = vec![0; dev.config_len()];
+    dev.read_config(0, &mut space);
+    let mut put = |at: usize, bytes: &[u8]| {
+        if let Some(dst) = space.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    };
+    put(std::mem::offset_of!(C, physical_block_exp), &[0]);
+    put(std::mem::offset_of!(C, alignment_offset), &[0]);
+    put(std::mem::offset_of!(C, min_io_size), &1u16.to_le_bytes());
+    put(std::mem::offset_of!(C, opt_io_size), &1u32.to_le_bytes());
+    space
+}
+
 /// Features the backend offers besides the device type's own (docs/spec-decisions.md §13).
 pub fn transport_features() -> u64 {
     ring_bits::VERSION_1
@@ -70,7 +94,7 @@ impl VhostUserBlk {
     /// A backend serving `blk`, writing the dirty log into `log`.
     pub fn new(blk: Blk, log: Arc<DirtyLog>) -> std::io::Result<Self> {
         let dev: &dyn VirtioDevice<BackendMemory> = &blk;
-        let offered = transport_features() | dev.device_features();
+        let offered = transport_features() | dev.device_features() | TOPOLOGY;
         let sizes = dev.queue_max_sizes();
         let max_queue_size = sizes.first().copied().unwrap_or(0);
         let num_queues = sizes.len() as u64;
@@ -299,7 +323,7 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         }
         let engine = self.lock();
         let mut data = vec![0; size as usize];
-        VirtioDevice::<BackendMemory>::read_config(&engine.blk, offset as usize, &mut data);
+        virtio_lm_device::read_config_bytes(&config_space(&engine.blk), offset as usize, &mut data);
         Ok(data)
     }
 
