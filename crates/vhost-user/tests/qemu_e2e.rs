@@ -6,6 +6,7 @@
 //! 2. live migration ours → ours while the guest verifies, split and packed: the destination
 //!    runs, the guest makes progress there, its page-cache re-verify of blocks the backend
 //!    wrote passes, and the image region's checksum equals the guest's;
+//! 3. interop: qemu-storage-daemon → ours and ours → qemu-storage-daemon;
 //! 4. negative control: the same migration with our dirty logging switched off (test-only
 //!    option) is caught by the guest.
 //!
@@ -255,6 +256,75 @@ fn image(dir: &RunDir) -> PathBuf {
     path
 }
 
+/// Which backend serves a QEMU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Ours, in this process.
+    Ours,
+    /// Ours with the dirty log dropped (negative control).
+    OursNoLog,
+    /// qemu-storage-daemon, as a process this test started.
+    Qsd,
+}
+
+/// A running backend of either kind.
+enum Backend {
+    Ours(Server),
+    Qsd(Child),
+}
+
+impl Backend {
+    fn start(dir: &RunDir, name: &str, image: &Path, queues: u16, kind: Kind) -> (Self, PathBuf) {
+        if kind != Kind::Qsd {
+            let (server, socket) = backend(dir, name, image, queues, kind == Kind::OursNoLog);
+            return (Backend::Ours(server), socket);
+        }
+        let socket = dir.path(&format!("{name}.sock"));
+        let export = format!(
+            "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={},writable=on,num-queues={queues}",
+            socket.display()
+        );
+        let child = Command::new("qemu-storage-daemon")
+            .arg("--blockdev")
+            .arg(format!(
+                "driver=file,node-name=file0,filename={},locking=off",
+                image.display()
+            ))
+            .args(["--blockdev", "driver=raw,node-name=disk0,file=file0"])
+            .args(["--export", &export])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path(&format!("{name}.qsd.stderr"))).unwrap(),
+            ))
+            .spawn()
+            .expect("qemu-storage-daemon (qemu-utils 10) must be installed");
+        let mut child = child;
+        let deadline = Instant::now() + WAIT;
+        while UnixStream::connect(&socket).is_err() {
+            if child.try_wait().unwrap().is_some() {
+                panic!("qemu-storage-daemon exited before listening");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "qemu-storage-daemon never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (Backend::Qsd(child), socket)
+    }
+
+    fn stop(self) {
+        match self {
+            Backend::Ours(server) => drop(server.stop()),
+            Backend::Qsd(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 fn backend(
     dir: &RunDir,
     name: &str,
@@ -351,14 +421,15 @@ fn boot_packed_no_event_idx_two_queues() {
     );
 }
 
-/// Scenario 2 (and 4 with `drop_log`): source and destination QEMU, each with its own backend
+/// Scenarios 2, 3 and 4: source and destination QEMU, each with its own backend (`from`, `to`)
 /// on the same image; the guest's loop runs two rounds, migrates, runs on. Returns the
 /// destination's serial log (ending in VLM-DONE or VLM-FAIL).
-fn migrate(tag: &str, m: Machine, drop_log: bool) -> (String, PathBuf, RunDir) {
+fn migrate(tag: &str, m: Machine, from: Kind, to: Kind) -> (String, PathBuf, RunDir) {
+    let drop_log = from == Kind::OursNoLog;
     let dir = RunDir::new(tag);
     let image = image(&dir);
-    let (src_be, src_sock) = backend(&dir, "a", &image, m.queues, drop_log);
-    let (dst_be, dst_sock) = backend(&dir, "b", &image, m.queues, drop_log);
+    let (src_be, src_sock) = Backend::start(&dir, "a", &image, m.queues, from);
+    let (dst_be, dst_sock) = Backend::start(&dir, "b", &image, m.queues, to);
     let mut src = Qemu::start(&dir, "src", &src_sock, m, "loop", false);
     let mut dst = Qemu::start(&dir, "dst", &dst_sock, m, "loop", true);
     src.wait_log("two rounds on the source", false, |l| rounds(l) >= 2);
@@ -403,35 +474,40 @@ fn migrate(tag: &str, m: Machine, drop_log: bool) -> (String, PathBuf, RunDir) {
     (log, image, dir)
 }
 
-fn migrate_and_verify(tag: &str, m: Machine) {
+fn migrate_and_verify(tag: &str, m: Machine, from: Kind, to: Kind) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (log, image, _dir) = migrate(tag, m, false);
+    let (log, image, _dir) = migrate(tag, m, from, to);
     assert!(!log.contains("VLM-FAIL"), "{log}");
     assert_eq!(done_md5(&log), region_md5(&image), "{log}");
 }
 
+/// A split ring with EVENT_IDX on one queue.
+const SPLIT: Machine = Machine {
+    packed: false,
+    event_idx: true,
+    queues: 1,
+};
+
 #[test]
 fn migrate_split_while_the_guest_verifies() {
-    migrate_and_verify(
-        "mig-split",
-        Machine {
-            packed: false,
-            event_idx: true,
-            queues: 1,
-        },
-    );
+    migrate_and_verify("mig-split", SPLIT, Kind::Ours, Kind::Ours);
 }
 
 #[test]
 fn migrate_packed_while_the_guest_verifies() {
-    migrate_and_verify(
-        "mig-packed",
-        Machine {
-            packed: true,
-            event_idx: true,
-            queues: 1,
-        },
-    );
+    let packed = Machine {
+        packed: true,
+        ..SPLIT
+    };
+    migrate_and_verify("mig-packed", packed, Kind::Ours, Kind::Ours);
+}
+
+/// Scenario 3: interop with qemu-storage-daemon both ways (split: it has no packed rings). The
+/// guest negotiates the same features with both (ours offers TOPOLOGY for this).
+#[test]
+fn migrate_between_qemu_storage_daemon_and_ours() {
+    migrate_and_verify("qsd-ours", SPLIT, Kind::Qsd, Kind::Ours);
+    migrate_and_verify("ours-qsd", SPLIT, Kind::Ours, Kind::Qsd);
 }
 
 /// Scenario 4: with dirty logging dropped, the guest sees stale data after the switchover.
@@ -440,14 +516,14 @@ fn migrate_packed_while_the_guest_verifies() {
 #[test]
 fn negative_control_dropped_dirty_log_is_caught() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let m = Machine {
-        packed: false,
-        event_idx: true,
-        queues: 1,
-    };
     let mut logs = Vec::new();
     for attempt in 0..2 {
-        let (log, _, _dir) = migrate(&format!("neg{attempt}"), m, true);
+        let (log, _, _dir) = migrate(
+            &format!("neg{attempt}"),
+            SPLIT,
+            Kind::OursNoLog,
+            Kind::OursNoLog,
+        );
         if log.contains("VLM-FAIL") {
             return;
         }
