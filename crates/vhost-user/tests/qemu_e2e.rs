@@ -440,7 +440,14 @@ fn migrate(tag: &str, m: Machine, from: Kind, to: Kind) -> (String, PathBuf, Run
     loop {
         let info = src.qmp("query-migrate", serde_json::json!({}));
         match info["status"].as_str() {
-            Some("completed") => break,
+            Some("completed") => {
+                // Shown in the CI log (the QEMU step runs with --nocapture).
+                eprintln!(
+                    "{tag}: migration completed in {} ms, downtime {} ms",
+                    info["total-time"], info["downtime"]
+                );
+                break;
+            }
             Some("failed") | Some("cancelled") => panic!("migration failed: {info}"),
             _ => {}
         }
@@ -525,8 +532,10 @@ fn negative_control_dropped_dirty_log_is_caught() {
             Kind::OursNoLog,
         );
         if log.contains("VLM-FAIL") {
+            eprintln!("negative control: caught on attempt {}", attempt + 1);
             return;
         }
+        eprintln!("negative control: attempt {} not caught", attempt + 1);
         logs.push(log);
     }
     panic!("a migration without dirty logging went unnoticed twice:\n{logs:#?}");
