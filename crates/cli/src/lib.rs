@@ -26,11 +26,13 @@
 
 pub mod inspect;
 pub mod net_echo;
+pub mod vhost_user_blk;
 
 use clap::{Parser, Subcommand};
 
 pub use inspect::InspectArgs;
 pub use net_echo::NetEchoArgs;
+pub use vhost_user_blk::VhostUserBlkArgs;
 
 /// Live migration for virtio devices (reference implementation): host-side tools.
 #[derive(Debug, Parser)]
@@ -51,6 +53,10 @@ pub enum Command {
     /// Decodes a device context (as read with DEV_CTX_READ) into a readable listing or JSON;
     /// malformed input fails with the byte offset of the problem.
     Inspect(InspectArgs),
+    /// vhost-user-blk backend: serves an image to QEMU (or any vhost-user frontend), live
+    /// migration included.
+    #[command(long_about = vhost_user_blk::LONG_ABOUT)]
+    VhostUserBlk(VhostUserBlkArgs),
 }
 
 /// A command line that parsed but does not make sense (e.g. an option that needs another one):
@@ -73,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::VhostUserBlk(args) => vhost_user_blk::run(&args),
     }
 }
 
@@ -98,5 +105,28 @@ mod tests {
         };
         assert_eq!(args.listen.port(), 9);
         assert_eq!(args.seconds, None);
+    }
+
+    #[test]
+    fn vhost_user_blk_needs_a_socket_and_an_image() {
+        assert!(Cli::try_parse_from(["virtio-lm", "vhost-user-blk", "--socket", "s"]).is_err());
+        assert!(Cli::try_parse_from(["virtio-lm", "vhost-user-blk", "--image", "i"]).is_err());
+        let cli = Cli::try_parse_from([
+            "virtio-lm",
+            "vhost-user-blk",
+            "--socket",
+            "/tmp/s.sock",
+            "--image",
+            "disk.img",
+            "--readonly",
+            "--num-queues",
+            "2",
+        ])
+        .unwrap();
+        let Command::VhostUserBlk(args) = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert!(args.readonly && !args.test_drop_dirty_log);
+        assert_eq!((args.num_queues, args.queue_size), (2, 256));
     }
 }

@@ -186,6 +186,30 @@ pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
 }
 
 impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
+    /// An access to `queue` (the device's queue `index`) for a transport that runs its own
+    /// processing loop instead of a [`DeviceCore`](crate::DeviceCore) — the vhost-user
+    /// backend, where the frontend owns the device status. The caller publishes and decides
+    /// notifications afterwards, as the core does ([`Self::used_any`], [`Self::took_any`]).
+    pub fn new(queue: &'a mut Virtqueue, mem: &'a M, index: u16) -> Self {
+        Self {
+            queue,
+            mem,
+            index,
+            used: false,
+            took: false,
+        }
+    }
+
+    /// Whether the device returned at least one chain used through this access.
+    pub fn used_any(&self) -> bool {
+        self.used
+    }
+
+    /// Whether the device took at least one chain through this access.
+    pub fn took_any(&self) -> bool {
+        self.took
+    }
+
     /// The queue's index in the device.
     pub fn index(&self) -> u16 {
         self.index
