@@ -43,8 +43,10 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 
 pub mod admin;
+mod v14;
 mod worker;
 
+pub use v14::{two_queue_function, v14_driver, v14_features, v14_options, TwoQueueDevice};
 pub use virtio_lm_device::testing::Mem;
 pub use worker::{transport_features, worker_function};
 
