@@ -12,7 +12,7 @@ use virtio_lm_queue::QueueState;
 use virtio_lm_spec::admin::opcode::v1_4;
 use virtio_lm_spec::admin::{qualifier, status, DevMode};
 use virtio_lm_spec::parts::{
-    decode_parts, DevPartHdr, DevPartsTypedData, MetadataHead, Part, ResourceObjHdr,
+    decode_parts, part_type, DevPartHdr, DevPartsTypedData, MetadataHead, Part, ResourceObjHdr,
     DEV_MODE_FLAGS_STOPPED, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET, GET_TYPE_ALL,
     GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_LIST, METADATA_TYPE_SIZE,
 };
@@ -214,7 +214,12 @@ impl PartsState {
         } else {
             stage(&parts, &mut ctx, &mut vectors, &*self.codec)
         };
-        if staged.is_err() || core.validate_context(&ctx).is_err() {
+        // A SET may bring a few parts at a time; the whole is checked once it carries the
+        // device status (the parts after it only refine it), and again on resume.
+        let complete = parts
+            .iter()
+            .any(|p| p.hdr.part_type() == part_type::DEVICE_STATUS);
+        if staged.is_err() || (complete && core.validate_context(&ctx).is_err()) {
             return field();
         }
         if running_packed(&ctx) {
@@ -244,8 +249,10 @@ impl PartsState {
             if staged.resets == core.reset_count() && core.admin_mode() == DevMode::Freeze {
                 let mut ctx = staged.ctx;
                 derive_split_states(&mut ctx, &**core.mem());
+                // Parts that do not make a consistent device fail the resume; the member
+                // stays stopped and the staged parts are dropped.
                 if core.restore_context(&ctx).is_err() {
-                    return AdminResult::error(status::ENXIO, qualifier::Q_INVALID_COMMAND);
+                    return field();
                 }
                 irq.set_config_vector(staged.vectors.config);
                 for (&q, &v) in &staged.vectors.queues {
