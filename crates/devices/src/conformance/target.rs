@@ -26,6 +26,9 @@ pub(super) const RING: u64 = 0x1000;
 /// Data buffers in a member's memory.
 pub(super) const DATA: u64 = 0x8000;
 
+/// Builds member `vf`'s device type.
+type DeviceMaker = Box<dyn Fn(u16) -> Result<Box<dyn VirtioDevice<Mem>>, String> + Send>;
+
 /// Which device type the members are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -102,8 +105,7 @@ impl Target {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let mut image = None;
         let mut peer = None;
-        let make: Box<dyn Fn(u16) -> Result<Box<dyn VirtioDevice<Mem>>, String> + Send> = match kind
-        {
+        let make: DeviceMaker = match kind {
             DeviceKind::Rng => Box::new(|vf| {
                 let source = CountingEntropy::new(u64::from(vf) << 16);
                 Ok(Box::new(Rng::new(Box::new(source), 16)) as Box<dyn VirtioDevice<Mem>>)

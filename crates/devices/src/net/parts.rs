@@ -43,7 +43,7 @@ struct Cvq {
     announce: bool,
 }
 
-fn field<'a>(ctx: &'a DeviceContext, t: FieldType) -> &'a [u8] {
+fn field(ctx: &DeviceContext, t: FieldType) -> &[u8] {
     ctx.device_fields
         .iter()
         .find(|f| f.field_type == t)
