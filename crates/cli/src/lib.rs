@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod conform;
 pub mod inspect;
 pub mod net_echo;
 
@@ -46,6 +47,8 @@ pub enum Command {
     /// Decodes a device context (as read with DEV_CTX_READ) into a readable listing or JSON;
     /// malformed input fails with the byte offset of the problem.
     Inspect(InspectArgs),
+    /// Runs the normative checks live against an in-process device and prints one row per statement.
+    Conform(conform::ConformArgs),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Conform(args) => conform::run(&args),
     }
 }
 

@@ -11,7 +11,7 @@ mod v14;
 
 use std::fmt;
 
-use virtio_lm_pci::admin::Defects;
+pub use virtio_lm_pci::admin::Defects;
 use virtio_lm_spec::Profile;
 
 pub use target::{DeviceKind, Target};
