@@ -20,7 +20,11 @@ fn conform(args: &[&str]) -> std::process::Output {
 #[test]
 fn conform_prints_rows_as_table_and_json() {
     let out = conform(&["--profile", "v1.4", "--device", "rng", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["profile"], "v1.4");
     assert_eq!(report["device"], "rng");
@@ -30,7 +34,10 @@ fn conform_prints_rows_as_table_and_json() {
         for key in ["section", "statement", "observed"] {
             assert!(row[key].is_string(), "{row}");
         }
-        assert!(["pass", "n/a"].contains(&row["result"].as_str().unwrap()), "{row}");
+        assert!(
+            ["pass", "n/a"].contains(&row["result"].as_str().unwrap()),
+            "{row}"
+        );
     }
     assert_stdout_mentions(
         conform(&["--profile", "seeds", "--device", "blk"]),
