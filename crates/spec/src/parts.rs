@@ -60,7 +60,7 @@ pub mod part_type {
 }
 
 /// Net `VIRTIO_NET_DEV_PART_CVQ_CFG_PART`: one control-queue command's data, selected by
-/// [`NetCvqSelector`].
+/// `u8 class; u8 command` ([`DevPartHdr::cvq_selector`]).
 pub const NET_CVQ_CFG: u16 = 0x200;
 /// Project extension for blk (spec-decisions §14): `u8 writeback`, always OPTIONAL.
 pub const BLK_WRITEBACK: u16 = 0x200;

@@ -1,6 +1,6 @@
 //! Normative checks run live against a device built in-process (`virtio-lm conform`): each
-//! check is a function over the driver side — the owner's [`AdminClient`] and a member's
-//! [`PciDriver`], both over the [`PciTransport`](virtio_lm_pci::PciTransport) trait — and
+//! check is a function over the driver side — the owner's [`AdminClient`](virtio_lm_pci::admin::AdminClient) and a
+//! member's [`PciDriver`](virtio_lm_pci::PciDriver), both over the [`PciTransport`](virtio_lm_pci::PciTransport) trait — and
 //! yields one [`Row`]: the seed or spec section, the statement, the result and what was
 //! observed. The test suite calls the same functions (`tests/conformance.rs`), including on
 //! deliberately broken owners ([`Defects`]) whose rows must fail.

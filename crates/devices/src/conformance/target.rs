@@ -190,7 +190,7 @@ impl Target {
     }
 
     /// A guest driver of member `id`, initialised with VERSION_1 (and, `with`, more) and queue
-    /// 0 of 16 at [`RING`].
+    /// 0 of 16 at guest address 0x1000.
     pub fn guest(&self, id: u16, with: &[Feature]) -> Result<PciDriver<Mem>, String> {
         let function = self.owner.member(id).ok_or("no such member")?;
         let mem = function.core().lock().map_err(observe)?.mem().clone();
