@@ -11,8 +11,11 @@ mod v14;
 
 use std::fmt;
 
+use virtio_lm_pci::admin::AdminCommand;
 pub use virtio_lm_pci::admin::Defects;
-use virtio_lm_spec::Profile;
+use virtio_lm_spec::admin::group_type;
+use virtio_lm_spec::admin::opcode::LIST_QUERY;
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
 pub use target::{DeviceKind, Target};
 
@@ -105,4 +108,38 @@ pub fn run(profile: Profile, kind: DeviceKind, defects: Defects) -> Result<Vec<R
 /// A check's failure text from any error.
 fn observed(e: impl fmt::Display) -> String {
     e.to_string()
+}
+
+/// A check's outcome: `Err` holds what was observed.
+type Check = Result<(), String>;
+
+fn expect(what: &str, ok: bool) -> Check {
+    if ok {
+        Ok(())
+    } else {
+        Err(what.to_owned())
+    }
+}
+
+/// SUSPEND (seed 003, merged in 1.4): presented as SUSPEND=1, DRIVER_OK=0; DRIVER_OK resumes.
+fn suspend(t: &mut Target) -> Check {
+    let mut driver = t.guest(1, &[Feature::Suspend]).map_err(observed)?;
+    driver.suspend().map_err(observed)?;
+    let s = driver.status();
+    let presented = s.contains(DeviceStatus::SUSPEND) && !s.contains(DeviceStatus::DRIVER_OK);
+    expect("SUSPEND=1, DRIVER_OK=0 not presented", presented)?;
+    driver.resume_from_suspend().map_err(observed)?;
+    let s = driver.status();
+    expect(
+        "not resumed",
+        !s.contains(DeviceStatus::SUSPEND) && s.contains(DeviceStatus::DRIVER_OK),
+    )
+}
+
+/// The SR-IOV group's LIST_QUERY bitmap (first word).
+fn sriov_list(t: &mut Target) -> Result<u64, String> {
+    let cmd = AdminCommand::new(LIST_QUERY, group_type::SRIOV, 0, Vec::new());
+    let r = t.client.command(&cmd, 8).map_err(observed)?;
+    let word = r.result.get(..8).ok_or("short LIST_QUERY")?;
+    Ok(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])))
 }

@@ -2,24 +2,13 @@
 //! and the seed-004 command set. The full seed suites are the crates' tests; these are the
 //! statements a device vendor checks first.
 
-use virtio_lm_pci::admin::AdminCommand;
 use virtio_lm_queue::BufferSpec;
-use virtio_lm_spec::admin::opcode::{DEVICE_MIGRATION, LIST_QUERY};
-use virtio_lm_spec::admin::{group_type, DevMode};
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::admin::opcode::DEVICE_MIGRATION;
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::Feature;
 
 use super::target::DATA;
-use super::{observed, DeviceKind, Row, Target};
-
-type Check = Result<(), String>;
-
-fn expect(what: &str, ok: bool) -> Check {
-    if ok {
-        Ok(())
-    } else {
-        Err(what.to_owned())
-    }
-}
+use super::{expect, observed, sriov_list, suspend, Check, DeviceKind, Row, Target};
 
 pub(super) fn checks(t: &mut Target) -> Vec<Row> {
     let quiet = "when stopped the device uses no buffer; the notified buffer is used after resume";
@@ -70,27 +59,8 @@ fn numbering(t: &mut Target) -> Check {
     )
 }
 
-fn suspend(t: &mut Target) -> Check {
-    let mut driver = t.guest(1, &[Feature::Suspend]).map_err(observed)?;
-    driver.suspend().map_err(observed)?;
-    let s = driver.status();
-    expect(
-        "SUSPEND=1, DRIVER_OK=0 not presented",
-        s.contains(DeviceStatus::SUSPEND) && !s.contains(DeviceStatus::DRIVER_OK),
-    )?;
-    driver.resume_from_suspend().map_err(observed)
-}
-
 fn list(t: &mut Target) -> Check {
-    let cmd = AdminCommand::new(LIST_QUERY, group_type::SRIOV, 0, Vec::new());
-    let r = t.client.command(&cmd, 8).map_err(observed)?;
-    let word = u64::from_le_bytes(
-        r.result
-            .get(..8)
-            .ok_or("short LIST_QUERY")?
-            .try_into()
-            .unwrap_or([0; 8]),
-    );
+    let word = sriov_list(t)?;
     expect(
         "a device migration command missing",
         DEVICE_MIGRATION.iter().all(|&op| word >> op & 1 == 1),

@@ -4,32 +4,22 @@
 use virtio_lm_pci::admin::{AdminCommand, AdminResult, V1_4_SRIOV_SUPPORTED};
 use virtio_lm_pci::PciDriver;
 use virtio_lm_queue::BufferSpec;
-use virtio_lm_spec::admin::opcode::{v1_4, DEVICE_MIGRATION, LIST_QUERY};
+use virtio_lm_spec::admin::opcode::{v1_4, DEVICE_MIGRATION};
 use virtio_lm_spec::admin::{group_type, status};
 use virtio_lm_spec::parts::{
     order_rank, part_type, DevPartsObjData, DevPartsTypedData, Part, ResourceObjHdr,
     DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET, METADATA_TYPE_COUNT, STATUS_EEXIST,
 };
 use virtio_lm_spec::zerocopy::IntoBytes;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::Feature;
 
 use super::target::{Mem, DATA};
-use super::{observed, DeviceKind, Row, Target};
+use super::{expect, observed, sriov_list, suspend, Check, DeviceKind, Row, Target};
 
 const PARTS: &str = "1.4 device parts";
 const OBJECTS: &str = "1.4 resource objects";
 const GET: u32 = 0;
 const SET: u32 = 1;
-
-type Check = Result<(), String>;
-
-fn expect(what: &str, ok: bool) -> Check {
-    if ok {
-        Ok(())
-    } else {
-        Err(what.to_owned())
-    }
-}
 
 fn status_of(r: &AdminResult) -> String {
     format!("status {} qualifier {}", r.status, r.qualifier)
@@ -132,22 +122,6 @@ fn numbering(t: &mut Target) -> Check {
     expect("RING_RESET not on bit 40", offered >> 40 & 1 == 1)
 }
 
-fn suspend(t: &mut Target) -> Check {
-    let mut driver = t.guest(1, &[Feature::Suspend]).map_err(observed)?;
-    driver.suspend().map_err(observed)?;
-    let s = driver.status();
-    expect(
-        "SUSPEND=1, DRIVER_OK=0 not presented",
-        s.contains(DeviceStatus::SUSPEND) && !s.contains(DeviceStatus::DRIVER_OK),
-    )?;
-    driver.resume_from_suspend().map_err(observed)?;
-    let s = driver.status();
-    expect(
-        "not resumed",
-        !s.contains(DeviceStatus::SUSPEND) && s.contains(DeviceStatus::DRIVER_OK),
-    )
-}
-
 fn ring_reset(t: &mut Target) -> Check {
     let mut driver = t.guest(1, &[Feature::RingReset]).map_err(observed)?;
     expect(
@@ -160,24 +134,9 @@ fn ring_reset(t: &mut Target) -> Check {
 }
 
 fn list(t: &mut Target) -> Check {
-    let r = t
-        .client
-        .command(
-            &AdminCommand::new(LIST_QUERY, group_type::SRIOV, 0, Vec::new()),
-            8,
-        )
-        .map_err(observed)?;
-    let word = u64::from_le_bytes(
-        r.result
-            .get(..8)
-            .ok_or("short LIST_QUERY")?
-            .try_into()
-            .unwrap_or([0; 8]),
-    );
-    expect(
-        "not all device-parts commands",
-        word & V1_4_SRIOV_SUPPORTED == V1_4_SRIOV_SUPPORTED,
-    )?;
+    let word = sriov_list(t)?;
+    let all = V1_4_SRIOV_SUPPORTED;
+    expect("not all device-parts commands", word & all == all)?;
     expect(
         "a seed-004 opcode listed",
         DEVICE_MIGRATION.iter().all(|&op| word >> op & 1 == 0),
