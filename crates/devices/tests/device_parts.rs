@@ -1,6 +1,6 @@
 //! Device-type parts under the v1.4 profile: virtio-net's control-queue parts (virtio 1.4
 //! `VIRTIO_NET_DEV_PART_CVQ_CFG_PART`, 0x200 with class/command selectors) and blk's optional
-//! configuration parts, this project's extension (spec-decisions §14).
+//! configuration parts, this project's extension (spec-decisions §17).
 
 use virtio_lm_devices::blk::config::offset as blk_offset;
 use virtio_lm_devices::conformance::{DeviceKind, Target};
@@ -93,7 +93,7 @@ fn net_control_queue_parts_travel() {
     );
 }
 
-/// spec-decisions §14 (1.4 defines no configuration-space part): blk's OPTIONAL BLK_WRITEBACK
+/// spec-decisions §17 (1.4 defines no configuration-space part): blk's OPTIONAL BLK_WRITEBACK
 /// part is applied on resume, and BLK_CAPACITY is validated, never applied — a destination of
 /// another capacity refuses it.
 #[test]

@@ -115,7 +115,7 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
     }
     // queue_notif_config_data (56): NOTIF_CONFIG_DATA is never offered. queue_reset (58) reads
     // 0 at all times with RING_RESET: the reset completes under the core lock before the next
-    // read (spec-decisions §13). admin_queue_index/num (60/62): 0 unless an owner.
+    // read (spec-decisions §16). admin_queue_index/num (60/62): 0 unless an owner.
     cfg
 }
 

@@ -1,5 +1,5 @@
 //! Device parts of a v1.4 member: METADATA_GET, DEV_PARTS_GET, DEV_PARTS_SET and DEV_MODE_SET
-//! (virtio 1.4 "Device parts" and its device and driver requirements; spec-decisions §14).
+//! (virtio 1.4 "Device parts" and its device and driver requirements; spec-decisions §17).
 
 use virtio_lm_pci::admin::{AdminClient, AdminCommand, AdminResult, OwnerFunction};
 use virtio_lm_pci::testing::*;

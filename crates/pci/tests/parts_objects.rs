@@ -1,6 +1,6 @@
 //! Capabilities and device-parts resource objects of a v1.4 owner (virtio 1.4
 //! "Capabilities" and "Resource objects", and the framework rules they run under;
-//! spec-decisions §14).
+//! spec-decisions §17).
 
 use virtio_lm_pci::admin::{
     AdminClient, AdminCommand, AdminResult, DEVICE_GET_LIMIT, DEVICE_SET_LIMIT,
@@ -193,7 +193,7 @@ fn capability_change_with_objects_is_busy() {
 }
 
 /// 1.4 "Resource objects": "a device reset destroys all resource objects" (the owner's reset);
-/// spec-decisions §14: clearing VF Enable destroys the members' objects too.
+/// spec-decisions §17: clearing VF Enable destroys the members' objects too.
 #[test]
 fn owner_reset_and_vf_disable_destroy_objects() {
     let owner = v14_owner(1);

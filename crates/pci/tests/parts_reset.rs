@@ -1,5 +1,5 @@
 //! Member reset and FLR during a v1.4 migration (virtio 1.4 "Device parts": "member reset or
-//! FLR MUST clear all parts to their defaults"; spec-decisions §15).
+//! FLR MUST clear all parts to their defaults"; spec-decisions §18).
 
 use virtio_lm_pci::testing::*;
 use virtio_lm_spec::parts::{part_type, Part, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET};
@@ -15,7 +15,7 @@ fn value(parts: &[Part], t: u16) -> Vec<u8> {
 }
 
 /// 1.4 "Device parts": "SR-IOV: member reset or FLR MUST clear all parts to their defaults";
-/// spec-decisions §15: the owner's objects survive it, and the member keeps its mode.
+/// spec-decisions §18: the owner's objects survive it, and the member keeps its mode.
 #[test]
 fn flr_clears_parts_and_keeps_objects() {
     let owner = v14_owner(1);
@@ -39,7 +39,7 @@ fn flr_clears_parts_and_keeps_objects() {
     assert_eq!(client.parts_object_query(1, 0).unwrap(), DEV_PARTS_TYPE_GET);
 }
 
-/// spec-decisions §15, a guest resetting its VF mid-migration: an FLR of the stopped source
+/// spec-decisions §18, a guest resetting its VF mid-migration: an FLR of the stopped source
 /// makes the parts read afterwards those of a reset device; an FLR of the destination between
 /// DEV_PARTS_SET and the resume discards the staged parts, so the destination resumes as a
 /// reset device instead of a half-applied one. Both members stay stopped until resumed.

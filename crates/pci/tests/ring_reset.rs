@@ -1,5 +1,5 @@
 //! Virtqueue reset (VIRTIO_F_RING_RESET, bit 40 of the v1.4 profile; virtio 1.4 "Virtqueue
-//! Reset" and the PCI `queue_reset` register at offset 58; spec-decisions §13): one queue is
+//! Reset" and the PCI `queue_reset` register at offset 58; spec-decisions §16): one queue is
 //! reset and set up again while the other keeps running.
 
 use std::sync::Arc;
@@ -123,7 +123,7 @@ fn reset_queue_is_set_up_again_while_the_other_runs() {
     assert_eq!(read(&mem, DATA, 3), [1, 2, 3]);
 }
 
-/// spec-decisions §13: without RING_RESET negotiated (and always in the seeds profile, where
+/// spec-decisions §16: without RING_RESET negotiated (and always in the seeds profile, where
 /// bit 40 is QUEUE_STATE) a write to `queue_reset` is ignored and the queue keeps running.
 #[test]
 fn queue_reset_is_ignored_without_ring_reset() {

@@ -1,17 +1,17 @@
 //! Virtio 1.4 device parts and their prerequisites: capabilities, resource objects, the
-//! device-parts commands and part types (spec-decisions §13 and §14). Opcodes are in
+//! device-parts commands and part types (spec-decisions §16 and §17). Opcodes are in
 //! [`crate::admin::opcode::v1_4`].
 //!
 //! A part on the wire is a [`DevPartHdr`] followed by `length` value bytes. Device-type part
 //! types live in 0x0200–0x05FF and mean different things per device type: net's
 //! [`NET_CVQ_CFG`] carries control-queue commands, and blk's [`BLK_WRITEBACK`] and
-//! [`BLK_CAPACITY`] are this project's optional extension (spec-decisions §14).
+//! [`BLK_CAPACITY`] are this project's optional extension (spec-decisions §17).
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `VIRTIO_ADMIN_STATUS_EEXIST`: used by the resource-object rules but missing from the status
-/// table; the Linux errno, as other implementations use (spec-decisions §14).
+/// table; the Linux errno, as other implementations use (spec-decisions §17).
 pub const STATUS_EEXIST: u16 = 17;
 
 /// Capability id of the device-parts capability ([`DevPartsCap`]).
@@ -62,9 +62,9 @@ pub mod part_type {
 /// Net `VIRTIO_NET_DEV_PART_CVQ_CFG_PART`: one control-queue command's data, selected by
 /// `u8 class; u8 command` ([`DevPartHdr::cvq_selector`]).
 pub const NET_CVQ_CFG: u16 = 0x200;
-/// Project extension for blk (spec-decisions §14): `u8 writeback`, always OPTIONAL.
+/// Project extension for blk (spec-decisions §17): `u8 writeback`, always OPTIONAL.
 pub const BLK_WRITEBACK: u16 = 0x200;
-/// Project extension for blk (spec-decisions §14): `le64 capacity`, always OPTIONAL; validated
+/// Project extension for blk (spec-decisions §17): `le64 capacity`, always OPTIONAL; validated
 /// on SET, never applied.
 pub const BLK_CAPACITY: u16 = 0x201;
 

@@ -1,5 +1,5 @@
 //! Virtqueue reset (VIRTIO_F_RING_RESET, virtio 1.4 profile): one queue is reset and
-//! re-enabled while the others keep running (spec-decisions §13).
+//! re-enabled while the others keep running (spec-decisions §16).
 //!
 //! The reset is synchronous: the core lock is held across it, so the queue is reset before the
 //! driver can read `queue_reset` again, and the register reads 0 at once. A reset queue's
@@ -16,7 +16,7 @@ use crate::queues::QueueRegisters;
 
 impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
     /// Whether queue `index` may be reset now: RING_RESET negotiated, DRIVER_OK set, the device
-    /// neither quiescing nor quiet (spec-decisions §13: a queue reset while stopped or suspended
+    /// neither quiescing nor quiet (spec-decisions §16: a queue reset while stopped or suspended
     /// is ignored) and not failed.
     fn ring_reset_allowed(&self, index: u16) -> bool {
         self.negotiated(Feature::RingReset)

@@ -1,4 +1,4 @@
-//! virtio-blk's device parts: a project extension (spec-decisions §14). virtio 1.4 defines no
+//! virtio-blk's device parts: a project extension (spec-decisions §17). virtio 1.4 defines no
 //! part for a device's configuration space, so `writeback` (which the driver may change) and
 //! a check of `capacity` would not travel; two OPTIONAL parts in blk's device-type range carry
 //! them, and a standard receiver may ignore them.

@@ -1,5 +1,5 @@
 //! The checks of the virtio 1.4 profile: numbering, SUSPEND, RING_RESET, capabilities,
-//! resource objects and device parts (spec-decisions §13–§15).
+//! resource objects and device parts (spec-decisions §16–§18).
 
 use virtio_lm_pci::admin::{AdminCommand, AdminResult, V1_4_SRIOV_SUPPORTED};
 use virtio_lm_pci::PciDriver;

@@ -1,6 +1,6 @@
 //! virtio-net's device parts (virtio 1.4 `VIRTIO_NET_DEV_PART_CVQ_CFG_PART`, type 0x200): the
 //! control-queue state as the commands that would recreate it, one part per (class, command),
-//! each value in that command's own data format (spec-decisions §14).
+//! each value in that command's own data format (spec-decisions §17).
 //!
 //! | Selector | Value |
 //! |---|---|

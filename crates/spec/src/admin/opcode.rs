@@ -44,7 +44,7 @@ pub mod v1_4 {
     /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_CREATE.
     pub const RESOURCE_OBJ_CREATE: u16 = 0x000a;
     /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_MODIFY: the command text's number (the opcode table
-    /// swaps MODIFY and QUERY; spec-decisions §14).
+    /// swaps MODIFY and QUERY; spec-decisions §17).
     pub const RESOURCE_OBJ_MODIFY: u16 = 0x000b;
     /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_QUERY (see [`RESOURCE_OBJ_MODIFY`]).
     pub const RESOURCE_OBJ_QUERY: u16 = 0x000c;

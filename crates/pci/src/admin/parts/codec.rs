@@ -1,5 +1,5 @@
 //! Device parts of a member (virtio 1.4 "Device parts"): the parts DEV_PARTS_GET returns, and
-//! the check and staging of the parts DEV_PARTS_SET brings (spec-decisions §14).
+//! the check and staging of the parts DEV_PARTS_SET brings (spec-decisions §17).
 //!
 //! What the common parts carry, and which parts we emit:
 //! - DEV_FEATURES (flagged OPTIONAL) and DRV_FEATURES: one `le64` word each.

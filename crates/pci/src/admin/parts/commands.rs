@@ -1,11 +1,11 @@
 //! The member commands of device parts: DEV_PARTS_METADATA_GET, DEV_PARTS_GET, DEV_PARTS_SET
-//! and DEV_MODE_SET (virtio 1.4 "Device parts"; spec-decisions §14).
+//! and DEV_MODE_SET (virtio 1.4 "Device parts"; spec-decisions §17).
 //!
 //! Stopped is the core's Freeze: no guest memory access, no interrupt, driver writes ignored,
 //! so the parts do not change. DEV_PARTS_SET stages the parts (checked in full, nothing
 //! applied); resuming applies what was staged, then runs the member. A running split queue
 //! resumes at the used index it finds in guest memory: the stop completed every buffer the
-//! source had taken, so the next buffer to take is the next one to use (spec-decisions §14).
+//! source had taken, so the next buffer to take is the next one to use (spec-decisions §17).
 
 use virtio_lm_device::{AdminModeChange, AdminModeError, DeviceCore};
 use virtio_lm_queue::QueueState;
@@ -223,7 +223,7 @@ impl PartsState {
             return field();
         }
         if running_packed(&ctx) {
-            // spec-decisions §14: no part carries a packed ring's wrap counters.
+            // spec-decisions §17: no part carries a packed ring's wrap counters.
             return field();
         }
         self.staged.insert(
@@ -282,7 +282,7 @@ fn running_packed(ctx: &virtio_lm_device::DeviceContext) -> bool {
 }
 
 /// Sets each running split queue's state to the used index in guest memory: its
-/// `last_avail_idx` once every buffer taken was used (spec-decisions §14).
+/// `last_avail_idx` once every buffer taken was used (spec-decisions §17).
 fn derive_split_states<M: GuestMemory>(ctx: &mut virtio_lm_device::DeviceContext, mem: &M) {
     let (running, _) = driver_ok_with(ctx, Feature::RingPacked);
     if !running {

@@ -1,7 +1,7 @@
 //! The virtio 1.4 form of device migration on an SR-IOV owner (the `v1.4` profile): the
 //! self group's capability commands, the SR-IOV group's resource objects, device parts and
 //! DEV_MODE_SET (virtio 1.4 "Device parts", "Capabilities", "Resource objects";
-//! spec-decisions §14). The seed-004 commands are not offered under this profile.
+//! spec-decisions §17). The seed-004 commands are not offered under this profile.
 //!
 //! | Status / qualifier | When |
 //! |---|---|
@@ -141,7 +141,7 @@ impl PartsState {
         others: bool,
     ) -> Outcome {
         if group.generation != self.generation {
-            // spec-decisions §14: the members are gone, and their objects with them.
+            // spec-decisions §17: the members are gone, and their objects with them.
             self.generation = group.generation;
             self.objects.clear();
             self.staged.clear();

@@ -1,5 +1,5 @@
 //! Capabilities (CAP_ID_LIST_QUERY, DEVICE_CAP_GET, DRIVER_CAP_SET) and device-parts resource
-//! objects (RESOURCE_OBJ_CREATE, MODIFY, QUERY, DESTROY); spec-decisions §14.
+//! objects (RESOURCE_OBJ_CREATE, MODIFY, QUERY, DESTROY); spec-decisions §17.
 //!
 //! Object ids are the owner's, one space for GET and SET objects: an id is valid below the
 //! sum of the two limits the driver set, and each type holds at most its own limit.
