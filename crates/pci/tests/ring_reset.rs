@@ -7,9 +7,11 @@ use std::sync::Arc;
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciDriver, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
-use virtio_lm_spec::pci::offset::{QUEUE_ENABLE, QUEUE_RESET, QUEUE_SELECT, QUEUE_SIZE};
+use virtio_lm_spec::pci::offset::{
+    DEVICE_STATUS, QUEUE_DESC, QUEUE_ENABLE, QUEUE_RESET, QUEUE_SELECT, QUEUE_SIZE,
+};
 use virtio_lm_spec::pci::VIRTIO_MSI_NO_VECTOR;
-use virtio_lm_spec::Feature;
+use virtio_lm_spec::{DeviceStatus, Feature};
 use vm_memory::{Bytes, GuestAddress};
 
 const RING1: u64 = 0x3000;
@@ -142,4 +144,49 @@ fn queue_reset_is_ignored_without_ring_reset() {
     assert!(driver.reset_queue(QueueSetup::new(0, 8, RING)).is_err());
     driver.submit(0, &[BufferSpec::writable(DATA, 2)]).unwrap();
     assert_eq!(driver.collect_used(0).unwrap().len(), 1);
+}
+
+/// spec-decisions §16: a queue reset for a queue past the last one, or once the device failed
+/// (FAILED set by the driver), does nothing; the queues keep their registers.
+#[test]
+fn queue_reset_beyond_the_queues_or_after_failure_does_nothing() {
+    let (_mem, function, _driver) = two_running();
+    function.w16(QUEUE_SELECT, 2);
+    function.w16(QUEUE_RESET, 1);
+    let status = function.status();
+    function.w8(DEVICE_STATUS, (status | DeviceStatus::FAILED).bits());
+    function.w16(QUEUE_SELECT, 0);
+    function.w16(QUEUE_RESET, 1);
+    for q in [0, 1] {
+        function.w16(QUEUE_SELECT, q);
+        assert_eq!(function.r16(QUEUE_ENABLE), 1, "queue {q}");
+    }
+}
+
+/// 1.4 "Virtqueue Reset" (only a reset queue is set up again after DRIVER_OK;
+/// spec-decisions §16): a running queue's registers stay read-only with RING_RESET
+/// negotiated, and without it a queue the driver did not enable cannot be enabled late.
+#[test]
+fn only_a_reset_queue_is_writable_after_driver_ok() {
+    let (_mem, function, _driver) = two_running();
+    function.w16(QUEUE_SELECT, 0);
+    function.w16(QUEUE_SIZE, 4);
+    function.w64(QUEUE_DESC, NEW_RING0);
+    assert_eq!(function.r16(QUEUE_SIZE), 8);
+    assert_eq!(function.r64(QUEUE_DESC), RING);
+
+    let mem = memory();
+    let function = two_queue_function(&mem);
+    let mut driver = v14_driver(&function, &mem);
+    driver
+        .init(
+            v14_features(&[Feature::Version1]),
+            &[QueueSetup::new(0, 8, RING)],
+        )
+        .unwrap();
+    function.w16(QUEUE_SELECT, 1);
+    function.w16(QUEUE_SIZE, 4);
+    function.w16(QUEUE_ENABLE, 1);
+    assert_eq!(function.r16(QUEUE_SIZE), 8);
+    assert_eq!(function.r16(QUEUE_ENABLE), 0);
 }
