@@ -10,6 +10,9 @@ use virtio_lm_spec::parts::{
     DEV_PARTS_TYPE_SET, GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_SIZE,
     PART_F_OPTIONAL,
 };
+use virtio_lm_spec::pci::offset::{
+    DEVICE_STATUS, QUEUE_DESC, QUEUE_ENABLE, QUEUE_SELECT, QUEUE_SIZE,
+};
 use virtio_lm_spec::zerocopy::IntoBytes;
 use virtio_lm_spec::DeviceStatus;
 
@@ -285,4 +288,25 @@ fn parts_set_take_effect_on_resume_and_the_guest_continues() {
     guest.mem = mem;
     guest.submit(DATA + 0x200, 4);
     assert_eq!(guest.collect(), 1, "the third buffer, used on member 2");
+}
+
+/// 1.4 "Device parts", SR-IOV, when stopped: the device "MUST answer PCI reads with valid
+/// values" — the member's registers read what its parts report (status, queue size and
+/// enable, descriptor address).
+#[test]
+fn stopped_member_answers_register_reads_as_its_parts_say() {
+    let (_owner, mut client, guest) = rig();
+    client.dev_mode_stopped(1, true).unwrap();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    let f = &guest.function;
+    assert_eq!(
+        [f.r8(DEVICE_STATUS)],
+        find(&parts, part_type::DEVICE_STATUS).value[..]
+    );
+    f.w16(QUEUE_SELECT, 0);
+    let vq = find(&parts, part_type::VQ_CFG).value;
+    assert_eq!(f.r16(QUEUE_SIZE).to_le_bytes(), vq[0..2]);
+    assert_eq!(f.r16(QUEUE_ENABLE).to_le_bytes(), vq[4..6]);
+    assert_eq!(f.r64(QUEUE_DESC).to_le_bytes(), vq[8..16]);
+    client.dev_mode_stopped(1, false).unwrap();
 }
