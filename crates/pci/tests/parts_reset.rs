@@ -1,7 +1,15 @@
-//! Member reset and FLR during a v1.4 migration (virtio 1.4 "Device parts": "member reset or
+//! Stopping, member reset and FLR during a v1.4 migration (virtio 1.4 "Device parts": "member reset or
 //! FLR MUST clear all parts to their defaults"; spec-decisions §18).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use virtio_lm_pci::admin::AdminCommand;
+use virtio_lm_pci::testing::admin::delay_device;
 use virtio_lm_pci::testing::*;
+use virtio_lm_pci::VirtioPciFunction;
+use virtio_lm_spec::admin::group_type;
+use virtio_lm_spec::admin::opcode::v1_4;
 use virtio_lm_spec::parts::{part_type, Part, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET};
 use virtio_lm_spec::DeviceStatus;
 
@@ -86,4 +94,39 @@ fn guest_resetting_its_vf_mid_migration() {
     let mut fresh = V14Guest::new(owner.member(1).unwrap());
     fresh.submit(0x8000, 4);
     assert_eq!(fresh.collect(), 1, "the source works again once resumed");
+}
+
+/// 1.4 "Device parts", SR-IOV: the device "MUST finish outstanding PCI transactions before
+/// completing DEV_MODE_SET" — the stop waits (without blocking the owner) while the member's
+/// requests are in process and completes once they are used.
+#[test]
+fn stop_waits_for_requests_in_process() {
+    let release = Arc::new(AtomicBool::new(false));
+    let held = release.clone();
+    let owner = v14_owner_of(
+        1,
+        Box::new(move |_| {
+            let device = delay_device(held.clone());
+            VirtioPciFunction::with_device(Box::new(device), memory(), v14_options(), 2, false)
+        }),
+    );
+    let mut client = v14_client(&owner);
+    let mut guest = V14Guest::new(owner.member(1).unwrap());
+    guest.submit(0x4000, 8);
+    guest.submit(0x4100, 8);
+    let stop = AdminCommand::new(v1_4::DEV_MODE_SET, group_type::SRIOV, 1, vec![1]);
+    let ticket = client.submit_raw(0, &stop.to_bytes(), 8).unwrap();
+    for _ in 0..10 {
+        owner.poll();
+        assert!(client.try_complete(&ticket).unwrap().is_none());
+    }
+    assert_eq!(guest.collect(), 0);
+    release.store(true, Ordering::SeqCst);
+    assert!(client.wait(&ticket).unwrap().result().is_ok());
+    assert_eq!(
+        guest.collect(),
+        2,
+        "every request used before the stop completed"
+    );
+    client.dev_mode_stopped(1, false).unwrap();
 }
