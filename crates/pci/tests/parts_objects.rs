@@ -6,7 +6,7 @@ use virtio_lm_pci::admin::{
     AdminClient, AdminCommand, AdminResult, DEVICE_GET_LIMIT, DEVICE_SET_LIMIT,
 };
 use virtio_lm_pci::testing::*;
-use virtio_lm_spec::admin::opcode::{v1_4, DEVICE_MIGRATION, LIST_QUERY};
+use virtio_lm_spec::admin::opcode::{v1_4, DEVICE_MIGRATION, LIST_QUERY, LIST_USE};
 use virtio_lm_spec::admin::{group_type, qualifier, status};
 use virtio_lm_spec::parts::{
     CapIdData, DevPartsCap, DevPartsObjData, ResourceObjHdr, DEV_PARTS_TYPE_GET,
@@ -216,5 +216,74 @@ fn owner_reset_and_vf_disable_destroy_objects() {
     assert_eq!(
         by_hdr(&mut client, v1_4::RESOURCE_OBJ_QUERY, 1, 0).status,
         status::ENXIO
+    );
+}
+
+/// 1.4 "Administration Facilities" under the v1.4 command set: commands not in the used list
+/// (before LIST_USE), unsupported opcodes (seed-004 ones, ≥ 64) fail with EINVAL /
+/// Q_INVALID_OPCODE; LIST_USE of an unsupported opcode (also in a later bitmap word) fails
+/// with EINVAL / Q_INVALID_FIELD; with VF Enable clear, or an unknown group type, every
+/// command fails with EINVAL / Q_INVALID_GROUP.
+#[test]
+fn framework_rules_hold_under_the_v1_4_command_set() {
+    let owner = v14_owner(1);
+    let mut client = v14_bare_client(&owner);
+    let invalid = |client: &mut AdminClient<Mem>, group, op, data: Vec<u8>, q| {
+        let r = client
+            .command(&AdminCommand::new(op, group, 0, data), 8)
+            .unwrap();
+        assert!(is(&r, status::EINVAL, q), "{op:#x}: {r:?}");
+    };
+    let op = qualifier::Q_INVALID_OPCODE;
+    invalid(
+        &mut client,
+        group_type::SELF,
+        v1_4::CAP_ID_LIST_QUERY,
+        vec![],
+        op,
+    );
+    let use_all = |list: u64| list.to_le_bytes().to_vec();
+    let supported = virtio_lm_pci::admin::SELF_SUPPORTED;
+    let field = qualifier::Q_INVALID_FIELD;
+    invalid(
+        &mut client,
+        group_type::SELF,
+        LIST_USE,
+        use_all(supported | 1 << 0x10),
+        field,
+    );
+    let mut two_words = use_all(supported);
+    two_words.extend_from_slice(&1u64.to_le_bytes());
+    invalid(&mut client, group_type::SELF, LIST_USE, two_words, field);
+    client.use_v1_4_commands().unwrap();
+    invalid(
+        &mut client,
+        group_type::SRIOV,
+        DEVICE_MIGRATION[0],
+        vec![],
+        op,
+    );
+    invalid(&mut client, group_type::SRIOV, 0x40, vec![], op);
+    invalid(
+        &mut client,
+        group_type::SELF,
+        v1_4::DEV_PARTS_GET,
+        vec![],
+        op,
+    );
+    invalid(
+        &mut client,
+        7,
+        LIST_QUERY,
+        vec![],
+        qualifier::Q_INVALID_GROUP,
+    );
+    owner.set_vf_enable(false).unwrap();
+    invalid(
+        &mut client,
+        group_type::SRIOV,
+        LIST_QUERY,
+        vec![],
+        qualifier::Q_INVALID_GROUP,
     );
 }
