@@ -310,3 +310,26 @@ fn stopped_member_answers_register_reads_as_its_parts_say() {
     assert_eq!(f.r64(QUEUE_DESC).to_le_bytes(), vq[8..16]);
     client.dev_mode_stopped(1, false).unwrap();
 }
+
+/// 1.4 "Device parts" (spec-decisions §17): a part with reserved flag bits, a VQ_CFG whose
+/// `enabled` is neither 0 nor 1, and an object used with another member's id are refused.
+#[test]
+fn set_refuses_reserved_bits_and_foreign_objects() {
+    let (_owner, mut client, _guest) = rig();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    client.dev_mode_stopped(2, true).unwrap();
+    let mut flagged = find(&parts, part_type::DEVICE_STATUS);
+    flagged.hdr.flags = 0x02;
+    let mut vq = find(&parts, part_type::VQ_CFG);
+    vq.value[4] = 2;
+    for bad in [flagged, vq] {
+        let r = set_raw(&mut client, 2, &encode(&[bad]));
+        assert_eq!(r.status, status::EINVAL);
+    }
+    let r = typed(&mut client, v1_4::DEV_PARTS_GET, 2, GET, 1, 256);
+    assert_eq!(
+        r.status,
+        status::ENXIO,
+        "member 1's object used for member 2"
+    );
+}
