@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod conform;
 pub mod inspect;
 pub mod net_echo;
 pub mod vhost_user_blk;
@@ -57,6 +58,8 @@ pub enum Command {
     /// migration included.
     #[command(long_about = vhost_user_blk::LONG_ABOUT)]
     VhostUserBlk(VhostUserBlkArgs),
+    /// Runs the normative checks live against an in-process device and prints one row per statement.
+    Conform(conform::ConformArgs),
 }
 
 /// A command line that parsed but does not make sense (e.g. an option that needs another one):
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::VhostUserBlk(args) => vhost_user_blk::run(&args),
+        Command::Conform(args) => conform::run(&args),
     }
 }
 

@@ -106,6 +106,10 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     /// Device reset: back to the state before the driver's first access.
     fn reset(&mut self) {}
 
+    /// Virtqueue reset (RING_RESET) of queue `index`: forget requests of that queue still in
+    /// process, as their completions must not reach the queue (synchronous devices hold none).
+    fn reset_queue(&mut self, _index: u16) {}
+
     /// Bytes of the device-type configuration space: what [`Self::read_config`] serves and
     /// what a device context carries in DEVICE_CONFIG (spec-decisions §5); 0 for a device type
     /// without one. Required, with no default, so that a device type with a configuration

@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+pub mod conformance;
 mod guest_io;
 pub mod net;
 mod rng;

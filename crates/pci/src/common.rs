@@ -1,6 +1,7 @@
 //! The common configuration structure as registers: reads from a snapshot of the core, writes
 //! decoded per field.
 
+use virtio_lm_device::context::VIRTIO_MSI_NO_VECTOR;
 use virtio_lm_device::DeviceCore;
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::pci::{offset, CommonConfig};
@@ -112,8 +113,9 @@ pub(crate) fn snapshot<M: GuestMemory + Send + Sync + 'static>(
             cfg.queue_used_state = U16::new(core.queue_used_state(q));
         }
     }
-    // queue_notif_config_data (56), queue_reset (58): NOTIF_CONFIG_DATA and RING_RESET cannot
-    // be offered in the seeds profile. admin_queue_index/num (60/62): 0 unless an owner.
+    // queue_notif_config_data (56): NOTIF_CONFIG_DATA is never offered. queue_reset (58) reads
+    // 0 at all times with RING_RESET: the reset completes under the core lock before the next
+    // read (spec-decisions §16). admin_queue_index/num (60/62): 0 unless an owner.
     cfg
 }
 
@@ -230,6 +232,11 @@ pub(crate) fn write<M: GuestMemory + Send + Sync + 'static>(
             // The driver must not write 0; a 0 is ignored.
             if v16 == 1 {
                 core.write_queue(q, |r| r.enabled = true);
+            }
+        }
+        (offset::QUEUE_RESET, 2) => {
+            if v16 == 1 && queue_visible(core, admin, q) && core.reset_queue(q) {
+                irq.set_queue_vector(q, VIRTIO_MSI_NO_VECTOR);
             }
         }
         (offset::QUEUE_AVAIL_STATE, 2) => {

@@ -53,6 +53,7 @@ mod layout_tests;
 pub mod admin;
 pub mod context;
 pub mod features;
+pub mod parts;
 pub mod pci;
 pub mod profile;
 pub mod queue_state;

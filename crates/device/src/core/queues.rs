@@ -29,9 +29,11 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             && !self.has(DeviceStatus::FAILED)
     }
 
-    /// Driver writes queue registers; ignored outside the setup window or past the last queue.
+    /// Driver writes queue registers; ignored outside the setup window (or, with RING_RESET,
+    /// the window of a reset queue) or past the last queue.
     pub fn write_queue(&mut self, index: u16, update: impl FnOnce(&mut QueueRegisters)) {
-        if !self.queue_writable() {
+        let after_reset = self.reset_queue_writable(index);
+        if !self.queue_writable() && !after_reset {
             return;
         }
         if let Some(slot) = self.queues.get_mut(usize::from(index)) {
@@ -43,6 +45,9 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 regs.size = slot.regs.size;
             }
             slot.regs = regs;
+            if after_reset && regs.enabled {
+                self.start_reset_queue(index);
+            }
         }
     }
 

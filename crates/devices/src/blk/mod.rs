@@ -63,6 +63,7 @@ pub mod driver;
 mod guest;
 mod image_io;
 mod options;
+mod parts;
 mod request;
 mod state;
 pub mod workload;
@@ -82,6 +83,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use backend::BackendStats;
 pub use options::{BlkOptions, DelayFn, Faults, Gate, RequestInfo, RequestKind, WriteSplit};
+pub use parts::BlkParts;
 
 use backend::{Backend, Completion, Job, JobCtl};
 use config::{features, ConfigValues, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES};

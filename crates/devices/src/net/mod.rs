@@ -103,6 +103,7 @@ pub mod driver;
 pub mod echo;
 mod filter;
 mod options;
+mod parts;
 pub mod pci_driver;
 mod rx;
 mod state;
@@ -121,6 +122,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use announce::{rarp_frame, Announcer, ETH_P_RARP};
 pub use device::DRAIN_LIMIT;
 pub use options::{NetFaults, NetOptions};
+pub use parts::NetParts;
 pub use stats::NetStats;
 
 use announce::Shared;

@@ -81,6 +81,8 @@ pub(crate) struct OwnerShared<M: GuestMemory + Send + Sync + 'static> {
     used: [u64; LIST_WORDS],
     /// Commands taken from the admin queues and not completed.
     pub(crate) outstanding: usize,
+    /// The virtio 1.4 command set, which replaces the seed-004 one under the v1.4 profile.
+    pub(crate) v14: Option<super::parts::PartsState>,
 }
 
 fn has(list: &[u64; LIST_WORDS], op: AdminOpcode) -> bool {
@@ -95,12 +97,16 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
             group,
             used: INITIAL_USED,
             outstanding: 0,
+            v14: None,
         }
     }
 
     /// Owner reset: the used list is back to LIST_QUERY and LIST_USE.
     pub(crate) fn reset_used(&mut self) {
         self.used = INITIAL_USED;
+        if let Some(v14) = self.v14.as_mut() {
+            v14.reset();
+        }
     }
 
     #[cfg(feature = "fuzzing")]
@@ -117,6 +123,9 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
         result_capacity: usize,
         others_outstanding: bool,
     ) -> Outcome {
+        if let Some(v14) = self.v14.as_mut() {
+            return v14.dispatch(&mut self.group, cmd, result_capacity, others_outstanding);
+        }
         match self.validate(cmd) {
             Err(result) => Outcome::Done(result),
             Ok(op) => self.execute(op, cmd, result_capacity, others_outstanding),

@@ -22,6 +22,7 @@ mod error;
 mod framing;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
+mod parts;
 mod sriov;
 
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,10 @@ pub use error::AdminError;
 #[doc(hidden)]
 #[cfg(feature = "fuzzing")]
 pub use fuzz::{fuzz_admin_command, fuzz_template_context};
+pub use parts::{
+    Defects, DevicePartsCodec, NoDeviceParts, DEVICE_GET_LIMIT, DEVICE_SET_LIMIT, SELF_SUPPORTED,
+    SRIOV_SUPPORTED as V1_4_SRIOV_SUPPORTED,
+};
 pub use sriov::{MemberFactory, SriovCapability, SriovError};
 
 use device::{lock, OwnerDevice};
@@ -91,10 +96,11 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerFunction<M> {
         factory: MemberFactory<M>,
     ) -> Result<Self, PciError> {
         let admin_num = options.admin_queue_num.max(1);
-        let shared = Arc::new(Mutex::new(OwnerShared::new(SriovGroup::new(
-            options.total_vfs,
-            factory,
-        ))));
+        let mut shared = OwnerShared::new(SriovGroup::new(options.total_vfs, factory));
+        if options.core.profile == virtio_lm_spec::Profile::V1_4 {
+            shared.v14 = Some(parts::PartsState::new());
+        }
+        let shared = Arc::new(Mutex::new(shared));
         let sizes = vec![options.admin_queue_size; usize::from(admin_num)];
         let owner = OwnerDevice::new(device, sizes, shared.clone());
         let mut core = options.core;

@@ -6,6 +6,7 @@ mod caps;
 mod io;
 mod lifecycle;
 mod ring;
+mod ring_reset;
 mod setup;
 mod state;
 mod types;

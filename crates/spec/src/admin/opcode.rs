@@ -35,6 +35,21 @@ pub const DEVICE_MIGRATION: [u16; 7] = [
 
 /// Merged virtio 1.4 device-parts opcodes, for the `v1.4` profile later.
 pub mod v1_4 {
+    /// VIRTIO_ADMIN_CMD_CAP_ID_LIST_QUERY (self group).
+    pub const CAP_ID_LIST_QUERY: u16 = 0x0007;
+    /// VIRTIO_ADMIN_CMD_DEVICE_CAP_GET (self group).
+    pub const DEVICE_CAP_GET: u16 = 0x0008;
+    /// VIRTIO_ADMIN_CMD_DRIVER_CAP_SET (self group).
+    pub const DRIVER_CAP_SET: u16 = 0x0009;
+    /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_CREATE.
+    pub const RESOURCE_OBJ_CREATE: u16 = 0x000a;
+    /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_MODIFY: the command text's number (the opcode table
+    /// swaps MODIFY and QUERY; spec-decisions §17).
+    pub const RESOURCE_OBJ_MODIFY: u16 = 0x000b;
+    /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_QUERY (see [`RESOURCE_OBJ_MODIFY`]).
+    pub const RESOURCE_OBJ_QUERY: u16 = 0x000c;
+    /// VIRTIO_ADMIN_CMD_RESOURCE_OBJ_DESTROY.
+    pub const RESOURCE_OBJ_DESTROY: u16 = 0x000d;
     /// VIRTIO_ADMIN_CMD_DEV_PARTS_METADATA_GET.
     pub const DEV_PARTS_METADATA_GET: u16 = 0x000e;
     /// VIRTIO_ADMIN_CMD_DEV_PARTS_GET.
