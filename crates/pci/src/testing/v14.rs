@@ -44,6 +44,10 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for TwoQueueDevice {
         vec![self.queue_size; 2]
     }
 
+    fn config_len(&self) -> usize {
+        0
+    }
+
     fn process_queue(
         &mut self,
         index: u16,
