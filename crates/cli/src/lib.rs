@@ -2,10 +2,13 @@
 //! implementation, as a library so its subcommands can be tested and reused.
 //!
 //! Subcommands: `net-echo`, the UDP peer of the virtio-net device's datagram tunnel (see
-//! [`net_echo`]), and `inspect`, which decodes a device context (see [`inspect`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
+//! [`net_echo`]), `inspect`, which decodes a device context (see [`inspect`]), and the live
+//! migration commands: `vm` ([`vm`], steered through a [`control`] socket), `migrate`
+//! ([`migrate`]) and `demo` ([`demo`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
 //! global options and one [`Command`]; each subcommand is a variant with its own argument
-//! struct and module, dispatched by [`run`]. The subcommands later issues add (`demo`, `vm`,
-//! `migrate`, `conform`, `vhost-user-blk`, `bench`) slot in the same way.
+//! struct and module, dispatched by [`run`]. The subcommands later issues add (`conform`,
+//! `vhost-user-blk`, `bench`) slot in the same way. A [`UsageError`] makes the binary exit 2,
+//! as a parse error does; any other error exits 1.
 //!
 //! ```
 //! use clap::Parser;
@@ -19,13 +22,25 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod args;
+pub mod control;
+pub mod demo;
 pub mod inspect;
+pub mod migrate;
 pub mod net_echo;
+pub mod stall;
+pub mod summary;
+pub mod timeline;
+pub mod vm;
 
 use clap::{Parser, Subcommand};
 
+pub use args::UsageError;
+pub use demo::DemoArgs;
 pub use inspect::InspectArgs;
+pub use migrate::MigrateArgs;
 pub use net_echo::NetEchoArgs;
+pub use vm::VmArgs;
 
 /// Live migration for virtio devices (reference implementation): host-side tools.
 #[derive(Debug, Parser)]
@@ -39,6 +54,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the whole live-migration story on loopback and reports: an echo peer, a
+    /// destination and a source VM as child processes, workloads, migration, verification.
+    #[command(long_about = demo::LONG_ABOUT)]
+    Demo(DemoArgs),
+    /// Runs a simulated VM steered through a control socket (a migration source, or with
+    /// --incoming a destination).
+    #[command(long_about = vm::LONG_ABOUT)]
+    Vm(VmArgs),
+    /// Migrates a running VM (through its control socket) to a destination VM.
+    #[command(long_about = migrate::LONG_ABOUT)]
+    Migrate(MigrateArgs),
     /// UDP echo peer for the virtio-net datagram tunnel: sends every datagram back to
     /// whatever address last sent one.
     #[command(long_about = net_echo::LONG_ABOUT)]
@@ -51,6 +77,9 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Vm(args) => vm::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
     }

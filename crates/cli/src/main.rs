@@ -11,7 +11,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("virtio-lm: {e:#}");
-            ExitCode::FAILURE
+            // Wrong arguments exit 2, as clap's own parse errors do.
+            if e.is::<virtio_lm_cli::UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
