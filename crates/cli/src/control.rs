@@ -6,7 +6,7 @@
 //! `{"error":{"class":…,"desc":…}}`. As QMP's `migrate`, `migrate` answers at once and the
 //! migration runs on; `status` (QMP's `query-migrate`) follows it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};

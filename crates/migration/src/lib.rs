@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod engine;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -53,6 +54,11 @@ mod writer;
 
 pub use config::{
     DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
+};
+pub use engine::{
+    incoming, migrate, DestinationReport, Incoming, Inflight, Link, MigrateOptions, MigrationControl,
+    MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan, Progress, RoundStats,
+    Strategy,
 };
 pub use error::{Position, StreamError, WriteError};
 pub use header::{

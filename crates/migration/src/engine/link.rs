@@ -1,0 +1,33 @@
+//! The byte stream a migration runs over, behind a small trait so TLS can be added later.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+/// A connected, reliable, ordered byte stream between source and destination.
+pub trait Link: Read + Write + Send {
+    /// Sets both directions' timeouts (`None`: block forever).
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Closes both directions (the peer sees end of stream).
+    fn close(&self);
+    /// The peer, for logs.
+    fn peer(&self) -> String;
+}
+
+impl Link for TcpStream {
+    fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+
+    fn close(&self) {
+        // Already closed by the peer is as good.
+        let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn peer(&self) -> String {
+        self.peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| format!("(peer unknown: {e})"))
+    }
+}

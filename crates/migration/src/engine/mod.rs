@@ -1,0 +1,18 @@
+//! The migration engine (seed 004, the admin-command strategy): [`migrate`] on the source,
+//! [`incoming`] on the destination, over any [`Link`].
+
+mod control;
+mod destination;
+mod error;
+mod link;
+mod options;
+mod report;
+mod source;
+
+pub use control::{MigrationControl, MigrationState, Progress};
+pub use destination::{incoming, Incoming};
+pub use error::MigrationError;
+pub use link::Link;
+pub use options::{Inflight, MigrateOptions, Strategy};
+pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};
+pub use source::migrate;

@@ -1,0 +1,59 @@
+//! What the operator chooses for one migration (`virtio-lm migrate` / `demo` flags).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How the devices are moved. Issue 10 adds the in-band status strategy beside this one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Seed 004: the owner's admin queue (DEV_MODE_SET Stop/Freeze/Active, DEV_CTX_READ/WRITE).
+    #[default]
+    Admin,
+}
+
+/// What happens to requests the devices have in process when they stop (`--inflight`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inflight {
+    /// Stop completes them on the source before it is acknowledged.
+    #[default]
+    Drain,
+    /// They travel in the context's in-flight field; the destination completes each once.
+    Transfer,
+}
+
+/// The options of one outgoing migration.
+#[derive(Clone, Debug)]
+pub struct MigrateOptions {
+    /// How the devices move (`--strategy`).
+    pub strategy: Strategy,
+    /// `--inflight drain|transfer`; the source's members are switched to it before Stop.
+    pub inflight: Inflight,
+    /// Pre-copy ends once the expected downtime fits this (`--downtime-ms`, default 10).
+    pub downtime_ms: u64,
+    /// Longest pre-copy (`--timeout`); then the migration is cancelled, or, with `force`,
+    /// switched over whatever the expected downtime.
+    pub timeout: Duration,
+    /// `--force`: converge at the timeout instead of cancelling.
+    pub force: bool,
+    /// `--max-bandwidth`, bytes per second of stream; `None` for unlimited.
+    pub max_bandwidth: Option<u64>,
+    /// How long to wait for the peer at each blocking step (a lost link ends the migration).
+    pub link_timeout: Duration,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Admin,
+            inflight: Inflight::Drain,
+            downtime_ms: 10,
+            timeout: Duration::from_secs(60),
+            force: false,
+            max_bandwidth: None,
+            link_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What a migration reports: the `--json` object (field names as issue 9 fixes them), the
+//! per-round figures and phase spans a timeline draws, and the outcome.
+
+use serde::Serialize;
+use virtio_lm_vm::MachineReport;
+
+/// How a migration ended, for the source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "outcome", content = "detail")]
+pub enum Outcome {
+    /// The destination acknowledged Commit: it runs the guest; the source stays paused.
+    Completed,
+    /// Cancelled before Commit (operator, or timeout without `force`): the source runs again.
+    Cancelled(String),
+    /// Failed before Commit: the source runs again.
+    Failed(String),
+    /// The link was lost after Commit: the source stays paused and does not know whether the
+    /// destination runs the guest.
+    #[default]
+    Unknown,
+}
+
+impl Outcome {
+    /// The `result` string of the report: `ok`, or what went wrong.
+    pub fn result(&self) -> String {
+        match self {
+            Outcome::Completed => "ok".into(),
+            Outcome::Cancelled(why) => format!("cancelled: {why}"),
+            Outcome::Failed(why) => format!("failed: {why}"),
+            Outcome::Unknown => {
+                "unknown: link lost after Commit; the source stays paused".into()
+            }
+        }
+    }
+}
+
+/// One pre-copy round (round 0 sends all RAM; the final pages after the stop are a round
+/// too, with `final_round` set).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoundStats {
+    /// Round number.
+    pub round: u32,
+    /// Taken after the vCPUs stopped.
+    pub final_round: bool,
+    /// Start, milliseconds since the migration began.
+    pub start_ms: f64,
+    /// End, milliseconds since the migration began.
+    pub end_ms: f64,
+    /// Pages sent (data and zero markers).
+    pub pages: u64,
+    /// Wire bytes this round took.
+    pub bytes: u64,
+    /// Bytes the guest dirtied per second during the round (from the next harvest).
+    pub dirty_rate: u64,
+    /// Wire bytes per second during the round.
+    pub transfer_rate: u64,
+}
+
+/// A named span of the migration, named like QEMU's downtime checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PhaseSpan {
+    /// `precopy`, `src-vm-stop`, `src-device-stop`, `final-memory`, `device-state`,
+    /// `vcpu-state`, `dst-load`, `commit`.
+    pub name: &'static str,
+    /// Start, milliseconds since the migration began.
+    pub start_ms: f64,
+    /// End, milliseconds since the migration began.
+    pub end_ms: f64,
+}
+
+/// The migration report (`--json`). The workload fields (`requests_*`, `lost`, `duplicated`,
+/// `corrupted`, `frames_lost_on_wire`, `guest_stall_ms`) are the guest's; the engine leaves them
+/// 0 and [`MigrationReport::add_workloads`] fills them from the destination's counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MigrationReport {
+    /// `admin` (seed 004).
+    pub strategy: String,
+    /// `split` or `packed`.
+    pub ring: String,
+    /// `drain` or `transfer`.
+    pub inflight: String,
+    /// Guest RAM bytes.
+    pub memory_bytes: u64,
+    /// Start to end of the migration.
+    pub total_ms: f64,
+    /// Source vCPU pause to destination running (CommitAck received).
+    pub downtime_ms: f64,
+    /// Source Stop + Freeze + final context read, plus destination context write + Active.
+    pub device_downtime_ms: f64,
+    /// The longest gap between two completed requests as the guest workloads saw them.
+    pub guest_stall_ms: f64,
+    /// vCPU pause, DEV_MODE_SET Stop and Freeze.
+    pub stop_ms: f64,
+    /// Final dirty harvest and its pages on the wire.
+    pub final_memory_ms: f64,
+    /// Final contexts read and sent, and the vCPU state sent.
+    pub device_state_ms: f64,
+    /// Complete sent to CommitAck received (destination validation, load, commit).
+    pub restore_ms: f64,
+    /// Pre-copy rounds, round 0 included, the final pages not.
+    pub precopy_rounds: u32,
+    /// Wire bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes of the final device contexts.
+    pub device_context_bytes: u64,
+    /// Requests the guest workloads completed (blk and net).
+    pub requests_completed: u64,
+    /// Requests the guest workloads verified.
+    pub requests_verified: u64,
+    /// Requests lost at the virtqueue.
+    pub lost: u64,
+    /// Requests completed twice.
+    pub duplicated: u64,
+    /// Requests whose data did not verify.
+    pub corrupted: u64,
+    /// Net frames the UDP path dropped (not a virtqueue loss).
+    pub frames_lost_on_wire: u64,
+    /// `ok`, or the error.
+    pub result: String,
+    /// Per-round figures (timeline).
+    pub rounds: Vec<RoundStats>,
+    /// Phase spans (timeline).
+    pub phases: Vec<PhaseSpan>,
+    /// How it ended (also in `result`).
+    #[serde(skip)]
+    pub outcome: Outcome,
+}
+
+impl MigrationReport {
+    /// Fills the workload fields from the guest's counters read on the destination after it
+    /// ran on (`after`), given `frames_lost_on_wire`, and `guest_stall_ms` measured by the
+    /// caller.
+    pub fn add_workloads(&mut self, after: &MachineReport, frames_lost_on_wire: u64) {
+        let _ = (after, frames_lost_on_wire);
+        todo!()
+    }
+}
+
+/// What the destination measured, returned by [`crate::incoming`] and sent to the source in
+/// CommitAck.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DestinationReport {
+    /// Complete received to guest running (validation, dry run, contexts, vCPU state, Active).
+    pub restore_ms: f64,
+    /// The device part: context writes plus DEV_MODE_SET Active.
+    pub device_ms: f64,
+    /// Wire bytes received.
+    pub bytes_received: u64,
+    /// Memory sections received.
+    pub memory_sections: u64,
+}
