@@ -29,7 +29,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "K" | "KIB" => 10,
         "M" | "MIB" => 20,
         "G" | "GIB" => 30,
-        _ => return Err(format!("{text:?}: unknown size suffix {suffix:?} (K, M, G)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown size suffix {suffix:?} (K, M, G)"
+            ))
+        }
     };
     number
         .checked_mul(1u64 << shift)

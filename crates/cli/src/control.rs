@@ -199,7 +199,10 @@ pub fn answer(line: &str, handler: &Handler) -> (Value, bool) {
     };
     match reply {
         Ok(value) => (json!({ "return": value }), quit),
-        Err(e) => (json!({ "error": { "class": e.class, "desc": e.desc } }), false),
+        Err(e) => (
+            json!({ "error": { "class": e.class, "desc": e.desc } }),
+            false,
+        ),
     }
 }
 

@@ -235,11 +235,7 @@ fn say(json: bool, line: &str) {
 
 /// Waits until the guest behind `control` has moved past `from` (both workloads) and at
 /// least `run` has passed; returns the progress then.
-fn run_guest(
-    client: &mut ControlClient,
-    from: &Status,
-    run: Duration,
-) -> anyhow::Result<Status> {
+fn run_guest(client: &mut ControlClient, from: &Status, run: Duration) -> anyhow::Result<Status> {
     let start = Instant::now();
     loop {
         let s = client.status()?;
@@ -249,10 +245,7 @@ fn run_guest(
             return Ok(s);
         }
         if start.elapsed() > run + DEADLINE {
-            bail!(
-                "the guest made no progress in {DEADLINE:?} ({:?})",
-                s.guest
-            );
+            bail!("the guest made no progress in {DEADLINE:?} ({:?})", s.guest);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -306,7 +299,10 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         &dir.join("net-echo.log"),
         "net-echo: listening on ",
     )?;
-    say(json, &format!("echo peer for the guest's virtio-net on udp:{echo}"));
+    say(
+        json,
+        &format!("echo peer for the guest's virtio-net on udp:{echo}"),
+    );
 
     let vm_args = |control: &Path| -> Vec<String> {
         vec![
@@ -375,7 +371,10 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
 
     say(
         json,
-        &format!("migrating to {incoming} (in-flight requests: {})", args.inflight.name()),
+        &format!(
+            "migrating to {incoming} (in-flight requests: {})",
+            args.inflight.name()
+        ),
     );
     let request = MigrateRequest {
         to: incoming.clone(),

@@ -89,8 +89,14 @@ mod tests {
         let report = json!({"result": "ok", "memory_bytes": 256u64 << 20, "ring": "split",
             "inflight": "drain", "strategy": "admin", "downtime_ms": 4.25, "lost": 0});
         let s = render(&report, true);
-        assert!(s.starts_with("migration ok: 256.0 MiB guest, split rings"), "{s}");
-        assert!(s.contains("downtime 4.25 ms") && s.contains("lost 0"), "{s}");
+        assert!(
+            s.starts_with("migration ok: 256.0 MiB guest, split rings"),
+            "{s}"
+        );
+        assert!(
+            s.contains("downtime 4.25 ms") && s.contains("lost 0"),
+            "{s}"
+        );
         assert!(!render(&report, false).contains("lost"));
     }
 }

@@ -133,9 +133,7 @@ pub fn render(report: &Value) -> anyhow::Result<String> {
             num(report, "downtime_ms"),
             report["result"].as_str().unwrap_or("?"),
         );
-        let root = root
-            .titled(&title, ("sans-serif", 18))
-            .map_err(plot_err)?;
+        let root = root.titled(&title, ("sans-serif", 18)).map_err(plot_err)?;
         let areas = root.split_evenly((3, 1));
         draw_rounds(&areas[0], &rounds)?;
         draw_rates(&areas[1], &rounds)?;
@@ -185,7 +183,11 @@ fn draw_rounds(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
             } else {
                 format!("#{}: {} pages", r.round, r.pages)
             };
-            Text::new(label, (r.start_ms, r.bytes / MIB + top * 0.03), ("sans-serif", 11))
+            Text::new(
+                label,
+                (r.start_ms, r.bytes / MIB + top * 0.03),
+                ("sans-serif", 11),
+            )
         }))
         .map_err(plot_err)?;
     Ok(())
@@ -328,7 +330,12 @@ mod tests {
     fn the_svg_names_phases_and_checkpoints() {
         let svg = render(&report()).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
-        for name in ["final-memory", "dst-load", "src-vm-stopped", "src-downtime-end"] {
+        for name in [
+            "final-memory",
+            "dst-load",
+            "src-vm-stopped",
+            "src-downtime-end",
+        ] {
             assert!(svg.contains(name), "{name} missing");
         }
         assert!(svg.contains("#1: 200 pages"));

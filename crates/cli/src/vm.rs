@@ -7,6 +7,7 @@
 //! requests until `quit`, and exits 0. A destination after Commit runs the guest on as any VM;
 //! a source after Commit stays paused (`completed`) until `quit`.
 
+use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -126,6 +127,7 @@ pub fn init_logging() {
     // A second call (tests, the demo in-process) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -245,8 +247,7 @@ impl Vm {
             match incoming(stream, self.options.clone(), &self.control) {
                 Ok(done) => {
                     info!(restore_ms = done.report.restore_ms, "guest running here");
-                    lock(&self.inner).last_migration =
-                        serde_json::to_value(&done.report).ok();
+                    lock(&self.inner).last_migration = serde_json::to_value(&done.report).ok();
                     if let Err(e) = self.install(done.machine) {
                         error!("cannot watch the guest: {e:#}");
                     }
