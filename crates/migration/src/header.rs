@@ -157,10 +157,8 @@ impl MessageType {
             }
             MessageType::DeviceContext => 4 + MAX_DEVICE_CONTEXT,
             MessageType::VcpuState => 4 + MAX_VCPU_STATE,
-            MessageType::Complete
-            | MessageType::Ready
-            | MessageType::Commit
-            | MessageType::CommitAck => 0,
+            MessageType::Complete | MessageType::Ready | MessageType::Commit => 0,
+            MessageType::CommitAck => crate::message::COMMIT_ACK_LEN,
             MessageType::Cancel => 4 + MAX_TEXT,
             MessageType::Error => MAX_TEXT,
         }

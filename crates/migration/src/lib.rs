@@ -49,6 +49,8 @@ mod header;
 mod memory;
 mod message;
 mod reader;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod version;
 mod writer;
 
@@ -56,9 +58,9 @@ pub use config::{
     DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
 };
 pub use engine::{
-    incoming, migrate, DestinationReport, Incoming, Inflight, Link, MigrateOptions, MigrationControl,
-    MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan, Progress, RoundStats,
-    Strategy,
+    incoming, migrate, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
+    MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
+    Progress, RoundStats, Strategy,
 };
 pub use error::{Position, StreamError, WriteError};
 pub use header::{
@@ -66,7 +68,7 @@ pub use header::{
     MAX_DEVICE_CONTEXT, MAX_MEMORY_DATA, MAX_MEMORY_RANGES, MAX_TEXT, MAX_VCPU_STATE, PAGE_SIZE,
 };
 pub use memory::{MemoryChunk, MemoryRange, Pages, MEMORY_HEADER_LEN, RANGE_HEADER_LEN};
-pub use message::{CancelReason, Message, START_LEN};
+pub use message::{CancelReason, Message, COMMIT_ACK_LEN, START_LEN};
 pub use reader::StreamReader;
 pub use version::{accepts, PROTOCOL_VERSION};
 pub use writer::StreamWriter;

@@ -9,6 +9,9 @@ use crate::memory::{self, MemoryChunk};
 /// every protocol version, so that any reader can tell which version a peer speaks.
 pub const START_LEN: usize = 8;
 
+/// Length of the CommitAck payload: `le64 restore_us; le64 device_us`.
+pub const COMMIT_ACK_LEN: usize = 16;
+
 /// One section of the stream, typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -44,8 +47,14 @@ pub enum Message {
     Ready,
     /// The source hands the guest over; from here it never resumes by itself.
     Commit,
-    /// The destination runs the guest.
-    CommitAck,
+    /// The destination runs the guest; it reports its share of the downtime, so the source's
+    /// report has the whole of it (`le64 restore_us; le64 device_us`).
+    CommitAck {
+        /// Complete received to guest running, microseconds.
+        restore_us: u64,
+        /// Context writes plus DEV_MODE_SET Active, microseconds.
+        device_us: u64,
+    },
     /// The sender abandons the migration (only before Commit).
     Cancel {
         /// Why.
@@ -103,7 +112,7 @@ impl Message {
             Message::Complete => MessageType::Complete,
             Message::Ready => MessageType::Ready,
             Message::Commit => MessageType::Commit,
-            Message::CommitAck => MessageType::CommitAck,
+            Message::CommitAck { .. } => MessageType::CommitAck,
             Message::Cancel { .. } => MessageType::Cancel,
             Message::Error { .. } => MessageType::Error,
         }
@@ -142,7 +151,15 @@ pub(crate) fn encode_small(msg: &Message) -> Result<Vec<u8>, String> {
             device_id, context, ..
         } => with_id(*device_id, context, MAX_DEVICE_CONTEXT, "device context"),
         Message::VcpuState { vcpu, state } => with_id(*vcpu, state, MAX_VCPU_STATE, "vCPU state"),
-        Message::Complete | Message::Ready | Message::Commit | Message::CommitAck => Ok(Vec::new()),
+        Message::Complete | Message::Ready | Message::Commit => Ok(Vec::new()),
+        Message::CommitAck {
+            restore_us,
+            device_us,
+        } => {
+            let mut v = restore_us.to_le_bytes().to_vec();
+            v.extend_from_slice(&device_us.to_le_bytes());
+            Ok(v)
+        }
         Message::Cancel { reason, detail } => {
             with_id(reason.code(), detail.as_bytes(), MAX_TEXT, "text")
         }
@@ -208,7 +225,21 @@ pub(crate) fn decode(msg_type: MessageType, flags: u16, payload: &[u8]) -> Resul
         MessageType::Complete => Ok(Message::Complete),
         MessageType::Ready => Ok(Message::Ready),
         MessageType::Commit => Ok(Message::Commit),
-        MessageType::CommitAck => Ok(Message::CommitAck),
+        MessageType::CommitAck => {
+            let Some((restore, device)) = payload.split_first_chunk::<8>() else {
+                return Err(format!(
+                    "{} bytes, expected {COMMIT_ACK_LEN}",
+                    payload.len()
+                ));
+            };
+            let device: [u8; 8] = device
+                .try_into()
+                .map_err(|_| format!("{} bytes, expected {COMMIT_ACK_LEN}", payload.len()))?;
+            Ok(Message::CommitAck {
+                restore_us: u64::from_le_bytes(*restore),
+                device_us: u64::from_le_bytes(device),
+            })
+        }
         MessageType::Cancel => {
             let (code, detail) = split_id(payload)?;
             let reason = CancelReason::from_code(code)

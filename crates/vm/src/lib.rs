@@ -51,13 +51,17 @@
 mod build;
 pub mod dirty;
 pub mod guest;
+mod handover;
 mod machine;
 pub mod memory;
 pub mod options;
 pub mod pause;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 pub use dirty::DirtyRange;
 pub use guest::VcpuState;
+pub use handover::MemberInfo;
 pub use machine::{Machine, MachineError, MachineReport, PAUSE_TIMEOUT, PROFILE};
 pub use memory::{DirtyLog, GuestRam, MemoryError, RamRange, VmMemory, PAGE_SIZE};
 pub use options::{GuestLayout, MachineOptions, NetEndpoints, RingFormat, MIB};

@@ -38,7 +38,7 @@ const OWNER_MEMORY: u64 = MIB;
 /// Longest a pause waits for every vCPU to reach a safe point.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes per DEV_CTX_READ / DEV_CTX_WRITE command.
-const CONTEXT_CHUNK: usize = 0x1000;
+pub(crate) const CONTEXT_CHUNK: usize = 0x1000;
 
 /// Why a machine could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ pub struct MachineReport {
 }
 
 /// The guest's vCPUs.
-struct Guest {
+pub(crate) struct Guest {
     blk: Option<Arc<Mutex<BlkGuest>>>,
     net: Option<Arc<Mutex<NetGuest>>>,
     dirtier: Arc<Mutex<Dirtier>>,
@@ -98,21 +98,30 @@ struct Guest {
 
 /// A simulated VM. See the module documentation.
 pub struct Machine {
-    options: MachineOptions,
-    layout: GuestLayout,
-    memory: VmMemory,
+    pub(crate) options: MachineOptions,
+    pub(crate) layout: GuestLayout,
+    pub(crate) memory: VmMemory,
     owner: OwnerFunction<GuestRam>,
-    admin: Mutex<AdminClient<GuestRam>>,
-    blk: Option<Arc<VirtioPciFunction<GuestRam>>>,
-    net: Option<Arc<VirtioPciFunction<GuestRam>>>,
+    pub(crate) admin: Mutex<AdminClient<GuestRam>>,
+    pub(crate) blk: Option<Arc<VirtioPciFunction<GuestRam>>>,
+    pub(crate) net: Option<Arc<VirtioPciFunction<GuestRam>>>,
     net_stats: Option<Arc<NetStats>>,
-    guest: Option<Guest>,
-    control: Arc<PauseControl>,
+    pub(crate) guest: Option<Guest>,
+    pub(crate) control: Arc<PauseControl>,
     errors: Arc<Mutex<Vec<String>>>,
     threads: Vec<JoinHandle<()>>,
     workers: Vec<Worker>,
+    /// A guest loaded by [`Machine::load`], waiting for [`Machine::activate`].
+    pub(crate) loaded: Option<Loaded>,
     /// Kept for the owner's rings: they live here, not in guest RAM.
     _owner_memory: VmMemory,
+}
+
+/// The vCPUs of a loaded guest, not yet running.
+pub(crate) struct Loaded {
+    pub(crate) blk: Option<BlkGuest>,
+    pub(crate) net: Option<NetGuest>,
+    pub(crate) dirtier: Dirtier,
 }
 
 impl Machine {
@@ -167,7 +176,7 @@ impl Machine {
         let owner_memory = VmMemory::new(OWNER_MEMORY)?;
         let (pending, net_stats) = build::devices(&options)?;
         let wakes: Vec<_> = pending.iter().map(|p| p.1.clone()).collect();
-        let owner = build::owner(&owner_memory, memory.ram(), &options, pending)?;
+        let owner = build::owner(&owner_memory, memory.device_ram(), &options, pending)?;
         let mut workers = Vec::new();
         let mut members = Vec::new();
         for (vf, wake) in (1u16..).zip(wakes) {
@@ -205,12 +214,13 @@ impl Machine {
             errors: Arc::new(Mutex::new(Vec::new())),
             threads: Vec::new(),
             workers,
+            loaded: None,
             _owner_memory: owner_memory,
         })
     }
 
     /// Installs the vCPUs and starts their threads.
-    fn run(
+    pub(crate) fn run(
         &mut self,
         blk: Option<BlkGuest>,
         net: Option<NetGuest>,
@@ -346,45 +356,14 @@ impl Machine {
         Ok(contexts)
     }
 
-    /// The destination side: writes each member's context (DEV_CTX_WRITE in Freeze), sets it
-    /// Active, and continues the guest from `state` on this machine's memory (which must hold
-    /// the source's by now). The vCPUs start running.
+    /// The destination side in one go: [`Self::load`] then [`Self::activate`].
     pub fn restore(
         &mut self,
         contexts: &[(u64, Vec<u8>)],
         state: VcpuState,
     ) -> Result<(), MachineError> {
-        if self.guest.is_some() {
-            return Err(MachineError::State("a guest runs here already"));
-        }
-        let ram = self.memory.ram().clone();
-        let other_blk = "the vCPU state has another blk function";
-        let blk = restore_guest(&self.blk, state.blk, other_blk, |f, s| {
-            BlkGuest::from_state(f, &ram, s)
-        })?;
-        let other_net = "the vCPU state has another net function";
-        let net = restore_guest(&self.net, state.net, other_net, |f, s| {
-            NetGuest::from_state(f, &ram, s)
-        })?;
-        let layout = &self.layout;
-        let dirtier = Dirtier::restore(
-            ram,
-            layout.working_set_at,
-            layout.working_set_len,
-            self.options.dirty_rate_mib,
-            state.dirtier,
-        )
-        .map_err(MachineError::Vcpu)?;
-        {
-            let mut admin = lock(&self.admin);
-            for (member, context) in contexts {
-                admin.dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
-            }
-            for member in self.members() {
-                admin.dev_mode_set(member, DevMode::Active)?;
-            }
-        }
-        self.run(blk, net, dirtier)
+        self.load(contexts, state)?;
+        self.activate()
     }
 
     fn stop_vcpus(&mut self) {
@@ -435,7 +414,7 @@ impl Drop for Machine {
 
 /// The guest of one member function continued from its part of the vCPU state; the state must
 /// have a part exactly when the machine has the function.
-fn restore_guest<S, G>(
+pub(crate) fn restore_guest<S, G>(
     function: &Option<Arc<VirtioPciFunction<GuestRam>>>,
     state: Option<S>,
     mismatch: &'static str,

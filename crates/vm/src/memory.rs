@@ -4,6 +4,11 @@
 //! dirty log sees every writer of this simulated VM (there is no KVM log for vCPU writes: the
 //! vCPUs are threads writing through vm-memory too).
 //!
+//! The devices write through a second mapping of the same memfd with bitmaps of their own
+//! ([`VmMemory::device_ram`]), as a vhost back-end keeps its own dirty log beside KVM's; a
+//! harvest takes the union of both. Keeping them apart is what lets a test drop only the
+//! devices' marks (the migration engine's negative control).
+//!
 //! The bitmap always marks; what logging adds is a window: [`VmMemory::start_dirty_log`] clears
 //! every bitmap and hands out the one [`DirtyLog`], whose [`DirtyLog::harvest`] takes the marks
 //! (get-and-clear, per 64-page word) as coalesced page ranges. Stopping — by
@@ -78,6 +83,9 @@ pub struct RamRange {
 
 struct Inner {
     ram: Arc<GuestRam>,
+    device_ram: Arc<GuestRam>,
+    /// Test switch: harvests discard the devices' marks.
+    drop_device_marks: AtomicBool,
     file: File,
     layout: Vec<RamRange>,
     logging: AtomicBool,
@@ -151,9 +159,16 @@ impl VmMemory {
             .map(|r| region(&file, r))
             .collect::<Result<Vec<_>, MemoryError>>()?;
         let ram = GuestRam::from_regions(regions).map_err(MemoryError::Regions)?;
+        let device_regions = layout
+            .iter()
+            .map(|r| region(&file, r))
+            .collect::<Result<Vec<_>, MemoryError>>()?;
+        let device_ram = GuestRam::from_regions(device_regions).map_err(MemoryError::Regions)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 ram: Arc::new(ram),
+                device_ram: Arc::new(device_ram),
+                drop_device_marks: AtomicBool::new(false),
                 file,
                 layout,
                 logging: AtomicBool::new(false),
@@ -164,6 +179,19 @@ impl VmMemory {
     /// The vm-memory view every device, queue and driver works on.
     pub fn ram(&self) -> &Arc<GuestRam> {
         &self.inner.ram
+    }
+
+    /// The same RAM as the devices see it: one memfd, bitmaps of their own (see the module
+    /// documentation). Device cores and their back-ends are built on this view.
+    pub fn device_ram(&self) -> &Arc<GuestRam> {
+        &self.inner.device_ram
+    }
+
+    /// Test switch, the negative control of dirty tracking: while on, harvests discard every
+    /// mark the devices made, as a back-end without a dirty log would.
+    #[cfg(feature = "test-utils")]
+    pub fn set_drop_device_marks(&self, on: bool) {
+        self.inner.drop_device_marks.store(on, Ordering::SeqCst);
     }
 
     /// The memfd behind the RAM: for sharing it with another process. Writing it directly
@@ -206,7 +234,7 @@ impl VmMemory {
     }
 
     fn reset_bitmaps(&self) {
-        for region in self.inner.ram.iter() {
+        for region in self.inner.ram.iter().chain(self.inner.device_ram.iter()) {
             region.deref_bitmap().reset();
         }
     }
@@ -286,9 +314,18 @@ impl DirtyLog {
     /// ranges in ascending address order; their marks are cleared (get-and-clear per word, so
     /// a write racing the harvest lands in this harvest or the next, never in neither).
     pub fn harvest(&mut self) -> Vec<DirtyRange> {
+        let inner = &self.memory.inner;
+        let drop_device = inner.drop_device_marks.load(Ordering::SeqCst);
         let mut out = Vec::new();
-        for region in self.memory.inner.ram.iter() {
-            let words = region.deref_bitmap().get_and_reset();
+        // Both views have the same regions in the same order (built from one layout).
+        for (region, device) in inner.ram.iter().zip(inner.device_ram.iter()) {
+            let mut words = region.deref_bitmap().get_and_reset();
+            let device_words = device.deref_bitmap().get_and_reset();
+            if !drop_device {
+                for (w, d) in words.iter_mut().zip(device_words) {
+                    *w |= d;
+                }
+            }
             coalesce_into(&mut out, &words, region.start_addr().0, PAGE_SIZE);
         }
         out

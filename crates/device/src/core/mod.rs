@@ -158,6 +158,12 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         })
     }
 
+    /// How the device quiesces from now on: a migration chooses (`--inflight drain|transfer`)
+    /// after the device was built. A quiesce already under way keeps the mode it began with.
+    pub fn set_quiesce_mode(&mut self, mode: QuiesceMode) {
+        self.quiesce_mode = mode;
+    }
+
     /// The numbering profile.
     pub fn profile(&self) -> Profile {
         self.profile

@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a migration stands (the control socket's `status` state).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrationState {
     /// No migration has started.
@@ -45,12 +45,14 @@ impl MigrationState {
 }
 
 /// A snapshot of a migration's progress.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Where it stands.
     pub state: MigrationState,
     /// The current pre-copy round (0 sends all RAM).
     pub round: u32,
+    /// Rounds completely sent (the final one included).
+    pub rounds_done: u32,
     /// Wire bytes sent so far.
     pub bytes_sent: u64,
     /// Dirty bytes still to send (RAM not yet sent in round 0, then the last harvest).
@@ -70,6 +72,8 @@ type Observer = Box<dyn Fn(&Progress) + Send + Sync>;
 #[derive(Default)]
 struct Inner {
     cancel: AtomicBool,
+    /// Test switch: a destination skips the ring dry run at Complete.
+    skip_ring_check: AtomicBool,
     progress: Mutex<Progress>,
     observer: Mutex<Option<Observer>>,
 }
@@ -114,6 +118,17 @@ impl MigrationControl {
     pub fn reset(&self) {
         self.inner.cancel.store(false, Ordering::SeqCst);
         *lock(&self.inner.progress) = Progress::default();
+    }
+
+    /// Test switch for a destination: skip the dry run of the ring checks against the received
+    /// memory, so a test can show what the guest itself would see without it.
+    #[cfg(feature = "test-utils")]
+    pub fn set_skip_ring_check(&self, on: bool) {
+        self.inner.skip_ring_check.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn skip_ring_check(&self) -> bool {
+        self.inner.skip_ring_check.load(Ordering::SeqCst)
     }
 
     /// The latest progress.

@@ -8,6 +8,7 @@ mod link;
 mod options;
 mod report;
 mod source;
+mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
 pub use destination::{incoming, Incoming};

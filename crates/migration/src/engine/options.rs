@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the devices are moved. Issue 10 adds the in-band status strategy beside this one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Seed 004: the owner's admin queue (DEV_MODE_SET Stop/Freeze/Active, DEV_CTX_READ/WRITE).
@@ -14,7 +14,7 @@ pub enum Strategy {
 }
 
 /// What happens to requests the devices have in process when they stop (`--inflight`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Inflight {
     /// Stop completes them on the source before it is acknowledged.

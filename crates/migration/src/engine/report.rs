@@ -1,11 +1,11 @@
 //! What a migration reports: the `--json` object (field names as issue 9 fixes them), the
 //! per-round figures and phase spans a timeline draws, and the outcome.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use virtio_lm_vm::MachineReport;
 
 /// How a migration ended, for the source.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "outcome", content = "detail")]
 pub enum Outcome {
     /// The destination acknowledged Commit: it runs the guest; the source stays paused.
@@ -27,16 +27,14 @@ impl Outcome {
             Outcome::Completed => "ok".into(),
             Outcome::Cancelled(why) => format!("cancelled: {why}"),
             Outcome::Failed(why) => format!("failed: {why}"),
-            Outcome::Unknown => {
-                "unknown: link lost after Commit; the source stays paused".into()
-            }
+            Outcome::Unknown => "unknown: link lost after Commit; the source stays paused".into(),
         }
     }
 }
 
 /// One pre-copy round (round 0 sends all RAM; the final pages after the stop are a round
 /// too, with `final_round` set).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundStats {
     /// Round number.
     pub round: u32,
@@ -57,11 +55,10 @@ pub struct RoundStats {
 }
 
 /// A named span of the migration, named like QEMU's downtime checkpoints.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSpan {
-    /// `precopy`, `src-vm-stop`, `src-device-stop`, `final-memory`, `device-state`,
-    /// `vcpu-state`, `dst-load`, `commit`.
-    pub name: &'static str,
+    /// `precopy`, `src-vm-stop`, `src-device-stop`, `final-memory`, `device-state`, `commit`.
+    pub name: String,
     /// Start, milliseconds since the migration began.
     pub start_ms: f64,
     /// End, milliseconds since the migration began.
@@ -71,7 +68,7 @@ pub struct PhaseSpan {
 /// The migration report (`--json`). The workload fields (`requests_*`, `lost`, `duplicated`,
 /// `corrupted`, `frames_lost_on_wire`, `guest_stall_ms`) are the guest's; the engine leaves them
 /// 0 and [`MigrationReport::add_workloads`] fills them from the destination's counters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MigrationReport {
     /// `admin` (seed 004).
     pub strategy: String,
@@ -128,17 +125,39 @@ pub struct MigrationReport {
 
 impl MigrationReport {
     /// Fills the workload fields from the guest's counters read on the destination after it
-    /// ran on (`after`), given `frames_lost_on_wire`, and `guest_stall_ms` measured by the
-    /// caller.
-    pub fn add_workloads(&mut self, after: &MachineReport, frames_lost_on_wire: u64) {
-        let _ = (after, frames_lost_on_wire);
-        todo!()
+    /// ran on and settled ([`virtio_lm_vm::Machine::finish`]): blk requests and net frames
+    /// completed and verified, blk requests lost, duplicated or corrupted and net echoes
+    /// duplicated or corrupted at the virtqueue; net echoes that never came back are the UDP
+    /// path's (`frames_lost_on_wire`), not the virtqueue's. `guest_stall_ms` is the caller's.
+    pub fn add_workloads(&mut self, after: &MachineReport) {
+        let (mut completed, mut verified, mut lost, mut dup, mut bad, mut wire) =
+            (0, 0, 0, 0, 0, 0);
+        if let Some(b) = &after.blk {
+            completed += b.completed;
+            verified += b.verified;
+            lost += b.lost;
+            dup += b.duplicated;
+            bad += b.corrupted;
+        }
+        if let Some(n) = &after.net {
+            completed += n.completed;
+            verified += n.verified;
+            dup += n.duplicated;
+            bad += n.corrupted;
+            wire += n.lost;
+        }
+        self.requests_completed = completed;
+        self.requests_verified = verified;
+        self.lost = lost;
+        self.duplicated = dup;
+        self.corrupted = bad;
+        self.frames_lost_on_wire = wire;
     }
 }
 
 /// What the destination measured, returned by [`crate::incoming`] and sent to the source in
 /// CommitAck.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationReport {
     /// Complete received to guest running (validation, dry run, contexts, vCPU state, Active).
     pub restore_ms: f64,

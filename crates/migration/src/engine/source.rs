@@ -1,8 +1,33 @@
-//! The source side of a migration.
+//! The source side of a migration (docs/stream-format.md, "State machines", source): pre-copy
+//! rounds until the expected downtime fits, the stop (vCPUs paused, then DEV_MODE_SET Stop and
+//! Freeze), the final pages, contexts and vCPU state, and the commit handshake. Before Commit
+//! every failure or cancel returns the source to running; after it the source never resumes by
+//! itself.
 
-use virtio_lm_vm::Machine;
+use std::time::{Duration, Instant};
 
-use super::{Link, MigrateOptions, MigrationControl, MigrationReport};
+use tracing::{info, info_span, warn};
+use virtio_lm_device::QuiesceMode;
+use virtio_lm_vm::{DirtyLog, DirtyRange, Machine, RingFormat};
+use vm_memory::{Bytes, GuestAddress};
+
+use super::wire::Wire;
+use super::{
+    Inflight, Link, MigrateOptions, MigrationControl, MigrationError, MigrationReport,
+    MigrationState, Outcome, PhaseSpan, Progress, RoundStats,
+};
+use crate::{
+    CancelReason, DeviceConfig, MemoryRegion, Message, Phase, VmConfig, MAX_MEMORY_DATA,
+    PROTOCOL_VERSION,
+};
+
+/// Most bytes read from guest RAM per Memory call (one section's worth of data).
+const READ_CHUNK: u64 = MAX_MEMORY_DATA as u64;
+
+/// Milliseconds between two instants, as a float.
+pub(crate) fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1e3
+}
 
 /// Migrates the running guest of `machine` over `link` (connected to a destination waiting in
 /// [`crate::incoming`]). Always returns a report; its `outcome` says how it ended: Completed
@@ -14,6 +39,506 @@ pub fn migrate<L: Link>(
     options: &MigrateOptions,
     control: &MigrationControl,
 ) -> MigrationReport {
-    let _ = (machine, link, options, control);
-    todo!()
+    let span = info_span!("migration.source", peer = %link.peer());
+    let _enter = span.enter();
+    let mut source = Source::new(machine, link, options, control);
+    let result = source.run();
+    source.finish(result)
+}
+
+/// Why the run ended early.
+enum Stop {
+    /// Before Commit: the source goes back to running.
+    Abort(Outcome),
+    /// After Commit, no acknowledgement.
+    Unknown(String),
+}
+
+impl From<MigrationError> for Stop {
+    fn from(e: MigrationError) -> Self {
+        Stop::Abort(match e {
+            MigrationError::Cancelled(why) => Outcome::Cancelled(why),
+            e => Outcome::Failed(e.to_string()),
+        })
+    }
+}
+
+struct Source<'a, L: Link> {
+    machine: &'a Machine,
+    wire: Wire<L>,
+    options: &'a MigrateOptions,
+    control: &'a MigrationControl,
+    start: Instant,
+    report: MigrationReport,
+    progress: Progress,
+    /// Set once the vCPUs are paused (the cancel path must resume them).
+    paused_at: Option<Instant>,
+    /// Set once Commit is on the wire: no way back.
+    committed: bool,
+    /// Cumulative time spent writing memory, for the transfer rate.
+    send_time: Duration,
+    send_bytes: u64,
+}
+
+impl<'a, L: Link> Source<'a, L> {
+    fn new(
+        machine: &'a Machine,
+        link: L,
+        options: &'a MigrateOptions,
+        control: &'a MigrationControl,
+    ) -> Self {
+        // Set before the link is split: a lost peer must end the migration, not hang it.
+        let timeout = Some(options.link_timeout);
+        if let Err(e) = link.set_timeouts(timeout) {
+            warn!("cannot set link timeouts: {e}");
+        }
+        let report = MigrationReport {
+            strategy: "admin".into(),
+            ring: match machine.options().ring {
+                RingFormat::Split => "split",
+                RingFormat::Packed => "packed",
+            }
+            .into(),
+            inflight: match options.inflight {
+                Inflight::Drain => "drain",
+                Inflight::Transfer => "transfer",
+            }
+            .into(),
+            memory_bytes: machine.memory().size(),
+            ..MigrationReport::default()
+        };
+        Source {
+            machine,
+            wire: Wire::new(link, options.max_bandwidth),
+            options,
+            control,
+            start: Instant::now(),
+            report,
+            progress: Progress::default(),
+            paused_at: None,
+            committed: false,
+            send_time: Duration::ZERO,
+            send_bytes: 0,
+        }
+    }
+
+    fn now_ms(&self) -> f64 {
+        ms(self.start, Instant::now())
+    }
+
+    fn publish(&mut self, state: MigrationState) {
+        self.progress.state = state;
+        self.progress.bytes_sent = self.wire.tx.bytes_written();
+        self.progress.elapsed_ms = self.now_ms();
+        self.control.publish(&self.progress);
+    }
+
+    fn phase(&mut self, name: &'static str, start: Instant, end: Instant) {
+        self.report.phases.push(PhaseSpan {
+            name: name.into(),
+            start_ms: ms(self.start, start),
+            end_ms: ms(self.start, end),
+        });
+    }
+
+    fn check_cancel(&self) -> Result<(), MigrationError> {
+        if self.control.is_cancelled() {
+            return Err(MigrationError::Cancelled("by the operator".into()));
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, msg: &Message) -> Result<(), MigrationError> {
+        self.wire.tx.write(msg)?;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), Stop> {
+        self.publish(MigrationState::Setup);
+        self.machine.set_inflight(match self.options.inflight {
+            Inflight::Drain => QuiesceMode::Drain,
+            Inflight::Transfer => QuiesceMode::RecordInflight,
+        });
+        self.setup()?;
+        let mut log = self
+            .machine
+            .memory()
+            .start_dirty_log()
+            .map_err(|e| MigrationError::Machine(e.into()))?;
+        let result = self.transfer(&mut log);
+        // Logging ends with the transfer whatever happened (a cancel included).
+        log.stop();
+        result?;
+        self.commit()
+    }
+
+    fn setup(&mut self) -> Result<(), MigrationError> {
+        let _span = info_span!("setup").entered();
+        self.send(&Message::Start {
+            version: PROTOCOL_VERSION,
+        })?;
+        self.wire.tx.flush()?;
+        match self.wire.rx.read_message()? {
+            Message::Start { .. } => {}
+            other => return Err(unexpected("Start", other)),
+        }
+        let config = vm_config(self.machine);
+        self.send(&Message::Config(config))
+    }
+
+    /// Pre-copy, stop, and the final sections up to Complete.
+    fn transfer(&mut self, log: &mut DirtyLog) -> Result<(), MigrationError> {
+        let mut pending = self.precopy(log)?;
+        self.switchover(log, &mut pending)
+    }
+
+    fn precopy(&mut self, log: &mut DirtyLog) -> Result<Vec<DirtyRange>, MigrationError> {
+        let span = info_span!("precopy");
+        let _enter = span.enter();
+        let begin = Instant::now();
+        self.publish(MigrationState::PreCopy);
+        let all: Vec<DirtyRange> = self
+            .machine
+            .memory()
+            .layout()
+            .iter()
+            .map(|r| DirtyRange {
+                gpa: r.gpa,
+                len: r.len,
+            })
+            .collect();
+        self.progress.bytes_remaining = self.machine.memory().size();
+        self.send_round(0, Phase::PreCopy, &all)?;
+        // Device pre-copy: an Active-mode read, for the destination's early compatibility check.
+        for (member, context) in self.machine.read_contexts()? {
+            self.send(&Message::DeviceContext {
+                phase: Phase::PreCopy,
+                device_id: member as u32,
+                context,
+            })?;
+        }
+        let mut round = 0u32;
+        // The first harvest covers everything since logging began, just before round 0.
+        let mut last_harvest = begin;
+        let pending = loop {
+            self.check_cancel()?;
+            let dirty = log.harvest();
+            let now = Instant::now();
+            let remaining = virtio_lm_vm::dirty::total_bytes(&dirty);
+            let window = now.saturating_duration_since(last_harvest).as_secs_f64();
+            last_harvest = now;
+            self.progress.dirty_rate = if window > 0.0 {
+                (remaining as f64 / window) as u64
+            } else {
+                0
+            };
+            if let Some(r) = self.report.rounds.last_mut() {
+                r.dirty_rate = self.progress.dirty_rate;
+            }
+            self.progress.bytes_remaining = remaining;
+            self.progress.expected_downtime_ms = self.expected_downtime_ms(remaining);
+            self.publish(MigrationState::PreCopy);
+            if self.progress.expected_downtime_ms <= self.options.downtime_ms as f64 {
+                break dirty;
+            }
+            if begin.elapsed() >= self.options.timeout {
+                if self.options.force {
+                    info!(round, "pre-copy timed out; forcing convergence");
+                    break dirty;
+                }
+                return Err(MigrationError::Cancelled(format!(
+                    "pre-copy did not converge in {:?} (expected downtime {:.1} ms, limit {} ms)",
+                    self.options.timeout,
+                    self.progress.expected_downtime_ms,
+                    self.options.downtime_ms
+                )));
+            }
+            round += 1;
+            self.send_round(round, Phase::PreCopy, &dirty)?;
+        };
+        self.report.precopy_rounds = round + 1;
+        self.phase("precopy", begin, Instant::now());
+        Ok(pending)
+    }
+
+    /// Remaining bytes at the transfer rate seen so far.
+    fn expected_downtime_ms(&self, remaining: u64) -> f64 {
+        let secs = self.send_time.as_secs_f64();
+        if self.send_bytes == 0 || secs <= 0.0 {
+            return f64::INFINITY;
+        }
+        let rate = self.send_bytes as f64 / secs;
+        remaining as f64 / rate * 1e3
+    }
+
+    /// Sends the pages of `ranges` as round `round`, reading them from guest RAM now.
+    fn send_round(
+        &mut self,
+        round: u32,
+        phase: Phase,
+        ranges: &[DirtyRange],
+    ) -> Result<(), MigrationError> {
+        let begin = Instant::now();
+        let bytes_before = self.wire.tx.bytes_written();
+        self.progress.round = round;
+        let ram = self.machine.memory().ram().clone();
+        let mut buf = Vec::new();
+        let mut pages = 0u64;
+        for r in ranges {
+            let mut at = 0u64;
+            while at < r.len {
+                if phase == Phase::PreCopy {
+                    self.check_cancel()?;
+                }
+                let n = (r.len - at).min(READ_CHUNK);
+                buf.resize(n as usize, 0);
+                ram.read_slice(&mut buf, GuestAddress(r.gpa + at))
+                    .map_err(|e| {
+                        MigrationError::Machine(virtio_lm_vm::MachineError::Device(format!(
+                            "reading guest RAM at {:#x}: {e}",
+                            r.gpa + at
+                        )))
+                    })?;
+                self.wire.tx.write_memory(round, phase, r.gpa + at, &buf)?;
+                at += n;
+                pages += n / virtio_lm_vm::PAGE_SIZE;
+                if phase == Phase::PreCopy {
+                    self.progress.bytes_remaining = self.progress.bytes_remaining.saturating_sub(n);
+                    self.publish(MigrationState::PreCopy);
+                }
+            }
+        }
+        let end = Instant::now();
+        let bytes = self.wire.tx.bytes_written() - bytes_before;
+        self.send_time += end - begin;
+        self.send_bytes += bytes;
+        let secs = (end - begin).as_secs_f64();
+        let transfer_rate = if secs > 0.0 {
+            (bytes as f64 / secs) as u64
+        } else {
+            0
+        };
+        self.progress.transfer_rate = transfer_rate;
+        self.progress.rounds_done += 1;
+        self.report.rounds.push(RoundStats {
+            round,
+            final_round: phase == Phase::Final,
+            start_ms: ms(self.start, begin),
+            end_ms: ms(self.start, end),
+            pages,
+            bytes,
+            dirty_rate: 0,
+            transfer_rate,
+        });
+        Ok(())
+    }
+
+    fn switchover(
+        &mut self,
+        log: &mut DirtyLog,
+        pending: &mut Vec<DirtyRange>,
+    ) -> Result<(), MigrationError> {
+        self.check_cancel()?;
+        let stop_span = info_span!("stop").entered();
+        let paused_at = Instant::now();
+        self.machine.pause()?;
+        self.paused_at = Some(paused_at);
+        let vm_stopped = Instant::now();
+        self.machine.stop_devices()?;
+        let devices_stopped = Instant::now();
+        drop(stop_span);
+        self.publish(MigrationState::Stopped);
+        self.phase("src-vm-stop", paused_at, vm_stopped);
+        self.phase("src-device-stop", vm_stopped, devices_stopped);
+
+        let memory_span = info_span!("final-memory").entered();
+        pending.extend(log.harvest());
+        let round = self.report.precopy_rounds;
+        self.send_round(round, Phase::Final, pending)?;
+        let memory_sent = Instant::now();
+        drop(memory_span);
+        self.phase("final-memory", devices_stopped, memory_sent);
+
+        let device_span = info_span!("device-state").entered();
+        let contexts = self.machine.read_contexts()?;
+        let contexts_read = Instant::now();
+        for (member, context) in contexts {
+            self.report.device_context_bytes += context.len() as u64;
+            self.send(&Message::DeviceContext {
+                phase: Phase::Final,
+                device_id: member as u32,
+                context,
+            })?;
+        }
+        let state = self.machine.vcpu_state()?.encode().map_err(|e| {
+            MigrationError::Machine(virtio_lm_vm::MachineError::Vcpu(e.to_string()))
+        })?;
+        self.send(&Message::VcpuState { vcpu: 0, state })?;
+        self.send(&Message::Complete)?;
+        self.wire.tx.flush()?;
+        let complete_sent = Instant::now();
+        drop(device_span);
+        self.phase("device-state", memory_sent, complete_sent);
+        self.report.stop_ms = ms(paused_at, devices_stopped);
+        self.report.final_memory_ms = ms(devices_stopped, memory_sent);
+        self.report.device_state_ms = ms(memory_sent, complete_sent);
+        // The source's device part: Stop + Freeze + the final context reads.
+        self.report.device_downtime_ms =
+            ms(vm_stopped, devices_stopped) + ms(memory_sent, contexts_read);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), Stop> {
+        let _span = info_span!("commit").entered();
+        let complete_sent = Instant::now();
+        self.publish(MigrationState::AwaitingReady);
+        match self.wire.rx.read_message().map_err(MigrationError::from)? {
+            Message::Ready => {}
+            Message::Error { message } => return Err(MigrationError::Peer(message).into()),
+            Message::Cancel { detail, .. } => {
+                return Err(
+                    MigrationError::Cancelled(format!("by the destination: {detail}")).into(),
+                )
+            }
+            other => return Err(unexpected("Ready", other).into()),
+        }
+        // The last moment a cancel is honoured.
+        self.check_cancel()?;
+        self.committed = true;
+        self.publish(MigrationState::Committing);
+        let sent = self
+            .wire
+            .tx
+            .write(&Message::Commit)
+            .and_then(|()| self.wire.tx.flush());
+        if let Err(e) = sent {
+            return Err(Stop::Unknown(format!("Commit not sent: {e}")));
+        }
+        let ack = match self.wire.rx.read_message() {
+            Ok(Message::CommitAck {
+                restore_us,
+                device_us,
+            }) => (restore_us, device_us),
+            Ok(other) => return Err(Stop::Unknown(format!("expected CommitAck, got {other:?}"))),
+            Err(e) => return Err(Stop::Unknown(format!("no CommitAck: {e}"))),
+        };
+        let acked = Instant::now();
+        self.report.restore_ms = ms(complete_sent, acked);
+        self.report.device_downtime_ms += ack.1 as f64 / 1e3;
+        if let Some(paused_at) = self.paused_at {
+            self.report.downtime_ms = ms(paused_at, acked);
+        }
+        info!(
+            restore_us = ack.0,
+            device_us = ack.1,
+            "the destination runs the guest"
+        );
+        self.phase("commit", complete_sent, acked);
+        Ok(())
+    }
+
+    fn finish(mut self, result: Result<(), Stop>) -> MigrationReport {
+        let outcome = match result {
+            Ok(()) => {
+                self.publish(MigrationState::Completed);
+                Outcome::Completed
+            }
+            Err(Stop::Unknown(why)) => {
+                warn!("link lost after Commit ({why}); the source stays paused");
+                self.publish(MigrationState::Unknown);
+                Outcome::Unknown
+            }
+            Err(Stop::Abort(outcome)) => self.abort(outcome),
+        };
+        self.report.total_ms = self.now_ms();
+        self.report.bytes_sent = self.wire.tx.bytes_written();
+        self.report.result = outcome.result();
+        self.report.outcome = outcome;
+        self.report.clone()
+    }
+
+    /// Before Commit: tell the peer if the link lives, then run again here.
+    fn abort(&mut self, outcome: Outcome) -> Outcome {
+        debug_assert!(!self.committed);
+        let msg = match &outcome {
+            Outcome::Cancelled(why) => Message::Cancel {
+                reason: if self.control.is_cancelled() {
+                    CancelReason::Operator
+                } else {
+                    CancelReason::Timeout
+                },
+                detail: truncate(why),
+            },
+            other => Message::Cancel {
+                reason: CancelReason::Failure,
+                detail: truncate(&other.result()),
+            },
+        };
+        // The link may be gone already: nothing more to do about it then.
+        let _ = self.wire.tx.write(&msg).and_then(|()| self.wire.tx.flush());
+        self.wire.close();
+        let mut outcome = outcome;
+        if self.paused_at.is_some() {
+            if let Err(e) = self.machine.reactivate() {
+                outcome = Outcome::Failed(format!(
+                    "{}; and the source could not run again: {e}",
+                    outcome.result()
+                ));
+            }
+        }
+        warn!(result = %outcome.result(), "migration abandoned; the source runs");
+        self.publish(match outcome {
+            Outcome::Cancelled(_) => MigrationState::Cancelled,
+            _ => MigrationState::Failed,
+        });
+        outcome
+    }
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(crate::MAX_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+pub(crate) fn unexpected(expected: &'static str, got: Message) -> MigrationError {
+    match got {
+        Message::Error { message } => MigrationError::Peer(message),
+        Message::Cancel { detail, .. } => {
+            MigrationError::Cancelled(format!("by the peer: {detail}"))
+        }
+        other => MigrationError::Protocol {
+            expected,
+            got: format!("{:?}", other.msg_type()),
+        },
+    }
+}
+
+/// The Config section of `machine`.
+pub(crate) fn vm_config(machine: &Machine) -> VmConfig {
+    VmConfig {
+        memory: machine
+            .memory()
+            .layout()
+            .iter()
+            .map(|r| MemoryRegion {
+                guest_addr: r.gpa,
+                size: r.len,
+            })
+            .collect(),
+        profile: virtio_lm_vm::PROFILE,
+        devices: machine
+            .member_info()
+            .into_iter()
+            .map(|m| DeviceConfig {
+                id: m.member as u32,
+                device_type: m.device_type,
+                negotiated_features: m.driver_features,
+                num_queues: m.num_queues,
+                config_space: m.config_space,
+            })
+            .collect(),
+    }
 }

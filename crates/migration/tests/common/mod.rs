@@ -90,7 +90,10 @@ pub fn one_of_each() -> Vec<Message> {
         Message::Complete,
         Message::Ready,
         Message::Commit,
-        Message::CommitAck,
+        Message::CommitAck {
+            restore_us: 1234,
+            device_us: 56,
+        },
         Message::Cancel {
             reason: CancelReason::Timeout,
             detail: "round 9 did not converge".into(),
@@ -236,7 +239,10 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
         Just(Message::Complete),
         Just(Message::Ready),
         Just(Message::Commit),
-        Just(Message::CommitAck),
+        (any::<u64>(), any::<u64>()).prop_map(|(restore_us, device_us)| Message::CommitAck {
+            restore_us,
+            device_us,
+        }),
         (reason, text()).prop_map(|(reason, detail)| Message::Cancel { reason, detail }),
         text().prop_map(|message| Message::Error { message }),
     ]

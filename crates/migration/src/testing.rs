@@ -1,0 +1,119 @@
+//! The engine's test rig (feature `test-utils`): a destination on a loopback TCP port in a
+//! thread of this process, a source migrating to it, and the checks every migration test makes.
+
+use std::net::{TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use virtio_lm_vm::{Machine, MachineOptions, MachineReport};
+
+use crate::{incoming, migrate, Incoming, MigrateOptions, MigrationControl, MigrationError};
+use crate::{MigrationReport, Outcome};
+
+/// A destination waiting on a loopback port (chosen by binding port 0) in its own thread.
+pub struct Destination {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its control (cancel it, read its progress).
+    pub control: MigrationControl,
+    thread: JoinHandle<Result<Incoming, MigrationError>>,
+}
+
+impl Destination {
+    /// Starts a destination that builds its machine from `options` and takes one migration.
+    pub fn spawn(options: MachineOptions) -> Self {
+        Self::spawn_with(options, MigrationControl::new())
+    }
+
+    /// As [`Self::spawn`], with the destination's control given (test switches set on it).
+    pub fn spawn_with(options: MachineOptions, control: MigrationControl) -> Self {
+        let listener = TcpListener::bind(virtio_lm_vm::testing::localhost()).expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let theirs = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("destination".into())
+            .spawn(move || {
+                let (stream, _) = listener.accept()?;
+                incoming(stream, options, &theirs)
+            })
+            .expect("destination thread");
+        Destination {
+            addr,
+            control,
+            thread,
+        }
+    }
+
+    /// Waits for the destination's end.
+    pub fn join(self) -> Result<Incoming, MigrationError> {
+        self.thread.join().expect("the destination panicked")
+    }
+}
+
+/// Migrates `source` to a new destination built from `destination`; returns the source's
+/// report and what the destination returned.
+pub fn migrate_to(
+    source: &Machine,
+    destination: MachineOptions,
+    options: &MigrateOptions,
+    control: &MigrationControl,
+) -> (MigrationReport, Result<Incoming, MigrationError>) {
+    migrate_to_destination(source, Destination::spawn(destination), options, control)
+}
+
+/// Migrates `source` to `dst`.
+pub fn migrate_to_destination(
+    source: &Machine,
+    dst: Destination,
+    options: &MigrateOptions,
+    control: &MigrationControl,
+) -> (MigrationReport, Result<Incoming, MigrationError>) {
+    let stream = TcpStream::connect(dst.addr).expect("connect");
+    let report = migrate(source, stream, options, control);
+    (report, dst.join())
+}
+
+/// Options for tests: generous timeouts (only a hang reaches them), converging by force rather
+/// than cancelling on a slow machine.
+pub fn test_options() -> MigrateOptions {
+    MigrateOptions {
+        timeout: Duration::from_secs(20),
+        force: true,
+        link_timeout: Duration::from_secs(60),
+        ..MigrateOptions::default()
+    }
+}
+
+/// Asserts the workloads lost, duplicated and corrupted nothing at the virtqueue (net echoes
+/// may be lost on the UDP path: at most those in the air when the tunnel moved).
+pub fn assert_clean(after: &MachineReport, context: &str) {
+    if let Some(blk) = &after.blk {
+        assert_eq!(
+            (blk.lost, blk.duplicated, blk.corrupted, blk.failed),
+            (0, 0, 0, 0),
+            "{context}: blk {blk:?}"
+        );
+    }
+    if let Some(net) = &after.net {
+        assert_eq!(
+            (net.duplicated, net.corrupted),
+            (0, 0),
+            "{context}: net {net:?}"
+        );
+        assert!(
+            net.lost <= virtio_lm_vm::guest::net::WINDOW,
+            "{context}: more echoes lost than the window: {net:?}"
+        );
+    }
+}
+
+/// Asserts the migration completed.
+pub fn assert_completed(report: &MigrationReport, context: &str) {
+    assert_eq!(
+        report.outcome,
+        Outcome::Completed,
+        "{context}: {}",
+        report.result
+    );
+    assert_eq!(report.result, "ok");
+}

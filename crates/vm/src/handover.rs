@@ -1,0 +1,223 @@
+//! The machine's side of a migration, in the steps the engine drives (seed 004, admin
+//! commands through the owner): on the source, device pre-copy reads while Active, Stop then
+//! Freeze, the final context reads, and the way back to running when the migration is
+//! abandoned; on the destination, checking a context before anything is applied (including a
+//! dry run of the ring checks against the received memory), loading the guest while the
+//! members stay frozen, and activating it on Commit.
+
+use virtio_lm_device::context::decode;
+use virtio_lm_device::QuiesceMode;
+use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::{DeviceStatus, Feature};
+use vm_memory::GuestAddress;
+
+use crate::guest::blk::BlkGuest;
+use crate::guest::dirtier::Dirtier;
+use crate::guest::net::NetGuest;
+use crate::guest::{lock, VcpuState};
+use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PROFILE};
+
+/// What a destination must match of one member function (the Config section's device entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member number under the owner (VF number).
+    pub member: u64,
+    /// Virtio device type.
+    pub device_type: u32,
+    /// Features the device offers.
+    pub device_features: u64,
+    /// Features the driver negotiated (0 before the guest set them).
+    pub driver_features: u64,
+    /// Number of virtqueues.
+    pub num_queues: u16,
+    /// The device configuration space as the device presents it.
+    pub config_space: Vec<u8>,
+}
+
+impl Machine {
+    /// The members as a destination must have them.
+    pub fn member_info(&self) -> Vec<MemberInfo> {
+        self.members()
+            .into_iter()
+            .zip(self.functions())
+            .map(|(member, function)| {
+                let core = lock(function.core());
+                // The context's DEVICE_CONFIG is the whole space, as the device presents it.
+                let config = core
+                    .snapshot_context()
+                    .map(|c| c.device_config)
+                    .unwrap_or_default();
+                MemberInfo {
+                    member,
+                    device_type: core.device_type(),
+                    device_features: core.device_features(),
+                    driver_features: core.driver_features(),
+                    num_queues: core.num_queues(),
+                    config_space: config,
+                }
+            })
+            .collect()
+    }
+
+    /// Chooses how the members quiesce on the next Stop (`--inflight`): drain, or record
+    /// in-flight requests in the context.
+    pub fn set_inflight(&self, mode: QuiesceMode) {
+        for function in self.functions() {
+            lock(function.core()).set_quiesce_mode(mode);
+        }
+    }
+
+    /// Every member's context as it stands (DEV_CTX_READ, allowed in every mode: in Active it
+    /// is a pre-copy, in Freeze the final one).
+    pub fn read_contexts(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        let mut admin = lock(&self.admin);
+        let mut contexts = Vec::new();
+        for member in self.members() {
+            contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
+        }
+        Ok(contexts)
+    }
+
+    /// DEV_MODE_SET Stop then Freeze on every member (Stop returns once in-process requests
+    /// are drained or recorded, as the quiesce mode says).
+    pub fn stop_devices(&self) -> Result<(), MachineError> {
+        let mut admin = lock(&self.admin);
+        for member in self.members() {
+            admin.dev_mode_set(member, DevMode::Stop)?;
+            admin.dev_mode_set(member, DevMode::Freeze)?;
+        }
+        Ok(())
+    }
+
+    /// Back to running after an abandoned migration: every member Active (in-flight requests
+    /// recorded at Stop are completed here, once) and the vCPUs resumed. Tries every step and
+    /// reports the first failure.
+    pub fn reactivate(&self) -> Result<(), MachineError> {
+        let mut first = Ok(());
+        {
+            let mut admin = lock(&self.admin);
+            for member in self.members() {
+                if let Err(e) = admin.dev_mode_set(member, DevMode::Active) {
+                    first = first.and(Err(e.into()));
+                }
+            }
+        }
+        self.resume();
+        first
+    }
+
+    /// Checks `context` for `member` without applying anything: decoded, validated by the
+    /// member's device as DEV_CTX_WRITE would, and, with `rings`, each running queue's state
+    /// checked against this machine's RAM as the device will check it when it next runs
+    /// (ring layout, indices, in-flight chains) — a dry run on the received memory.
+    pub fn check_context(
+        &self,
+        member: u64,
+        context: &[u8],
+        rings: bool,
+    ) -> Result<(), MachineError> {
+        let bad = |what: String| MachineError::Device(format!("member {member}: {what}"));
+        let function = self
+            .members()
+            .into_iter()
+            .zip(self.functions())
+            .find(|(m, _)| *m == member)
+            .map(|(_, f)| f)
+            .ok_or_else(|| bad("no such member".into()))?;
+        let ctx = decode(context).map_err(|e| bad(e.to_string()))?;
+        lock(function.core())
+            .validate_context(&ctx)
+            .map_err(|e| bad(e.to_string()))?;
+        if !rings {
+            return Ok(());
+        }
+        let status = DeviceStatus::from(ctx.device_status);
+        if !status.contains(DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK) {
+            return Ok(());
+        }
+        let driver = ctx.driver_features.first().copied().unwrap_or(0);
+        let has = |f| PROFILE.bit(f).is_some_and(|b| driver & (1u64 << b) != 0);
+        let kind = if has(Feature::RingPacked) {
+            RingKind::Packed
+        } else {
+            RingKind::Split
+        };
+        let features = RingFeatures {
+            event_idx: has(Feature::EventIdx),
+            indirect_desc: has(Feature::IndirectDesc),
+        };
+        let ram = self.memory.ram();
+        for (index, q) in ctx.queues.iter().enumerate() {
+            if !q.config.enabled {
+                continue;
+            }
+            let config = QueueConfig {
+                kind,
+                size: q.config.size,
+                desc_table: GuestAddress(q.config.desc),
+                driver_area: GuestAddress(q.config.driver),
+                device_area: GuestAddress(q.config.device),
+                features,
+            };
+            Virtqueue::from_state(config, &q.state, &**ram)
+                .map_err(|e| bad(format!("queue {index} against the received memory: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The destination side, before Commit: writes each member's context (DEV_CTX_WRITE; the
+    /// members stay in Freeze, so nothing runs yet) and builds the guest's vCPUs from `state`
+    /// on this machine's memory (which must hold the source's by now), without starting them.
+    pub fn load(
+        &mut self,
+        contexts: &[(u64, Vec<u8>)],
+        state: VcpuState,
+    ) -> Result<(), MachineError> {
+        if self.guest.is_some() || self.loaded.is_some() {
+            return Err(MachineError::State("a guest is here already"));
+        }
+        let ram = self.memory.ram().clone();
+        let other_blk = "the vCPU state has another blk function";
+        let blk = restore_guest(&self.blk, state.blk, other_blk, |f, s| {
+            BlkGuest::from_state(f, &ram, s)
+        })?;
+        let other_net = "the vCPU state has another net function";
+        let net = restore_guest(&self.net, state.net, other_net, |f, s| {
+            NetGuest::from_state(f, &ram, s)
+        })?;
+        let layout = &self.layout;
+        let dirtier = Dirtier::restore(
+            ram,
+            layout.working_set_at,
+            layout.working_set_len,
+            self.options.dirty_rate_mib,
+            state.dirtier,
+        )
+        .map_err(MachineError::Vcpu)?;
+        {
+            let mut admin = lock(&self.admin);
+            for (member, context) in contexts {
+                admin.dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
+            }
+        }
+        self.loaded = Some(Loaded { blk, net, dirtier });
+        Ok(())
+    }
+
+    /// Commit on the destination: every member Active (each re-checks its queues and delivers
+    /// what it owes), then the loaded guest's vCPUs start.
+    pub fn activate(&mut self) -> Result<(), MachineError> {
+        let Loaded { blk, net, dirtier } = self
+            .loaded
+            .take()
+            .ok_or(MachineError::State("no guest is loaded"))?;
+        {
+            let mut admin = lock(&self.admin);
+            for member in self.members() {
+                admin.dev_mode_set(member, DevMode::Active)?;
+            }
+        }
+        self.run(blk, net, dirtier)
+    }
+}

@@ -1,0 +1,69 @@
+//! The shared test rig of machines (this crate's tests and the migration engine's): a blk
+//! image, an echo peer's options, and a bounded wait for the guest's workloads to move on.
+
+use std::time::{Duration, Instant};
+
+use virtio_lm_devices::net::echo::EchoPeer;
+use virtio_lm_devices::testing::ImageFile;
+
+use crate::{Machine, MachineOptions, NetEndpoints, RingFormat, MIB};
+
+const IMAGE_LEN: usize = 4 << 20;
+
+/// A zeroed 4 MiB blk image for the test `prefix`, case `tag`.
+pub fn image(prefix: &str, tag: &str) -> ImageFile {
+    ImageFile::new(prefix, tag, IMAGE_LEN, 0)
+}
+
+/// 127.0.0.1, any port.
+pub fn localhost() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A machine with blk on `image`, net to `echo`, and the dirtier on an 8 MiB working set.
+pub fn options(
+    image: &ImageFile,
+    echo: &EchoPeer,
+    ring: RingFormat,
+    queues: u16,
+) -> MachineOptions {
+    MachineOptions {
+        memory: 32 * MIB,
+        blk: Some(image.path().to_path_buf()),
+        net: Some(NetEndpoints {
+            local: localhost(),
+            remote: echo.addr(),
+        }),
+        ring,
+        queues,
+        dirty_rate_mib: 16,
+        working_set_mib: 8,
+        ..MachineOptions::default()
+    }
+}
+
+/// Runs until each workload (blk completions, verified echoes, dirtier stamps) has moved on by
+/// at least `n` (bounded: panics after 60 s without it, which only a hang takes).
+pub fn run_for(machine: &Machine, n: u64) {
+    let start = machine.report();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = machine.report();
+        let moved = |now: Option<u64>, then: Option<u64>| {
+            now.unwrap_or(0).saturating_sub(then.unwrap_or(0)) >= n || now.is_none()
+        };
+        let blk = moved(r.blk.map(|b| b.completed), start.blk.map(|b| b.completed));
+        let net = moved(r.net.map(|b| b.verified), start.net.map(|b| b.verified));
+        let stamped = r.dirtier.stamped.saturating_sub(start.dirtier.stamped) >= n
+            || machine.options().dirty_rate_mib == 0;
+        if blk && net && stamped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {r:?}; errors {:?}",
+            machine.vcpu_errors()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
