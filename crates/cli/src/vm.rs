@@ -28,7 +28,7 @@ use crate::args::{parse_size, parse_tcp, Inflight, Ring, UsageError};
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
-use crate::stall::{completions, StallMonitor};
+use crate::stall::StallMonitor;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
@@ -407,17 +407,20 @@ impl Vm {
     }
 }
 
-/// The guest workloads' final counts as the report's fields name them.
+/// The guest workloads' final counts under the report's field names (counted as the engine's
+/// `MigrationReport::add_workloads` counts them), and each workload's own counters.
 pub fn workloads_json(report: &MachineReport) -> Value {
+    let mut counts = MigrationReport::default();
+    counts.add_workloads(report);
     let blk = report.blk.unwrap_or_default();
     let net = report.net.unwrap_or_default();
     json!({
-        "requests_completed": completions(report) ,
-        "requests_verified": blk.verified + net.verified,
-        "lost": blk.lost,
-        "duplicated": blk.duplicated + net.duplicated,
-        "corrupted": blk.corrupted + net.corrupted,
-        "frames_lost_on_wire": net.lost,
+        "requests_completed": counts.requests_completed,
+        "requests_verified": counts.requests_verified,
+        "lost": counts.lost,
+        "duplicated": counts.duplicated,
+        "corrupted": counts.corrupted,
+        "frames_lost_on_wire": counts.frames_lost_on_wire,
         "blk": { "completed": blk.completed, "verified": blk.verified, "lost": blk.lost,
                  "duplicated": blk.duplicated, "corrupted": blk.corrupted, "failed": blk.failed },
         "net": { "sent": net.sent, "verified": net.verified, "lost": net.lost, "late": net.late,
