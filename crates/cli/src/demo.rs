@@ -415,7 +415,18 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
     drop(src_end);
 
     if report["result"] == "ok" {
-        verify(&mut report, &dst_end, &source_stall)?;
+        let destination = verify(&mut report, &dst_end, &source_stall)?;
+        say(
+            json,
+            &format!(
+                "guest's view: {:.2} ms from its last completion at the source to its first at \
+                 the destination; longest gap at the source during the migration {:.2} ms, at \
+                 the destination {:.2} ms",
+                source_stall.hand_over(&destination),
+                source_stall.max_gap_ms,
+                destination.max_gap_ms
+            ),
+        );
     }
     if let Some(path) = &args.timeline {
         timeline::write(path, &report)?;
@@ -431,11 +442,18 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
 
 /// Fills the report's workload fields from the destination's verification; `result` becomes
 /// an error if anything was lost, duplicated or corrupted, or the guest failed.
-fn verify(report: &mut Value, dst_end: &Value, source: &StallFigures) -> anyhow::Result<()> {
+/// Returns what the destination's stall monitor saw.
+fn verify(
+    report: &mut Value,
+    dst_end: &Value,
+    source: &StallFigures,
+) -> anyhow::Result<StallFigures> {
     let v = &dst_end["verification"];
+    let destination: StallFigures =
+        serde_json::from_value(dst_end["stall"].clone()).unwrap_or_default();
     if let Some(e) = v.get("error") {
         report["result"] = json!(format!("verification failed: {e}"));
-        return Ok(());
+        return Ok(destination);
     }
     for field in [
         "requests_completed",
@@ -447,8 +465,6 @@ fn verify(report: &mut Value, dst_end: &Value, source: &StallFigures) -> anyhow:
     ] {
         report[field] = v[field].clone();
     }
-    let destination: StallFigures =
-        serde_json::from_value(dst_end["stall"].clone()).unwrap_or_default();
     report["guest_stall_ms"] = json!(source.across(&destination));
     let bad: u64 = ["lost", "duplicated", "corrupted"]
         .iter()
@@ -460,5 +476,5 @@ fn verify(report: &mut Value, dst_end: &Value, source: &StallFigures) -> anyhow:
             report["lost"], report["duplicated"], report["corrupted"]
         ));
     }
-    Ok(())
+    Ok(destination)
 }

@@ -30,12 +30,19 @@ impl StallFigures {
     /// The longest stall of a guest that ran here (`self`) and then on `after`: the longest
     /// gap on either side or across the hand-over.
     pub fn across(&self, after: &StallFigures) -> f64 {
-        let hand_over = if self.last_ns != 0 && after.first_ns != 0 {
+        self.hand_over(after)
+            .max(self.max_gap_ms)
+            .max(after.max_gap_ms)
+    }
+
+    /// The gap from the last completion here to the first on `after`, ms (0 if either side
+    /// saw none).
+    pub fn hand_over(&self, after: &StallFigures) -> f64 {
+        if self.last_ns != 0 && after.first_ns != 0 {
             after.first_ns.saturating_sub(self.last_ns) as f64 / 1e6
         } else {
             0.0
-        };
-        hand_over.max(self.max_gap_ms).max(after.max_gap_ms)
+        }
     }
 }
 
@@ -107,6 +114,12 @@ impl StallMonitor {
         }
     }
 
+    /// Forgets the longest gap so far: a migration's stall is measured from its start, not
+    /// from the guest's boot.
+    pub fn restart_gap(&self) {
+        self.shared.max_gap_ns.store(0, Ordering::Relaxed);
+    }
+
     /// Stops the thread (it holds a reference to the machine until then).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -140,6 +153,7 @@ mod tests {
             max_gap_ms: 1.0,
         };
         assert_eq!(src.across(&dst), 7.0);
+        assert_eq!(src.hand_over(&dst), 7.0);
         assert_eq!(src.across(&StallFigures::default()), 2.0);
     }
 }

@@ -344,6 +344,9 @@ impl Vm {
             ..MigrateOptions::default()
         };
         self.control.reset();
+        if let Some(m) = &inner.monitor {
+            m.restart_gap();
+        }
         inner.state = VmState::Migrating;
         let vm = self.clone();
         let thread = std::thread::Builder::new()
