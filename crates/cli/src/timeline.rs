@@ -85,22 +85,28 @@ pub fn parse(report: &Value) -> (Vec<Round>, Vec<Phase>) {
 }
 
 /// QEMU's downtime checkpoints placed on our phases: each is the end (or, for the first,
-/// the start) of the phase named, when the report has it.
-const CHECKPOINTS: &[(&str, &str, bool)] = &[
-    ("src-downtime-start", "src-vm-stop", false),
-    ("src-vm-stopped", "src-device-stop", true),
-    ("src-iterable-saved", "final-memory", true),
-    ("src-non-iterable-saved", "vcpu-state", true),
-    ("dst-precopy-loadvm-completed", "dst-load", true),
-    ("src-downtime-end", "commit", true),
+/// the start) of the first phase of its list the report has.
+const CHECKPOINTS: &[(&str, &[&str], bool)] = &[
+    ("src-downtime-start", &["src-vm-stop"], false),
+    ("src-vm-stopped", &["src-device-stop", "src-vm-stop"], true),
+    ("src-iterable-saved", &["final-memory"], true),
+    (
+        "src-non-iterable-saved",
+        &["vcpu-state", "device-state"],
+        true,
+    ),
+    ("dst-precopy-loadvm-completed", &["dst-load"], true),
+    ("src-downtime-end", &["commit"], true),
 ];
 
 /// The checkpoints found in `phases`, with their times.
 pub fn checkpoints(phases: &[Phase]) -> Vec<(&'static str, f64)> {
     CHECKPOINTS
         .iter()
-        .filter_map(|&(checkpoint, phase, at_end)| {
-            let p = phases.iter().find(|p| p.name == phase)?;
+        .filter_map(|&(checkpoint, names, at_end)| {
+            let p = names
+                .iter()
+                .find_map(|n| phases.iter().find(|p| p.name == *n))?;
             Some((checkpoint, if at_end { p.end_ms } else { p.start_ms }))
         })
         .collect()
@@ -157,9 +163,9 @@ fn draw_rounds(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
             ("sans-serif", 14),
         )
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..end_of(rounds) * 1.02, 0.0..top)
+        .build_cartesian_2d(0.0..end_of(rounds) * 1.15, 0.0..top)
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -205,9 +211,9 @@ fn draw_rates(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
             ("sans-serif", 14),
         )
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.0..end_of(rounds) * 1.02, 0.0..top)
+        .build_cartesian_2d(0.0..end_of(rounds) * 1.15, 0.0..top)
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -245,9 +251,9 @@ fn draw_phases(area: &Area<'_>, phases: &[Phase]) -> anyhow::Result<()> {
             ("sans-serif", 14),
         )
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(40)
         .y_label_area_size(10)
-        .build_cartesian_2d(from - span * 0.02..to + span * 0.35, 0.0..rows + 1.5)
+        .build_cartesian_2d(from - span * 0.02..to + span * 0.35, 0.0..rows + 2.0)
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -282,7 +288,7 @@ fn draw_phases(area: &Area<'_>, phases: &[Phase]) -> anyhow::Result<()> {
                 BLACK.mix(0.6).stroke_width(1),
             ))
             .map_err(plot_err)?;
-        let y = rows + 1.4 - (i % 2) as f64 * 0.5;
+        let y = rows + 1.9 - (i % 3) as f64 * 0.45;
         chart
             .draw_series(std::iter::once(Text::new(
                 name.to_string(),
