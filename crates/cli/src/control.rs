@@ -51,6 +51,13 @@ pub struct MigrateRequest {
     /// The stream's bandwidth limit in MiB/s (default: none).
     #[serde(default)]
     pub max_bandwidth: Option<u64>,
+    /// Longest pre-copy in seconds (default: 60); then the migration is cancelled, or with
+    /// `force` switched over whatever the expected downtime.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// Switch over at the timeout instead of cancelling.
+    #[serde(default)]
+    pub force: Option<bool>,
 }
 
 /// The answer to [`Request::Status`].
@@ -317,7 +324,7 @@ mod tests {
                 to: "tcp:127.0.0.1:1".into(),
                 inflight: Some(Inflight::Transfer),
                 downtime_ms: Some(5),
-                max_bandwidth: None,
+                ..MigrateRequest::default()
             })
         );
         assert!(parse(r#"{"execute":"migrate"}"#).is_err());

@@ -73,6 +73,13 @@ pub struct DemoArgs {
     /// Bandwidth limit of the stream, MiB/s (default: none).
     #[arg(long, value_name = "MIB_S")]
     pub max_bandwidth: Option<u64>,
+    /// Longest pre-copy in seconds; then the migration is cancelled (or, with --force,
+    /// switched over whatever the expected downtime).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// At the timeout, switch over instead of cancelling.
+    #[arg(long)]
+    pub force: bool,
     /// How long the workloads run before the migration, and again after it at the
     /// destination, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
@@ -381,6 +388,8 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         inflight: Some(args.inflight),
         downtime_ms: Some(args.downtime_ms),
         max_bandwidth: args.max_bandwidth,
+        timeout_s: Some(args.timeout),
+        force: Some(args.force),
     };
     let mut report = migrate_and_watch(&src_control, request, !json)?;
     let source_stall: StallFigures =

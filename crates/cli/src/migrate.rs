@@ -47,6 +47,13 @@ pub struct MigrateArgs {
     /// Bandwidth limit of the stream, MiB/s (default: none).
     #[arg(long, value_name = "MIB_S")]
     pub max_bandwidth: Option<u64>,
+    /// Longest pre-copy in seconds; then the migration is cancelled (or, with --force,
+    /// switched over whatever the expected downtime).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// At the timeout, switch over instead of cancelling.
+    #[arg(long)]
+    pub force: bool,
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -73,6 +80,8 @@ pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
         inflight: Some(args.inflight),
         downtime_ms: Some(args.downtime_ms),
         max_bandwidth: args.max_bandwidth,
+        timeout_s: Some(args.timeout),
+        force: Some(args.force),
     };
     let report = migrate_and_watch(&args.control, request, !args.json)?;
     if let Some(path) = &args.timeline {

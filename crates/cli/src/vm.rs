@@ -334,6 +334,7 @@ impl Vm {
         if let Some(t) = inner.migration.take() {
             let _ = t.join();
         }
+        let defaults = MigrateOptions::default();
         let options = MigrateOptions {
             inflight: match request.inflight.unwrap_or_default() {
                 Inflight::Drain => EngineInflight::Drain,
@@ -341,7 +342,11 @@ impl Vm {
             },
             downtime_ms: request.downtime_ms.unwrap_or(10),
             max_bandwidth: request.max_bandwidth.filter(|&b| b > 0).map(|b| b * MIB),
-            ..MigrateOptions::default()
+            force: request.force.unwrap_or(false),
+            timeout: request
+                .timeout_s
+                .map_or(defaults.timeout, Duration::from_secs),
+            ..defaults
         };
         self.control.reset();
         if let Some(m) = &inner.monitor {
