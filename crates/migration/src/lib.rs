@@ -58,7 +58,7 @@ pub use config::{
     DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
 };
 pub use engine::{
-    incoming, migrate, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
+    incoming, migrate, vm_config, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
     MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
     Progress, RoundStats, Strategy,
 };

@@ -141,10 +141,15 @@ impl<R: Read> StreamReader<R> {
         }
 
         let len = length as usize;
-        self.buf.clear();
-        self.buf.resize(len + CRC_LEN, 0);
-        let got = fill(&mut self.inner, &mut self.buf)
-            .map_err(|source| StreamError::Io { at, source })?;
+        // The buffer only grows (zero-filling 8 MiB per Memory section would cost more than
+        // reading it); what a previous section left in it is overwritten by this one's bytes.
+        if self.buf.len() < len + CRC_LEN {
+            // A fresh zeroed allocation (calloc), not a fill loop.
+            self.buf = vec![0; len + CRC_LEN];
+        }
+        let section = &mut self.buf[..len + CRC_LEN];
+        let got =
+            fill(&mut self.inner, section).map_err(|source| StreamError::Io { at, source })?;
         self.offset += got as u64;
         if got < len + CRC_LEN {
             return Err(StreamError::Truncated {
@@ -152,7 +157,7 @@ impl<R: Read> StreamReader<R> {
                 ended_at: self.offset,
             });
         }
-        let (payload, trailer) = self.buf.split_at(len);
+        let (payload, trailer) = self.buf[..len + CRC_LEN].split_at(len);
         let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
         let computed = crc32c::crc32c_append(crc32c::crc32c(&raw), payload);
         if computed != expected {

@@ -12,6 +12,8 @@
 //! that first (used index and ring positions disagree) and refuses the state; with that check
 //! switched off too, the guest's own workload detects it after resume (its requests never
 //! complete: counted lost, or the driver fails).
+//!
+//! The seed 004 admin-command strategy (spec-decisions §13).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

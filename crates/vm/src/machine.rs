@@ -87,6 +87,9 @@ pub struct MachineReport {
     pub net: Option<NetReport>,
     /// The dirtier's state.
     pub dirtier: DirtierState,
+    /// The longest gap between two completed requests either workload saw, microseconds
+    /// (across migrations: the clock travels in the vCPU state).
+    pub stall_us: u64,
 }
 
 /// The guest's vCPUs.
@@ -94,6 +97,14 @@ pub(crate) struct Guest {
     blk: Option<Arc<Mutex<BlkGuest>>>,
     net: Option<Arc<Mutex<NetGuest>>>,
     dirtier: Arc<Mutex<Dirtier>>,
+}
+
+impl Guest {
+    fn stall_us(&self) -> u64 {
+        let blk = self.blk.as_ref().map_or(0, |g| lock(g).stall().longest_ns);
+        let net = self.net.as_ref().map_or(0, |g| lock(g).stall().longest_ns);
+        blk.max(net) / 1000
+    }
 }
 
 /// A simulated VM. See the module documentation.
@@ -327,6 +338,7 @@ impl Machine {
             blk: guest.blk.as_ref().map(|g| lock(g).report()),
             net: guest.net.as_ref().map(|g| lock(g).report()),
             dirtier: lock(&guest.dirtier).state(),
+            stall_us: guest.stall_us(),
         }
     }
 
@@ -398,6 +410,7 @@ impl Machine {
             blk,
             net,
             dirtier: dirtier.state(),
+            stall_us: guest.stall_us(),
         })
     }
 }

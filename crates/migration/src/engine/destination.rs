@@ -119,10 +119,12 @@ impl Destination<'_> {
         options: MachineOptions,
     ) -> Result<Machine, MigrationError> {
         self.publish(MigrationState::Setup, wire);
+        // Built before Start is answered: the source's pre-copy then starts against a
+        // destination ready to take it, and its round 0 measures the transfer alone.
+        let mut machine = Machine::incoming(options)?;
         match wire.rx.read_message()? {
-            Message::Start { version } => {
-                // The reader accepted it; answer with the version this side will speak.
-                let _ = version;
+            Message::Start { .. } => {
+                // The reader accepted its version; answer with the one this side speaks.
                 wire.tx.write(&Message::Start {
                     version: PROTOCOL_VERSION,
                 })?;
@@ -130,13 +132,22 @@ impl Destination<'_> {
             }
             other => return Err(unexpected("Start", other)),
         }
-        let mut machine = Machine::incoming(options)?;
         match wire.rx.read_message()? {
             Message::Config(config) => check_config(&machine, &config)?,
             other => return Err(unexpected("Config", other)),
         }
         self.publish(MigrationState::PreCopy, wire);
         let members = machine.members();
+        // Pages written so far: RAM starts zeroed, so a zero marker for a page never written
+        // needs no write (round 0 is mostly zero markers).
+        let pages = machine
+            .memory()
+            .layout()
+            .iter()
+            .map(|r| (r.gpa + r.len) / PAGE_SIZE as u64)
+            .max()
+            .unwrap_or(0);
+        let mut written = vec![false; pages as usize];
         let mut contexts: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut state: Option<VcpuState> = None;
         loop {
@@ -148,9 +159,11 @@ impl Destination<'_> {
                 Message::Memory(chunk) => {
                     self.progress.round = chunk.round;
                     self.report.memory_sections += 1;
-                    apply_memory(&machine, &chunk).map_err(|reason| MigrationError::Invalid {
-                        section: format!("Memory section {at}"),
-                        reason,
+                    apply_memory(&machine, &chunk, &mut written).map_err(|reason| {
+                        MigrationError::Invalid {
+                            section: format!("Memory section {at}"),
+                            reason,
+                        }
                     })?;
                     if chunk.phase == Phase::Final {
                         self.publish(MigrationState::Stopped, wire);
@@ -319,8 +332,13 @@ fn check_config(machine: &Machine, theirs: &VmConfig) -> Result<(), MigrationErr
     Ok(())
 }
 
-/// Checks every range of `chunk` lies inside RAM, then writes it.
-fn apply_memory(machine: &Machine, chunk: &MemoryChunk) -> Result<(), String> {
+/// Checks every range of `chunk` lies inside RAM, then writes it (`written`: pages written so
+/// far, by page number).
+fn apply_memory(
+    machine: &Machine,
+    chunk: &MemoryChunk,
+    written: &mut [bool],
+) -> Result<(), String> {
     let layout = machine.memory().layout();
     for (i, r) in chunk.ranges.iter().enumerate() {
         let end = r
@@ -337,21 +355,28 @@ fn apply_memory(machine: &Machine, chunk: &MemoryChunk) -> Result<(), String> {
         }
     }
     let ram = machine.memory().ram();
-    let zeros = [0u8; 16 * PAGE_SIZE];
+    let zeros = [0u8; PAGE_SIZE];
+    let page = PAGE_SIZE as u64;
     for r in &chunk.ranges {
+        let first = (r.guest_addr / page) as usize;
+        let count = r.page_count() as usize;
+        // Inside RAM, so inside `written` (sized to the end of the last RAM range).
+        let marks = written
+            .get_mut(first..first + count)
+            .ok_or("range past RAM")?;
         match &r.pages {
-            Pages::Data(d) => ram
-                .write_slice(d, GuestAddress(r.guest_addr))
-                .map_err(|e| e.to_string())?,
-            Pages::Zero(n) => {
-                let mut left = u64::from(*n) * PAGE_SIZE as u64;
-                let mut at = r.guest_addr;
-                while left > 0 {
-                    let k = left.min(zeros.len() as u64);
-                    ram.write_slice(&zeros[..k as usize], GuestAddress(at))
-                        .map_err(|e| e.to_string())?;
-                    at += k;
-                    left -= k;
+            Pages::Data(d) => {
+                ram.write_slice(d, GuestAddress(r.guest_addr))
+                    .map_err(|e| e.to_string())?;
+                marks.fill(true);
+            }
+            Pages::Zero(_) => {
+                for (i, mark) in marks.iter_mut().enumerate() {
+                    if std::mem::take(mark) {
+                        let at = r.guest_addr + i as u64 * page;
+                        ram.write_slice(&zeros, GuestAddress(at))
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
             }
         }

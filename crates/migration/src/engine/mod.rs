@@ -16,4 +16,4 @@ pub use error::MigrationError;
 pub use link::Link;
 pub use options::{Inflight, MigrateOptions, Strategy};
 pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};
-pub use source::migrate;
+pub use source::{migrate, vm_config};

@@ -128,8 +128,10 @@ impl MigrationReport {
     /// ran on and settled ([`virtio_lm_vm::Machine::finish`]): blk requests and net frames
     /// completed and verified, blk requests lost, duplicated or corrupted and net echoes
     /// duplicated or corrupted at the virtqueue; net echoes that never came back are the UDP
-    /// path's (`frames_lost_on_wire`), not the virtqueue's. `guest_stall_ms` is the caller's.
+    /// path's (`frames_lost_on_wire`), not the virtqueue's; `guest_stall_ms` is the longest gap
+    /// between two completions either workload saw (its clock travels with the guest).
     pub fn add_workloads(&mut self, after: &MachineReport) {
+        self.guest_stall_ms = after.stall_us as f64 / 1e3;
         let (mut completed, mut verified, mut lost, mut dup, mut bad, mut wire) =
             (0, 0, 0, 0, 0, 0);
         if let Some(b) = &after.blk {

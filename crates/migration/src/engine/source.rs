@@ -78,6 +78,9 @@ struct Source<'a, L: Link> {
     /// Cumulative time spent writing memory, for the transfer rate.
     send_time: Duration,
     send_bytes: u64,
+    /// Pages read from guest RAM on their way to the wire (kept: allocating and zeroing it per
+    /// round would cost as much as the copy).
+    buf: Vec<u8>,
 }
 
 impl<'a, L: Link> Source<'a, L> {
@@ -107,9 +110,11 @@ impl<'a, L: Link> Source<'a, L> {
             memory_bytes: machine.memory().size(),
             ..MigrationReport::default()
         };
+        let mut wire = Wire::new(link, options.max_bandwidth);
+        wire.tx.get_mut().cancel = options.max_bandwidth.map(|_| control.clone());
         Source {
             machine,
-            wire: Wire::new(link, options.max_bandwidth),
+            wire,
             options,
             control,
             start: Instant::now(),
@@ -119,6 +124,7 @@ impl<'a, L: Link> Source<'a, L> {
             committed: false,
             send_time: Duration::ZERO,
             send_bytes: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -282,7 +288,7 @@ impl<'a, L: Link> Source<'a, L> {
         let bytes_before = self.wire.tx.bytes_written();
         self.progress.round = round;
         let ram = self.machine.memory().ram().clone();
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
         let mut pages = 0u64;
         for r in ranges {
             let mut at = 0u64;
@@ -291,15 +297,18 @@ impl<'a, L: Link> Source<'a, L> {
                     self.check_cancel()?;
                 }
                 let n = (r.len - at).min(READ_CHUNK);
-                buf.resize(n as usize, 0);
-                ram.read_slice(&mut buf, GuestAddress(r.gpa + at))
+                if buf.len() < n as usize {
+                    buf = vec![0; n as usize];
+                }
+                let chunk = &mut buf[..n as usize];
+                ram.read_slice(chunk, GuestAddress(r.gpa + at))
                     .map_err(|e| {
                         MigrationError::Machine(virtio_lm_vm::MachineError::Device(format!(
                             "reading guest RAM at {:#x}: {e}",
                             r.gpa + at
                         )))
                     })?;
-                self.wire.tx.write_memory(round, phase, r.gpa + at, &buf)?;
+                self.wire.tx.write_memory(round, phase, r.gpa + at, chunk)?;
                 at += n;
                 pages += n / virtio_lm_vm::PAGE_SIZE;
                 if phase == Phase::PreCopy {
@@ -308,6 +317,7 @@ impl<'a, L: Link> Source<'a, L> {
                 }
             }
         }
+        self.buf = buf;
         let end = Instant::now();
         let bytes = self.wire.tx.bytes_written() - bytes_before;
         self.send_time += end - begin;
@@ -403,6 +413,7 @@ impl<'a, L: Link> Source<'a, L> {
             other => return Err(unexpected("Ready", other).into()),
         }
         // The last moment a cancel is honoured.
+        self.wire.tx.get_mut().cancel = None;
         self.check_cancel()?;
         self.committed = true;
         self.publish(MigrationState::Committing);
@@ -447,6 +458,10 @@ impl<'a, L: Link> Source<'a, L> {
                 warn!("link lost after Commit ({why}); the source stays paused");
                 self.publish(MigrationState::Unknown);
                 Outcome::Unknown
+            }
+            // A paced write ended by a cancel shows as a write error: it was the cancel.
+            Err(Stop::Abort(Outcome::Failed(_))) if self.control.is_cancelled() => {
+                self.abort(Outcome::Cancelled("by the operator".into()))
             }
             Err(Stop::Abort(outcome)) => self.abort(outcome),
         };
@@ -516,8 +531,8 @@ pub(crate) fn unexpected(expected: &'static str, got: Message) -> MigrationError
     }
 }
 
-/// The Config section of `machine`.
-pub(crate) fn vm_config(machine: &Machine) -> VmConfig {
+/// The Config section describing `machine` (what a destination checks against its own).
+pub fn vm_config(machine: &Machine) -> VmConfig {
     VmConfig {
         memory: machine
             .memory()

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::Link;
+use super::{Link, MigrationControl};
 use crate::{StreamReader, StreamWriter};
 
 /// The link, shared by the two halves.
@@ -30,6 +30,9 @@ pub(crate) struct Paced<L> {
     limit: Option<u64>,
     start: Instant,
     sent: u64,
+    /// While set, a cancel of this control ends a paced write (a slow link must not keep the
+    /// operator waiting a whole Memory section).
+    pub(crate) cancel: Option<MigrationControl>,
 }
 
 /// Largest piece written between two pacing checks, so a limit is kept smoothly.
@@ -37,6 +40,9 @@ const PACE_PIECE: usize = 256 << 10;
 
 impl<L: Link> Write for Paced<L> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(io::Error::other("cancelled by the operator"));
+        }
         let piece = match self.limit {
             Some(_) => &buf[..buf.len().min(PACE_PIECE)],
             None => buf,
@@ -77,6 +83,7 @@ impl<L: Link> Wire<L> {
                 limit,
                 start: Instant::now(),
                 sent: 0,
+                cancel: None,
             }),
             link,
         }

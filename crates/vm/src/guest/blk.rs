@@ -9,7 +9,7 @@ use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverState};
 use virtio_lm_devices::blk::workload::{BlkReport, BlkWorkload};
 use virtio_lm_pci::VirtioPciFunction;
 
-use super::{queue_vectors, Vcpu};
+use super::{queue_vectors, StallClock, Vcpu};
 use crate::machine::PROFILE;
 use crate::memory::GuestRam;
 
@@ -23,6 +23,8 @@ pub struct BlkVcpuState {
     pub workload: Vec<u8>,
     /// The queue waited on next.
     pub turn: u16,
+    /// Completion gaps.
+    pub stall: StallClock,
 }
 
 /// Requests the workload keeps in flight per queue.
@@ -37,6 +39,7 @@ pub struct BlkGuest {
     driver: BlkDriver<GuestRam>,
     workload: BlkWorkload,
     turn: u16,
+    stall: StallClock,
 }
 
 impl BlkGuest {
@@ -48,6 +51,7 @@ impl BlkGuest {
             driver,
             workload: BlkWorkload::new(blocks, BLOCK_LEN, seed),
             turn: 0,
+            stall: StallClock::default(),
         }
     }
 
@@ -57,6 +61,7 @@ impl BlkGuest {
             driver: self.driver.state(),
             workload: self.workload.encode(),
             turn: self.turn,
+            stall: self.stall,
         }
     }
 
@@ -75,7 +80,13 @@ impl BlkGuest {
             driver,
             workload,
             turn: state.turn,
+            stall: state.stall,
         })
+    }
+
+    /// The longest gap between two completions so far.
+    pub fn stall(&self) -> StallClock {
+        self.stall
     }
 
     /// The workload's counters.
@@ -140,6 +151,8 @@ impl Vcpu for BlkGuest {
         self.driver
             .wait(q, Duration::from_millis(1))
             .map_err(|e| e.to_string())?;
-        self.collect_all().map(drop)
+        let n = self.collect_all()?;
+        self.stall.completed(n as u64);
+        Ok(())
     }
 }

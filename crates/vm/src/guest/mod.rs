@@ -8,6 +8,7 @@
 pub mod blk;
 pub mod dirtier;
 pub mod net;
+mod stall;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::memory::GuestRam;
 use crate::pause::{Next, PauseControl};
 
+pub use stall::StallClock;
 pub use state::VcpuState;
 
 /// The interrupt eventfds of MSI-X vectors `1..=count` of `function` (vector 0 is the

@@ -9,7 +9,7 @@ use virtio_lm_devices::net::pci_driver::{NetPciDriver, NetPciDriverState};
 use virtio_lm_devices::net::workload::{NetReport, NetWorkload};
 use virtio_lm_pci::VirtioPciFunction;
 
-use super::{queue_vectors, Vcpu};
+use super::{queue_vectors, StallClock, Vcpu};
 use crate::machine::PROFILE;
 use crate::memory::GuestRam;
 
@@ -23,6 +23,8 @@ pub struct NetVcpuState {
     pub workload: Vec<u8>,
     /// Echoes verified at the last progress, and steps since.
     pub progress: (u64, u32),
+    /// Gaps between verified echoes.
+    pub stall: StallClock,
 }
 
 /// Frames kept out at once.
@@ -39,6 +41,7 @@ pub struct NetGuest {
     workload: NetWorkload,
     /// Echoes verified at the last progress, and steps since.
     progress: (u64, u32),
+    stall: StallClock,
 }
 
 impl NetGuest {
@@ -49,6 +52,7 @@ impl NetGuest {
             driver,
             workload,
             progress: (0, 0),
+            stall: StallClock::default(),
         }
     }
 
@@ -58,6 +62,7 @@ impl NetGuest {
             driver: self.driver.state(),
             workload: self.workload.encode(),
             progress: self.progress,
+            stall: self.stall,
         }
     }
 
@@ -76,7 +81,13 @@ impl NetGuest {
             driver,
             workload,
             progress: state.progress,
+            stall: state.stall,
         })
+    }
+
+    /// The longest gap between two verified echoes so far.
+    pub fn stall(&self) -> StallClock {
+        self.stall
     }
 
     /// The workload's counters.
@@ -117,6 +128,7 @@ impl Vcpu for NetGuest {
         self.wait_and_collect(Duration::from_millis(1))?;
         let echoed = self.workload.report.verified;
         if echoed != self.progress.0 {
+            self.stall.completed(echoed - self.progress.0);
             self.progress = (echoed, 0);
         } else if self.workload.outstanding() >= WINDOW && self.progress.1 >= STALL_STEPS {
             self.workload.declare_lost();

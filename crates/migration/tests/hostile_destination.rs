@@ -1,0 +1,198 @@
+//! Hostile input to the destination never panics, never hangs and never gets a guest to run
+//! (issue 9: "Destination: validates every section before applying it (ranges inside RAM;
+//! contexts fully validated, with the ring checks that need guest memory run as a dry run
+//! against the received memory)"; docs/stream-format.md, destination state machine: "any
+//! before Running | Cancel, Error, a refused section, link lost | send Error naming the section
+//! ... discard"). Each case is a stream written to a real destination over loopback TCP; the
+//! destination must refuse it (an error, never Ready) and answer Error where the link allows.
+//!
+//! The seed 004 admin-command strategy's destination (spec-decisions §13).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use proptest::prelude::*;
+use virtio_lm_migration::testing::Destination;
+use virtio_lm_migration::{
+    vm_config, MemoryChunk, MemoryRange, Message, MigrationError, Pages, Phase, StreamReader,
+    PAGE_SIZE, PROTOCOL_VERSION,
+};
+use virtio_lm_vm::testing::image;
+use virtio_lm_vm::{Machine, MachineOptions, MIB};
+
+fn machine_options(image: &virtio_lm_devices::testing::ImageFile) -> MachineOptions {
+    MachineOptions {
+        memory: 17 * MIB,
+        blk: Some(image.path().to_path_buf()),
+        working_set_mib: 1,
+        ..MachineOptions::default()
+    }
+}
+
+/// Writes `wire` to a fresh destination, then reads its answers to the end. Returns what the
+/// destination returned and the messages it sent.
+fn feed(options: &MachineOptions, wire: &[u8]) -> (Result<(), MigrationError>, Vec<Message>) {
+    let dst = Destination::spawn(options.clone());
+    let mut stream = TcpStream::connect(dst.addr).unwrap();
+    // The destination may stop reading early (a refused section); what it did not read is
+    // its business, the answer is what counts.
+    let _ = stream.write_all(wire);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let result = dst.join().map(drop);
+    let mut rx = StreamReader::new(&answer[..]);
+    let mut got = Vec::new();
+    while let Ok(m) = rx.read_message() {
+        got.push(m);
+    }
+    (result, got)
+}
+
+fn assert_refused(options: &MachineOptions, msgs: &[Message], what: &str) -> String {
+    let (result, answers) = feed(options, &common::encode(msgs));
+    let err = match result {
+        Ok(()) => panic!("{what}: a guest runs from a hostile stream"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !answers.contains(&Message::Ready),
+        "{what}: Ready for a bad stream"
+    );
+    err
+}
+
+fn start() -> Message {
+    Message::Start {
+        version: PROTOCOL_VERSION,
+    }
+}
+
+/// The source half of a real guest: its Config, final contexts and vCPU state.
+fn reference(options: &MachineOptions) -> (Message, Vec<Message>) {
+    let source = Machine::start(options.clone()).unwrap();
+    source.pause().unwrap();
+    source.stop_devices().unwrap();
+    let mut finals: Vec<Message> = source
+        .read_contexts()
+        .unwrap()
+        .into_iter()
+        .map(|(member, context)| Message::DeviceContext {
+            phase: Phase::Final,
+            device_id: member as u32,
+            context,
+        })
+        .collect();
+    finals.push(Message::VcpuState {
+        vcpu: 0,
+        state: source.vcpu_state().unwrap().encode().unwrap(),
+    });
+    (Message::Config(vm_config(&source)), finals)
+}
+
+#[test]
+fn hostile_sections_are_refused() {
+    let image = image("mig-hostile", "cases");
+    let options = machine_options(&image);
+    let (config, finals) = reference(&options);
+    let page = |addr: u64| {
+        Message::Memory(MemoryChunk {
+            round: 0,
+            phase: Phase::PreCopy,
+            ranges: vec![MemoryRange {
+                guest_addr: addr,
+                pages: Pages::Data(vec![0xa5; PAGE_SIZE]),
+            }],
+        })
+    };
+    let mut cases: Vec<(&str, Vec<Message>, &str)> = vec![
+        (
+            "page past RAM",
+            vec![page(17 * MIB)],
+            "not inside guest RAM",
+        ),
+        (
+            "page at the top of the address space",
+            vec![page(u64::MAX - 2 * 4096 + 1)],
+            "not inside guest RAM",
+        ),
+        (
+            "context of an unknown device",
+            vec![Message::DeviceContext {
+                phase: Phase::PreCopy,
+                device_id: 9,
+                context: vec![0; 16],
+            }],
+            "no device 9",
+        ),
+        (
+            "garbage context",
+            vec![Message::DeviceContext {
+                phase: Phase::Final,
+                device_id: 1,
+                context: vec![0xee; 64],
+            }],
+            "",
+        ),
+        (
+            "garbage vCPU state",
+            vec![Message::VcpuState {
+                vcpu: 0,
+                state: vec![0xff; 9],
+            }],
+            "VcpuState",
+        ),
+        (
+            "Complete with nothing",
+            vec![Message::Complete],
+            "no final context",
+        ),
+        ("Commit before Complete", vec![Message::Commit], "protocol"),
+        ("Ready from the source", vec![Message::Ready], "protocol"),
+        // Valid contexts and state, but no memory: the rings they name are not in the received
+        // memory, which only the dry run can tell before anything is applied.
+        (
+            "contexts without their memory",
+            [finals.clone(), vec![Message::Complete]].concat(),
+            "against the received memory",
+        ),
+    ];
+    for (what, body, expect) in cases.drain(..) {
+        let msgs = [vec![start(), config.clone()], body].concat();
+        let err = assert_refused(&options, &msgs, what);
+        assert!(err.contains(expect), "{what}: {err}");
+    }
+    // A Config that is not this VM's is refused before anything else.
+    let Message::Config(mut other) = config.clone() else {
+        unreachable!()
+    };
+    other.memory[0].size += PAGE_SIZE as u64;
+    let err = assert_refused(&options, &[start(), Message::Config(other)], "other layout");
+    assert!(err.contains("memory layout"), "{err}");
+    // A stream cut in the middle of a section.
+    let mut wire = common::encode(&[start(), config, page(0)]);
+    wire.truncate(wire.len() - 100);
+    let (result, _) = feed(&options, &wire);
+    assert!(result.is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Any sections after a valid opening are refused or end in an error, never a running
+    /// guest, never a panic.
+    #[test]
+    fn arbitrary_sections_after_a_valid_config(body in prop::collection::vec(common::arb_message(), 0..6)) {
+        let image = image("mig-hostile", "prop");
+        let options = machine_options(&image);
+        let source = Machine::incoming(options.clone()).unwrap();
+        let config = Message::Config(vm_config(&source));
+        drop(source);
+        let msgs = [vec![start(), config], body].concat();
+        let (result, answers) = feed(&options, &common::encode(&msgs));
+        prop_assert!(result.is_err());
+        prop_assert!(!answers.contains(&Message::Ready));
+    }
+}
