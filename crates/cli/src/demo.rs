@@ -430,10 +430,13 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
             &format!(
                 "guest's view: {:.2} ms from its last completion at the source to its first at \
                  the destination; longest gap at the source during the migration {:.2} ms, at \
-                 the destination {:.2} ms",
+                 the destination {:.2} ms (the sampler itself waited up to {:.2} / {:.2} ms for \
+                 a CPU)",
                 source_stall.hand_over(&destination),
                 source_stall.max_gap_ms,
-                destination.max_gap_ms
+                destination.max_gap_ms,
+                source_stall.max_sample_interval_ms,
+                destination.max_sample_interval_ms,
             ),
         );
     }

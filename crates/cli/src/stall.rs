@@ -3,6 +3,10 @@
 //! between two changes. Wall-clock (not `Instant`) because the gap that matters spans two
 //! processes: the last completion the source's guest saw before it paused and the first one
 //! the destination's saw after it resumed (`guest_stall_ms` of the report).
+//!
+//! Gaps are lower bounds: a gap counts from the sample that saw a change to the last sample
+//! that saw none, so a sampler kept off the CPU (a loaded machine) cannot inflate it; the
+//! resolution is the sampling period.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,12 +22,17 @@ const SAMPLE: Duration = Duration::from_micros(500);
 /// What a [`StallMonitor`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StallFigures {
-    /// Wall-clock time (ns since the epoch) of the first completion seen; 0 if none.
+    /// Wall-clock time (ns since the epoch) by which nothing had completed yet; 0 if nothing
+    /// completed.
     pub first_ns: u64,
-    /// Wall-clock time of the last completion seen; 0 if none.
+    /// Wall-clock time by which the last completion seen had happened; 0 if none.
     pub last_ns: u64,
     /// The longest gap between two completions seen here, ms.
     pub max_gap_ms: f64,
+    /// The longest time between two samples, ms: the sampler's own scheduling delay, a bound
+    /// on how much a gap may be over-reported.
+    #[serde(default)]
+    pub max_sample_interval_ms: f64,
 }
 
 impl StallFigures {
@@ -52,6 +61,7 @@ struct Shared {
     first_ns: AtomicU64,
     last_ns: AtomicU64,
     max_gap_ns: AtomicU64,
+    max_interval_ns: AtomicU64,
 }
 
 fn now_ns() -> u64 {
@@ -81,21 +91,27 @@ impl StallMonitor {
             .name("stall-monitor".into())
             .spawn(move || {
                 let mut seen = completions(&machine.report());
+                let mut previous = now_ns();
                 while !s.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(SAMPLE);
                     let now = completions(&machine.report());
-                    if now == seen {
-                        continue;
+                    let at = now_ns();
+                    s.max_interval_ns
+                        .fetch_max(at.saturating_sub(previous), Ordering::Relaxed);
+                    if now != seen {
+                        // The completions came after the previous sample and by this one:
+                        // what is certain is no progress from the last change seen to the
+                        // previous sample, however late this sample ran.
+                        seen = now;
+                        let last = s.last_ns.swap(at, Ordering::Relaxed);
+                        if last == 0 {
+                            s.first_ns.store(previous, Ordering::Relaxed);
+                        } else {
+                            s.max_gap_ns
+                                .fetch_max(previous.saturating_sub(last), Ordering::Relaxed);
+                        }
                     }
-                    seen = now;
-                    let t = now_ns();
-                    let last = s.last_ns.swap(t, Ordering::Relaxed);
-                    if last == 0 {
-                        s.first_ns.store(t, Ordering::Relaxed);
-                    } else {
-                        s.max_gap_ns
-                            .fetch_max(t.saturating_sub(last), Ordering::Relaxed);
-                    }
+                    previous = at;
                 }
             })?;
         Ok(Self {
@@ -111,6 +127,7 @@ impl StallMonitor {
             first_ns: s.first_ns.load(Ordering::Relaxed),
             last_ns: s.last_ns.load(Ordering::Relaxed),
             max_gap_ms: s.max_gap_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            max_sample_interval_ms: s.max_interval_ns.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 
@@ -118,6 +135,7 @@ impl StallMonitor {
     /// from the guest's boot.
     pub fn restart_gap(&self) {
         self.shared.max_gap_ns.store(0, Ordering::Relaxed);
+        self.shared.max_interval_ns.store(0, Ordering::Relaxed);
     }
 
     /// Stops the thread (it holds a reference to the machine until then).
@@ -146,11 +164,13 @@ mod tests {
             first_ns: 1_000_000,
             last_ns: 50_000_000,
             max_gap_ms: 2.0,
+            ..StallFigures::default()
         };
         let dst = StallFigures {
             first_ns: 57_000_000,
             last_ns: 90_000_000,
             max_gap_ms: 1.0,
+            ..StallFigures::default()
         };
         assert_eq!(src.across(&dst), 7.0);
         assert_eq!(src.hand_over(&dst), 7.0);
