@@ -16,9 +16,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::args::{parse_size, Inflight, Ring};
-use crate::control::{ControlClient, MigrateRequest, Request, Status};
-use crate::migrate::migrate_and_watch;
+use crate::args::{parse_size, Ring};
+use crate::control::{ControlClient, Request, Status};
+use crate::migrate::{migrate_and_watch, MigrationFlags, ReportFlags};
 use crate::stall::StallFigures;
 use crate::summary::render;
 use crate::timeline;
@@ -46,18 +46,15 @@ pub struct DemoArgs {
     /// Virtqueue format.
     #[arg(long, value_enum, default_value_t)]
     pub ring: Ring,
-    /// Drain requests in flight before stopping, or transfer them in the device context.
-    #[arg(long, value_enum, default_value_t)]
-    pub inflight: Inflight,
     /// Guest RAM (e.g. 256M, 1G).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub memory: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Draw the pre-copy rounds and the downtime phases into this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    pub timeline: Option<PathBuf>,
+    /// How to migrate.
+    #[command(flatten)]
+    pub migration: MigrationFlags,
+    /// What to print.
+    #[command(flatten)]
+    pub output: ReportFlags,
     /// MiB/s the guest's dirtying thread writes.
     #[arg(long, value_name = "MIB_S", default_value_t = 10)]
     pub dirty_rate: u64,
@@ -67,19 +64,6 @@ pub struct DemoArgs {
     /// Request queues (blk) and queue pairs (net).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub queues: u16,
-    /// Downtime the pre-copy converges to, in ms.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub downtime_ms: u64,
-    /// Bandwidth limit of the stream, MiB/s (default: none).
-    #[arg(long, value_name = "MIB_S")]
-    pub max_bandwidth: Option<u64>,
-    /// Longest pre-copy in seconds; then the migration is cancelled (or, with --force,
-    /// switched over whatever the expected downtime).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub timeout: u64,
-    /// At the timeout, switch over instead of cancelling.
-    #[arg(long)]
-    pub force: bool,
     /// How long the workloads run before the migration, and again after it at the
     /// destination, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
@@ -293,7 +277,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
 /// The story; returns the report it printed (`result` "ok" only if verified).
 fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result<Value> {
-    let json = args.json;
+    let json = args.output.json;
     let image = dir.join("disk.img");
     File::create(&image)
         .and_then(|f| f.set_len(IMAGE_LEN))
@@ -380,17 +364,10 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         json,
         &format!(
             "migrating to {incoming} (in-flight requests: {})",
-            args.inflight.name()
+            args.migration.inflight.name()
         ),
     );
-    let request = MigrateRequest {
-        to: incoming.clone(),
-        inflight: Some(args.inflight),
-        downtime_ms: Some(args.downtime_ms),
-        max_bandwidth: args.max_bandwidth,
-        timeout_s: Some(args.timeout),
-        force: Some(args.force),
-    };
+    let request = args.migration.request(&incoming);
     let mut report = migrate_and_watch(&src_control, request, !json)?;
     let source_stall: StallFigures =
         serde_json::from_value(report["source_stall"].take()).unwrap_or_default();
@@ -428,19 +405,15 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         say(
             json,
             &format!(
-                "guest's view: {:.2} ms from its last completion at the source to its first at \
-                 the destination; longest gap at the source during the migration {:.2} ms, at \
-                 the destination {:.2} ms (the sampler itself waited up to {:.2} / {:.2} ms for \
-                 a CPU)",
+                "the guest saw no completion for {:.2} ms across the hand-over (longest gap at \
+                 the source during the migration {:.2} ms, at the destination {:.2} ms)",
                 source_stall.hand_over(&destination),
                 source_stall.max_gap_ms,
                 destination.max_gap_ms,
-                source_stall.max_sample_interval_ms,
-                destination.max_sample_interval_ms,
             ),
         );
     }
-    if let Some(path) = &args.timeline {
+    if let Some(path) = &args.output.timeline {
         timeline::write(path, &report)?;
         say(json, &format!("timeline written to {}", path.display()));
     }

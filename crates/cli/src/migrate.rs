@@ -38,6 +38,17 @@ pub struct MigrateArgs {
     /// The destination, tcp:HOST:PORT.
     #[arg(long, value_name = "tcp:HOST:PORT", value_parser = check_tcp)]
     pub to: String,
+    /// How to migrate.
+    #[command(flatten)]
+    pub migration: MigrationFlags,
+    /// What to print.
+    #[command(flatten)]
+    pub output: ReportFlags,
+}
+
+/// The options of one migration (`migrate` and `demo`).
+#[derive(Debug, Args)]
+pub struct MigrationFlags {
     /// Drain requests in flight before stopping, or transfer them in the device context.
     #[arg(long, value_enum, default_value_t)]
     pub inflight: Inflight,
@@ -54,6 +65,25 @@ pub struct MigrateArgs {
     /// At the timeout, switch over instead of cancelling.
     #[arg(long)]
     pub force: bool,
+}
+
+impl MigrationFlags {
+    /// The control socket request migrating to `to`.
+    pub fn request(&self, to: &str) -> MigrateRequest {
+        MigrateRequest {
+            to: to.to_string(),
+            inflight: Some(self.inflight),
+            downtime_ms: Some(self.downtime_ms),
+            max_bandwidth: self.max_bandwidth,
+            timeout_s: Some(self.timeout),
+            force: Some(self.force),
+        }
+    }
+}
+
+/// How the report is shown (`migrate` and `demo`).
+#[derive(Debug, Args)]
+pub struct ReportFlags {
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -75,19 +105,12 @@ const MIGRATION_LIMIT: Duration = Duration::from_secs(600);
 
 /// Runs `migrate`.
 pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
-    let request = MigrateRequest {
-        to: args.to.clone(),
-        inflight: Some(args.inflight),
-        downtime_ms: Some(args.downtime_ms),
-        max_bandwidth: args.max_bandwidth,
-        timeout_s: Some(args.timeout),
-        force: Some(args.force),
-    };
-    let report = migrate_and_watch(&args.control, request, !args.json)?;
-    if let Some(path) = &args.timeline {
+    let request = args.migration.request(&args.to);
+    let report = migrate_and_watch(&args.control, request, !args.output.json)?;
+    if let Some(path) = &args.output.timeline {
         timeline::write(path, &report)?;
     }
-    if args.json {
+    if args.output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render(&report, false));
