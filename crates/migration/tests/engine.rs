@@ -216,5 +216,6 @@ fn cancel_during_a_paced_precopy() {
     assert!(!source.memory().is_logging());
     run_for(&source, 50);
     let after = source.finish(Duration::from_secs(10)).unwrap();
-    assert_clean(&after, 0, tag);
+    // No tunnel move, but UDP may still drop an echo: the same bound as one move.
+    assert_clean(&after, 1, tag);
 }

@@ -55,7 +55,7 @@ fn hop_around(ring: RingFormat, seed: u64) {
         if steps > 0 {
             run_for(&machine, steps);
         }
-        let inflight = if rng.next() % 2 == 0 {
+        let inflight = if rng.next().is_multiple_of(2) {
             Inflight::Drain
         } else {
             Inflight::Transfer

@@ -28,6 +28,8 @@ use vm_memory::{
     GuestRegionMmap,
 };
 
+use vmm_sys_util::seek_hole::SeekHole;
+
 use crate::dirty::{coalesce_into, DirtyRange};
 
 /// The guest memory type every layer of the VM uses: mmap regions with a dirty bitmap.
@@ -198,6 +200,39 @@ impl VmMemory {
     /// bypasses the dirty bitmap (the negative control of the dirty-log tests).
     pub fn file(&self) -> &File {
         &self.inner.file
+    }
+
+    /// The parts of RAM that may hold data, as page ranges in ascending order: the memfd's
+    /// allocated extents (SEEK_DATA / SEEK_HOLE). A page never written is a hole and reads as
+    /// zero; a migration sends it as a zero marker without reading it, since reading would
+    /// allocate it (a mostly idle 4 GiB guest would cost 4 GiB of host memory more).
+    pub fn data_ranges(&self) -> Result<Vec<DirtyRange>, MemoryError> {
+        let mut file = self.inner.file.try_clone().map_err(MemoryError::File)?;
+        let mut out = Vec::new();
+        for r in &self.inner.layout {
+            let end = r.file_offset + r.len;
+            let mut at = r.file_offset;
+            while at < end {
+                let Some(data) = file.seek_data(at).map_err(MemoryError::File)? else {
+                    break;
+                };
+                if data >= end {
+                    break;
+                }
+                let hole = file
+                    .seek_hole(data)
+                    .map_err(MemoryError::File)?
+                    .map_or(end, |h| h.min(end));
+                let start = data - data % PAGE_SIZE;
+                let stop = hole.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE).min(end);
+                out.push(DirtyRange {
+                    gpa: r.gpa + (start - r.file_offset),
+                    len: stop - start,
+                });
+                at = stop.max(at + PAGE_SIZE);
+            }
+        }
+        Ok(out)
     }
 
     /// The RAM ranges.

@@ -302,3 +302,26 @@ fn a_write_beside_vm_memory_is_not_logged() {
         }]
     );
 }
+
+/// RAM never written is a hole of the memfd: `data_ranges` leaves it out (so a migration sends
+/// it as zero without reading, which would allocate it), and covers every page written.
+#[test]
+fn data_ranges_cover_written_pages_only() {
+    let memory = VmMemory::new(4 << 20).unwrap();
+    assert!(
+        memory.data_ranges().unwrap().is_empty(),
+        "fresh RAM is one hole"
+    );
+    memory.ram().write_obj(1u8, GuestAddress(0x5007)).unwrap();
+    memory
+        .ram()
+        .write_obj(2u8, GuestAddress(0x30_0000))
+        .unwrap();
+    let ranges = memory.data_ranges().unwrap();
+    assert!(
+        covers(&ranges, 0x5000) && covers(&ranges, 0x30_0000),
+        "{ranges:?}"
+    );
+    let total: u64 = ranges.iter().map(|r| r.len).sum();
+    assert!(total < 4 << 20, "holes left out: {ranges:?}");
+}

@@ -17,8 +17,8 @@ use super::{
     MigrationState, Outcome, PhaseSpan, Progress, RoundStats,
 };
 use crate::{
-    CancelReason, DeviceConfig, MemoryRegion, Message, Phase, VmConfig, MAX_MEMORY_DATA,
-    PROTOCOL_VERSION,
+    CancelReason, DeviceConfig, MemoryChunk, MemoryRange, MemoryRegion, Message, Pages, Phase,
+    VmConfig, MAX_MEMORY_DATA, PROTOCOL_VERSION,
 };
 
 /// Most bytes read from guest RAM per Memory call (one section's worth of data).
@@ -203,18 +203,14 @@ impl<'a, L: Link> Source<'a, L> {
         let _enter = span.enter();
         let begin = Instant::now();
         self.publish(MigrationState::PreCopy);
-        let all: Vec<DirtyRange> = self
+        self.progress.bytes_remaining = self.machine.memory().size();
+        let data = self
             .machine
             .memory()
-            .layout()
-            .iter()
-            .map(|r| DirtyRange {
-                gpa: r.gpa,
-                len: r.len,
-            })
-            .collect();
-        self.progress.bytes_remaining = self.machine.memory().size();
-        self.send_round(0, Phase::PreCopy, &all)?;
+            .data_ranges()
+            .map_err(|e| MigrationError::Machine(e.into()))?;
+        self.send_zero_holes(&data)?;
+        self.send_round(0, Phase::PreCopy, &data)?;
         // Device pre-copy: an Active-mode read, for the destination's early compatibility check.
         for (member, context) in self.machine.read_contexts()? {
             self.send(&Message::DeviceContext {
@@ -265,6 +261,50 @@ impl<'a, L: Link> Source<'a, L> {
         self.report.precopy_rounds = round + 1;
         self.phase("precopy", begin, Instant::now());
         Ok(pending)
+    }
+
+    /// Round 0's zero markers for every part of RAM outside `data` (never written: not read).
+    fn send_zero_holes(&mut self, data: &[DirtyRange]) -> Result<(), MigrationError> {
+        let page = virtio_lm_vm::PAGE_SIZE;
+        let mut holes = Vec::new();
+        for r in self.machine.memory().layout() {
+            let mut at = r.gpa;
+            let end = r.gpa + r.len;
+            for d in data.iter().filter(|d| d.gpa >= r.gpa && d.gpa < end) {
+                if d.gpa > at {
+                    holes.push((at, d.gpa - at));
+                }
+                at = at.max(d.end());
+            }
+            if at < end {
+                holes.push((at, end - at));
+            }
+        }
+        for chunk in holes.chunks(crate::MAX_MEMORY_RANGES) {
+            let mut ranges = Vec::new();
+            for &(gpa, len) in chunk {
+                let pages = len / page;
+                // A zero run counts its pages in a u32: a larger hole takes several ranges.
+                let mut done = 0u64;
+                while done < pages {
+                    let n = (pages - done).min(u64::from(u32::MAX));
+                    ranges.push(MemoryRange {
+                        guest_addr: gpa + done * page,
+                        pages: Pages::Zero(n as u32),
+                    });
+                    done += n;
+                }
+                self.progress.bytes_remaining = self.progress.bytes_remaining.saturating_sub(len);
+            }
+            for ranges in ranges.chunks(crate::MAX_MEMORY_RANGES) {
+                self.send(&Message::Memory(MemoryChunk {
+                    round: 0,
+                    phase: Phase::PreCopy,
+                    ranges: ranges.to_vec(),
+                }))?;
+            }
+        }
+        Ok(())
     }
 
     /// Remaining bytes at the transfer rate seen so far.
