@@ -284,7 +284,9 @@ impl Vm {
         let p = self.control.progress();
         let migrating = inner.state == VmState::Migrating;
         let state = match inner.state {
-            VmState::Incoming if p.state != MigrationState::Idle => "migrating",
+            VmState::Incoming if p.state != MigrationState::Idle && !p.state.is_final() => {
+                "migrating"
+            }
             VmState::Incoming => "incoming",
             VmState::Running => "running",
             VmState::Migrating => "migrating",

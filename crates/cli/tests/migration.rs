@@ -222,6 +222,11 @@ fn cancel_before_commit_then_migrate_again() {
     assert!(result.starts_with("cancelled"), "{result}");
     let after_cancel = blk(&s);
     control.wait("the guest to go on", |s| blk(s) > after_cancel);
+    let mut dst_control = Control::connect(&dst_sock);
+    dst_control.wait(
+        "the destination to discard the attempt and wait again",
+        |s| s["state"] == "incoming",
+    );
 
     let again = json!({"execute": "migrate", "arguments": {"to": to, "inflight": "transfer"}});
     assert_eq!(control.execute(again)["return"], json!({}));
@@ -229,7 +234,6 @@ fn cancel_before_commit_then_migrate_again() {
     assert_eq!(s["state"], "completed", "{s:#}");
     assert_eq!(s["last_migration"]["result"], "ok");
 
-    let mut dst_control = Control::connect(&dst_sock);
     let at_commit = blk(&dst_control.wait("the destination to run", |s| s["state"] == "running"));
     dst_control.wait("the guest to go on at the destination", |s| {
         blk(s) > at_commit
