@@ -438,3 +438,16 @@ pub fn workloads_json(report: &MachineReport) -> Value {
         "pages_stamped": report.dirtier.stamped,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_takes_local_then_remote() {
+        let net = parse_net("127.0.0.1:0,127.0.0.1:5555").unwrap();
+        assert_eq!((net.local.port(), net.remote.port()), (0, 5555));
+        assert!(parse_net("127.0.0.1:5555").is_err());
+        assert!(parse_net("127.0.0.1:0,echo").is_err());
+    }
+}

@@ -228,11 +228,40 @@ fn cancel_before_commit_then_migrate_again() {
         |s| s["state"] == "incoming",
     );
 
-    let again = json!({"execute": "migrate", "arguments": {"to": to, "inflight": "transfer"}});
-    assert_eq!(control.execute(again)["return"], json!({}));
-    let s = control.wait("the migration to end", |s| s["state"] != "migrating");
-    assert_eq!(s["state"], "completed", "{s:#}");
-    assert_eq!(s["last_migration"]["result"], "ok");
+    // The second time through `virtio-lm migrate`, the control socket's client.
+    let svg = dir.join("timeline.svg");
+    let out = binary()
+        .args([
+            "migrate",
+            "--control",
+            src_sock.to_str().unwrap(),
+            "--to",
+            &to,
+        ])
+        .args([
+            "--inflight",
+            "transfer",
+            "--json",
+            "--timeline",
+            svg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&report["result"], &report["inflight"]),
+        (&json!("ok"), &json!("transfer"))
+    );
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("src-downtime-end"));
+    assert_eq!(control.status()["state"], "completed");
 
     let at_commit = blk(&dst_control.wait("the destination to run", |s| s["state"] == "running"));
     dst_control.wait("the guest to go on at the destination", |s| {
