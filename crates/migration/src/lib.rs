@@ -7,13 +7,17 @@
 //! the payload, and a crc32c over both (docs/stream-format.md has the byte layouts, the version
 //! rule, the sequence diagram and both sides' state machines).
 //!
-//! This crate is the stream layer only: [`StreamWriter`] frames typed [`Message`]s over any
+//! The stream layer: [`StreamWriter`] frames typed [`Message`]s over any
 //! [`std::io::Write`], [`StreamReader`] reads them back from any [`std::io::Read`] and refuses
 //! anything malformed with a typed [`StreamError`] naming the section and its byte offset (never
 //! a panic, never an allocation an attacker sized). Plain blocking std I/O: it works over a
 //! `TcpStream` with timeouts the caller sets, and over a TLS stream. Without TLS the crc32c is an
-//! integrity check against corruption, not authentication. The migration engines are built on
-//! top of it later.
+//! integrity check against corruption, not authentication.
+//!
+//! The engine on it (seed 004, the admin-command strategy; spec-decisions §13): [`migrate`] on
+//! the source takes a running [`virtio_lm_vm::Machine`] and a connected [`Link`] and returns a
+//! [`MigrationReport`]; [`incoming`] on the destination builds a machine, receives, validates and
+//! returns it running after Commit. A [`MigrationControl`] cancels and watches either.
 //!
 //! ```
 //! use virtio_lm_migration::{

@@ -35,6 +35,7 @@ fn migrate_running_guest(ring: RingFormat, inflight: Inflight, queues: u16) {
     assert!(source.all_parked(), "{tag}: the source ran on after Commit");
     drop(source);
     let incoming = incoming.unwrap();
+    eprintln!("{tag}: destination {:?}", incoming.report);
     let destination = incoming.machine;
     run_for(&destination, 100);
     let after = destination.finish(Duration::from_secs(10)).unwrap();
@@ -218,4 +219,92 @@ fn cancel_during_a_paced_precopy() {
     let after = source.finish(Duration::from_secs(10)).unwrap();
     // No tunnel move, but UDP may still drop an echo: the same bound as one move.
     assert_clean(&after, 1, tag);
+}
+
+/// After Commit the source never resumes by itself: a destination that takes Commit and drops
+/// the link without CommitAck leaves the source paused, its outcome `unknown` (issue 9: "After
+/// Commit the source never resumes by itself: if the link is lost it stays paused and reports
+/// the outcome as `unknown` for the operator"; docs/stream-format.md, source AwaitAck).
+#[test]
+fn link_lost_after_commit_leaves_the_source_paused() {
+    use std::io::BufReader;
+    use std::net::{TcpListener, TcpStream};
+    use virtio_lm_migration::{Message, Outcome, StreamReader, StreamWriter, PROTOCOL_VERSION};
+
+    let tag = "unknown";
+    let image = image("mig-engine", tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let source = Machine::start(options(&image, &echo, RingFormat::Split, 1)).unwrap();
+    run_for(&source, 20);
+    let listener = TcpListener::bind(localhost()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A peer that follows the protocol up to Commit, then vanishes.
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut rx = StreamReader::new(BufReader::new(stream.try_clone().unwrap()));
+        let mut tx = StreamWriter::new(stream.try_clone().unwrap());
+        loop {
+            match rx.read_message().unwrap() {
+                Message::Start { .. } => tx
+                    .write(&Message::Start {
+                        version: PROTOCOL_VERSION,
+                    })
+                    .unwrap(),
+                Message::Complete => tx.write(&Message::Ready).unwrap(),
+                Message::Commit => break,
+                _ => {}
+            }
+        }
+        stream.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    let control = MigrationControl::new();
+    let stream = TcpStream::connect(addr).unwrap();
+    let report = virtio_lm_migration::migrate(&source, stream, &test_options(), &control);
+    peer.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Unknown, "{}", report.result);
+    assert!(report.result.starts_with("unknown"), "{}", report.result);
+    assert_eq!(control.progress().state, MigrationState::Unknown);
+    assert!(
+        source.all_parked(),
+        "the source resumed by itself after Commit"
+    );
+    let paused = source.report();
+    run_for_nothing(&source, &paused);
+}
+
+/// The guest stays where it is: its counters do not move while the test looks (a paused guest
+/// takes no step; this checks the state, not a timing).
+fn run_for_nothing(machine: &Machine, paused: &virtio_lm_vm::MachineReport) {
+    for _ in 0..10 {
+        std::thread::yield_now();
+        assert!(machine.all_parked());
+        assert_eq!(&machine.report(), paused, "a paused vCPU took a step");
+    }
+}
+
+/// A destination that is not the same VM refuses the Config before anything else; the source
+/// was never stopped and runs on, its dirty log stopped (docs/stream-format.md, destination
+/// AwaitConfig; issue 9: "checked against the destination's own before anything else").
+#[test]
+fn a_different_destination_fails_the_migration_and_the_source_runs_on() {
+    let tag = "mismatch";
+    let image = image("mig-engine", tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, RingFormat::Split, 1);
+    let source = Machine::start(machine_options.clone()).unwrap();
+    let other = virtio_lm_vm::MachineOptions {
+        memory: machine_options.memory + (1 << 20),
+        ..machine_options
+    };
+    let (report, incoming) = migrate_to(&source, other, &test_options(), &MigrationControl::new());
+    assert!(
+        matches!(report.outcome, virtio_lm_migration::Outcome::Failed(_)),
+        "{}",
+        report.result
+    );
+    let err = incoming.unwrap_err().to_string();
+    assert!(err.contains("memory layout"), "{err}");
+    assert!(!source.memory().is_logging());
+    assert!(!source.all_parked());
+    run_for(&source, 20);
 }

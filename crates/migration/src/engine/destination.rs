@@ -9,7 +9,7 @@ use tracing::{info, info_span, warn};
 use virtio_lm_vm::{Machine, MachineOptions, VcpuState};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::source::{ms, unexpected, vm_config};
+use super::source::{ms, truncate, unexpected, vm_config};
 use super::wire::Wire;
 use super::{DestinationReport, Link, MigrationControl, MigrationError, MigrationState, Progress};
 use crate::{MemoryChunk, Message, Pages, Phase, VmConfig, PAGE_SIZE, PROTOCOL_VERSION};
@@ -44,6 +44,7 @@ pub fn incoming<L: Link>(
     let _enter = span.enter();
     let timeout = options_timeout();
     link.set_timeouts(Some(timeout))?;
+    link.low_latency()?;
     let mut wire = Wire::new(link, None);
     let mut dst = Destination {
         control,
@@ -87,14 +88,6 @@ pub fn incoming<L: Link>(
 /// pre-copy round is many sections, but the stop can take the vCPU pause timeout).
 fn options_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(60)
-}
-
-fn truncate(s: &str) -> String {
-    let mut end = s.len().min(crate::MAX_TEXT);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 struct Destination<'a> {
@@ -246,6 +239,7 @@ impl Destination<'_> {
         }
         let contexts: Vec<(u64, Vec<u8>)> = contexts.into_iter().collect();
         let load_start = Instant::now();
+        self.report.check_ms = ms(complete, load_start);
         machine.load(&contexts, state)?;
         let loaded = Instant::now();
         drop(span);
@@ -260,6 +254,9 @@ impl Destination<'_> {
         let commit = Instant::now();
         machine.activate()?;
         let running = Instant::now();
+        self.report.load_ms = ms(load_start, loaded);
+        self.report.await_commit_ms = ms(loaded, commit);
+        self.report.activate_ms = ms(commit, running);
         self.report.restore_ms = ms(complete, running);
         // Context writes happened in load (with the vCPU rebuild, a small part); Active now.
         self.report.device_ms = ms(load_start, loaded) + ms(commit, running);

@@ -57,7 +57,9 @@ pub struct RoundStats {
 /// A named span of the migration, named like QEMU's downtime checkpoints.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseSpan {
-    /// `precopy`, `src-vm-stop`, `src-device-stop`, `final-memory`, `device-state`, `commit`.
+    /// `precopy`, `src-vm-stop`, `src-device-stop`, `final-memory`, `device-state` (contexts,
+    /// vCPU state, Complete), `dst-load` (Complete sent to Ready: the destination's checks and
+    /// loading), `commit` (Ready to CommitAck: Commit, destination Active and running).
     pub name: String,
     /// Start, milliseconds since the migration began.
     pub start_ms: f64,
@@ -165,6 +167,14 @@ pub struct DestinationReport {
     pub restore_ms: f64,
     /// The device part: context writes plus DEV_MODE_SET Active.
     pub device_ms: f64,
+    /// Of `restore_ms`: the final validation with the ring dry run.
+    pub check_ms: f64,
+    /// Of `restore_ms`: context writes and the vCPUs rebuilt (before Ready).
+    pub load_ms: f64,
+    /// Ready sent to Commit received (the link and the source's turn).
+    pub await_commit_ms: f64,
+    /// Of `restore_ms`: members Active and vCPUs started (after Commit).
+    pub activate_ms: f64,
     /// Wire bytes received.
     pub bytes_received: u64,
     /// Memory sections received.

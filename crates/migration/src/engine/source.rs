@@ -92,8 +92,8 @@ impl<'a, L: Link> Source<'a, L> {
     ) -> Self {
         // Set before the link is split: a lost peer must end the migration, not hang it.
         let timeout = Some(options.link_timeout);
-        if let Err(e) = link.set_timeouts(timeout) {
-            warn!("cannot set link timeouts: {e}");
+        if let Err(e) = link.set_timeouts(timeout).and_then(|()| link.low_latency()) {
+            warn!("cannot set up the link: {e}");
         }
         let report = MigrationReport {
             strategy: "admin".into(),
@@ -452,6 +452,8 @@ impl<'a, L: Link> Source<'a, L> {
             }
             other => return Err(unexpected("Ready", other).into()),
         }
+        let ready = Instant::now();
+        self.phase("dst-load", complete_sent, ready);
         // The last moment a cancel is honoured.
         self.wire.tx.get_mut().cancel = None;
         self.check_cancel()?;
@@ -484,7 +486,7 @@ impl<'a, L: Link> Source<'a, L> {
             device_us = ack.1,
             "the destination runs the guest"
         );
-        self.phase("commit", complete_sent, acked);
+        self.phase("commit", ready, acked);
         Ok(())
     }
 
@@ -503,6 +505,13 @@ impl<'a, L: Link> Source<'a, L> {
             Err(Stop::Abort(Outcome::Failed(_))) if self.control.is_cancelled() => {
                 self.abort(Outcome::Cancelled("by the operator".into()))
             }
+            Err(Stop::Abort(Outcome::Failed(why))) => {
+                let why = match self.peer_error() {
+                    Some(theirs) => format!("{why} (the destination: {theirs})"),
+                    None => why,
+                };
+                self.abort(Outcome::Failed(why))
+            }
             Err(Stop::Abort(outcome)) => self.abort(outcome),
         };
         self.report.total_ms = self.now_ms();
@@ -510,6 +519,21 @@ impl<'a, L: Link> Source<'a, L> {
         self.report.result = outcome.result();
         self.report.outcome = outcome;
         self.report.clone()
+    }
+
+    /// After a failed write: the destination usually refused something and said why before it
+    /// closed; read that, briefly, if it is there.
+    fn peer_error(&mut self) -> Option<String> {
+        let link = self.wire.link.clone();
+        link.set_timeouts(Some(Duration::from_secs(2))).ok()?;
+        for _ in 0..4 {
+            match self.wire.rx.read_message() {
+                Ok(Message::Error { message }) => return Some(message),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Before Commit: tell the peer if the link lives, then run again here.
@@ -550,7 +574,8 @@ impl<'a, L: Link> Source<'a, L> {
     }
 }
 
-fn truncate(s: &str) -> String {
+/// `s` cut to what a Cancel or Error section carries, on a character boundary.
+pub(crate) fn truncate(s: &str) -> String {
     let mut end = s.len().min(crate::MAX_TEXT);
     while !s.is_char_boundary(end) {
         end -= 1;

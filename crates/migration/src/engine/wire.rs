@@ -18,6 +18,13 @@ impl<L> Clone for Shared<L> {
     }
 }
 
+impl<L: Link> Shared<L> {
+    /// Sets the link's timeouts.
+    pub(crate) fn set_timeouts(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.borrow().set_timeouts(timeout)
+    }
+}
+
 impl<L: Link> Read for Shared<L> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.borrow_mut().read(buf)
