@@ -1,6 +1,5 @@
 //! Argument types the migration subcommands (`vm`, `migrate`, `demo`) share: sizes like `256M`,
-//! `tcp:HOST:PORT` addresses, the ring format and the in-flight policy, and the usage error
-//! that makes the binary exit with status 2 when arguments are wrong in a way clap cannot see.
+//! `tcp:HOST:PORT` addresses, the ring format and the in-flight policy.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -8,12 +7,6 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_vm::RingFormat;
-
-/// Wrong arguments found after parsing (a combination clap cannot check): the binary exits
-/// with status 2, as for a parse error, rather than 1 (a runtime failure).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Parses a byte size: a number with an optional binary suffix `K`, `M`, `G` (also `KiB`,
 /// `MiB`, `GiB`), e.g. `256M`, `1G`, `4096`.

@@ -2,57 +2,211 @@
 //! §5) into a readable listing, or JSON with `--json`. The framing is listed field by field
 //! first, so a context that fails the semantic checks can still be looked at; any malformed input
 //! ends in an error naming the byte offset, never a panic.
+//!
+//! `FILE` may be `-` (standard input). At most [`MAX_INPUT_LEN`] bytes are read: anything longer
+//! is refused before it is read whole, so `/dev/zero` or a runaway pipe cannot exhaust memory.
+//! `--sample blk|net` builds a real device, drives it to DRIVER_OK, stops it and lists its
+//! context — or, with `--output PATH`, writes the context bytes there (see [`sample`]).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-use virtio_lm_device::context::{decode, ContextReader, DeviceContext, Field};
+use virtio_lm_device::context::{decode, ContextReader, DeviceContext, Field, MAX_FIELD_LEN};
 use virtio_lm_queue::{RingPosition, SavedChain};
-use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::{DeviceStatus, Profile};
+use virtio_lm_spec::context::{padded_len, FieldType, FIELD_HEADER_LEN};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
+
+use crate::UsageError;
+
+pub mod sample;
+
+/// Largest input `inspect` reads: two maximal fields ([`MAX_FIELD_LEN`] each). Every context a
+/// device of this project produces is far smaller (the largest, a virtio-net one with full
+/// tables and in-flight chains, is tens of kilobytes), and the decoder refuses any single field
+/// over [`MAX_FIELD_LEN`] anyway.
+pub const MAX_INPUT_LEN: u64 = 2 * MAX_FIELD_LEN as u64;
+
+/// Which device `--sample` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SampleKind {
+    /// virtio-blk on a temporary 1 MiB image.
+    Blk,
+    /// virtio-net on a loopback UDP tunnel.
+    Net,
+}
 
 /// Arguments of `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The context file (binary, as read with DEV_CTX_READ).
-    pub file: PathBuf,
+    /// The context file (binary, as read with DEV_CTX_READ); `-` reads standard input.
+    #[arg(required_unless_present = "sample", conflicts_with = "sample")]
+    pub file: Option<PathBuf>,
     /// Print JSON instead of the listing.
     #[arg(long)]
     pub json: bool,
-    /// Numbering profile for feature names: `seeds` or `v1.4`.
+    /// Numbering profile for feature and status names (and of the device `--sample` builds):
+    /// `seeds` or `v1.4`.
     #[arg(long, default_value = "seeds")]
     pub profile: Profile,
+    /// Instead of reading a file, build this device, drive it to DRIVER_OK, stop it and use its
+    /// context.
+    #[arg(long, value_name = "DEVICE")]
+    pub sample: Option<SampleKind>,
+    /// With `--sample`: the sample negotiates the packed ring format (default split).
+    #[arg(long)]
+    pub packed: bool,
+    /// With `--sample`: write the context bytes to PATH (`-`: standard output) instead of
+    /// listing them.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
-/// Runs `inspect`, printing to stdout.
+/// Runs `inspect`, printing to stdout (warnings to stderr).
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    print!("{}", inspect(&bytes, args.json, args.profile)?);
-    Ok(())
+    if args.sample.is_none() && (args.packed || args.output.is_some()) {
+        return Err(UsageError("--packed and --output only go with --sample".into()).into());
+    }
+    let bytes = match (args.sample, &args.file) {
+        (Some(kind), _) => sample::build(kind, args.profile, args.packed)?,
+        (None, Some(file)) => read_bounded(file)?,
+        (None, None) => bail!("no context file given"),
+    };
+    if let Some(path) = &args.output {
+        return write_output(path, &bytes);
+    }
+    let report = inspect_report(&bytes, args.json, args.profile)?;
+    for warning in &report.warnings {
+        eprintln!("virtio-lm inspect: warning: {warning}");
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing standard output")
+}
+
+fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).context("writing standard output")?;
+        return out.flush().context("writing standard output");
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads `path` (`-`: standard input), refusing more than [`MAX_INPUT_LEN`] bytes without
+/// reading them all, and an empty input.
+pub fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let bytes = if stdin {
+        read_at_most(std::io::stdin().lock()).context("reading standard input")?
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            bail!("{name} is a directory, not a device context file");
+        }
+        read_at_most(file).with_context(|| format!("reading {name}"))?
+    };
+    match bytes {
+        None => bail!(
+            "{name} is larger than {MAX_INPUT_LEN} bytes: no device context is that large (refused without reading it whole)"
+        ),
+        Some(b) if b.is_empty() => bail!(
+            "{name} is empty: a device context holds at least a START_MARKER and an END_MARKER"
+        ),
+        Some(b) => Ok(b),
+    }
+}
+
+/// Up to [`MAX_INPUT_LEN`] bytes of `input`; `None` if there are more.
+fn read_at_most(input: impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    input.take(MAX_INPUT_LEN + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_INPUT_LEN).then_some(bytes))
+}
+
+/// What `inspect` prints: the listing (or JSON) and warnings for standard error.
+#[derive(Debug)]
+pub struct Report {
+    /// The listing or the JSON text.
+    pub text: String,
+    /// Doubts about the reading, e.g. names from the wrong numbering profile.
+    pub warnings: Vec<String>,
 }
 
 /// Decodes `bytes` and renders the listing (or JSON). Fails with the first framing or
 /// semantic error, which names its byte offset.
 pub fn inspect(bytes: &[u8], as_json: bool, profile: Profile) -> anyhow::Result<String> {
+    inspect_report(bytes, as_json, profile).map(|r| r.text)
+}
+
+/// [`inspect`] with its warnings.
+pub fn inspect_report(bytes: &[u8], as_json: bool, profile: Profile) -> anyhow::Result<Report> {
+    if bytes.is_empty() {
+        bail!("empty input: a device context holds at least a START_MARKER and an END_MARKER");
+    }
     let mut fields = Vec::new();
     for field in ContextReader::new(bytes) {
-        match field {
-            Ok(field) => fields.push(field),
-            Err(e) => bail!("malformed context: {e}"),
+        let field = field.map_err(|e| anyhow::anyhow!("malformed context: {e}"))?;
+        let end = field.field_type == FieldType::END_MARKER;
+        let after = field.offset + FIELD_HEADER_LEN + padded_len(field.value.len());
+        fields.push(field);
+        if end && after < bytes.len() {
+            bail!(
+                "malformed context: {} trailing byte(s) after END_MARKER, from byte {after}",
+                bytes.len() - after
+            );
+        }
+        if end {
+            break;
         }
     }
     let context = decode(bytes).map_err(|e| anyhow::anyhow!("invalid context: {e}"))?;
-    Ok(if as_json {
-        let mut text =
-            serde_json::to_string_pretty(&to_json(bytes.len(), &fields, &context, profile))?;
+    let warnings: Vec<String> = profile_warning(&context, profile).into_iter().collect();
+    let text = if as_json {
+        let mut text = serde_json::to_string_pretty(&to_json(
+            bytes.len(),
+            &fields,
+            &context,
+            profile,
+            &warnings,
+        ))?;
         text.push('\n');
         text
     } else {
         listing(bytes.len(), &fields, &context, profile)
+    };
+    Ok(Report { text, warnings })
+}
+
+/// Bits 24–63 of `features` and the status bits that `profile` leaves unnamed: what a context
+/// saved under the other profile shows (spec-decisions §1: the profiles put DEVICE_STOP,
+/// QUEUE_STATE and SUSPEND on different bits, and v1.4 has no DEVICE_STOPPED).
+fn unnamed(c: &DeviceContext, profile: Profile) -> u32 {
+    let transport = !((1u64 << 24) - 1);
+    let features = c.device_features.first().copied().unwrap_or(0);
+    let status = DeviceStatus::from_bits_retain(c.device_status);
+    (features & transport & !profile.all_features_mask()).count_ones()
+        + (status & !profile.status_mask()).bits().count_ones()
+}
+
+/// A warning when the context reads better under the other profile.
+fn profile_warning(c: &DeviceContext, profile: Profile) -> Option<String> {
+    let other = Profile::ALL.into_iter().find(|p| *p != profile)?;
+    let (here, there) = (unnamed(c, profile), unnamed(c, other));
+    (here > there).then(|| {
+        format!(
+            "{here} feature/status bit(s) have no name in the {profile} profile but {there} in {other}: \
+             this context was probably saved under {other} (try --profile {other})"
+        )
     })
 }
 
@@ -123,6 +277,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// [`hex`] of the first 32 bytes, and how many more there are (the listing is for people;
+/// `--json` has every byte).
+fn hex_short(bytes: &[u8]) -> String {
+    const SHOWN: usize = 32;
+    match bytes.get(SHOWN..) {
+        Some(rest) if !rest.is_empty() => {
+            format!("{}… (+{} bytes)", hex(&bytes[..SHOWN]), rest.len())
+        }
+        _ => hex(bytes),
+    }
+}
+
 fn feature_names(words: &[u64], profile: Profile) -> Vec<String> {
     let low = words.first().copied().unwrap_or(0);
     let named = profile.decode(low);
@@ -141,13 +307,44 @@ fn feature_names(words: &[u64], profile: Profile) -> Vec<String> {
     names
 }
 
-fn position(state: u16) -> String {
+/// A seed 001 position: in a packed ring bit 15 is the wrap counter; a split ring has none (its
+/// state is the plain 16-bit index).
+fn position(state: u16, packed: bool) -> String {
+    if !packed {
+        return format!("{state}");
+    }
     let p = RingPosition::from_state(state);
     format!(
         "{state:#06x} (index {}, wrap {})",
         p.index,
         u8::from(p.wrap_counter)
     )
+}
+
+/// Whether the context's driver negotiated the packed ring (VIRTIO_F_RING_PACKED has bit 34 in
+/// both profiles).
+fn is_packed(c: &DeviceContext, profile: Profile) -> bool {
+    let driver = c.driver_features.first().copied().unwrap_or(0);
+    profile
+        .mask(Feature::RingPacked)
+        .is_some_and(|m| driver & m != 0)
+}
+
+/// The status bits by name, e.g. `ACKNOWLEDGE | DRIVER`; bits the profile does not define print
+/// as `unassigned 0x20`; no bit prints as `RESET (0)`.
+fn status_names(status: u8, profile: Profile) -> String {
+    let status = DeviceStatus::from_bits_retain(status);
+    if status.is_empty() {
+        return "RESET (0)".into();
+    }
+    let known = status & profile.status_mask();
+    let mut names: Vec<String> = known.iter_names().map(|(n, _)| n.to_string()).collect();
+    for bit in (0..8).map(|b| 1u8 << b) {
+        if (status.bits() & !known.bits()) & bit != 0 {
+            names.push(format!("unassigned {bit:#04x}"));
+        }
+    }
+    names.join(" | ")
 }
 
 fn chain_summary(chain: &SavedChain) -> String {
@@ -193,9 +390,9 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
     );
     let _ = writeln!(
         out,
-        "  device status:   {:#04x} {:?}",
+        "  device status:   {:#04x} {}",
         c.device_status,
-        DeviceStatus::from_bits_retain(c.device_status)
+        status_names(c.device_status, profile)
     );
     let _ = writeln!(out, "  config generation: {}", c.config_generation);
     let _ = writeln!(
@@ -205,6 +402,12 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         hex(&c.device_config)
     );
     let _ = writeln!(out, "  config msix vector: {:#06x}", c.config_msix_vector);
+    let packed = is_packed(c, profile);
+    let _ = writeln!(
+        out,
+        "  ring format: {}",
+        if packed { "packed" } else { "split" }
+    );
     for (index, q) in c.queues.iter().enumerate() {
         let v = &q.config;
         let _ = writeln!(
@@ -221,8 +424,8 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         let _ = writeln!(
             out,
             "    avail state {}, used state {}, notification owed: {}",
-            position(s.avail_state),
-            position(s.used_state),
+            position(s.avail_state, packed),
+            position(s.used_state, packed),
             if s.notification_owed { "yes" } else { "no" }
         );
         for chain in &s.inflight {
@@ -230,7 +433,12 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         }
     }
     for f in &c.device_fields {
-        let _ = write!(out, "  {} = {}", type_name(f.field_type), hex(&f.value));
+        let _ = write!(
+            out,
+            "  {} = {}",
+            type_name(f.field_type),
+            hex_short(&f.value)
+        );
         if let Some(text) = describe_device_field(f.field_type, &f.value) {
             let _ = write!(out, " ({text})");
         }
@@ -239,7 +447,13 @@ fn listing(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
     out
 }
 
-fn to_json(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile) -> Value {
+fn to_json(
+    len: usize,
+    fields: &[Field<'_>],
+    c: &DeviceContext,
+    profile: Profile,
+    warnings: &[String],
+) -> Value {
     let fields: Vec<Value> = fields
         .iter()
         .map(|f| json!({"offset": f.offset, "type": type_name(f.field_type), "type_id": f.field_type.0, "optional": f.is_optional(), "length": f.value.len()}))
@@ -291,11 +505,14 @@ fn to_json(len: usize, fields: &[Field<'_>], c: &DeviceContext, profile: Profile
         "driver_features": c.driver_features,
         "driver_feature_names": feature_names(&c.driver_features, profile),
         "device_status": c.device_status,
+        "device_status_names": status_names(c.device_status, profile),
+        "ring_format": if is_packed(c, profile) { "packed" } else { "split" },
         "config_generation": c.config_generation,
         "device_config": hex(&c.device_config),
         "config_msix_vector": c.config_msix_vector,
         "queues": queues,
         "device_fields": device_fields,
+        "warnings": warnings,
     })
 }
 
@@ -336,5 +553,27 @@ mod tests {
             "2 VLAN id(s)"
         );
         assert_eq!(d(FieldType(0x0280), &[1]), None);
+    }
+
+    /// Status by flag names; v1.4 has no DEVICE_STOPPED (spec-decisions §1), so its bit prints
+    /// as unassigned there. A split position is a plain index; a packed one shows bit 15, the
+    /// wrap counter (seed 001).
+    #[test]
+    fn status_and_positions_read_as_people_write_them() {
+        assert_eq!(status_names(0, Profile::Seeds), "RESET (0)");
+        assert_eq!(
+            status_names(0x27, Profile::Seeds),
+            "ACKNOWLEDGE | DRIVER | DRIVER_OK | DEVICE_STOPPED"
+        );
+        assert_eq!(
+            status_names(0x27, Profile::V1_4),
+            "ACKNOWLEDGE | DRIVER | DRIVER_OK | unassigned 0x20"
+        );
+        assert_eq!(position(0x8005, false), "32773");
+        assert_eq!(position(0x8005, true), "0x8005 (index 5, wrap 1)");
+        assert_eq!(
+            hex_short(&[0xab; 33]),
+            format!("{}… (+1 bytes)", "ab".repeat(32))
+        );
     }
 }

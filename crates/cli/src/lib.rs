@@ -2,13 +2,16 @@
 //! implementation, as a library so its subcommands can be tested and reused.
 //!
 //! Subcommands: `net-echo`, the UDP peer of the virtio-net device's datagram tunnel (see
-//! [`net_echo`]), `inspect`, which decodes a device context (see [`inspect`]), and the live
+//! [`net_echo`]), `inspect`, which decodes a device context from a file or standard input,
+//! or builds one from a real blk or net device with `--sample` (see [`inspect`]), and the live
 //! migration commands: `vm` ([`vm`], steered through a [`control`] socket), `migrate`
-//! ([`migrate`]) and `demo` ([`demo`]). The command line is a [`clap`] derive tree: [`Cli`] holds the
-//! global options and one [`Command`]; each subcommand is a variant with its own argument
-//! struct and module, dispatched by [`run`]. The subcommands later issues add (`conform`,
-//! `vhost-user-blk`, `bench`) slot in the same way. A [`UsageError`] makes the binary exit 2,
-//! as a parse error does; any other error exits 1.
+//! ([`migrate`]) and `demo` ([`demo`]). The command line is a [`clap`] derive tree: [`Cli`]
+//! holds the global options and one [`Command`]; each subcommand is a variant with its own
+//! argument struct and module, dispatched by [`run`]. The planned subcommands (`conform`,
+//! `vhost-user-blk`) slot in the same way.
+//!
+//! Exit status: 0 on success, 2 for a usage error (clap's own, or a [`UsageError`]), 1 for any
+//! other error ([`exit_code`]); the message names the problem.
 //!
 //! ```
 //! use clap::Parser;
@@ -35,7 +38,6 @@ pub mod vm;
 
 use clap::{Parser, Subcommand};
 
-pub use args::UsageError;
 pub use demo::DemoArgs;
 pub use inspect::InspectArgs;
 pub use migrate::MigrateArgs;
@@ -72,6 +74,21 @@ pub enum Command {
     /// Decodes a device context (as read with DEV_CTX_READ) into a readable listing or JSON;
     /// malformed input fails with the byte offset of the problem.
     Inspect(InspectArgs),
+}
+
+/// A command line that parsed but does not make sense (e.g. an option that needs another one):
+/// exits 2 like clap's own usage errors; every other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The process exit status for an error [`run`] returned: 2 for a [`UsageError`], 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<UsageError>() {
+        2
+    } else {
+        1
+    }
 }
 
 /// Runs a parsed command line.

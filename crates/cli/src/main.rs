@@ -11,12 +11,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("virtio-lm: {e:#}");
-            // Wrong arguments exit 2, as clap's own parse errors do.
-            if e.is::<virtio_lm_cli::UsageError>() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(virtio_lm_cli::exit_code(&e))
         }
     }
 }

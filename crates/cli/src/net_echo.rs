@@ -4,13 +4,21 @@
 //! first frame (its announcement). The echo loop is the devices crate's
 //! [`virtio_lm_devices::net::echo::run_echo`].
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::AtomicBool;
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs as _, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use virtio_lm_devices::net::echo::{run_echo, EchoStats};
+use vmm_sys_util::signal::register_signal_handler;
+
+/// Largest `--seconds`: a year (a longer run is "until killed").
+pub const MAX_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+/// Set by SIGINT or SIGTERM: the echo loop ends and the summary is printed.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 /// `--help` text of the subcommand.
 pub const LONG_ABOUT: &str = "\
@@ -22,41 +30,79 @@ dgram netdev). When the device moves to another host and announces itself, the e
 from its first frame.
 
 Prints the bound address first (`net-echo: listening on ADDR`, useful with port 0), one line
-per sender address it learns, and a summary when it stops: after --seconds, or never.";
+per sender address it learns, and a summary when it stops: after --seconds, or on SIGINT
+(Ctrl-C) or SIGTERM.";
 
 /// Arguments of `net-echo`.
 #[derive(Debug, Args)]
 pub struct NetEchoArgs {
-    /// UDP address to listen on, e.g. 127.0.0.1:5555 (port 0: any free port, printed).
-    #[arg(long, value_name = "ADDR")]
+    /// UDP address to listen on, e.g. 127.0.0.1:5555 or localhost:5555 (port 0: any free port,
+    /// printed). A host name is resolved; its first IPv4 address is used if it has one.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// Stop after this many seconds (default: run until killed).
-    #[arg(long, value_name = "N")]
+    /// Stop after this many seconds, 0 to 31536000 (default: until SIGINT or SIGTERM).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=MAX_SECONDS))]
     pub seconds: Option<u64>,
 }
 
-/// Runs the echo until `--seconds` pass (or forever).
+/// `--listen`: a socket address, or a host name and port to resolve.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT that resolves: {e}"))?
+        .collect();
+    // IPv4 first: `localhost` may list ::1 first on hosts without IPv6 loopback.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// The SIGINT and SIGTERM handler: only an atomic store, which is async-signal-safe.
+extern "C" fn on_signal(
+    _signal: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// A line on standard output; a closed output (e.g. a pipe to `head`) does not stop the echo.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.flush());
+}
+
+/// Runs the echo until `--seconds` pass or SIGINT or SIGTERM arrives.
 pub fn run(args: &NetEchoArgs) -> anyhow::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        register_signal_handler(signal, on_signal)
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+    }
     let socket =
         UdpSocket::bind(args.listen).with_context(|| format!("cannot bind {}", args.listen))?;
     let addr = socket.local_addr().context("bound address")?;
-    println!("net-echo: listening on {addr}");
+    say(format_args!("net-echo: listening on {addr}\n"));
     let deadline = args
         .seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
     let stats = EchoStats::default();
-    let stop = AtomicBool::new(false);
-    run_echo(&socket, &stats, &stop, deadline, |peer| {
-        println!("net-echo: peer is now {peer}");
+    run_echo(&socket, &stats, &STOP, deadline, |peer| {
+        say(format_args!("net-echo: peer is now {peer}\n"));
     })
     .context("echo loop")?;
-    println!(
-        "net-echo: {} datagrams echoed ({} bytes), {} send errors, {} peer changes",
+    say(format_args!(
+        "net-echo: {} datagrams echoed ({} bytes), {} send errors, {} peer changes\n",
         stats.datagrams(),
         stats.bytes(),
         stats.send_errors(),
         stats.peer_changes()
-    );
+    ));
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -16,9 +16,24 @@ fn binary() -> Command {
 
 fn socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     s
+}
+
+/// Starts `net-echo --listen 127.0.0.1:0` with `extra` arguments; returns it, its output and
+/// the first line (`net-echo: listening on ADDR`).
+fn spawn(extra: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let mut child = binary()
+        .args(["net-echo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (child, out, line)
 }
 
 /// Waits (bounded) for the child to exit by itself; kills it otherwise.
@@ -37,14 +52,8 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 
 #[test]
 fn echoes_to_the_last_sender_and_stops_by_itself() {
-    let mut child = binary()
-        .args(["net-echo", "--listen", "127.0.0.1:0", "--seconds", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    // Long enough that a loaded machine still gets both frames through before the stop.
+    let (mut child, out, line) = spawn(&["--seconds", "8"]);
     let addr: SocketAddr = line
         .trim()
         .strip_prefix("net-echo: listening on ")
@@ -62,7 +71,7 @@ fn echoes_to_the_last_sender_and_stops_by_itself() {
     let (n, _) = b.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"frame two", "the echo follows the new sender");
 
-    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("stopped after --seconds");
+    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("stopped after --seconds");
     assert!(status.success());
     let rest: Vec<String> = out.lines().map(Result::unwrap).collect();
     assert_eq!(
@@ -84,7 +93,8 @@ fn help_explains_the_subcommand() {
     let help = [
         "UDP echo peer",
         "last sent",
-        "--listen <ADDR>",
+        "--listen <HOST:PORT>",
+        "SIGTERM",
         "--seconds <N>",
         "Ethernet frame",
     ];
@@ -113,4 +123,28 @@ fn bad_arguments_fail_with_a_message() {
     assert!(String::from_utf8(out.stderr)
         .unwrap()
         .contains("cannot bind"));
+}
+
+/// Issue 16: "SIGINT and SIGTERM print the summary before exit". The handler is installed before
+/// the socket is bound, so once the first line is out a signal ends the run cleanly.
+#[test]
+fn a_signal_prints_the_summary() {
+    for signal in ["-INT", "-TERM"] {
+        let (mut child, out, line) = spawn(&[]);
+        assert!(line.starts_with("net-echo: listening on"), "{line:?}");
+        // The shell's built-in `kill`: no procps needed.
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill {signal} {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = wait_exit(&mut child, Duration::from_secs(60)).expect("exits on the signal");
+        assert!(status.success(), "{signal}: {status:?}");
+        let rest: Vec<String> = out.lines().map(Result::unwrap).collect();
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("net-echo: 0 datagrams echoed (0 bytes), 0 send errors, 0 peer changes"),
+            "{signal}"
+        );
+    }
 }

@@ -113,9 +113,37 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
         0
     }
 
-    /// The device-type state as device-specific fields (types 0x0200–0x03FF), encoded from the
-    /// device's typed state: a device type implementing [`Persist`](persist::Persist) forwards to
-    /// [`persist::save`]. The default keeps no state.
+    /// The device-type state as device-specific fields, encoded from the device's typed state:
+    /// a device type implementing [`Persist`](persist::Persist) forwards to [`persist::save`].
+    /// The default keeps no state.
+    ///
+    /// # State contract
+    ///
+    /// - **What:** everything of the device type that a fresh device of the same type and
+    ///   options needs to behave as this one does, and that is in neither the configuration space
+    ///   (saved from [`Self::read_config`] as DEVICE_CONFIG) nor the queues (the core saves
+    ///   their registers, seed 001 state and in-flight chains). Nothing of the host side (file
+    ///   descriptors, sockets, paths, backend threads): the destination brings its own.
+    /// - **Which fields:** only device-specific types, 0x0200–0x03FF (spec-decisions §5: 0x02xx
+    ///   blk, 0x03xx net and the rest), each at most
+    ///   [`MAX_FIELD_LEN`](crate::context::MAX_FIELD_LEN) bytes, in the order
+    ///   [`Self::decode_state`] expects them; [`DeviceField::new`] makes a mandatory field, the
+    ///   flag [`FIELD_FLAG_OPTIONAL`](virtio_lm_spec::context::FIELD_FLAG_OPTIONAL) one a
+    ///   receiver may skip.
+    /// - **When:** called by [`DeviceCore::save_context`](crate::DeviceCore::save_context) and
+    ///   [`DeviceCore::snapshot_context`](crate::DeviceCore::snapshot_context) only, under the
+    ///   core's lock, and for `save_context` only while the device is quiet (stopped, suspended,
+    ///   in admin Stop or Freeze, or not running), so the state does not move meanwhile.
+    /// - **Round trip:** [`Self::decode_state`] of a device of the same type and options must
+    ///   accept what this returns (with the configuration space saved beside it), and
+    ///   [`Self::restore_state`] of that must make the device save the same fields again.
+    /// - **If a device gets it wrong:** a field outside 0x0200–0x03FF fails the save with
+    ///   [`ContextError::Unencodable`](crate::ContextError::Unencodable) ("not a device-specific
+    ///   type") and nothing is saved; a value over the length limit fails
+    ///   [`encode`](crate::context::encode) with the same error. A state the device's own
+    ///   `decode_state` refuses is found at the destination: its restore fails and changes
+    ///   nothing there. Implementing [`Persist`](persist::Persist) keeps both halves in one typed
+    ///   place.
     fn save_state(&self) -> Vec<DeviceField> {
         Vec::new()
     }

@@ -1,5 +1,7 @@
 //! The virtio device core of virtio-lm: the device status state machine with the migration
-//! facilities of four seed proposals, and the [`VirtioDevice`] trait device types implement.
+//! facilities of the five seed proposals, the device context a device migrates in, and the
+//! [`VirtioDevice`] trait device types implement. [`DeviceCore`]'s documentation is the
+//! embedding guide: the whole host-side migration sequence as a runnable example.
 //!
 //! - seed 002 DEVICE_NEEDS_RESET: an unrecoverable error stops all processing and notifies a
 //!   configuration change; the driver recovers by reset.
@@ -10,8 +12,14 @@
 //! - seed 003 SUSPEND (with the merged resolution of its review): the device finishes its work,
 //!   records queue state, clears DRIVER_OK and presents SUSPEND; DRIVER_OK resumes it.
 //!
-//! While stopped or suspended the core touches no guest memory and raises no interrupt; kicks
-//! are latched and processed on resume, and every queue is re-checked so no notification is lost.
+//! - seed 004 admin device migration, device side: the owner's admin modes Active, Stop and
+//!   Freeze ([`DeviceCore::set_admin_mode`]) and the device context ([`context`]: format,
+//!   [`DeviceContext`], [`DeviceCore::save_context`] and [`DeviceCore::restore_context`]). The
+//!   admin virtqueue and its commands are the pci crate's.
+//!
+//! While stopped, suspended or in admin Stop or Freeze the core touches no guest memory and
+//! raises no interrupt; kicks are latched and processed on resume, and every queue is re-checked
+//! so no notification is lost. [`Worker`] runs a core on eventfds.
 //!
 //! ```
 //! use std::sync::Arc;

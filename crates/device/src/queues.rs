@@ -32,6 +32,16 @@ impl QueueRegisters {
         }
     }
 
+    /// Programs the size and areas of `config` and enables the queue: what a driver writes
+    /// to set a queue up (use inside [`DeviceCore::write_queue`](crate::DeviceCore::write_queue)).
+    pub fn program(&mut self, config: &QueueConfig) {
+        self.size = config.size;
+        self.desc = config.desc_table.0;
+        self.driver = config.driver_area.0;
+        self.device = config.device_area.0;
+        self.enabled = true;
+    }
+
     /// The queue configuration these registers describe under the negotiated ring features.
     pub fn config(&self, kind: RingKind, features: RingFeatures) -> QueueConfig {
         QueueConfig {

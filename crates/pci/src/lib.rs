@@ -12,6 +12,9 @@
 //!   capability list and runs the spec's initialisation, buffers and notifications, and the
 //!   migration facilities — DEVICE_STOPPED (seed 000), queue state (seed 001), recovery from
 //!   DEVICE_NEEDS_RESET (seed 002) and SUSPEND (seed 003).
+//! - [`admin`] is seed 004's owner side: an SR-IOV owner function with admin virtqueues that
+//!   sets its members' modes (Active, Stop, Freeze) and reads and writes their device
+//!   contexts, and the driver's [`admin::AdminClient`] for those commands.
 //!
 //! ```
 //! use std::sync::Arc;

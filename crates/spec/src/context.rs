@@ -156,10 +156,12 @@ impl From<FieldType> for u16 {
 }
 
 impl fmt::Debug for FieldType {
+    /// The type's name, or its number in hex (`0x0280`) for a type without one: error messages
+    /// (and `virtio-lm inspect`) show this to people, who know field types by their numbers.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
             Some(name) => write!(f, "{name}"),
-            None => write!(f, "FieldType({:#06x})", self.0),
+            None => write!(f, "{:#06x}", self.0),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! device context, §6 merged-spec facts). Several seed proposals
 //! numbered features on bits that virtio 1.4 later gave to others, so feature
 //! and status bits are looked up through a numbering [`Profile`]
-//! (`seeds` by default, `v1.4` later). Layouts are `#[repr(C)]` structs of
+//! (`seeds` by default, or `v1.4`). Layouts are `#[repr(C)]` structs of
 //! little-endian zerocopy fields with alignment 1, so they parse from and
 //! serialise to any byte slice without padding or `unsafe`.
 //!

@@ -123,13 +123,7 @@ pub fn program_queue<M: GuestMemory + Send + Sync + 'static>(
     index: u16,
     config: &QueueConfig,
 ) {
-    core.write_queue(index, |regs| {
-        regs.size = config.size;
-        regs.desc = config.desc_table.0;
-        regs.driver = config.driver_area.0;
-        regs.device = config.device_area.0;
-        regs.enabled = true;
-    });
+    core.write_queue(index, |regs| regs.program(config));
 }
 
 /// Lays out every queue at its maximum size, queue `i` at `base + i * stride`, programs and

@@ -53,7 +53,7 @@ fn field_type_values() {
         assert_eq!(format!("{t:?}"), name);
     }
     assert_eq!(FieldType(0x0420).name(), None);
-    assert_eq!(format!("{:?}", FieldType(0x0420)), "FieldType(0x0420)");
+    assert_eq!(format!("{:?}", FieldType(0x0420)), "0x0420");
     assert_eq!(u16::from(FieldType::from(0x0111)), 0x0111);
 }
 
