@@ -25,11 +25,11 @@ use virtio_lm_migration::{
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
 
 use crate::args::{parse_size, parse_tcp, Inflight, Ring};
-use crate::UsageError;
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
 use crate::stall::StallMonitor;
+use crate::UsageError;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
