@@ -2,12 +2,13 @@
 //! implementation, as a library so its subcommands can be tested and reused.
 //!
 //! Subcommands: `net-echo`, the UDP peer of the virtio-net device's datagram tunnel (see
-//! [`net_echo`]), and `inspect`, which decodes a device context from a file or standard input,
-//! or builds one from a real blk or net device with `--sample` (see [`inspect`]). The command
-//! line is a [`clap`] derive tree: [`Cli`] holds the global options and one [`Command`]; each
-//! subcommand is a variant with its own argument struct and module, dispatched by [`run`]. The
-//! planned subcommands (`demo`, `vm`, `migrate`, `conform`, `vhost-user-blk`) slot in the same
-//! way.
+//! [`net_echo`]), `inspect`, which decodes a device context from a file or standard input,
+//! or builds one from a real blk or net device with `--sample` (see [`inspect`]), and the live
+//! migration commands: `vm` ([`vm`], steered through a [`control`] socket), `migrate`
+//! ([`migrate`]) and `demo` ([`demo`]). The command line is a [`clap`] derive tree: [`Cli`]
+//! holds the global options and one [`Command`]; each subcommand is a variant with its own
+//! argument struct and module, dispatched by [`run`]. The planned subcommands (`conform`,
+//! `vhost-user-blk`) slot in the same way.
 //!
 //! Exit status: 0 on success, 2 for a usage error (clap's own, or a [`UsageError`]), 1 for any
 //! other error ([`exit_code`]); the message names the problem.
@@ -24,16 +25,27 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod conform;
+pub mod control;
+pub mod demo;
 pub mod inspect;
+pub mod migrate;
 pub mod net_echo;
+pub mod stall;
+pub mod summary;
+pub mod timeline;
 pub mod vhost_user_blk;
+pub mod vm;
 
 use clap::{Parser, Subcommand};
 
+pub use demo::DemoArgs;
 pub use inspect::InspectArgs;
+pub use migrate::MigrateArgs;
 pub use net_echo::NetEchoArgs;
 pub use vhost_user_blk::VhostUserBlkArgs;
+pub use vm::VmArgs;
 
 /// Live migration for virtio devices (reference implementation): host-side tools.
 #[derive(Debug, Parser)]
@@ -47,6 +59,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the whole live-migration story on loopback and reports: an echo peer, a
+    /// destination and a source VM as child processes, workloads, migration, verification.
+    #[command(long_about = demo::LONG_ABOUT)]
+    Demo(DemoArgs),
+    /// Runs a simulated VM steered through a control socket (a migration source, or with
+    /// --incoming a destination).
+    #[command(long_about = vm::LONG_ABOUT)]
+    Vm(VmArgs),
+    /// Migrates a running VM (through its control socket) to a destination VM.
+    #[command(long_about = migrate::LONG_ABOUT)]
+    Migrate(MigrateArgs),
     /// UDP echo peer for the virtio-net datagram tunnel: sends every datagram back to
     /// whatever address last sent one.
     #[command(long_about = net_echo::LONG_ABOUT)]
@@ -80,6 +103,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Vm(args) => vm::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::VhostUserBlk(args) => vhost_user_blk::run(&args),

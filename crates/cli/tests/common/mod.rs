@@ -1,5 +1,7 @@
 //! What the binary's tests share.
 
+#![allow(dead_code)]
+
 use std::process::Output;
 
 /// The run succeeded and its standard output mentions every one of `needles`.
@@ -12,4 +14,71 @@ pub fn assert_stdout_mentions(out: Output, needles: &[&str]) {
     let text = String::from_utf8(out.stdout).unwrap();
     let missing: Vec<_> = needles.iter().filter(|n| !text.contains(*n)).collect();
     assert!(missing.is_empty(), "{missing:?} missing from:\n{text}");
+}
+
+/// The binary under test.
+pub fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_virtio-lm"))
+}
+
+/// A unique path in the temp dir for this test process (`tag`, pid and a sequence number).
+pub fn temp_path(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("virtio-lm-cli-{tag}-{}-{n}", std::process::id()))
+}
+
+/// A child process of the binary, killed when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    /// Its stdout lines, read on a thread.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts the binary with `args` (stderr to `log`).
+    pub fn spawn(args: &[&str], log: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = binary()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The rest of the first stdout line starting with `prefix` (waits up to 60 s).
+    pub fn wait_line(&self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

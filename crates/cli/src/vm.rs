@@ -1,0 +1,454 @@
+//! `virtio-lm vm`: runs a simulated VM (crates/vm's `Machine`: blk and net functions of an
+//! SR-IOV owner, guest workloads, a memory dirtier) steered through a control socket, as a
+//! migration source, or with `--incoming` as a destination waiting for one.
+//!
+//! Lifecycle of the process: it prints `vm: control socket PATH` once the socket accepts
+//! requests (and `vm: incoming on tcp:ADDR` for a destination, with the bound port), serves
+//! requests until `quit`, and exits 0. A destination after Commit runs the guest on as any VM;
+//! a source after Commit stays paused (`completed`) until `quit`.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+use tracing::{error, info, info_span, warn};
+use virtio_lm_migration::{
+    incoming, migrate, Inflight as EngineInflight, MigrateOptions, MigrationControl,
+    MigrationReport, MigrationState, Outcome,
+};
+use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
+
+use crate::args::{parse_size, parse_tcp, Inflight, Ring};
+use crate::control::{
+    ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
+};
+use crate::stall::StallMonitor;
+use crate::UsageError;
+
+/// `--help` text.
+pub const LONG_ABOUT: &str = "\
+Runs a simulated VM: a guest with a virtio-blk and a virtio-net function (members of an SR-IOV
+owner whose admin queue migrates them, seed 004), workloads that verify every request, and a
+thread dirtying guest memory at --dirty-rate over --working-set.
+
+It is steered through --control SOCKET: JSON lines as QMP, e.g. {\"execute\":\"status\"},
+{\"execute\":\"migrate\",\"arguments\":{\"to\":\"tcp:127.0.0.1:4444\"}}, {\"execute\":\"cancel\"},
+{\"execute\":\"quit\"}. `virtio-lm migrate` is the friendly client.
+
+With --incoming tcp:ADDR it is a destination: the same devices, frozen, waiting for a source;
+after Commit it runs the guest on (with its own --net LOCAL address; the echo peer follows).
+Logs go to stderr (RUST_LOG=debug for more).";
+
+/// Arguments of `vm`.
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Guest RAM (e.g. 256M, 1G).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub memory: u64,
+    /// The blk function's image file (two VMs may share one, as hosts share storage).
+    #[arg(long, value_name = "IMAGE")]
+    pub blk: Option<PathBuf>,
+    /// The net function's UDP tunnel: its own address and the echo peer's.
+    #[arg(long, value_name = "LOCAL,REMOTE", value_parser = parse_net)]
+    pub net: Option<NetEndpoints>,
+    /// Virtqueue format.
+    #[arg(long, value_enum, default_value_t)]
+    pub ring: Ring,
+    /// Request queues (blk) and queue pairs (net).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub queues: u16,
+    /// MiB/s the dirtying thread writes (0: idle).
+    #[arg(long, value_name = "MIB_S", default_value_t = 0)]
+    pub dirty_rate: u64,
+    /// MiB the dirtying thread writes over.
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    pub working_set: u64,
+    /// Seed of the workloads.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The control socket (a Unix socket path).
+    #[arg(long, value_name = "SOCKET")]
+    pub control: PathBuf,
+    /// Wait for an incoming migration on tcp:ADDR (port 0: any, printed).
+    #[arg(long, value_name = "tcp:ADDR", value_parser = parse_tcp)]
+    pub incoming: Option<SocketAddr>,
+}
+
+fn parse_net(text: &str) -> Result<NetEndpoints, String> {
+    let (local, remote) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?} is not LOCAL,REMOTE"))?;
+    let addr = |s: &str| {
+        s.trim()
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("{s:?}: {e}"))
+    };
+    Ok(NetEndpoints {
+        local: addr(local)?,
+        remote: addr(remote)?,
+    })
+}
+
+impl VmArgs {
+    /// The machine these arguments describe; checked (a usage error if inconsistent).
+    pub fn machine_options(&self) -> anyhow::Result<MachineOptions> {
+        let options = MachineOptions {
+            memory: self.memory,
+            blk: self.blk.clone(),
+            net: self.net,
+            ring: self.ring.into(),
+            queues: self.queues,
+            dirty_rate_mib: self.dirty_rate,
+            working_set_mib: self.working_set,
+            seed: self.seed,
+            ..MachineOptions::default()
+        };
+        options
+            .layout()
+            .map_err(|e| UsageError(format!("--memory/--working-set/--queues: {e}")))?;
+        if let Some(blk) = &self.blk {
+            if !blk.is_file() {
+                return Err(UsageError(format!("--blk {}: no such file", blk.display())).into());
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Installs the tracing subscriber (stderr; `RUST_LOG` filters, default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (tests, the demo in-process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Where the VM stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VmState {
+    /// A destination with no guest yet.
+    Incoming,
+    /// The guest runs here.
+    Running,
+    /// A migration out is in progress.
+    Migrating,
+    /// The guest moved; it stays paused here.
+    Completed,
+    /// The link was lost after Commit.
+    Unknown,
+}
+
+struct Inner {
+    state: VmState,
+    machine: Option<Arc<Machine>>,
+    monitor: Option<StallMonitor>,
+    migration: Option<JoinHandle<()>>,
+    last_migration: Option<Value>,
+}
+
+/// The VM process's shared state.
+struct Vm {
+    role: &'static str,
+    options: MachineOptions,
+    control: MigrationControl,
+    inner: Mutex<Inner>,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `vm` until `quit`.
+pub fn run(args: &VmArgs) -> anyhow::Result<()> {
+    init_logging();
+    let options = args.machine_options()?;
+    let role = if args.incoming.is_some() {
+        "destination"
+    } else {
+        "source"
+    };
+    let vm = Arc::new(Vm {
+        role,
+        options: options.clone(),
+        control: MigrationControl::new(),
+        inner: Mutex::new(Inner {
+            state: VmState::Incoming,
+            machine: None,
+            monitor: None,
+            migration: None,
+            last_migration: None,
+        }),
+    });
+    let listener = match args.incoming {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+            Some(l)
+        }
+        None => {
+            let machine = Machine::start(options).context("cannot start the VM")?;
+            vm.install(machine)?;
+            info!(memory_mib = args.memory / MIB, "guest running");
+            None
+        }
+    };
+    let handler: Handler = {
+        let vm = vm.clone();
+        Arc::new(move |request| vm.handle(request))
+    };
+    let (server, quit) = ControlServer::start(&args.control, role, handler)?;
+    println!("vm: control socket {}", args.control.display());
+    if let Some(listener) = listener {
+        println!("vm: incoming on tcp:{}", listener.local_addr()?);
+        let vm = vm.clone();
+        std::thread::Builder::new()
+            .name("incoming".into())
+            .spawn(move || vm.accept(listener))?;
+    }
+    // Sent once the answer to `quit` (the guest finished and verified) is written.
+    quit.recv().ok();
+    drop(server);
+    Ok(())
+}
+
+impl Vm {
+    fn install(&self, machine: Machine) -> anyhow::Result<()> {
+        let machine = Arc::new(machine);
+        let monitor = StallMonitor::start(machine.clone())?;
+        let mut inner = lock(&self.inner);
+        inner.machine = Some(machine);
+        inner.monitor = Some(monitor);
+        inner.state = VmState::Running;
+        Ok(())
+    }
+
+    /// The destination's accept loop: one migration at a time; a failed one is discarded
+    /// and the next connection tried, until one commits.
+    fn accept(&self, listener: TcpListener) {
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    continue;
+                }
+            };
+            let span = info_span!("incoming", peer = ?stream.peer_addr().ok());
+            let _entered = span.enter();
+            self.control.reset();
+            match incoming(stream, self.options.clone(), &self.control) {
+                Ok(done) => {
+                    info!(restore_ms = done.report.restore_ms, "guest running here");
+                    lock(&self.inner).last_migration = serde_json::to_value(&done.report).ok();
+                    if let Err(e) = self.install(done.machine) {
+                        error!("cannot watch the guest: {e:#}");
+                    }
+                    return;
+                }
+                Err(e) => warn!("incoming migration discarded: {e}"),
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, request: Request) -> Result<Value, ControlError> {
+        match request {
+            Request::Status => serde_json::to_value(self.status())
+                .map_err(|e| ControlError::generic(e.to_string())),
+            Request::Migrate(m) => self.start_migration(m),
+            Request::Cancel => {
+                if lock(&self.inner).state != VmState::Migrating {
+                    return Err(ControlError::state("no migration in progress"));
+                }
+                self.control.cancel();
+                Ok(json!({}))
+            }
+            Request::Quit => Ok(self.quit()),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let inner = lock(&self.inner);
+        let report = inner
+            .machine
+            .as_ref()
+            .map(|m| m.report())
+            .unwrap_or_default();
+        let p = self.control.progress();
+        let migrating = inner.state == VmState::Migrating;
+        let state = match inner.state {
+            VmState::Incoming if p.state != MigrationState::Idle && !p.state.is_final() => {
+                "migrating"
+            }
+            VmState::Incoming => "incoming",
+            VmState::Running => "running",
+            VmState::Migrating => "migrating",
+            VmState::Completed => "completed",
+            VmState::Unknown => "unknown",
+        };
+        Status {
+            state: state.into(),
+            role: self.role.into(),
+            phase: (migrating || state == "migrating").then(|| {
+                serde_json::to_value(p.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+            round: p.round.into(),
+            bytes_sent: p.bytes_sent,
+            bytes_remaining: p.bytes_remaining,
+            dirty_rate: p.dirty_rate as f64 / MIB as f64,
+            expected_downtime_ms: p.expected_downtime_ms,
+            memory_bytes: self.options.memory,
+            guest: GuestProgress {
+                blk_completed: report.blk.map_or(0, |b| b.completed),
+                net_verified: report.net.map_or(0, |n| n.verified),
+                pages_stamped: report.dirtier.stamped,
+            },
+            last_migration: inner.last_migration.clone(),
+        }
+    }
+
+    fn start_migration(self: &Arc<Self>, request: MigrateRequest) -> Result<Value, ControlError> {
+        let to = parse_tcp(&request.to).map_err(ControlError::generic)?;
+        let mut inner = lock(&self.inner);
+        if inner.state != VmState::Running {
+            return Err(ControlError::state(format!(
+                "the VM is not running here ({:?})",
+                inner.state
+            )));
+        }
+        let machine = inner
+            .machine
+            .clone()
+            .ok_or_else(|| ControlError::state("no guest"))?;
+        let stream = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+            .map_err(|e| ControlError::generic(format!("cannot connect to {to}: {e}")))?;
+        // The previous migration's thread has ended (the state was Running again).
+        if let Some(t) = inner.migration.take() {
+            let _ = t.join();
+        }
+        let defaults = MigrateOptions::default();
+        let options = MigrateOptions {
+            inflight: match request.inflight.unwrap_or_default() {
+                Inflight::Drain => EngineInflight::Drain,
+                Inflight::Transfer => EngineInflight::Transfer,
+            },
+            downtime_ms: request.downtime_ms.unwrap_or(10),
+            max_bandwidth: request.max_bandwidth.filter(|&b| b > 0).map(|b| b * MIB),
+            force: request.force.unwrap_or(false),
+            timeout: request
+                .timeout_s
+                .map_or(defaults.timeout, Duration::from_secs),
+            ..defaults
+        };
+        self.control.reset();
+        if let Some(m) = &inner.monitor {
+            m.restart_gap();
+        }
+        inner.state = VmState::Migrating;
+        let vm = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("migration".into())
+            .spawn(move || {
+                let span = info_span!("migrate", to = %to);
+                let _entered = span.enter();
+                let report = migrate(&machine, stream, &options, &vm.control);
+                vm.finished(report);
+            })
+            .map_err(|e| ControlError::generic(e.to_string()))?;
+        inner.migration = Some(thread);
+        Ok(json!({}))
+    }
+
+    /// Records a migration's end: the report (with the source's stall figures) and the state
+    /// its outcome leaves the VM in.
+    fn finished(&self, report: MigrationReport) {
+        let mut inner = lock(&self.inner);
+        info!(result = %report.result, downtime_ms = report.downtime_ms, "migration ended");
+        inner.state = match report.outcome {
+            Outcome::Completed => VmState::Completed,
+            Outcome::Cancelled(_) | Outcome::Failed(_) => VmState::Running,
+            Outcome::Unknown => VmState::Unknown,
+        };
+        let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        if let Some(m) = &inner.monitor {
+            value["source_stall"] = serde_json::to_value(m.figures()).unwrap_or(Value::Null);
+        }
+        inner.last_migration = Some(value);
+    }
+
+    /// Ends the VM: a migration in progress is cancelled; a guest running here stops, lets
+    /// its requests complete and verifies (the answer carries the counts).
+    fn quit(&self) -> Value {
+        self.control.cancel();
+        let thread = lock(&self.inner).migration.take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        let mut inner = lock(&self.inner);
+        let stall = inner.monitor.take().map(|mut m| {
+            m.stop();
+            m.figures()
+        });
+        let Some(machine) = inner.machine.take() else {
+            return json!({});
+        };
+        if inner.state != VmState::Running {
+            // The guest moved (or may have): nothing of it is verified here.
+            return json!({ "stall": stall });
+        }
+        let verification = match Arc::try_unwrap(machine) {
+            Ok(machine) => match machine.finish(Duration::from_secs(10)) {
+                Ok(report) => workloads_json(&report),
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+            Err(_) => json!({ "error": "the machine is still in use" }),
+        };
+        json!({ "verification": verification, "stall": stall })
+    }
+}
+
+/// The guest workloads' final counts under the report's field names (counted as the engine's
+/// `MigrationReport::add_workloads` counts them), and each workload's own counters.
+pub fn workloads_json(report: &MachineReport) -> Value {
+    let mut counts = MigrationReport::default();
+    counts.add_workloads(report);
+    let blk = report.blk.unwrap_or_default();
+    let net = report.net.unwrap_or_default();
+    json!({
+        "requests_completed": counts.requests_completed,
+        "requests_verified": counts.requests_verified,
+        "lost": counts.lost,
+        "duplicated": counts.duplicated,
+        "corrupted": counts.corrupted,
+        "frames_lost_on_wire": counts.frames_lost_on_wire,
+        "blk": { "completed": blk.completed, "verified": blk.verified, "lost": blk.lost,
+                 "duplicated": blk.duplicated, "corrupted": blk.corrupted, "failed": blk.failed },
+        "net": { "sent": net.sent, "verified": net.verified, "lost": net.lost, "late": net.late,
+                 "duplicated": net.duplicated, "corrupted": net.corrupted },
+        "pages_stamped": report.dirtier.stamped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_takes_local_then_remote() {
+        let net = parse_net("127.0.0.1:0,127.0.0.1:5555").unwrap();
+        assert_eq!((net.local.port(), net.remote.port()), (0, 5555));
+        assert!(parse_net("127.0.0.1:5555").is_err());
+        assert!(parse_net("127.0.0.1:0,echo").is_err());
+    }
+}
