@@ -7,8 +7,9 @@
 //! migration commands: `vm` ([`vm`], steered through a [`control`] socket), `migrate`
 //! ([`migrate`]) and `demo` ([`demo`]). The command line is a [`clap`] derive tree: [`Cli`]
 //! holds the global options and one [`Command`]; each subcommand is a variant with its own
-//! argument struct and module, dispatched by [`run`]. The planned subcommands (`conform`,
-//! `vhost-user-blk`) slot in the same way.
+//! argument struct and module, dispatched by [`run`]. Also: `conform` ([`conform`], the
+//! normative checks live against an in-process device) and `vhost-user-blk`
+//! ([`vhost_user_blk`], our blk device served to QEMU over vhost-user).
 //!
 //! Exit status: 0 on success, 2 for a usage error (clap's own, or a [`UsageError`]), 1 for any
 //! other error ([`exit_code`]); the message names the problem.

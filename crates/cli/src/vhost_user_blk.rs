@@ -35,11 +35,13 @@ pub struct VhostUserBlkArgs {
     pub readonly: bool,
 
     /// Number of request queues (1..=64).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=64))]
     pub num_queues: u16,
 
     /// Maximum size of each queue (2..=32768).
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = 256,
+        value_parser = clap::value_parser!(u16).range(2..=32768))]
     pub queue_size: u16,
 
     /// Test-only: never write the dirty log during a migration (shows the migration tests

@@ -270,3 +270,67 @@ fn mutants_refuses_bad_arguments() {
     }
     assert!(script("mutants", &["--help"]).status.success());
 }
+
+/// `conform` and `vhost-user-blk`: values outside what the options allow are usage errors
+/// (exit 2) naming the option; an image that cannot be opened is a runtime error (exit 1).
+#[test]
+fn conform_and_vhost_user_blk_refuse_hostile_arguments() {
+    let socket =
+        std::env::temp_dir().join(format!("virtio-lm-hostile-{}.sock", std::process::id()));
+    let socket = socket.to_str().unwrap();
+    let usage: [(&[&str], &str); 6] = [
+        (&["conform", "--profile", "bogus"], "--profile"),
+        (&["conform", "--device", "disk"], "--device"),
+        (&["vhost-user-blk", "--socket", socket], "--image"),
+        (
+            &[
+                "vhost-user-blk",
+                "--socket",
+                socket,
+                "--image",
+                "x",
+                "--num-queues",
+                "0",
+            ],
+            "--num-queues",
+        ),
+        (
+            &[
+                "vhost-user-blk",
+                "--socket",
+                socket,
+                "--image",
+                "x",
+                "--num-queues",
+                "65",
+            ],
+            "--num-queues",
+        ),
+        (
+            &[
+                "vhost-user-blk",
+                "--socket",
+                socket,
+                "--image",
+                "x",
+                "--queue-size",
+                "1",
+            ],
+            "--queue-size",
+        ),
+    ];
+    for (args, needle) in usage {
+        let out = run(args);
+        assert_fails(args, &out, 2, needle);
+    }
+    let args = [
+        "vhost-user-blk",
+        "--socket",
+        socket,
+        "--image",
+        "/nonexistent/virtio-lm.img",
+    ];
+    let out = run(&args);
+    assert_fails(&args, &out, 1, "/nonexistent/virtio-lm.img");
+    let _ = std::fs::remove_file(socket);
+}

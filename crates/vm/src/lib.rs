@@ -8,7 +8,7 @@
 //! - [`Machine`]: an SR-IOV owner (the host's PF with its admin queue, in host memory) whose
 //!   members are the guest's virtio-blk and virtio-net functions, a device worker per member,
 //!   and vCPU threads running the verifying blk and net workloads through the guest drivers
-//!   plus a memory dirtier ([`MachineOptions`], the flags of the planned `virtio-lm vm`). The
+//!   plus a memory dirtier ([`MachineOptions`], the flags of `virtio-lm vm`). The
 //!   vCPUs pause at a safe point ([`pause`]) and resume.
 //! - Continuing a guest elsewhere: [`Machine::vcpu_state`] (driver ring bookkeeping, workload
 //!   ledgers, the dirtier's position: [`VcpuState`], postcard bytes) and
