@@ -64,6 +64,10 @@ pub struct DemoArgs {
     /// Request queues (blk) and queue pairs (net).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub queues: u16,
+    /// Fill the source guest's unused RAM with random bytes, so the migration carries
+    /// incompressible data pages (what `scripts/bench-migration` measures the stream with).
+    #[arg(long)]
+    pub fill_random: bool,
     /// How long the workloads run before the migration, and again after it at the
     /// destination, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
@@ -329,10 +333,14 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
     say(json, &format!("destination VM waiting on {incoming}"));
 
     let src_control = dir.join("source.sock");
+    let mut src_args = vm_args(&src_control);
+    if args.fill_random {
+        src_args.push("--fill-random".into());
+    }
     spawn(
         children,
         "source",
-        &vm_args(&src_control),
+        &src_args,
         &dir.join("source.log"),
         "vm: control socket ",
     )?;

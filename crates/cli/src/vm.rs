@@ -72,6 +72,10 @@ pub struct VmArgs {
     /// Seed of the workloads.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Fill the RAM the guest does not use with random bytes at boot, so a migration carries
+    /// incompressible data pages instead of zero-page markers (for stream benchmarks).
+    #[arg(long)]
+    pub fill_random: bool,
     /// The control socket (a Unix socket path).
     #[arg(long, value_name = "SOCKET")]
     pub control: PathBuf,
@@ -107,6 +111,7 @@ impl VmArgs {
             dirty_rate_mib: self.dirty_rate,
             working_set_mib: self.working_set,
             seed: self.seed,
+            fill_random: self.fill_random,
             ..MachineOptions::default()
         };
         options

@@ -21,6 +21,7 @@ use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction};
 use virtio_lm_pci::{KickMode, PciError, VirtioPciFunction};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::Profile;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::build;
 use crate::guest::blk::BlkGuest;
@@ -141,6 +142,10 @@ impl Machine {
     pub fn start(options: MachineOptions) -> Result<Self, MachineError> {
         let mut machine = Self::build(options)?;
         let ram = machine.memory.ram().clone();
+        if machine.options.fill_random {
+            let from = machine.layout.working_set_at + machine.layout.working_set_len;
+            fill_random(&ram, from, machine.options.memory, machine.options.seed)?;
+        }
         let features = build::transport_features(machine.options.ring)?;
         let (options, layout) = (&machine.options, &machine.layout);
         let boot = build::GuestBoot {
@@ -437,5 +442,53 @@ pub(crate) fn restore_guest<S, G>(
         (Some(f), Some(s)) => restore(f, s).map(Some).map_err(MachineError::Vcpu),
         (None, None) => Ok(None),
         _ => Err(MachineError::State(mismatch)),
+    }
+}
+
+/// Writes pseudo-random bytes (xorshift64*, seeded) over `[from, to)` of guest RAM, 1 MiB at
+/// a time: every page differs and none is zero.
+fn fill_random(ram: &GuestRam, from: u64, to: u64, seed: u64) -> Result<(), MachineError> {
+    const CHUNK: usize = 1 << 20;
+    let mut state = seed | 1;
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let len = CHUNK.min((to - at) as usize);
+        for word in buf[..len].chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        ram.write_slice(&buf[..len], GuestAddress(at))
+            .map_err(|e| MachineError::Vcpu(format!("filling guest RAM at {at:#x}: {e}")))?;
+        at += len as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::PAGE_SIZE;
+
+    /// Every filled page is non-zero and differs from the others (nothing a zero-page marker
+    /// or a repeated page could stand for); RAM outside the range stays untouched.
+    #[test]
+    fn fill_random_leaves_no_zero_or_repeated_page() {
+        let memory = VmMemory::new(64 * PAGE_SIZE).unwrap();
+        let ram = memory.ram();
+        fill_random(ram, 8 * PAGE_SIZE, 64 * PAGE_SIZE, 7).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for page in 0..64 {
+            let mut bytes = vec![0u8; PAGE_SIZE as usize];
+            ram.read_slice(&mut bytes, GuestAddress(page * PAGE_SIZE))
+                .unwrap();
+            let zero = bytes.iter().all(|&b| b == 0);
+            assert_eq!(zero, page < 8, "page {page}");
+            if page >= 8 {
+                assert!(seen.insert(bytes), "page {page} repeats another");
+            }
+        }
     }
 }

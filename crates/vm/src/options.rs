@@ -55,6 +55,10 @@ pub struct MachineOptions {
     pub seed: u64,
     /// The net function's MAC address.
     pub mac: [u8; 6],
+    /// Fill the RAM the guest does not use with pseudo-random bytes at boot (`--fill-random`),
+    /// so a migration carries incompressible, non-zero pages: what the stream benchmark
+    /// measures. Idle RAM is otherwise zero and travels as markers.
+    pub fill_random: bool,
 }
 
 impl Default for MachineOptions {
@@ -70,6 +74,7 @@ impl Default for MachineOptions {
             quiesce: QuiesceMode::Drain,
             seed: 1,
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            fill_random: false,
         }
     }
 }
