@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
+use virtio_lm_migration::MigrationReport;
 
 use crate::args::{parse_size, Ring};
 use crate::control::{ControlClient, Request, Status};
@@ -440,14 +441,7 @@ fn verify(
         report["result"] = json!(format!("verification failed: {e}"));
         return Ok(destination);
     }
-    for field in [
-        "requests_completed",
-        "requests_verified",
-        "lost",
-        "duplicated",
-        "corrupted",
-        "frames_lost_on_wire",
-    ] {
+    for field in MigrationReport::WORKLOAD_FIELDS {
         report[field] = v[field].clone();
     }
     report["guest_stall_ms"] = json!(source.across(&destination));

@@ -126,6 +126,17 @@ pub struct MigrationReport {
 }
 
 impl MigrationReport {
+    /// The `--json` names of the workload figures the destination's verification fills in
+    /// ([`Self::add_workloads`]), so every writer of a report copies the same set.
+    pub const WORKLOAD_FIELDS: [&'static str; 6] = [
+        "requests_completed",
+        "requests_verified",
+        "lost",
+        "duplicated",
+        "corrupted",
+        "frames_lost_on_wire",
+    ];
+
     /// Fills the workload fields from the guest's counters read on the destination after it
     /// ran on and settled ([`virtio_lm_vm::Machine::finish`]): blk requests and net frames
     /// completed and verified, blk requests lost, duplicated or corrupted and net echoes
