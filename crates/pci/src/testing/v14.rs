@@ -125,13 +125,7 @@ pub fn v14_owner_of(num_vfs: u16, factory: MemberFactory<Mem>) -> OwnerFunction<
 /// The v1.4 owner's driver without LIST_USE (timeouts only fire on a hang).
 pub fn v14_bare_client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
     let mem = owner.function().core().lock().unwrap().mem().clone();
-    let config = AdminClientConfig {
-        ring_base: 0x2000,
-        buffer_base: 0x8000,
-        buffer_len: 0x4000,
-        timeout: Duration::from_secs(60),
-        ..AdminClientConfig::default()
-    };
+    let config = AdminClientConfig::low_memory(Duration::from_secs(60));
     AdminClient::init(owner.function().clone(), mem, Profile::V1_4, config).unwrap()
 }
 
