@@ -23,26 +23,27 @@ fn fields() -> Vec<String> {
         .collect()
 }
 
-/// A small guest so a debug build migrates it quickly; on a machine too loaded for the
-/// pre-copy to converge in time it switches over anyway (the verification is what counts).
-const SMALL: [&str; 9] = [
-    "--force",
+/// A small guest so a debug build migrates it quickly.
+const SMALL_GUEST: [&str; 6] = [
     "--memory",
     "32M",
     "--working-set",
     "8",
     "--dirty-rate",
     "10",
-    "--run-ms",
-    "300",
 ];
+
+/// The demo's run: a [`SMALL_GUEST`] that, on a machine too loaded for the pre-copy to converge
+/// in time, switches over anyway (the verification is what counts).
+const DEMO_RUN: [&str; 3] = ["--force", "--run-ms", "300"];
 
 fn demo(ring: &str, inflight: &str) -> Value {
     let dir = temp_path("demo");
     std::fs::create_dir_all(&dir).unwrap();
     let out = binary()
         .args(["demo", "--json", "--ring", ring, "--inflight", inflight])
-        .args(SMALL)
+        .args(SMALL_GUEST)
+        .args(DEMO_RUN)
         .arg("--dir")
         .arg(&dir)
         .output()
@@ -169,17 +170,12 @@ fn cancel_before_commit_then_migrate_again() {
             "vm",
             "--control",
             control.to_str().unwrap(),
-            "--memory",
-            "32M",
-            "--working-set",
-            "8",
-            "--dirty-rate",
-            "10",
             "--blk",
             image.to_str().unwrap(),
             "--net",
             &net,
         ];
+        args.extend_from_slice(&SMALL_GUEST);
         args.extend_from_slice(extra);
         Proc::spawn(&args, &dir.join(log))
     };
