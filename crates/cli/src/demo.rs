@@ -227,6 +227,14 @@ fn say(json: bool, line: &str) {
 
 /// Waits until the guest behind `control` has moved past `from` (both workloads) and at
 /// least `run` has passed; returns the progress then.
+/// The guest's workload counters as the story tells them.
+fn workloads(status: &Status) -> String {
+    format!(
+        "{} blk requests, {} net echoes verified",
+        status.guest.blk_completed, status.guest.net_verified
+    )
+}
+
 fn run_guest(client: &mut ControlClient, from: &Status, run: Duration) -> anyhow::Result<Status> {
     let start = Instant::now();
     loop {
@@ -355,10 +363,7 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
     let before = run_guest(&mut src, &zero, run)?;
     say(
         json,
-        &format!(
-            "guest workloads at the source: {} blk requests, {} net echoes verified",
-            before.guest.blk_completed, before.guest.net_verified
-        ),
+        &format!("guest workloads at the source: {}", workloads(&before)),
     );
 
     say(
@@ -383,8 +388,8 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         say(
             json,
             &format!(
-                "the guest runs on at the destination: {} blk requests, {} net echoes verified so far",
-                after.guest.blk_completed, after.guest.net_verified
+                "the guest runs on at the destination: {} so far",
+                workloads(&after)
             ),
         );
     }
