@@ -6,9 +6,8 @@ use virtio_lm_pci::testing::*;
 use virtio_lm_spec::admin::opcode::v1_4;
 use virtio_lm_spec::admin::{group_type, qualifier, status};
 use virtio_lm_spec::parts::{
-    order_rank, part_type, DevPartHdr, DevPartsTypedData, Part, ResourceObjHdr, DEV_PARTS_TYPE_GET,
-    DEV_PARTS_TYPE_SET, GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_SIZE,
-    PART_F_OPTIONAL,
+    order_rank, part_type, DevPartHdr, DevPartsTypedData, Part, ResourceObjHdr, DEV_PARTS_TYPE_SET,
+    GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_SIZE, PART_F_OPTIONAL,
 };
 use virtio_lm_spec::pci::offset::{
     DEVICE_STATUS, QUEUE_DESC, QUEUE_ENABLE, QUEUE_SELECT, QUEUE_SIZE,
@@ -23,11 +22,7 @@ const DATA: u64 = 0x8000;
 /// An owner with two members, a client with a GET object (id 0) on member 1 and a SET object
 /// (id 1) on member 2, and a guest running member 1 that had two buffers used.
 fn rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest) {
-    let owner = v14_owner(2);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (owner, mut client) = v14_with_get_object(2, GET);
     client
         .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
         .unwrap();

@@ -129,6 +129,17 @@ pub fn v14_bare_client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
     AdminClient::init(owner.function().clone(), mem, Profile::V1_4, config).unwrap()
 }
 
+/// A v1.4 owner with `num_vfs` members and its driver ([`v14_client`]), member 1 holding the
+/// DEV_PARTS GET object `id`: where most parts tests begin.
+pub fn v14_with_get_object(num_vfs: u16, id: u32) -> (OwnerFunction<Mem>, AdminClient<Mem>) {
+    let owner = v14_owner(num_vfs);
+    let mut client = v14_client(&owner);
+    client
+        .parts_object_create(1, id, virtio_lm_spec::parts::DEV_PARTS_TYPE_GET)
+        .unwrap();
+    (owner, client)
+}
+
 /// [`v14_bare_client`] after LIST_USE of every v1.4 command and DRIVER_CAP_SET of the
 /// device's limits.
 pub fn v14_client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
