@@ -33,6 +33,14 @@ fn rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest) {
     (owner, client, guest)
 }
 
+/// The [`rig`] with member 1's parts read and member 2 stopped: ready for a DEV_PARTS_SET.
+fn set_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest, Vec<Part>) {
+    let (owner, mut client, guest) = rig();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    client.dev_mode_stopped(2, true).unwrap();
+    (owner, client, guest, parts)
+}
+
 fn typed(
     client: &mut AdminClient<Mem>,
     op: u16,
@@ -161,9 +169,7 @@ fn set_needs_a_stopped_member_and_a_set_object() {
 /// VQ_NOTIFY_CFG) are validated and not applied; the driver "MUST send parts in table order".
 #[test]
 fn set_refuses_wrong_length_features_read_only_fields_and_order() {
-    let (_owner, mut client, _guest) = rig();
-    let parts = client.parts_get(1, GET, None).unwrap();
-    client.dev_mode_stopped(2, true).unwrap();
+    let (_owner, mut client, _guest, parts) = set_rig();
     let mut status_part = find(&parts, part_type::DEVICE_STATUS);
     status_part.value.push(0);
     status_part.hdr.length = (2u32).into();
@@ -310,9 +316,7 @@ fn stopped_member_answers_register_reads_as_its_parts_say() {
 /// `enabled` is neither 0 nor 1, and an object used with another member's id are refused.
 #[test]
 fn set_refuses_reserved_bits_and_foreign_objects() {
-    let (_owner, mut client, _guest) = rig();
-    let parts = client.parts_get(1, GET, None).unwrap();
-    client.dev_mode_stopped(2, true).unwrap();
+    let (_owner, mut client, _guest, parts) = set_rig();
     let mut flagged = find(&parts, part_type::DEVICE_STATUS);
     flagged.hdr.flags = 0x02;
     let mut vq = find(&parts, part_type::VQ_CFG);
