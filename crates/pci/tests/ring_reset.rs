@@ -41,12 +41,7 @@ fn queue0_without_ring_reset() -> (Arc<Mem>, Function, PciDriver<Mem>) {
     let mem = memory();
     let function = two_queue_function(&mem);
     let mut driver = v14_driver(&function, &mem);
-    driver
-        .init(
-            v14_features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 8, RING)],
-        )
-        .unwrap();
+    init_queue0(&mut driver, v14_features(&[Feature::Version1]));
     (mem, function, driver)
 }
 

@@ -135,6 +135,13 @@ pub fn driver_for(function: &Arc<VirtioPciFunction<Mem>>, mem: &Arc<Mem>) -> Pci
     PciDriver::new(function.clone(), mem.clone(), Profile::Seeds).unwrap()
 }
 
+/// Initialises `driver` with `features` and queue 0 of 8 at [`RING`].
+pub fn init_queue0(driver: &mut PciDriver<Mem>, features: u64) {
+    driver
+        .init(features, &[QueueSetup::new(0, 8, RING)])
+        .unwrap();
+}
+
 /// A [`driver_for`] `function` initialised with `features` and queue 0 of 4 at [`RING`].
 pub fn driver_started(
     function: &Arc<VirtioPciFunction<Mem>>,
