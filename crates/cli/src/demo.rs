@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
+use virtio_lm_migration::MigrationReport;
 
 use crate::args::{parse_size, Ring};
 use crate::control::{ControlClient, Request, Status};
@@ -230,6 +231,14 @@ fn say(json: bool, line: &str) {
 
 /// Waits until the guest behind `control` has moved past `from` (both workloads) and at
 /// least `run` has passed; returns the progress then.
+/// The guest's workload counters as the story tells them.
+fn workloads(status: &Status) -> String {
+    format!(
+        "{} blk requests, {} net echoes verified",
+        status.guest.blk_completed, status.guest.net_verified
+    )
+}
+
 fn run_guest(client: &mut ControlClient, from: &Status, run: Duration) -> anyhow::Result<Status> {
     let start = Instant::now();
     loop {
@@ -362,10 +371,7 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
     let before = run_guest(&mut src, &zero, run)?;
     say(
         json,
-        &format!(
-            "guest workloads at the source: {} blk requests, {} net echoes verified",
-            before.guest.blk_completed, before.guest.net_verified
-        ),
+        &format!("guest workloads at the source: {}", workloads(&before)),
     );
 
     say(
@@ -390,8 +396,8 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
         say(
             json,
             &format!(
-                "the guest runs on at the destination: {} blk requests, {} net echoes verified so far",
-                after.guest.blk_completed, after.guest.net_verified
+                "the guest runs on at the destination: {} so far",
+                workloads(&after)
             ),
         );
     }
@@ -448,14 +454,7 @@ fn verify(
         report["result"] = json!(format!("verification failed: {e}"));
         return Ok(destination);
     }
-    for field in [
-        "requests_completed",
-        "requests_verified",
-        "lost",
-        "duplicated",
-        "corrupted",
-        "frames_lost_on_wire",
-    ] {
+    for field in MigrationReport::WORKLOAD_FIELDS {
         report[field] = v[field].clone();
     }
     report["guest_stall_ms"] = json!(source.across(&destination));

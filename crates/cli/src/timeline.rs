@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -155,13 +156,20 @@ fn end_of(rounds: &[Round]) -> f64 {
     rounds.iter().map(|r| r.end_ms).fold(1.0, f64::max)
 }
 
-fn draw_rounds(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
-    let top = rounds.iter().map(|r| r.bytes / MIB).fold(0.1, f64::max) * 1.15;
+type RoundChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The rounds' charts share one time axis (from 0 past the last round) and one layout; only
+/// the caption and the y axis differ.
+fn round_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    rounds: &[Round],
+    caption: &str,
+    y_desc: &str,
+    top: f64,
+) -> anyhow::Result<RoundChart<'a, 'b>> {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "pre-copy rounds: MiB sent (label: dirty pages sent)",
-            ("sans-serif", 14),
-        )
+        .caption(caption, ("sans-serif", 14))
         .margin(8)
         .x_label_area_size(40)
         .y_label_area_size(56)
@@ -170,9 +178,21 @@ fn draw_rounds(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc("ms since the migration began")
-        .y_desc("MiB")
+        .y_desc(y_desc)
         .draw()
         .map_err(plot_err)?;
+    Ok(chart)
+}
+
+fn draw_rounds(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
+    let top = rounds.iter().map(|r| r.bytes / MIB).fold(0.1, f64::max) * 1.15;
+    let mut chart = round_chart(
+        area,
+        rounds,
+        "pre-copy rounds: MiB sent (label: dirty pages sent)",
+        "MiB",
+        top,
+    )?;
     chart
         .draw_series(rounds.iter().map(|r| {
             let color = if r.final_round { RED } else { BLUE };
@@ -205,22 +225,13 @@ fn draw_rates(area: &Area<'_>, rounds: &[Round]) -> anyhow::Result<()> {
         .map(|r| r.dirty_rate.max(r.transfer_rate) / MIB)
         .fold(1.0, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "per round: stream rate (blue) and guest dirty rate (red), MiB/s",
-            ("sans-serif", 14),
-        )
-        .margin(8)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..end_of(rounds) * 1.15, 0.0..top)
-        .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("ms since the migration began")
-        .y_desc("MiB/s")
-        .draw()
-        .map_err(plot_err)?;
+    let mut chart = round_chart(
+        area,
+        rounds,
+        "per round: stream rate (blue) and guest dirty rate (red), MiB/s",
+        "MiB/s",
+        top,
+    )?;
     let mid = |r: &Round| (r.start_ms + r.end_ms) / 2.0;
     for (color, rate) in [
         (BLUE, (|r: &Round| r.transfer_rate) as fn(&Round) -> f64),

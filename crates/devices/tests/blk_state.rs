@@ -22,6 +22,13 @@ fn blk(image: &TempImage, writeback: bool) -> Blk {
     .unwrap()
 }
 
+/// A [`blk`] device on an image of its own (which the caller keeps as long as the device).
+fn blk_on_own_image(writeback: bool) -> (TempImage, Blk) {
+    let image = TempImage::new(8);
+    let d = blk(&image, writeback);
+    (image, d)
+}
+
 /// The saved state framed as context fields.
 fn save(d: &Blk) -> Vec<u8> {
     framed_state::<Mem>(d)
@@ -84,8 +91,7 @@ fn writeback_state_round_trips() {
 /// the device as it was. Padding follows the codec's one rule (present, contents ignored).
 #[test]
 fn invalid_states_are_rejected_without_effect() {
-    let image = TempImage::new(8);
-    let mut d = blk(&image, true);
+    let (_image, mut d) = blk_on_own_image(true);
     let good = field_bytes(0x0200, 0, &[0]);
     let mut nonzero_padding = good.clone();
     nonzero_padding[9] = 1;
@@ -136,8 +142,7 @@ fn invalid_states_are_rejected_without_effect() {
 /// rejects an unknown mandatory one." An optional BLK_WRITEBACK is accepted too.
 #[test]
 fn unknown_optional_fields_are_skipped() {
-    let image = TempImage::new(8);
-    let mut d = blk(&image, true);
+    let (_image, mut d) = blk_on_own_image(true);
     let state = [
         field_bytes(0x0280, 1, &[9; 13]),
         field_bytes(0x0200, 1, &[0]),
@@ -153,8 +158,7 @@ fn unknown_optional_fields_are_skipped() {
 /// it to the configured initial value.
 #[test]
 fn writeback_is_driver_writable_and_reset() {
-    let image = TempImage::new(8);
-    let mut d = blk(&image, false);
+    let (_image, mut d) = blk_on_own_image(false);
     let mut before = [0u8; 60];
     VirtioDevice::<Mem>::read_config(&d, 0, &mut before);
     VirtioDevice::<Mem>::write_config(&mut d, offset::WRITEBACK, &[1]);

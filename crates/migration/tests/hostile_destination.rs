@@ -109,6 +109,11 @@ fn hostile_sections_are_refused() {
             }],
         })
     };
+    let device_context = |phase, device_id, context| Message::DeviceContext {
+        phase,
+        device_id,
+        context,
+    };
     let mut cases: Vec<(&str, Vec<Message>, &str)> = vec![
         (
             "page past RAM",
@@ -122,20 +127,12 @@ fn hostile_sections_are_refused() {
         ),
         (
             "context of an unknown device",
-            vec![Message::DeviceContext {
-                phase: Phase::PreCopy,
-                device_id: 9,
-                context: vec![0; 16],
-            }],
+            vec![device_context(Phase::PreCopy, 9, vec![0; 16])],
             "no device 9",
         ),
         (
             "garbage context",
-            vec![Message::DeviceContext {
-                phase: Phase::Final,
-                device_id: 1,
-                context: vec![0xee; 64],
-            }],
+            vec![device_context(Phase::Final, 1, vec![0xee; 64])],
             "",
         ),
         (

@@ -6,9 +6,8 @@ use virtio_lm_pci::testing::*;
 use virtio_lm_spec::admin::opcode::v1_4;
 use virtio_lm_spec::admin::{group_type, qualifier, status};
 use virtio_lm_spec::parts::{
-    order_rank, part_type, DevPartHdr, DevPartsTypedData, Part, ResourceObjHdr, DEV_PARTS_TYPE_GET,
-    DEV_PARTS_TYPE_SET, GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_SIZE,
-    PART_F_OPTIONAL,
+    order_rank, part_type, DevPartHdr, DevPartsTypedData, Part, ResourceObjHdr, DEV_PARTS_TYPE_SET,
+    GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_SIZE, PART_F_OPTIONAL,
 };
 use virtio_lm_spec::pci::offset::{
     DEVICE_STATUS, QUEUE_DESC, QUEUE_ENABLE, QUEUE_SELECT, QUEUE_SIZE,
@@ -23,11 +22,7 @@ const DATA: u64 = 0x8000;
 /// An owner with two members, a client with a GET object (id 0) on member 1 and a SET object
 /// (id 1) on member 2, and a guest running member 1 that had two buffers used.
 fn rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest) {
-    let owner = v14_owner(2);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (owner, mut client) = v14_with_get_object(2, GET);
     client
         .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
         .unwrap();
@@ -36,6 +31,14 @@ fn rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest) {
     guest.submit(DATA + 8, 8);
     assert_eq!(guest.collect(), 2);
     (owner, client, guest)
+}
+
+/// The [`rig`] with member 1's parts read and member 2 stopped: ready for a DEV_PARTS_SET.
+fn set_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>, V14Guest, Vec<Part>) {
+    let (owner, mut client, guest) = rig();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    client.dev_mode_stopped(2, true).unwrap();
+    (owner, client, guest, parts)
 }
 
 fn typed(
@@ -166,9 +169,7 @@ fn set_needs_a_stopped_member_and_a_set_object() {
 /// VQ_NOTIFY_CFG) are validated and not applied; the driver "MUST send parts in table order".
 #[test]
 fn set_refuses_wrong_length_features_read_only_fields_and_order() {
-    let (_owner, mut client, _guest) = rig();
-    let parts = client.parts_get(1, GET, None).unwrap();
-    client.dev_mode_stopped(2, true).unwrap();
+    let (_owner, mut client, _guest, parts) = set_rig();
     let mut status_part = find(&parts, part_type::DEVICE_STATUS);
     status_part.value.push(0);
     status_part.hdr.length = (2u32).into();
@@ -315,9 +316,7 @@ fn stopped_member_answers_register_reads_as_its_parts_say() {
 /// `enabled` is neither 0 nor 1, and an object used with another member's id are refused.
 #[test]
 fn set_refuses_reserved_bits_and_foreign_objects() {
-    let (_owner, mut client, _guest) = rig();
-    let parts = client.parts_get(1, GET, None).unwrap();
-    client.dev_mode_stopped(2, true).unwrap();
+    let (_owner, mut client, _guest, parts) = set_rig();
     let mut flagged = find(&parts, part_type::DEVICE_STATUS);
     flagged.hdr.flags = 0x02;
     let mut vq = find(&parts, part_type::VQ_CFG);

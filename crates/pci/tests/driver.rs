@@ -241,7 +241,7 @@ fn stop_completes_requests_in_process_first() {
     let (rec, mut driver) = recorded(&f, &mem);
     // No EVENT_IDX: every used buffer is notified.
     let wanted = features(&[Feature::Version1, Feature::DeviceStop]);
-    driver.init(wanted, &[QueueSetup::new(0, 8, RING)]).unwrap();
+    init_queue0(&mut driver, wanted);
     // One notification for three chains: the device takes all three into its backend.
     for i in 0..3 {
         driver
@@ -291,9 +291,7 @@ fn stop_gives_up_with_a_clear_error() {
     let mem = memory();
     let f = slow_function(&mem, true);
     let mut driver = driver_for(&f, &mem);
-    driver
-        .init(migration_features(false), &[QueueSetup::new(0, 8, RING)])
-        .unwrap();
+    init_queue0(&mut driver, migration_features(false));
     push(&mut driver, 0, &[BufferSpec::writable(DATA, 16)]);
     driver.set_poll_policy(PollPolicy {
         attempts: 50,

@@ -158,11 +158,7 @@ fn duplicate_missing_and_full_fail_as_recommended() {
 /// 1.4 "Resource objects": "QUERY MUST return the data of the last CREATE or MODIFY".
 #[test]
 fn query_returns_the_last_create_or_modify() {
-    let owner = v14_owner(1);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, 2, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (_owner, mut client) = v14_with_get_object(1, 2);
     assert_eq!(client.parts_object_query(1, 2).unwrap(), DEV_PARTS_TYPE_GET);
     let modify = DevPartsObjData::new(2, DEV_PARTS_TYPE_SET)
         .as_bytes()
@@ -181,11 +177,7 @@ fn query_returns_the_last_create_or_modify() {
 /// once they are destroyed.
 #[test]
 fn capability_change_with_objects_is_busy() {
-    let owner = v14_owner(1);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (_owner, mut client) = v14_with_get_object(1, 0);
     let r = cap_set(&mut client, 1, 1);
     assert!(is(&r, status::EBUSY, qualifier::Q_INVALID_COMMAND));
     client.parts_object_destroy(1, 0).unwrap();
@@ -196,11 +188,7 @@ fn capability_change_with_objects_is_busy() {
 /// spec-decisions §17: clearing VF Enable destroys the members' objects too.
 #[test]
 fn owner_reset_and_vf_disable_destroy_objects() {
-    let owner = v14_owner(1);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (owner, mut client) = v14_with_get_object(1, 0);
     client.recover().unwrap();
     let mut client = v14_client(&owner);
     assert_eq!(

@@ -26,11 +26,7 @@ fn value(parts: &[Part], t: u16) -> Vec<u8> {
 /// spec-decisions §18: the owner's objects survive it, and the member keeps its mode.
 #[test]
 fn flr_clears_parts_and_keeps_objects() {
-    let owner = v14_owner(1);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (owner, mut client) = v14_with_get_object(1, 0);
     let mut guest = V14Guest::new(owner.member(1).unwrap());
     guest.submit(0x8000, 4);
     assert_eq!(guest.collect(), 1);
@@ -53,11 +49,7 @@ fn flr_clears_parts_and_keeps_objects() {
 /// reset device instead of a half-applied one. Both members stay stopped until resumed.
 #[test]
 fn guest_resetting_its_vf_mid_migration() {
-    let owner = v14_owner(2);
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
-        .unwrap();
+    let (owner, mut client) = v14_with_get_object(2, 0);
     client
         .parts_object_create(2, 1, DEV_PARTS_TYPE_SET)
         .unwrap();

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use virtio_lm_device::CoreOptions;
 use virtio_lm_pci::testing::admin::{owner, Kind};
 use virtio_lm_pci::testing::{
-    counting_function_with, driver_for, features, memory, push, Mem, Regs, DATA, RING,
+    counting_function_with, driver_for, features, init_queue0, memory, push, Mem, Regs, DATA,
 };
-use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
+use virtio_lm_pci::VirtioPciFunction;
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::pci::offset::*;
 use virtio_lm_spec::pci::VIRTIO_MSI_NO_VECTOR;
@@ -24,12 +24,7 @@ fn used_three_then_reset(offered: &[Feature]) -> Arc<VirtioPciFunction<Mem>> {
     };
     let function = counting_function_with(&mem, 8, options, false, 1);
     let mut driver = driver_for(&function, &mem);
-    driver
-        .init(
-            features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 8, RING)],
-        )
-        .unwrap();
+    init_queue0(&mut driver, features(&[Feature::Version1]));
     for i in 0..3 {
         push(
             &mut driver,

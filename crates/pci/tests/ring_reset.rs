@@ -35,6 +35,16 @@ fn two_running() -> (Arc<Mem>, Function, PciDriver<Mem>) {
     (mem, function, driver)
 }
 
+/// A two-queue v1.4 function, its driver initialised without RING_RESET and only queue 0 (at
+/// [`RING`]) enabled.
+fn queue0_without_ring_reset() -> (Arc<Mem>, Function, PciDriver<Mem>) {
+    let mem = memory();
+    let function = two_queue_function(&mem);
+    let mut driver = v14_driver(&function, &mem);
+    init_queue0(&mut driver, v14_features(&[Feature::Version1]));
+    (mem, function, driver)
+}
+
 fn read(mem: &Mem, addr: u64, n: usize) -> Vec<u8> {
     let mut bytes = vec![0; n];
     mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
@@ -129,15 +139,7 @@ fn reset_queue_is_set_up_again_while_the_other_runs() {
 /// bit 40 is QUEUE_STATE) a write to `queue_reset` is ignored and the queue keeps running.
 #[test]
 fn queue_reset_is_ignored_without_ring_reset() {
-    let mem = memory();
-    let function = two_queue_function(&mem);
-    let mut driver = v14_driver(&function, &mem);
-    driver
-        .init(
-            v14_features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 8, RING)],
-        )
-        .unwrap();
+    let (_mem, function, mut driver) = queue0_without_ring_reset();
     function.w16(QUEUE_SELECT, 0);
     function.w16(QUEUE_RESET, 1);
     assert_eq!(function.r16(QUEUE_ENABLE), 1);
@@ -175,15 +177,7 @@ fn only_a_reset_queue_is_writable_after_driver_ok() {
     assert_eq!(function.r16(QUEUE_SIZE), 8);
     assert_eq!(function.r64(QUEUE_DESC), RING);
 
-    let mem = memory();
-    let function = two_queue_function(&mem);
-    let mut driver = v14_driver(&function, &mem);
-    driver
-        .init(
-            v14_features(&[Feature::Version1]),
-            &[QueueSetup::new(0, 8, RING)],
-        )
-        .unwrap();
+    let (_mem, function, _driver) = queue0_without_ring_reset();
     function.w16(QUEUE_SELECT, 1);
     function.w16(QUEUE_SIZE, 4);
     function.w16(QUEUE_ENABLE, 1);

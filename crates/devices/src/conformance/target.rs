@@ -170,13 +170,7 @@ impl Target {
             .map_err(observe)?
             .mem()
             .clone();
-        let config = AdminClientConfig {
-            ring_base: 0x2000,
-            buffer_base: 0x8000,
-            buffer_len: 0x4000,
-            timeout: Duration::from_secs(60),
-            ..AdminClientConfig::default()
-        };
+        let config = AdminClientConfig::low_memory(Duration::from_secs(60));
         let transport: Arc<dyn PciTransport> = owner.function().clone();
         let client = AdminClient::init(transport, mem, profile, config).map_err(observe)?;
         Ok(Self {

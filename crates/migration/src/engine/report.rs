@@ -126,6 +126,17 @@ pub struct MigrationReport {
 }
 
 impl MigrationReport {
+    /// The `--json` names of the workload figures the destination's verification fills in
+    /// ([`Self::add_workloads`]), so every writer of a report copies the same set.
+    pub const WORKLOAD_FIELDS: [&'static str; 6] = [
+        "requests_completed",
+        "requests_verified",
+        "lost",
+        "duplicated",
+        "corrupted",
+        "frames_lost_on_wire",
+    ];
+
     /// Fills the workload fields from the guest's counters read on the destination after it
     /// ran on and settled ([`virtio_lm_vm::Machine::finish`]): blk requests and net frames
     /// completed and verified, blk requests lost, duplicated or corrupted and net echoes
@@ -134,28 +145,25 @@ impl MigrationReport {
     /// between two completions either workload saw (its clock travels with the guest).
     pub fn add_workloads(&mut self, after: &MachineReport) {
         self.guest_stall_ms = after.stall_us as f64 / 1e3;
-        let (mut completed, mut verified, mut lost, mut dup, mut bad, mut wire) =
-            (0, 0, 0, 0, 0, 0);
-        if let Some(b) = &after.blk {
-            completed += b.completed;
-            verified += b.verified;
-            lost += b.lost;
-            dup += b.duplicated;
-            bad += b.corrupted;
-        }
-        if let Some(n) = &after.net {
-            completed += n.completed;
-            verified += n.verified;
-            dup += n.duplicated;
-            bad += n.corrupted;
-            wire += n.lost;
-        }
-        self.requests_completed = completed;
-        self.requests_verified = verified;
-        self.lost = lost;
-        self.duplicated = dup;
-        self.corrupted = bad;
-        self.frames_lost_on_wire = wire;
+        // (completed, verified, duplicated, corrupted) add up across the workloads; `lost`
+        // means a lost request for blk and a lost echo (the wire's) for net.
+        let counts = [
+            after
+                .blk
+                .as_ref()
+                .map(|b| (b.completed, b.verified, b.duplicated, b.corrupted)),
+            after
+                .net
+                .as_ref()
+                .map(|n| (n.completed, n.verified, n.duplicated, n.corrupted)),
+        ];
+        let sum = |pick: fn(&(u64, u64, u64, u64)) -> u64| counts.iter().flatten().map(pick).sum();
+        self.requests_completed = sum(|c| c.0);
+        self.requests_verified = sum(|c| c.1);
+        self.lost = after.blk.as_ref().map_or(0, |b| b.lost);
+        self.duplicated = sum(|c| c.2);
+        self.corrupted = sum(|c| c.3);
+        self.frames_lost_on_wire = after.net.as_ref().map_or(0, |n| n.lost);
     }
 }
 
@@ -179,4 +187,53 @@ pub struct DestinationReport {
     pub bytes_received: u64,
     /// Memory sections received.
     pub memory_sections: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_lm_devices::blk::workload::BlkReport;
+    use virtio_lm_devices::net::workload::NetReport;
+
+    /// The workload figures add blk and net up, except `lost`: blk's lost requests, and net's
+    /// lost echoes as the wire's.
+    #[test]
+    fn workloads_add_up_and_keep_the_two_losses_apart() {
+        let after = MachineReport {
+            blk: Some(BlkReport {
+                completed: 10,
+                verified: 9,
+                lost: 1,
+                duplicated: 2,
+                corrupted: 3,
+                ..BlkReport::default()
+            }),
+            net: Some(NetReport {
+                completed: 20,
+                verified: 19,
+                lost: 4,
+                duplicated: 5,
+                corrupted: 6,
+                ..NetReport::default()
+            }),
+            stall_us: 1500,
+            ..MachineReport::default()
+        };
+        let mut report = MigrationReport::default();
+        report.add_workloads(&after);
+        assert_eq!(
+            (
+                report.requests_completed,
+                report.requests_verified,
+                report.lost,
+                report.duplicated,
+                report.corrupted,
+                report.frames_lost_on_wire,
+            ),
+            (30, 28, 1, 7, 9, 4)
+        );
+        assert_eq!(report.guest_stall_ms, 1.5);
+        report.add_workloads(&MachineReport::default());
+        assert_eq!((report.requests_completed, report.lost), (0, 0));
+    }
 }

@@ -67,6 +67,21 @@ impl Default for AdminClientConfig {
     }
 }
 
+impl AdminClientConfig {
+    /// Admin rings from 0x2000 and 16 KiB of command buffers at 0x8000, low enough for a small
+    /// guest memory, with the given `timeout`: the layout the conformance target and the v1.4
+    /// test rig drive an owner with.
+    pub fn low_memory(timeout: Duration) -> Self {
+        Self {
+            ring_base: 0x2000,
+            buffer_base: 0x8000,
+            buffer_len: 0x4000,
+            timeout,
+            ..Self::default()
+        }
+    }
+}
+
 /// A command submitted and not yet collected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket {

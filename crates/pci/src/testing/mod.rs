@@ -48,7 +48,7 @@ mod worker;
 
 pub use v14::{
     two_queue_function, v14_bare_client, v14_client, v14_driver, v14_features, v14_member,
-    v14_options, v14_owner, v14_owner_of, TwoQueueDevice, V14Guest,
+    v14_options, v14_owner, v14_owner_of, v14_with_get_object, TwoQueueDevice, V14Guest,
 };
 pub use virtio_lm_device::testing::Mem;
 pub use worker::{transport_features, worker_function};
@@ -133,6 +133,13 @@ pub fn migration_features(packed: bool) -> u64 {
 /// A driver for `function`.
 pub fn driver_for(function: &Arc<VirtioPciFunction<Mem>>, mem: &Arc<Mem>) -> PciDriver<Mem> {
     PciDriver::new(function.clone(), mem.clone(), Profile::Seeds).unwrap()
+}
+
+/// Initialises `driver` with `features` and queue 0 of 8 at [`RING`].
+pub fn init_queue0(driver: &mut PciDriver<Mem>, features: u64) {
+    driver
+        .init(features, &[QueueSetup::new(0, 8, RING)])
+        .unwrap();
 }
 
 /// A [`driver_for`] `function` initialised with `features` and queue 0 of 4 at [`RING`].

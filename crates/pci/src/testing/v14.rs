@@ -125,14 +125,19 @@ pub fn v14_owner_of(num_vfs: u16, factory: MemberFactory<Mem>) -> OwnerFunction<
 /// The v1.4 owner's driver without LIST_USE (timeouts only fire on a hang).
 pub fn v14_bare_client(owner: &OwnerFunction<Mem>) -> AdminClient<Mem> {
     let mem = owner.function().core().lock().unwrap().mem().clone();
-    let config = AdminClientConfig {
-        ring_base: 0x2000,
-        buffer_base: 0x8000,
-        buffer_len: 0x4000,
-        timeout: Duration::from_secs(60),
-        ..AdminClientConfig::default()
-    };
+    let config = AdminClientConfig::low_memory(Duration::from_secs(60));
     AdminClient::init(owner.function().clone(), mem, Profile::V1_4, config).unwrap()
+}
+
+/// A v1.4 owner with `num_vfs` members and its driver ([`v14_client`]), member 1 holding the
+/// DEV_PARTS GET object `id`: where most parts tests begin.
+pub fn v14_with_get_object(num_vfs: u16, id: u32) -> (OwnerFunction<Mem>, AdminClient<Mem>) {
+    let owner = v14_owner(num_vfs);
+    let mut client = v14_client(&owner);
+    client
+        .parts_object_create(1, id, virtio_lm_spec::parts::DEV_PARTS_TYPE_GET)
+        .unwrap();
+    (owner, client)
 }
 
 /// [`v14_bare_client`] after LIST_USE of every v1.4 command and DRIVER_CAP_SET of the
