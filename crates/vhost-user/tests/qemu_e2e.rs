@@ -524,7 +524,10 @@ fn migrate_between_qemu_storage_daemon_and_ours() {
 fn negative_control_dropped_dirty_log_is_caught() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut logs = Vec::new();
-    for attempt in 0..2 {
+    // Whether a lost mark shows depends on which blocks the backend wrote after their pages
+    // were sent, so one migration may miss it (seen in CI: caught on the second attempt);
+    // five attempts make a false alarm unlikely, and a working log would never show one.
+    for attempt in 0..5 {
         let (log, _, _dir) = migrate(
             &format!("neg{attempt}"),
             SPLIT,
@@ -538,5 +541,5 @@ fn negative_control_dropped_dirty_log_is_caught() {
         eprintln!("negative control: attempt {} not caught", attempt + 1);
         logs.push(log);
     }
-    panic!("a migration without dirty logging went unnoticed twice:\n{logs:#?}");
+    panic!("a migration without dirty logging went unnoticed five times:\n{logs:#?}");
 }
