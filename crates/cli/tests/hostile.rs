@@ -278,59 +278,38 @@ fn conform_and_vhost_user_blk_refuse_hostile_arguments() {
     let socket =
         std::env::temp_dir().join(format!("virtio-lm-hostile-{}.sock", std::process::id()));
     let socket = socket.to_str().unwrap();
-    let usage: [(&[&str], &str); 6] = [
-        (&["conform", "--profile", "bogus"], "--profile"),
-        (&["conform", "--device", "disk"], "--device"),
-        (&["vhost-user-blk", "--socket", socket], "--image"),
+    // `vhost-user-blk` on `socket` serving `image`, with `extra` options.
+    let serve = |image: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["vhost-user-blk", "--socket", socket, "--image", image];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    let cases = [
         (
-            &[
-                "vhost-user-blk",
-                "--socket",
-                socket,
-                "--image",
-                "x",
-                "--num-queues",
-                "0",
-            ],
-            "--num-queues",
+            vec!["conform".into(), "--profile".into(), "bogus".into()],
+            2,
+            "--profile",
         ),
         (
-            &[
-                "vhost-user-blk",
-                "--socket",
-                socket,
-                "--image",
-                "x",
-                "--num-queues",
-                "65",
-            ],
-            "--num-queues",
+            vec!["conform".into(), "--device".into(), "disk".into()],
+            2,
+            "--device",
         ),
+        (serve("x", &["--num-queues", "0"]), 2, "--num-queues"),
+        (serve("x", &["--num-queues", "65"]), 2, "--num-queues"),
+        (serve("x", &["--queue-size", "1"]), 2, "--queue-size"),
         (
-            &[
-                "vhost-user-blk",
-                "--socket",
-                socket,
-                "--image",
-                "x",
-                "--queue-size",
-                "1",
-            ],
-            "--queue-size",
+            serve("/nonexistent/virtio-lm.img", &[]),
+            1,
+            "/nonexistent/virtio-lm.img",
         ),
     ];
-    for (args, needle) in usage {
-        let out = run(args);
-        assert_fails(args, &out, 2, needle);
+    for (args, code, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args);
+        assert_fails(&args, &out, code, needle);
     }
-    let args = [
-        "vhost-user-blk",
-        "--socket",
-        socket,
-        "--image",
-        "/nonexistent/virtio-lm.img",
-    ];
-    let out = run(&args);
-    assert_fails(&args, &out, 1, "/nonexistent/virtio-lm.img");
+    let missing_image = ["vhost-user-blk", "--socket", socket];
+    assert_fails(&missing_image, &run(&missing_image), 2, "--image");
     let _ = std::fs::remove_file(socket);
 }
