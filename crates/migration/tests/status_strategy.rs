@@ -63,28 +63,33 @@ fn status_migration(ring: RingFormat, bit: StatusBit) {
     runs_clean(destination, 1, &tag);
 }
 
+/// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, split ring.
 #[test]
 fn status_stopped_split() {
     status_migration(RingFormat::Split, StatusBit::Stopped);
 }
 
+/// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, packed ring.
 #[test]
 fn status_stopped_packed() {
     status_migration(RingFormat::Packed, StatusBit::Stopped);
 }
 
+/// Seed 003 (SUSPEND, merged form) with seed 001 queue state, split ring.
 #[test]
 fn status_suspend_split() {
     status_migration(RingFormat::Split, StatusBit::Suspend);
 }
 
+/// Seed 003 (SUSPEND, merged form) with seed 001 queue state, packed ring.
 #[test]
 fn status_suspend_packed() {
     status_migration(RingFormat::Packed, StatusBit::Suspend);
 }
 
 /// Issue 10, "The same VM migrated admin → status → admin ping-pong keeps working": the
-/// destination of one strategy is the source of the next (seed 004 then seeds 000/001, back).
+/// destination of one strategy is the source of the next (seed 004, then seed 003 with seed 001
+/// queue state written before DRIVER_OK on a fresh device, then seed 004 again).
 #[test]
 fn admin_status_admin_ping_pong() {
     let image = image("mig-status", "ping-pong");
@@ -105,7 +110,8 @@ fn admin_status_admin_ping_pong() {
 }
 
 /// Issue 10: "`--inflight transfer` with `--strategy status` is refused with a clear message
-/// (the transport has no in-band path for in-flight chains)" — at Start, the source running on.
+/// (the transport has no in-band path for in-flight chains)" — at Start, the source running on
+/// (seed 000: setting DEVICE_STOPPED completes in-flight requests first, so they never travel).
 #[test]
 fn status_with_inflight_transfer_is_refused_at_start() {
     let image = image("mig-status", "refused");
