@@ -26,6 +26,10 @@ fn hop(
     };
     let (report, incoming) = migrate_to(&source, to.clone(), &options, &MigrationControl::new());
     assert_completed(&report, tag);
+    eprintln!(
+        "{tag}: downtime {:.2} ms, device downtime {:.3} ms, stop {:.3} ms, context {} bytes",
+        report.downtime_ms, report.device_downtime_ms, report.stop_ms, report.device_context_bytes
+    );
     assert_eq!(report.strategy, strategy.name());
     assert!(source.all_parked(), "{tag}: the source ran on after Commit");
     drop(source);
