@@ -8,7 +8,7 @@ use std::time::Duration;
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, Outcome, StatusBit};
-use virtio_lm_migration::{MigrationReport, Strategy};
+use virtio_lm_migration::{MigrationReport, MigrationState, Strategy};
 use virtio_lm_vm::testing::{image, localhost, options, run_for};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
 
@@ -137,4 +137,44 @@ fn status_with_inflight_transfer_is_refused_at_start() {
     run_for(&source, 20);
     let after = source.finish(Duration::from_secs(10)).unwrap();
     assert_clean(&after, 0, "refused");
+}
+
+/// Seed 000 ("the driver clears DEVICE_STOPPED … the device resumes") and seed 003 (a suspended
+/// device resumes when the driver sets DRIVER_OK again): a cancel once the source is stopped
+/// in-band, honoured at the check before Commit, resumes every device through its status
+/// register and the vCPUs; the guest runs on, and the next migration completes.
+#[test]
+fn status_cancel_before_commit_resumes_through_the_status_register() {
+    let image = image("mig-status", "cancel");
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, RingFormat::Packed, 1);
+    let source = Machine::start(machine_options.clone()).unwrap();
+    for bit in [StatusBit::Stopped, StatusBit::Suspend] {
+        run_for(&source, 50);
+        let control = MigrationControl::new();
+        let theirs = control.clone();
+        control.set_observer(move |p| {
+            if p.state == MigrationState::Stopped && !theirs.is_cancelled() {
+                theirs.cancel();
+            }
+        });
+        let options = MigrateOptions {
+            strategy: Strategy::Status(bit),
+            ..test_options()
+        };
+        let (report, incoming) = migrate_to(&source, machine_options.clone(), &options, &control);
+        assert!(
+            matches!(report.outcome, Outcome::Cancelled(_)),
+            "{}: {}",
+            bit.name(),
+            report.result
+        );
+        assert!(incoming.is_err(), "the destination discards");
+        assert!(!source.all_parked(), "{}: vCPUs resumed", bit.name());
+        // Running again: the devices left the stop (otherwise no request completes).
+        run_for(&source, 100);
+    }
+    let strategy = Strategy::Status(StatusBit::Suspend);
+    let (destination, _) = hop(source, &machine_options, strategy, "after the cancels");
+    runs_clean(destination, 1, "after the cancels");
 }
