@@ -75,4 +75,5 @@ pub use memory::{MemoryChunk, MemoryRange, Pages, MEMORY_HEADER_LEN, RANGE_HEADE
 pub use message::{CancelReason, Message, COMMIT_ACK_LEN, START_LEN};
 pub use reader::StreamReader;
 pub use version::{accepts, PROTOCOL_VERSION};
+pub use virtio_lm_vm::StatusBit;
 pub use writer::StreamWriter;

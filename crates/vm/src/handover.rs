@@ -16,6 +16,7 @@ use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::Dirtier;
 use crate::guest::net::NetGuest;
 use crate::guest::{lock, VcpuState};
+use crate::inband::{is_inband, stopped_inband};
 use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PROFILE};
 
 /// What a destination must match of one member function (the Config section's device entry).
@@ -126,14 +127,29 @@ impl Machine {
             .map(|(_, f)| f)
             .ok_or_else(|| bad("no such member".into()))?;
         let ctx = decode(context).map_err(|e| bad(e.to_string()))?;
-        lock(function.core())
-            .validate_context(&ctx)
-            .map_err(|e| bad(e.to_string()))?;
+        if stopped_inband(ctx.device_status) {
+            // Read through the registers: no device-specific fields to validate; the
+            // re-initialisation checks each register as a driver would.
+            let queues = lock(function.core()).num_queues();
+            if ctx.queues.len() != usize::from(queues) {
+                return Err(bad(format!(
+                    "{} queues in the context, {queues} here",
+                    ctx.queues.len()
+                )));
+            }
+        } else {
+            lock(function.core())
+                .validate_context(&ctx)
+                .map_err(|e| bad(e.to_string()))?;
+        }
         if !rings {
             return Ok(());
         }
         let status = DeviceStatus::from(ctx.device_status);
-        if !status.contains(DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK) {
+        // SUSPEND (seed 003 merged) presents DRIVER_OK clear on a running device.
+        let running = status.contains(DeviceStatus::FEATURES_OK)
+            && status.intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND);
+        if !running {
             return Ok(());
         }
         let driver = ctx.driver_features.first().copied().unwrap_or(0);
@@ -167,7 +183,8 @@ impl Machine {
     }
 
     /// The destination side, before Commit: writes each member's context (DEV_CTX_WRITE; the
-    /// members stay in Freeze, so nothing runs yet) and builds the guest's vCPUs from `state`
+    /// members stay in Freeze, so nothing runs yet; a context read in-band is restored through
+    /// the registers instead, short of DRIVER_OK) and builds the guest's vCPUs from `state`
     /// on this machine's memory (which must hold the source's by now), without starting them.
     pub fn load(
         &mut self,
@@ -195,27 +212,41 @@ impl Machine {
             state.dirtier,
         )
         .map_err(MachineError::Vcpu)?;
-        {
-            let mut admin = lock(&self.admin);
-            for (member, context) in contexts {
-                admin.dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
+        let mut inband = Vec::new();
+        for (member, context) in contexts {
+            if is_inband(context) {
+                self.load_inband(*member, context)?;
+                inband.push(*member);
+            } else {
+                lock(&self.admin).dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
             }
         }
-        self.loaded = Some(Loaded { blk, net, dirtier });
+        self.loaded = Some(Loaded {
+            blk,
+            net,
+            dirtier,
+            inband,
+        });
         Ok(())
     }
 
     /// Commit on the destination: every member Active (each re-checks its queues and delivers
-    /// what it owes), then the loaded guest's vCPUs start.
+    /// what it owes; a member restored in-band gets DRIVER_OK instead), then the loaded guest's vCPUs start.
     pub fn activate(&mut self) -> Result<(), MachineError> {
-        let Loaded { blk, net, dirtier } = self
+        let Loaded {
+            blk,
+            net,
+            dirtier,
+            inband,
+        } = self
             .loaded
             .take()
             .ok_or(MachineError::State("no guest is loaded"))?;
-        {
-            let mut admin = lock(&self.admin);
-            for member in self.members() {
-                admin.dev_mode_set(member, DevMode::Active)?;
+        for member in self.members() {
+            if inband.contains(&member) {
+                self.driver_ok_inband(member)?;
+            } else {
+                lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
             }
         }
         self.run(blk, net, dirtier)

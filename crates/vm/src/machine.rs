@@ -134,6 +134,8 @@ pub(crate) struct Loaded {
     pub(crate) blk: Option<BlkGuest>,
     pub(crate) net: Option<NetGuest>,
     pub(crate) dirtier: Dirtier,
+    /// Members restored in-band (status strategy): DRIVER_OK on Commit, not admin Active.
+    pub(crate) inband: Vec<u64>,
 }
 
 impl Machine {

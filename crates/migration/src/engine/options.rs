@@ -3,14 +3,29 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use virtio_lm_vm::StatusBit;
 
-/// How the devices are moved. Issue 10 adds the in-band status strategy beside this one.
+/// How the devices are moved (`--strategy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Seed 004: the owner's admin queue (DEV_MODE_SET Stop/Freeze/Active, DEV_CTX_READ/WRITE).
     #[default]
     Admin,
+    /// Seeds 000/001/003, in-band (`--strategy status --status-bit stopped|suspend`): each
+    /// device stopped through its own status register, its state read through the transport,
+    /// and re-initialised on the destination as a driver would (spec-decisions §15).
+    Status(StatusBit),
+}
+
+impl Strategy {
+    /// The report's spelling: `admin`, `status-stopped` or `status-suspend`.
+    pub fn name(self) -> String {
+        match self {
+            Strategy::Admin => "admin".into(),
+            Strategy::Status(bit) => format!("status-{}", bit.name()),
+        }
+    }
 }
 
 /// What happens to requests the devices have in process when they stop (`--inflight`).

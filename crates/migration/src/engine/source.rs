@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::wire::Wire;
 use super::{
     Inflight, Link, MigrateOptions, MigrationControl, MigrationError, MigrationReport,
-    MigrationState, Outcome, PhaseSpan, Progress, RoundStats,
+    MigrationState, Outcome, PhaseSpan, Progress, RoundStats, Strategy,
 };
 use crate::{
     CancelReason, DeviceConfig, MemoryChunk, MemoryRange, MemoryRegion, Message, Pages, Phase,
@@ -96,7 +96,7 @@ impl<'a, L: Link> Source<'a, L> {
             warn!("cannot set up the link: {e}");
         }
         let report = MigrationReport {
-            strategy: "admin".into(),
+            strategy: options.strategy.name(),
             ring: match machine.options().ring {
                 RingFormat::Split => "split",
                 RingFormat::Packed => "packed",
@@ -161,6 +161,7 @@ impl<'a, L: Link> Source<'a, L> {
 
     fn run(&mut self) -> Result<(), Stop> {
         self.publish(MigrationState::Setup);
+        self.check_strategy()?;
         self.machine.set_inflight(match self.options.inflight {
             Inflight::Drain => QuiesceMode::Drain,
             Inflight::Transfer => QuiesceMode::RecordInflight,
@@ -176,6 +177,23 @@ impl<'a, L: Link> Source<'a, L> {
         log.stop();
         result?;
         self.commit()
+    }
+
+    /// The status strategy's preconditions, refused at Start (spec-decisions §15).
+    fn check_strategy(&self) -> Result<(), MigrationError> {
+        let Strategy::Status(bit) = self.options.strategy else {
+            return Ok(());
+        };
+        if self.options.inflight == Inflight::Transfer {
+            return Err(MigrationError::Incompatible(
+                "--inflight transfer needs --strategy admin: the status strategy has no \
+                 in-band path for in-flight chains (its stop always drains them)"
+                    .into(),
+            ));
+        }
+        self.machine
+            .check_inband(bit)
+            .map_err(|e| MigrationError::Incompatible(e.to_string()))
     }
 
     fn setup(&mut self) -> Result<(), MigrationError> {
@@ -211,8 +229,13 @@ impl<'a, L: Link> Source<'a, L> {
             .map_err(|e| MigrationError::Machine(e.into()))?;
         self.send_zero_holes(&data)?;
         self.send_round(0, Phase::PreCopy, &data)?;
-        // Device pre-copy: an Active-mode read, for the destination's early compatibility check.
-        for (member, context) in self.machine.read_contexts()? {
+        // Device pre-copy: an Active-mode read, for the destination's early compatibility check
+        // (admin only: the status strategy has no owner to read through while running).
+        let early = match self.options.strategy {
+            Strategy::Admin => self.machine.read_contexts()?,
+            Strategy::Status(_) => Vec::new(),
+        };
+        for (member, context) in early {
             self.send(&Message::DeviceContext {
                 phase: Phase::PreCopy,
                 device_id: member as u32,
@@ -394,7 +417,10 @@ impl<'a, L: Link> Source<'a, L> {
         self.machine.pause()?;
         self.paused_at = Some(paused_at);
         let vm_stopped = Instant::now();
-        self.machine.stop_devices()?;
+        match self.options.strategy {
+            Strategy::Admin => self.machine.stop_devices()?,
+            Strategy::Status(bit) => self.machine.stop_inband(bit)?,
+        }
         let devices_stopped = Instant::now();
         drop(stop_span);
         self.publish(MigrationState::Stopped);
@@ -410,7 +436,10 @@ impl<'a, L: Link> Source<'a, L> {
         self.phase("final-memory", devices_stopped, memory_sent);
 
         let device_span = info_span!("device-state").entered();
-        let contexts = self.machine.read_contexts()?;
+        let contexts = match self.options.strategy {
+            Strategy::Admin => self.machine.read_contexts()?,
+            Strategy::Status(_) => self.machine.read_inband()?,
+        };
         let contexts_read = Instant::now();
         for (member, context) in contexts {
             self.report.device_context_bytes += context.len() as u64;
@@ -558,7 +587,11 @@ impl<'a, L: Link> Source<'a, L> {
         self.wire.close();
         let mut outcome = outcome;
         if self.paused_at.is_some() {
-            if let Err(e) = self.machine.reactivate() {
+            let back = match self.options.strategy {
+                Strategy::Admin => self.machine.reactivate(),
+                Strategy::Status(bit) => self.machine.resume_inband(bit),
+            };
+            if let Err(e) = back {
                 outcome = Outcome::Failed(format!(
                     "{}; and the source could not run again: {e}",
                     outcome.result()

@@ -1,0 +1,404 @@
+//! The machine's side of the in-band status strategy (seeds 000, 001 and 003; spec-decisions
+//! §15): the hypervisor stops each member through its own device status register (DEVICE_STOPPED
+//! or SUSPEND), reads what a driver can see through the function's registers (status, features,
+//! per-queue configuration and queue state, MSI-X vectors, configuration space), and on the
+//! destination re-initialises the device as a driver would, setting the queue state before
+//! DRIVER_OK. No owner device takes part on the source. The state read here travels in the
+//! same context encoding as the admin strategy's; its DEVICE_STATUS carries the stop bit, which
+//! is how the destination knows to restore it in-band.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use virtio_lm_device::context::{decode, encode, DeviceContext, QueueContext, VqConfig};
+use virtio_lm_pci::{discover, PciTransport, Regions};
+use virtio_lm_queue::QueueState;
+use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::pci::offset;
+use virtio_lm_spec::{DeviceStatus, Feature};
+
+use crate::guest::lock;
+use crate::machine::{Machine, MachineError, PROFILE};
+
+/// Which status bit stops the devices (`--status-bit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusBit {
+    /// Seed 000: DEVICE_STOPPED (32), feature VIRTIO_F_DEVICE_STOP.
+    Stopped,
+    /// Seed 003 / merged 1.4: SUSPEND (16), feature VIRTIO_F_SUSPEND.
+    Suspend,
+}
+
+impl StatusBit {
+    /// The `--status-bit` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusBit::Stopped => "stopped",
+            StatusBit::Suspend => "suspend",
+        }
+    }
+
+    fn feature(self) -> Feature {
+        match self {
+            StatusBit::Stopped => Feature::DeviceStop,
+            StatusBit::Suspend => Feature::Suspend,
+        }
+    }
+
+    fn bit(self) -> DeviceStatus {
+        match self {
+            StatusBit::Stopped => DeviceStatus::DEVICE_STOPPED,
+            StatusBit::Suspend => DeviceStatus::SUSPEND,
+        }
+    }
+
+    /// True once the device presents the stop (seed 003 merged: SUSPEND=1 and DRIVER_OK=0).
+    fn presented(self, s: DeviceStatus) -> bool {
+        match self {
+            StatusBit::Stopped => s.contains(DeviceStatus::DEVICE_STOPPED),
+            StatusBit::Suspend => {
+                s.contains(DeviceStatus::SUSPEND) && !s.intersects(DeviceStatus::DRIVER_OK)
+            }
+        }
+    }
+}
+
+type Function = virtio_lm_pci::VirtioPciFunction<crate::GuestRam>;
+
+/// The longest wait for the device to present a status change: only a hung device reaches it.
+const STATUS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One function seen through its registers, as a hypervisor's vDPA backend sees it.
+struct Registers<'a> {
+    transport: &'a dyn PciTransport,
+    regions: Regions,
+    /// Bytes of device configuration: the backend says how many, as vhost-vdpa's
+    /// VHOST_VDPA_GET_CONFIG_SIZE does (the region itself is a whole page).
+    config_len: usize,
+}
+
+impl<'a> Registers<'a> {
+    fn new(function: &'a Function) -> Result<Self, MachineError> {
+        let config_len = lock(function.core())
+            .snapshot_context()
+            .map(|c| c.device_config.len())
+            .unwrap_or(0);
+        let transport: &dyn PciTransport = function;
+        Ok(Self {
+            regions: discover(transport)?,
+            transport,
+            config_len,
+        })
+    }
+
+    fn read<const N: usize>(&self, field: usize) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.transport
+            .read(self.regions.common.offset + field as u64, &mut b);
+        b
+    }
+
+    fn write(&self, field: usize, data: &[u8]) {
+        self.transport
+            .write(self.regions.common.offset + field as u64, data);
+    }
+
+    fn read16(&self, field: usize) -> u16 {
+        u16::from_le_bytes(self.read(field))
+    }
+
+    fn read32(&self, field: usize) -> u32 {
+        u32::from_le_bytes(self.read(field))
+    }
+
+    fn read64(&self, field: usize) -> u64 {
+        u64::from(self.read32(field)) | (u64::from(self.read32(field + 4)) << 32)
+    }
+
+    fn write16(&self, field: usize, v: u16) {
+        self.write(field, &v.to_le_bytes());
+    }
+
+    fn write32(&self, field: usize, v: u32) {
+        self.write(field, &v.to_le_bytes());
+    }
+
+    fn write64(&self, field: usize, v: u64) {
+        self.write32(field, v as u32);
+        self.write32(field + 4, (v >> 32) as u32);
+    }
+
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::from_bits_retain(self.read::<1>(offset::DEVICE_STATUS)[0])
+    }
+
+    fn set_status(&self, s: DeviceStatus) {
+        self.write(offset::DEVICE_STATUS, &[s.bits()]);
+    }
+
+    /// Re-reads the status until `done` (the device presents what was written).
+    fn wait(
+        &self,
+        what: &str,
+        done: impl Fn(DeviceStatus) -> bool,
+    ) -> Result<DeviceStatus, MachineError> {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if done(s) {
+                return Ok(s);
+            }
+            if s.contains(DeviceStatus::DEVICE_NEEDS_RESET) || start.elapsed() > STATUS_DEADLINE {
+                return Err(MachineError::Device(format!(
+                    "{what}: the device presents {s:?}"
+                )));
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn features(&self, select: usize, window: usize) -> u64 {
+        self.write32(select, 0);
+        let low = self.read32(window);
+        self.write32(select, 1);
+        u64::from(low) | (u64::from(self.read32(window)) << 32)
+    }
+
+    fn config_space(&self) -> Vec<u8> {
+        let Some(region) = self.regions.device else {
+            return Vec::new();
+        };
+        let mut b = vec![0u8; self.config_len.min(region.length as usize)];
+        self.transport.read(region.offset, &mut b);
+        b
+    }
+
+    /// Everything a driver can read, as a context (the device must be stopped or suspended).
+    fn context(&self) -> DeviceContext {
+        let num_queues = self.read16(offset::NUM_QUEUES);
+        let queues = (0..num_queues)
+            .map(|index| {
+                self.write16(offset::QUEUE_SELECT, index);
+                QueueContext {
+                    config: VqConfig {
+                        size: self.read16(offset::QUEUE_SIZE),
+                        msix_vector: self.read16(offset::QUEUE_MSIX_VECTOR),
+                        enabled: self.read16(offset::QUEUE_ENABLE) != 0,
+                        desc: self.read64(offset::QUEUE_DESC),
+                        driver: self.read64(offset::QUEUE_DRIVER),
+                        device: self.read64(offset::QUEUE_DEVICE),
+                    },
+                    state: QueueState {
+                        avail_state: self.read16(offset::QUEUE_AVAIL_STATE),
+                        used_state: self.read16(offset::QUEUE_USED_STATE),
+                        notification_owed: false,
+                        inflight: Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        DeviceContext {
+            device_features: vec![
+                self.features(offset::DEVICE_FEATURE_SELECT, offset::DEVICE_FEATURE)
+            ],
+            driver_features: vec![
+                self.features(offset::DRIVER_FEATURE_SELECT, offset::DRIVER_FEATURE)
+            ],
+            device_status: self.status().bits(),
+            config_generation: self.read::<1>(offset::CONFIG_GENERATION)[0],
+            device_config: self.config_space(),
+            config_msix_vector: self.read16(offset::CONFIG_MSIX_VECTOR),
+            queues,
+            device_fields: Vec::new(),
+        }
+    }
+
+    /// The destination's re-initialisation, as a driver would do it, up to (not including)
+    /// DRIVER_OK: reset, ACKNOWLEDGE, DRIVER, the same features, FEATURES_OK, the
+    /// configuration vector, each queue's configuration and state (seed 001: written between
+    /// FEATURES_OK and DRIVER_OK), then the configuration writes.
+    fn reinitialise(&self, ctx: &DeviceContext) -> Result<(), MachineError> {
+        let bad = |what: String| Err(MachineError::Device(what));
+        self.set_status(DeviceStatus::RESET);
+        self.wait("reset", |s| s.is_empty())?;
+        let mut s = DeviceStatus::ACKNOWLEDGE;
+        self.set_status(s);
+        s |= DeviceStatus::DRIVER;
+        self.set_status(s);
+        let features = ctx.driver_features.first().copied().unwrap_or(0);
+        self.write32(offset::DRIVER_FEATURE_SELECT, 0);
+        self.write32(offset::DRIVER_FEATURE, features as u32);
+        self.write32(offset::DRIVER_FEATURE_SELECT, 1);
+        self.write32(offset::DRIVER_FEATURE, (features >> 32) as u32);
+        s |= DeviceStatus::FEATURES_OK;
+        self.set_status(s);
+        if !self.status().contains(DeviceStatus::FEATURES_OK) {
+            return bad(format!("features {features:#x} not accepted"));
+        }
+        self.write16(offset::CONFIG_MSIX_VECTOR, ctx.config_msix_vector);
+        for (index, q) in (0u16..).zip(&ctx.queues) {
+            if !q.config.enabled {
+                continue;
+            }
+            self.write16(offset::QUEUE_SELECT, index);
+            self.write16(offset::QUEUE_SIZE, q.config.size);
+            self.write64(offset::QUEUE_DESC, q.config.desc);
+            self.write64(offset::QUEUE_DRIVER, q.config.driver);
+            self.write64(offset::QUEUE_DEVICE, q.config.device);
+            self.write16(offset::QUEUE_MSIX_VECTOR, q.config.msix_vector);
+            self.write16(offset::QUEUE_AVAIL_STATE, q.state.avail_state);
+            self.write16(offset::QUEUE_USED_STATE, q.state.used_state);
+            let state = (
+                self.read16(offset::QUEUE_AVAIL_STATE),
+                self.read16(offset::QUEUE_USED_STATE),
+            );
+            if state != (q.state.avail_state, q.state.used_state) {
+                return bad(format!("queue {index}: state {state:?} not accepted"));
+            }
+            if self.read16(offset::QUEUE_MSIX_VECTOR) != q.config.msix_vector {
+                return bad(format!("queue {index}: MSI-X vector not accepted"));
+            }
+            self.write16(offset::QUEUE_ENABLE, 1);
+        }
+        // Only what the driver changed: the rest of the space is the device's own (equal on
+        // both sides, which the Config check made sure of).
+        if let Some(region) = self.regions.device {
+            let ours = self.config_space();
+            for (at, (&theirs, &mine)) in ctx.device_config.iter().zip(&ours).enumerate() {
+                if theirs != mine {
+                    self.transport.write(region.offset + at as u64, &[theirs]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True if `context` was read in-band (its DEVICE_STATUS shows the status-register stop).
+pub(crate) fn is_inband(context: &[u8]) -> bool {
+    decode(context).is_ok_and(|c| stopped_inband(c.device_status))
+}
+
+/// True if `status` shows a status-register stop (DEVICE_STOPPED or SUSPEND).
+pub(crate) fn stopped_inband(status: u8) -> bool {
+    DeviceStatus::from_bits_retain(status)
+        .intersects(DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND)
+}
+
+impl Machine {
+    /// The status strategy's preconditions, checked at Start: every member's driver
+    /// negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE (without them a driver may not set
+    /// the bit nor write queue state).
+    pub fn check_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
+        for (member, function) in self.members().into_iter().zip(self.functions()) {
+            let negotiated = lock(function.core()).driver_features();
+            for feature in [bit.feature(), Feature::QueueState] {
+                let has = PROFILE
+                    .bit(feature)
+                    .is_some_and(|b| negotiated & (1u64 << b) != 0);
+                if !has {
+                    return Err(MachineError::Device(format!(
+                        "member {member}: the guest did not negotiate {} (negotiated {negotiated:#x}); \
+                         the status strategy needs it",
+                        feature.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every member through its status register (the vCPUs are paused): sets `bit`
+    /// and re-reads until the device presents it — the device completes what it is
+    /// processing first (seed 000 / 003), so in-flight requests always drain.
+    pub fn stop_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
+        for function in self.functions() {
+            let regs = Registers::new(&function)?;
+            let s = regs.status();
+            if !s.contains(DeviceStatus::DRIVER_OK) {
+                return Err(MachineError::Device(format!(
+                    "the device is not at DRIVER_OK ({s:?}): the guest is initialising or \
+                     resetting it"
+                )));
+            }
+            regs.set_status(s | bit.bit());
+            regs.wait("stopping in-band", |s| bit.presented(s))?;
+        }
+        Ok(())
+    }
+
+    /// Every member's state read through its registers, encoded as a context.
+    pub fn read_inband(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        let mut out = Vec::new();
+        for (member, function) in self.members().into_iter().zip(self.functions()) {
+            let ctx = Registers::new(&function)?.context();
+            let bytes = encode(&ctx).map_err(|e| MachineError::Device(e.to_string()))?;
+            out.push((member, bytes));
+        }
+        Ok(out)
+    }
+
+    /// Back to running after an abandoned in-band migration: each member resumed through its
+    /// status register (DEVICE_STOPPED cleared; or DRIVER_OK set again after SUSPEND), then the
+    /// vCPUs. Tries every step and reports the first failure.
+    pub fn resume_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
+        let mut first = Ok(());
+        for function in self.functions() {
+            let step = Registers::new(&function).and_then(|regs| {
+                let s = regs.status();
+                if !s.intersects(bit.bit()) {
+                    return Ok(());
+                }
+                match bit {
+                    StatusBit::Stopped => {
+                        regs.set_status(s & !DeviceStatus::DEVICE_STOPPED);
+                        regs.wait("resuming from DEVICE_STOPPED", |s| {
+                            !s.intersects(DeviceStatus::DEVICE_STOPPED)
+                        })
+                    }
+                    StatusBit::Suspend => {
+                        regs.set_status(s | DeviceStatus::DRIVER_OK);
+                        regs.wait("resuming from SUSPEND", |s| {
+                            !s.intersects(DeviceStatus::SUSPEND)
+                                && s.contains(DeviceStatus::DRIVER_OK)
+                        })
+                    }
+                }
+                .map(|_| ())
+            });
+            first = first.and(step);
+        }
+        self.resume();
+        first
+    }
+
+    fn member_function(&self, member: u64) -> Result<Arc<Function>, MachineError> {
+        self.members()
+            .into_iter()
+            .zip(self.functions())
+            .find(|(m, _)| *m == member)
+            .map(|(_, f)| f)
+            .ok_or_else(|| MachineError::Device(format!("member {member}: no such member")))
+    }
+
+    /// Destination, before Commit: takes `member` out of the Freeze it was built in (it is
+    /// at status 0, with nothing to process) and re-initialises it from `context` as a driver
+    /// would, short of DRIVER_OK.
+    pub(crate) fn load_inband(&self, member: u64, context: &[u8]) -> Result<(), MachineError> {
+        let ctx = decode(context).map_err(|e| MachineError::Device(e.to_string()))?;
+        let function = self.member_function(member)?;
+        lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
+        Registers::new(&function)?.reinitialise(&ctx)
+    }
+
+    /// Destination, on Commit: DRIVER_OK on `member`; the device resumes where the source
+    /// stopped.
+    pub(crate) fn driver_ok_inband(&self, member: u64) -> Result<(), MachineError> {
+        let function = self.member_function(member)?;
+        let regs = Registers::new(&function)?;
+        regs.set_status(regs.status() | DeviceStatus::DRIVER_OK);
+        regs.wait("DRIVER_OK", |s| s.contains(DeviceStatus::DRIVER_OK))
+            .map(|_| ())
+    }
+}
