@@ -118,24 +118,15 @@ fn the_report_has_the_issue_field_names() {
     assert_eq!(keys, expected);
 }
 
-#[test]
-fn split_drain() {
-    migrate_running_guest(RingFormat::Split, Inflight::Drain, 1);
-}
-
-#[test]
-fn split_transfer() {
-    migrate_running_guest(RingFormat::Split, Inflight::Transfer, 2);
-}
-
-#[test]
-fn packed_drain() {
-    migrate_running_guest(RingFormat::Packed, Inflight::Drain, 2);
-}
-
-#[test]
-fn packed_transfer() {
-    migrate_running_guest(RingFormat::Packed, Inflight::Transfer, 1);
+virtio_lm_device::test_cases! { migrate_running_guest:
+    /// Split ring, one queue, requests in process drained at Stop.
+    fn split_drain(RingFormat::Split, Inflight::Drain, 1);
+    /// Split ring, two queues, requests recorded in flight travel in the context.
+    fn split_transfer(RingFormat::Split, Inflight::Transfer, 2);
+    /// Packed ring, two queues, drained.
+    fn packed_drain(RingFormat::Packed, Inflight::Drain, 2);
+    /// Packed ring, one queue, recorded in flight.
+    fn packed_transfer(RingFormat::Packed, Inflight::Transfer, 1);
 }
 
 /// Cancel before Commit returns the source to running, and a second migration succeeds

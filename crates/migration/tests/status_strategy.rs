@@ -67,28 +67,15 @@ fn status_migration(ring: RingFormat, bit: StatusBit) {
     runs_clean(destination, 1, &tag);
 }
 
-/// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, split ring.
-#[test]
-fn status_stopped_split() {
-    status_migration(RingFormat::Split, StatusBit::Stopped);
-}
-
-/// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, packed ring.
-#[test]
-fn status_stopped_packed() {
-    status_migration(RingFormat::Packed, StatusBit::Stopped);
-}
-
-/// Seed 003 (SUSPEND, merged form) with seed 001 queue state, split ring.
-#[test]
-fn status_suspend_split() {
-    status_migration(RingFormat::Split, StatusBit::Suspend);
-}
-
-/// Seed 003 (SUSPEND, merged form) with seed 001 queue state, packed ring.
-#[test]
-fn status_suspend_packed() {
-    status_migration(RingFormat::Packed, StatusBit::Suspend);
+virtio_lm_device::test_cases! { status_migration:
+    /// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, split ring.
+    fn status_stopped_split(RingFormat::Split, StatusBit::Stopped);
+    /// Seed 000 (DEVICE_STOPPED) with seed 001 queue state, packed ring.
+    fn status_stopped_packed(RingFormat::Packed, StatusBit::Stopped);
+    /// Seed 003 (SUSPEND, merged form) with seed 001 queue state, split ring.
+    fn status_suspend_split(RingFormat::Split, StatusBit::Suspend);
+    /// Seed 003 (SUSPEND, merged form) with seed 001 queue state, packed ring.
+    fn status_suspend_packed(RingFormat::Packed, StatusBit::Suspend);
 }
 
 /// Issue 10, "The same VM migrated admin → status → admin ping-pong keeps working": the
