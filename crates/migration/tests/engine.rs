@@ -12,21 +12,16 @@ use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::testing::ImageFile;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, MigrationState};
-use virtio_lm_vm::testing::{image, localhost, options, run_for};
+use virtio_lm_vm::testing::{localhost, run_for, start_machine};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
 
-/// A running source machine for the test case `tag`, with its blk image and echo peer, which
-/// must outlive every machine started with the options.
+/// A running source machine for the test case `tag`, with its blk image and echo peer.
 fn start_source(
     tag: &str,
     ring: RingFormat,
     queues: u16,
 ) -> (ImageFile, EchoPeer, MachineOptions, Machine) {
-    let image = image("mig-engine", tag);
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, ring, queues);
-    let source = Machine::start(machine_options.clone()).unwrap();
-    (image, echo, machine_options, source)
+    start_machine("mig-engine", tag, ring, queues)
 }
 
 /// Lets `machine` run on for `n` completions, stops it, and checks its workloads with the bound

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, Outcome, StatusBit};
 use virtio_lm_migration::{MigrationReport, MigrationState, Strategy};
-use virtio_lm_vm::testing::{image, localhost, options, run_for};
+use virtio_lm_vm::testing::{run_for, start_machine};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
 
 /// Migrates `source` with `strategy`; checks it completed and the source stayed paused;
@@ -56,10 +55,7 @@ fn runs_clean(destination: Machine, moves: u64, tag: &str) {
 /// destination re-initialised as a driver would; 0 lost, 0 duplicated, 0 corrupted.
 fn status_migration(ring: RingFormat, bit: StatusBit) {
     let tag = format!("{ring:?}-{}", bit.name());
-    let image = image("mig-status", &tag);
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, ring, 2);
-    let source = Machine::start(machine_options.clone()).unwrap();
+    let (_image, _echo, machine_options, source) = start_machine("mig-status", &tag, ring, 2);
     run_for(&source, 50);
     let (destination, report) = hop(source, &machine_options, Strategy::Status(bit), &tag);
     assert!(report.device_context_bytes > 0);
@@ -83,10 +79,8 @@ virtio_lm_device::test_cases! { status_migration:
 /// queue state written before DRIVER_OK on a fresh device, then seed 004 again).
 #[test]
 fn admin_status_admin_ping_pong() {
-    let image = image("mig-status", "ping-pong");
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, RingFormat::Split, 1);
-    let mut machine = Machine::start(machine_options.clone()).unwrap();
+    let (_image, _echo, machine_options, mut machine) =
+        start_machine("mig-status", "ping-pong", RingFormat::Split, 1);
     let hops = [
         Strategy::Admin,
         Strategy::Status(StatusBit::Suspend),
@@ -105,10 +99,8 @@ fn admin_status_admin_ping_pong() {
 /// (seed 000: setting DEVICE_STOPPED completes in-flight requests first, so they never travel).
 #[test]
 fn status_with_inflight_transfer_is_refused_at_start() {
-    let image = image("mig-status", "refused");
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, RingFormat::Split, 1);
-    let source = Machine::start(machine_options.clone()).unwrap();
+    let (_image, _echo, machine_options, source) =
+        start_machine("mig-status", "refused", RingFormat::Split, 1);
     let options = MigrateOptions {
         strategy: Strategy::Status(StatusBit::Stopped),
         inflight: Inflight::Transfer,
@@ -132,10 +124,8 @@ fn status_with_inflight_transfer_is_refused_at_start() {
 /// register and the vCPUs; the guest runs on, and the next migration completes.
 #[test]
 fn status_cancel_before_commit_resumes_through_the_status_register() {
-    let image = image("mig-status", "cancel");
-    let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, RingFormat::Packed, 1);
-    let source = Machine::start(machine_options.clone()).unwrap();
+    let (_image, _echo, machine_options, source) =
+        start_machine("mig-status", "cancel", RingFormat::Packed, 1);
     for bit in [StatusBit::Stopped, StatusBit::Suspend] {
         run_for(&source, 50);
         let control = MigrationControl::new();

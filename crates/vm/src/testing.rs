@@ -42,6 +42,21 @@ pub fn options(
     }
 }
 
+/// A running machine for the test case `prefix`/`tag` with the [`options`] above, and its blk
+/// image and echo peer, which must outlive every machine started with those options.
+pub fn start_machine(
+    prefix: &str,
+    tag: &str,
+    ring: RingFormat,
+    queues: u16,
+) -> (ImageFile, EchoPeer, MachineOptions, Machine) {
+    let image = image(prefix, tag);
+    let echo = EchoPeer::spawn(localhost()).unwrap();
+    let machine_options = options(&image, &echo, ring, queues);
+    let machine = Machine::start(machine_options.clone()).unwrap();
+    (image, echo, machine_options, machine)
+}
+
 /// Runs until each workload (blk completions, verified echoes, dirtier stamps) has moved on by
 /// at least `n` (bounded: panics after 60 s without it, which only a hang takes).
 pub fn run_for(machine: &Machine, n: u64) {
