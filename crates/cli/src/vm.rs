@@ -437,6 +437,7 @@ pub fn workloads_json(report: &MachineReport) -> Value {
         "duplicated": counts.duplicated,
         "corrupted": counts.corrupted,
         "frames_lost_on_wire": counts.frames_lost_on_wire,
+        "guest_stall_ms": counts.guest_stall_ms,
         "blk": { "completed": blk.completed, "verified": blk.verified, "lost": blk.lost,
                  "duplicated": blk.duplicated, "corrupted": blk.corrupted, "failed": blk.failed },
         "net": { "sent": net.sent, "verified": net.verified, "lost": net.lost, "late": net.late,
