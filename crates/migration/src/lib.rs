@@ -66,6 +66,7 @@ pub use engine::{
     MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
     Progress, RoundStats, Strategy,
 };
+pub use engine::{Fault, FaultPoint};
 pub use error::{Position, StreamError, WriteError};
 pub use header::{
     MessageType, Phase, SectionHeader, CRC_LEN, FLAG_FINAL, HEADER_LEN, MAGIC, MAX_CONFIG,

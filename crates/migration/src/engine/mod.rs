@@ -4,6 +4,7 @@
 mod control;
 mod destination;
 mod error;
+mod fault;
 mod link;
 mod options;
 mod report;
@@ -13,6 +14,7 @@ mod wire;
 pub use control::{MigrationControl, MigrationState, Progress};
 pub use destination::{incoming, Incoming};
 pub use error::MigrationError;
+pub use fault::{Fault, FaultPoint};
 pub use link::Link;
 pub use options::{Inflight, MigrateOptions, Strategy};
 pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};

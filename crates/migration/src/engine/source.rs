@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, info_span, warn};
 use virtio_lm_device::QuiesceMode;
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_vm::{DirtyLog, DirtyRange, Machine, RingFormat};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::fault::FaultPoint;
 use super::wire::Wire;
 use super::{
     Inflight, Link, MigrateOptions, MigrationControl, MigrationError, MigrationReport,
@@ -167,6 +169,7 @@ impl<'a, L: Link> Source<'a, L> {
             Inflight::Transfer => QuiesceMode::RecordInflight,
         });
         self.setup()?;
+        self.control.reached(FaultPoint::AfterStart)?;
         let mut log = self
             .machine
             .memory()
@@ -242,6 +245,7 @@ impl<'a, L: Link> Source<'a, L> {
                 context,
             })?;
         }
+        self.control.reached(FaultPoint::AfterDevicePrecopy)?;
         let mut round = 0u32;
         // The first harvest covers everything since logging began, just before round 0.
         let mut last_harvest = begin;
@@ -353,6 +357,12 @@ impl<'a, L: Link> Source<'a, L> {
         let ram = self.machine.memory().ram().clone();
         let mut buf = std::mem::take(&mut self.buf);
         let mut pages = 0u64;
+        let point = match (phase, round) {
+            (Phase::Final, _) => FaultPoint::MidFinalMemory,
+            (_, 0) => FaultPoint::MidRound0,
+            _ => FaultPoint::MidDirtyRound,
+        };
+        let mut step = Some(point);
         for r in ranges {
             let mut at = 0u64;
             while at < r.len {
@@ -372,6 +382,9 @@ impl<'a, L: Link> Source<'a, L> {
                         )))
                     })?;
                 self.wire.tx.write_memory(round, phase, r.gpa + at, chunk)?;
+                if let Some(point) = step.take() {
+                    self.control.reached(point)?;
+                }
                 at += n;
                 pages += n / virtio_lm_vm::PAGE_SIZE;
                 if phase == Phase::PreCopy {
@@ -381,6 +394,11 @@ impl<'a, L: Link> Source<'a, L> {
             }
         }
         self.buf = buf;
+        if phase == Phase::Final {
+            if let Some(point) = step {
+                self.control.reached(point)?;
+            }
+        }
         let end = Instant::now();
         let bytes = self.wire.tx.bytes_written() - bytes_before;
         self.send_time += end - begin;
@@ -417,9 +435,20 @@ impl<'a, L: Link> Source<'a, L> {
         self.machine.pause()?;
         self.paused_at = Some(paused_at);
         let vm_stopped = Instant::now();
+        self.control.reached(FaultPoint::AfterVcpuPause)?;
         match self.options.strategy {
-            Strategy::Admin => self.machine.stop_devices()?,
-            Strategy::Status(bit) => self.machine.stop_inband(bit)?,
+            // Every member Stop, then every member Freeze: no member is frozen while another
+            // still processes requests that may touch it.
+            Strategy::Admin => {
+                self.machine.set_members_mode(DevMode::Stop)?;
+                self.control.reached(FaultPoint::AfterStop)?;
+                self.machine.set_members_mode(DevMode::Freeze)?;
+                self.control.reached(FaultPoint::AfterFreeze)?;
+            }
+            Strategy::Status(bit) => {
+                self.machine.stop_inband(bit)?;
+                self.control.reached(FaultPoint::AfterStop)?;
+            }
         }
         let devices_stopped = Instant::now();
         drop(stop_span);
@@ -441,6 +470,7 @@ impl<'a, L: Link> Source<'a, L> {
             Strategy::Status(_) => self.machine.read_inband()?,
         };
         let contexts_read = Instant::now();
+        let mut step = Some(FaultPoint::MidFinalContext);
         for (member, context) in contexts {
             self.report.device_context_bytes += context.len() as u64;
             self.send(&Message::DeviceContext {
@@ -448,6 +478,9 @@ impl<'a, L: Link> Source<'a, L> {
                 device_id: member as u32,
                 context,
             })?;
+            if let Some(point) = step.take() {
+                self.control.reached(point)?;
+            }
         }
         let state = self.machine.vcpu_state()?.encode().map_err(|e| {
             MigrationError::Machine(virtio_lm_vm::MachineError::Vcpu(e.to_string()))
@@ -455,6 +488,7 @@ impl<'a, L: Link> Source<'a, L> {
         self.send(&Message::VcpuState { vcpu: 0, state })?;
         self.send(&Message::Complete)?;
         self.wire.tx.flush()?;
+        self.control.reached(FaultPoint::AfterComplete)?;
         let complete_sent = Instant::now();
         drop(device_span);
         self.phase("device-state", memory_sent, complete_sent);
@@ -485,7 +519,7 @@ impl<'a, L: Link> Source<'a, L> {
         self.phase("dst-load", complete_sent, ready);
         // The last moment a cancel is honoured.
         self.wire.tx.get_mut().cancel = None;
-        self.check_cancel()?;
+        self.control.reached(FaultPoint::AfterReady)?;
         self.committed = true;
         self.publish(MigrationState::Committing);
         let sent = self
@@ -495,6 +529,10 @@ impl<'a, L: Link> Source<'a, L> {
             .and_then(|()| self.wire.tx.flush());
         if let Err(e) = sent {
             return Err(Stop::Unknown(format!("Commit not sent: {e}")));
+        }
+        if let Err(e) = self.control.reached(FaultPoint::AfterCommit) {
+            self.wire.close();
+            return Err(Stop::Unknown(format!("no CommitAck: {e}")));
         }
         let ack = match self.wire.rx.read_message() {
             Ok(Message::CommitAck {
