@@ -14,27 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_lm_devices::net::echo::EchoPeer;
-use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
+use virtio_lm_migration::testing::{
+    assert_clean, assert_running_again, migrate_again_and_verify, migrate_to, small, test_options,
+};
 use virtio_lm_migration::{
     Fault, FaultPoint, Inflight, MigrateOptions, MigrationControl, MigrationState, Outcome,
     StatusBit, Strategy,
 };
 use virtio_lm_vm::testing::{image, localhost, options, run_for};
-use virtio_lm_vm::{Machine, MachineOptions, RingFormat, MIB};
-
-/// A small running guest (17 MiB, 1 MiB working set): blk, net to `echo`, the dirtier.
-fn small(
-    image: &virtio_lm_devices::testing::ImageFile,
-    echo: &EchoPeer,
-    ring: RingFormat,
-) -> MachineOptions {
-    MachineOptions {
-        memory: 17 * MIB,
-        working_set_mib: 1,
-        dirty_rate_mib: 8,
-        ..options(image, echo, ring, 2)
-    }
-}
+use virtio_lm_vm::{Machine, RingFormat};
 
 /// A control whose hook answers `fault` the first time the source reaches `at`. For a cancel in
 /// a dirty round, the guest is first made to dirty memory after round 0 (so a dirty round
@@ -81,7 +69,7 @@ fn cancel_at(at: FaultPoint, strategy: Strategy, inflight: Inflight, ring: RingF
     let tag = format!("{at:?}-{}-{inflight:?}-{ring:?}", strategy.name());
     let image = image("mig-rollback", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = small(&image, &echo, ring);
+    let machine_options = small(options(&image, &echo, ring, 2));
     let source = Arc::new(Machine::start(machine_options.clone()).unwrap());
     run_for(&source, 30);
     let (control, hit) = fault_at(at, Fault::Cancel, &source);
@@ -100,29 +88,15 @@ fn cancel_at(at: FaultPoint, strategy: Strategy, inflight: Inflight, ring: RingF
     let err = incoming.expect_err("the destination ran a cancelled guest");
     eprintln!("{tag}: destination: {err}");
     assert!(!err.to_string().is_empty());
-    // The source runs again: logging stopped, vCPUs resumed, devices processing.
-    assert!(
-        !source.memory().is_logging(),
-        "{tag}: dirty logging stopped"
-    );
-    assert!(!source.all_parked(), "{tag}: vCPUs resumed");
-    run_for(&source, 50);
-
+    assert_running_again(&source, &tag);
     let again = MigrateOptions {
         downtime_ms: 10,
         ..options
     };
-    let (report, incoming) = migrate_to(&source, machine_options, &again, &MigrationControl::new());
-    assert_completed(&report, &tag);
-    let source = Arc::into_inner(source).expect("no other owner once the migrations are over");
-    drop(source);
-    let destination = incoming.unwrap().machine;
-    run_for(&destination, 50);
-    let after = destination.finish(Duration::from_secs(10)).unwrap();
+    let source = Arc::into_inner(source).expect("no other owner once the migration is over");
     // Every request recorded in flight at the cancelled Stop completed once on the source,
     // those of the second migration once on the destination: nothing lost, nothing twice.
-    assert_clean(&after, 1, &tag);
-    assert!(after.blk.unwrap().verified > 0, "{tag}");
+    migrate_again_and_verify(source, machine_options, &again, &tag);
 }
 
 use FaultPoint::*;
@@ -199,7 +173,7 @@ fn link_lost_after_commit(strategy: Strategy, inflight: Inflight) {
     let tag = format!("commit-{}-{inflight:?}", strategy.name());
     let image = image("mig-rollback", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = small(&image, &echo, RingFormat::Split);
+    let machine_options = small(options(&image, &echo, RingFormat::Split, 2));
     let source = Arc::new(Machine::start(machine_options.clone()).unwrap());
     run_for(&source, 30);
     let (control, hit) = fault_at(AfterCommit, Fault::Fail, &source);

@@ -180,7 +180,9 @@ impl Destination<'_> {
                     // rings at Complete, when all memory is in.
                     machine
                         .check_context(member, &context, false)
-                        .map_err(|e| MigrationError::Incompatible(e.to_string()))?;
+                        .map_err(|e| {
+                            MigrationError::Incompatible(format!("DeviceContext section {at}: {e}"))
+                        })?;
                     if phase == Phase::Final {
                         contexts.insert(member, context);
                     }
