@@ -73,6 +73,9 @@ pub struct DemoArgs {
     /// destination, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub run_ms: u64,
+    /// `--stress N [--seed S]`: the stress run instead of the demo.
+    #[command(flatten)]
+    pub stress: crate::stress::StressFlags,
     /// Where the disk image, the control sockets and the children's logs go (default: a new
     /// directory under the system's temp dir, removed after a successful run).
     #[arg(long, value_name = "DIR")]
@@ -257,6 +260,9 @@ fn run_guest(client: &mut ControlClient, from: &Status, run: Duration) -> anyhow
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    if let Some(count) = args.stress.stress {
+        return crate::stress::run(count, args.stress.seed, args.output.json);
+    }
     let mut dir = WorkDir::new(args.dir.as_deref())?;
     let mut children = Children::default();
     let result = story(args, &dir.path, &mut children);

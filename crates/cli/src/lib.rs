@@ -34,6 +34,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod net_echo;
 pub mod stall;
+pub mod stress;
 pub mod summary;
 pub mod timeline;
 pub mod vhost_user_blk;
