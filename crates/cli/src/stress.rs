@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
+use virtio_lm_devices::blk::workload::Xorshift64;
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::{
     incoming, migrate, Incoming, Inflight, Link, MigrateOptions, MigrationControl, MigrationError,
@@ -93,15 +94,12 @@ impl Totals {
     }
 }
 
-/// xorshift64*: the run's own seeded sequence.
-struct Rng(u64);
+/// The run's seeded choices.
+struct Rng(Xorshift64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -143,7 +141,7 @@ pub fn run(count: u32, seed: u64, json: bool) -> anyhow::Result<()> {
 pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
     let dir = TempDir::new()?;
     let echo = EchoPeer::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng(Xorshift64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1));
     let mut totals = Totals::default();
     let mut guest: Option<(Machine, MachineOptions)> = None;
     for i in 0..count {

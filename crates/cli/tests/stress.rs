@@ -37,7 +37,10 @@ fn one_hundred_migrations_lose_nothing() {
         ]
     );
     let n = |k: &str| totals[k].as_u64().unwrap();
-    assert_eq!(n("migrations_ok") + n("cancelled") + n("faults_survived"), 100);
+    assert_eq!(
+        n("migrations_ok") + n("cancelled") + n("faults_survived"),
+        100
+    );
     // Every fourth migration has a fault or a cancel.
     assert_eq!(n("cancelled") + n("faults_survived"), 25);
     assert_eq!((n("lost"), n("duplicated"), n("corrupted")), (0, 0, 0));
