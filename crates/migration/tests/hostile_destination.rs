@@ -207,7 +207,9 @@ fn hostile_sections_are_refused() {
     // A Start with a version this side does not accept (issue 13: "a Start with an unknown
     // version"): refused in section 0, before the source's Config is looked at.
     let (result, _) = feed(&options, &common::start_section(PROTOCOL_VERSION + 1));
-    let err = result.expect_err("an unknown version was accepted").to_string();
+    let err = result
+        .expect_err("an unknown version was accepted")
+        .to_string();
     assert!(err.contains("not accepted in section 0"), "{err}");
     // A stream cut in the middle of a section.
     let mut wire = common::encode(&[start(), config, page(0)]);
