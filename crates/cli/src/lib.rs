@@ -33,9 +33,9 @@ pub mod demo;
 pub mod inspect;
 pub mod migrate;
 pub mod net_echo;
-pub mod stall;
 pub mod summary;
 pub mod timeline;
+pub mod tls;
 pub mod vhost_user_blk;
 pub mod vm;
 

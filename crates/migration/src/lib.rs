@@ -65,7 +65,7 @@ pub use config::{
 pub use engine::{
     incoming, migrate, vm_config, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
     MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
-    Progress, RoundStats, Strategy,
+    Progress, RoundStats, Strategy, Tls, TlsFiles, TlsLink,
 };
 pub use error::{Position, StreamError, WriteError};
 pub use header::{

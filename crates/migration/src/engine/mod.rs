@@ -8,6 +8,7 @@ mod link;
 mod options;
 mod report;
 mod source;
+mod tls;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
@@ -17,3 +18,4 @@ pub use link::Link;
 pub use options::{Inflight, MigrateOptions, Strategy};
 pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};
 pub use source::{migrate, vm_config};
+pub use tls::{Tls, TlsFiles, TlsLink};
