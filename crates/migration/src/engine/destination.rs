@@ -118,10 +118,11 @@ impl Destination<'_> {
         // destination ready to take it, and its round 0 measures the transfer alone.
         let mut machine = Machine::incoming(options)?;
         match wire.rx.read_message()? {
-            Message::Start { .. } => {
-                // The reader accepted its version; answer with the one this side speaks.
+            Message::Start { version } => {
+                // The reader accepted its version (ours or the one before); the answer names
+                // the version both now speak, so a source on the previous version reads it.
                 wire.tx.write(&Message::Start {
-                    version: PROTOCOL_VERSION,
+                    version: version.min(PROTOCOL_VERSION),
                 })?;
                 wire.tx.flush()?;
             }
