@@ -1,4 +1,5 @@
-//! The byte stream a migration runs over, behind a small trait so TLS can be added later.
+//! The byte stream a migration runs over, behind a small trait: plain TCP here, mutual TLS in
+//! `tls.rs`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
