@@ -236,6 +236,12 @@ fn link_lost_after_commit_leaves_the_source_paused() {
                         version: PROTOCOL_VERSION,
                     })
                     .unwrap(),
+                Message::RoundEnd { round } => tx
+                    .write(&Message::RoundAck {
+                        round,
+                        bytes_received: 0,
+                    })
+                    .unwrap(),
                 Message::Complete => tx.write(&Message::Ready).unwrap(),
                 Message::Commit => break,
                 _ => {}

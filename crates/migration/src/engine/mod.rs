@@ -9,6 +9,7 @@ mod link;
 mod options;
 mod report;
 mod source;
+mod tls;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
@@ -19,3 +20,4 @@ pub use link::Link;
 pub use options::{Inflight, MigrateOptions, Strategy};
 pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};
 pub use source::{migrate, vm_config};
+pub use tls::{Tls, TlsFiles, TlsLink};

@@ -83,6 +83,9 @@ struct Source<'a, L: Link> {
     /// Pages read from guest RAM on their way to the wire (kept: allocating and zeroing it per
     /// round would cost as much as the copy).
     buf: Vec<u8>,
+    /// The destination speaks version 2: each pre-copy round ends with RoundEnd and waits for
+    /// its RoundAck (spec-decisions §19).
+    round_acks: bool,
 }
 
 impl<'a, L: Link> Source<'a, L> {
@@ -127,6 +130,7 @@ impl<'a, L: Link> Source<'a, L> {
             send_time: Duration::ZERO,
             send_bytes: 0,
             buf: Vec::new(),
+            round_acks: false,
         }
     }
 
@@ -206,7 +210,7 @@ impl<'a, L: Link> Source<'a, L> {
         })?;
         self.wire.tx.flush()?;
         match self.wire.rx.read_message()? {
-            Message::Start { .. } => {}
+            Message::Start { version } => self.round_acks = version >= 2,
             other => return Err(unexpected("Start", other)),
         }
         let config = vm_config(self.machine);
@@ -399,6 +403,9 @@ impl<'a, L: Link> Source<'a, L> {
                 self.control.reached(point)?;
             }
         }
+        if phase == Phase::PreCopy {
+            self.await_round_ack(round)?;
+        }
         let end = Instant::now();
         let bytes = self.wire.tx.bytes_written() - bytes_before;
         self.send_time += end - begin;
@@ -422,6 +429,26 @@ impl<'a, L: Link> Source<'a, L> {
             transfer_rate,
         });
         Ok(())
+    }
+
+    /// Ends pre-copy round `round` and waits for the destination to acknowledge it: the round
+    /// lasts until then, so its rate is what the destination took in, not what the kernel
+    /// buffered (spec-decisions §19). A version 1 destination has no acks: the rate is then
+    /// measured to the last write, as that version did.
+    fn await_round_ack(&mut self, round: u32) -> Result<(), MigrationError> {
+        if !self.round_acks {
+            return Ok(());
+        }
+        self.send(&Message::RoundEnd { round })?;
+        self.wire.tx.flush()?;
+        match self.wire.rx.read_message()? {
+            Message::RoundAck { round: acked, .. } if acked == round => Ok(()),
+            Message::RoundAck { round: acked, .. } => Err(MigrationError::Protocol {
+                expected: "RoundAck of the round just ended",
+                got: format!("RoundAck of round {acked}, not {round}"),
+            }),
+            other => Err(unexpected("RoundAck", other)),
+        }
     }
 
     fn switchover(
