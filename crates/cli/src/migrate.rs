@@ -12,10 +12,11 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::args::{parse_tcp, Inflight};
+use crate::args::{parse_tcp, strategy, Inflight, StatusBitArg, StrategyArg};
 use crate::control::{ControlClient, MigrateRequest, Request, Status};
 use crate::summary::{mib, render};
 use crate::timeline;
+use crate::UsageError;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
@@ -26,7 +27,9 @@ Pre-copy sends all RAM, then the pages dirtied meanwhile, round after round, unt
 downtime fits --downtime-ms; then the source pauses its vCPUs, stops and freezes its devices
 (seed 004 admin commands), sends the last pages, the device contexts and the vCPU state, and
 commits once the destination is ready. Before Commit a failure or a cancel leaves the source
-running. Shows progress (bars on a terminal) and ends with a summary, or the report as JSON.
+running. With --strategy status (--status-bit stopped|suspend) no owner device takes part: each
+device is stopped through its own status register, read through its transport and
+re-initialised on the destination as a driver would (in-flight requests always drain). Shows progress (bars on a terminal) and ends with a summary, or the report as JSON.
 Exits 0 if the migration completed, 1 otherwise.";
 
 /// Arguments of `migrate`.
@@ -49,7 +52,16 @@ pub struct MigrateArgs {
 /// The options of one migration (`migrate` and `demo`).
 #[derive(Debug, Args)]
 pub struct MigrationFlags {
-    /// Drain requests in flight before stopping, or transfer them in the device context.
+    /// How the devices move: the owner's admin queue (seed 004), or in-band through each
+    /// device's own status register and transport (seeds 000/001/003).
+    #[arg(long, value_enum, default_value_t)]
+    pub strategy: StrategyArg,
+    /// With --strategy status: stop the devices with DEVICE_STOPPED (seed 000) or SUSPEND
+    /// (seed 003) [default: stopped].
+    #[arg(long, value_enum)]
+    pub status_bit: Option<StatusBitArg>,
+    /// Drain requests in flight before stopping, or transfer them in the device context
+    /// (admin strategy only).
     #[arg(long, value_enum, default_value_t)]
     pub inflight: Inflight,
     /// Downtime the pre-copy converges to, in ms.
@@ -68,16 +80,32 @@ pub struct MigrationFlags {
 }
 
 impl MigrationFlags {
-    /// The control socket request migrating to `to`.
-    pub fn request(&self, to: &str) -> MigrateRequest {
-        MigrateRequest {
+    /// The control socket request migrating to `to`; a usage error for flags that do not go
+    /// together (`--inflight transfer` with `--strategy status`, `--status-bit` with admin).
+    pub fn request(&self, to: &str) -> Result<MigrateRequest, UsageError> {
+        self.check()?;
+        Ok(MigrateRequest {
             to: to.to_string(),
+            strategy: Some(self.strategy),
+            status_bit: self.status_bit,
             inflight: Some(self.inflight),
             downtime_ms: Some(self.downtime_ms),
             max_bandwidth: self.max_bandwidth,
             timeout_s: Some(self.timeout),
             force: Some(self.force),
-        }
+        })
+    }
+
+    /// Refuses flags that do not go together (a usage error, exit status 2).
+    pub fn check(&self) -> Result<(), UsageError> {
+        strategy(self.strategy, self.status_bit, self.inflight)
+            .map(|_| ())
+            .map_err(UsageError)
+    }
+
+    /// The strategy's name as the report spells it (`admin`, `status-stopped`, …).
+    pub fn strategy_name(&self) -> String {
+        strategy(self.strategy, self.status_bit, self.inflight).map_or_else(|e| e, |s| s.name())
     }
 }
 
@@ -105,7 +133,7 @@ const MIGRATION_LIMIT: Duration = Duration::from_secs(600);
 
 /// Runs `migrate`.
 pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
-    let request = args.migration.request(&args.to);
+    let request = args.migration.request(&args.to)?;
     let report = migrate_and_watch(&args.control, request, !args.output.json)?;
     if let Some(path) = &args.output.timeline {
         timeline::write(path, &report)?;
