@@ -58,8 +58,8 @@ pub(crate) fn devices(
     Ok((pending, net_stats))
 }
 
-/// The transport features the guest drivers ask for.
-pub(crate) fn transport_features(ring: RingFormat) -> Result<u64, MachineError> {
+/// The transport features the guest drivers ask for, but those in `omits`.
+pub(crate) fn transport_features(ring: RingFormat, omits: &[Feature]) -> Result<u64, MachineError> {
     let mut wanted = vec![
         Feature::Version1,
         Feature::EventIdx,
@@ -70,6 +70,7 @@ pub(crate) fn transport_features(ring: RingFormat) -> Result<u64, MachineError> 
     if ring == RingFormat::Packed {
         wanted.push(Feature::RingPacked);
     }
+    wanted.retain(|f| !omits.contains(f));
     PROFILE
         .feature_set(&wanted)
         .map_err(|e| MachineError::Driver(e.to_string()))

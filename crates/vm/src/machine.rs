@@ -148,7 +148,8 @@ impl Machine {
             let from = machine.layout.working_set_at + machine.layout.working_set_len;
             fill_random(&ram, from, machine.options.memory, machine.options.seed)?;
         }
-        let features = build::transport_features(machine.options.ring)?;
+        let features =
+            build::transport_features(machine.options.ring, &machine.options.guest_omits)?;
         let (options, layout) = (&machine.options, &machine.layout);
         let boot = build::GuestBoot {
             ram: &ram,
