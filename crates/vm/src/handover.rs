@@ -75,6 +75,10 @@ impl Machine {
         let mut admin = lock(&self.admin);
         let mut contexts = Vec::new();
         for member in self.members() {
+            // A read stream lives until the mode changes: one left whole by an earlier read in
+            // this mode (a migration cancelled after its Active-mode pre-copy read) would
+            // answer empty. DISCARD makes the read start from a new snapshot.
+            admin.dev_ctx_discard(member)?;
             contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
         }
         Ok(contexts)
