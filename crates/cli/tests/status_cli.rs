@@ -57,7 +57,8 @@ fn two_process_status_migrations_lose_nothing() {
 
 /// Issue 10: "`--inflight transfer` with `--strategy status` is refused with a clear message";
 /// `--status-bit` without `--strategy status` means nothing and is refused too. Both are usage
-/// errors (exit status 2) before any VM starts.
+/// errors (exit status 2) before any VM starts (seed 000: setting DEVICE_STOPPED completes the
+/// requests in flight first, so none could travel).
 #[test]
 fn status_flags_that_cannot_work_are_usage_errors() {
     let cases: [(&[&str], &str); 3] = [
