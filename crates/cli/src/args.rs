@@ -1,11 +1,12 @@
 //! Argument types the migration subcommands (`vm`, `migrate`, `demo`) share: sizes like `256M`,
-//! `tcp:HOST:PORT` addresses, the ring format and the in-flight policy.
+//! `tcp:HOST:PORT` addresses, the ring format, the in-flight policy and the device strategy.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use virtio_lm_device::QuiesceMode;
+use virtio_lm_migration::{StatusBit, Strategy};
 use virtio_lm_vm::RingFormat;
 
 /// Parses a byte size: a number with an optional binary suffix `K`, `M`, `G` (also `KiB`,
@@ -103,6 +104,61 @@ impl Inflight {
     }
 }
 
+/// `--strategy`: how the devices are moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyArg {
+    /// Seed 004: the owner's admin queue stops, freezes and reads each member.
+    #[default]
+    Admin,
+    /// Seeds 000/001/003: each device stopped through its own status register and its state
+    /// read through the transport (spec-decisions §15); in-flight requests always drain.
+    Status,
+}
+
+/// `--status-bit`: which status bit stops the devices under `--strategy status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusBitArg {
+    /// Seed 000: DEVICE_STOPPED (VIRTIO_F_DEVICE_STOP).
+    #[default]
+    Stopped,
+    /// Seed 003, merged form: SUSPEND (VIRTIO_F_SUSPEND).
+    Suspend,
+}
+
+impl From<StatusBitArg> for StatusBit {
+    fn from(bit: StatusBitArg) -> Self {
+        match bit {
+            StatusBitArg::Stopped => StatusBit::Stopped,
+            StatusBitArg::Suspend => StatusBit::Suspend,
+        }
+    }
+}
+
+/// The engine's strategy for `--strategy` and `--status-bit`, refusing the combinations that
+/// cannot work: `--status-bit` without `--strategy status`, and `--inflight transfer` with it
+/// (the status strategy's stop always drains: the transport has no in-band path for in-flight
+/// chains, spec-decisions §15).
+pub fn strategy(
+    strategy: StrategyArg,
+    bit: Option<StatusBitArg>,
+    inflight: Inflight,
+) -> Result<Strategy, String> {
+    match (strategy, bit) {
+        (StrategyArg::Admin, Some(_)) => {
+            Err("--status-bit needs --strategy status (the admin strategy stops devices through the owner's admin queue)".into())
+        }
+        (StrategyArg::Admin, None) => Ok(Strategy::Admin),
+        (StrategyArg::Status, _) if inflight == Inflight::Transfer => Err(
+            "--inflight transfer needs --strategy admin: the status strategy has no in-band \
+             path for in-flight chains (its stop always drains them)"
+                .into(),
+        ),
+        (StrategyArg::Status, bit) => Ok(Strategy::Status(bit.unwrap_or_default().into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +174,27 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn strategies() {
+        use StrategyArg::{Admin, Status};
+        assert_eq!(
+            strategy(Admin, None, Inflight::Transfer),
+            Ok(Strategy::Admin)
+        );
+        assert_eq!(
+            strategy(Status, None, Inflight::Drain),
+            Ok(Strategy::Status(StatusBit::Stopped))
+        );
+        assert_eq!(
+            strategy(Status, Some(StatusBitArg::Suspend), Inflight::Drain),
+            Ok(Strategy::Status(StatusBit::Suspend))
+        );
+        let refused = strategy(Status, None, Inflight::Transfer).unwrap_err();
+        assert!(refused.contains("--inflight transfer"), "{refused}");
+        let refused = strategy(Admin, Some(StatusBitArg::Stopped), Inflight::Drain).unwrap_err();
+        assert!(refused.contains("--status-bit"), "{refused}");
     }
 
     #[test]

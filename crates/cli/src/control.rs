@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::args::Inflight;
+use crate::args::{Inflight, StatusBitArg, StrategyArg};
 use crate::tls::TlsArgs;
 
 /// Longest line a request may be: a request is a few hundred bytes, so anything longer is
@@ -43,6 +43,12 @@ pub enum Request {
 pub struct MigrateRequest {
     /// The destination, `tcp:HOST:PORT`.
     pub to: String,
+    /// `admin` or `status` (default: admin).
+    #[serde(default)]
+    pub strategy: Option<StrategyArg>,
+    /// With `status`: `stopped` or `suspend` (default: stopped).
+    #[serde(default)]
+    pub status_bit: Option<StatusBitArg>,
     /// Drain in-flight requests or transfer them (default: drain).
     #[serde(default)]
     pub inflight: Option<Inflight>,
@@ -349,6 +355,14 @@ mod tests {
                 downtime_ms: Some(5),
                 ..MigrateRequest::default()
             })
+        );
+        let m = parse(r#"{"execute":"migrate","arguments":{"to":"x","strategy":"status","status_bit":"suspend"}}"#).unwrap();
+        let Request::Migrate(m) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            (m.strategy, m.status_bit),
+            (Some(StrategyArg::Status), Some(StatusBitArg::Suspend))
         );
         assert!(parse(r#"{"execute":"migrate"}"#).is_err());
         assert!(parse(r#"{"execute":"migrate","arguments":{"to":"x","speed":1}}"#).is_err());

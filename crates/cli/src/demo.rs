@@ -31,7 +31,8 @@ Runs the whole live-migration story on loopback and prints a report.
 It starts, as child processes of this binary: a UDP echo peer for the guest's virtio-net device,
 a destination VM waiting for a migration, and a source VM whose guest runs a verifying virtio-blk
 workload, a verifying virtio-net workload and a memory-dirtying thread. After --run-ms it migrates
-the guest (pre-copy, then the seed 004 admin commands Stop/Freeze and the device contexts), lets it
+the guest (pre-copy, then the seed 004 admin commands Stop/Freeze and the device contexts; or
+with --strategy status each device's own status register and transport), lets it
 run on at the destination for --run-ms, stops it there and verifies every request: lost,
 duplicated and corrupted must be 0. The children are stopped on every path out.
 
@@ -267,6 +268,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(count) = args.stress.stress {
         return crate::stress::run(count, args.stress.seed, args.output.json);
     }
+    // Flags that do not go together are refused before any child starts.
+    args.migration.check()?;
     let mut dir = WorkDir::new(args.dir.as_deref())?;
     let mut children = Children::default();
     let result = story(args, &dir.path, &mut children);
@@ -395,11 +398,12 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
     say(
         json,
         &format!(
-            "migrating to {incoming} (in-flight requests: {})",
+            "migrating to {incoming} (strategy {}, in-flight requests: {})",
+            args.migration.strategy_name(),
             args.migration.inflight.name()
         ),
     );
-    let request = args.migration.request(&incoming);
+    let request = args.migration.request(&incoming)?;
     let mut report = migrate_and_watch(&src_control, request, !json)?;
 
     let mut dst = ControlClient::connect(&dst_control, DEADLINE)?;

@@ -12,11 +12,12 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use crate::args::{parse_tcp, Inflight};
+use crate::args::{parse_tcp, strategy, Inflight, StatusBitArg, StrategyArg};
 use crate::control::{ControlClient, MigrateRequest, Request, Status};
 use crate::summary::{mib, render};
 use crate::timeline;
 use crate::tls::TlsArgs;
+use crate::UsageError;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
@@ -27,7 +28,9 @@ Pre-copy sends all RAM, then the pages dirtied meanwhile, round after round, unt
 downtime fits --downtime-ms; then the source pauses its vCPUs, stops and freezes its devices
 (seed 004 admin commands), sends the last pages, the device contexts and the vCPU state, and
 commits once the destination is ready. Before Commit a failure or a cancel leaves the source
-running. Shows progress (bars on a terminal) and ends with a summary, or the report as JSON.
+running. With --strategy status (--status-bit stopped|suspend) no owner device takes part: each
+device is stopped through its own status register, read through its transport and
+re-initialised on the destination as a driver would (in-flight requests always drain). Shows progress (bars on a terminal) and ends with a summary, or the report as JSON.
 Exits 0 if the migration completed, 1 otherwise.";
 
 /// Arguments of `migrate`.
@@ -53,7 +56,16 @@ pub struct MigrateArgs {
 /// The options of one migration (`migrate` and `demo`).
 #[derive(Debug, Args)]
 pub struct MigrationFlags {
-    /// Drain requests in flight before stopping, or transfer them in the device context.
+    /// How the devices move: the owner's admin queue (seed 004), or in-band through each
+    /// device's own status register and transport (seeds 000/001/003).
+    #[arg(long, value_enum, default_value_t)]
+    pub strategy: StrategyArg,
+    /// With --strategy status: stop the devices with DEVICE_STOPPED (seed 000) or SUSPEND
+    /// (seed 003) [default: stopped].
+    #[arg(long, value_enum)]
+    pub status_bit: Option<StatusBitArg>,
+    /// Drain requests in flight before stopping, or transfer them in the device context
+    /// (admin strategy only).
     #[arg(long, value_enum, default_value_t)]
     pub inflight: Inflight,
     /// Downtime the pre-copy converges to, in ms.
@@ -72,17 +84,33 @@ pub struct MigrationFlags {
 }
 
 impl MigrationFlags {
-    /// The control socket request migrating to `to`.
-    pub fn request(&self, to: &str) -> MigrateRequest {
-        MigrateRequest {
+    /// The control socket request migrating to `to`; a usage error for flags that do not go
+    /// together (`--inflight transfer` with `--strategy status`, `--status-bit` with admin).
+    pub fn request(&self, to: &str) -> Result<MigrateRequest, UsageError> {
+        self.check()?;
+        Ok(MigrateRequest {
             to: to.to_string(),
+            strategy: Some(self.strategy),
+            status_bit: self.status_bit,
             inflight: Some(self.inflight),
             downtime_ms: Some(self.downtime_ms),
             max_bandwidth: self.max_bandwidth,
             timeout_s: Some(self.timeout),
             force: Some(self.force),
             tls: None,
-        }
+        })
+    }
+
+    /// Refuses flags that do not go together (a usage error, exit status 2).
+    pub fn check(&self) -> Result<(), UsageError> {
+        strategy(self.strategy, self.status_bit, self.inflight)
+            .map(|_| ())
+            .map_err(UsageError)
+    }
+
+    /// The strategy's name as the report spells it (`admin`, `status-stopped`, …).
+    pub fn strategy_name(&self) -> String {
+        strategy(self.strategy, self.status_bit, self.inflight).map_or_else(|e| e, |s| s.name())
     }
 }
 
@@ -110,7 +138,7 @@ const MIGRATION_LIMIT: Duration = Duration::from_secs(600);
 
 /// Runs `migrate`.
 pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
-    let mut request = args.migration.request(&args.to);
+    let mut request = args.migration.request(&args.to)?;
     if args.tls.files()?.is_some() {
         // The VM process opens them: its working directory need not be ours.
         let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {

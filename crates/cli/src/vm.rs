@@ -24,7 +24,7 @@ use virtio_lm_migration::{
 };
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
 
-use crate::args::{parse_size, parse_tcp, Inflight, Ring};
+use crate::args::{parse_size, parse_tcp, strategy, Inflight, Ring};
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
@@ -355,6 +355,13 @@ impl Vm {
 
     fn start_migration(self: &Arc<Self>, request: MigrateRequest) -> Result<Value, ControlError> {
         let to = parse_tcp(&request.to).map_err(ControlError::generic)?;
+        let inflight = request.inflight.unwrap_or_default();
+        let strategy = strategy(
+            request.strategy.unwrap_or_default(),
+            request.status_bit,
+            inflight,
+        )
+        .map_err(ControlError::generic)?;
         let mut inner = lock(&self.inner);
         if inner.state != VmState::Running {
             return Err(ControlError::state(format!(
@@ -388,7 +395,8 @@ impl Vm {
         }
         let defaults = MigrateOptions::default();
         let options = MigrateOptions {
-            inflight: match request.inflight.unwrap_or_default() {
+            strategy,
+            inflight: match inflight {
                 Inflight::Drain => EngineInflight::Drain,
                 Inflight::Transfer => EngineInflight::Transfer,
             },

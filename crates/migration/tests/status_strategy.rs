@@ -8,7 +8,7 @@ use std::time::Duration;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, Outcome, StatusBit};
 use virtio_lm_migration::{MigrationReport, MigrationState, Strategy};
-use virtio_lm_vm::testing::{run_for, start_machine};
+use virtio_lm_vm::testing::{localhost, options, run_for, start_machine};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
 
 /// Migrates `source` with `strategy`; checks it completed and the source stayed paused;
@@ -154,4 +154,52 @@ fn status_cancel_before_commit_resumes_through_the_status_register() {
     let strategy = Strategy::Status(StatusBit::Suspend);
     let (destination, _) = hop(source, &machine_options, strategy, "after the cancels");
     runs_clean(destination, 1, "after the cancels");
+}
+
+/// Issue 10, "Preconditions are checked at Start and refused with a clear message: the guest
+/// must have negotiated the chosen status-bit feature and VIRTIO_F_QUEUE_STATE" — seed 000
+/// (DEVICE_STOPPED may be set only once VIRTIO_F_DEVICE_STOP is negotiated), seed 003 (SUSPEND
+/// only with VIRTIO_F_SUSPEND) and seed 001 (queue state only with VIRTIO_F_QUEUE_STATE): a
+/// guest whose drivers left one out is refused before anything is sent, the message naming the
+/// feature, and the source runs on untouched.
+#[test]
+fn start_refuses_a_guest_without_the_status_features() {
+    use virtio_lm_spec::Feature;
+    let cases = [
+        (Feature::DeviceStop, StatusBit::Stopped),
+        (Feature::Suspend, StatusBit::Suspend),
+        (Feature::QueueState, StatusBit::Suspend),
+    ];
+    for (omitted, bit) in cases {
+        let tag = format!("omits-{}", omitted.name());
+        let image = virtio_lm_vm::testing::image("mig-status", &tag);
+        let echo = virtio_lm_devices::net::echo::EchoPeer::spawn(localhost()).unwrap();
+        let machine_options = MachineOptions {
+            guest_omits: vec![omitted],
+            ..options(&image, &echo, RingFormat::Split, 1)
+        };
+        let source = Machine::start(machine_options.clone()).unwrap();
+        run_for(&source, 20);
+        let options = MigrateOptions {
+            strategy: Strategy::Status(bit),
+            ..test_options()
+        };
+        let (report, incoming) =
+            migrate_to(&source, machine_options, &options, &MigrationControl::new());
+        let Outcome::Failed(why) = &report.outcome else {
+            panic!("{tag}: expected a refusal, got {:?}", report.outcome);
+        };
+        assert!(
+            why.contains(omitted.name()) && why.contains("did not negotiate"),
+            "{tag}: {why}"
+        );
+        assert!(
+            incoming.is_err(),
+            "{tag}: the destination got nothing to run"
+        );
+        assert_eq!(report.precopy_rounds, 0, "{tag}: refused before any memory");
+        run_for(&source, 20);
+        let after = source.finish(Duration::from_secs(10)).unwrap();
+        assert_clean(&after, 0, &tag);
+    }
 }

@@ -1,6 +1,7 @@
 //! Building a machine's parts: the devices, the SR-IOV owner whose members they become, and
 //! the guest drivers a booting guest initialises.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use virtio_lm_pci::{PciDriver, VirtioPciFunction};
 use virtio_lm_spec::Feature;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::ctrl_shadow::CtrlShadow;
 use crate::guest::blk::BLOCK_LEN;
 use crate::guest::queue_vectors;
 use crate::machine::{MachineError, PROFILE};
@@ -28,12 +30,22 @@ pub(crate) const QUEUE_SIZE: u16 = 64;
 /// worker watches besides the kicks and its MSI-X vector count.
 pub(crate) type PendingMember = (Box<dyn VirtioDevice<GuestRam>>, Arc<EventFd>, u16);
 
-/// The devices the options ask for, blk first; and the net device's counters.
+/// What the machine keeps of its net device once the device moved into its function.
+pub(crate) struct NetHandles {
+    /// Its counters.
+    pub(crate) stats: Arc<NetStats>,
+    /// The hypervisor's shadow of its control queue (spec-decisions §21).
+    pub(crate) shadow: Arc<CtrlShadow>,
+    /// Its tunnel's bound address.
+    pub(crate) local: SocketAddr,
+}
+
+/// The devices the options ask for, blk first; and what the machine keeps of the net device.
 pub(crate) fn devices(
     options: &MachineOptions,
-) -> Result<(Vec<PendingMember>, Option<Arc<NetStats>>), MachineError> {
+) -> Result<(Vec<PendingMember>, Option<NetHandles>), MachineError> {
     let mut pending: Vec<PendingMember> = Vec::new();
-    let mut net_stats = None;
+    let mut handles = None;
     if let Some(path) = &options.blk {
         let blk = Blk::open(BlkOptions {
             num_queues: options.queues,
@@ -45,21 +57,27 @@ pub(crate) fn devices(
         pending.push((Box::new(blk), wake, options.queues + 1));
     }
     if let Some(endpoints) = options.net {
-        let net = Net::new(NetOptions {
+        let mut net = Net::new(NetOptions {
             queue_pairs: options.queues,
             queue_size: QUEUE_SIZE,
             ..NetOptions::new(options.mac, endpoints.local, endpoints.remote)
         })
         .map_err(|e| MachineError::Device(e.to_string()))?;
-        net_stats = Some(net.stats());
+        let shadow = Arc::new(CtrlShadow::default());
+        net.set_control_tap(shadow.clone());
+        handles = Some(NetHandles {
+            stats: net.stats(),
+            shadow,
+            local: net.local_addr(),
+        });
         let wake = net.wake_fd();
         pending.push((Box::new(net), wake, 2 * options.queues + 2));
     }
-    Ok((pending, net_stats))
+    Ok((pending, handles))
 }
 
-/// The transport features the guest drivers ask for.
-pub(crate) fn transport_features(ring: RingFormat) -> Result<u64, MachineError> {
+/// The transport features the guest drivers ask for, but those in `omits`.
+pub(crate) fn transport_features(ring: RingFormat, omits: &[Feature]) -> Result<u64, MachineError> {
     let mut wanted = vec![
         Feature::Version1,
         Feature::EventIdx,
@@ -70,6 +88,7 @@ pub(crate) fn transport_features(ring: RingFormat) -> Result<u64, MachineError> 
     if ring == RingFormat::Packed {
         wanted.push(Feature::RingPacked);
     }
+    wanted.retain(|f| !omits.contains(f));
     PROFILE
         .feature_set(&wanted)
         .map_err(|e| MachineError::Driver(e.to_string()))
@@ -160,7 +179,15 @@ impl GuestBoot<'_> {
         let (transport, options, layout) = (self.transport, self.options, self.layout);
         let queues = 2 * options.queues + 1;
         let config = NetPciConfig {
-            features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
+            // CTRL_RX and CTRL_VLAN: the guest may program the receive filter (the status
+            // strategy replays it, spec-decisions §21).
+            features: transport
+                | nf::MAC
+                | nf::MQ
+                | nf::CTRL_VQ
+                | nf::MRG_RXBUF
+                | nf::CTRL_RX
+                | nf::CTRL_VLAN,
             pairs: options.queues,
             queue_size: QUEUE_SIZE,
             rx_buf_len: 2048,

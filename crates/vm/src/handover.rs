@@ -229,8 +229,8 @@ impl Machine {
         let mut inband = Vec::new();
         for (member, context) in contexts {
             if is_inband(context) {
-                self.load_inband(*member, context)?;
-                inband.push(*member);
+                let replay = self.load_inband(*member, context)?;
+                inband.push((*member, replay));
             } else {
                 lock(&self.admin).dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
             }
@@ -256,9 +256,11 @@ impl Machine {
             .loaded
             .take()
             .ok_or(MachineError::State("no guest is loaded"))?;
+        let mut inband = inband;
         for member in self.members() {
-            if inband.contains(&member) {
-                self.driver_ok_inband(member)?;
+            if let Some(at) = inband.iter().position(|(m, _)| *m == member) {
+                let (_, replay) = inband.swap_remove(at);
+                self.driver_ok_inband(member, replay)?;
             } else {
                 lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
             }

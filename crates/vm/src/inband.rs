@@ -17,6 +17,8 @@ use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::pci::offset;
 use virtio_lm_spec::{DeviceStatus, Feature};
 
+use crate::ctrl_replay::CtrlReplay;
+use crate::ctrl_shadow::{self, SHADOW_FIELD};
 use crate::guest::lock;
 use crate::machine::{Machine, MachineError, PROFILE};
 
@@ -71,25 +73,26 @@ const STATUS_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One function seen through its registers, as a hypervisor's vDPA backend sees it.
 struct Registers<'a> {
+    function: &'a Function,
     transport: &'a dyn PciTransport,
     regions: Regions,
-    /// Bytes of device configuration: the backend says how many, as vhost-vdpa's
-    /// VHOST_VDPA_GET_CONFIG_SIZE does (the region itself is a whole page).
-    config_len: usize,
 }
 
 impl<'a> Registers<'a> {
     fn new(function: &'a Function) -> Result<Self, MachineError> {
-        let config_len = lock(function.core())
-            .snapshot_context()
-            .map(|c| c.device_config.len())
-            .unwrap_or(0);
         let transport: &dyn PciTransport = function;
         Ok(Self {
+            function,
             regions: discover(transport)?,
             transport,
-            config_len,
         })
+    }
+
+    /// Bytes of device configuration: the backend says how many, as vhost-vdpa's
+    /// VHOST_VDPA_GET_CONFIG_SIZE does (the region itself is a whole page). Asked only where
+    /// the space is read: it is not cheap, and the stop is on the downtime's path.
+    fn config_len(&self) -> usize {
+        lock(self.function.core()).config_len()
     }
 
     fn read<const N: usize>(&self, field: usize) -> [u8; N] {
@@ -158,6 +161,15 @@ impl<'a> Registers<'a> {
         }
     }
 
+    /// An available-buffer notification of queue `index`, as a driver sends it.
+    fn notify(&self, index: u16) {
+        self.write16(offset::QUEUE_SELECT, index);
+        let off = self.read16(offset::QUEUE_NOTIFY_OFF);
+        let at = self.regions.notify.offset
+            + u64::from(off) * u64::from(self.regions.notify_off_multiplier);
+        self.transport.write(at, &index.to_le_bytes());
+    }
+
     fn features(&self, select: usize, window: usize) -> u64 {
         self.write32(select, 0);
         let low = self.read32(window);
@@ -169,7 +181,7 @@ impl<'a> Registers<'a> {
         let Some(region) = self.regions.device else {
             return Vec::new();
         };
-        let mut b = vec![0u8; self.config_len.min(region.length as usize)];
+        let mut b = vec![0u8; self.config_len().min(region.length as usize)];
         self.transport.read(region.offset, &mut b);
         b
     }
@@ -328,11 +340,16 @@ impl Machine {
         Ok(())
     }
 
-    /// Every member's state read through its registers, encoded as a context.
+    /// Every member's state read through its registers, encoded as a context; the net
+    /// member's carries the hypervisor's control-queue shadow besides (spec-decisions §21).
     pub fn read_inband(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
         let mut out = Vec::new();
         for (member, function) in self.members().into_iter().zip(self.functions()) {
-            let ctx = Registers::new(&function)?.context();
+            let mut ctx = Registers::new(&function)?.context();
+            if self.is_net(&function) {
+                let shadow = self.net_handles.as_ref().and_then(|h| h.shadow.field());
+                ctx.device_fields.extend(shadow);
+            }
             let bytes = encode(&ctx).map_err(|e| MachineError::Device(e.to_string()))?;
             out.push((member, bytes));
         }
@@ -382,23 +399,80 @@ impl Machine {
             .ok_or_else(|| MachineError::Device(format!("member {member}: no such member")))
     }
 
+    fn is_net(&self, function: &Arc<Function>) -> bool {
+        self.net.as_ref().is_some_and(|n| Arc::ptr_eq(n, function))
+    }
+
     /// Destination, before Commit: takes `member` out of the Freeze it was built in (it is
     /// at status 0, with nothing to process) and re-initialises it from `context` as a driver
-    /// would, short of DRIVER_OK.
-    pub(crate) fn load_inband(&self, member: u64, context: &[u8]) -> Result<(), MachineError> {
-        let ctx = decode(context).map_err(|e| MachineError::Device(e.to_string()))?;
+    /// would, short of DRIVER_OK. A control-queue shadow in the context is written into the
+    /// idle control queue, its state rewound by the commands, to run at DRIVER_OK (§21).
+    pub(crate) fn load_inband(
+        &self,
+        member: u64,
+        context: &[u8],
+    ) -> Result<Option<CtrlReplay>, MachineError> {
+        let bad = |e: String| MachineError::Device(format!("member {member}: {e}"));
+        let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
         let function = self.member_function(member)?;
+        let mut replay = None;
+        let shadow = ctx
+            .device_fields
+            .iter()
+            .find(|f| f.field_type == SHADOW_FIELD);
+        if let Some(field) = shadow {
+            let commands = ctrl_shadow::decode(&field.value).map_err(bad)?;
+            if !self.is_net(&function) {
+                return Err(bad("a control-queue shadow for a device without one".into()));
+            }
+            let features = ctx.driver_features.first().copied().unwrap_or(0);
+            let packed = PROFILE
+                .bit(Feature::RingPacked)
+                .is_some_and(|b| features & (1u64 << b) != 0);
+            // The control queue is the device's last (after every receive/transmit pair).
+            let index = ctx
+                .queues
+                .len()
+                .checked_sub(1)
+                .ok_or_else(|| bad("no queues".into()))?;
+            let q = &mut ctx.queues[index];
+            if !q.config.enabled {
+                return Err(bad("a control-queue shadow but no control queue".into()));
+            }
+            let (prepared, rewound) = CtrlReplay::prepare(
+                self.memory.ram(),
+                index as u16,
+                &q.config,
+                &q.state,
+                packed,
+                commands,
+            )
+            .map_err(bad)?;
+            q.state = rewound;
+            replay = Some(prepared);
+        }
         lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
-        Registers::new(&function)?.reinitialise(&ctx)
+        Registers::new(&function)?.reinitialise(&ctx)?;
+        Ok(replay)
     }
 
     /// Destination, on Commit: DRIVER_OK on `member`; the device resumes where the source
-    /// stopped.
-    pub(crate) fn driver_ok_inband(&self, member: u64) -> Result<(), MachineError> {
+    /// stopped — after running the control-queue replay, if any, to its acknowledgements.
+    pub(crate) fn driver_ok_inband(
+        &self,
+        member: u64,
+        replay: Option<CtrlReplay>,
+    ) -> Result<(), MachineError> {
         let function = self.member_function(member)?;
         let regs = Registers::new(&function)?;
         regs.set_status(regs.status() | DeviceStatus::DRIVER_OK);
-        regs.wait("DRIVER_OK", |s| s.contains(DeviceStatus::DRIVER_OK))
-            .map(|_| ())
+        regs.wait("DRIVER_OK", |s| s.contains(DeviceStatus::DRIVER_OK))?;
+        if let Some(replay) = replay {
+            regs.notify(replay.queue);
+            replay
+                .finish(self.memory.ram())
+                .map_err(|e| MachineError::Device(format!("member {member}: {e}")))?;
+        }
+        Ok(())
     }
 }

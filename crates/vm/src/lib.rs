@@ -49,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod ctrl_replay;
+mod ctrl_shadow;
 pub mod dirty;
 pub mod guest;
 mod handover;

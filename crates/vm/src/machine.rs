@@ -117,7 +117,7 @@ pub struct Machine {
     pub(crate) admin: Mutex<AdminClient<GuestRam>>,
     pub(crate) blk: Option<Arc<VirtioPciFunction<GuestRam>>>,
     pub(crate) net: Option<Arc<VirtioPciFunction<GuestRam>>>,
-    net_stats: Option<Arc<NetStats>>,
+    pub(crate) net_handles: Option<build::NetHandles>,
     pub(crate) guest: Option<Guest>,
     pub(crate) control: Arc<PauseControl>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -135,7 +135,7 @@ pub(crate) struct Loaded {
     pub(crate) net: Option<NetGuest>,
     pub(crate) dirtier: Dirtier,
     /// Members restored in-band (status strategy): DRIVER_OK on Commit, not admin Active.
-    pub(crate) inband: Vec<u64>,
+    pub(crate) inband: Vec<(u64, Option<crate::ctrl_replay::CtrlReplay>)>,
 }
 
 impl Machine {
@@ -148,7 +148,8 @@ impl Machine {
             let from = machine.layout.working_set_at + machine.layout.working_set_len;
             fill_random(&ram, from, machine.options.memory, machine.options.seed)?;
         }
-        let features = build::transport_features(machine.options.ring)?;
+        let features =
+            build::transport_features(machine.options.ring, &machine.options.guest_omits)?;
         let (options, layout) = (&machine.options, &machine.layout);
         let boot = build::GuestBoot {
             ram: &ram,
@@ -192,7 +193,7 @@ impl Machine {
         let layout = options.layout()?;
         let memory = VmMemory::new(options.memory)?;
         let owner_memory = VmMemory::new(OWNER_MEMORY)?;
-        let (pending, net_stats) = build::devices(&options)?;
+        let (pending, net_handles) = build::devices(&options)?;
         let wakes: Vec<_> = pending.iter().map(|p| p.1.clone()).collect();
         let owner = build::owner(&owner_memory, memory.device_ram(), &options, pending)?;
         let mut workers = Vec::new();
@@ -226,7 +227,7 @@ impl Machine {
             admin: Mutex::new(admin),
             blk,
             net,
-            net_stats,
+            net_handles,
             guest: None,
             control: Arc::new(PauseControl::default()),
             errors: Arc::new(Mutex::new(Vec::new())),
@@ -299,7 +300,13 @@ impl Machine {
 
     /// The net device's counters (frames on the wire), if any.
     pub fn net_stats(&self) -> Option<&Arc<NetStats>> {
-        self.net_stats.as_ref()
+        self.net_handles.as_ref().map(|h| &h.stats)
+    }
+
+    /// The net device's tunnel address (its bound port), if any: where frames for the guest
+    /// arrive from the wire.
+    pub fn net_local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.net_handles.as_ref().map(|h| h.local)
     }
 
     /// The member functions, blk first.
@@ -347,6 +354,16 @@ impl Machine {
             dirtier: lock(&guest.dirtier).state(),
             stall_us: guest.stall_us(),
         }
+    }
+
+    /// The guest's net driver sends one control-queue command between two workload steps
+    /// and returns the device's acknowledgement.
+    pub fn net_command(&self, class: u8, cmd: u8, data: &[u8]) -> Result<u8, MachineError> {
+        let net = self.guest()?.net.as_ref();
+        let net = net.ok_or(MachineError::State("no net function"))?;
+        lock(net)
+            .command(class, cmd, data)
+            .map_err(MachineError::Driver)
     }
 
     /// The vCPU state; the vCPUs must be paused.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use virtio_lm_device::QuiesceMode;
+use virtio_lm_spec::Feature;
 
 use crate::memory::PAGE_SIZE;
 
@@ -59,6 +60,9 @@ pub struct MachineOptions {
     /// so a migration carries incompressible, non-zero pages: what the stream benchmark
     /// measures. Idle RAM is otherwise zero and travels as markers.
     pub fill_random: bool,
+    /// Transport features the guest's drivers leave out of what they ask for (none by default;
+    /// e.g. a guest without VIRTIO_F_SUSPEND, which the status strategy refuses at Start).
+    pub guest_omits: Vec<Feature>,
 }
 
 impl Default for MachineOptions {
@@ -75,6 +79,7 @@ impl Default for MachineOptions {
             seed: 1,
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
             fill_random: false,
+            guest_omits: Vec::new(),
         }
     }
 }

@@ -309,6 +309,11 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
         self.device.device_type()
     }
 
+    /// Bytes of the device configuration space the device type defines.
+    pub fn config_len(&self) -> usize {
+        self.device.config_len()
+    }
+
     /// Guest memory.
     pub fn mem(&self) -> &Arc<M> {
         &self.mem

@@ -40,7 +40,13 @@ impl Net {
         let ack = if (2..=MAX_COMMAND_LEN).contains(&len) {
             let mut bytes = vec![0u8; len];
             match read_segments(access.mem(), chain.readable(), 0, &mut bytes) {
-                Ok(()) => self.command(bytes[0], bytes[1], &bytes[2..]),
+                Ok(()) => {
+                    let ack = self.command(bytes[0], bytes[1], &bytes[2..]);
+                    if let Some(tap) = &self.tap {
+                        tap.command(bytes[0], bytes[1], &bytes[2..], ack.is_ok());
+                    }
+                    ack
+                }
                 Err(_) => Err(()),
             }
         } else {

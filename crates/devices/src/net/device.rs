@@ -210,6 +210,9 @@ impl<M: GuestMemory + ?Sized> VirtioDevice<M> for Net {
         self.tx_held.clear();
         self.backend.set_tx_blocked(false);
         self.resume_processing();
+        if let Some(tap) = &self.tap {
+            tap.reset();
+        }
     }
 
     fn config_len(&self) -> usize {

@@ -193,6 +193,19 @@ pub struct Net {
     quiescing: Option<QuiesceMode>,
     /// When a drain began.
     drain_started: Option<std::time::Instant>,
+    /// Who sees each control command and its acknowledgement ([`ControlTap`]).
+    tap: Option<Arc<dyn ControlTap>>,
+}
+
+/// Sees every control-queue command the device executes, with its outcome, and every device
+/// reset: where a vDPA hypervisor's shadow control virtqueue sits (it forwards the guest's
+/// commands and reads the device's acknowledgements), so it can keep the device state the
+/// registers do not show and replay it into a destination device (spec-decisions §21).
+pub trait ControlTap: Send + Sync {
+    /// The device executed `class`/`cmd` with `data`; `accepted` if it acknowledged OK.
+    fn command(&self, class: u8, cmd: u8, data: &[u8], accepted: bool);
+    /// The device was reset: its control state is back to the defaults.
+    fn reset(&self);
 }
 
 impl Net {
@@ -244,7 +257,13 @@ impl Net {
             tx_held: Default::default(),
             quiescing: None,
             drain_started: None,
+            tap: None,
         })
+    }
+
+    /// Installs `tap`, which from now on sees every control command and reset.
+    pub fn set_control_tap(&mut self, tap: Arc<dyn ControlTap>) {
+        self.tap = Some(tap);
     }
 
     /// The tunnel's local address (the port actually bound when the options asked for 0).

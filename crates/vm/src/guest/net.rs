@@ -90,6 +90,14 @@ impl NetGuest {
         self.stall
     }
 
+    /// Sends one control-queue command, as a guest programming its receive filter or queue
+    /// pairs does, and returns the device's acknowledgement.
+    pub fn command(&mut self, class: u8, cmd: u8, data: &[u8]) -> Result<u8, String> {
+        self.driver
+            .command(class, cmd, data, Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+    }
+
     /// The workload's counters.
     pub fn report(&self) -> NetReport {
         self.workload.report
