@@ -22,7 +22,11 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "frontend")]
+pub mod bench;
 pub mod engine;
+#[cfg(feature = "frontend")]
+pub mod frontend;
 pub mod handler;
 pub mod log;
 pub mod memory;
