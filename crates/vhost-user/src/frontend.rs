@@ -103,6 +103,8 @@ pub struct BlkFrontend {
     pub mem: GuestMemoryMmap<()>,
     /// The ring format negotiated.
     pub kind: RingKind,
+    /// The features the backend offered (GET_FEATURES).
+    pub offered: u64,
 }
 
 impl BlkFrontend {
@@ -133,6 +135,7 @@ impl BlkFrontend {
             _ram: ram,
             mem,
             kind,
+            offered: 0,
         };
         this.negotiate(ram_size)?;
         Ok(this)
@@ -141,6 +144,7 @@ impl BlkFrontend {
     fn negotiate(&mut self, ram_size: u64) -> Result<(), FrontendError> {
         sent("SET_OWNER", self.frontend.set_owner())?;
         let offered = sent("GET_FEATURES", self.frontend.get_features())?;
+        self.offered = offered;
         let wanted = ring_features(self.kind);
         if offered & wanted != wanted {
             return Err(FrontendError::Backend(format!(
