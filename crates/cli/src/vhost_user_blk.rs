@@ -54,6 +54,11 @@ pub struct VhostUserBlkArgs {
         value_parser = clap::value_parser!(u16).range(2..=32768))]
     pub queue_size: u16,
 
+    /// Threads doing the image I/O (1..=16).
+    #[arg(long, value_name = "N", default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub io_threads: u16,
+
     /// Configuration values to advertise: `own` (the device model's) or `qemu-storage-daemon`
     /// (its seg_max, size_max, discard and write-zeroes limits and writeback 0, so a guest
     /// can live-migrate between the two backends with unchanged limits).
@@ -72,6 +77,7 @@ pub fn run(args: &VhostUserBlkArgs) -> anyhow::Result<()> {
     blk.read_only = args.readonly;
     blk.num_queues = args.num_queues;
     blk.queue_size = args.queue_size;
+    blk.backend_threads = usize::from(args.io_threads);
     let options = BackendOptions {
         blk,
         config: match args.config_profile {

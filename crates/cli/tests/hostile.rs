@@ -298,6 +298,8 @@ fn conform_and_vhost_user_blk_refuse_hostile_arguments() {
         (serve("x", &["--num-queues", "0"]), 2, "--num-queues"),
         (serve("x", &["--num-queues", "65"]), 2, "--num-queues"),
         (serve("x", &["--queue-size", "1"]), 2, "--queue-size"),
+        (serve("x", &["--io-threads", "0"]), 2, "--io-threads"),
+        (serve("x", &["--io-threads", "17"]), 2, "--io-threads"),
         (
             serve("/nonexistent/virtio-lm.img", &[]),
             1,
