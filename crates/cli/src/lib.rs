@@ -9,7 +9,8 @@
 //! holds the global options and one [`Command`]; each subcommand is a variant with its own
 //! argument struct and module, dispatched by [`run`]. Also: `conform` ([`conform`], the
 //! normative checks live against an in-process device) and `vhost-user-blk`
-//! ([`vhost_user_blk`], our blk device served to QEMU over vhost-user).
+//! ([`vhost_user_blk`], our blk device served to QEMU over vhost-user) with its load generator
+//! `bench-vhost-user-blk` ([`bench_vhost_user_blk`]).
 //!
 //! Exit status: 0 on success, 2 for a usage error (clap's own, or a [`UsageError`]), 1 for any
 //! other error ([`exit_code`]); the message names the problem.
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod bench_vhost_user_blk;
 pub mod conform;
 pub mod control;
 pub mod demo;
@@ -42,6 +44,7 @@ pub mod vm;
 
 use clap::{Parser, Subcommand};
 
+pub use bench_vhost_user_blk::BenchVhostUserBlkArgs;
 pub use demo::DemoArgs;
 pub use inspect::InspectArgs;
 pub use migrate::MigrateArgs;
@@ -83,6 +86,10 @@ pub enum Command {
     /// migration included.
     #[command(long_about = vhost_user_blk::LONG_ABOUT)]
     VhostUserBlk(VhostUserBlkArgs),
+    /// Load generator for vhost-user-blk backends (ours or qemu-storage-daemon): IOPS,
+    /// latency percentiles and the backend's CPU time per I/O.
+    #[command(long_about = bench_vhost_user_blk::LONG_ABOUT)]
+    BenchVhostUserBlk(BenchVhostUserBlkArgs),
     /// Runs the normative checks live against an in-process device and prints one row per statement.
     Conform(conform::ConformArgs),
 }
@@ -111,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::NetEcho(args) => net_echo::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::VhostUserBlk(args) => vhost_user_blk::run(&args),
+        Command::BenchVhostUserBlk(args) => bench_vhost_user_blk::run(&args),
         Command::Conform(args) => conform::run(&args),
     }
 }

@@ -298,6 +298,8 @@ fn conform_and_vhost_user_blk_refuse_hostile_arguments() {
         (serve("x", &["--num-queues", "0"]), 2, "--num-queues"),
         (serve("x", &["--num-queues", "65"]), 2, "--num-queues"),
         (serve("x", &["--queue-size", "1"]), 2, "--queue-size"),
+        (serve("x", &["--io-threads", "0"]), 2, "--io-threads"),
+        (serve("x", &["--io-threads", "17"]), 2, "--io-threads"),
         (
             serve("/nonexistent/virtio-lm.img", &[]),
             1,
@@ -312,4 +314,60 @@ fn conform_and_vhost_user_blk_refuse_hostile_arguments() {
     let missing_image = ["vhost-user-blk", "--socket", socket];
     assert_fails(&missing_image, &run(&missing_image), 2, "--image");
     let _ = std::fs::remove_file(socket);
+}
+
+/// `bench-vhost-user-blk` and `scripts/bench-vhost-user`: values outside what the options allow
+/// are usage errors (exit 2) naming the option, checked before anything connects or builds; a
+/// socket nobody listens on, or a peer that hangs up instead of speaking vhost-user, is a
+/// runtime error (exit 1) naming the socket, never a panic.
+#[test]
+fn bench_vhost_user_blk_refuses_hostile_arguments_and_peers() {
+    let dir = TempFile::new(b"");
+    let socket = format!("{}.sock", dir.arg());
+    let bench = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["bench-vhost-user-blk", "--socket", &socket];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    for (extra, needle) in [
+        (&["--qd", "0"][..], "--qd"),
+        (&["--qd", "65"], "--qd"),
+        (&["--bs", "4097"], "--bs"),
+        (&["--bs", "128k"], "--bs"),
+        (&["--bs", "k"], "--bs"),
+        (&["--seconds", "0"], "--seconds"),
+        (&["--ring", "twisted"], "--ring"),
+        (&["--rw", "seqread"], "--rw"),
+    ] {
+        let args = bench(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_fails(&args, &run(&args), 2, needle);
+    }
+    let no_socket = ["bench-vhost-user-blk"];
+    assert_fails(&no_socket, &run(&no_socket), 2, "--socket");
+    // Nobody listens yet.
+    let args = bench(&["--seconds", "1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_fails(&args, &run(&args), 1, &socket);
+    // A peer that accepts and hangs up at once.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let peer = std::thread::spawn(move || drop(listener.accept()));
+    assert_fails(&args, &run(&args), 1, &socket);
+    peer.join().unwrap();
+    let _ = std::fs::remove_file(&socket);
+
+    for args in [
+        &["--runs", "0"][..],
+        &["--seconds", "601"],
+        &["--ring"],
+        &["--bogus"],
+    ] {
+        let out = script("bench-vhost-user", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
+    let help = script("bench-vhost-user", &["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("vhost_user_blk_vs_qsd_qd32"));
 }

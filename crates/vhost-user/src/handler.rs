@@ -19,6 +19,7 @@ use vhost::vhost_user::{
 use virtio_lm_device::VirtioDevice;
 use virtio_lm_devices::blk::Blk;
 
+use crate::config::ConfigProfile;
 use crate::engine::{ring_bits, Engine, EngineError, Worker};
 use crate::log::DirtyLog;
 use crate::memory::{BackendMemory, MemoryTable};
@@ -34,7 +35,7 @@ const TOPOLOGY: u64 = 1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_TOPOLOGY;
 
 /// The device model's configuration space with the topology fields filled in: one logical
 /// block per physical block, no alignment offset, minimum and optimal I/O of one block.
-fn config_space(blk: &Blk) -> Vec<u8> {
+fn config_space(blk: &Blk, profile: ConfigProfile) -> Vec<u8> {
     type C = virtio_bindings::virtio_blk::virtio_blk_config;
     let dev: &dyn VirtioDevice<BackendMemory> = blk;
     let mut space = vec![0; dev.config_len()];
@@ -48,6 +49,7 @@ fn config_space(blk: &Blk) -> Vec<u8> {
     put(std::mem::offset_of!(C, alignment_offset), &[0]);
     put(std::mem::offset_of!(C, min_io_size), &1u16.to_le_bytes());
     put(std::mem::offset_of!(C, opt_io_size), &1u32.to_le_bytes());
+    profile.apply(&mut space);
     space
 }
 
@@ -86,6 +88,7 @@ pub struct VhostUserBlk {
     protocol: u64,
     max_queue_size: u16,
     num_queues: u64,
+    config: ConfigProfile,
     // Last: dropping it stops and joins the worker.
     _worker: Worker,
 }
@@ -106,8 +109,16 @@ impl VhostUserBlk {
             protocol: 0,
             max_queue_size,
             num_queues,
+            config: ConfigProfile::Own,
             _worker: worker,
         })
+    }
+
+    /// Advertises `profile`'s configuration values instead of the device model's own.
+    pub fn with_config(mut self, profile: ConfigProfile) -> Self {
+        self.config = profile;
+        self.offered |= profile.extra_features();
+        self
     }
 
     /// The engine (for the server's clean-up and for diagnostics).
@@ -323,7 +334,11 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         }
         let engine = self.lock();
         let mut data = vec![0; size as usize];
-        virtio_lm_device::read_config_bytes(&config_space(&engine.blk), offset as usize, &mut data);
+        virtio_lm_device::read_config_bytes(
+            &config_space(&engine.blk, self.config),
+            offset as usize,
+            &mut data,
+        );
         Ok(data)
     }
 

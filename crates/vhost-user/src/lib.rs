@@ -22,7 +22,12 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "frontend")]
+pub mod bench;
+pub mod config;
 pub mod engine;
+#[cfg(feature = "frontend")]
+pub mod frontend;
 pub mod handler;
 pub mod log;
 pub mod memory;
@@ -31,5 +36,6 @@ mod server;
 pub mod testing;
 pub mod vring;
 
+pub use config::ConfigProfile;
 pub use handler::VhostUserBlk;
 pub use server::{bind, serve_connection, BackendOptions, ConnectionEnd, ServeError, Server};

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use vhost::vhost_user::{BackendListener, Error as VhostError, Listener};
 use virtio_lm_devices::blk::{Blk, BlkError, BlkOptions};
 
+use crate::config::ConfigProfile;
 use crate::handler::VhostUserBlk;
 use crate::log::DirtyLog;
 
@@ -18,6 +19,8 @@ use crate::log::DirtyLog;
 pub struct BackendOptions {
     /// The blk device model's options (image, read-only, queues, queue size).
     pub blk: BlkOptions,
+    /// The configuration values advertised (and the initial writeback they imply).
+    pub config: ConfigProfile,
     /// Test-only: never write the dirty log, even while LOG_ALL is negotiated (the negative
     /// control of the migration tests).
     pub drop_dirty_log: bool,
@@ -28,6 +31,7 @@ impl BackendOptions {
     pub fn new(blk: BlkOptions) -> Self {
         Self {
             blk,
+            config: ConfigProfile::Own,
             drop_dirty_log: false,
         }
     }
@@ -66,9 +70,11 @@ pub fn serve_connection(
     listener: &mut Listener,
     options: &BackendOptions,
 ) -> Result<ConnectionEnd, ServeError> {
-    let blk = Blk::open(options.blk.clone())?;
+    let mut blk = options.blk.clone();
+    options.config.adjust_options(&mut blk);
+    let blk = Blk::open(blk)?;
     let log = Arc::new(DirtyLog::new(options.drop_dirty_log));
-    let backend = VhostUserBlk::new(blk, log)?;
+    let backend = VhostUserBlk::new(blk, log)?.with_config(options.config);
     let engine = backend.engine();
     let backend = Arc::new(Mutex::new(backend));
     let mut accepting =

@@ -5,7 +5,7 @@
 //! reaches.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -247,17 +247,8 @@ impl TestFrontend {
     /// Sends message `code` with `body` and NEED_REPLY on the raw handle; returns the u64 reply
     /// (None if the backend closed the connection instead).
     pub fn raw_request(&self, code: u32, body: &[u8]) -> Option<u64> {
-        let mut msg = Vec::with_capacity(12 + body.len());
-        msg.extend_from_slice(&code.to_le_bytes());
-        msg.extend_from_slice(&(0x1u32 | VhostUserHeaderFlag::NEED_REPLY.bits()).to_le_bytes());
-        msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        msg.extend_from_slice(body);
-        let mut raw = &self.raw;
-        raw.set_read_timeout(Some(DEADLINE)).unwrap();
-        raw.write_all(&msg).ok()?;
-        let mut reply = [0u8; 20];
-        raw.read_exact(&mut reply).ok()?;
-        Some(u64::from_le_bytes(reply[12..20].try_into().unwrap()))
+        self.raw.set_read_timeout(Some(DEADLINE)).unwrap();
+        crate::frontend::raw_request(&self.raw, code, body).ok()
     }
 
     /// Whether the backend closed the connection: EOF (or a reset) within the deadline.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use virtio_lm_devices::blk::BlkOptions;
 use virtio_lm_vhost_user::testing::temp_path;
-use virtio_lm_vhost_user::{BackendOptions, Server};
+use virtio_lm_vhost_user::{BackendOptions, ConfigProfile, Server};
 
 /// Boot, a round of the workload, a migration: each is given this long before the test fails.
 const WAIT: Duration = Duration::from_secs(150);
@@ -263,6 +263,8 @@ enum Kind {
     Ours,
     /// Ours with the dirty log dropped (negative control).
     OursNoLog,
+    /// Ours advertising qemu-storage-daemon's configuration values (interop).
+    OursAsQsd,
     /// qemu-storage-daemon, as a process this test started.
     Qsd,
 }
@@ -276,7 +278,7 @@ enum Backend {
 impl Backend {
     fn start(dir: &RunDir, name: &str, image: &Path, queues: u16, kind: Kind) -> (Self, PathBuf) {
         if kind != Kind::Qsd {
-            let (server, socket) = backend(dir, name, image, queues, kind == Kind::OursNoLog);
+            let (server, socket) = backend(dir, name, image, queues, kind);
             return (Backend::Ours(server), socket);
         }
         let socket = dir.path(&format!("{name}.sock"));
@@ -325,20 +327,18 @@ impl Backend {
     }
 }
 
-fn backend(
-    dir: &RunDir,
-    name: &str,
-    image: &Path,
-    queues: u16,
-    drop_log: bool,
-) -> (Server, PathBuf) {
+fn backend(dir: &RunDir, name: &str, image: &Path, queues: u16, kind: Kind) -> (Server, PathBuf) {
     let socket = dir.path(&format!("{name}.sock"));
     let mut blk = BlkOptions::new(image);
     blk.num_queues = queues;
     blk.queue_size = 256;
     let options = BackendOptions {
         blk,
-        drop_dirty_log: drop_log,
+        config: match kind {
+            Kind::OursAsQsd => ConfigProfile::QemuStorageDaemon,
+            _ => ConfigProfile::Own,
+        },
+        drop_dirty_log: kind == Kind::OursNoLog,
     };
     (
         Server::start(&socket, options).expect("backend starts"),
@@ -382,7 +382,7 @@ fn boot(tag: &str, m: Machine) {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = RunDir::new(tag);
     let image = image(&dir);
-    let (server, socket) = backend(&dir, "be", &image, m.queues, false);
+    let (server, socket) = backend(&dir, "be", &image, m.queues, Kind::Ours);
     let mut qemu = Qemu::start(&dir, "vm", &socket, m, "boot", false);
     let log = qemu.wait_log("VLM-DONE", false, |l| l.contains("VLM-DONE"));
     assert!(
@@ -509,12 +509,48 @@ fn migrate_packed_while_the_guest_verifies() {
     migrate_and_verify("mig-packed", packed, Kind::Ours, Kind::Ours);
 }
 
-/// Scenario 3: interop with qemu-storage-daemon both ways (split: it has no packed rings). The
-/// guest negotiates the same features with both (ours offers TOPOLOGY for this).
+/// Scenario 3: interop with qemu-storage-daemon both ways (split: it has no packed rings), both
+/// backends configured alike: the same features (ours offers TOPOLOGY for this) and the same
+/// configuration space (ours with qemu-storage-daemon's profile, spec-decisions §23).
 #[test]
 fn migrate_between_qemu_storage_daemon_and_ours() {
-    migrate_and_verify("qsd-ours", SPLIT, Kind::Qsd, Kind::Ours);
-    migrate_and_verify("ours-qsd", SPLIT, Kind::Ours, Kind::Qsd);
+    migrate_and_verify("qsd-ours", SPLIT, Kind::Qsd, Kind::OursAsQsd);
+    migrate_and_verify("ours-qsd", SPLIT, Kind::OursAsQsd, Kind::Qsd);
+}
+
+/// spec-decisions §23: configured with qemu-storage-daemon's profile, ours offers the same
+/// features a guest can negotiate and the same configuration space (seg_max, size_max, queue
+/// count, discard and write-zeroes limits, writeback…) as qemu-storage-daemon on the same
+/// image, with one queue (the interop scenario) and with two. Only NOTIFY_ON_EMPTY (legacy: a
+/// VERSION_1 guest never acks it) and RING_PACKED (qemu-storage-daemon has none) differ.
+#[test]
+fn interop_backends_offer_the_same_features_and_configuration_space() {
+    use virtio_lm_vhost_user::frontend::BlkFrontend;
+    const NOTIFY_ON_EMPTY: u64 = 1 << 24;
+    let dir = RunDir::new("cfg");
+    let image = image(&dir);
+    for queues in [1, 2] {
+        let mut seen = Vec::new();
+        for kind in [Kind::Qsd, Kind::OursAsQsd] {
+            let (be, socket) =
+                Backend::start(&dir, &format!("{kind:?}{queues}"), &image, queues, kind);
+            let mut fe = BlkFrontend::connect(&socket, virtio_lm_queue::RingKind::Split, 1 << 20)
+                .expect("negotiates");
+            let config = fe.config(60).expect("GET_CONFIG");
+            let ring_packed = virtio_lm_vhost_user::engine::ring_bits::RING_PACKED;
+            seen.push((fe.offered & !(NOTIFY_ON_EMPTY | ring_packed), config));
+            drop(fe);
+            be.stop();
+        }
+        assert_eq!(
+            seen[0].0, seen[1].0,
+            "{queues} queues: features (qsd, ours)"
+        );
+        assert_eq!(
+            seen[0].1, seen[1].1,
+            "{queues} queues: configuration space (qsd, ours)"
+        );
+    }
 }
 
 /// Scenario 4: with dirty logging dropped, the guest sees stale data after the switchover.
