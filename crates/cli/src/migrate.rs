@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use virtio_lm_migration::MigrateOptions;
 
 use crate::args::{parse_tcp, strategy, Inflight, StatusBitArg, StrategyArg};
 use crate::control::{ControlClient, MigrateRequest, Request, Status};
@@ -69,14 +70,14 @@ pub struct MigrationFlags {
     #[arg(long, value_enum, default_value_t)]
     pub inflight: Inflight,
     /// Downtime the pre-copy converges to, in ms.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = MigrateOptions::DEFAULT_DOWNTIME_MS)]
     pub downtime_ms: u64,
     /// Bandwidth limit of the stream, MiB/s (default: none).
     #[arg(long, value_name = "MIB_S")]
     pub max_bandwidth: Option<u64>,
     /// Longest pre-copy in seconds; then the migration is cancelled (or, with --force,
     /// switched over whatever the expected downtime).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = MigrateOptions::DEFAULT_TIMEOUT_S)]
     pub timeout: u64,
     /// At the timeout, switch over instead of cancelling.
     #[arg(long)]

@@ -400,7 +400,7 @@ impl Vm {
                 Inflight::Drain => EngineInflight::Drain,
                 Inflight::Transfer => EngineInflight::Transfer,
             },
-            downtime_ms: request.downtime_ms.unwrap_or(10),
+            downtime_ms: request.downtime_ms.unwrap_or(defaults.downtime_ms),
             max_bandwidth: request.max_bandwidth.filter(|&b| b > 0).map(|b| b * MIB),
             force: request.force.unwrap_or(false),
             timeout: request

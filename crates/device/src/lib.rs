@@ -69,6 +69,7 @@ mod device;
 mod error;
 mod interrupt;
 mod queues;
+mod stoppable;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 mod worker;
@@ -82,4 +83,5 @@ pub use device::{read_config_bytes, Handover, QueueAccess, Quiesce, QuiesceMode,
 pub use error::{ChainFault, DeviceError};
 pub use interrupt::{InterruptCounter, Interrupts};
 pub use queues::QueueRegisters;
+pub use stoppable::StoppableThread;
 pub use worker::Worker;

@@ -3,18 +3,17 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use vm_memory::GuestMemory;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::core::DeviceCore;
+use crate::stoppable::StoppableThread;
 
 /// A running worker; dropping it stops the thread.
 pub struct Worker {
-    exit: EventFd,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl Worker {
@@ -56,31 +55,19 @@ impl Worker {
                 EpollEvent::new(EventSet::IN, token),
             )?;
         }
-        let thread = std::thread::Builder::new()
-            .name("virtio-worker".into())
-            .spawn(move || run(&epoll, &core, &kicks, &wakers, exit_token))?;
-        Ok(Self {
-            exit,
-            thread: Some(thread),
-        })
+        let thread = StoppableThread::spawn(
+            "virtio-worker",
+            move || {
+                let _ = exit.write(1);
+            },
+            move || run(&epoll, &core, &kicks, &wakers, exit_token),
+        )?;
+        Ok(Self { thread })
     }
 
     /// Stops the thread and waits for it.
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        let _ = self.exit.write(1);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

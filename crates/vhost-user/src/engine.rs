@@ -10,12 +10,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
+use virtio_lm_device::{DeviceError, QueueAccess, StoppableThread, VirtioDevice};
 use virtio_lm_devices::blk::Blk;
 use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -312,34 +311,21 @@ impl Engine {
 
 /// The worker thread of one connection.
 pub struct Worker {
-    engine: Arc<Mutex<Engine>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stopped (the engine's `exit` set and the thread woken) and joined on drop.
+    _thread: StoppableThread,
 }
 
 impl Worker {
     /// Starts the worker of `engine`.
     pub fn spawn(engine: Arc<Mutex<Engine>>) -> std::io::Result<Self> {
         let shared = engine.clone();
-        let thread = std::thread::Builder::new()
-            .name("vhost-user-blk".into())
-            .spawn(move || run(&shared))?;
-        Ok(Self {
-            engine,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        {
-            let mut engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let signal = move || {
+            let mut engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
             engine.exit = true;
             engine.wake();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        };
+        let thread = StoppableThread::spawn("vhost-user-blk", signal, move || run(&shared))?;
+        Ok(Self { _thread: thread })
     }
 }
 

@@ -239,10 +239,7 @@ impl<'a> Registers<'a> {
         s |= DeviceStatus::DRIVER;
         self.set_status(s);
         let features = ctx.driver_features.first().copied().unwrap_or(0);
-        self.write32(offset::DRIVER_FEATURE_SELECT, 0);
-        self.write32(offset::DRIVER_FEATURE, features as u32);
-        self.write32(offset::DRIVER_FEATURE_SELECT, 1);
-        self.write32(offset::DRIVER_FEATURE, (features >> 32) as u32);
+        self.regions.write_driver_features(self.transport, features);
         s |= DeviceStatus::FEATURES_OK;
         self.set_status(s);
         if !self.status().contains(DeviceStatus::FEATURES_OK) {

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use virtio_lm_device::StoppableThread;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::config::{ETH_HLEN, MAX_FRAME_LEN};
@@ -38,25 +38,18 @@ pub(crate) enum Sent {
     Failed,
 }
 
-/// State shared with the receiver thread.
-#[derive(Debug, Default)]
-struct Flags {
-    stop: AtomicBool,
-    /// Frames are held for a busy socket: the thread signals the wake eventfd every tick so the
-    /// device retries.
-    tx_blocked: AtomicBool,
-}
-
 /// The tunnel.
 pub(crate) struct Backend {
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
     rx: Receiver<Vec<u8>>,
     wake: Arc<EventFd>,
-    flags: Arc<Flags>,
+    /// Frames are held for a busy socket: the receiver thread signals the wake eventfd every
+    /// tick so the device retries.
+    tx_blocked: Arc<AtomicBool>,
     gate: Option<Gate>,
     stats: Arc<NetStats>,
-    thread: Option<JoinHandle<()>>,
+    receiver: StoppableThread,
 }
 
 impl Backend {
@@ -72,24 +65,28 @@ impl Backend {
         socket.set_write_timeout(Some(SEND_TIMEOUT))?;
         let socket = Arc::new(socket);
         let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let flags = Arc::new(Flags::default());
+        let tx_blocked = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel(RX_CHANNEL);
-        let thread = {
-            let (socket, wake, flags, stats) =
-                (socket.clone(), wake.clone(), flags.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("virtio-net-rx".into())
-                .spawn(move || receive_loop(&socket, &tx, &wake, &flags, &stats))?
+        let receiver = {
+            let (socket, wake, blocked, stats) = (
+                socket.clone(),
+                wake.clone(),
+                tx_blocked.clone(),
+                stats.clone(),
+            );
+            StoppableThread::with_flag("virtio-net-rx", move |stop| {
+                receive_loop(&socket, &tx, &wake, stop, &blocked, &stats)
+            })?
         };
         Ok(Self {
             socket,
             remote,
             rx,
             wake,
-            flags,
+            tx_blocked,
             gate,
             stats,
-            thread: Some(thread),
+            receiver,
         })
     }
 
@@ -120,7 +117,7 @@ impl Backend {
 
     /// Tells the receiver thread whether frames are held for a busy socket.
     pub(crate) fn set_tx_blocked(&self, blocked: bool) {
-        self.flags.tx_blocked.store(blocked, Ordering::Relaxed);
+        self.tx_blocked.store(blocked, Ordering::Relaxed);
     }
 
     /// Sends one frame to the peer.
@@ -163,16 +160,7 @@ pub(crate) fn send_frame(socket: &UdpSocket, remote: SocketAddr, frame: &[u8]) -
 impl Backend {
     /// Stops the receiver thread (idempotent); frames it queued stay readable.
     pub(crate) fn shutdown(&mut self) {
-        self.flags.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.receiver.stop();
     }
 }
 
@@ -180,17 +168,18 @@ fn receive_loop(
     socket: &UdpSocket,
     tx: &SyncSender<Vec<u8>>,
     wake: &EventFd,
-    flags: &Flags,
+    stop: &AtomicBool,
+    tx_blocked: &AtomicBool,
     stats: &NetStats,
 ) {
     // One byte more than the largest frame, so an oversized datagram is recognised.
     let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
-    while !flags.stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let n = match socket.recv_from(&mut buf) {
             Ok((n, _from)) => n,
             Err(_) => {
                 // Timeout (the tick) or a transient error.
-                if flags.tx_blocked.load(Ordering::Relaxed) {
+                if tx_blocked.load(Ordering::Relaxed) {
                     let _ = wake.write(1);
                 }
                 continue;

@@ -6,9 +6,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use virtio_lm_device::{counter_getters, Counter};
+use virtio_lm_device::{counter_getters, Counter, StoppableThread};
 
 /// How often the echo loop looks at its stop flag and deadline (its receive timeout).
 const TICK: Duration = Duration::from_millis(20);
@@ -129,8 +128,8 @@ pub fn run_echo(
 pub struct EchoPeer {
     addr: SocketAddr,
     stats: Arc<EchoStats>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The echo loop; stopped and joined when the peer is dropped.
+    _thread: StoppableThread,
 }
 
 impl EchoPeer {
@@ -139,20 +138,16 @@ impl EchoPeer {
         let socket = UdpSocket::bind(listen)?;
         let addr = socket.local_addr()?;
         let stats = Arc::new(EchoStats::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (stats, stop) = (stats.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("net-echo".into())
-                .spawn(move || {
-                    let _ = run_echo(&socket, &stats, &stop, None, |_| {});
-                })?
+            let stats = stats.clone();
+            StoppableThread::with_flag("net-echo", move |stop| {
+                let _ = run_echo(&socket, &stats, stop, None, |_| {});
+            })?
         };
         Ok(Self {
             addr,
             stats,
-            stop,
-            thread: Some(thread),
+            _thread: thread,
         })
     }
 
@@ -164,14 +159,5 @@ impl EchoPeer {
     /// The peer's counters.
     pub fn stats(&self) -> &Arc<EchoStats> {
         &self.stats
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

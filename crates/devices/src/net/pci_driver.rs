@@ -32,18 +32,18 @@ use super::workload::NetWorkload;
 /// Why a [`NetPciDriver`] operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetPciError {
-    /// The transport refused.
-    #[error("Transport: {0}")]
-    Pci(#[from] PciError),
-    /// The ring-level driver failed.
-    #[error("Driver: {0}")]
-    Driver(#[from] NetDriverError),
     /// Waiting on the interrupt eventfds failed.
     #[error("Interrupt wait: {0}")]
     Wait(#[source] io::Error),
     /// A control command was not answered in time.
     #[error("Control command not answered")]
     Timeout,
+    /// The transport refused.
+    #[error("Transport: {0}")]
+    Pci(#[from] PciError),
+    /// The ring-level driver failed.
+    #[error("Driver: {0}")]
+    Driver(#[from] NetDriverError),
 }
 
 /// Where and how the driver sets itself up.

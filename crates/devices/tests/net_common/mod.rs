@@ -85,16 +85,14 @@ pub fn tagged(dst: [u8; 6], vid: u16, payload: &[u8]) -> Vec<u8> {
 
 /// Drives one `DeviceCore` around a `Net`.
 pub struct NetRig {
-    // The device side: the core around the `Net`, and how it quiesces.
+    // The device side: the core around the `Net`, how it quiesces, and its interrupts.
     pub mem: Arc<Mem>,
     pub core: DeviceCore<Mem>,
-    pub irq: Arc<InterruptCounter>,
     pub mode: QuiesceMode,
+    pub irq: Arc<InterruptCounter>,
     // The driver side.
     pub driver: Option<NetDriver>,
     pub features: u64,
-    /// The ring format the last negotiation selected.
-    pub kind: RingKind,
     pub max_pairs: u16,
     // Handles into the `Net`, taken before the core owned it.
     pub wake: Arc<EventFd>,
@@ -122,11 +120,10 @@ impl NetRig {
         Self {
             mem,
             core,
-            irq,
             mode,
+            irq,
             driver: None,
             features: 0,
-            kind: RingKind::Split,
             max_pairs,
             wake,
             stats,
@@ -148,8 +145,17 @@ impl NetRig {
         f
     }
 
+    /// The ring format the negotiated features select.
+    pub fn kind(&self) -> RingKind {
+        if self.features & bit(Feature::RingPacked) != 0 {
+            RingKind::Packed
+        } else {
+            RingKind::Split
+        }
+    }
+
     pub fn negotiate(&mut self, features: u64) {
-        self.kind = testing::negotiate(&mut self.core, features);
+        testing::negotiate(&mut self.core, features);
         self.features = features;
     }
 
@@ -157,7 +163,7 @@ impl NetRig {
     pub fn driver_config(&self, rx_buf_len: u32) -> NetDriverConfig {
         let f = self.features;
         NetDriverConfig {
-            kind: self.kind,
+            kind: self.kind(),
             ring: testing::ring_features(&self.core, f),
             queue_size: self.core.queue(0).unwrap().max_size,
             pairs: if f & nf::MQ != 0 { self.max_pairs } else { 1 },
@@ -317,7 +323,6 @@ impl NetRig {
         let mut dest = NetRig::with_mem(options, mode, self.mem.clone());
         dest.driver = self.driver.take();
         dest.features = self.features;
-        dest.kind = self.kind;
         dest.core.restore_context(&ctx).expect("restore");
         let announcer = dest.announcer.clone();
         announcer.announce(&mut dest.core);

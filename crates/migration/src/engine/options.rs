@@ -59,13 +59,20 @@ pub struct MigrateOptions {
     pub link_timeout: Duration,
 }
 
+impl MigrateOptions {
+    /// `downtime_ms` when the operator gives none (`--downtime-ms`).
+    pub const DEFAULT_DOWNTIME_MS: u64 = 10;
+    /// `timeout` in seconds when the operator gives none (`--timeout`).
+    pub const DEFAULT_TIMEOUT_S: u64 = 60;
+}
+
 impl Default for MigrateOptions {
     fn default() -> Self {
         Self {
             strategy: Strategy::Admin,
             inflight: Inflight::Drain,
-            downtime_ms: 10,
-            timeout: Duration::from_secs(60),
+            downtime_ms: Self::DEFAULT_DOWNTIME_MS,
+            timeout: Duration::from_secs(Self::DEFAULT_TIMEOUT_S),
             force: false,
             max_bandwidth: None,
             link_timeout: Duration::from_secs(60),

@@ -1,9 +1,9 @@
 //! Discovering a virtio-pci function's regions from its PCI capability list.
 
 use virtio_lm_spec::pci::{
-    PciCap, PciNotifyCap, COMMON_CONFIG_LEN_V1_4, PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_COMMON_CFG,
-    VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG,
-    VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
+    offset, PciCap, PciNotifyCap, COMMON_CONFIG_LEN_V1_4, PCI_CAP_ID_VNDR,
+    VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_ISR_CFG,
+    VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
 };
 use zerocopy::FromBytes;
 
@@ -41,6 +41,17 @@ impl Regions {
     /// The virtio device type (device id − 0x1040).
     pub fn device_type(&self) -> u32 {
         u32::from(self.device_id - VIRTIO_PCI_DEVICE_ID_BASE)
+    }
+
+    /// Writes the 64 driver feature bits through the common configuration's select/value pair,
+    /// low word first: what every driver does between DRIVER and FEATURES_OK, whether it
+    /// negotiates afresh or re-initialises a migrated device with the features it had.
+    pub fn write_driver_features(&self, transport: &dyn PciTransport, features: u64) {
+        let at = |field: usize| self.common.offset + field as u64;
+        for (select, word) in [(0u32, features as u32), (1, (features >> 32) as u32)] {
+            transport.write(at(offset::DRIVER_FEATURE_SELECT), &select.to_le_bytes());
+            transport.write(at(offset::DRIVER_FEATURE), &word.to_le_bytes());
+        }
     }
 }
 

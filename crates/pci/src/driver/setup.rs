@@ -41,10 +41,8 @@ impl<M: GuestMemory> PciDriver<M> {
             self.write_status(s | DeviceStatus::FAILED);
             return Err(PciError::NotModern);
         }
-        self.write32(offset::DRIVER_FEATURE_SELECT, 0);
-        self.write32(offset::DRIVER_FEATURE, features as u32);
-        self.write32(offset::DRIVER_FEATURE_SELECT, 1);
-        self.write32(offset::DRIVER_FEATURE, (features >> 32) as u32);
+        self.regions
+            .write_driver_features(&*self.transport, features);
         s |= DeviceStatus::FEATURES_OK;
         self.write_status(s);
         let read = self.status();
