@@ -1,0 +1,116 @@
+//! Device-parts rules written from the mutation run of the `parts` group (docs/mutants.md):
+//! parts of a member with two queues, and reserved part flags (virtio 1.4 "Device parts";
+//! spec-decisions §17).
+
+use std::sync::Arc;
+
+use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_pci::testing::*;
+use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
+use virtio_lm_spec::parts::{
+    part_type, Part, VqCfg, VqNotifyCfg, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
+};
+use virtio_lm_spec::pci::offset::{QUEUE_DESC, QUEUE_NOTIFY_OFF, QUEUE_SELECT};
+use virtio_lm_spec::zerocopy::FromBytes;
+use virtio_lm_spec::Feature;
+
+const GET: u32 = 0;
+const SET: u32 = 1;
+/// Where each queue's ring starts in guest memory.
+const RINGS: [u64; 2] = [0x1000, 0x4000];
+
+/// A v1.4 owner with two [`TwoQueueDevice`] members (queues of 16), a GET object on member
+/// 1 and a SET object on member 2, and member 1 running both queues.
+fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
+    let owner = v14_owner_of(
+        2,
+        Box::new(|_| {
+            let device = TwoQueueDevice::new(16);
+            VirtioPciFunction::with_device(Box::new(device), memory(), v14_options(), 4, false)
+        }),
+    );
+    let mut client = v14_client(&owner);
+    client
+        .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
+        .unwrap();
+    client
+        .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
+        .unwrap();
+    let function: Arc<VirtioPciFunction<Mem>> = owner.member(1).unwrap();
+    let mem = function.core().lock().unwrap().mem().clone();
+    let queues = [
+        QueueSetup::new(0, 16, RINGS[0]),
+        QueueSetup::new(1, 16, RINGS[1]),
+    ];
+    v14_driver(&function, &mem)
+        .init(v14_features(&[Feature::Version1]), &queues)
+        .unwrap();
+    (owner, client)
+}
+
+fn queue_part<T: FromBytes>(parts: &[Part], t: u16, index: u16) -> T {
+    let part = parts
+        .iter()
+        .find(|p| p.hdr.part_type() == t && p.hdr.selector[..2] == index.to_le_bytes())
+        .unwrap();
+    T::read_from_bytes(&part.value).unwrap()
+}
+
+/// 1.4 "Device parts": VQ_CFG and VQ_NOTIFY_CFG are "one per vq", selected by
+/// `vq_index.index`; SR-IOV, when stopped, the device "MUST answer PCI reads with valid
+/// values". Each queue's parts carry that queue's registers (its own `queue_notify_off` and
+/// ring addresses), and set on another member they configure the same queue there.
+#[test]
+fn each_queue_travels_in_its_own_parts() {
+    let (owner, mut client) = two_queue_rig();
+    // Registers first: a stopped member ignores the driver's queue_select writes.
+    let source = owner.member(1).unwrap();
+    let registers: Vec<(u16, u64)> = (0u16..2)
+        .map(|index| {
+            source.w16(QUEUE_SELECT, index);
+            (source.r16(QUEUE_NOTIFY_OFF), source.r64(QUEUE_DESC))
+        })
+        .collect();
+    assert_ne!(registers[0], registers[1]);
+    client.dev_mode_stopped(1, true).unwrap();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    for (index, (notify_off, desc)) in (0u16..).zip(registers) {
+        let notify: VqNotifyCfg = queue_part(&parts, part_type::VQ_NOTIFY_CFG, index);
+        assert_eq!(notify.queue_notify_off.get(), notify_off, "queue {index}");
+        let cfg: VqCfg = queue_part(&parts, part_type::VQ_CFG, index);
+        assert_eq!(cfg.queue_desc.get(), desc, "queue {index}");
+    }
+    client.dev_mode_stopped(2, true).unwrap();
+    client.parts_set(2, SET, &parts).unwrap();
+    client.dev_mode_stopped(2, false).unwrap();
+    let target = owner.member(2).unwrap();
+    for (index, ring) in (0u16..2).zip(RINGS) {
+        target.w16(QUEUE_SELECT, index);
+        assert_eq!(target.r64(QUEUE_DESC), ring, "queue {index}");
+    }
+}
+
+/// 1.4 `virtio_dev_part_hdr`: bit 0 of `flags` is OPTIONAL, the other bits and `reserved`
+/// are reserved (spec-decisions §17: a part using them is refused). A DRV_FEATURES part the
+/// member takes as it is is refused once a reserved flag bit, or its reserved byte, is set.
+#[test]
+fn reserved_flag_bits_fail_a_part_otherwise_taken() {
+    let (_owner, mut client) = two_queue_rig();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    let features = parts
+        .iter()
+        .find(|p| p.hdr.part_type() == part_type::DRV_FEATURES)
+        .unwrap()
+        .clone();
+    client.dev_mode_stopped(2, true).unwrap();
+    client.parts_set(2, SET, &[features.clone()]).unwrap();
+    let mut flagged = features.clone();
+    flagged.hdr.flags = 0x02;
+    assert!(client.parts_set(2, SET, &[flagged]).is_err(), "flag bit 1");
+    let mut reserved = features;
+    reserved.hdr.reserved = 1;
+    assert!(
+        client.parts_set(2, SET, &[reserved]).is_err(),
+        "reserved byte"
+    );
+}
