@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use virtio_lm_pci::admin::{AdminClient, OwnerFunction};
+use virtio_lm_device::context::DeviceContext;
+use virtio_lm_pci::admin::{AdminClient, DevicePartsCodec, OwnerFunction};
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
 use virtio_lm_spec::parts::{
-    part_type, Part, VqCfg, VqNotifyCfg, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
+    part_type, DevPartHdr, Part, VqCfg, VqNotifyCfg, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
+    PART_F_OPTIONAL,
 };
 use virtio_lm_spec::pci::offset::{QUEUE_DESC, QUEUE_NOTIFY_OFF, QUEUE_SELECT};
 use virtio_lm_spec::zerocopy::FromBytes;
@@ -113,4 +115,45 @@ fn reserved_flag_bits_fail_a_part_otherwise_taken() {
         client.parts_set(2, SET, &[reserved]).is_err(),
         "reserved byte"
     );
+}
+
+/// 1.4 "Device parts": PCI_COMMON_CFG is "one per unique offset", and the device "MAY
+/// ignore parts flagged OPTIONAL" (spec-decisions §17: we carry offsets 16 and 18 only). A
+/// part for another offset (queue_select, 22) is refused unless flagged OPTIONAL.
+#[test]
+fn a_common_cfg_offset_not_carried_is_refused_unless_optional() {
+    let (_owner, mut client) = two_queue_rig();
+    client.dev_mode_stopped(2, true).unwrap();
+    let sel = DevPartHdr::offset_selector(QUEUE_SELECT as u32);
+    let mut part = Part::new(part_type::PCI_COMMON_CFG, 0, sel, vec![0, 0]);
+    assert!(client.parts_set(2, SET, &[part.clone()]).is_err());
+    part.hdr.flags = PART_F_OPTIONAL;
+    client.parts_set(2, SET, &[part]).unwrap();
+}
+
+/// A device type whose codec takes every device-type part.
+struct TakesEverything;
+
+impl DevicePartsCodec for TakesEverything {
+    fn save(&self, _: &DeviceContext) -> Vec<Part> {
+        Vec::new()
+    }
+
+    fn load(&self, _: &[Part], _: &mut DeviceContext) -> Result<(), &'static str> {
+        Ok(())
+    }
+}
+
+/// 1.4 part types: 0x0000–0x01FF are common, 0x0200–0x05FF device-type specific. A
+/// mandatory part of type 0x200 (the first device-type type) goes to the device type's codec,
+/// which takes it here, rather than being refused as an unknown common part.
+#[test]
+fn type_0x200_is_the_device_types() {
+    let (owner, mut client) = two_queue_rig();
+    owner.set_parts_codec(Box::new(TakesEverything));
+    client.dev_mode_stopped(2, true).unwrap();
+    let part = Part::new(0x200, 0, [0; 8], vec![1]);
+    client.parts_set(2, SET, &[part.clone()]).unwrap();
+    let common = Part::new(0x1ff, 0, [0; 8], vec![1]);
+    assert!(client.parts_set(2, SET, &[common]).is_err());
 }
