@@ -12,7 +12,7 @@ use virtio_lm_spec::parts::{
     part_type, DevPartHdr, Part, VqCfg, VqNotifyCfg, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
     PART_F_OPTIONAL,
 };
-use virtio_lm_spec::pci::offset::{QUEUE_DESC, QUEUE_NOTIFY_OFF, QUEUE_SELECT};
+use virtio_lm_spec::pci::offset::{QUEUE_DESC, QUEUE_MSIX_VECTOR, QUEUE_NOTIFY_OFF, QUEUE_SELECT};
 use virtio_lm_spec::zerocopy::FromBytes;
 use virtio_lm_spec::Feature;
 
@@ -40,9 +40,16 @@ fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
         .unwrap();
     let function: Arc<VirtioPciFunction<Mem>> = owner.member(1).unwrap();
     let mem = function.core().lock().unwrap().mem().clone();
+    // Vectors of their own (not the default), so the parts' vectors are seen to be read.
     let queues = [
-        QueueSetup::new(0, 16, RINGS[0]),
-        QueueSetup::new(1, 16, RINGS[1]),
+        QueueSetup {
+            msix_vector: 2,
+            ..QueueSetup::new(0, 16, RINGS[0])
+        },
+        QueueSetup {
+            msix_vector: 3,
+            ..QueueSetup::new(1, 16, RINGS[1])
+        },
     ];
     v14_driver(&function, &mem)
         .init(v14_features(&[Feature::Version1]), &queues)
@@ -61,34 +68,38 @@ fn queue_part<T: FromBytes>(parts: &[Part], t: u16, index: u16) -> T {
 /// 1.4 "Device parts": VQ_CFG and VQ_NOTIFY_CFG are "one per vq", selected by
 /// `vq_index.index`; SR-IOV, when stopped, the device "MUST answer PCI reads with valid
 /// values". Each queue's parts carry that queue's registers (its own `queue_notify_off` and
-/// ring addresses), and set on another member they configure the same queue there.
+/// ring addresses and MSI-X vector), and set on another member they configure the same queue
+/// there.
 #[test]
 fn each_queue_travels_in_its_own_parts() {
     let (owner, mut client) = two_queue_rig();
     // Registers first: a stopped member ignores the driver's queue_select writes.
     let source = owner.member(1).unwrap();
-    let registers: Vec<(u16, u64)> = (0u16..2)
+    let registers: Vec<(u16, u64, u16)> = (0u16..2)
         .map(|index| {
             source.w16(QUEUE_SELECT, index);
-            (source.r16(QUEUE_NOTIFY_OFF), source.r64(QUEUE_DESC))
+            let vector = source.r16(QUEUE_MSIX_VECTOR);
+            (source.r16(QUEUE_NOTIFY_OFF), source.r64(QUEUE_DESC), vector)
         })
         .collect();
     assert_ne!(registers[0], registers[1]);
     client.dev_mode_stopped(1, true).unwrap();
     let parts = client.parts_get(1, GET, None).unwrap();
-    for (index, (notify_off, desc)) in (0u16..).zip(registers) {
+    for (index, &(notify_off, desc, vector)) in (0u16..).zip(&registers) {
         let notify: VqNotifyCfg = queue_part(&parts, part_type::VQ_NOTIFY_CFG, index);
         assert_eq!(notify.queue_notify_off.get(), notify_off, "queue {index}");
         let cfg: VqCfg = queue_part(&parts, part_type::VQ_CFG, index);
         assert_eq!(cfg.queue_desc.get(), desc, "queue {index}");
+        assert_eq!(cfg.vector.get(), vector, "queue {index}");
     }
     client.dev_mode_stopped(2, true).unwrap();
     client.parts_set(2, SET, &parts).unwrap();
     client.dev_mode_stopped(2, false).unwrap();
     let target = owner.member(2).unwrap();
-    for (index, ring) in (0u16..2).zip(RINGS) {
+    for (index, (ring, &(_, _, vector))) in (0u16..2).zip(RINGS.iter().zip(&registers)) {
         target.w16(QUEUE_SELECT, index);
-        assert_eq!(target.r64(QUEUE_DESC), ring, "queue {index}");
+        assert_eq!(target.r64(QUEUE_DESC), *ring, "queue {index}");
+        assert_eq!(target.r16(QUEUE_MSIX_VECTOR), vector, "queue {index}");
     }
 }
 
