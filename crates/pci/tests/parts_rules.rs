@@ -168,3 +168,32 @@ fn type_0x200_is_the_device_types() {
     let common = Part::new(0x1ff, 0, [0; 8], vec![1]);
     assert!(client.parts_set(2, SET, &[common]).is_err());
 }
+
+/// 1.4 "Device parts": the device "MUST allow the same or different parts to be set multiple
+/// times", and an FLR "MUST clear all parts to their defaults" (spec-decisions §18: parts
+/// staged before a member's FLR are discarded). A SET after the FLR stages afresh over the
+/// reset member, so the resume runs a reset device; without the FLR the same two SETs
+/// refine one staged whole, which the resume applies.
+#[test]
+fn a_set_after_an_flr_does_not_refine_what_was_staged_before() {
+    let (owner, mut client) = two_queue_rig();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    let vector = parts
+        .iter()
+        .find(|p| p.hdr.part_type() == part_type::PCI_COMMON_CFG)
+        .unwrap()
+        .clone();
+    let target = owner.member(2).unwrap();
+    for flr in [false, true] {
+        client.dev_mode_stopped(2, true).unwrap();
+        client.parts_set(2, SET, &parts).unwrap();
+        if flr {
+            target.function_level_reset();
+        }
+        client.parts_set(2, SET, &[vector.clone()]).unwrap();
+        client.dev_mode_stopped(2, false).unwrap();
+        let status = target.core().lock().unwrap().status();
+        assert_eq!(status.is_empty(), flr, "FLR {flr}: status {status:?}");
+        target.function_level_reset();
+    }
+}
