@@ -71,6 +71,29 @@ fn v1_4_functions_have_no_power_management() {
     }
 }
 
+/// 1.4 "Device parts", SR-IOV, when stopped: the device "MUST behave the same for
+/// PCI-architected interfaces" and "MUST answer PCI reads with valid values". The member's PCI
+/// configuration space (header and capability list, which the hypervisor saves itself) reads
+/// the same while stopped as while running, and so do its common-configuration registers.
+#[test]
+fn pci_interfaces_read_the_same_while_stopped() {
+    let (owner, mut client) = v14_with_get_object(1, 0);
+    let member = owner.member(1).unwrap();
+    let mut guest = V14Guest::new(member.clone());
+    guest.submit(0x8000, 4);
+    assert_eq!(guest.collect(), 1);
+    let registers = |f: &VirtioPciFunction<Mem>| {
+        let mut b = [0u8; 64];
+        f.read(0, &mut b);
+        b
+    };
+    let (space, common) = (*member.config_space(), registers(&member));
+    client.dev_mode_stopped(1, true).unwrap();
+    assert_eq!(*member.config_space(), space);
+    assert_eq!(registers(&member), common);
+    client.dev_mode_stopped(1, false).unwrap();
+}
+
 /// A counting device whose reset, once armed, waits for a release: an FLR in progress.
 struct SlowReset {
     inner: CountingDevice,
