@@ -116,7 +116,9 @@ fn reserved_flag_bits_fail_a_part_otherwise_taken() {
         .unwrap()
         .clone();
     client.dev_mode_stopped(2, true).unwrap();
-    client.parts_set(2, SET, &[features.clone()]).unwrap();
+    client
+        .parts_set(2, SET, std::slice::from_ref(&features))
+        .unwrap();
     let mut flagged = features.clone();
     flagged.hdr.flags = 0x02;
     assert!(client.parts_set(2, SET, &[flagged]).is_err(), "flag bit 1");
@@ -164,7 +166,9 @@ fn type_0x200_is_the_device_types() {
     owner.set_parts_codec(Box::new(TakesEverything));
     client.dev_mode_stopped(2, true).unwrap();
     let part = Part::new(0x200, 0, [0; 8], vec![1]);
-    client.parts_set(2, SET, &[part.clone()]).unwrap();
+    client
+        .parts_set(2, SET, std::slice::from_ref(&part))
+        .unwrap();
     let common = Part::new(0x1ff, 0, [0; 8], vec![1]);
     assert!(client.parts_set(2, SET, &[common]).is_err());
 }
@@ -190,7 +194,9 @@ fn a_set_after_an_flr_does_not_refine_what_was_staged_before() {
         if flr {
             target.function_level_reset();
         }
-        client.parts_set(2, SET, &[vector.clone()]).unwrap();
+        client
+            .parts_set(2, SET, std::slice::from_ref(&vector))
+            .unwrap();
         client.dev_mode_stopped(2, false).unwrap();
         let status = target.core().lock().unwrap().status();
         assert_eq!(status.is_empty(), flr, "FLR {flr}: status {status:?}");
