@@ -1,19 +1,21 @@
 //! Device-parts rules written from the mutation run of the `parts` group (docs/mutants.md):
-//! parts of a member with two queues, and reserved part flags (virtio 1.4 "Device parts";
-//! spec-decisions §17).
+//! parts of a member with two queues, part flags and types, staging across an FLR, and object
+//! limits (virtio 1.4 "Device parts", "Resource objects"; spec-decisions §17, §18).
 
 use std::sync::Arc;
 
 use virtio_lm_device::context::DeviceContext;
-use virtio_lm_pci::admin::{AdminClient, DevicePartsCodec, OwnerFunction};
+use virtio_lm_pci::admin::{AdminClient, AdminCommand, DevicePartsCodec, OwnerFunction};
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
+use virtio_lm_spec::admin::opcode::v1_4;
+use virtio_lm_spec::admin::{group_type, status};
 use virtio_lm_spec::parts::{
-    part_type, DevPartHdr, Part, VqCfg, VqNotifyCfg, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
-    PART_F_OPTIONAL,
+    part_type, DevPartHdr, DevPartsCap, DevPartsObjData, Part, VqCfg, VqNotifyCfg,
+    DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET, PART_F_OPTIONAL,
 };
 use virtio_lm_spec::pci::offset::{QUEUE_DESC, QUEUE_MSIX_VECTOR, QUEUE_NOTIFY_OFF, QUEUE_SELECT};
-use virtio_lm_spec::zerocopy::FromBytes;
+use virtio_lm_spec::zerocopy::{FromBytes, IntoBytes};
 use virtio_lm_spec::Feature;
 
 const GET: u32 = 0;
@@ -202,4 +204,44 @@ fn a_set_after_an_flr_does_not_refine_what_was_staged_before() {
         assert_eq!(status.is_empty(), flr, "FLR {flr}: status {status:?}");
         target.function_level_reset();
     }
+}
+
+/// 1.4 "Resource objects": the driver "MUST NOT exceed the limit" of each object type, and
+/// the device "SHOULD fail with ENOSPC when out of space"; ids are the driver's (spec-decisions
+/// §17: one id space for both types, valid below the sum of the two limits). With limits of 1
+/// GET and 2 SET objects: ids 0–2 are valid and 3 is not; a second GET object is out of
+/// space while two SET objects fit; MODIFY to an unknown object type fails with EINVAL.
+#[test]
+fn object_limits_are_per_type_and_ids_below_their_sum() {
+    let owner = v14_owner(1);
+    let mut client = v14_client(&owner);
+    client
+        .dev_parts_cap_set(DevPartsCap {
+            get_parts_resource_objects_limit: 1,
+            set_parts_resource_objects_limit: 2,
+        })
+        .unwrap();
+    assert!(client
+        .parts_object_create(1, 3, DEV_PARTS_TYPE_SET)
+        .is_err());
+    client
+        .parts_object_create(1, 2, DEV_PARTS_TYPE_SET)
+        .unwrap();
+    client
+        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
+        .unwrap();
+    assert!(client
+        .parts_object_create(1, 1, DEV_PARTS_TYPE_GET)
+        .is_err());
+    client
+        .parts_object_create(1, 1, DEV_PARTS_TYPE_SET)
+        .unwrap();
+    let modify = AdminCommand::new(
+        v1_4::RESOURCE_OBJ_MODIFY,
+        group_type::SRIOV,
+        1,
+        DevPartsObjData::new(0, 5).as_bytes().to_vec(),
+    );
+    assert_eq!(client.command(&modify, 0).unwrap().status, status::EINVAL);
+    assert_eq!(client.parts_object_query(1, 0).unwrap(), DEV_PARTS_TYPE_GET);
 }
