@@ -210,7 +210,8 @@ fn a_set_after_an_flr_does_not_refine_what_was_staged_before() {
 /// the device "SHOULD fail with ENOSPC when out of space"; ids are the driver's (spec-decisions
 /// §17: one id space for both types, valid below the sum of the two limits). With limits of 1
 /// GET and 2 SET objects: ids 0–2 are valid and 3 is not; a second GET object is out of
-/// space while two SET objects fit; MODIFY to an unknown object type fails with EINVAL.
+/// space while two SET objects fit; MODIFY to an unknown object type fails with EINVAL, and
+/// to the other type when that type is full with ENOSPC.
 #[test]
 fn object_limits_are_per_type_and_ids_below_their_sum() {
     let owner = v14_owner(1);
@@ -244,4 +245,21 @@ fn object_limits_are_per_type_and_ids_below_their_sum() {
     );
     assert_eq!(client.command(&modify, 0).unwrap().status, status::EINVAL);
     assert_eq!(client.parts_object_query(1, 0).unwrap(), DEV_PARTS_TYPE_GET);
+    // Both types full: MODIFY to the other type is out of space, to its own type is not.
+    for (kind, want) in [
+        (DEV_PARTS_TYPE_SET, status::ENOSPC),
+        (DEV_PARTS_TYPE_GET, status::OK),
+    ] {
+        let modify = AdminCommand::new(
+            v1_4::RESOURCE_OBJ_MODIFY,
+            group_type::SRIOV,
+            1,
+            DevPartsObjData::new(0, kind).as_bytes().to_vec(),
+        );
+        assert_eq!(
+            client.command(&modify, 0).unwrap().status,
+            want,
+            "to type {kind}"
+        );
+    }
 }
