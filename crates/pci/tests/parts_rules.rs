@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use virtio_lm_device::context::DeviceContext;
+use virtio_lm_device::CoreOptions;
 use virtio_lm_pci::admin::{AdminClient, AdminCommand, DevicePartsCodec, OwnerFunction};
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
@@ -262,4 +263,41 @@ fn object_limits_are_per_type_and_ids_below_their_sum() {
             "to type {kind}"
         );
     }
+}
+
+/// spec-decisions §17 (1.4 has no part for a virtqueue's runtime state): a split queue
+/// resumes at the used index in guest memory, but a packed ring's position and wrap counters
+/// cannot be derived, so a DEV_PARTS_SET that would run a packed queue is refused (EINVAL).
+#[test]
+fn a_set_that_would_run_a_packed_queue_is_refused() {
+    let packed = || CoreOptions {
+        features: vec![Feature::Version1, Feature::RingPacked],
+        ..v14_options()
+    };
+    let owner = v14_owner_of(
+        2,
+        Box::new(move |vf| {
+            let device = virtio_lm_device::testing::CountingDevice::new(u64::from(vf) << 16, 16);
+            VirtioPciFunction::with_device(Box::new(device), memory(), packed(), 2, false)
+        }),
+    );
+    let mut client = v14_client(&owner);
+    client
+        .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
+        .unwrap();
+    client
+        .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
+        .unwrap();
+    let function = owner.member(1).unwrap();
+    let mem = function.core().lock().unwrap().mem().clone();
+    v14_driver(&function, &mem)
+        .init(
+            v14_features(&[Feature::Version1, Feature::RingPacked]),
+            &[QueueSetup::new(0, 16, RINGS[0])],
+        )
+        .unwrap();
+    client.dev_mode_stopped(1, true).unwrap();
+    let parts = client.parts_get(1, GET, None).unwrap();
+    client.dev_mode_stopped(2, true).unwrap();
+    assert!(client.parts_set(2, SET, &parts).is_err());
 }
