@@ -48,6 +48,7 @@ fn broken_owners_fail_their_rows() {
                 "PARTS_SET fails on a length mismatch",
                 "DEV_FEATURES is verified on PARTS_SET, never applied",
                 "when stopped the device uses no buffer and sends no notification; it accepts notifications",
+                "when stopped the device sends no config-change notification; it sends one on resume",
                 "parts set on a stopped device take effect when it resumes",
             ],
         ),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use virtio_lm_device::context::{decode, parse_fields};
 use virtio_lm_pci::admin::{AdminClient, AdminError, OwnerFunction};
 use virtio_lm_pci::testing::admin::*;
+use virtio_lm_pci::testing::capability_ids;
 use virtio_lm_pci::{PciDriver, PciTransport, QueueSetup, VirtioPciFunction};
 use virtio_lm_queue::BufferSpec;
 use virtio_lm_spec::admin::{opcode, status, DevMode};
@@ -211,18 +212,6 @@ fn member_driver_never_writes_the_pci_cfg_window() {
     }
     assert_eq!(used, 3, "the driver did its I/O");
     assert_eq!(transport.writes.load(Ordering::SeqCst), 0);
-}
-
-/// Capability ids in a function's PCI capability list (bounded walk).
-fn capability_ids(function: &VirtioPciFunction<Mem>) -> Vec<u8> {
-    let space = function.config_space();
-    let mut ids = Vec::new();
-    let mut at = usize::from(space[0x34]);
-    while at != 0 && ids.len() < 48 {
-        ids.push(space[at]);
-        at = usize::from(space[at + 1]);
-    }
-    ids
 }
 
 /// Seed 004: "the device MUST not generate any PCI PME when the device is not in Active

@@ -332,3 +332,30 @@ fn set_refuses_reserved_bits_and_foreign_objects() {
         "member 1's object used for member 2"
     );
 }
+
+/// The framework: "If status is set to VIRTIO_ADMIN_STATUS_EINVAL, the device state MUST NOT
+/// change" (spec-decisions §29). A resume whose staged parts do not make a consistent device
+/// (a queue larger than the member's maximum, brought by a SET without DEVICE_STATUS) fails
+/// with EINVAL, leaves the member stopped and keeps the staged parts: a SET correcting the one
+/// part makes the next resume apply the whole.
+#[test]
+fn a_failed_resume_keeps_the_member_stopped_and_its_staged_parts() {
+    let (owner, mut client, _guest, parts) = set_rig();
+    client.parts_set(2, SET, &parts).unwrap();
+    let good = find(&parts, part_type::VQ_CFG);
+    let mut bad = good.clone();
+    bad.value[0..2].copy_from_slice(&1024u16.to_le_bytes());
+    client.parts_set(2, SET, &[bad]).unwrap();
+    let resume = AdminCommand::new(v1_4::DEV_MODE_SET, group_type::SRIOV, 2, vec![0]);
+    let r = client.command(&resume, 0).unwrap();
+    assert_eq!(r.status, status::EINVAL);
+    let target = owner.member(2).unwrap();
+    assert_eq!(
+        target.core().lock().unwrap().admin_mode(),
+        virtio_lm_spec::admin::DevMode::Freeze
+    );
+    client.parts_set(2, SET, &[good]).unwrap();
+    client.dev_mode_stopped(2, false).unwrap();
+    let status = find(&parts, part_type::DEVICE_STATUS).value[0];
+    assert_eq!(target.core().lock().unwrap().status().bits(), status);
+}

@@ -5,7 +5,8 @@
 //! A part on the wire is a [`DevPartHdr`] followed by `length` value bytes. Device-type part
 //! types live in 0x0200–0x05FF and mean different things per device type: net's
 //! [`NET_CVQ_CFG`] carries control-queue commands, and blk's [`BLK_WRITEBACK`] and
-//! [`BLK_CAPACITY`] are this project's optional extension (spec-decisions §17).
+//! [`BLK_CAPACITY`] are this project's optional extension (spec-decisions §17), as is net's
+//! [`NET_ANNOUNCE_PENDING`] (§28).
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -67,6 +68,10 @@ pub const BLK_WRITEBACK: u16 = 0x200;
 /// Project extension for blk (spec-decisions §17): `le64 capacity`, always OPTIONAL; validated
 /// on SET, never applied.
 pub const BLK_CAPACITY: u16 = 0x201;
+/// Project extension for net (spec-decisions §28): `u8 pending`, 1 while an announcement
+/// waits for the driver's ANNOUNCE_ACK; always OPTIONAL. At the top of net's range, away from
+/// the types the spec assigns upwards from 0x200.
+pub const NET_ANNOUNCE_PENDING: u16 = 0x5ff;
 
 /// The position of a common part type in the required order (DEV_FEATURES first); device-type
 /// parts come after every common part, in type order.

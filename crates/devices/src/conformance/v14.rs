@@ -1,5 +1,5 @@
 //! The checks of the virtio 1.4 profile: numbering, SUSPEND, RING_RESET, capabilities,
-//! resource objects and device parts (spec-decisions §16–§18).
+//! resource objects and device parts (spec-decisions §16–§18, §29).
 
 use virtio_lm_pci::admin::{AdminCommand, AdminResult, V1_4_SRIOV_SUPPORTED};
 use virtio_lm_pci::PciDriver;
@@ -100,6 +100,11 @@ pub(super) fn checks(t: &mut Target) -> Vec<Row> {
         _ => Row::not_applicable(PARTS, "when stopped the device uses no buffer and sends no notification; it accepts notifications", "checked with the rng member, whose buffers need no request format"),
     });
     rows.extend([
+        Row::of(
+            PARTS,
+            "when stopped the device sends no config-change notification; it sends one on resume",
+            config_change(t),
+        ),
         Row::of(
             PARTS,
             "parts set on a stopped device take effect when it resumes",
@@ -299,6 +304,32 @@ fn stopped(t: &mut Target) -> Check {
     )?;
     expect("a notification while stopped", irq_stopped == irq)?;
     expect("the notified buffer was not used after resume", after == 1)
+}
+
+fn config_change(t: &mut Target) -> Check {
+    let _driver = t.guest(1, &[]).map_err(observed)?;
+    let member = t.owner.member(1).ok_or("no member 1")?;
+    let before = member.interrupts().config_notifications();
+    t.client.dev_mode_stopped(1, true).map_err(observed)?;
+    member
+        .core()
+        .lock()
+        .map_err(observed)?
+        .change_config(|_| {});
+    let stopped = member.interrupts().config_notifications();
+    t.client.dev_mode_stopped(1, false).map_err(observed)?;
+    let after = member.interrupts().config_notifications();
+    expect(
+        "a config-change notification while stopped",
+        stopped == before,
+    )?;
+    expect(
+        &format!(
+            "{} config-change notifications after resume",
+            after - stopped
+        ),
+        after == stopped + 1,
+    )
 }
 
 fn round_trip(t: &mut Target) -> Check {

@@ -11,6 +11,12 @@
 //! | ANNOUNCE ACK (3, 0) | empty; present only when no announcement is pending (replaying the ACK) |
 //! | MQ VQ_PAIRS_SET (4, 0) | `le16 pairs` |
 //!
+//! Then this project's OPTIONAL NET_ANNOUNCE_PENDING part (0x5FF, `u8`: 1 while an
+//! announcement waits for the driver's ANNOUNCE_ACK), so a pending announcement travels too;
+//! a standard receiver ignores it (spec-decisions §28). RSS_CONFIG and HASH_CONFIG have no
+//! part: the device offers neither RSS nor hash reports, so a mandatory part for them is
+//! refused like any command the device does not know.
+//!
 //! Loading starts from the destination's own state and replays the parts over it; the
 //! configuration space follows from the result (address, ANNOUNCE, the destination's
 //! `max_virtqueue_pairs`), and the device's own state check then validates the whole.
@@ -18,9 +24,9 @@
 use virtio_lm_device::context::DeviceContext;
 use virtio_lm_pci::admin::DevicePartsCodec;
 use virtio_lm_spec::context::FieldType;
-use virtio_lm_spec::parts::{DevPartHdr, Part, NET_CVQ_CFG};
+use virtio_lm_spec::parts::{DevPartHdr, Part, NET_ANNOUNCE_PENDING, NET_CVQ_CFG, PART_F_OPTIONAL};
 
-use super::config::{config_space, ctrl, offset, MAC_TABLE_ENTRIES, VLAN_IDS};
+use super::config::{config_space, ctrl, features, offset, MAC_TABLE_ENTRIES, VLAN_IDS};
 use super::filter::{is_multicast, Mac, MacTable};
 
 /// The net codec of device parts.
@@ -157,6 +163,12 @@ impl DevicePartsCodec for NetParts {
             ctrl::MQ_VQ_PAIRS_SET,
             s.pairs.to_le_bytes().to_vec(),
         ));
+        parts.push(Part::new(
+            NET_ANNOUNCE_PENDING,
+            PART_F_OPTIONAL,
+            [0; 8],
+            vec![u8::from(s.announce)],
+        ));
         parts
     }
 
@@ -174,6 +186,15 @@ impl DevicePartsCodec for NetParts {
             .map_or(1, |b| u16::from_le_bytes([b[0], b[1]]));
         for p in parts {
             let sel = p.hdr.selector;
+            if p.hdr.part_type() == NET_ANNOUNCE_PENDING && sel == [0; 8] {
+                s.announce = match p.value.as_slice() {
+                    [0] => false,
+                    [1] if announce_negotiated(ctx) => true,
+                    [1] => return Err("an announcement pending without GUEST_ANNOUNCE"),
+                    _ => return Err("NET_ANNOUNCE_PENDING part: not one byte 0 or 1"),
+                };
+                continue;
+            }
             if p.hdr.part_type() != NET_CVQ_CFG || sel[2..] != [0; 6] {
                 if p.hdr.is_optional() {
                     continue;
@@ -263,4 +284,13 @@ impl Cvq {
             .get(6)
             .is_some_and(|f| f & MAC_SET != 0)
     }
+}
+
+/// Whether the staged driver features let the device ask for an announcement (GUEST_ANNOUNCE
+/// with the control queue it is acknowledged on).
+fn announce_negotiated(ctx: &DeviceContext) -> bool {
+    let wanted = features::GUEST_ANNOUNCE | features::CTRL_VQ;
+    ctx.driver_features
+        .first()
+        .is_some_and(|w| w & wanted == wanted)
 }

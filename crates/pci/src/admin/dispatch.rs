@@ -21,7 +21,7 @@ use vm_memory::GuestMemory;
 use zerocopy::IntoBytes;
 
 use super::context_io;
-use super::decode::{AdminCommand, AdminResult, MAX_COMMAND_DATA};
+use super::decode::{AdminCommand, AdminResult};
 use super::sriov::SriovGroup;
 
 /// Words of the opcode bitmaps: every supported opcode is below 64.
@@ -249,7 +249,9 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerShared<M> {
                     // Seed 004: "The device MUST fail VIRTIO_ADMIN_CMD_DEV_CTX_WRITE command
                     // when the device mode is not Freeze".
                     Err(busy())
-                } else if cmd.data_overflow || cmd.data.len() > MAX_COMMAND_DATA {
+                } else if cmd.data_overflow {
+                    // Parsing keeps at most MAX_COMMAND_DATA bytes and flags the rest; data
+                    // built in-process beyond the limit is refused by the write stream alike.
                     Err(AdminResult::error(status::ENOMEM, qualifier::Q_NORESOURCE))
                 } else {
                     streams

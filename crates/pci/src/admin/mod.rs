@@ -22,6 +22,8 @@ mod error;
 mod framing;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+mod fuzz_v14;
 mod parts;
 mod sriov;
 
@@ -39,6 +41,8 @@ pub use error::AdminError;
 #[doc(hidden)]
 #[cfg(feature = "fuzzing")]
 pub use fuzz::{fuzz_admin_command, fuzz_template_context};
+#[cfg(feature = "fuzzing")]
+pub use fuzz_v14::{fuzz_v14_admin_command, fuzz_v14_owner_ready, fuzz_v14_set_header};
 pub use parts::{
     Defects, DevicePartsCodec, NoDeviceParts, DEVICE_GET_LIMIT, DEVICE_SET_LIMIT, SELF_SUPPORTED,
     SRIOV_SUPPORTED as V1_4_SRIOV_SUPPORTED,
@@ -212,6 +216,9 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerFunction<M> {
             out.extend(offset.to_le_bytes());
             out.extend(len.to_le_bytes());
             out.extend(pending.to_le_bytes());
+        }
+        if let Some(v14) = &shared.v14 {
+            out.extend(fuzz_v14::parts_fingerprint(v14));
         }
         out
     }

@@ -190,3 +190,15 @@ impl V14Guest {
         self.driver.collect_used(0).unwrap().len()
     }
 }
+
+/// Capability ids in a function's PCI capability list (a bounded walk).
+pub fn capability_ids(function: &VirtioPciFunction<Mem>) -> Vec<u8> {
+    let space = function.config_space();
+    let mut ids = Vec::new();
+    let mut at = usize::from(space[0x34]);
+    while at != 0 && ids.len() < 48 {
+        ids.push(space[at]);
+        at = usize::from(space[at + 1]);
+    }
+    ids
+}

@@ -245,12 +245,13 @@ impl PartsState {
         core: &mut DeviceCore<M>,
         irq: &MsixInterrupts,
     ) -> AdminResult {
-        if let Some(staged) = self.staged.remove(&member) {
+        if let Some(staged) = self.staged.get(&member) {
             if staged.resets == core.reset_count() && core.admin_mode() == DevMode::Freeze {
-                let mut ctx = staged.ctx;
+                let mut ctx = staged.ctx.clone();
                 derive_split_states(&mut ctx, &**core.mem());
-                // Parts that do not make a consistent device fail the resume; the member
-                // stays stopped and the staged parts are dropped.
+                // Parts that do not make a consistent device fail the resume with EINVAL,
+                // which changes nothing (spec-decisions §29): the member stays stopped and
+                // keeps the staged parts for a SET that corrects them.
                 if core.restore_context(&ctx).is_err() {
                     return field();
                 }
@@ -260,6 +261,7 @@ impl PartsState {
                 }
             }
         }
+        self.staged.remove(&member);
         match core.set_admin_mode(DevMode::Active) {
             Ok(_) => AdminResult::ok(Vec::new()),
             Err(_) => AdminResult::error(status::EAGAIN, qualifier::Q_TRYAGAIN),
