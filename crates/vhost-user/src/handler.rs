@@ -20,6 +20,7 @@ use virtio_lm_device::VirtioDevice;
 use virtio_lm_devices::blk::Blk;
 
 use crate::engine::{ring_bits, Engine, EngineError, Worker};
+use crate::inflight::InflightArea;
 use crate::log::DirtyLog;
 use crate::memory::{BackendMemory, MemoryTable};
 use crate::vring::{decode_base, RingAddresses, Vring};
@@ -62,11 +63,14 @@ pub fn transport_features() -> u64 {
 }
 
 /// Protocol features offered. STATUS is not: the `vhost` crate does not dispatch its messages.
+/// INFLIGHT_SHMFD is, GET_VRING_BASE_INFLIGHT is not: a ring stop still completes every request
+/// (spec-decisions §24).
 pub fn protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::LOG_SHMFD
+        | VhostUserProtocolFeatures::INFLIGHT_SHMFD
 }
 
 fn refuse(e: impl std::fmt::Display) -> VhostError {
@@ -119,6 +123,16 @@ impl VhostUserBlk {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes `area` the in-flight area of the rings started from now on.
+    fn set_area(&mut self, area: InflightArea) -> VhostResult<()> {
+        let mut engine = self.lock();
+        if engine.vrings.iter().any(|v| v.queue.is_some()) {
+            return Err(refuse("in-flight area changed while rings run"));
+        }
+        engine.inflight = Some(Arc::new(area));
+        Ok(())
+    }
+
     /// Ring `index` of a message that carries it in 8 bits or 32.
     fn with_ring<T>(
         &self,
@@ -150,6 +164,8 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         }
         engine.features = 0;
         engine.log.set_logging(false);
+        // A reset device starts over: the frontend gets a new in-flight area.
+        engine.inflight = None;
         Ok(())
     }
 
@@ -355,13 +371,31 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
 
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VhostResult<(VhostUserInflight, File)> {
-        Err(VhostError::InvalidOperation("INFLIGHT_SHMFD not offered"))
+        let area =
+            InflightArea::create(inflight.num_queues, inflight.queue_size).map_err(refuse)?;
+        let file = area.file().try_clone().map_err(refuse)?;
+        let reply = VhostUserInflight {
+            mmap_size: area.size(),
+            mmap_offset: 0,
+            num_queues: inflight.num_queues,
+            queue_size: inflight.queue_size,
+        };
+        self.set_area(area)?;
+        Ok((reply, file))
     }
 
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VhostResult<()> {
-        Err(VhostError::InvalidOperation("INFLIGHT_SHMFD not offered"))
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VhostResult<()> {
+        let area = InflightArea::map(
+            file,
+            inflight.mmap_size,
+            inflight.mmap_offset,
+            inflight.num_queues,
+            inflight.queue_size,
+        )
+        .map_err(refuse)?;
+        self.set_area(area)
     }
 
     fn get_max_mem_slots(&mut self) -> VhostResult<u64> {

@@ -24,6 +24,7 @@
 
 pub mod engine;
 pub mod handler;
+pub mod inflight;
 pub mod log;
 pub mod memory;
 mod server;
