@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_lm_device::context::ValidatedState;
 use virtio_lm_device::{DeviceError, Handover, QueueAccess, VirtioDevice};
 use virtio_lm_devices::blk::Blk;
 use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
@@ -73,6 +74,9 @@ pub struct Engine {
     pub(crate) features: u64,
     /// The in-flight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), once the frontend set one.
     pub(crate) inflight: Option<Arc<InflightArea>>,
+    /// Device state loaded through DEVICE_STATE, applied when the device model is next
+    /// activated (the start of the first ring resets it).
+    pub(crate) pending_state: Option<ValidatedState>,
     /// Wakes the worker after a ring set-up change.
     wake: Arc<EventFd>,
     exit: bool,
@@ -92,6 +96,7 @@ impl Engine {
             log,
             features: 0,
             inflight: None,
+            pending_state: None,
             wake: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             exit: false,
             last_error: None,
@@ -166,6 +171,9 @@ impl Engine {
             let blk: &mut dyn VirtioDevice<BackendMemory> = &mut self.blk;
             blk.reset();
             blk.activate(self.features)?;
+            if let Some(state) = self.pending_state.take() {
+                blk.restore_state(state);
+            }
         }
         let vring = self.vring(index)?;
         vring.queue = Some(queue);

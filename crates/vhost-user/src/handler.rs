@@ -19,6 +19,7 @@ use vhost::vhost_user::{
 use virtio_lm_device::VirtioDevice;
 use virtio_lm_devices::blk::Blk;
 
+use crate::device_state::{self, Expected, Transfer};
 use crate::engine::{ring_bits, Engine, EngineError, Worker};
 use crate::inflight::InflightArea;
 use crate::log::DirtyLog;
@@ -64,13 +65,14 @@ pub fn transport_features() -> u64 {
 
 /// Protocol features offered. STATUS is not: the `vhost` crate does not dispatch its messages.
 /// INFLIGHT_SHMFD is, GET_VRING_BASE_INFLIGHT is not: a ring stop still completes every request
-/// (spec-decisions §24).
+/// (spec-decisions §24). DEVICE_STATE carries our device context (spec-decisions §25).
 pub fn protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::LOG_SHMFD
         | VhostUserProtocolFeatures::INFLIGHT_SHMFD
+        | VhostUserProtocolFeatures::DEVICE_STATE
 }
 
 fn refuse(e: impl std::fmt::Display) -> VhostError {
@@ -90,6 +92,8 @@ pub struct VhostUserBlk {
     protocol: u64,
     max_queue_size: u16,
     num_queues: u64,
+    /// The DEVICE_STATE transfer between SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE.
+    transfer: Option<Transfer>,
     // Last: dropping it stops and joins the worker.
     _worker: Worker,
 }
@@ -110,6 +114,7 @@ impl VhostUserBlk {
             protocol: 0,
             max_queue_size,
             num_queues,
+            transfer: None,
             _worker: worker,
         })
     }
@@ -423,15 +428,43 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
 
     fn set_device_state_fd(
         &mut self,
-        _direction: VhostTransferStateDirection,
-        _phase: VhostTransferStatePhase,
-        _fd: File,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        fd: File,
     ) -> VhostResult<Option<File>> {
-        Err(VhostError::InvalidOperation("DEVICE_STATE not offered"))
+        if phase != VhostTransferStatePhase::STOPPED {
+            return Err(refuse("only the stopped phase exists"));
+        }
+        // A new transfer replaces one the frontend abandoned.
+        self.transfer = None;
+        let transfer = match direction {
+            VhostTransferStateDirection::SAVE => {
+                let bytes = device_state::snapshot(&self.lock(), self.offered).map_err(refuse)?;
+                Transfer::save(bytes, fd)
+            }
+            VhostTransferStateDirection::LOAD => Transfer::load(
+                fd,
+                Expected {
+                    offered: self.offered,
+                    queues: self.num_queues as usize,
+                    max_queue_size: self.max_queue_size,
+                },
+            ),
+        }
+        .map_err(refuse)?;
+        self.transfer = Some(transfer);
+        Ok(None)
     }
 
     fn check_device_state(&mut self) -> VhostResult<()> {
-        Err(VhostError::InvalidOperation("DEVICE_STATE not offered"))
+        let transfer = self
+            .transfer
+            .take()
+            .ok_or_else(|| refuse("CHECK_DEVICE_STATE without SET_DEVICE_STATE_FD"))?;
+        match transfer.finish().map_err(refuse)? {
+            None => Ok(()),
+            Some(context) => device_state::apply(&mut self.lock(), context).map_err(refuse),
+        }
     }
 
     fn get_shmem_config(&mut self) -> VhostResult<VhostUserShMemConfig> {

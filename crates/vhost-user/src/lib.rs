@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod device_state;
 pub mod engine;
 pub mod handler;
 pub mod inflight;

@@ -573,7 +573,8 @@ fn crash_backend_process() {
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
 }
 
-/// A backend process of scenario 5; killed with SIGKILL (and reaped) on drop.
+/// A backend process of scenario 5 (its stdin stays open while it lives); killed with
+/// SIGKILL (and reaped) on drop.
 struct CrashBackend(Child);
 
 impl CrashBackend {
@@ -608,7 +609,6 @@ impl CrashBackend {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        backend.0.stdin.take();
         backend
     }
 }
