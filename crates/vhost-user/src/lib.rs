@@ -8,6 +8,9 @@
 //!   state in the vhost-user encoding; SET_VRING_BASE restores it — what live migration moves;
 //! - the dirty log (LOG_SHMFD, VHOST_F_LOG_ALL): every write into guest RAM sets its page's bit
 //!   while LOG_ALL is negotiated, and only then;
+//! - in-flight tracking (INFLIGHT_SHMFD, [`inflight`]): a backend restarted after a crash
+//!   resubmits exactly the requests it had taken, split and packed (spec-decisions §24);
+//! - backend state transfer (DEVICE_STATE, [`device_state`]): our device context (§25);
 //! - every frontend value is checked: a bad message gets an error reply or a closed connection.
 //!
 //! ```no_run

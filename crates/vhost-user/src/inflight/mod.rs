@@ -279,9 +279,11 @@ impl InflightArea {
         if let Ok(r) = self.map.get_ref::<T>(offset) {
             r.store(value);
         }
-        // Each store is a point the region must be consistent at: keep them in program order
-        // for a frontend (or a restarted backend) reading the same pages.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        // Each store is a point the region must be consistent at, so the compiler keeps them
+        // in program order. A killed process's completed stores still reach the shared pages
+        // (the CPU drains them), and the restarted backend reads the region long after, so no
+        // CPU fence is needed; the ring's publish is a release store after them.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
         Ok(())
     }
 }
