@@ -278,3 +278,67 @@ fn split_crash_at_every_store_completes_each_request_once() {
 fn packed_crash_at_every_store_completes_each_request_once() {
     crash_at_every_store(RingKind::Packed);
 }
+
+/// vhost-user SET_INFLIGHT_FD hands us a region the frontend controls: sizes that are not the
+/// one we give out, an unaligned offset, no queues or a queue size of 0 are refused; a region
+/// whose header says "written" but whose contents are arbitrary either recovers into a state
+/// the queue then validates, or is refused — never a panic or an endless walk.
+#[test]
+fn hostile_areas_and_corrupt_regions_are_refused_without_panicking() {
+    use std::os::unix::fs::FileExt;
+
+    let area = InflightArea::create(1, SIZE).unwrap();
+    let file = || area.file().try_clone().unwrap();
+    let size = area.size();
+    for (mmap_size, offset, queues, queue_size) in [
+        (size + 64, 0, 1, SIZE),
+        (size - 64, 0, 1, SIZE),
+        (size, 8, 1, SIZE),
+        (size, 0, 0, SIZE),
+        (size, 0, 1, 0),
+        (size, 0, 2, SIZE),
+        (u64::MAX, 4096, 1, SIZE),
+    ] {
+        assert!(InflightArea::map(file(), mmap_size, offset, queues, queue_size).is_err());
+    }
+
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for kind in [RingKind::Split, RingKind::Packed] {
+        let (config, _) = QueueConfig::contiguous(
+            kind,
+            SIZE,
+            GuestAddress(0),
+            RingFeatures {
+                event_idx: false,
+                indirect_desc: true,
+            },
+        );
+        let guest = Guest::new(config);
+        for round in 0..300 {
+            let mut bytes: Vec<u8> = (0..size).map(|_| next() as u8).collect();
+            // Mostly "written, our version, our size", so the contents get looked at.
+            if round % 10 != 0 {
+                bytes[8..10].copy_from_slice(&1u16.to_ne_bytes());
+                bytes[10..12].copy_from_slice(&SIZE.to_ne_bytes());
+            }
+            if round % 3 == 0 {
+                // Small values: links and counts that stay inside the ring.
+                for b in &mut bytes[12..] {
+                    *b %= SIZE as u8;
+                }
+            }
+            area.file().write_all_at(&bytes, 0).unwrap();
+            let mapped = Arc::new(InflightArea::map(file(), size, 0, 1, SIZE).unwrap());
+            let base = QueueState::initial(kind);
+            if let Ok((_, state)) = QueueRegion::start(&mapped, 0, &config, base, &guest.mem) {
+                let _ = Virtqueue::from_state(config, &state, &guest.mem);
+            }
+        }
+    }
+}
