@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::args::Inflight;
+use crate::tls::TlsArgs;
 
 /// Longest line a request may be: a request is a few hundred bytes, so anything longer is
 /// refused rather than buffered.
@@ -58,6 +59,9 @@ pub struct MigrateRequest {
     /// Switch over at the timeout instead of cancelling.
     #[serde(default)]
     pub force: Option<bool>,
+    /// Mutual TLS files for this migration (default: the VM's own `--tls-*`, if any).
+    #[serde(default)]
+    pub tls: Option<TlsArgs>,
 }
 
 /// The answer to [`Request::Status`].
@@ -158,8 +162,7 @@ impl ControlServer {
             std::fs::remove_file(path)
                 .with_context(|| format!("cannot remove stale {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+        let listener = bind_private(path)?;
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -176,6 +179,26 @@ impl ControlServer {
         };
         Ok((server, quit_rx))
     }
+}
+
+/// Binds the control socket with owner-only permissions (issue 13: whoever can connect can
+/// migrate or quit the VM). The socket is bound under a temporary name, restricted, and only
+/// then renamed into place, so there is no moment when others could connect to `path`.
+fn bind_private(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary)
+        .with_context(|| format!("cannot bind control socket {}", temporary.display()))?;
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e).with_context(|| format!("cannot set up control socket {}", path.display()));
+    }
+    Ok(listener)
 }
 
 impl Drop for ControlServer {
@@ -330,6 +353,28 @@ mod tests {
         assert!(parse(r#"{"execute":"migrate"}"#).is_err());
         assert!(parse(r#"{"execute":"migrate","arguments":{"to":"x","speed":1}}"#).is_err());
         assert!(parse(r#"{"execute":"reboot"}"#).is_err());
+    }
+
+    /// The control socket is created with owner-only permissions (issue 13: "The control
+    /// socket is created with owner-only permissions"), and still answers its owner.
+    #[test]
+    fn control_socket_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("virtio-lm-ctl-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vm.sock");
+        let handler: Handler = Arc::new(|_| Ok(json!({})));
+        let (server, _quit) = ControlServer::start(&path, "source", handler).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        let mut client = ControlClient::connect(&path, Duration::from_secs(60)).unwrap();
+        client.execute(&Request::Status).unwrap();
+        drop(client);
+        drop(server);
+        assert!(!path.exists());
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 0, "temporary socket left behind");
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

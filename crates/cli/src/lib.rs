@@ -33,9 +33,10 @@ pub mod demo;
 pub mod inspect;
 pub mod migrate;
 pub mod net_echo;
-pub mod stall;
+pub mod stress;
 pub mod summary;
 pub mod timeline;
+pub mod tls;
 pub mod vhost_user_blk;
 pub mod vm;
 

@@ -16,6 +16,7 @@ use crate::args::{parse_tcp, Inflight};
 use crate::control::{ControlClient, MigrateRequest, Request, Status};
 use crate::summary::{mib, render};
 use crate::timeline;
+use crate::tls::TlsArgs;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
@@ -44,6 +45,9 @@ pub struct MigrateArgs {
     /// What to print.
     #[command(flatten)]
     pub output: ReportFlags,
+    /// Mutual TLS files the source VM uses for this migration (default: its own --tls-*).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// The options of one migration (`migrate` and `demo`).
@@ -77,6 +81,7 @@ impl MigrationFlags {
             max_bandwidth: self.max_bandwidth,
             timeout_s: Some(self.timeout),
             force: Some(self.force),
+            tls: None,
         }
     }
 }
@@ -105,7 +110,20 @@ const MIGRATION_LIMIT: Duration = Duration::from_secs(600);
 
 /// Runs `migrate`.
 pub fn run(args: &MigrateArgs) -> anyhow::Result<()> {
-    let request = args.migration.request(&args.to);
+    let mut request = args.migration.request(&args.to);
+    if args.tls.files()?.is_some() {
+        // The VM process opens them: its working directory need not be ours.
+        let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+            p.as_ref()
+                .map(|p| std::fs::canonicalize(p).with_context(|| format!("{}", p.display())))
+                .transpose()
+        };
+        request.tls = Some(TlsArgs {
+            tls_cert: absolute(&args.tls.tls_cert)?,
+            tls_key: absolute(&args.tls.tls_key)?,
+            tls_ca: absolute(&args.tls.tls_ca)?,
+        });
+    }
     let report = migrate_and_watch(&args.control, request, !args.output.json)?;
     if let Some(path) = &args.output.timeline {
         timeline::write(path, &report)?;

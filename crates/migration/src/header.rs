@@ -104,11 +104,15 @@ pub enum MessageType {
     Cancel,
     /// Either side failed; the text says why.
     Error,
+    /// Version 2: the source ends a pre-copy round (spec-decisions §19).
+    RoundEnd,
+    /// Version 2: the destination received everything before the RoundEnd it answers.
+    RoundAck,
 }
 
 impl MessageType {
     /// Every type, in code order.
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 13] = [
         MessageType::Start,
         MessageType::Config,
         MessageType::Memory,
@@ -120,6 +124,8 @@ impl MessageType {
         MessageType::CommitAck,
         MessageType::Cancel,
         MessageType::Error,
+        MessageType::RoundEnd,
+        MessageType::RoundAck,
     ];
 
     /// The wire code.
@@ -136,6 +142,17 @@ impl MessageType {
             MessageType::CommitAck => 9,
             MessageType::Cancel => 10,
             MessageType::Error => 11,
+            MessageType::RoundEnd => 12,
+            MessageType::RoundAck => 13,
+        }
+    }
+
+    /// The first protocol version that has this type: a reader refuses it from a peer that
+    /// announced an older version (that peer cannot have meant it).
+    pub const fn since_version(self) -> u32 {
+        match self {
+            MessageType::RoundEnd | MessageType::RoundAck => 2,
+            _ => 1,
         }
     }
 
@@ -161,6 +178,8 @@ impl MessageType {
             MessageType::CommitAck => crate::message::COMMIT_ACK_LEN,
             MessageType::Cancel => 4 + MAX_TEXT,
             MessageType::Error => MAX_TEXT,
+            MessageType::RoundEnd => crate::message::ROUND_END_LEN,
+            MessageType::RoundAck => crate::message::ROUND_ACK_LEN,
         }
     }
 
@@ -219,7 +238,7 @@ mod tests {
             assert_eq!(MessageType::from_code(t.code()), Some(t));
         }
         assert_eq!(MessageType::from_code(0), None);
-        assert_eq!(MessageType::from_code(12), None);
+        assert_eq!(MessageType::from_code(14), None);
     }
 
     /// The header is 16 bytes, little-endian, in the documented field order.

@@ -1,8 +1,9 @@
 //! The live-migration stream between a source and a destination VM process.
 //!
 //! A migration travels as a sequence of sections in each direction: source → destination carries
-//! Start, Config, Memory rounds, DeviceContext, VcpuState, Complete and Commit; destination →
-//! source carries Start, Ready and CommitAck; either side may send Cancel or Error before Commit.
+//! Start, Config, Memory rounds (each pre-copy round closed by a RoundEnd), DeviceContext,
+//! VcpuState, Complete and Commit; destination → source carries Start, a RoundAck per RoundEnd,
+//! Ready and CommitAck; either side may send Cancel or Error before Commit.
 //! Every section is a fixed 16-byte header (magic, type, flags, payload length, sequence number),
 //! the payload, and a crc32c over both (docs/stream-format.md has the byte layouts, the version
 //! rule, the sequence diagram and both sides' state machines).
@@ -64,16 +65,20 @@ pub use config::{
 pub use engine::{
     incoming, migrate, vm_config, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
     MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
-    Progress, RoundStats, Strategy,
+    Progress, RoundStats, Strategy, Tls, TlsFiles, TlsLink,
 };
+pub use engine::{Fault, FaultPoint};
 pub use error::{Position, StreamError, WriteError};
 pub use header::{
     MessageType, Phase, SectionHeader, CRC_LEN, FLAG_FINAL, HEADER_LEN, MAGIC, MAX_CONFIG,
     MAX_DEVICE_CONTEXT, MAX_MEMORY_DATA, MAX_MEMORY_RANGES, MAX_TEXT, MAX_VCPU_STATE, PAGE_SIZE,
 };
-pub use memory::{MemoryChunk, MemoryRange, Pages, MEMORY_HEADER_LEN, RANGE_HEADER_LEN};
-pub use message::{CancelReason, Message, COMMIT_ACK_LEN, START_LEN};
-pub use reader::StreamReader;
+pub use memory::{
+    MemoryChunk, MemoryChunkRef, MemoryRange, Pages, PagesRef, RangeRef, MEMORY_HEADER_LEN,
+    RANGE_HEADER_LEN,
+};
+pub use message::{CancelReason, Message, COMMIT_ACK_LEN, ROUND_ACK_LEN, ROUND_END_LEN, START_LEN};
+pub use reader::{Section, StreamReader};
 pub use version::{accepts, PROTOCOL_VERSION};
 pub use virtio_lm_vm::StatusBit;
 pub use writer::StreamWriter;

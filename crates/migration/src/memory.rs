@@ -86,7 +86,8 @@ impl MemoryRange {
             .collect()
     }
 
-    pub(crate) fn as_ref(&self) -> RangeRef<'_> {
+    /// The range with its data borrowed.
+    pub fn as_ref(&self) -> RangeRef<'_> {
         RangeRef {
             guest_addr: self.guest_addr,
             pages: match &self.pages {
@@ -97,16 +98,71 @@ impl MemoryRange {
     }
 }
 
-/// A range borrowed from the caller, so page data goes to the wire without a copy.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RangeRef<'a> {
+/// A Memory section whose page data is borrowed (from the reader's buffer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryChunkRef<'a> {
+    /// As [`MemoryChunk::round`].
+    pub round: u32,
+    /// As [`MemoryChunk::phase`].
+    pub phase: Phase,
+    /// The ranges, in the order they are applied.
+    pub ranges: Vec<RangeRef<'a>>,
+}
+
+impl MemoryChunkRef<'_> {
+    /// The same section with its data copied out.
+    pub fn to_owned(&self) -> MemoryChunk {
+        MemoryChunk {
+            round: self.round,
+            phase: self.phase,
+            ranges: self
+                .ranges
+                .iter()
+                .map(|r| MemoryRange {
+                    guest_addr: r.guest_addr,
+                    pages: match r.pages {
+                        PagesRef::Zero(n) => Pages::Zero(n),
+                        PagesRef::Data(d) => Pages::Data(d.to_vec()),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A range whose data is borrowed: from the sender's buffer, so page data goes to the wire
+/// without a copy, or from the reader's, so it goes to guest RAM without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeRef<'a> {
+    /// Guest-physical address of the first page, page aligned.
     pub guest_addr: u64,
+    /// Their contents.
     pub pages: PagesRef<'a>,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum PagesRef<'a> {
+impl RangeRef<'_> {
+    /// Number of pages.
+    pub fn page_count(&self) -> u64 {
+        match self.pages {
+            PagesRef::Zero(n) => u64::from(n),
+            PagesRef::Data(d) => (d.len() / PAGE_SIZE) as u64,
+        }
+    }
+
+    /// One past the last byte, if it fits the address space.
+    pub fn end(&self) -> Option<u64> {
+        self.page_count()
+            .checked_mul(PAGE_SIZE as u64)
+            .and_then(|len| self.guest_addr.checked_add(len))
+    }
+}
+
+/// The contents of a [`RangeRef`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagesRef<'a> {
+    /// This many pages, all zero.
     Zero(u32),
+    /// Page data, a non-zero multiple of [`PAGE_SIZE`] bytes.
     Data(&'a [u8]),
 }
 
@@ -285,6 +341,12 @@ pub(crate) fn emit_payload<E>(
 
 /// Decodes and validates a Memory payload.
 pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String> {
+    decode_ref(phase, payload).map(|chunk| chunk.to_owned())
+}
+
+/// Decodes and validates a Memory payload, the page data borrowed from it (the destination
+/// writes it to guest RAM from the reader's buffer: no copy in between).
+pub(crate) fn decode_ref(phase: Phase, payload: &[u8]) -> Result<MemoryChunkRef<'_>, String> {
     let Some((head, mut rest)) = payload.split_at_checked(MEMORY_HEADER_LEN) else {
         return Err(format!(
             "{} bytes, shorter than the 8-byte Memory header",
@@ -308,7 +370,7 @@ pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String
         let guest_addr = h.guest_addr.get();
         check_range(i, guest_addr, u64::from(pages))?;
         let pages = match h.kind.get() {
-            KIND_ZERO => Pages::Zero(pages),
+            KIND_ZERO => PagesRef::Zero(pages),
             KIND_DATA => {
                 let len = (pages as usize)
                     .checked_mul(PAGE_SIZE)
@@ -325,16 +387,16 @@ pub(crate) fn decode(phase: Phase, payload: &[u8]) -> Result<MemoryChunk, String
                 }
                 let (d, tail) = rest.split_at(len);
                 rest = tail;
-                Pages::Data(d.to_vec())
+                PagesRef::Data(d)
             }
             other => return Err(format!("range {i}: unknown range kind {other}")),
         };
-        ranges.push(MemoryRange { guest_addr, pages });
+        ranges.push(RangeRef { guest_addr, pages });
     }
     if !rest.is_empty() {
         return Err(format!("{} bytes after the last range", rest.len()));
     }
-    Ok(MemoryChunk {
+    Ok(MemoryChunkRef {
         round,
         phase,
         ranges,

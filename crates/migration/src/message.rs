@@ -12,6 +12,12 @@ pub const START_LEN: usize = 8;
 /// Length of the CommitAck payload: `le64 restore_us; le64 device_us`.
 pub const COMMIT_ACK_LEN: usize = 16;
 
+/// Length of the RoundEnd payload: `le32 round`.
+pub const ROUND_END_LEN: usize = 4;
+
+/// Length of the RoundAck payload: `le32 round; le32 reserved (zero); le64 bytes_received`.
+pub const ROUND_ACK_LEN: usize = 16;
+
 /// One section of the stream, typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -67,6 +73,20 @@ pub enum Message {
         /// What failed, naming the section where it applies (UTF-8, at most [`MAX_TEXT`] bytes).
         message: String,
     },
+    /// Version 2, source to destination: pre-copy round `round` is all sent; answer RoundAck.
+    RoundEnd {
+        /// The round that ended.
+        round: u32,
+    },
+    /// Version 2, destination to source: everything up to the RoundEnd of `round` arrived
+    /// and was applied. The source measures its transfer rate to this moment, not to the
+    /// moment its writes completed (which kernel buffering flatters; spec-decisions §19).
+    RoundAck {
+        /// The round acknowledged.
+        round: u32,
+        /// Stream bytes the destination had received when it read the RoundEnd.
+        bytes_received: u64,
+    },
 }
 
 /// Why a migration was cancelled.
@@ -115,6 +135,8 @@ impl Message {
             Message::CommitAck { .. } => MessageType::CommitAck,
             Message::Cancel { .. } => MessageType::Cancel,
             Message::Error { .. } => MessageType::Error,
+            Message::RoundEnd { .. } => MessageType::RoundEnd,
+            Message::RoundAck { .. } => MessageType::RoundAck,
         }
     }
 
@@ -168,6 +190,16 @@ pub(crate) fn encode_small(msg: &Message) -> Result<Vec<u8>, String> {
                 return Err(format!("{} bytes of text, limit {MAX_TEXT}", message.len()));
             }
             Ok(message.as_bytes().to_vec())
+        }
+        Message::RoundEnd { round } => Ok(round.to_le_bytes().to_vec()),
+        Message::RoundAck {
+            round,
+            bytes_received,
+        } => {
+            let mut v = round.to_le_bytes().to_vec();
+            v.extend_from_slice(&[0; 4]);
+            v.extend_from_slice(&bytes_received.to_le_bytes());
+            Ok(v)
         }
     }
 }
@@ -252,5 +284,30 @@ pub(crate) fn decode(msg_type: MessageType, flags: u16, payload: &[u8]) -> Resul
         MessageType::Error => Ok(Message::Error {
             message: text(payload)?,
         }),
+        MessageType::RoundEnd => {
+            let round: [u8; ROUND_END_LEN] = payload
+                .try_into()
+                .map_err(|_| format!("{} bytes, expected {ROUND_END_LEN}", payload.len()))?;
+            Ok(Message::RoundEnd {
+                round: u32::from_le_bytes(round),
+            })
+        }
+        MessageType::RoundAck => {
+            let raw: [u8; ROUND_ACK_LEN] = payload
+                .try_into()
+                .map_err(|_| format!("{} bytes, expected {ROUND_ACK_LEN}", payload.len()))?;
+            let (round, rest) = raw.split_at(4);
+            let (reserved, bytes) = rest.split_at(4);
+            if reserved.iter().any(|&b| b != 0) {
+                return Err(format!("reserved word {reserved:02x?} is not zero"));
+            }
+            // The splits are of a fixed-size array at fixed offsets.
+            let round: [u8; 4] = round.try_into().map_err(|_| "round".to_string())?;
+            let bytes: [u8; 8] = bytes.try_into().map_err(|_| "bytes".to_string())?;
+            Ok(Message::RoundAck {
+                round: u32::from_le_bytes(round),
+                bytes_received: u64::from_le_bytes(bytes),
+            })
+        }
     }
 }

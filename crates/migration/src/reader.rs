@@ -5,7 +5,8 @@ use std::io::{self, Read};
 use zerocopy::FromBytes;
 
 use crate::error::{Position, StreamError};
-use crate::header::{MessageType, SectionHeader, CRC_LEN, HEADER_LEN, MAGIC};
+use crate::header::{MessageType, Phase, SectionHeader, CRC_LEN, HEADER_LEN, MAGIC};
+use crate::memory::{self, MemoryChunkRef};
 use crate::message::{self, Message};
 use crate::version::{accepts, PROTOCOL_VERSION};
 
@@ -82,19 +83,62 @@ impl<R: Read> StreamReader<R> {
 
     /// Reads the next section. Any error leaves the reader poisoned.
     pub fn read_message(&mut self) -> Result<Message, StreamError> {
+        Ok(match self.read_section()? {
+            Section::Memory(chunk) => Message::Memory(chunk.to_owned()),
+            Section::Message(msg) => msg,
+        })
+    }
+
+    /// Reads the next section as [`StreamReader::read_message`] does, with the page data of a
+    /// Memory section borrowed from the reader's buffer (valid until the next read). Any error
+    /// leaves the reader poisoned.
+    pub fn read_section(&mut self) -> Result<Section<'_>, StreamError> {
         let at = self.position();
         if self.poisoned {
             return Err(StreamError::Poisoned { at });
         }
-        let result = self.read_section(at);
-        match &result {
-            Ok(_) => self.sequence = self.sequence.wrapping_add(1),
-            Err(_) => self.poisoned = true,
+        let (msg_type, flags, len) = match self.read_raw(at) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
+        let payload = &self.buf[..len];
+        let decoded = if msg_type == MessageType::Memory {
+            memory::decode_ref(Phase::from_flags(flags), payload).map(Section::Memory)
+        } else {
+            message::decode(msg_type, flags, payload).map(Section::Message)
+        };
+        let section = match decoded {
+            Ok(section) => section,
+            Err(reason) => {
+                self.poisoned = true;
+                return Err(StreamError::Malformed {
+                    at,
+                    msg_type,
+                    reason,
+                });
+            }
+        };
+        if let Section::Message(Message::Start { version }) = section {
+            if !accepts(self.own_version, version) {
+                self.poisoned = true;
+                return Err(StreamError::UnsupportedVersion {
+                    at,
+                    peer: version,
+                    own: self.own_version,
+                });
+            }
+            self.peer_version = Some(version);
         }
-        result
+        self.sequence = self.sequence.wrapping_add(1);
+        Ok(section)
     }
 
-    fn read_section(&mut self, at: Position) -> Result<Message, StreamError> {
+    /// Reads one section into the buffer and checks everything but its payload; returns its
+    /// type, flags and payload length.
+    fn read_raw(&mut self, at: Position) -> Result<(MessageType, u16, usize), StreamError> {
         let mut raw = [0u8; HEADER_LEN];
         let got =
             fill(&mut self.inner, &mut raw).map_err(|source| StreamError::Io { at, source })?;
@@ -180,26 +224,23 @@ impl<R: Read> StreamReader<R> {
             (None, MessageType::Start) => {}
             (None, found) => return Err(StreamError::ExpectedStart { at, found }),
             (Some(_), MessageType::Start) => return Err(StreamError::RepeatedStart { at }),
+            // A type newer than either side's version is as unknown as an undefined code.
+            (Some(peer), t) if t.since_version() > peer.min(self.own_version) => {
+                return Err(StreamError::UnknownType { at, code })
+            }
             (Some(_), _) => {}
         }
-        let msg =
-            message::decode(msg_type, flags, payload).map_err(|reason| StreamError::Malformed {
-                at,
-                msg_type,
-                reason,
-            })?;
-        if let Message::Start { version } = msg {
-            if !accepts(self.own_version, version) {
-                return Err(StreamError::UnsupportedVersion {
-                    at,
-                    peer: version,
-                    own: self.own_version,
-                });
-            }
-            self.peer_version = Some(version);
-        }
-        Ok(msg)
+        Ok((msg_type, flags, len))
     }
+}
+
+/// One section as [`StreamReader::read_section`] returns it.
+#[derive(Debug)]
+pub enum Section<'a> {
+    /// A Memory section, its page data borrowed from the reader.
+    Memory(MemoryChunkRef<'a>),
+    /// Any other section.
+    Message(Message),
 }
 
 /// Reads until `buf` is full or the stream ends; returns how many bytes came.

@@ -118,3 +118,49 @@ pub fn assert_completed(report: &MigrationReport, context: &str) {
     );
     assert_eq!(report.result, "ok");
 }
+
+/// `base` made small (17 MiB of RAM, a 1 MiB working set dirtied at 8 MiB/s): quick to migrate
+/// in a debug build on a loaded machine.
+pub fn small(base: MachineOptions) -> MachineOptions {
+    MachineOptions {
+        memory: 17 * virtio_lm_vm::MIB,
+        working_set_mib: 1,
+        dirty_rate_mib: 8,
+        ..base
+    }
+}
+
+/// Asserts an abandoned migration left `source` running (issue 9: "dirty logging stopped,
+/// vCPUs resumed"): then lets its workloads move on.
+pub fn assert_running_again(source: &Machine, context: &str) {
+    assert!(
+        !source.memory().is_logging(),
+        "{context}: dirty logging stopped"
+    );
+    assert!(!source.all_parked(), "{context}: vCPUs resumed");
+    virtio_lm_vm::testing::run_for(source, 50);
+}
+
+/// The second attempt after an abandoned one: migrates `source` to a fresh destination built
+/// from `destination`, which must complete; the destination runs on and its guest's whole
+/// history verifies (one move).
+pub fn migrate_again_and_verify(
+    source: Machine,
+    destination: MachineOptions,
+    options: &MigrateOptions,
+    context: &str,
+) {
+    let (report, incoming) = migrate_to(&source, destination, options, &MigrationControl::new());
+    assert_completed(&report, context);
+    drop(source);
+    let machine = incoming
+        .unwrap_or_else(|e| panic!("{context}: {e}"))
+        .machine;
+    virtio_lm_vm::testing::run_for(&machine, 50);
+    let after = machine.finish(Duration::from_secs(10)).unwrap();
+    assert_clean(&after, 1, context);
+    assert!(
+        after.blk.is_some_and(|b| b.verified > 0),
+        "{context}: {after:?}"
+    );
+}

@@ -129,7 +129,7 @@ virtio_lm_device::test_cases! { migrate_running_guest:
 /// Active, vCPUs resumed, dirty logging stopped, in-flight requests completed exactly once
 /// there) and the destination discards everything"). The cancel comes at the latest point it
 /// can: once the source is stopped (vCPUs paused, members in Freeze, requests in flight
-/// recorded in their contexts), so it is honoured only at the check before Commit.
+/// recorded in their contexts), so it is honoured at the next step (spec-decisions §26).
 #[test]
 fn cancel_before_commit_returns_the_source_to_running() {
     let tag = "cancel";
@@ -234,6 +234,12 @@ fn link_lost_after_commit_leaves_the_source_paused() {
                 Message::Start { .. } => tx
                     .write(&Message::Start {
                         version: PROTOCOL_VERSION,
+                    })
+                    .unwrap(),
+                Message::RoundEnd { round } => tx
+                    .write(&Message::RoundAck {
+                        round,
+                        bytes_received: 0,
                     })
                     .unwrap(),
                 Message::Complete => tx.write(&Message::Ready).unwrap(),

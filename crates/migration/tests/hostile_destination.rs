@@ -94,6 +94,22 @@ fn reference(options: &MachineOptions) -> (Message, Vec<Message>) {
     (Message::Config(vm_config(&source)), finals)
 }
 
+/// `finals` with queue 0 of the first device's context changed by `f`, then Complete.
+fn tamper(
+    finals: &[Message],
+    f: impl Fn(&mut virtio_lm_device::context::QueueContext),
+) -> Vec<Message> {
+    let mut out = finals.to_vec();
+    let Some(Message::DeviceContext { context, .. }) = out.first_mut() else {
+        panic!("no context first: {finals:?}")
+    };
+    let mut ctx = virtio_lm_device::context::decode(context).unwrap();
+    f(&mut ctx.queues[0]);
+    *context = virtio_lm_device::context::encode(&ctx).unwrap();
+    out.push(Message::Complete);
+    out
+}
+
 #[test]
 fn hostile_sections_are_refused() {
     let image = image("mig-hostile", "cases");
@@ -158,6 +174,24 @@ fn hostile_sections_are_refused() {
             "against the received memory",
         ),
     ];
+    // Issue 13: "a device context naming a ring outside guest memory or an in-flight head ≥ the
+    // queue size" is refused, naming the section, before anything is applied.
+    cases.push((
+        "a ring outside guest memory",
+        tamper(&finals, |q| q.config.desc = 17 * MIB),
+        "DeviceContext",
+    ));
+    cases.push((
+        "an in-flight head at the queue size",
+        tamper(&finals, |q| {
+            q.state.inflight.push(virtio_lm_queue::SavedChain {
+                id: q.config.size,
+                ring_slots: 1,
+                segments: Vec::new(),
+            })
+        }),
+        "DeviceContext",
+    ));
     for (what, body, expect) in cases.drain(..) {
         let msgs = [vec![start(), config.clone()], body].concat();
         let err = assert_refused(&options, &msgs, what);
@@ -170,6 +204,13 @@ fn hostile_sections_are_refused() {
     other.memory[0].size += PAGE_SIZE as u64;
     let err = assert_refused(&options, &[start(), Message::Config(other)], "other layout");
     assert!(err.contains("memory layout"), "{err}");
+    // A Start with a version this side does not accept (issue 13: "a Start with an unknown
+    // version"): refused in section 0, before the source's Config is looked at.
+    let (result, _) = feed(&options, &common::start_section(PROTOCOL_VERSION + 1));
+    let err = result
+        .expect_err("an unknown version was accepted")
+        .to_string();
+    assert!(err.contains("not accepted in section 0"), "{err}");
     // A stream cut in the middle of a section.
     let mut wire = common::encode(&[start(), config, page(0)]);
     wire.truncate(wire.len() - 100);

@@ -120,7 +120,7 @@ fn status_with_inflight_transfer_is_refused_at_start() {
 
 /// Seed 000 ("the driver clears DEVICE_STOPPED … the device resumes") and seed 003 (a suspended
 /// device resumes when the driver sets DRIVER_OK again): a cancel once the source is stopped
-/// in-band, honoured at the check before Commit, resumes every device through its status
+/// in-band, honoured at the next step, resumes every device through its status
 /// register and the vCPUs; the guest runs on, and the next migration completes.
 #[test]
 fn status_cancel_before_commit_resumes_through_the_status_register() {

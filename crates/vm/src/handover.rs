@@ -70,11 +70,15 @@ impl Machine {
     }
 
     /// Every member's context as it stands (DEV_CTX_READ, allowed in every mode: in Active it
-    /// is a pre-copy, in Freeze the final one).
+    /// is a pre-copy, in Freeze the final one). Each read starts with DEV_CTX_DISCARD: a read
+    /// stream lasts until the mode changes, so after a migration cancelled before Stop the
+    /// next one's pre-copy read would otherwise find the old stream read to its end (seed 004:
+    /// after DISCARD the next READ is "as if VIRTIO_ADMIN_CMD_DEV_CTX_READ was never received").
     pub fn read_contexts(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
         let mut admin = lock(&self.admin);
         let mut contexts = Vec::new();
         for member in self.members() {
+            admin.dev_ctx_discard(member)?;
             contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
         }
         Ok(contexts)
@@ -87,6 +91,16 @@ impl Machine {
         for member in self.members() {
             admin.dev_mode_set(member, DevMode::Stop)?;
             admin.dev_mode_set(member, DevMode::Freeze)?;
+        }
+        Ok(())
+    }
+
+    /// DEV_MODE_SET `mode` on every member, one after the other (the engine sets every member
+    /// Stop, then every member Freeze).
+    pub fn set_members_mode(&self, mode: DevMode) -> Result<(), MachineError> {
+        let mut admin = lock(&self.admin);
+        for member in self.members() {
+            admin.dev_mode_set(member, mode)?;
         }
         Ok(())
     }

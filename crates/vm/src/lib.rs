@@ -57,6 +57,7 @@ mod machine;
 pub mod memory;
 pub mod options;
 pub mod pause;
+mod progress;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 

@@ -1,7 +1,7 @@
 //! The shared test rig of machines (this crate's tests and the migration engine's): a blk
 //! image, an echo peer's options, and a bounded wait for the guest's workloads to move on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::testing::ImageFile;
@@ -60,25 +60,10 @@ pub fn start_machine(
 /// Runs until each workload (blk completions, verified echoes, dirtier stamps) has moved on by
 /// at least `n` (bounded: panics after 60 s without it, which only a hang takes).
 pub fn run_for(machine: &Machine, n: u64) {
-    let start = machine.report();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = machine.report();
-        let moved = |now: Option<u64>, then: Option<u64>| {
-            now.unwrap_or(0).saturating_sub(then.unwrap_or(0)) >= n || now.is_none()
-        };
-        let blk = moved(r.blk.map(|b| b.completed), start.blk.map(|b| b.completed));
-        let net = moved(r.net.map(|b| b.verified), start.net.map(|b| b.verified));
-        let stamped = r.dirtier.stamped.saturating_sub(start.dirtier.stamped) >= n
-            || machine.options().dirty_rate_mib == 0;
-        if blk && net && stamped {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress: {r:?}; errors {:?}",
-            machine.vcpu_errors()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        machine.wait_progress(n, Duration::from_secs(60)),
+        "no progress: {:?}; errors {:?}",
+        machine.report(),
+        machine.vcpu_errors()
+    );
 }

@@ -76,6 +76,7 @@ struct Inner {
     skip_ring_check: AtomicBool,
     progress: Mutex<Progress>,
     observer: Mutex<Option<Observer>>,
+    faults: super::fault::Faults,
 }
 
 /// Shared between the migrating thread and whoever watches it; clones share the state.
@@ -129,6 +130,10 @@ impl MigrationControl {
 
     pub(crate) fn skip_ring_check(&self) -> bool {
         self.inner.skip_ring_check.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn faults(&self) -> &super::fault::Faults {
+        &self.inner.faults
     }
 
     /// The latest progress.

@@ -12,7 +12,9 @@ use vm_memory::{Bytes, GuestAddress};
 use super::source::{ms, truncate, unexpected, vm_config};
 use super::wire::Wire;
 use super::{DestinationReport, Link, MigrationControl, MigrationError, MigrationState, Progress};
-use crate::{MemoryChunk, Message, Pages, Phase, VmConfig, PAGE_SIZE, PROTOCOL_VERSION};
+use crate::{
+    MemoryChunkRef, Message, PagesRef, Phase, Section, VmConfig, PAGE_SIZE, PROTOCOL_VERSION,
+};
 
 /// A guest received and running.
 pub struct Incoming {
@@ -116,10 +118,11 @@ impl Destination<'_> {
         // destination ready to take it, and its round 0 measures the transfer alone.
         let mut machine = Machine::incoming(options)?;
         match wire.rx.read_message()? {
-            Message::Start { .. } => {
-                // The reader accepted its version; answer with the one this side speaks.
+            Message::Start { version } => {
+                // The reader accepted its version (ours or the one before); the answer names
+                // the version both now speak, so a source on the previous version reads it.
                 wire.tx.write(&Message::Start {
-                    version: PROTOCOL_VERSION,
+                    version: version.min(PROTOCOL_VERSION),
                 })?;
                 wire.tx.flush()?;
             }
@@ -148,8 +151,9 @@ impl Destination<'_> {
                 return Err(MigrationError::Cancelled("by the operator".into()));
             }
             let at = wire.rx.position().section;
-            match wire.rx.read_message()? {
-                Message::Memory(chunk) => {
+            let received = wire.rx.position().offset;
+            match wire.rx.read_section()? {
+                Section::Memory(chunk) => {
                     self.progress.round = chunk.round;
                     self.report.memory_sections += 1;
                     apply_memory(&machine, &chunk, &mut written).map_err(|reason| {
@@ -164,11 +168,19 @@ impl Destination<'_> {
                         self.publish(MigrationState::PreCopy, wire);
                     }
                 }
-                Message::DeviceContext {
+                // Everything before it is applied: the source measures its rate to this ack.
+                Section::Message(Message::RoundEnd { round }) => {
+                    wire.tx.write(&Message::RoundAck {
+                        round,
+                        bytes_received: received,
+                    })?;
+                    wire.tx.flush()?;
+                }
+                Section::Message(Message::DeviceContext {
                     phase,
                     device_id,
                     context,
-                } => {
+                }) => {
                     let member = u64::from(device_id);
                     if !members.contains(&member) {
                         return Err(MigrationError::Invalid {
@@ -180,12 +192,14 @@ impl Destination<'_> {
                     // rings at Complete, when all memory is in.
                     machine
                         .check_context(member, &context, false)
-                        .map_err(|e| MigrationError::Incompatible(e.to_string()))?;
+                        .map_err(|e| {
+                            MigrationError::Incompatible(format!("DeviceContext section {at}: {e}"))
+                        })?;
                     if phase == Phase::Final {
                         contexts.insert(member, context);
                     }
                 }
-                Message::VcpuState { vcpu, state: bytes } => {
+                Section::Message(Message::VcpuState { vcpu, state: bytes }) => {
                     if vcpu != 0 || state.is_some() {
                         return Err(MigrationError::Invalid {
                             section: format!("VcpuState section {at}"),
@@ -200,10 +214,10 @@ impl Destination<'_> {
                             })?,
                         );
                 }
-                Message::Complete => break,
-                other => {
+                Section::Message(Message::Complete) => break,
+                Section::Message(other) => {
                     return Err(unexpected(
-                        "Memory, DeviceContext, VcpuState or Complete",
+                        "Memory, RoundEnd, DeviceContext, VcpuState or Complete",
                         other,
                     ))
                 }
@@ -333,7 +347,7 @@ fn check_config(machine: &Machine, theirs: &VmConfig) -> Result<(), MigrationErr
 /// far, by page number).
 fn apply_memory(
     machine: &Machine,
-    chunk: &MemoryChunk,
+    chunk: &MemoryChunkRef<'_>,
     written: &mut [bool],
 ) -> Result<(), String> {
     let layout = machine.memory().layout();
@@ -361,13 +375,13 @@ fn apply_memory(
         let marks = written
             .get_mut(first..first + count)
             .ok_or("range past RAM")?;
-        match &r.pages {
-            Pages::Data(d) => {
+        match r.pages {
+            PagesRef::Data(d) => {
                 ram.write_slice(d, GuestAddress(r.guest_addr))
                     .map_err(|e| e.to_string())?;
                 marks.fill(true);
             }
-            Pages::Zero(_) => {
+            PagesRef::Zero(_) => {
                 for (i, mark) in marks.iter_mut().enumerate() {
                     if std::mem::take(mark) {
                         let at = r.guest_addr + i as u64 * page;

@@ -4,16 +4,20 @@
 mod control;
 mod destination;
 mod error;
+mod fault;
 mod link;
 mod options;
 mod report;
 mod source;
+mod tls;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
 pub use destination::{incoming, Incoming};
 pub use error::MigrationError;
+pub use fault::{Fault, FaultPoint};
 pub use link::Link;
 pub use options::{Inflight, MigrateOptions, Strategy};
 pub use report::{DestinationReport, MigrationReport, Outcome, PhaseSpan, RoundStats};
 pub use source::{migrate, vm_config};
+pub use tls::{Tls, TlsFiles, TlsLink};

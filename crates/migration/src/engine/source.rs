@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, info_span, warn};
 use virtio_lm_device::QuiesceMode;
+use virtio_lm_spec::admin::DevMode;
 use virtio_lm_vm::{DirtyLog, DirtyRange, Machine, RingFormat};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::fault::FaultPoint;
 use super::wire::Wire;
 use super::{
     Inflight, Link, MigrateOptions, MigrationControl, MigrationError, MigrationReport,
@@ -81,6 +83,9 @@ struct Source<'a, L: Link> {
     /// Pages read from guest RAM on their way to the wire (kept: allocating and zeroing it per
     /// round would cost as much as the copy).
     buf: Vec<u8>,
+    /// The destination speaks version 2: each pre-copy round ends with RoundEnd and waits for
+    /// its RoundAck (spec-decisions §19).
+    round_acks: bool,
 }
 
 impl<'a, L: Link> Source<'a, L> {
@@ -125,6 +130,7 @@ impl<'a, L: Link> Source<'a, L> {
             send_time: Duration::ZERO,
             send_bytes: 0,
             buf: Vec::new(),
+            round_acks: false,
         }
     }
 
@@ -167,6 +173,7 @@ impl<'a, L: Link> Source<'a, L> {
             Inflight::Transfer => QuiesceMode::RecordInflight,
         });
         self.setup()?;
+        self.control.reached(FaultPoint::AfterStart)?;
         let mut log = self
             .machine
             .memory()
@@ -203,7 +210,7 @@ impl<'a, L: Link> Source<'a, L> {
         })?;
         self.wire.tx.flush()?;
         match self.wire.rx.read_message()? {
-            Message::Start { .. } => {}
+            Message::Start { version } => self.round_acks = version >= 2,
             other => return Err(unexpected("Start", other)),
         }
         let config = vm_config(self.machine);
@@ -242,6 +249,7 @@ impl<'a, L: Link> Source<'a, L> {
                 context,
             })?;
         }
+        self.control.reached(FaultPoint::AfterDevicePrecopy)?;
         let mut round = 0u32;
         // The first harvest covers everything since logging began, just before round 0.
         let mut last_harvest = begin;
@@ -353,6 +361,12 @@ impl<'a, L: Link> Source<'a, L> {
         let ram = self.machine.memory().ram().clone();
         let mut buf = std::mem::take(&mut self.buf);
         let mut pages = 0u64;
+        let point = match (phase, round) {
+            (Phase::Final, _) => FaultPoint::MidFinalMemory,
+            (_, 0) => FaultPoint::MidRound0,
+            _ => FaultPoint::MidDirtyRound,
+        };
+        let mut step = Some(point);
         for r in ranges {
             let mut at = 0u64;
             while at < r.len {
@@ -372,6 +386,9 @@ impl<'a, L: Link> Source<'a, L> {
                         )))
                     })?;
                 self.wire.tx.write_memory(round, phase, r.gpa + at, chunk)?;
+                if let Some(point) = step.take() {
+                    self.control.reached(point)?;
+                }
                 at += n;
                 pages += n / virtio_lm_vm::PAGE_SIZE;
                 if phase == Phase::PreCopy {
@@ -381,6 +398,14 @@ impl<'a, L: Link> Source<'a, L> {
             }
         }
         self.buf = buf;
+        if phase == Phase::Final {
+            if let Some(point) = step {
+                self.control.reached(point)?;
+            }
+        }
+        if phase == Phase::PreCopy {
+            self.await_round_ack(round)?;
+        }
         let end = Instant::now();
         let bytes = self.wire.tx.bytes_written() - bytes_before;
         self.send_time += end - begin;
@@ -406,6 +431,26 @@ impl<'a, L: Link> Source<'a, L> {
         Ok(())
     }
 
+    /// Ends pre-copy round `round` and waits for the destination to acknowledge it: the round
+    /// lasts until then, so its rate is what the destination took in, not what the kernel
+    /// buffered (spec-decisions §19). A version 1 destination has no acks: the rate is then
+    /// measured to the last write, as that version did.
+    fn await_round_ack(&mut self, round: u32) -> Result<(), MigrationError> {
+        if !self.round_acks {
+            return Ok(());
+        }
+        self.send(&Message::RoundEnd { round })?;
+        self.wire.tx.flush()?;
+        match self.wire.rx.read_message()? {
+            Message::RoundAck { round: acked, .. } if acked == round => Ok(()),
+            Message::RoundAck { round: acked, .. } => Err(MigrationError::Protocol {
+                expected: "RoundAck of the round just ended",
+                got: format!("RoundAck of round {acked}, not {round}"),
+            }),
+            other => Err(unexpected("RoundAck", other)),
+        }
+    }
+
     fn switchover(
         &mut self,
         log: &mut DirtyLog,
@@ -417,9 +462,20 @@ impl<'a, L: Link> Source<'a, L> {
         self.machine.pause()?;
         self.paused_at = Some(paused_at);
         let vm_stopped = Instant::now();
+        self.control.reached(FaultPoint::AfterVcpuPause)?;
         match self.options.strategy {
-            Strategy::Admin => self.machine.stop_devices()?,
-            Strategy::Status(bit) => self.machine.stop_inband(bit)?,
+            // Every member Stop, then every member Freeze: no member is frozen while another
+            // still processes requests that may touch it.
+            Strategy::Admin => {
+                self.machine.set_members_mode(DevMode::Stop)?;
+                self.control.reached(FaultPoint::AfterStop)?;
+                self.machine.set_members_mode(DevMode::Freeze)?;
+                self.control.reached(FaultPoint::AfterFreeze)?;
+            }
+            Strategy::Status(bit) => {
+                self.machine.stop_inband(bit)?;
+                self.control.reached(FaultPoint::AfterStop)?;
+            }
         }
         let devices_stopped = Instant::now();
         drop(stop_span);
@@ -441,6 +497,7 @@ impl<'a, L: Link> Source<'a, L> {
             Strategy::Status(_) => self.machine.read_inband()?,
         };
         let contexts_read = Instant::now();
+        let mut step = Some(FaultPoint::MidFinalContext);
         for (member, context) in contexts {
             self.report.device_context_bytes += context.len() as u64;
             self.send(&Message::DeviceContext {
@@ -448,6 +505,9 @@ impl<'a, L: Link> Source<'a, L> {
                 device_id: member as u32,
                 context,
             })?;
+            if let Some(point) = step.take() {
+                self.control.reached(point)?;
+            }
         }
         let state = self.machine.vcpu_state()?.encode().map_err(|e| {
             MigrationError::Machine(virtio_lm_vm::MachineError::Vcpu(e.to_string()))
@@ -455,6 +515,7 @@ impl<'a, L: Link> Source<'a, L> {
         self.send(&Message::VcpuState { vcpu: 0, state })?;
         self.send(&Message::Complete)?;
         self.wire.tx.flush()?;
+        self.control.reached(FaultPoint::AfterComplete)?;
         let complete_sent = Instant::now();
         drop(device_span);
         self.phase("device-state", memory_sent, complete_sent);
@@ -485,7 +546,7 @@ impl<'a, L: Link> Source<'a, L> {
         self.phase("dst-load", complete_sent, ready);
         // The last moment a cancel is honoured.
         self.wire.tx.get_mut().cancel = None;
-        self.check_cancel()?;
+        self.control.reached(FaultPoint::AfterReady)?;
         self.committed = true;
         self.publish(MigrationState::Committing);
         let sent = self
@@ -495,6 +556,10 @@ impl<'a, L: Link> Source<'a, L> {
             .and_then(|()| self.wire.tx.flush());
         if let Err(e) = sent {
             return Err(Stop::Unknown(format!("Commit not sent: {e}")));
+        }
+        if let Err(e) = self.control.reached(FaultPoint::AfterCommit) {
+            self.wire.close();
+            return Err(Stop::Unknown(format!("no CommitAck: {e}")));
         }
         let ack = match self.wire.rx.read_message() {
             Ok(Message::CommitAck {

@@ -101,6 +101,11 @@ pub fn one_of_each() -> Vec<Message> {
         Message::Error {
             message: "section 4: device 2 context refused".into(),
         },
+        Message::RoundEnd { round: 3 },
+        Message::RoundAck {
+            round: 3,
+            bytes_received: 0x1_2345_6789,
+        },
     ]
 }
 
@@ -245,6 +250,11 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
         }),
         (reason, text()).prop_map(|(reason, detail)| Message::Cancel { reason, detail }),
         text().prop_map(|message| Message::Error { message }),
+        any::<u32>().prop_map(|round| Message::RoundEnd { round }),
+        (any::<u32>(), any::<u64>()).prop_map(|(round, bytes_received)| Message::RoundAck {
+            round,
+            bytes_received
+        }),
     ]
 }
 
