@@ -179,6 +179,17 @@ pub trait VirtioDevice<M: GuestMemory + ?Sized>: Send {
     fn restore_state(&mut self, _state: ValidatedState) {}
 }
 
+/// Sees each chain a device takes through a [`QueueAccess`], right after the queue took it
+/// and before the device can act on it, and each buffer it returns used: where a transport
+/// records what is in flight (the vhost-user backend's in-flight region), in the order it
+/// happens.
+pub trait AccessObserver<M: ?Sized> {
+    /// `queue` has just taken `chain` (its position is already past it).
+    fn taken(&mut self, queue: &Virtqueue, mem: &M, chain: &DescriptorChain);
+    /// Buffer `id` was returned used (visible to the driver at the next publish).
+    fn used(&mut self, _id: u16) {}
+}
+
 /// A live queue as a device sees it while processing: take chains, return them used.
 pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
     pub(crate) queue: &'a mut Virtqueue,
@@ -187,6 +198,7 @@ pub struct QueueAccess<'a, M: GuestMemory + ?Sized> {
     pub(crate) used: bool,
     /// The device took at least one chain through this access.
     pub(crate) took: bool,
+    pub(crate) observer: Option<&'a mut dyn AccessObserver<M>>,
 }
 
 impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
@@ -201,6 +213,15 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
             index,
             used: false,
             took: false,
+            observer: None,
+        }
+    }
+
+    /// The same access, telling `observer` about every chain taken through it.
+    pub fn observed(self, observer: &'a mut dyn AccessObserver<M>) -> Self {
+        Self {
+            observer: Some(observer),
+            ..self
         }
     }
 
@@ -236,6 +257,9 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
     /// Takes the next available chain.
     pub fn pop(&mut self) -> Result<Option<DescriptorChain>, QueueError> {
         let chain = self.queue.pop(self.mem)?;
+        if let (Some(observer), Some(chain)) = (self.observer.as_mut(), chain.as_ref()) {
+            observer.taken(self.queue, self.mem, chain);
+        }
         self.took |= chain.is_some();
         Ok(chain)
     }
@@ -246,12 +270,28 @@ impl<'a, M: GuestMemory + ?Sized> QueueAccess<'a, M> {
         chains: &mut Vec<DescriptorChain>,
         max: usize,
     ) -> Result<usize, QueueError> {
+        if self.observer.is_some() {
+            // One at a time: the observer sees each chain while the queue stands right after it.
+            let mut taken = 0;
+            while taken < max {
+                match self.pop()? {
+                    Some(chain) if chains.len() > taken => chains[taken] = chain,
+                    Some(chain) => chains.push(chain),
+                    None => break,
+                }
+                taken += 1;
+            }
+            return Ok(taken);
+        }
         self.queue.pop_batch(self.mem, chains, max)
     }
 
     /// Returns buffer `id` with `len` bytes written.
     pub fn add_used(&mut self, id: u16, len: u32) -> Result<(), QueueError> {
         self.queue.add_used(self.mem, id, len)?;
+        if let Some(observer) = self.observer.as_mut() {
+            observer.used(id);
+        }
         self.used = true;
         Ok(())
     }
@@ -283,6 +323,13 @@ pub struct Handover<'h, 'a, M: GuestMemory + ?Sized> {
 }
 
 impl<'h, 'a, M: GuestMemory + ?Sized> Handover<'h, 'a, M> {
+    /// The chains in flight on `queue`, oldest first, handed over to the device: for a
+    /// transport that runs its own loop and restored a queue with work in flight (the
+    /// vhost-user backend after a reconnect).
+    pub fn of_queue(queue: &'h mut QueueAccess<'a, M>) -> Self {
+        Self::new(queue.inflight(), queue)
+    }
+
     pub(crate) fn new(chains: Vec<DescriptorChain>, queue: &'h mut QueueAccess<'a, M>) -> Self {
         Self { chains, queue }
     }

@@ -79,7 +79,9 @@ pub use crate::core::{
     AdminModeChange, AdminModeError, AdminModeStatus, CoreError, CoreOptions, DeviceCore,
 };
 pub use counter::Counter;
-pub use device::{read_config_bytes, Handover, QueueAccess, Quiesce, QuiesceMode, VirtioDevice};
+pub use device::{
+    read_config_bytes, AccessObserver, Handover, QueueAccess, Quiesce, QuiesceMode, VirtioDevice,
+};
 pub use error::{ChainFault, DeviceError};
 pub use interrupt::{InterruptCounter, Interrupts};
 pub use queues::QueueRegisters;

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_lm_device::{DeviceError, QueueAccess, StoppableThread, VirtioDevice};
+use virtio_lm_device::context::ValidatedState;
+use virtio_lm_device::{DeviceError, Handover, QueueAccess, StoppableThread, VirtioDevice};
 use virtio_lm_devices::blk::Blk;
 use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::inflight::{InflightArea, QueueRegion};
 use crate::log::DirtyLog;
 use crate::memory::{BackendMemory, MemoryTable};
 use crate::vring::{decode_base, encode_base, Vring};
@@ -69,6 +71,11 @@ pub struct Engine {
     pub(crate) log: Arc<DirtyLog>,
     /// Features the frontend acked (SET_FEATURES).
     pub(crate) features: u64,
+    /// The in-flight area (GET_INFLIGHT_FD / SET_INFLIGHT_FD), once the frontend set one.
+    pub(crate) inflight: Option<Arc<InflightArea>>,
+    /// Device state loaded through DEVICE_STATE, applied when the device model is next
+    /// activated (the start of the first ring resets it).
+    pub(crate) pending_state: Option<ValidatedState>,
     /// Wakes the worker after a ring set-up change.
     wake: Arc<EventFd>,
     exit: bool,
@@ -87,6 +94,8 @@ impl Engine {
             memory: None,
             log,
             features: 0,
+            inflight: None,
+            pending_state: None,
             wake: Arc::new(EventFd::new(EFD_NONBLOCK)?),
             exit: false,
             last_error: None,
@@ -145,21 +154,56 @@ impl Engine {
         };
         let state = decode_base(kind, vring.base, vring.size)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        // With an in-flight area the region, once written, decides where the ring stands
+        // (spec-decisions §24): after a backend crash the frontend's base is stale.
+        let (region, state) = match self.inflight.as_ref() {
+            Some(area) => {
+                let (region, state) = QueueRegion::start(area, index as u16, &config, state, &*mem)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                (Some(region), state)
+            }
+            None => (None, state),
+        };
         let queue = Virtqueue::from_state(config, &state, &*mem)
             .map_err(|e| EngineError::Invalid(format!("vring {index}: {e}")))?;
         if first {
             let blk: &mut dyn VirtioDevice<BackendMemory> = &mut self.blk;
             blk.reset();
             blk.activate(self.features)?;
+            if let Some(state) = self.pending_state.take() {
+                blk.restore_state(state);
+            }
         }
         let vring = self.vring(index)?;
         vring.queue = Some(queue);
+        vring.region = region;
         vring.broken = false;
         // The driver may have made buffers available before the ring started (a restored
         // ring after migration): look once without waiting for a kick.
         vring.kicked = true;
+        self.resubmit(index as usize, &mem)?;
         self.wake();
         Ok(())
+    }
+
+    /// Hands the chains a started ring has in flight (recovered from its in-flight region) to
+    /// the device, oldest first, and publishes what completes at once.
+    fn resubmit(&mut self, index: usize, mem: &BackendMemory) -> Result<(), EngineError> {
+        let vring = &mut self.vrings[index];
+        let Some(queue) = vring.queue.as_mut() else {
+            return Ok(());
+        };
+        if queue.inflight_len() == 0 {
+            return Ok(());
+        }
+        {
+            let mut access = observed(queue, vring.region.as_mut(), mem, index);
+            VirtioDevice::<BackendMemory>::adopt_inflight(
+                &mut self.blk,
+                Handover::of_queue(&mut access),
+            )?;
+        }
+        self.publish(index, mem).map_err(EngineError::Invalid)
     }
 
     /// Stops ring `index` (GET_VRING_BASE): takes no new chain from it, completes every request
@@ -184,6 +228,7 @@ impl Engine {
         }
         let vring = self.vring(index)?;
         let queue = vring.queue.take().ok_or(EngineError::NoRing(index))?;
+        vring.region = None;
         vring.kicked = false;
         vring.kick = None;
         let state = queue
@@ -202,6 +247,7 @@ impl Engine {
                 // A ring that cannot drain is dropped: its requests' answers belong to a
                 // session that is over.
                 self.vrings[index as usize].queue = None;
+                self.vrings[index as usize].region = None;
             }
         }
     }
@@ -225,7 +271,7 @@ impl Engine {
         let mut accesses = Vec::new();
         for (index, vring) in self.vrings.iter_mut().enumerate() {
             if let Some(queue) = vring.queue.as_mut() {
-                accesses.push(QueueAccess::new(queue, &*mem, index as u16));
+                accesses.push(observed(queue, vring.region.as_mut(), &mem, index));
             }
         }
         let result = VirtioDevice::<BackendMemory>::poll(&mut self.blk, &mut accesses);
@@ -251,7 +297,15 @@ impl Engine {
         let Some(queue) = vring.queue.as_mut() else {
             return Ok(());
         };
-        queue.publish_used(mem).map_err(|e| e.to_string())?;
+        match vring.region.as_mut() {
+            Some(region) => {
+                if let Some(e) = region.error() {
+                    return Err(e.to_string());
+                }
+                region.publish(queue, mem)?;
+            }
+            None => queue.publish_used(mem).map_err(|e| e.to_string())?,
+        }
         if queue.needs_notification(mem).map_err(|e| e.to_string())? {
             if let Some(call) = vring.call.as_mut() {
                 let _ = call.write_all(&1u64.to_ne_bytes());
@@ -267,11 +321,12 @@ impl Engine {
             return Ok(());
         };
         loop {
-            let Some(queue) = self.vrings[index].queue.as_mut() else {
+            let vring = &mut self.vrings[index];
+            let Some(queue) = vring.queue.as_mut() else {
                 return Ok(());
             };
             let took = {
-                let mut access = QueueAccess::new(queue, &*mem, index as u16);
+                let mut access = observed(queue, vring.region.as_mut(), &mem, index);
                 VirtioDevice::<BackendMemory>::process_queue(
                     &mut self.blk,
                     index as u16,
@@ -306,6 +361,21 @@ impl Engine {
                 self.break_ring(index, e);
             }
         }
+    }
+}
+
+/// An access to ring `index` that records takes and completions in its in-flight region, if
+/// it has one.
+fn observed<'a>(
+    queue: &'a mut Virtqueue,
+    region: Option<&'a mut QueueRegion>,
+    mem: &'a BackendMemory,
+    index: usize,
+) -> QueueAccess<'a, BackendMemory> {
+    let access = QueueAccess::new(queue, mem, index as u16);
+    match region {
+        Some(region) => access.observed(region),
+        None => access,
     }
 }
 

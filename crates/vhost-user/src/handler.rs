@@ -20,7 +20,9 @@ use virtio_lm_device::VirtioDevice;
 use virtio_lm_devices::blk::Blk;
 
 use crate::config::ConfigProfile;
+use crate::device_state::{self, Expected, Transfer};
 use crate::engine::{ring_bits, Engine, EngineError, Worker};
+use crate::inflight::InflightArea;
 use crate::log::DirtyLog;
 use crate::memory::{BackendMemory, MemoryTable};
 use crate::vring::{decode_base, RingAddresses, Vring};
@@ -64,11 +66,15 @@ pub fn transport_features() -> u64 {
 }
 
 /// Protocol features offered. STATUS is not: the `vhost` crate does not dispatch its messages.
+/// INFLIGHT_SHMFD is, GET_VRING_BASE_INFLIGHT is not: a ring stop still completes every request
+/// (spec-decisions §24). DEVICE_STATE carries our device context (spec-decisions §25).
 pub fn protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::LOG_SHMFD
+        | VhostUserProtocolFeatures::INFLIGHT_SHMFD
+        | VhostUserProtocolFeatures::DEVICE_STATE
 }
 
 fn refuse(e: impl std::fmt::Display) -> VhostError {
@@ -89,6 +95,8 @@ pub struct VhostUserBlk {
     max_queue_size: u16,
     num_queues: u64,
     config: ConfigProfile,
+    /// The DEVICE_STATE transfer between SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE.
+    transfer: Option<Transfer>,
     // Last: dropping it stops and joins the worker.
     _worker: Worker,
 }
@@ -110,6 +118,7 @@ impl VhostUserBlk {
             max_queue_size,
             num_queues,
             config: ConfigProfile::Own,
+            transfer: None,
             _worker: worker,
         })
     }
@@ -128,6 +137,16 @@ impl VhostUserBlk {
 
     fn lock(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes `area` the in-flight area of the rings started from now on.
+    fn set_area(&mut self, area: InflightArea) -> VhostResult<()> {
+        let mut engine = self.lock();
+        if engine.vrings.iter().any(|v| v.queue.is_some()) {
+            return Err(refuse("in-flight area changed while rings run"));
+        }
+        engine.inflight = Some(Arc::new(area));
+        Ok(())
     }
 
     /// Ring `index` of a message that carries it in 8 bits or 32.
@@ -161,6 +180,8 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
         }
         engine.features = 0;
         engine.log.set_logging(false);
+        // A reset device starts over: the frontend gets a new in-flight area.
+        engine.inflight = None;
         Ok(())
     }
 
@@ -370,13 +391,31 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
 
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VhostResult<(VhostUserInflight, File)> {
-        Err(VhostError::InvalidOperation("INFLIGHT_SHMFD not offered"))
+        let area =
+            InflightArea::create(inflight.num_queues, inflight.queue_size).map_err(refuse)?;
+        let file = area.file().try_clone().map_err(refuse)?;
+        let reply = VhostUserInflight {
+            mmap_size: area.size(),
+            mmap_offset: 0,
+            num_queues: inflight.num_queues,
+            queue_size: inflight.queue_size,
+        };
+        self.set_area(area)?;
+        Ok((reply, file))
     }
 
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VhostResult<()> {
-        Err(VhostError::InvalidOperation("INFLIGHT_SHMFD not offered"))
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VhostResult<()> {
+        let area = InflightArea::map(
+            file,
+            inflight.mmap_size,
+            inflight.mmap_offset,
+            inflight.num_queues,
+            inflight.queue_size,
+        )
+        .map_err(refuse)?;
+        self.set_area(area)
     }
 
     fn get_max_mem_slots(&mut self) -> VhostResult<u64> {
@@ -404,15 +443,43 @@ impl VhostUserBackendReqHandlerMut for VhostUserBlk {
 
     fn set_device_state_fd(
         &mut self,
-        _direction: VhostTransferStateDirection,
-        _phase: VhostTransferStatePhase,
-        _fd: File,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        fd: File,
     ) -> VhostResult<Option<File>> {
-        Err(VhostError::InvalidOperation("DEVICE_STATE not offered"))
+        if phase != VhostTransferStatePhase::STOPPED {
+            return Err(refuse("only the stopped phase exists"));
+        }
+        // A new transfer replaces one the frontend abandoned.
+        self.transfer = None;
+        let transfer = match direction {
+            VhostTransferStateDirection::SAVE => {
+                let bytes = device_state::snapshot(&self.lock(), self.offered).map_err(refuse)?;
+                Transfer::save(bytes, fd)
+            }
+            VhostTransferStateDirection::LOAD => Transfer::load(
+                fd,
+                Expected {
+                    offered: self.offered,
+                    queues: self.num_queues as usize,
+                    max_queue_size: self.max_queue_size,
+                },
+            ),
+        }
+        .map_err(refuse)?;
+        self.transfer = Some(transfer);
+        Ok(None)
     }
 
     fn check_device_state(&mut self) -> VhostResult<()> {
-        Err(VhostError::InvalidOperation("DEVICE_STATE not offered"))
+        let transfer = self
+            .transfer
+            .take()
+            .ok_or_else(|| refuse("CHECK_DEVICE_STATE without SET_DEVICE_STATE_FD"))?;
+        match transfer.finish().map_err(refuse)? {
+            None => Ok(()),
+            Some(context) => device_state::apply(&mut self.lock(), context).map_err(refuse),
+        }
     }
 
     fn get_shmem_config(&mut self) -> VhostResult<VhostUserShMemConfig> {

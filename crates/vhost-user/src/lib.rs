@@ -8,6 +8,9 @@
 //!   state in the vhost-user encoding; SET_VRING_BASE restores it — what live migration moves;
 //! - the dirty log (LOG_SHMFD, VHOST_F_LOG_ALL): every write into guest RAM sets its page's bit
 //!   while LOG_ALL is negotiated, and only then;
+//! - in-flight tracking (INFLIGHT_SHMFD, [`inflight`]): a backend restarted after a crash
+//!   resubmits exactly the requests it had taken, split and packed (spec-decisions §24);
+//! - backend state transfer (DEVICE_STATE, [`device_state`]): our device context (§25);
 //! - every frontend value is checked: a bad message gets an error reply or a closed connection.
 //!
 //! ```no_run
@@ -25,10 +28,12 @@
 #[cfg(feature = "frontend")]
 pub mod bench;
 pub mod config;
+pub mod device_state;
 pub mod engine;
 #[cfg(feature = "frontend")]
 pub mod frontend;
 pub mod handler;
+pub mod inflight;
 pub mod log;
 pub mod memory;
 mod server;

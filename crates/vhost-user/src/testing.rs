@@ -147,6 +147,15 @@ impl TestFrontend {
         }
     }
 
+    /// Moves this frontend — guest RAM, rings and drivers — to the backend at `socket` (a
+    /// migration to another backend, or a restarted one): a new connection, nothing negotiated
+    /// on it yet.
+    pub fn reconnect(&mut self, socket: &Path) {
+        let stream = UnixStream::connect(socket).expect("connect to the backend");
+        self.raw = stream.try_clone().unwrap();
+        self.frontend = Frontend::from_stream(stream, 255);
+    }
+
     /// SET_OWNER, features (`extra` ring features on top of VERSION_1 and PROTOCOL_FEATURES),
     /// protocol features (all offered, so REPLY_ACK: every later message is acknowledged), and
     /// the memory table.

@@ -11,6 +11,8 @@ use std::fs::File;
 use std::sync::Arc;
 
 use virtio_lm_queue::{QueueState, RingKind, Virtqueue};
+
+use crate::inflight::QueueRegion;
 use vm_memory::GuestAddress;
 
 /// Ring addresses translated to guest-physical ones (SET_VRING_ADDR).
@@ -48,6 +50,8 @@ pub struct Vring {
     /// Processing failed (malformed chain, ring outside memory): the ring is left alone until
     /// it is stopped and started again.
     pub broken: bool,
+    /// The ring's in-flight record, while it runs with an in-flight area (INFLIGHT_SHMFD).
+    pub region: Option<QueueRegion>,
 }
 
 impl Vring {

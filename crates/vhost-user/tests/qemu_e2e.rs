@@ -8,7 +8,10 @@
 //!    wrote passes, and the image region's checksum equals the guest's;
 //! 3. interop: qemu-storage-daemon → ours and ours → qemu-storage-daemon;
 //! 4. negative control: the same migration with our dirty logging switched off (test-only
-//!    option) is caught by the guest.
+//!    option) is caught by the guest;
+//! 5. crash recovery (spec-decisions §24): the backend, a separate process, is killed with
+//!    SIGKILL while the guest runs its verifying loop and restarted, several times; QEMU
+//!    reconnects and hands back the in-flight region; the guest continues and verifies.
 //!
 //! Needs qemu-system-x86_64 (10.0) and apt-get; every wait has a deadline; only the processes
 //! and files the test started are torn down. A missing QEMU fails the test.
@@ -102,6 +105,11 @@ impl Qemu {
         incoming: bool,
     ) -> Self {
         let (kernel, initrd) = guest();
+        // "crash": the loop workload on a chardev that reconnects to a restarted backend.
+        let (mode, reconnect) = match mode {
+            "crash" => ("loop", ",reconnect-ms=1000"),
+            other => (other, ""),
+        };
         let serial = dir.path(&format!("{name}.serial"));
         let qmp = dir.path(&format!("{name}.qmp"));
         let mut device = format!(
@@ -137,7 +145,7 @@ impl Qemu {
         ])
         .args([
             "-chardev",
-            &format!("socket,id=vub0,path={}", socket.display()),
+            &format!("socket,id=vub0,path={}{reconnect}", socket.display()),
         ])
         .args(["-device", &device])
         .args(["-serial", &format!("file:{}", serial.display())])
@@ -329,21 +337,24 @@ impl Backend {
 
 fn backend(dir: &RunDir, name: &str, image: &Path, queues: u16, kind: Kind) -> (Server, PathBuf) {
     let socket = dir.path(&format!("{name}.sock"));
+    (
+        Server::start(&socket, backend_options(image, queues, kind)).expect("backend starts"),
+        socket,
+    )
+}
+
+fn backend_options(image: &Path, queues: u16, kind: Kind) -> BackendOptions {
     let mut blk = BlkOptions::new(image);
     blk.num_queues = queues;
     blk.queue_size = 256;
-    let options = BackendOptions {
+    BackendOptions {
         blk,
         config: match kind {
             Kind::OursAsQsd => ConfigProfile::QemuStorageDaemon,
             _ => ConfigProfile::Own,
         },
         drop_dirty_log: kind == Kind::OursNoLog,
-    };
-    (
-        Server::start(&socket, options).expect("backend starts"),
-        socket,
-    )
+    }
 }
 
 /// The md5 of the workload's region of the image, as the guest prints it.
@@ -578,4 +589,134 @@ fn negative_control_dropped_dirty_log_is_caught() {
         logs.push(log);
     }
     panic!("a migration without dirty logging went unnoticed five times:\n{logs:#?}");
+}
+
+/// Set in the environment of the backend process of scenario 5: `socket|image|queues`.
+const CRASH_BACKEND: &str = "VLM_CRASH_BACKEND";
+
+/// Not a scenario: the backend process of scenario 5, which runs this test binary again with
+/// [`CRASH_BACKEND`] set. It serves until killed, or until its stdin closes (the test is gone).
+#[test]
+fn crash_backend_process() {
+    let Ok(spec) = std::env::var(CRASH_BACKEND) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let options = backend_options(Path::new(parts[1]), parts[2].parse().unwrap(), Kind::Ours);
+    let _server = Server::start(Path::new(parts[0]), options).expect("backend starts");
+    println!("VLM-BACKEND-READY");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+/// A backend process of scenario 5 (its stdin stays open while it lives); killed with
+/// SIGKILL (and reaped) on drop.
+struct CrashBackend(Child);
+
+impl CrashBackend {
+    fn start(dir: &RunDir, image: &Path, socket: &Path, queues: u16, n: usize) -> Self {
+        let out = dir.path(&format!("be{n}.out"));
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_backend_process", "--nocapture"])
+            .env(
+                CRASH_BACKEND,
+                format!("{}|{}|{queues}", socket.display(), image.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path(&format!("be{n}.err"))).unwrap(),
+            ))
+            .spawn()
+            .expect("run the test binary as the backend");
+        let mut backend = Self(child);
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("VLM-BACKEND-READY")
+        {
+            assert!(
+                backend.0.try_wait().unwrap().is_none(),
+                "backend process {n} exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "backend process {n} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backend
+    }
+}
+
+impl Drop for CrashBackend {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL: the backend gets no chance to finish anything.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Scenario 5: `kills` times, wait for the guest to start a new round, let it run into its
+/// I/O for a moment (a different moment each time), SIGKILL the backend and start a new one
+/// on the same socket; the guest must keep passing rounds, and finally its page-cache
+/// verification and the region checksum must hold.
+fn crash_and_recover(tag: &str, m: Machine, kills: usize) {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = RunDir::new(tag);
+    let image = image(&dir);
+    let socket = dir.path("be.sock");
+    let mut backend = CrashBackend::start(&dir, &image, &socket, m.queues, 0);
+    let mut qemu = Qemu::start(&dir, "vm", &socket, m, "crash", false);
+    qemu.wait_log("two rounds", false, |l| rounds(l) >= 2);
+    for kill in 1..=kills {
+        let before = rounds(&qemu.log());
+        qemu.wait_log("a new round", false, |l| rounds(l) > before);
+        // Where in the round the kill lands does not matter for what is checked; varying it
+        // makes some kills land among requests in flight.
+        std::thread::sleep(Duration::from_millis(300 * kill as u64));
+        drop(backend);
+        backend = CrashBackend::start(&dir, &image, &socket, m.queues, kill);
+        let after = rounds(&qemu.log());
+        qemu.wait_log("rounds after the restart", false, |l| {
+            rounds(l) >= after + 2
+        });
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .write_all_at(b"VLMSTOP", CONTROL_OFFSET)
+        .unwrap();
+    let log = qemu.wait_log("VLM-DONE", false, |l| l.contains("VLM-DONE"));
+    qemu.wait_exit();
+    assert_eq!(done_md5(&log), region_md5(&image), "{log}");
+    eprintln!("{tag}: {kills} backend kills, {} rounds", rounds(&log));
+    drop(qemu);
+    drop(backend);
+}
+
+/// vhost-user "Inflight I/O tracking" (INFLIGHT_SHMFD, spec-decisions §24): a split ring with
+/// EVENT_IDX on two queues survives three SIGKILLs of its backend; then a packed ring on one
+/// queue does. One boot each.
+#[test]
+fn backend_killed_mid_io_recovers_from_the_inflight_region() {
+    crash_and_recover(
+        "crash-split",
+        Machine {
+            packed: false,
+            event_idx: true,
+            queues: 2,
+        },
+        3,
+    );
+    crash_and_recover(
+        "crash-packed",
+        Machine {
+            packed: true,
+            event_idx: false,
+            queues: 1,
+        },
+        3,
+    );
 }

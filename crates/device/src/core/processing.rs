@@ -93,6 +93,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 index: index as u16,
                 used: false,
                 took: false,
+                observer: None,
             };
             let result = self
                 .device
@@ -124,6 +125,7 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                     index: index as u16,
                     used: false,
                     took: false,
+                    observer: None,
                 });
                 indices.push(index as u16);
             }
@@ -169,6 +171,7 @@ pub(super) fn run_queue<M: GuestMemory + ?Sized>(
             index,
             used: false,
             took: false,
+            observer: None,
         };
         device.process_queue(index, &mut access)?;
         let took = access.took;

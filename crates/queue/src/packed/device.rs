@@ -3,7 +3,7 @@
 use std::sync::atomic::{fence, Ordering};
 
 use virtio_lm_spec::ring::{
-    RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    PackedDescriptor, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
     VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use vm_memory::{Address, GuestMemory};
@@ -93,18 +93,33 @@ impl PackedQueue {
         view: &RingView<'_, M>,
         chain: &mut DescriptorChain,
     ) -> Result<(), ChainError> {
-        let size = self.config.size;
+        let config = self.config;
+        let start = self.next_avail;
+        Self::build_chain(&config, view, chain, |slot| {
+            let position = start.advance(slot, config.size);
+            Ok(view
+                .read_ring_desc(layout::desc(&config, position.index))?
+                .packed())
+        })
+    }
+
+    /// Builds a chain from its ring descriptors, `descriptor(i)` being the `i`-th (ring order).
+    fn build_chain<M: GuestMemory + ?Sized>(
+        config: &QueueConfig,
+        view: &RingView<'_, M>,
+        chain: &mut DescriptorChain,
+        mut descriptor: impl FnMut(u16) -> Result<PackedDescriptor, ChainError>,
+    ) -> Result<(), ChainError> {
+        let size = config.size;
         let mut builder = ChainBuilder::new(std::mem::take(&mut chain.segments));
-        let mut position = self.next_avail;
         let mut slots = 0u16;
         let id = loop {
-            let raw = view.read_ring_desc(layout::desc(&self.config, position.index))?;
-            let desc = raw.packed();
+            let desc = descriptor(slots)?;
             slots += 1;
             let flags = desc.flags.get();
             let has_next = flags & VIRTQ_DESC_F_NEXT != 0;
             if flags & VIRTQ_DESC_F_INDIRECT != 0 {
-                let rules = IndirectRules::in_ring(&self.config, has_next);
+                let rules = IndirectRules::in_ring(config, has_next);
                 let (table, entries) =
                     indirect_table(view, rules, desc.addr.get(), desc.len.get())?;
                 Self::walk_indirect(view, &mut builder, &table, entries)?;
@@ -119,10 +134,33 @@ impl PackedQueue {
                     limit: u32::from(size),
                 });
             }
-            position = position.advance(1, size);
         };
         *chain = builder.finish(id, slots);
         Ok(())
+    }
+
+    /// Rebuilds a chain from copies of its ring descriptors, in ring order, with the checks of
+    /// taking it from the ring (indirect tables are read from guest memory again): how a
+    /// backend recovers a chain it recorded before a crash, when the ring slots may already
+    /// hold used descriptors. The last copy must end the chain (no NEXT).
+    pub fn chain_from_descriptors<M: GuestMemory + ?Sized>(
+        config: &QueueConfig,
+        mem: &M,
+        descriptors: &[PackedDescriptor],
+    ) -> Result<DescriptorChain, ChainError> {
+        let view = RingView::new(mem, config);
+        let mut chain = DescriptorChain::default();
+        let limit = u32::try_from(descriptors.len()).unwrap_or(u32::MAX);
+        Self::build_chain(config, &view, &mut chain, |i| {
+            descriptors
+                .get(usize::from(i))
+                .copied()
+                .ok_or(ChainError::ChainTooLong { limit })
+        })?;
+        if usize::from(chain.ring_slots) != descriptors.len() {
+            return Err(ChainError::ChainTooLong { limit });
+        }
+        Ok(chain)
     }
 
     /// Adds the `entries` descriptors of an indirect table, read in order. Only WRITE counts in

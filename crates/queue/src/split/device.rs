@@ -188,6 +188,20 @@ impl SplitQueue {
         Ok((used_idx, chains))
     }
 
+    /// The chain whose head is descriptor `head`, read from the descriptor table with the
+    /// checks of taking it from the ring: how a backend recovers a chain it recorded as taken
+    /// before a crash (the driver leaves an in-flight chain's descriptors alone until it is used).
+    pub fn chain_at<M: GuestMemory + ?Sized>(
+        config: &QueueConfig,
+        mem: &M,
+        head: u16,
+    ) -> Result<DescriptorChain, ChainError> {
+        let queue = Self::resumed(*config, 0, 0, InflightTracker::default());
+        let mut chain = DescriptorChain::default();
+        queue.parse_chain(&RingView::new(mem, config), head, &mut chain)?;
+        Ok(chain)
+    }
+
     /// Next available-ring index the device will read (seed 001 `last_avail_idx`).
     pub fn next_avail(&self) -> u16 {
         self.next_avail
