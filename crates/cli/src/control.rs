@@ -101,6 +101,10 @@ pub struct GuestProgress {
     pub net_verified: u64,
     /// Pages the dirtier stamped.
     pub pages_stamped: u64,
+    /// VIRTIO_NET_CTRL_ANNOUNCE_ACKs the guest's net driver sent after moves and the device
+    /// accepted (docs/spec-decisions.md §31).
+    #[serde(default)]
+    pub announce_acks: u64,
 }
 
 /// Why a request failed, as QMP's error classes.

@@ -318,6 +318,7 @@ impl Vm {
                 blk_completed: report.blk.map_or(0, |b| b.completed),
                 net_verified: report.net.map_or(0, |n| n.verified),
                 pages_stamped: report.dirtier.stamped,
+                announce_acks: report.announce_acks,
             },
             last_migration: inner.last_migration.clone(),
         }

@@ -9,6 +9,7 @@ use virtio_lm_devices::blk::config::features as bf;
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig};
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
+use virtio_lm_devices::net::Announcer;
 use virtio_lm_devices::{Blk, BlkOptions, HostEntropy, Net, NetOptions, NetStats, Rng};
 use virtio_lm_pci::admin::{OwnerFunction, OwnerOptions};
 use virtio_lm_pci::{PciDriver, VirtioPciFunction};
@@ -28,12 +29,18 @@ pub(crate) const QUEUE_SIZE: u16 = 64;
 /// worker watches besides the kicks and its MSI-X vector count.
 pub(crate) type PendingMember = (Box<dyn VirtioDevice<GuestRam>>, Arc<EventFd>, u16);
 
-/// The devices the options ask for, blk first; and the net device's counters.
+/// The net device's handles that stay with the machine once the device is in its core.
+pub(crate) struct NetHandles {
+    pub(crate) stats: Arc<NetStats>,
+    pub(crate) announcer: Announcer,
+}
+
+/// The devices the options ask for, blk first; and the net device's handles.
 pub(crate) fn devices(
     options: &MachineOptions,
-) -> Result<(Vec<PendingMember>, Option<Arc<NetStats>>), MachineError> {
+) -> Result<(Vec<PendingMember>, Option<NetHandles>), MachineError> {
     let mut pending: Vec<PendingMember> = Vec::new();
-    let mut net_stats = None;
+    let mut net_handles = None;
     if let Some(path) = &options.blk {
         let blk = Blk::open(BlkOptions {
             num_queues: options.queues,
@@ -51,11 +58,14 @@ pub(crate) fn devices(
             ..NetOptions::new(options.mac, endpoints.local, endpoints.remote)
         })
         .map_err(|e| MachineError::Device(e.to_string()))?;
-        net_stats = Some(net.stats());
+        net_handles = Some(NetHandles {
+            stats: net.stats(),
+            announcer: net.announcer(),
+        });
         let wake = net.wake_fd();
         pending.push((Box::new(net), wake, 2 * options.queues + 2));
     }
-    Ok((pending, net_stats))
+    Ok((pending, net_handles))
 }
 
 /// The transport features the guest drivers ask for.
@@ -160,7 +170,12 @@ impl GuestBoot<'_> {
         let (transport, options, layout) = (self.transport, self.options, self.layout);
         let queues = 2 * options.queues + 1;
         let config = NetPciConfig {
-            features: transport | nf::MAC | nf::MQ | nf::CTRL_VQ | nf::MRG_RXBUF,
+            features: transport
+                | nf::MAC
+                | nf::MQ
+                | nf::CTRL_VQ
+                | nf::MRG_RXBUF
+                | nf::GUEST_ANNOUNCE,
             pairs: options.queues,
             queue_size: QUEUE_SIZE,
             rx_buf_len: 2048,

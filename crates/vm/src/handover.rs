@@ -245,7 +245,9 @@ impl Machine {
     }
 
     /// Commit on the destination: every member Active (each re-checks its queues and delivers
-    /// what it owes; a member restored in-band gets DRIVER_OK instead), then the loaded guest's vCPUs start.
+    /// what it owes; a member restored in-band gets DRIVER_OK instead), the net device
+    /// announced (VIRTIO_NET_S_ANNOUNCE and a configuration change, virtio spec 5.1.6.5.4;
+    /// docs/spec-decisions.md §31), then the loaded guest's vCPUs start.
     pub fn activate(&mut self) -> Result<(), MachineError> {
         let Loaded {
             blk,
@@ -262,6 +264,9 @@ impl Machine {
             } else {
                 lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
             }
+        }
+        if let (Some(announcer), Some(function)) = (&self.announcer, &self.net) {
+            announcer.announce(&mut lock(function.core()));
         }
         self.run(blk, net, dirtier)
     }
