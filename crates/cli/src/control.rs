@@ -58,6 +58,9 @@ pub struct MigrateRequest {
     /// Switch over at the timeout instead of cancelling.
     #[serde(default)]
     pub force: Option<bool>,
+    /// Longest wait of one read or write on the migration link, seconds (default 60).
+    #[serde(default)]
+    pub link_timeout_s: Option<u64>,
 }
 
 /// The answer to [`Request::Status`].

@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tracing::{error, info, info_span, warn};
 use virtio_lm_migration::{
-    incoming, migrate, Inflight as EngineInflight, MigrateOptions, MigrationControl,
+    incoming_with_timeout, migrate, Inflight as EngineInflight, MigrateOptions, MigrationControl,
     MigrationReport, MigrationState, Outcome,
 };
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
@@ -28,6 +28,7 @@ use crate::args::{parse_size, parse_tcp, Inflight, Ring};
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
+use crate::migrate::MAX_LINK_TIMEOUT;
 use crate::stall::StallMonitor;
 use crate::UsageError;
 
@@ -82,6 +83,11 @@ pub struct VmArgs {
     /// Wait for an incoming migration on tcp:ADDR (port 0: any, printed).
     #[arg(long, value_name = "tcp:ADDR", value_parser = parse_tcp)]
     pub incoming: Option<SocketAddr>,
+    /// With --incoming: longest wait of one read or write on the migration link, 1 to 86400 s;
+    /// a source that stalls sending nothing fails the incoming migration after this long.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LINK_TIMEOUT))]
+    pub link_timeout: u64,
 }
 
 fn parse_net(text: &str) -> Result<NetEndpoints, String> {
@@ -165,6 +171,7 @@ struct Inner {
 struct Vm {
     role: &'static str,
     options: MachineOptions,
+    link_timeout: Duration,
     control: MigrationControl,
     inner: Mutex<Inner>,
 }
@@ -185,6 +192,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     let vm = Arc::new(Vm {
         role,
         options: options.clone(),
+        link_timeout: Duration::from_secs(args.link_timeout),
         control: MigrationControl::new(),
         inner: Mutex::new(Inner {
             state: VmState::Incoming,
@@ -250,7 +258,8 @@ impl Vm {
             let span = info_span!("incoming", peer = ?stream.peer_addr().ok());
             let _entered = span.enter();
             self.control.reset();
-            match incoming(stream, self.options.clone(), &self.control) {
+            let options = self.options.clone();
+            match incoming_with_timeout(stream, options, &self.control, self.link_timeout) {
                 Ok(done) => {
                     info!(restore_ms = done.report.restore_ms, "guest running here");
                     lock(&self.inner).last_migration = serde_json::to_value(&done.report).ok();
@@ -259,7 +268,11 @@ impl Vm {
                     }
                     return;
                 }
-                Err(e) => warn!("incoming migration discarded: {e}"),
+                Err(e) => {
+                    warn!("incoming migration discarded: {e}");
+                    lock(&self.inner).last_migration =
+                        Some(json!({ "result": format!("failed: {e}") }));
+                }
             }
         }
     }
@@ -355,6 +368,10 @@ impl Vm {
             timeout: request
                 .timeout_s
                 .map_or(defaults.timeout, Duration::from_secs),
+            link_timeout: request
+                .link_timeout_s
+                .filter(|&s| s > 0)
+                .map_or(defaults.link_timeout, Duration::from_secs),
             ..defaults
         };
         self.control.reset();

@@ -12,7 +12,7 @@ mod source;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
-pub use destination::{incoming, Incoming};
+pub use destination::{incoming, incoming_with_timeout, Incoming, LINK_TIMEOUT};
 pub use error::MigrationError;
 pub use fault::{Fault, FaultPoint};
 pub use link::Link;
