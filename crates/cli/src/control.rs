@@ -68,6 +68,9 @@ pub struct MigrateRequest {
     /// Mutual TLS files for this migration (default: the VM's own `--tls-*`, if any).
     #[serde(default)]
     pub tls: Option<TlsArgs>,
+    /// Longest wait of one read or write on the migration link, seconds (default 60).
+    #[serde(default)]
+    pub link_timeout_s: Option<u64>,
 }
 
 /// The answer to [`Request::Status`].
@@ -111,6 +114,10 @@ pub struct GuestProgress {
     pub net_verified: u64,
     /// Pages the dirtier stamped.
     pub pages_stamped: u64,
+    /// VIRTIO_NET_CTRL_ANNOUNCE_ACKs the guest's net driver sent after moves and the device
+    /// accepted (docs/spec-decisions.md §31).
+    #[serde(default)]
+    pub announce_acks: u64,
 }
 
 /// Why a request failed, as QMP's error classes.

@@ -82,7 +82,15 @@ pub struct MigrationFlags {
     /// At the timeout, switch over instead of cancelling.
     #[arg(long)]
     pub force: bool,
+    /// Longest wait of one read or write on the migration link, 1 to 86400 s: a destination
+    /// that stops answering fails the migration after this long.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LINK_TIMEOUT))]
+    pub link_timeout: u64,
 }
+
+/// Largest `--link-timeout`: a day.
+pub const MAX_LINK_TIMEOUT: u64 = 24 * 60 * 60;
 
 impl MigrationFlags {
     /// The control socket request migrating to `to`; a usage error for flags that do not go
@@ -99,6 +107,7 @@ impl MigrationFlags {
             timeout_s: Some(self.timeout),
             force: Some(self.force),
             tls: None,
+            link_timeout_s: Some(self.link_timeout),
         })
     }
 

@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tracing::{error, info, info_span, warn};
 use virtio_lm_migration::{
-    incoming, migrate, Inflight as EngineInflight, MigrateOptions, MigrationControl,
+    incoming_with_timeout, migrate, Inflight as EngineInflight, MigrateOptions, MigrationControl,
     MigrationReport, MigrationState, Outcome, Tls,
 };
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
@@ -28,6 +28,7 @@ use crate::args::{parse_size, parse_tcp, strategy, Inflight, Ring};
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
+use crate::migrate::MAX_LINK_TIMEOUT;
 use crate::tls::TlsArgs;
 use crate::UsageError;
 
@@ -85,6 +86,11 @@ pub struct VmArgs {
     /// Mutual TLS on the migration stream, both roles.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// With --incoming: longest wait of one read or write on the migration link, 1 to 86400 s;
+    /// a source that stalls sending nothing fails the incoming migration after this long.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LINK_TIMEOUT))]
+    pub link_timeout: u64,
 }
 
 fn parse_net(text: &str) -> Result<NetEndpoints, String> {
@@ -183,6 +189,7 @@ struct Vm {
     /// `--tls-*`, loaded: the stream is mutual TLS in both roles.
     tls: Option<Tls>,
     options: MachineOptions,
+    link_timeout: Duration,
     control: MigrationControl,
     inner: Mutex<Inner>,
 }
@@ -208,6 +215,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         role,
         tls,
         options: options.clone(),
+        link_timeout: Duration::from_secs(args.link_timeout),
         control: MigrationControl::new(),
         inner: Mutex::new(Inner {
             state: VmState::Incoming,
@@ -270,9 +278,9 @@ impl Vm {
             let _entered = span.enter();
             self.control.reset();
             let result = match &self.tls {
-                None => incoming(stream, self.options.clone(), &self.control),
+                None => incoming_with_timeout(stream, self.options.clone(), &self.control, self.link_timeout),
                 Some(tls) => match tls.accept(stream, TLS_HANDSHAKE) {
-                    Ok(link) => incoming(link, self.options.clone(), &self.control),
+                    Ok(link) => incoming_with_timeout(link, self.options.clone(), &self.control, self.link_timeout),
                     // A source the CA did not sign gets nothing: not a single section read.
                     Err(e) => {
                         warn!("incoming connection refused: {e}");
@@ -289,7 +297,11 @@ impl Vm {
                     }
                     return;
                 }
-                Err(e) => warn!("incoming migration discarded: {e}"),
+                Err(e) => {
+                    warn!("incoming migration discarded: {e}");
+                    lock(&self.inner).last_migration =
+                        Some(json!({ "result": format!("failed: {e}") }));
+                }
             }
         }
     }
@@ -348,6 +360,7 @@ impl Vm {
                 blk_completed: report.blk.map_or(0, |b| b.completed),
                 net_verified: report.net.map_or(0, |n| n.verified),
                 pages_stamped: report.dirtier.stamped,
+                announce_acks: report.announce_acks,
             },
             last_migration: inner.last_migration.clone(),
         }
@@ -406,6 +419,10 @@ impl Vm {
             timeout: request
                 .timeout_s
                 .map_or(defaults.timeout, Duration::from_secs),
+            link_timeout: request
+                .link_timeout_s
+                .filter(|&s| s > 0)
+                .map_or(defaults.link_timeout, Duration::from_secs),
             ..defaults
         };
         self.control.reset();

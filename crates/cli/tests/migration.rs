@@ -4,14 +4,13 @@
 //! `demo --json` carries every field the issue names; a cancel before Commit leaves the source
 //! running and a second migration succeeds; wrong arguments exit 2, runtime failures 1.
 
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 mod common;
-use common::{binary, temp_path, Proc};
+use common::control::{blk, Control};
+use common::{binary, temp_path, Proc, SMALL_GUEST};
 
 /// The `--json` fields: every field of the engine's report (whose names the migration crate's
 /// tests pin to issue 9) but the timeline's `rounds` and `phases`.
@@ -22,16 +21,6 @@ fn fields() -> Vec<String> {
         .cloned()
         .collect()
 }
-
-/// A small guest so a debug build migrates it quickly.
-const SMALL_GUEST: [&str; 6] = [
-    "--memory",
-    "32M",
-    "--working-set",
-    "8",
-    "--dirty-rate",
-    "10",
-];
 
 /// The demo's run: a [`SMALL_GUEST`] that, on a machine too loaded for the pre-copy to converge
 /// in time, switches over anyway (the verification is what counts).
@@ -93,59 +82,6 @@ fn two_process_migrations_lose_nothing() {
         );
         assert_eq!(report["memory_bytes"], 32u64 << 20);
     }
-}
-
-/// A control socket client speaking the JSON lines.
-struct Control {
-    input: std::io::BufReader<UnixStream>,
-    output: UnixStream,
-}
-
-impl Control {
-    fn connect(path: &Path) -> Self {
-        use std::io::BufRead;
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut c = Self {
-            output: stream.try_clone().unwrap(),
-            input: std::io::BufReader::new(stream),
-        };
-        let mut greeting = String::new();
-        c.input.read_line(&mut greeting).unwrap();
-        assert!(greeting.contains("virtio-lm"), "{greeting}");
-        c
-    }
-
-    fn execute(&mut self, request: Value) -> Value {
-        use std::io::{BufRead, Write};
-        writeln!(self.output, "{request}").unwrap();
-        let mut line = String::new();
-        self.input.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
-    }
-
-    fn status(&mut self) -> Value {
-        self.execute(json!({"execute": "status"}))["return"].take()
-    }
-
-    /// Polls `status` until `done` holds (60 s at most).
-    fn wait(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status();
-            if done(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "waited for {what}: {s:#}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn blk(status: &Value) -> u64 {
-    status["guest"]["blk_completed"].as_u64().unwrap()
 }
 
 /// A cancel before Commit returns the source to running (its guest goes on), the destination

@@ -63,9 +63,9 @@ pub use config::{
     DeviceConfig, MemoryRegion, VmConfig, MAX_DEVICES, MAX_DEVICE_CONFIG, MAX_REGIONS,
 };
 pub use engine::{
-    incoming, migrate, vm_config, DestinationReport, Incoming, Inflight, Link, MigrateOptions,
-    MigrationControl, MigrationError, MigrationReport, MigrationState, Outcome, PhaseSpan,
-    Progress, RoundStats, Strategy, Tls, TlsFiles, TlsLink,
+    incoming, incoming_with_timeout, migrate, vm_config, DestinationReport, Incoming, Inflight,
+    Link, MigrateOptions, MigrationControl, MigrationError, MigrationReport, MigrationState,
+    Outcome, PhaseSpan, Progress, RoundStats, Strategy, Tls, TlsFiles, TlsLink, LINK_TIMEOUT,
 };
 pub use engine::{Fault, FaultPoint};
 pub use error::{Position, StreamError, WriteError};

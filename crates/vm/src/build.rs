@@ -10,6 +10,7 @@ use virtio_lm_devices::blk::config::features as bf;
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig};
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
+use virtio_lm_devices::net::Announcer;
 use virtio_lm_devices::{Blk, BlkOptions, HostEntropy, Net, NetOptions, NetStats, Rng};
 use virtio_lm_pci::admin::{OwnerFunction, OwnerOptions};
 use virtio_lm_pci::{PciDriver, VirtioPciFunction};
@@ -38,6 +39,8 @@ pub(crate) struct NetHandles {
     pub(crate) shadow: Arc<CtrlShadow>,
     /// Its tunnel's bound address.
     pub(crate) local: SocketAddr,
+    /// Announces the device on the destination at Commit.
+    pub(crate) announcer: Announcer,
 }
 
 /// The devices the options ask for, blk first; and what the machine keeps of the net device.
@@ -69,6 +72,7 @@ pub(crate) fn devices(
             stats: net.stats(),
             shadow,
             local: net.local_addr(),
+            announcer: net.announcer(),
         });
         let wake = net.wake_fd();
         pending.push((Box::new(net), wake, 2 * options.queues + 2));
@@ -180,14 +184,16 @@ impl GuestBoot<'_> {
         let queues = 2 * options.queues + 1;
         let config = NetPciConfig {
             // CTRL_RX and CTRL_VLAN: the guest may program the receive filter (the status
-            // strategy replays it, spec-decisions §21).
+            // strategy replays it, spec-decisions §21); GUEST_ANNOUNCE: it answers the
+            // destination's announcement (spec-decisions §31).
             features: transport
                 | nf::MAC
                 | nf::MQ
                 | nf::CTRL_VQ
                 | nf::MRG_RXBUF
                 | nf::CTRL_RX
-                | nf::CTRL_VLAN,
+                | nf::CTRL_VLAN
+                | nf::GUEST_ANNOUNCE,
             pairs: options.queues,
             queue_size: QUEUE_SIZE,
             rx_buf_len: 2048,

@@ -245,7 +245,9 @@ impl Machine {
     }
 
     /// Commit on the destination: every member Active (each re-checks its queues and delivers
-    /// what it owes; a member restored in-band gets DRIVER_OK instead), then the loaded guest's vCPUs start.
+    /// what it owes; a member restored in-band gets DRIVER_OK instead), the net device
+    /// announced (VIRTIO_NET_S_ANNOUNCE and a configuration change, virtio spec 5.1.6.5.4;
+    /// docs/spec-decisions.md §31), then the loaded guest's vCPUs start.
     pub fn activate(&mut self) -> Result<(), MachineError> {
         let Loaded {
             blk,
@@ -264,6 +266,9 @@ impl Machine {
             } else {
                 lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
             }
+        }
+        if let (Some(handles), Some(function)) = (&self.net_handles, &self.net) {
+            handles.announcer.announce(&mut lock(function.core()));
         }
         self.run(blk, net, dirtier)
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use virtio_lm_device::Worker;
 use virtio_lm_devices::blk::workload::BlkReport;
 use virtio_lm_devices::net::workload::NetReport;
+use virtio_lm_devices::net::Announcer;
 use virtio_lm_devices::NetStats;
 use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction};
 use virtio_lm_pci::{KickMode, PciError, VirtioPciFunction};
@@ -26,7 +27,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::build;
 use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::{Dirtier, DirtierState};
-use crate::guest::net::NetGuest;
+use crate::guest::net::{self, NetGuest};
 use crate::guest::{self, lock, VcpuState};
 use crate::memory::{GuestRam, MemoryError, VmMemory};
 use crate::options::{GuestLayout, MachineOptions, OptionsError, MIB};
@@ -91,6 +92,9 @@ pub struct MachineReport {
     /// The longest gap between two completed requests either workload saw, microseconds
     /// (across migrations: the clock travels in the vCPU state).
     pub stall_us: u64,
+    /// VIRTIO_NET_CTRL_ANNOUNCE_ACKs the guest's net driver sent and the device accepted
+    /// (across migrations, as the stall clock).
+    pub announce_acks: u64,
 }
 
 /// The guest's vCPUs.
@@ -105,6 +109,10 @@ impl Guest {
         let blk = self.blk.as_ref().map_or(0, |g| lock(g).stall().longest_ns);
         let net = self.net.as_ref().map_or(0, |g| lock(g).stall().longest_ns);
         blk.max(net) / 1000
+    }
+
+    fn announce_acks(&self) -> u64 {
+        self.net.as_ref().map_or(0, |g| lock(g).announce_acks())
     }
 }
 
@@ -162,7 +170,10 @@ impl Machine {
             None => None,
         };
         let net = match &machine.net {
-            Some(f) => Some(NetGuest::new(boot.net_driver(f)?)),
+            Some(f) => Some(NetGuest::new(
+                boot.net_driver(f)?,
+                net::config_vector(f).map_err(MachineError::Driver)?,
+            )),
             None => None,
         };
         let dirtier = Dirtier::new(
@@ -353,6 +364,7 @@ impl Machine {
             net: guest.net.as_ref().map(|g| lock(g).report()),
             dirtier: lock(&guest.dirtier).state(),
             stall_us: guest.stall_us(),
+            announce_acks: guest.announce_acks(),
         }
     }
 
@@ -435,6 +447,7 @@ impl Machine {
             net,
             dirtier: dirtier.state(),
             stall_us: guest.stall_us(),
+            announce_acks: guest.announce_acks(),
         })
     }
 }

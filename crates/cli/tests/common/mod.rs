@@ -4,6 +4,18 @@
 
 use std::process::Output;
 
+pub mod control;
+
+/// A small guest so a debug build migrates it quickly.
+pub const SMALL_GUEST: [&str; 6] = [
+    "--memory",
+    "32M",
+    "--working-set",
+    "8",
+    "--dirty-rate",
+    "10",
+];
+
 /// The run succeeded and its standard output mentions every one of `needles`.
 pub fn assert_stdout_mentions(out: Output, needles: &[&str]) {
     assert!(
@@ -39,8 +51,24 @@ pub struct Proc {
 impl Proc {
     /// Starts the binary with `args` (stderr to `log`).
     pub fn spawn(args: &[&str], log: &std::path::Path) -> Self {
+        Self::spawn_command(binary(), args, log)
+    }
+
+    /// Starts the binary with `args` inside the network namespace `netns` (`ip netns exec`,
+    /// which execs the binary: the child is the binary itself).
+    pub fn spawn_in(netns: &str, args: &[&str], log: &std::path::Path) -> Self {
+        let mut command = std::process::Command::new("ip");
+        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_virtio-lm")]);
+        Self::spawn_command(command, args, log)
+    }
+
+    fn spawn_command(
+        mut command: std::process::Command,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = binary()
+        let mut child = command
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

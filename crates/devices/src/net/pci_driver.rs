@@ -25,7 +25,8 @@ mod state;
 
 pub use state::NetPciDriverState;
 
-use super::config::features as nf;
+use super::announce::rarp_frame;
+use super::config::{ctrl, features as nf, offset, status};
 use super::driver::{NetDriver, NetDriverConfig, NetDriverError};
 use super::workload::NetWorkload;
 
@@ -85,6 +86,11 @@ pub struct NetPciDriver<M: GuestMemory> {
     epoll: Epoll,
     irqs: Vec<Arc<EventFd>>,
     next_stream: u16,
+    /// Frames on the transmit queues that are not the workload's (announcements): their
+    /// completions are not counted as the workload's.
+    untracked_tx: u64,
+    /// ANNOUNCE_ACKs the device accepted.
+    announce_acks: u64,
 }
 
 impl<M: GuestMemory> NetPciDriver<M> {
@@ -136,6 +142,8 @@ impl<M: GuestMemory> NetPciDriver<M> {
             epoll,
             irqs,
             next_stream: 0,
+            untracked_tx: 0,
+            announce_acks: 0,
         };
         driver.refill()?;
         Ok(driver)
@@ -254,12 +262,53 @@ impl<M: GuestMemory> NetPciDriver<M> {
         Ok(sent)
     }
 
+    /// The device's `status`.
+    pub fn status(&self) -> u16 {
+        let mut status = [0u8; 2];
+        self.pci.read_config(offset::STATUS as u64, &mut status);
+        u16::from_le_bytes(status)
+    }
+
+    /// ANNOUNCE_ACKs the device accepted so far (this driver and the ones it continues).
+    pub fn announce_acks(&self) -> u64 {
+        self.announce_acks
+    }
+
+    /// The driver's part of a configuration change (call it when the configuration vector
+    /// fires): if VIRTIO_NET_F_GUEST_ANNOUNCE was negotiated and `status` shows
+    /// VIRTIO_NET_S_ANNOUNCE, the driver announces itself with a gratuitous RARP from its
+    /// MAC address on pair 0 and acknowledges with VIRTIO_NET_CTRL_ANNOUNCE_ACK (virtio spec
+    /// 5.1.6.5.4), which clears the bit. Returns whether it acknowledged; the ack waits up to
+    /// `timeout`.
+    pub fn on_config_change(&mut self, timeout: Duration) -> Result<bool, NetPciError> {
+        let wanted = nf::GUEST_ANNOUNCE | nf::CTRL_VQ;
+        if self.pci.features() & wanted != wanted || self.status() & status::ANNOUNCE == 0 {
+            return Ok(false);
+        }
+        let mem = self.pci.mem().clone();
+        // A full transmit queue only skips the gratuitous frame: the device sent its own.
+        if self.net.send(&*mem, 0, &rarp_frame(&self.mac()))?.is_some() {
+            self.untracked_tx += 1;
+            let queue = NetDriver::tx_queue(0);
+            if self.net.should_kick(&*mem, queue)? {
+                self.pci.notify(queue)?;
+            }
+        }
+        let ack = self.command(ctrl::CLASS_ANNOUNCE, ctrl::ANNOUNCE_ACK, &[], timeout)?;
+        if ack == ctrl::OK {
+            self.announce_acks += 1;
+        }
+        Ok(ack == ctrl::OK)
+    }
+
     /// Collects transmit completions and received frames into `w` and reposts buffers.
     pub fn collect(&mut self, w: &mut NetWorkload) -> Result<(), NetPciError> {
         let mem = self.pci.mem().clone();
         for pair in 0..self.pairs() {
-            let n = self.net.collect_tx(&*mem, pair)?;
-            w.tx_completed(n as u64);
+            let n = self.net.collect_tx(&*mem, pair)? as u64;
+            let untracked = n.min(self.untracked_tx);
+            self.untracked_tx -= untracked;
+            w.tx_completed(n - untracked);
             for frame in self.net.collect_rx(&*mem, pair)? {
                 w.receive(&frame, pair);
             }

@@ -42,9 +42,22 @@ pub fn incoming<L: Link>(
     options: MachineOptions,
     control: &MigrationControl,
 ) -> Result<Incoming, MigrationError> {
+    incoming_with_timeout(link, options, control, LINK_TIMEOUT)
+}
+
+/// As [`incoming`], with every read and write on `link` bounded by `link_timeout` instead of
+/// [`LINK_TIMEOUT`] (`vm --incoming --link-timeout`): a source that stalls sending no bytes
+/// fails the migration at the first read that waits this long (a zero timeout is taken as
+/// one second: the socket refuses zero).
+pub fn incoming_with_timeout<L: Link>(
+    link: L,
+    options: MachineOptions,
+    control: &MigrationControl,
+    link_timeout: std::time::Duration,
+) -> Result<Incoming, MigrationError> {
     let span = info_span!("migration.destination", peer = %link.peer());
     let _enter = span.enter();
-    let timeout = options_timeout();
+    let timeout = link_timeout.max(std::time::Duration::from_secs(1));
     link.set_timeouts(Some(timeout))?;
     link.low_latency()?;
     let mut wire = Wire::new(link, None);
@@ -86,11 +99,10 @@ pub fn incoming<L: Link>(
     }
 }
 
-/// Longest wait for the next section: the source may spend a while between two (a long
-/// pre-copy round is many sections, but the stop can take the vCPU pause timeout).
-fn options_timeout() -> std::time::Duration {
-    std::time::Duration::from_secs(60)
-}
+/// The destination's default longest wait for the next byte: the source may spend a while
+/// between two sections (a long pre-copy round is many sections, but the stop can take the
+/// vCPU pause timeout).
+pub const LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Destination<'a> {
     control: &'a MigrationControl,

@@ -13,7 +13,7 @@ mod tls;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};
-pub use destination::{incoming, Incoming};
+pub use destination::{incoming, incoming_with_timeout, Incoming, LINK_TIMEOUT};
 pub use error::MigrationError;
 pub use fault::{Fault, FaultPoint};
 pub use link::Link;

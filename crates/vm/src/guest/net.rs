@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use virtio_lm_devices::net::pci_driver::{NetPciDriver, NetPciDriverState};
 use virtio_lm_devices::net::workload::{NetReport, NetWorkload};
 use virtio_lm_pci::VirtioPciFunction;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{queue_vectors, StallClock, Vcpu};
 use crate::machine::PROFILE;
@@ -35,9 +36,24 @@ pub const WINDOW: u64 = 16;
 /// in steps, not time, so a paused guest gives nothing up.
 pub const STALL_STEPS: u32 = 200;
 
+/// How long the driver waits for the device to answer an ANNOUNCE_ACK.
+const ANNOUNCE_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The eventfd of `function`'s configuration vector (MSI-X vector 0, where the drivers route
+/// configuration changes).
+pub fn config_vector(function: &VirtioPciFunction<GuestRam>) -> Result<Arc<EventFd>, String> {
+    function
+        .interrupts()
+        .vector_eventfd(0)
+        .cloned()
+        .ok_or_else(|| "MSI-X vector 0 missing".to_string())
+}
+
 /// The net vCPU's state: its driver and its workload.
 pub struct NetGuest {
     driver: NetPciDriver<GuestRam>,
+    /// The configuration vector's eventfd (MSI-X vector 0).
+    config_irq: Arc<EventFd>,
     workload: NetWorkload,
     /// Echoes verified at the last progress, and steps since.
     progress: (u64, u32),
@@ -46,10 +62,11 @@ pub struct NetGuest {
 
 impl NetGuest {
     /// A guest running a fresh workload over the device behind `driver`.
-    pub fn new(driver: NetPciDriver<GuestRam>) -> Self {
+    pub fn new(driver: NetPciDriver<GuestRam>, config_irq: Arc<EventFd>) -> Self {
         let workload = NetWorkload::new(driver.mac());
         Self {
             driver,
+            config_irq,
             workload,
             progress: (0, 0),
             stall: StallClock::default(),
@@ -79,6 +96,7 @@ impl NetGuest {
                 .map_err(|e| e.to_string())?;
         Ok(Self {
             driver,
+            config_irq: config_vector(function)?,
             workload,
             progress: state.progress,
             stall: state.stall,
@@ -96,6 +114,11 @@ impl NetGuest {
         self.driver
             .command(class, cmd, data, Duration::from_secs(60))
             .map_err(|e| e.to_string())
+    }
+
+    /// ANNOUNCE_ACKs the driver sent and the device accepted.
+    pub fn announce_acks(&self) -> u64 {
+        self.driver.announce_acks()
     }
 
     /// The workload's counters.
@@ -130,6 +153,12 @@ impl NetGuest {
 
 impl Vcpu for NetGuest {
     fn step(&mut self) -> Result<(), String> {
+        // A configuration change (the announcement after a move): the eventfd is non-blocking.
+        if self.config_irq.read().is_ok() {
+            self.driver
+                .on_config_change(ANNOUNCE_ACK_TIMEOUT)
+                .map_err(|e| e.to_string())?;
+        }
         self.driver
             .step(&mut self.workload, WINDOW)
             .map_err(|e| e.to_string())?;

@@ -22,6 +22,10 @@ pub struct NetPciDriverState {
     pub net: NetDriver,
     /// The pair the next frame goes out on.
     pub next_stream: u16,
+    /// Announcement frames whose transmit completion is not collected yet.
+    pub untracked_tx: u64,
+    /// ANNOUNCE_ACKs the device accepted.
+    pub announce_acks: u64,
 }
 
 impl<M: GuestMemory> NetPciDriver<M> {
@@ -31,6 +35,8 @@ impl<M: GuestMemory> NetPciDriver<M> {
             pci: self.pci.driver_state(),
             net: self.net.clone(),
             next_stream: self.next_stream,
+            untracked_tx: self.untracked_tx,
+            announce_acks: self.announce_acks,
         }
     }
 
@@ -52,6 +58,8 @@ impl<M: GuestMemory> NetPciDriver<M> {
             epoll: interrupt_epoll(&irqs)?,
             irqs,
             next_stream: state.next_stream,
+            untracked_tx: state.untracked_tx,
+            announce_acks: state.announce_acks,
         })
     }
 }
