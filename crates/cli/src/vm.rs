@@ -278,9 +278,19 @@ impl Vm {
             let _entered = span.enter();
             self.control.reset();
             let result = match &self.tls {
-                None => incoming_with_timeout(stream, self.options.clone(), &self.control, self.link_timeout),
+                None => incoming_with_timeout(
+                    stream,
+                    self.options.clone(),
+                    &self.control,
+                    self.link_timeout,
+                ),
                 Some(tls) => match tls.accept(stream, TLS_HANDSHAKE) {
-                    Ok(link) => incoming_with_timeout(link, self.options.clone(), &self.control, self.link_timeout),
+                    Ok(link) => incoming_with_timeout(
+                        link,
+                        self.options.clone(),
+                        &self.control,
+                        self.link_timeout,
+                    ),
                     // A source the CA did not sign gets nothing: not a single section read.
                     Err(e) => {
                         warn!("incoming connection refused: {e}");
@@ -423,7 +433,6 @@ impl Vm {
                 .link_timeout_s
                 .filter(|&s| s > 0)
                 .map_or(defaults.link_timeout, Duration::from_secs),
-            ..defaults
         };
         self.control.reset();
         inner.state = VmState::Migrating;

@@ -16,7 +16,6 @@ use std::time::Duration;
 use virtio_lm_device::Worker;
 use virtio_lm_devices::blk::workload::BlkReport;
 use virtio_lm_devices::net::workload::NetReport;
-use virtio_lm_devices::net::Announcer;
 use virtio_lm_devices::NetStats;
 use virtio_lm_pci::admin::{AdminClient, AdminClientConfig, OwnerFunction};
 use virtio_lm_pci::{KickMode, PciError, VirtioPciFunction};
