@@ -13,8 +13,8 @@ use std::time::Duration;
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl};
-use virtio_lm_vm::testing::{image, localhost, run_for};
-use virtio_lm_vm::{Machine, MachineOptions, NetEndpoints, RingFormat, MIB};
+use virtio_lm_vm::testing::{self, image, localhost, run_for};
+use virtio_lm_vm::{Machine, MachineOptions, RingFormat, MIB};
 
 const HOPS: u32 = 50;
 
@@ -34,19 +34,13 @@ fn hop_around(ring: RingFormat, seed: u64) {
     let tag = format!("{ring:?}");
     let image = image("mig-random", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
+    // The rig's blk-and-net machine, smaller and with a lighter dirtier: 50 hops per format.
     let options = MachineOptions {
         memory: 17 * MIB,
-        blk: Some(image.path().to_path_buf()),
-        net: Some(NetEndpoints {
-            local: localhost(),
-            remote: echo.addr(),
-        }),
-        ring,
-        queues: 2,
         dirty_rate_mib: 8,
         working_set_mib: 1,
         seed,
-        ..MachineOptions::default()
+        ..testing::options(&image, &echo, ring, 2)
     };
     let mut rng = Rng(seed | 1);
     let mut machine = Machine::start(options.clone()).unwrap();

@@ -122,21 +122,17 @@ fn read_whole(client: &mut AdminClient<Mem>, member: u64) -> Vec<u8> {
     client.dev_ctx_read_all(member, 64).unwrap()
 }
 
-/// Seed 004 scenario, drain (the default): "the device MUST finish all the outstanding PCI
-/// transactions before completing the command VIRTIO_ADMIN_CMD_DEV_MODE_SET", the context read
-/// in 8-byte pieces ("The driver SHOULD read the complete device context using one or multiple
-/// VIRTIO_ADMIN_CMD_DEV_CTX_READ commands"), written in 24-byte pieces in Freeze ("the driver
-/// MUST write a complete device context using one or multiple VIRTIO_ADMIN_CMD_DEV_CTX_WRITE
-/// commands"), then Freeze → Active: the guest continues, every buffer used exactly once.
-#[test]
-fn member_moves_to_another_owner_drained() {
-    migrate_member_2(QuiesceMode::Drain);
-}
+virtio_lm_device::test_cases! { migrate_member_2:
+    /// Seed 004 scenario, drain (the default): "the device MUST finish all the outstanding PCI
+    /// transactions before completing the command VIRTIO_ADMIN_CMD_DEV_MODE_SET", the context read
+    /// in 8-byte pieces ("The driver SHOULD read the complete device context using one or multiple
+    /// VIRTIO_ADMIN_CMD_DEV_CTX_READ commands"), written in 24-byte pieces in Freeze ("the driver
+    /// MUST write a complete device context using one or multiple VIRTIO_ADMIN_CMD_DEV_CTX_WRITE
+    /// commands"), then Freeze → Active: the guest continues, every buffer used exactly once.
+    fn member_moves_to_another_owner_drained(QuiesceMode::Drain);
 
-/// Seed 004 scenario with requests in flight (spec-decisions §3: "the device may stop without
-/// draining by reporting the heads it has taken but not used (VQ_INFLIGHT); the destination
-/// processes each exactly once").
-#[test]
-fn member_moves_to_another_owner_with_requests_in_flight() {
-    migrate_member_2(QuiesceMode::RecordInflight);
+    /// Seed 004 scenario with requests in flight (spec-decisions §3: "the device may stop without
+    /// draining by reporting the heads it has taken but not used (VQ_INFLIGHT); the destination
+    /// processes each exactly once").
+    fn member_moves_to_another_owner_with_requests_in_flight(QuiesceMode::RecordInflight);
 }

@@ -113,7 +113,7 @@ impl<M: vm_memory::GuestMemory + ?Sized> VirtioDevice<M> for SlowReset {
     }
 
     fn config_len(&self) -> usize {
-        0
+        VirtioDevice::<M>::config_len(&self.inner)
     }
 
     fn process_queue(
@@ -121,7 +121,7 @@ impl<M: vm_memory::GuestMemory + ?Sized> VirtioDevice<M> for SlowReset {
         index: u16,
         queue: &mut QueueAccess<'_, M>,
     ) -> Result<(), DeviceError> {
-        self.inner.process_queue(index, queue)
+        VirtioDevice::<M>::process_queue(&mut self.inner, index, queue)
     }
 
     fn reset(&mut self) {

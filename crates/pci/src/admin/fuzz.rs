@@ -19,9 +19,9 @@ type Mem = GuestMemoryMmap<()>;
 
 /// Commands run per input, and the largest writable part used.
 const MAX_COMMANDS: usize = 64;
-const MAX_WRITABLE: usize = 4096;
+pub(super) const MAX_WRITABLE: usize = 4096;
 
-fn memory() -> Option<Arc<Mem>> {
+pub(super) fn memory() -> Option<Arc<Mem>> {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)])
         .ok()
         .map(Arc::new)
@@ -55,18 +55,7 @@ fn fuzz_owner() -> Option<OwnerFunction<Mem>> {
     .ok()?;
     owner.set_num_vfs(3).ok()?;
     owner.set_vf_enable(true).ok()?;
-    for member in [1u16, 2] {
-        let function = owner.member(member)?;
-        let mem = function.core().lock().ok()?.mem().clone();
-        let mut driver = PciDriver::new(function, mem, Profile::Seeds).ok()?;
-        let features = Profile::Seeds.feature_set(&[Feature::Version1]).ok()?;
-        driver
-            .init(features, &[QueueSetup::new(0, 8, 0x1000)])
-            .ok()?;
-        driver
-            .submit(0, &[virtio_lm_queue::BufferSpec::writable(0x8000, 16)])
-            .ok()?;
-    }
+    start_members(&owner, Profile::Seeds)?;
     let all = super::dispatch::SRIOV_SUPPORTED;
     owner.execute_direct(&command(opcode::LIST_USE, 0, all.as_bytes()), 8);
     let freeze = DevModeData::new(DevMode::Freeze);
@@ -102,7 +91,22 @@ pub fn fuzz_template_context() -> Vec<u8> {
 /// When an invariant breaks: that is the finding.
 #[doc(hidden)]
 pub fn fuzz_admin_command(data: &[u8]) {
-    let Some(owner) = fuzz_owner() else {
+    run_commands(fuzz_owner(), data, &NO_SIDE_EFFECT);
+}
+
+/// The statuses of a refused command, which must leave the device as it was.
+pub(super) const NO_SIDE_EFFECT: [u16; 4] = [
+    status::EINVAL,
+    status::EAGAIN,
+    status::ENOMEM,
+    status::EBUSY,
+];
+
+/// Runs the commands of `data` (see [`fuzz_admin_command`]) against `owner` (nothing without
+/// one), checking each one's written part, and that a command answered with a status in
+/// `no_side_effect` changed nothing (the owner's fingerprint).
+pub(super) fn run_commands(owner: Option<OwnerFunction<Mem>>, data: &[u8], no_side_effect: &[u16]) {
+    let Some(owner) = owner else {
         return;
     };
     let mut rest = data;
@@ -128,12 +132,6 @@ pub fn fuzz_admin_command(data: &[u8]) {
             continue;
         }
         let result = AdminResult::decode(&written);
-        let no_side_effect = [
-            status::EINVAL,
-            status::EAGAIN,
-            status::ENOMEM,
-            status::EBUSY,
-        ];
         if no_side_effect.contains(&result.status) {
             assert_eq!(
                 before,
@@ -143,4 +141,22 @@ pub fn fuzz_admin_command(data: &[u8]) {
             );
         }
     }
+}
+
+/// Members 1 and 2 of `owner` initialised by a `profile` driver with one queue of 8, each with
+/// one buffer submitted.
+pub(super) fn start_members(owner: &OwnerFunction<Mem>, profile: Profile) -> Option<()> {
+    for member in [1u16, 2] {
+        let function = owner.member(member)?;
+        let mem = function.core().lock().ok()?.mem().clone();
+        let mut driver = PciDriver::new(function, mem, profile).ok()?;
+        let features = profile.feature_set(&[Feature::Version1]).ok()?;
+        driver
+            .init(features, &[QueueSetup::new(0, 8, 0x1000)])
+            .ok()?;
+        driver
+            .submit(0, &[virtio_lm_queue::BufferSpec::writable(0x8000, 16)])
+            .ok()?;
+    }
+    Some(())
 }

@@ -39,12 +39,12 @@ const PACKED_ENTRY: usize = 32;
 const PACKED_HEADER: usize = 32;
 /// Queue regions are laid out back to back, each aligned to 64 bytes.
 const QUEUE_ALIGN: usize = 64;
+/// The region version this backend writes; 0 means never written.
+const VERSION: u16 = 1;
 /// Largest ring the region accepts (the virtio maximum).
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 /// Most queue regions one area holds.
 pub const MAX_QUEUES: u16 = 64;
-/// The region version this backend writes; 0 means never written.
-const VERSION: u16 = 1;
 
 /// Why an in-flight area or queue region was refused.
 #[derive(Debug, thiserror::Error)]
