@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 mod common;
 use common::control::{blk, Control};
-use common::{binary, temp_path, Proc, SMALL_GUEST};
+use common::{
+    assert_usage_errors, binary, disk_image, json_output, temp_path, vm_args, Proc, SMALL_GUEST,
+};
 
 /// The `--json` fields: every field of the engine's report (whose names the migration crate's
 /// tests pin to issue 9) but the timeline's `rounds` and `phases`.
@@ -90,11 +92,7 @@ fn two_process_migrations_lose_nothing() {
 fn cancel_before_commit_then_migrate_again() {
     let dir = temp_path("cancel");
     std::fs::create_dir_all(&dir).unwrap();
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
+    let image = disk_image(&dir);
     let echo = Proc::spawn(
         &["net-echo", "--listen", "127.0.0.1:0"],
         &dir.join("echo.log"),
@@ -102,18 +100,7 @@ fn cancel_before_commit_then_migrate_again() {
     let echo_addr = echo.wait_line("net-echo: listening on ");
     let net = format!("127.0.0.1:0,{echo_addr}");
     let vm = |control: &Path, extra: &[&str], log: &str| {
-        let mut args = vec![
-            "vm",
-            "--control",
-            control.to_str().unwrap(),
-            "--blk",
-            image.to_str().unwrap(),
-            "--net",
-            &net,
-        ];
-        args.extend_from_slice(&SMALL_GUEST);
-        args.extend_from_slice(extra);
-        Proc::spawn(&args, &dir.join(log))
+        Proc::spawn(&vm_args(control, &image, &net, extra), &dir.join(log))
     };
     let (src_sock, dst_sock) = (dir.join("src.sock"), dir.join("dst.sock"));
     let dst = vm(&dst_sock, &["--incoming", "tcp:127.0.0.1:0"], "dst.log");
@@ -163,13 +150,7 @@ fn cancel_before_commit_then_migrate_again() {
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = json_output(out, "migrate");
     assert_eq!(
         (&report["result"], &report["inflight"]),
         (&json!("ok"), &json!("transfer"))
@@ -183,14 +164,7 @@ fn cancel_before_commit_then_migrate_again() {
     dst_control.wait("the guest to go on at the destination", |s| {
         blk(s) > at_commit
     });
-    let end = dst_control.execute(json!({"execute": "quit"}))["return"].take();
-    let v = &end["verification"];
-    assert_eq!(
-        (&v["lost"], &v["duplicated"], &v["corrupted"]),
-        (&json!(0), &json!(0), &json!(0)),
-        "{end:#}"
-    );
-    assert!(v["requests_verified"].as_u64().unwrap() > 0);
+    dst_control.quit_verified();
     control.execute(json!({"execute": "quit"}));
     drop((src, dst, echo));
     let _ = std::fs::remove_dir_all(&dir);
@@ -212,12 +186,7 @@ fn usage_errors_exit_2_runtime_errors_exit_1() {
             "--blk",
         ),
     ];
-    for (args, needle) in cases {
-        let out = binary().args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    }
+    assert_usage_errors(&cases);
     let out = binary()
         .args(["migrate", "--control", sock, "--to", "tcp:127.0.0.1:1"])
         .output()

@@ -3,10 +3,8 @@
 //! after the guest ran on there (0 lost, 0 duplicated, 0 corrupted); and the flag combinations
 //! the strategy cannot honour refused as usage errors before anything starts.
 
-use serde_json::Value;
-
 mod common;
-use common::binary;
+use common::{assert_usage_errors, binary, json_output};
 
 /// Issue 10: "Two-process migrations with both status bits × split and packed: 0 lost, 0
 /// duplicated, 0 corrupted" — seed 000 (DEVICE_STOPPED) and seed 003 (SUSPEND) stops, seed 001
@@ -33,14 +31,7 @@ fn two_process_status_migrations_lose_nothing() {
             .args(["--dirty-rate", "10", "--force", "--run-ms", "300"])
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{ring} {bit}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value =
-            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        let report = json_output(out, &format!("{ring} {bit}"));
         assert_eq!(report["result"], "ok", "{report:#}");
         assert_eq!(report["strategy"], format!("status-{bit}"), "{report:#}");
         assert_eq!(report["ring"], ring);
@@ -82,10 +73,5 @@ fn status_flags_that_cannot_work_are_usage_errors() {
             "no in-band path for in-flight chains",
         ),
     ];
-    for (args, needle) in cases {
-        let out = binary().args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    }
+    assert_usage_errors(&cases);
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 mod common;
 use common::control::{blk, Control};
-use common::{binary, temp_path, Proc, SMALL_GUEST};
+use common::{binary, disk_image, json_output, temp_path, vm_args, Proc};
 
 /// Host A's and host B's addresses on the veth.
 const HOST_A: &str = "10.213.0.1";
@@ -84,11 +84,7 @@ fn migrate_between_two_network_namespaces_and_announce() {
     let dir = temp_path("two-hosts");
     std::fs::create_dir_all(&dir).unwrap();
     let hosts = Hosts::new();
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
+    let image = disk_image(&dir);
     let echo = Proc::spawn_in(
         &hosts.a,
         &["net-echo", "--listen", &format!("{HOST_A}:0")],
@@ -97,18 +93,7 @@ fn migrate_between_two_network_namespaces_and_announce() {
     let echo_addr = echo.wait_line("net-echo: listening on ");
     let vm = |ns: &str, local: &str, control: &std::path::Path, extra: &[&str], log: &str| {
         let net = format!("{local}:0,{echo_addr}");
-        let mut args = vec![
-            "vm",
-            "--control",
-            control.to_str().unwrap(),
-            "--blk",
-            image.to_str().unwrap(),
-            "--net",
-            &net,
-        ];
-        args.extend_from_slice(&SMALL_GUEST);
-        args.extend_from_slice(extra);
-        Proc::spawn_in(ns, &args, &dir.join(log))
+        Proc::spawn_in(ns, &vm_args(control, &image, &net, extra), &dir.join(log))
     };
     let (src_sock, dst_sock) = (dir.join("src.sock"), dir.join("dst.sock"));
     let incoming = format!("tcp:{HOST_B}:0");
@@ -135,13 +120,7 @@ fn migrate_between_two_network_namespaces_and_announce() {
         .args(["--timeout", "20", "--force"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = json_output(out, "migrate");
     assert_eq!(report["result"], json!("ok"), "{report:#}");
     assert_eq!(control.status()["state"], "completed");
 
@@ -158,14 +137,7 @@ fn migrate_between_two_network_namespaces_and_announce() {
     dst_control.wait("echoes verified on host B", |s| {
         net_verified(s) > at_commit + 50
     });
-    let end = dst_control.execute(json!({"execute": "quit"}))["return"].take();
-    let v = &end["verification"];
-    assert_eq!(
-        (&v["lost"], &v["duplicated"], &v["corrupted"]),
-        (&json!(0), &json!(0), &json!(0)),
-        "{end:#}"
-    );
-    assert!(v["requests_verified"].as_u64().unwrap() > 0, "{end:#}");
+    dst_control.quit_verified();
     control.execute(json!({"execute": "quit"}));
     drop((src, dst, echo));
     drop(hosts);

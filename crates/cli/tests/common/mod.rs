@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Output;
+
+use serde_json::Value;
 
 pub mod control;
 
@@ -26,6 +29,61 @@ pub fn assert_stdout_mentions(out: Output, needles: &[&str]) {
     let text = String::from_utf8(out.stdout).unwrap();
     let missing: Vec<_> = needles.iter().filter(|n| !text.contains(*n)).collect();
     assert!(missing.is_empty(), "{missing:?} missing from:\n{text}");
+}
+
+/// The run succeeded (else panics naming `what`, with both outputs) and its standard output
+/// is one JSON value: a `--json` report.
+pub fn json_output(out: Output, what: &str) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Each of `cases` (the arguments, and what the message names) is a usage error: exit status
+/// 2, the message on stderr.
+pub fn assert_usage_errors(cases: &[(&[&str], &str)]) {
+    for (args, needle) in cases {
+        let out = binary().args(*args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// A zeroed 8 MiB blk image, `disk.img` in `dir`.
+pub fn disk_image(dir: &Path) -> PathBuf {
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    image
+}
+
+/// The arguments of a small-guest `vm` on the control socket `control`, with blk on `image`
+/// and the net tunnel `net` (`LOCAL,REMOTE`), then `extra`.
+pub fn vm_args<'a>(
+    control: &'a Path,
+    image: &'a Path,
+    net: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "vm",
+        "--control",
+        control.to_str().unwrap(),
+        "--blk",
+        image.to_str().unwrap(),
+        "--net",
+        net,
+    ];
+    args.extend_from_slice(&SMALL_GUEST);
+    args.extend_from_slice(extra);
+    args
 }
 
 /// The binary under test.
