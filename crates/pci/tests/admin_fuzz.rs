@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use virtio_lm_pci::admin::{fuzz_admin_command, fuzz_template_context, AdminCommand};
+use virtio_lm_pci::testing::admin::fuzz_input_command;
 use virtio_lm_spec::admin::opcode;
 
 fn template() -> &'static [u8] {
@@ -70,10 +71,7 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
             if cut < 4 {
                 readable.truncate(cut * 7);
             }
-            let mut bytes = writable.to_le_bytes().to_vec();
-            bytes.extend_from_slice(&(readable.len() as u16).to_le_bytes());
-            bytes.extend_from_slice(&readable);
-            bytes
+            fuzz_input_command(writable, &readable)
         },
     )
 }

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use virtio_lm_pci::admin::{
     fuzz_v14_admin_command, fuzz_v14_owner_ready, fuzz_v14_set_header, AdminCommand,
 };
+use virtio_lm_pci::testing::admin::fuzz_input_command;
 use virtio_lm_spec::admin::group_type;
 use virtio_lm_spec::parts::{part_type, DevPartsTypedData, Part, NET_CVQ_CFG};
 use virtio_lm_spec::zerocopy::IntoBytes;
@@ -65,10 +66,7 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
     let writable = prop_oneof![Just(0u16), Just(8), Just(16), Just(4096), 0u16..600];
     (ops, groups, members, data(), writable).prop_map(|(op, group, member, data, writable)| {
         let readable = AdminCommand::new(op, group, member, data).to_bytes();
-        let mut bytes = writable.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&(readable.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(&readable);
-        bytes
+        fuzz_input_command(writable, &readable)
     })
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use virtio_lm_device::context::DeviceContext;
 use virtio_lm_device::CoreOptions;
-use virtio_lm_pci::admin::{AdminClient, AdminCommand, DevicePartsCodec, OwnerFunction};
+use virtio_lm_pci::admin::{
+    AdminClient, AdminCommand, DevicePartsCodec, MemberFactory, OwnerFunction,
+};
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{QueueSetup, VirtioPciFunction};
 use virtio_lm_spec::admin::opcode::v1_4;
@@ -24,16 +26,10 @@ const SET: u32 = 1;
 /// Where each queue's ring starts in guest memory.
 const RINGS: [u64; 2] = [0x1000, 0x4000];
 
-/// A v1.4 owner with two [`TwoQueueDevice`] members (queues of 16), a GET object on member
-/// 1 and a SET object on member 2, and member 1 running both queues.
-fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
-    let owner = v14_owner_of(
-        2,
-        Box::new(|_| {
-            let device = TwoQueueDevice::new(16);
-            VirtioPciFunction::with_device(Box::new(device), memory(), v14_options(), 4, false)
-        }),
-    );
+/// A v1.4 owner with two members built by `factory`, a GET object on member 1 and a SET
+/// object on member 2.
+fn rig_with_objects(factory: MemberFactory<Mem>) -> (OwnerFunction<Mem>, AdminClient<Mem>) {
+    let owner = v14_owner_of(2, factory);
     let mut client = v14_client(&owner);
     client
         .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
@@ -41,6 +37,16 @@ fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
     client
         .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
         .unwrap();
+    (owner, client)
+}
+
+/// A v1.4 owner with two [`TwoQueueDevice`] members (queues of 16), a GET object on member
+/// 1 and a SET object on member 2, and member 1 running both queues.
+fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
+    let (owner, client) = rig_with_objects(Box::new(|_| {
+        let device = TwoQueueDevice::new(16);
+        VirtioPciFunction::with_device(Box::new(device), memory(), v14_options(), 4, false)
+    }));
     let function: Arc<VirtioPciFunction<Mem>> = owner.member(1).unwrap();
     let mem = function.core().lock().unwrap().mem().clone();
     // Vectors of their own (not the default), so the parts' vectors are seen to be read.
@@ -274,20 +280,10 @@ fn a_set_that_would_run_a_packed_queue_is_refused() {
         features: vec![Feature::Version1, Feature::RingPacked],
         ..v14_options()
     };
-    let owner = v14_owner_of(
-        2,
-        Box::new(move |vf| {
-            let device = virtio_lm_device::testing::CountingDevice::new(u64::from(vf) << 16, 16);
-            VirtioPciFunction::with_device(Box::new(device), memory(), packed(), 2, false)
-        }),
-    );
-    let mut client = v14_client(&owner);
-    client
-        .parts_object_create(1, GET, DEV_PARTS_TYPE_GET)
-        .unwrap();
-    client
-        .parts_object_create(2, SET, DEV_PARTS_TYPE_SET)
-        .unwrap();
+    let (owner, mut client) = rig_with_objects(Box::new(move |vf| {
+        let device = virtio_lm_device::testing::CountingDevice::new(u64::from(vf) << 16, 16);
+        VirtioPciFunction::with_device(Box::new(device), memory(), packed(), 2, false)
+    }));
     let function = owner.member(1).unwrap();
     let mem = function.core().lock().unwrap().mem().clone();
     v14_driver(&function, &mem)

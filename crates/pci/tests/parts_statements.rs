@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use virtio_lm_device::testing::CountingDevice;
 use virtio_lm_device::{DeviceError, QueueAccess, VirtioDevice};
-use virtio_lm_pci::admin::{AdminCommand, AdminResult};
+use virtio_lm_pci::admin::{AdminClient, AdminCommand, AdminResult, OwnerFunction};
 use virtio_lm_pci::testing::*;
 use virtio_lm_pci::{PciTransport, VirtioPciFunction};
 use virtio_lm_spec::admin::opcode::v1_4;
@@ -21,17 +21,29 @@ fn generation(function: &VirtioPciFunction<Mem>) -> u8 {
     b[0]
 }
 
+/// Member 1 of a v1.4 owner with a GET object, its guest driver's first buffer used; the
+/// owner and guest are returned to stay alive with the member.
+fn member_1_running() -> (
+    OwnerFunction<Mem>,
+    AdminClient<Mem>,
+    V14Guest,
+    Arc<VirtioPciFunction<Mem>>,
+) {
+    let (owner, client) = v14_with_get_object(1, 0);
+    let member = owner.member(1).unwrap();
+    let mut guest = V14Guest::new(member.clone());
+    guest.submit(0x8000, 4);
+    assert_eq!(guest.collect(), 1);
+    (owner, client, guest, member)
+}
+
 /// 1.4 "Device parts", any transport, when stopped: the device "MUST NOT send
 /// config-change or vq notifications". A device-side configuration change made while the
 /// member is stopped is neither applied (the generation stays) nor notified; on resume it is
 /// applied and notified exactly once (spec-decisions §17: stopped is the core's Freeze).
 #[test]
 fn no_config_change_notification_while_stopped_and_one_after_resume() {
-    let (owner, mut client) = v14_with_get_object(1, 0);
-    let member = owner.member(1).unwrap();
-    let mut guest = V14Guest::new(member.clone());
-    guest.submit(0x8000, 4);
-    assert_eq!(guest.collect(), 1);
+    let (_owner, mut client, _guest, member) = member_1_running();
     client.dev_mode_stopped(1, true).unwrap();
     let before = generation(&member);
     let notified = member.interrupts().config_notifications();
@@ -77,11 +89,7 @@ fn v1_4_functions_have_no_power_management() {
 /// the same while stopped as while running, and so do its common-configuration registers.
 #[test]
 fn pci_interfaces_read_the_same_while_stopped() {
-    let (owner, mut client) = v14_with_get_object(1, 0);
-    let member = owner.member(1).unwrap();
-    let mut guest = V14Guest::new(member.clone());
-    guest.submit(0x8000, 4);
-    assert_eq!(guest.collect(), 1);
+    let (_owner, mut client, _guest, member) = member_1_running();
     let registers = |f: &VirtioPciFunction<Mem>| {
         let mut b = [0u8; 64];
         f.read(0, &mut b);

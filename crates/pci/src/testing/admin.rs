@@ -320,3 +320,12 @@ pub fn all_opcodes() -> u64 {
     }
     word
 }
+
+/// One command of an input of the admin fuzz entry points: `le16 writable_len; le16
+/// readable_len; u8 readable[readable_len]`.
+pub fn fuzz_input_command(writable_len: u16, readable: &[u8]) -> Vec<u8> {
+    let mut bytes = writable_len.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&(readable.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(readable);
+    bytes
+}
