@@ -66,6 +66,15 @@ fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
     (owner, client)
 }
 
+/// The first of `parts` of type `t`.
+fn first_part(parts: &[Part], t: u16) -> Part {
+    parts
+        .iter()
+        .find(|p| p.hdr.part_type() == t)
+        .unwrap()
+        .clone()
+}
+
 fn queue_part<T: FromBytes>(parts: &[Part], t: u16, index: u16) -> T {
     let part = parts
         .iter()
@@ -119,11 +128,7 @@ fn each_queue_travels_in_its_own_parts() {
 fn reserved_flag_bits_fail_a_part_otherwise_taken() {
     let (_owner, mut client) = two_queue_rig();
     let parts = client.parts_get(1, GET, None).unwrap();
-    let features = parts
-        .iter()
-        .find(|p| p.hdr.part_type() == part_type::DRV_FEATURES)
-        .unwrap()
-        .clone();
+    let features = first_part(&parts, part_type::DRV_FEATURES);
     client.dev_mode_stopped(2, true).unwrap();
     client
         .parts_set(2, SET, std::slice::from_ref(&features))
@@ -191,11 +196,7 @@ fn type_0x200_is_the_device_types() {
 fn a_set_after_an_flr_does_not_refine_what_was_staged_before() {
     let (owner, mut client) = two_queue_rig();
     let parts = client.parts_get(1, GET, None).unwrap();
-    let vector = parts
-        .iter()
-        .find(|p| p.hdr.part_type() == part_type::PCI_COMMON_CFG)
-        .unwrap()
-        .clone();
+    let vector = first_part(&parts, part_type::PCI_COMMON_CFG);
     let target = owner.member(2).unwrap();
     for flr in [false, true] {
         client.dev_mode_stopped(2, true).unwrap();

@@ -159,18 +159,19 @@ fn restart(
     }
 }
 
+/// A `kind` ring of `SIZE` at guest address 0, with indirect descriptors and no event index.
+fn ring_config(kind: RingKind) -> QueueConfig {
+    let features = RingFeatures {
+        event_idx: false,
+        indirect_desc: true,
+    };
+    QueueConfig::contiguous(kind, SIZE, GuestAddress(0), features).0
+}
+
 /// Runs the workload with the backend stopped after `stores` stores (never if `None`), then
 /// restarted from the region; returns whether the hook fired.
 fn run(kind: RingKind, stores: Option<u64>) -> bool {
-    let (config, _) = QueueConfig::contiguous(
-        kind,
-        SIZE,
-        GuestAddress(0),
-        RingFeatures {
-            event_idx: false,
-            indirect_desc: true,
-        },
-    );
+    let config = ring_config(kind);
     let mut guest = Guest::new(config);
     let mut area = InflightArea::create(1, SIZE).unwrap();
     if let Some(n) = stores {
@@ -310,15 +311,7 @@ fn hostile_areas_and_corrupt_regions_are_refused_without_panicking() {
         seed
     };
     for kind in [RingKind::Split, RingKind::Packed] {
-        let (config, _) = QueueConfig::contiguous(
-            kind,
-            SIZE,
-            GuestAddress(0),
-            RingFeatures {
-                event_idx: false,
-                indirect_desc: true,
-            },
-        );
+        let config = ring_config(kind);
         let guest = Guest::new(config);
         for round in 0..300 {
             let mut bytes: Vec<u8> = (0..size).map(|_| next() as u8).collect();
