@@ -75,14 +75,8 @@ impl MemoryRange {
     /// Splits whole pages starting at `guest_addr` into runs of data and zero markers.
     pub fn from_pages(guest_addr: u64, data: &[u8]) -> Vec<MemoryRange> {
         split_runs(guest_addr, data)
-            .into_iter()
-            .map(|r| MemoryRange {
-                guest_addr: r.guest_addr,
-                pages: match r.pages {
-                    PagesRef::Zero(n) => Pages::Zero(n),
-                    PagesRef::Data(d) => Pages::Data(d.to_vec()),
-                },
-            })
+            .iter()
+            .map(RangeRef::to_owned)
             .collect()
     }
 
@@ -115,17 +109,7 @@ impl MemoryChunkRef<'_> {
         MemoryChunk {
             round: self.round,
             phase: self.phase,
-            ranges: self
-                .ranges
-                .iter()
-                .map(|r| MemoryRange {
-                    guest_addr: r.guest_addr,
-                    pages: match r.pages {
-                        PagesRef::Zero(n) => Pages::Zero(n),
-                        PagesRef::Data(d) => Pages::Data(d.to_vec()),
-                    },
-                })
-                .collect(),
+            ranges: self.ranges.iter().map(RangeRef::to_owned).collect(),
         }
     }
 }
@@ -141,6 +125,17 @@ pub struct RangeRef<'a> {
 }
 
 impl RangeRef<'_> {
+    /// The same range with its data copied out.
+    pub fn to_owned(&self) -> MemoryRange {
+        MemoryRange {
+            guest_addr: self.guest_addr,
+            pages: match self.pages {
+                PagesRef::Zero(n) => Pages::Zero(n),
+                PagesRef::Data(d) => Pages::Data(d.to_vec()),
+            },
+        }
+    }
+
     /// Number of pages.
     pub fn page_count(&self) -> u64 {
         match self.pages {

@@ -69,14 +69,6 @@ fn encode(parts: &[Part]) -> Vec<u8> {
     out
 }
 
-fn find(parts: &[Part], t: u16) -> Part {
-    parts
-        .iter()
-        .find(|p| p.hdr.part_type() == t)
-        .unwrap()
-        .clone()
-}
-
 /// 1.4 "Device parts": PARTS_GET "MUST return parts in table order" (DEV_FEATURES,
 /// DRV_FEATURES, PCI_COMMON_CFG, DEVICE_STATUS, VQ_CFG, VQ_NOTIFY_CFG) and "MUST allow
 /// PARTS_GET to be repeated"; DEV_FEATURES is flagged OPTIONAL.
@@ -91,7 +83,7 @@ fn get_all_returns_parts_in_table_order_repeatably() {
     assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
     assert_eq!(parts[0].hdr.part_type(), part_type::DEV_FEATURES);
     assert!(parts[0].hdr.is_optional());
-    let status = find(&parts, part_type::DEVICE_STATUS).value[0];
+    let status = first_part(&parts, part_type::DEVICE_STATUS).value[0];
     assert!(DeviceStatus::from_bits_retain(status).contains(DeviceStatus::DRIVER_OK));
     assert_eq!(client.parts_get(1, GET, None).unwrap(), parts);
 }
@@ -170,10 +162,10 @@ fn set_needs_a_stopped_member_and_a_set_object() {
 #[test]
 fn set_refuses_wrong_length_features_read_only_fields_and_order() {
     let (_owner, mut client, _guest, parts) = set_rig();
-    let mut status_part = find(&parts, part_type::DEVICE_STATUS);
+    let mut status_part = first_part(&parts, part_type::DEVICE_STATUS);
     status_part.value.push(0);
     status_part.hdr.length = (2u32).into();
-    let mut features = find(&parts, part_type::DEV_FEATURES);
+    let mut features = first_part(&parts, part_type::DEV_FEATURES);
     features.value[0] ^= 1;
     let mut num_queues = parts
         .iter()
@@ -181,11 +173,11 @@ fn set_refuses_wrong_length_features_read_only_fields_and_order() {
         .unwrap()
         .clone();
     num_queues.value[0] += 1;
-    let mut notify = find(&parts, part_type::VQ_NOTIFY_CFG);
+    let mut notify = first_part(&parts, part_type::VQ_NOTIFY_CFG);
     notify.value[0] = 7;
     let out_of_order = vec![
-        find(&parts, part_type::DEVICE_STATUS),
-        find(&parts, part_type::DRV_FEATURES),
+        first_part(&parts, part_type::DEVICE_STATUS),
+        first_part(&parts, part_type::DRV_FEATURES),
     ];
     for bad in [
         vec![status_part],
@@ -202,7 +194,7 @@ fn set_refuses_wrong_length_features_read_only_fields_and_order() {
         );
     }
     client
-        .parts_set(2, SET, &[find(&parts, part_type::DEV_FEATURES)])
+        .parts_set(2, SET, &[first_part(&parts, part_type::DEV_FEATURES)])
         .unwrap();
 }
 
@@ -279,7 +271,7 @@ fn parts_set_take_effect_on_resume_and_the_guest_continues() {
     let mem = target.core().lock().unwrap().mem().clone();
     copy_memory(&guest.mem, &mem);
     client.dev_mode_stopped(2, false).unwrap();
-    let status = find(&parts, part_type::DEVICE_STATUS).value[0];
+    let status = first_part(&parts, part_type::DEVICE_STATUS).value[0];
     assert_eq!(target.core().lock().unwrap().status().bits(), status);
     guest
         .driver
@@ -302,10 +294,10 @@ fn stopped_member_answers_register_reads_as_its_parts_say() {
     let f = &guest.function;
     assert_eq!(
         [f.r8(DEVICE_STATUS)],
-        find(&parts, part_type::DEVICE_STATUS).value[..]
+        first_part(&parts, part_type::DEVICE_STATUS).value[..]
     );
     f.w16(QUEUE_SELECT, 0);
-    let vq = find(&parts, part_type::VQ_CFG).value;
+    let vq = first_part(&parts, part_type::VQ_CFG).value;
     assert_eq!(f.r16(QUEUE_SIZE).to_le_bytes(), vq[0..2]);
     assert_eq!(f.r16(QUEUE_ENABLE).to_le_bytes(), vq[4..6]);
     assert_eq!(f.r64(QUEUE_DESC).to_le_bytes(), vq[8..16]);
@@ -317,9 +309,9 @@ fn stopped_member_answers_register_reads_as_its_parts_say() {
 #[test]
 fn set_refuses_reserved_bits_and_foreign_objects() {
     let (_owner, mut client, _guest, parts) = set_rig();
-    let mut flagged = find(&parts, part_type::DEVICE_STATUS);
+    let mut flagged = first_part(&parts, part_type::DEVICE_STATUS);
     flagged.hdr.flags = 0x02;
-    let mut vq = find(&parts, part_type::VQ_CFG);
+    let mut vq = first_part(&parts, part_type::VQ_CFG);
     vq.value[4] = 2;
     for bad in [flagged, vq] {
         let r = set_raw(&mut client, 2, &encode(&[bad]));
@@ -342,7 +334,7 @@ fn set_refuses_reserved_bits_and_foreign_objects() {
 fn a_failed_resume_keeps_the_member_stopped_and_its_staged_parts() {
     let (owner, mut client, _guest, parts) = set_rig();
     client.parts_set(2, SET, &parts).unwrap();
-    let good = find(&parts, part_type::VQ_CFG);
+    let good = first_part(&parts, part_type::VQ_CFG);
     let mut bad = good.clone();
     bad.value[0..2].copy_from_slice(&1024u16.to_le_bytes());
     client.parts_set(2, SET, &[bad]).unwrap();
@@ -356,6 +348,6 @@ fn a_failed_resume_keeps_the_member_stopped_and_its_staged_parts() {
     );
     client.parts_set(2, SET, &[good]).unwrap();
     client.dev_mode_stopped(2, false).unwrap();
-    let status = find(&parts, part_type::DEVICE_STATUS).value[0];
+    let status = first_part(&parts, part_type::DEVICE_STATUS).value[0];
     assert_eq!(target.core().lock().unwrap().status().bits(), status);
 }

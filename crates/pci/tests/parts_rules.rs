@@ -66,15 +66,6 @@ fn two_queue_rig() -> (OwnerFunction<Mem>, AdminClient<Mem>) {
     (owner, client)
 }
 
-/// The first of `parts` of type `t`.
-fn first_part(parts: &[Part], t: u16) -> Part {
-    parts
-        .iter()
-        .find(|p| p.hdr.part_type() == t)
-        .unwrap()
-        .clone()
-}
-
 fn queue_part<T: FromBytes>(parts: &[Part], t: u16, index: u16) -> T {
     let part = parts
         .iter()

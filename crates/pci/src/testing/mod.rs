@@ -47,9 +47,9 @@ mod v14;
 mod worker;
 
 pub use v14::{
-    capability_ids, two_queue_function, v14_bare_client, v14_client, v14_driver, v14_features,
-    v14_member, v14_options, v14_owner, v14_owner_of, v14_with_get_object, TwoQueueDevice,
-    V14Guest,
+    capability_ids, first_part, two_queue_function, v14_bare_client, v14_client, v14_driver,
+    v14_features, v14_member, v14_options, v14_owner, v14_owner_of, v14_with_get_object,
+    TwoQueueDevice, V14Guest,
 };
 pub use virtio_lm_device::testing::Mem;
 pub use worker::{transport_features, worker_function};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use virtio_lm_device::testing::{CountingDevice, ENTROPY_DEVICE_TYPE};
 use virtio_lm_device::{CoreOptions, DeviceError, QueueAccess, VirtioDevice};
+use virtio_lm_spec::parts::Part;
 use virtio_lm_spec::{Feature, Profile};
 use vm_memory::GuestMemory;
 
@@ -201,4 +202,13 @@ pub fn capability_ids(function: &VirtioPciFunction<Mem>) -> Vec<u8> {
         at = usize::from(space[at + 1]);
     }
     ids
+}
+
+/// The first of `parts` of type `t` (panics without one).
+pub fn first_part(parts: &[Part], t: u16) -> Part {
+    parts
+        .iter()
+        .find(|p| p.hdr.part_type() == t)
+        .unwrap()
+        .clone()
 }
