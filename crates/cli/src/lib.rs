@@ -94,6 +94,15 @@ pub enum Command {
     Conform(conform::ConformArgs),
 }
 
+/// A path in the temp dir no other run or call of this process uses: `name`, the pid and a
+/// sequence number.
+pub(crate) fn unique_temp_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{name}-{}-{n}", std::process::id()))
+}
+
 /// A command line that parsed but does not make sense (e.g. an option that needs another one):
 /// exits 2 like clap's own usage errors; every other error exits 1.
 #[derive(Debug, thiserror::Error)]

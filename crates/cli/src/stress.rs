@@ -12,7 +12,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -401,12 +400,7 @@ struct TempDir {
 
 impl TempDir {
     fn new() -> io::Result<Self> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "virtio-lm-stress-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = crate::unique_temp_path("virtio-lm-stress");
         std::fs::create_dir_all(&path)?;
         Ok(Self { path })
     }

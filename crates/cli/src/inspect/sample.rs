@@ -6,7 +6,6 @@
 //! DEVICE_STOPPED — and saved.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,12 +65,7 @@ fn transport_features(profile: Profile) -> Vec<Feature> {
 
 /// A blk device on a fresh 1 MiB image, unlinked once open (the device keeps it open).
 fn blk() -> anyhow::Result<Blk> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "virtio-lm-sample-{}-{}.img",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = crate::unique_temp_path("virtio-lm-sample").with_extension("img");
     std::fs::write(&path, vec![0u8; 1 << 20])
         .with_context(|| format!("creating the sample image {}", path.display()))?;
     let blk = Blk::open(BlkOptions::new(&path));

@@ -22,10 +22,11 @@ use crate::function::VirtioPciFunction;
 
 type Mem = GuestMemoryMmap<()>;
 
-fn options() -> CoreOptions {
+/// A v1.4 function offering `features`.
+fn options(features: &[Feature]) -> CoreOptions {
     CoreOptions {
         profile: Profile::V1_4,
-        features: vec![Feature::Version1, Feature::Suspend, Feature::RingReset],
+        features: features.to_vec(),
         ..CoreOptions::default()
     }
 }
@@ -43,13 +44,11 @@ fn fuzz_owner() -> Option<OwnerFunction<Mem>> {
     let factory = Box::new(|vf: u16| {
         let mem = memory().ok_or(crate::PciError::NotVirtio("no guest memory"))?;
         let device = CountingDevice::new(u64::from(vf) << 16, 8);
-        VirtioPciFunction::with_device(Box::new(device), mem, options(), 2, false)
+        let features = [Feature::Version1, Feature::Suspend, Feature::RingReset];
+        VirtioPciFunction::with_device(Box::new(device), mem, options(&features), 2, false)
     });
     let owner_options = OwnerOptions {
-        core: CoreOptions {
-            features: vec![Feature::Version1],
-            ..options()
-        },
+        core: options(&[Feature::Version1]),
         ..OwnerOptions::default()
     };
     let device = CountingDevice::new(0, 8);
