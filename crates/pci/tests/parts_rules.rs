@@ -221,21 +221,21 @@ fn object_limits_are_per_type_and_ids_below_their_sum() {
             set_parts_resource_objects_limit: 2,
         })
         .unwrap();
-    assert!(client
-        .parts_object_create(1, 3, DEV_PARTS_TYPE_SET)
-        .is_err());
-    client
-        .parts_object_create(1, 2, DEV_PARTS_TYPE_SET)
-        .unwrap();
-    client
-        .parts_object_create(1, 0, DEV_PARTS_TYPE_GET)
-        .unwrap();
-    assert!(client
-        .parts_object_create(1, 1, DEV_PARTS_TYPE_GET)
-        .is_err());
-    client
-        .parts_object_create(1, 1, DEV_PARTS_TYPE_SET)
-        .unwrap();
+    // In this order: (id, type, whether the object is created).
+    for (id, kind, created) in [
+        (3, DEV_PARTS_TYPE_SET, false),
+        (2, DEV_PARTS_TYPE_SET, true),
+        (0, DEV_PARTS_TYPE_GET, true),
+        (1, DEV_PARTS_TYPE_GET, false),
+        (1, DEV_PARTS_TYPE_SET, true),
+    ] {
+        let result = client.parts_object_create(1, id, kind);
+        assert_eq!(
+            result.is_ok(),
+            created,
+            "object {id} of type {kind}: {result:?}"
+        );
+    }
     let modify = AdminCommand::new(
         v1_4::RESOURCE_OBJ_MODIFY,
         group_type::SRIOV,
