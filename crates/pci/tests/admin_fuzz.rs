@@ -76,6 +76,11 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+/// A fuzz input of 1 to 11 structured commands.
+fn commands() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(command(), 1..12).prop_map(|commands| commands.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
@@ -84,10 +89,8 @@ proptest! {
     /// structured commands (all opcodes, groups, members, buffer sizes, contexts whole, cut and
     /// damaged) against an owner with three members.
     #[test]
-    fn structured_commands_keep_the_invariants(
-        commands in prop::collection::vec(command(), 1..12)
-    ) {
-        fuzz_admin_command(&commands.concat());
+    fn structured_commands_keep_the_invariants(input in commands()) {
+        fuzz_admin_command(&input);
     }
 
     /// Seed 004 framework: the device never panics and keeps its invariants on arbitrary
