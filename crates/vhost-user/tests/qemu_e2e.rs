@@ -357,6 +357,17 @@ fn backend_options(image: &Path, queues: u16, kind: Kind) -> BackendOptions {
     }
 }
 
+/// Asks the guest's workload to finish (it reads the image's control block between rounds): a
+/// final page-cache verify, then the region's checksum (`VLM-DONE`).
+fn tell_guest_to_finish(image: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .unwrap()
+        .write_all_at(b"VLMSTOP", CONTROL_OFFSET)
+        .unwrap();
+}
+
 /// The md5 of the workload's region of the image, as the guest prints it.
 fn region_md5(image: &Path) -> String {
     let mut data = vec![0u8; REGION as usize];
@@ -475,12 +486,7 @@ fn migrate(tag: &str, m: Machine, from: Kind, to: Kind) -> (String, PathBuf, Run
         rounds(l) >= 2 || l.contains("VLM-FAIL")
     });
     // …then is told to finish: a final page-cache verify and the region's checksum.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .write_all_at(b"VLMSTOP", CONTROL_OFFSET)
-        .unwrap();
+    tell_guest_to_finish(&image);
     let log = dst.wait_log("VLM-DONE", drop_log, |l| {
         l.contains("VLM-DONE") || l.contains("VLM-FAIL")
     });
@@ -682,12 +688,7 @@ fn crash_and_recover(tag: &str, m: Machine, kills: usize) {
             rounds(l) >= after + 2
         });
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .write_all_at(b"VLMSTOP", CONTROL_OFFSET)
-        .unwrap();
+    tell_guest_to_finish(&image);
     let log = qemu.wait_log("VLM-DONE", false, |l| l.contains("VLM-DONE"));
     qemu.wait_exit();
     assert_eq!(done_md5(&log), region_md5(&image), "{log}");
