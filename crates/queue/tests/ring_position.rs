@@ -573,3 +573,32 @@ fn a_position_from_the_previous_lap_is_refused() {
         Err(PositionError::UsedPast { .. })
     ));
 }
+
+/// spec-decisions §32: the recorded position is an ordinary ring write, so a memory with dirty
+/// logging marks the device area's page; reading it back dirties nothing.
+#[test]
+fn the_recorded_position_is_dirty_logged() {
+    use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let mem = GuestMemoryMmap::<AtomicBitmap>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+    let config = QueueConfig {
+        device_area: GuestAddress(0x3000),
+        ..packed_config(4)
+    };
+    let region = mem.find_region(GuestAddress(0)).unwrap();
+    assert_eq!(
+        packed_position(&mem, &config),
+        Err(PositionError::NotRecorded { flags: 0 })
+    );
+    assert!(!region.bitmap().dirty_at(0x3000));
+    write_packed_position(&mem, &config, RingPosition::INITIAL).unwrap();
+    assert!(
+        region.bitmap().dirty_at(0x3000),
+        "the device area's page is dirty"
+    );
+    assert!(
+        !region.bitmap().dirty_at(0x1000),
+        "the descriptor ring's is not"
+    );
+    assert_eq!(packed_position(&mem, &config), Ok(RingPosition::INITIAL));
+}
