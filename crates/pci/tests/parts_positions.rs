@@ -188,3 +188,48 @@ fn an_inconsistent_split_ring_fails_the_check_and_the_resume() {
     driver.migrate_to(target.clone(), target_mem).unwrap();
     run_requests(&mut driver, 20);
 }
+
+/// spec-decisions §32: the destination's check on received parts never panics and bounds its
+/// work: parts of the wrong length are skipped, a running queue whose ring lies outside memory
+/// is refused with its index, a VQ_CFG beyond 1024 queues is refused.
+#[test]
+fn the_check_refuses_hostile_parts_without_panicking() {
+    let mem = memory();
+    let running = Part::new(part_type::DEVICE_STATUS, 0, [0; 8], vec![0x0f]);
+    let drv = |features: &[Feature]| {
+        let value = v14_features(features).to_le_bytes().to_vec();
+        Part::new(part_type::DRV_FEATURES, 0, [0; 8], value)
+    };
+    let vq = |index: u16, desc: u64| {
+        let mut value = vec![0u8; 32];
+        value[0..2].copy_from_slice(&16u16.to_le_bytes());
+        value[4..6].copy_from_slice(&1u16.to_le_bytes());
+        for (at, addr) in [(8, desc), (16, desc + 0x100), (24, desc + 0x200)] {
+            value[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+        }
+        let selector = virtio_lm_spec::parts::DevPartHdr::vq_selector(index);
+        Part::new(part_type::VQ_CFG, 0, selector, value)
+    };
+    let garbage = [
+        Part::new(part_type::DRV_FEATURES, 0, [0; 8], vec![1, 2, 3]),
+        Part::new(part_type::DEVICE_STATUS, 0, [0; 8], vec![]),
+        Part::new(part_type::VQ_CFG, 0, [0xff; 8], vec![0xff; 7]),
+    ];
+    assert_eq!(
+        check_ring_positions(&garbage, &*mem),
+        Ok(()),
+        "nothing runs"
+    );
+    let outside = [drv(&PACKED), running.clone(), vq(3, u64::MAX - 0x1000)];
+    let err = check_ring_positions(&outside, &*mem).unwrap_err();
+    assert!(err.contains("Queue 3"), "{err}");
+    let split = [drv(&[Feature::Version1]), running.clone(), vq(0, 0x1000)];
+    assert_eq!(
+        check_ring_positions(&split, &*mem),
+        Ok(()),
+        "a zeroed split ring"
+    );
+    let many = [drv(&PACKED), running, vq(4000, 0x1000)];
+    let err = check_ring_positions(&many, &*mem).unwrap_err();
+    assert!(err.contains("queue 4000"), "{err}");
+}

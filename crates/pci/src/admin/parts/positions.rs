@@ -16,19 +16,23 @@ use super::codec::selector_u16;
 /// position the stopped source recorded, which needs EVENT_IDX), as the resume after
 /// DEV_PARTS_SET will find it. `Err` names the queue, the values read and why they are
 /// inconsistent. Parts this check does not need are skipped; malformed ones are left to
-/// DEV_PARTS_SET to refuse.
+/// DEV_PARTS_SET to refuse, except a VQ_CFG naming a queue beyond 1024, refused here.
 pub fn check_ring_positions<M: GuestMemory + ?Sized>(
     parts: &[Part],
     mem: &M,
 ) -> Result<(), String> {
-    context_of(parts)
+    context_of(parts)?
         .ring_positions(Profile::V1_4, mem)
         .map(drop)
         .map_err(|e| e.to_string())
 }
 
+/// Queues a received VQ_CFG may name: bounds the work a hostile part list can ask for (each
+/// packed queue's check reads up to 32768 descriptors).
+const MAX_CHECKED_QUEUES: usize = 1024;
+
 /// The part of a context the positions depend on: driver features, status, queue registers.
-fn context_of(parts: &[Part]) -> DeviceContext {
+fn context_of(parts: &[Part]) -> Result<DeviceContext, String> {
     let mut ctx = DeviceContext {
         device_features: vec![0],
         driver_features: vec![0],
@@ -56,6 +60,12 @@ fn context_of(parts: &[Part]) -> DeviceContext {
                     continue;
                 };
                 let index = usize::from(selector_u16(part));
+                if index >= MAX_CHECKED_QUEUES {
+                    return Err(format!(
+                        "VQ_CFG for queue {index}: no device here has more than \
+                         {MAX_CHECKED_QUEUES} queues"
+                    ));
+                }
                 if ctx.queues.len() <= index {
                     ctx.queues.resize(index + 1, unused_queue());
                 }
@@ -71,7 +81,7 @@ fn context_of(parts: &[Part]) -> DeviceContext {
             _ => {}
         }
     }
-    ctx
+    Ok(ctx)
 }
 
 fn unused_queue() -> QueueContext {
