@@ -10,6 +10,10 @@
 //! The driver side ([`SplitDriver`], [`PackedDriver`]) is the guest driver model used by tests,
 //! the simulated VM and the conformance suite.
 //!
+//! virtio 1.4 has no queue state: [`read_position`] recovers a stopped device's ring position
+//! from guest memory, checked ([`QueuePosition`], [`PositionError`]); a stopping packed device
+//! records its own with [`write_packed_position`] (spec-decisions §32).
+//!
 //! ```
 //! use virtio_lm_queue::{BufferSpec, DeviceQueue, PackedDriver, PackedQueue, QueueConfig, RingFeatures, RingKind};
 //! use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -58,6 +62,7 @@ pub mod fuzzing;
 mod inflight;
 mod kind;
 mod packed;
+mod position;
 mod ring_driver;
 mod split;
 mod state;
@@ -74,6 +79,10 @@ pub use error::{ChainError, ConfigError, DriverError, QueueError, RingArea, Stat
 pub use event::{need_event, packed_need_event, RingPosition};
 pub use kind::RingKind;
 pub use packed::{PackedDriver, PackedQueue};
+pub use position::{
+    packed_position, read_position, split_position, withdraw_packed_position,
+    write_packed_position, PositionError, QueuePosition,
+};
 pub use ring_driver::RingDriver;
 pub use split::{SplitDriver, SplitQueue};
 pub use state::QueueState;
