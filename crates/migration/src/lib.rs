@@ -48,6 +48,7 @@
 mod config;
 mod engine;
 mod error;
+mod function_state;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod header;
@@ -69,6 +70,7 @@ pub use engine::{
 };
 pub use engine::{Fault, FaultPoint};
 pub use error::{Position, StreamError, WriteError};
+pub use function_state::{FunctionState, MAX_FUNCTION_STATE, MAX_PENDING_VECTORS};
 pub use header::{
     MessageType, Phase, SectionHeader, CRC_LEN, FLAG_FINAL, HEADER_LEN, MAGIC, MAX_CONFIG,
     MAX_DEVICE_CONTEXT, MAX_MEMORY_DATA, MAX_MEMORY_RANGES, MAX_TEXT, MAX_VCPU_STATE, PAGE_SIZE,
