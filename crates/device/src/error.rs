@@ -1,7 +1,7 @@
 //! Errors of the device core and device types.
 
 use thiserror::Error;
-use virtio_lm_queue::{QueueError, StateError};
+use virtio_lm_queue::{PositionError, QueueError, StateError};
 
 /// An error that makes the device set DEVICE_NEEDS_RESET (seed 002), unless it is reported to
 /// the caller of a configuration call instead.
@@ -48,6 +48,18 @@ pub enum DeviceError {
     /// The device could not complete a stop or suspend.
     #[error("Device could not quiesce")]
     Quiesce,
+    /// A queue's ring position could not be recovered from guest memory (spec-decisions §32).
+    #[error("Queue {index}: no ring position: {source}")]
+    RingPosition {
+        /// Queue index.
+        index: u16,
+        /// Why.
+        #[source]
+        source: PositionError,
+    },
+    /// A ring position was set outside the window the v1.4 profile allows, or does not fit.
+    #[error("Ring position refused: {0}")]
+    PositionWindow(&'static str),
 }
 
 /// Why a descriptor chain cannot be answered ([`DeviceError::MalformedChain`]).

@@ -263,9 +263,10 @@ fn object_limits_are_per_type_and_ids_below_their_sum() {
     }
 }
 
-/// spec-decisions §17 (1.4 has no part for a virtqueue's runtime state): a split queue
-/// resumes at the used index in guest memory, but a packed ring's position and wrap counters
-/// cannot be derived, so a DEV_PARTS_SET that would run a packed queue is refused (EINVAL).
+/// virtio 1.4 has no part for a virtqueue's runtime state (spec-decisions §32): a packed
+/// ring's position is recovered from the device event suppression structure the stopped
+/// source wrote, which needs EVENT_IDX; without it a DEV_PARTS_SET that would run a packed
+/// queue is refused (EINVAL).
 #[test]
 fn a_set_that_would_run_a_packed_queue_is_refused() {
     let packed = || CoreOptions {

@@ -58,6 +58,7 @@ pub mod fuzzing;
 mod inflight;
 mod kind;
 mod packed;
+mod position;
 mod ring_driver;
 mod split;
 mod state;
@@ -74,6 +75,10 @@ pub use error::{ChainError, ConfigError, DriverError, QueueError, RingArea, Stat
 pub use event::{need_event, packed_need_event, RingPosition};
 pub use kind::RingKind;
 pub use packed::{PackedDriver, PackedQueue};
+pub use position::{
+    packed_position, read_position, split_position, withdraw_packed_position,
+    write_packed_position, PositionError, QueuePosition,
+};
 pub use ring_driver::RingDriver;
 pub use split::{SplitDriver, SplitQueue};
 pub use state::QueueState;

@@ -35,6 +35,7 @@ mod error;
 pub mod format;
 mod model;
 pub mod persist;
+mod positions;
 
 use virtio_lm_spec::context::FieldType;
 

@@ -36,6 +36,7 @@ mod features;
 mod processing;
 mod queues;
 mod quiesce;
+mod ring_position;
 mod ring_reset;
 mod status;
 

@@ -104,6 +104,8 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
             }
         }
         self.record_queue_states();
+        // After the last used write, before the stop is presented (spec-decisions §32).
+        self.record_ring_positions();
         // The device let go of everything it held: what is still in flight is handed back to
         // it once when processing resumes.
         for slot in &mut self.queues {

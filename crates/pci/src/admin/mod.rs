@@ -44,8 +44,8 @@ pub use fuzz::{fuzz_admin_command, fuzz_template_context};
 #[cfg(feature = "fuzzing")]
 pub use fuzz_v14::{fuzz_v14_admin_command, fuzz_v14_owner_ready, fuzz_v14_set_header};
 pub use parts::{
-    Defects, DevicePartsCodec, NoDeviceParts, DEVICE_GET_LIMIT, DEVICE_SET_LIMIT, SELF_SUPPORTED,
-    SRIOV_SUPPORTED as V1_4_SRIOV_SUPPORTED,
+    check_ring_positions, Defects, DevicePartsCodec, NoDeviceParts, DEVICE_GET_LIMIT,
+    DEVICE_SET_LIMIT, SELF_SUPPORTED, SRIOV_SUPPORTED as V1_4_SRIOV_SUPPORTED,
 };
 pub use sriov::{MemberFactory, SriovCapability, SriovError};
 

@@ -4,7 +4,7 @@
 
 mod device;
 mod driver;
-mod layout;
+pub(crate) mod layout;
 
 pub use device::PackedQueue;
 pub use driver::PackedDriver;

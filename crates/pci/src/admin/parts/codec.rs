@@ -133,7 +133,7 @@ fn exact<T: FromBytes>(part: &Part) -> Result<T, Refusal> {
     T::read_from_bytes(&part.value).map_err(|_| "a part's length does not match its type")
 }
 
-fn selector_u16(part: &Part) -> u16 {
+pub(super) fn selector_u16(part: &Part) -> u16 {
     u16::from_le_bytes([part.hdr.selector[0], part.hdr.selector[1]])
 }
 

@@ -3,12 +3,11 @@
 //!
 //! Stopped is the core's Freeze: no guest memory access, no interrupt, driver writes ignored,
 //! so the parts do not change. DEV_PARTS_SET stages the parts (checked in full, nothing
-//! applied); resuming applies what was staged, then runs the member. A running split queue
-//! resumes at the used index it finds in guest memory: the stop completed every buffer the
-//! source had taken, so the next buffer to take is the next one to use (spec-decisions §17).
+//! applied); resuming applies what was staged, then runs the member. A running queue resumes
+//! at the ring position it finds in guest memory (split: `used.idx`; packed: the position the
+//! stopped source recorded, EVENT_IDX required), checked first (spec-decisions §32).
 
 use virtio_lm_device::{AdminModeChange, AdminModeError, DeviceCore};
-use virtio_lm_queue::QueueState;
 use virtio_lm_spec::admin::opcode::v1_4;
 use virtio_lm_spec::admin::{qualifier, status, DevMode};
 use virtio_lm_spec::parts::{
@@ -16,8 +15,8 @@ use virtio_lm_spec::parts::{
     DEV_MODE_FLAGS_STOPPED, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET, GET_TYPE_ALL,
     GET_TYPE_SELECTED, METADATA_TYPE_COUNT, METADATA_TYPE_LIST, METADATA_TYPE_SIZE,
 };
-use virtio_lm_spec::{DeviceStatus, Feature};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
+use vm_memory::GuestMemory;
 use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -223,8 +222,8 @@ impl PartsState {
         if staged.is_err() || (complete && core.validate_context(&ctx).is_err()) {
             return field();
         }
-        if running_packed(&ctx) {
-            // spec-decisions §17: no part carries a packed ring's wrap counters.
+        if running_packed_without_event_idx(&ctx) {
+            // spec-decisions §32: without EVENT_IDX a packed ring's position is not recorded.
             return field();
         }
         self.staged.insert(
@@ -249,11 +248,12 @@ impl PartsState {
         if let Some(staged) = self.staged.get(&member) {
             if staged.resets == core.reset_count() && core.admin_mode() == DevMode::Freeze {
                 let mut ctx = staged.ctx.clone();
-                derive_split_states(&mut ctx, &**core.mem());
-                // Parts that do not make a consistent device fail the resume with EINVAL,
-                // which changes nothing (spec-decisions §29): the member stays stopped and
-                // keeps the staged parts for a SET that corrects them.
-                if core.restore_context(&ctx).is_err() {
+                // Parts that do not make a consistent device, or a ring with no sound position,
+                // fail the resume with EINVAL, which changes nothing (spec-decisions §29, §32):
+                // the member stays stopped and keeps the staged parts for a SET that corrects
+                // them.
+                let positioned = ctx.set_ring_positions_from_memory(Profile::V1_4, &**core.mem());
+                if positioned.is_err() || core.restore_context(&ctx).is_err() {
                     return field();
                 }
                 irq.set_config_vector(staged.vectors.config);
@@ -270,36 +270,17 @@ impl PartsState {
     }
 }
 
-fn driver_ok_with(ctx: &virtio_lm_device::DeviceContext, feature: Feature) -> (bool, bool) {
+/// A packed ring's queues would run (DRIVER_OK or SUSPEND) without EVENT_IDX: their position
+/// cannot have been recorded (spec-decisions §32).
+fn running_packed_without_event_idx(ctx: &virtio_lm_device::DeviceContext) -> bool {
     let status = DeviceStatus::from_bits_retain(ctx.device_status);
-    let running = status.contains(DeviceStatus::DRIVER_OK);
-    // Both profiles put RING_PACKED on bit 34.
-    let bit = virtio_lm_spec::Profile::V1_4.mask(feature).unwrap_or(0);
-    let negotiated = ctx.driver_features.first().is_some_and(|w| w & bit != 0);
-    (running, negotiated)
-}
-
-fn running_packed(ctx: &virtio_lm_device::DeviceContext) -> bool {
-    let (running, packed) = driver_ok_with(ctx, Feature::RingPacked);
-    running && packed && ctx.queues.iter().any(|q| q.config.enabled)
-}
-
-/// Sets each running split queue's state to the used index in guest memory: its
-/// `last_avail_idx` once every buffer taken was used (spec-decisions §17).
-fn derive_split_states<M: GuestMemory>(ctx: &mut virtio_lm_device::DeviceContext, mem: &M) {
-    let (running, _) = driver_ok_with(ctx, Feature::RingPacked);
-    if !running {
-        return;
-    }
-    for q in ctx.queues.iter_mut().filter(|q| q.config.enabled) {
-        let used_idx: u16 = mem
-            .read_obj(GuestAddress(q.config.device.wrapping_add(2)))
-            .unwrap_or(0);
-        q.state = QueueState {
-            avail_state: used_idx,
-            used_state: 0,
-            notification_owed: false,
-            inflight: Vec::new(),
-        };
-    }
+    let running = status.intersects(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND);
+    let negotiated = |feature| {
+        let bit = Profile::V1_4.mask(feature).unwrap_or(0);
+        ctx.driver_features.first().is_some_and(|w| w & bit != 0)
+    };
+    running
+        && negotiated(Feature::RingPacked)
+        && !negotiated(Feature::EventIdx)
+        && ctx.queues.iter().any(|q| q.config.enabled)
 }

@@ -17,6 +17,7 @@ mod client;
 mod codec;
 mod commands;
 mod objects;
+mod positions;
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,7 @@ use virtio_lm_spec::admin::{group_type, qualifier, status};
 use vm_memory::GuestMemory;
 
 pub use codec::{DevicePartsCodec, NoDeviceParts};
+pub use positions::check_ring_positions;
 
 use super::decode::{AdminCommand, AdminResult};
 use super::dispatch::Outcome;
