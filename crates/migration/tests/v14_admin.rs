@@ -2,15 +2,23 @@
 //! v1.4"; spec-decisions §35): a VM whose devices, owner and guest drivers use the v1.4
 //! numbers, and what a destination refuses about one.
 
+mod common;
+
 use std::time::Duration;
 
 use virtio_lm_migration::testing::{
-    assert_clean, assert_completed, migrate_to, small, test_options,
+    assert_clean, assert_completed, feed, migrate_to, small, test_options,
 };
-use virtio_lm_migration::{MigrationControl, Outcome};
+use virtio_lm_migration::{
+    vm_config, FunctionState, Inflight, MemoryChunk, MemoryRange, Message, MigrateOptions,
+    MigrationControl, Outcome, Pages, Phase, PAGE_SIZE, PROTOCOL_VERSION,
+};
+use virtio_lm_spec::parts::{decode_parts, part_type, DevPartHdr, VqCfg};
 use virtio_lm_spec::{Feature, Profile};
 use virtio_lm_vm::testing::{image, localhost, options, run_for};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
+use vm_memory::{Bytes, GuestAddress};
+use zerocopy::FromBytes;
 
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_devices::testing::ImageFile;
@@ -123,4 +131,189 @@ fn migrate_v14(ring: RingFormat) {
 #[test]
 fn the_admin_strategy_moves_a_split_v14_guest_with_device_parts() {
     migrate_v14(RingFormat::Split);
+}
+
+/// The packed ring under v1.4, EVENT_IDX negotiated: the stopped source records each ring's
+/// position in the device-area event suppression structure and the destination resumes there
+/// (spec-decisions §32, §36).
+#[test]
+fn the_admin_strategy_moves_a_packed_v14_guest_with_device_parts() {
+    migrate_v14(RingFormat::Packed);
+}
+
+/// spec-decisions §36: no virtio 1.4 part carries in-flight buffers, so `--inflight transfer`
+/// under v1.4 is refused at Start with the reason; the source runs on.
+#[test]
+fn inflight_transfer_is_refused_under_v14() {
+    let (_image, _echo, options) = v14_options("transfer", RingFormat::Split);
+    let source = Machine::start(options.clone()).unwrap();
+    let migrate = MigrateOptions {
+        inflight: Inflight::Transfer,
+        ..test_options()
+    };
+    let (report, incoming) = migrate_to(&source, options, &migrate, &MigrationControl::new());
+    assert!(
+        report
+            .result
+            .contains("--inflight transfer is not possible under the v1.4 profile"),
+        "{}",
+        report.result
+    );
+    assert!(incoming.is_err());
+    assert!(!source.all_parked());
+    run_for(&source, 10);
+}
+
+/// spec-decisions §36: a packed ring under v1.4 without EVENT_IDX has no recorded position,
+/// so the source refuses at Start and a destination refuses such a Config, each saying why.
+#[test]
+fn a_packed_v14_guest_without_event_idx_is_refused() {
+    let (_image, _echo, base) = v14_options("packed-no-event-idx", RingFormat::Packed);
+    let options = MachineOptions {
+        guest_omits: vec![Feature::EventIdx],
+        ..base
+    };
+    let source = Machine::start(options.clone()).unwrap();
+    run_for(&source, 10);
+    let why = "a packed ring under the v1.4 profile needs VIRTIO_F_EVENT_IDX";
+    let (report, _) = migrate_to(
+        &source,
+        options.clone(),
+        &test_options(),
+        &MigrationControl::new(),
+    );
+    assert!(report.result.contains(why), "{}", report.result);
+    assert!(!source.all_parked());
+    let stream = [start(), Message::Config(vm_config(&source))];
+    let (result, answers) = feed(&options, &common::encode(&stream));
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(why), "{err}");
+    assert!(!answers.contains(&Message::Ready));
+}
+
+fn start() -> Message {
+    Message::Start {
+        version: PROTOCOL_VERSION,
+    }
+}
+
+/// Guest pages by address.
+type Pages4k = Vec<(u64, Vec<u8>)>;
+
+/// The final sections of a paused, stopped v1.4 source (parts, function state, vCPU state),
+/// the pages holding queue 0's rings of its first device, and that queue's areas.
+fn v14_reference(source: &Machine) -> (Vec<Message>, Pages4k, (u64, u64)) {
+    source.pause().unwrap();
+    source.stop_devices().unwrap();
+    let contexts = source.read_final_contexts().unwrap();
+    let parts = decode_parts(&contexts[0].1).unwrap();
+    let cfg = parts
+        .iter()
+        .find(|p| {
+            p.hdr.part_type() == part_type::VQ_CFG && p.hdr.selector == DevPartHdr::vq_selector(0)
+        })
+        .map(|p| VqCfg::read_from_bytes(&p.value).unwrap())
+        .unwrap();
+    let areas = (cfg.queue_driver.get(), cfg.queue_device.get());
+    let mut msgs: Vec<Message> = contexts
+        .into_iter()
+        .map(|(member, context)| Message::DeviceContext {
+            phase: Phase::Final,
+            device_id: member as u32,
+            context,
+        })
+        .collect();
+    for (member, regs) in source.function_registers().unwrap() {
+        msgs.push(Message::FunctionState(FunctionState {
+            device_id: member as u32,
+            device_feature_select: regs.device_feature_select,
+            driver_feature_select: regs.driver_feature_select,
+            queue_select: regs.queue_select,
+            isr: regs.isr,
+            msix_pending: regs.msix_pending,
+            intx_pending: regs.intx_pending,
+            pci_cfg_window: regs.pci_cfg_window,
+        }));
+    }
+    msgs.push(Message::VcpuState {
+        vcpu: 0,
+        state: source.vcpu_state().unwrap().encode().unwrap(),
+    });
+    let page = PAGE_SIZE as u64;
+    let mut pages: Pages4k = Vec::new();
+    for at in [areas.0 / page * page, areas.1 / page * page] {
+        if pages.iter().all(|(p, _)| *p != at) {
+            let mut bytes = vec![0u8; PAGE_SIZE];
+            source
+                .memory()
+                .ram()
+                .read_slice(&mut bytes, GuestAddress(at))
+                .unwrap();
+            pages.push((at, bytes));
+        }
+    }
+    (msgs, pages, areas)
+}
+
+/// Issue 15: "a ring whose memory is inconsistent is refused with a clear error before Ready".
+/// A split queue's `used.idx` in the received memory ahead of its `avail.idx` has no sound
+/// position: the destination's check of the received memory refuses it at Complete, naming
+/// the queue, and never answers Ready. The same stream with the source's own pages passes
+/// that check (the control: what is refused is the ring, not the stream).
+#[test]
+fn an_inconsistent_ring_is_refused_before_ready() {
+    let (_image, _echo, options) = v14_options("inconsistent", RingFormat::Split);
+    let source = Machine::start(options.clone()).unwrap();
+    run_for(&source, 20);
+    let config = Message::Config(vm_config(&source));
+    let (finals, pages, (driver, device)) = v14_reference(&source);
+    let stream = |tamper: bool| {
+        let mut msgs = vec![start(), config.clone()];
+        for (at, bytes) in &pages {
+            let mut bytes = bytes.clone();
+            if tamper {
+                // avail.idx and used.idx sit 2 bytes into their areas.
+                let avail = u16::from_le_bytes([
+                    bytes_at(&bytes, *at, driver + 2, 0),
+                    bytes_at(&bytes, *at, driver + 3, 0),
+                ]);
+                let ahead = avail.wrapping_add(7).to_le_bytes();
+                set_at(&mut bytes, *at, device + 2, ahead[0]);
+                set_at(&mut bytes, *at, device + 3, ahead[1]);
+            }
+            msgs.push(Message::Memory(MemoryChunk {
+                round: 0,
+                phase: Phase::Final,
+                ranges: vec![MemoryRange {
+                    guest_addr: *at,
+                    pages: Pages::Data(bytes),
+                }],
+            }));
+        }
+        msgs.extend(finals.iter().cloned());
+        msgs.push(Message::Complete);
+        common::encode(&msgs)
+    };
+    let (result, answers) = feed(&options, &stream(true));
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("against the received memory"), "{err}");
+    assert!(!answers.contains(&Message::Ready), "{answers:?}");
+    // The control: the untampered pages pass the ring check; the destination loads the parts
+    // and answers Ready (then the stream ends: no Commit, so no guest runs).
+    let (result, answers) = feed(&options, &stream(false));
+    assert!(answers.contains(&Message::Ready), "{result:?} {answers:?}");
+}
+
+/// The byte at guest address `gpa` if `page` (at `base`) holds it, else `or`.
+fn bytes_at(page: &[u8], base: u64, gpa: u64, or: u8) -> u8 {
+    gpa.checked_sub(base)
+        .and_then(|i| page.get(i as usize))
+        .copied()
+        .unwrap_or(or)
+}
+
+fn set_at(page: &mut [u8], base: u64, gpa: u64, value: u8) {
+    if let Some(b) = gpa.checked_sub(base).and_then(|i| page.get_mut(i as usize)) {
+        *b = value;
+    }
 }
