@@ -113,6 +113,7 @@ impl<'a, L: Link> Source<'a, L> {
                 Inflight::Transfer => "transfer",
             }
             .into(),
+            profile: machine.profile().name().into(),
             memory_bytes: machine.memory().size(),
             ..MigrationReport::default()
         };
