@@ -4,14 +4,17 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_lm_migration::testing::{
-    assert_clean, assert_completed, feed, migrate_to, small, test_options,
+    assert_clean, assert_completed, assert_running_again, feed, migrate_again_and_verify,
+    migrate_to, small, test_options,
 };
 use virtio_lm_migration::{
-    vm_config, FunctionState, Inflight, MemoryChunk, MemoryRange, Message, MigrateOptions,
-    MigrationControl, Outcome, Pages, Phase, PAGE_SIZE, PROTOCOL_VERSION,
+    vm_config, Fault, FaultPoint, FunctionState, Inflight, MemoryChunk, MemoryRange, Message,
+    MigrateOptions, MigrationControl, Outcome, Pages, Phase, PAGE_SIZE, PROTOCOL_VERSION,
 };
 use virtio_lm_spec::parts::{decode_parts, part_type, DevPartHdr, VqCfg};
 use virtio_lm_spec::{Feature, Profile};
@@ -267,32 +270,20 @@ fn an_inconsistent_ring_is_refused_before_ready() {
     run_for(&source, 20);
     let config = Message::Config(vm_config(&source));
     let (finals, pages, (driver, device)) = v14_reference(&source);
+    let mut tampered = pages.clone();
+    for (at, bytes) in &mut tampered {
+        // avail.idx and used.idx sit 2 bytes into their areas.
+        let avail = u16::from_le_bytes([
+            bytes_at(bytes, *at, driver + 2, 0),
+            bytes_at(bytes, *at, driver + 3, 0),
+        ]);
+        let ahead = avail.wrapping_add(7).to_le_bytes();
+        set_at(bytes, *at, device + 2, ahead[0]);
+        set_at(bytes, *at, device + 3, ahead[1]);
+    }
     let stream = |tamper: bool| {
-        let mut msgs = vec![start(), config.clone()];
-        for (at, bytes) in &pages {
-            let mut bytes = bytes.clone();
-            if tamper {
-                // avail.idx and used.idx sit 2 bytes into their areas.
-                let avail = u16::from_le_bytes([
-                    bytes_at(&bytes, *at, driver + 2, 0),
-                    bytes_at(&bytes, *at, driver + 3, 0),
-                ]);
-                let ahead = avail.wrapping_add(7).to_le_bytes();
-                set_at(&mut bytes, *at, device + 2, ahead[0]);
-                set_at(&mut bytes, *at, device + 3, ahead[1]);
-            }
-            msgs.push(Message::Memory(MemoryChunk {
-                round: 0,
-                phase: Phase::Final,
-                ranges: vec![MemoryRange {
-                    guest_addr: *at,
-                    pages: Pages::Data(bytes),
-                }],
-            }));
-        }
-        msgs.extend(finals.iter().cloned());
-        msgs.push(Message::Complete);
-        common::encode(&msgs)
+        let pages = if tamper { &tampered } else { &pages };
+        common::encode(&final_stream(&config, pages, &finals))
     };
     let (result, answers) = feed(&options, &stream(true));
     let err = result.unwrap_err().to_string();
@@ -302,6 +293,88 @@ fn an_inconsistent_ring_is_refused_before_ready() {
     // and answers Ready (then the stream ends: no Commit, so no guest runs).
     let (result, answers) = feed(&options, &stream(false));
     assert!(answers.contains(&Message::Ready), "{result:?} {answers:?}");
+}
+
+/// Start, Config, `pages` as final Memory, `finals`, Complete.
+fn final_stream(config: &Message, pages: &Pages4k, finals: &[Message]) -> Vec<Message> {
+    let mut msgs = vec![start(), config.clone()];
+    for (at, bytes) in pages {
+        msgs.push(Message::Memory(MemoryChunk {
+            round: 0,
+            phase: Phase::Final,
+            ranges: vec![MemoryRange {
+                guest_addr: *at,
+                pages: Pages::Data(bytes.clone()),
+            }],
+        }));
+    }
+    msgs.extend(finals.iter().cloned());
+    msgs.push(Message::Complete);
+    msgs
+}
+
+/// spec-decisions §37: a FunctionState section is checked before anything is applied: one per
+/// device, for a device the destination has, with vectors its function has; under v1.4 every
+/// device needs one. Each bad case is refused with its reason and never answered Ready.
+#[test]
+fn bad_function_state_sections_are_refused_before_ready() {
+    let (_image, _echo, options) = v14_options("function-state", RingFormat::Split);
+    let source = Machine::start(options.clone()).unwrap();
+    run_for(&source, 10);
+    let config = Message::Config(vm_config(&source));
+    let (finals, pages, _) = v14_reference(&source);
+    let first = finals
+        .iter()
+        .position(|m| matches!(m, Message::FunctionState(_)))
+        .unwrap();
+    let Message::FunctionState(state) = finals[first].clone() else {
+        unreachable!()
+    };
+    let with = |f: &dyn Fn(&mut Vec<Message>)| {
+        let mut msgs = finals.clone();
+        f(&mut msgs);
+        final_stream(&config, &pages, &msgs)
+    };
+    let cases: Vec<(&str, Vec<Message>, &str)> = vec![
+        (
+            "unknown device",
+            with(&|m| {
+                m[first] = Message::FunctionState(FunctionState {
+                    device_id: 9,
+                    ..state.clone()
+                })
+            }),
+            "no device 9 here",
+        ),
+        (
+            "twice",
+            with(&|m| m.insert(first, m[first].clone())),
+            "listed twice",
+        ),
+        (
+            "a vector the function lacks",
+            with(&|m| {
+                m[first] = Message::FunctionState(FunctionState {
+                    msix_pending: vec![200],
+                    ..state.clone()
+                })
+            }),
+            "MSI-X vector 200 pending",
+        ),
+        (
+            "missing",
+            with(&|m| {
+                m.remove(first);
+            }),
+            "no function state for device(s)",
+        ),
+    ];
+    for (what, msgs, needle) in cases {
+        let (result, answers) = feed(&options, &common::encode(&msgs));
+        let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(!answers.contains(&Message::Ready), "{what}");
+    }
 }
 
 /// The byte at guest address `gpa` if `page` (at `base`) holds it, else `or`.
@@ -316,4 +389,95 @@ fn set_at(page: &mut [u8], base: u64, gpa: u64, value: u8) {
     if let Some(b) = gpa.checked_sub(base).and_then(|i| page.get_mut(i as usize)) {
         *b = value;
     }
+}
+
+/// spec-decisions §36: a migration abandoned while the GET objects exist (after the pre-copy
+/// read, the guest running; after DEV_MODE_SET STOPPED, the guest paused) destroys them, the
+/// source runs on, and the next migration to a fresh destination completes and verifies.
+#[test]
+fn a_cancel_destroys_the_get_objects_and_the_source_runs_on() {
+    for at in [FaultPoint::AfterDevicePrecopy, FaultPoint::AfterStop] {
+        let tag = format!("v14-cancel-{at:?}");
+        let (_image, _echo, options) = v14_options(&tag, RingFormat::Split);
+        let source = Machine::start(options.clone()).unwrap();
+        run_for(&source, 20);
+        let control = MigrationControl::new();
+        let hit = Arc::new(AtomicBool::new(false));
+        let seen = hit.clone();
+        control.set_fault_hook(move |p| {
+            if p == at {
+                seen.store(true, Ordering::SeqCst);
+                Fault::Cancel
+            } else {
+                Fault::Continue
+            }
+        });
+        let (report, incoming) = migrate_to(&source, options.clone(), &test_options(), &control);
+        assert!(hit.load(Ordering::SeqCst), "{tag}: the step never came");
+        assert!(
+            matches!(report.outcome, Outcome::Cancelled(_)),
+            "{tag}: {}",
+            report.result
+        );
+        assert!(incoming.is_err());
+        assert_eq!(
+            source.owner().parts_object_count(),
+            0,
+            "{tag}: objects left"
+        );
+        assert_running_again(&source, &tag);
+        migrate_again_and_verify(source, options, &test_options(), &tag);
+    }
+}
+
+/// A→B→A under v1.4 (issue 13's ping-pong, issue 15's profile): after each hop the running
+/// destination's parts that must travel unchanged (driver features, device status, queue
+/// configuration) equal the paused source's final ones, and the guest verifies throughout.
+#[test]
+fn ping_pong_under_v14_keeps_the_parts() {
+    let (_image, _echo, options) = v14_options("ping-pong", RingFormat::Split);
+    let mut here = Machine::start(options.clone()).unwrap();
+    for hop in 0..2 {
+        run_for(&here, 20);
+        let (report, incoming) = migrate_to(
+            &here,
+            options.clone(),
+            &test_options(),
+            &MigrationControl::new(),
+        );
+        assert_completed(&report, &format!("hop {hop}"));
+        let there = incoming.unwrap().machine;
+        assert_eq!(kept_parts(&here), kept_parts(&there), "hop {hop}");
+        drop(here);
+        here = there;
+    }
+    run_for(&here, 30);
+    let after = here.finish(Duration::from_secs(10)).unwrap();
+    assert_clean(&after, 2, "ping-pong");
+}
+
+/// Each member's DRV_FEATURES, DEVICE_STATUS and VQ_CFG parts (a fresh GET; its object is
+/// destroyed after).
+fn kept_parts(machine: &Machine) -> Vec<(u64, Vec<Vec<u8>>)> {
+    let kept = [
+        part_type::DRV_FEATURES,
+        part_type::DEVICE_STATUS,
+        part_type::VQ_CFG,
+    ];
+    let out = machine
+        .read_contexts()
+        .unwrap()
+        .into_iter()
+        .map(|(member, bytes)| {
+            let parts = decode_parts(&bytes).unwrap();
+            let values = parts
+                .iter()
+                .filter(|p| kept.contains(&p.hdr.part_type()))
+                .map(|p| p.value.clone())
+                .collect();
+            (member, values)
+        })
+        .collect();
+    machine.end_device_reads().unwrap();
+    out
 }
