@@ -3,6 +3,7 @@
 //! per device after its final DeviceContext; encoded with serde + postcard.
 
 use serde::{Deserialize, Serialize};
+use virtio_lm_vm::FunctionRegisters;
 
 /// Most pending MSI-X vectors one function may list (the MSI-X table size limit).
 pub const MAX_PENDING_VECTORS: usize = 2048;
@@ -32,6 +33,33 @@ pub struct FunctionState {
 }
 
 impl FunctionState {
+    /// Device `device_id`'s registers `regs`, as the section carries them.
+    pub fn of(device_id: u32, regs: &FunctionRegisters) -> Self {
+        Self {
+            device_id,
+            device_feature_select: regs.device_feature_select,
+            driver_feature_select: regs.driver_feature_select,
+            queue_select: regs.queue_select,
+            isr: regs.isr,
+            msix_pending: regs.msix_pending.clone(),
+            intx_pending: regs.intx_pending,
+            pci_cfg_window: regs.pci_cfg_window,
+        }
+    }
+
+    /// The registers the section carries.
+    pub fn registers(&self) -> FunctionRegisters {
+        FunctionRegisters {
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            queue_select: self.queue_select,
+            isr: self.isr,
+            msix_pending: self.msix_pending.clone(),
+            intx_pending: self.intx_pending,
+            pci_cfg_window: self.pci_cfg_window,
+        }
+    }
+
     /// The rules a section must meet whatever function it is for; the function's own check
     /// (vectors it has) comes later.
     pub fn validate(&self) -> Result<(), String> {

@@ -227,16 +227,10 @@ fn v14_reference(source: &Machine) -> (Vec<Message>, Pages4k, (u64, u64)) {
         })
         .collect();
     for (member, regs) in source.function_registers().unwrap() {
-        msgs.push(Message::FunctionState(FunctionState {
-            device_id: member as u32,
-            device_feature_select: regs.device_feature_select,
-            driver_feature_select: regs.driver_feature_select,
-            queue_select: regs.queue_select,
-            isr: regs.isr,
-            msix_pending: regs.msix_pending,
-            intx_pending: regs.intx_pending,
-            pci_cfg_window: regs.pci_cfg_window,
-        }));
+        msgs.push(Message::FunctionState(FunctionState::of(
+            member as u32,
+            &regs,
+        )));
     }
     msgs.push(Message::VcpuState {
         vcpu: 0,
