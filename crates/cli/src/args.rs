@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_migration::{StatusBit, Strategy};
+use virtio_lm_spec::Profile;
 use virtio_lm_vm::RingFormat;
 
 /// Parses a byte size: a number with an optional binary suffix `K`, `M`, `G` (also `KiB`,
@@ -42,6 +43,12 @@ pub fn parse_tcp(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{text:?} is not tcp:HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// Parses a numbering profile (`--profile seeds|v1.4`, spec-decisions §1).
+pub fn parse_profile(text: &str) -> Result<Profile, String> {
+    text.parse()
+        .map_err(|e: virtio_lm_spec::ProfileError| e.to_string())
 }
 
 /// `--ring`: the virtqueue format the guest drivers ask for.

@@ -9,6 +9,8 @@ use virtio_lm_devices::conformance::Defects;
 use virtio_lm_devices::conformance::{run as run_checks, DeviceKind, Outcome, Row};
 use virtio_lm_spec::Profile;
 
+use crate::args::parse_profile;
+
 /// The device types `conform` can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
@@ -42,11 +44,6 @@ pub struct ConformArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_profile(s: &str) -> Result<Profile, String> {
-    s.parse()
-        .map_err(|e: virtio_lm_spec::ProfileError| e.to_string())
 }
 
 /// The report as JSON: `{"profile", "device", "rows": [{"section", "statement", "result",

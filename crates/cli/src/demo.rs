@@ -16,13 +16,15 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 use virtio_lm_migration::MigrationReport;
+use virtio_lm_spec::Profile;
 
-use crate::args::{parse_size, Ring};
+use crate::args::{parse_profile, parse_size, Ring};
 use crate::control::{ControlClient, Request, Status};
 use crate::migrate::{migrate_and_watch, MigrationFlags, ReportFlags};
 use crate::summary::render;
 use crate::timeline;
 use crate::tls::TlsArgs;
+use crate::UsageError;
 
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
@@ -48,6 +50,9 @@ pub struct DemoArgs {
     /// Virtqueue format.
     #[arg(long, value_enum, default_value_t)]
     pub ring: Ring,
+    /// Numbering profile of both VMs (`vm --profile`): `seeds` or `v1.4`.
+    #[arg(long, default_value = "seeds", value_parser = parse_profile)]
+    pub profile: Profile,
     /// Guest RAM (e.g. 256M, 1G).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub memory: u64,
@@ -266,10 +271,24 @@ fn run_guest(client: &mut ControlClient, from: &Status, run: Duration) -> anyhow
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(count) = args.stress.stress {
+        if args.profile != Profile::Seeds {
+            return Err(UsageError(
+                "--stress runs the seeds profile only: leave out --profile".into(),
+            )
+            .into());
+        }
         return crate::stress::run(count, args.stress.seed, args.output.json);
     }
     // Flags that do not go together are refused before any child starts.
     args.migration.check()?;
+    if args.profile == Profile::V1_4 && args.migration.inflight == crate::args::Inflight::Transfer {
+        return Err(UsageError(
+            "--inflight transfer is not possible under the v1.4 profile: no virtio 1.4 device \
+             part carries in-flight buffers; use --inflight drain"
+                .into(),
+        )
+        .into());
+    }
     let mut dir = WorkDir::new(args.dir.as_deref())?;
     let mut children = Children::default();
     let result = story(args, &dir.path, &mut children);
@@ -340,6 +359,8 @@ fn story(args: &DemoArgs, dir: &Path, children: &mut Children) -> anyhow::Result
             format!("127.0.0.1:0,{echo}"),
             "--ring".into(),
             args.ring.name().into(),
+            "--profile".into(),
+            args.profile.name().into(),
             "--queues".into(),
             args.queues.to_string(),
             "--dirty-rate".into(),

@@ -24,7 +24,7 @@ use virtio_lm_migration::{
 };
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport, NetEndpoints, MIB};
 
-use crate::args::{parse_size, parse_tcp, strategy, Inflight, Ring};
+use crate::args::{parse_profile, parse_size, parse_tcp, strategy, Inflight, Ring};
 use crate::control::{
     ControlError, ControlServer, GuestProgress, Handler, MigrateRequest, Request, Status,
 };
@@ -35,8 +35,9 @@ use crate::UsageError;
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
 Runs a simulated VM: a guest with a virtio-blk and a virtio-net function (members of an SR-IOV
-owner whose admin queue migrates them, seed 004), workloads that verify every request, and a
-thread dirtying guest memory at --dirty-rate over --working-set.
+owner whose admin queue migrates them: seed 004's commands, or with --profile v1.4 virtio 1.4's
+device parts), workloads that verify every request, and a thread dirtying guest memory at
+--dirty-rate over --working-set.
 
 It is steered through --control SOCKET: JSON lines as QMP, e.g. {\"execute\":\"status\"},
 {\"execute\":\"migrate\",\"arguments\":{\"to\":\"tcp:127.0.0.1:4444\"}}, {\"execute\":\"cancel\"},
@@ -61,6 +62,12 @@ pub struct VmArgs {
     /// Virtqueue format.
     #[arg(long, value_enum, default_value_t)]
     pub ring: Ring,
+    /// Numbering profile of the devices, the owner and the guest drivers: `seeds` (the
+    /// proposals: seed-004 admin commands, DEVICE_STOP and QUEUE_STATE) or `v1.4` (the
+    /// published specification: device parts, SUSPEND on bit 43). Both ends of a migration
+    /// must use the same.
+    #[arg(long, default_value = "seeds", value_parser = parse_profile)]
+    pub profile: virtio_lm_spec::Profile,
     /// Request queues (blk) and queue pairs (net).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub queues: u16,
@@ -116,6 +123,7 @@ impl VmArgs {
             blk: self.blk.clone(),
             net: self.net,
             ring: self.ring.into(),
+            profile: self.profile,
             queues: self.queues,
             dirty_rate_mib: self.dirty_rate,
             working_set_mib: self.working_set,

@@ -108,11 +108,13 @@ pub enum MessageType {
     RoundEnd,
     /// Version 2: the destination received everything before the RoundEnd it answers.
     RoundAck,
+    /// One PCI function's own registers (v1.4 profile; spec-decisions §37).
+    FunctionState,
 }
 
 impl MessageType {
     /// Every type, in code order.
-    pub const ALL: [MessageType; 13] = [
+    pub const ALL: [MessageType; 14] = [
         MessageType::Start,
         MessageType::Config,
         MessageType::Memory,
@@ -126,6 +128,7 @@ impl MessageType {
         MessageType::Error,
         MessageType::RoundEnd,
         MessageType::RoundAck,
+        MessageType::FunctionState,
     ];
 
     /// The wire code.
@@ -144,6 +147,7 @@ impl MessageType {
             MessageType::Error => 11,
             MessageType::RoundEnd => 12,
             MessageType::RoundAck => 13,
+            MessageType::FunctionState => 14,
         }
     }
 
@@ -151,7 +155,7 @@ impl MessageType {
     /// announced an older version (that peer cannot have meant it).
     pub const fn since_version(self) -> u32 {
         match self {
-            MessageType::RoundEnd | MessageType::RoundAck => 2,
+            MessageType::RoundEnd | MessageType::RoundAck | MessageType::FunctionState => 2,
             _ => 1,
         }
     }
@@ -180,6 +184,7 @@ impl MessageType {
             MessageType::Error => MAX_TEXT,
             MessageType::RoundEnd => crate::message::ROUND_END_LEN,
             MessageType::RoundAck => crate::message::ROUND_ACK_LEN,
+            MessageType::FunctionState => crate::function_state::MAX_FUNCTION_STATE,
         }
     }
 
@@ -238,7 +243,7 @@ mod tests {
             assert_eq!(MessageType::from_code(t.code()), Some(t));
         }
         assert_eq!(MessageType::from_code(0), None);
-        assert_eq!(MessageType::from_code(14), None);
+        assert_eq!(MessageType::from_code(15), None);
     }
 
     /// The header is 16 bytes, little-endian, in the documented field order.

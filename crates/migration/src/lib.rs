@@ -2,7 +2,7 @@
 //!
 //! A migration travels as a sequence of sections in each direction: source → destination carries
 //! Start, Config, Memory rounds (each pre-copy round closed by a RoundEnd), DeviceContext,
-//! VcpuState, Complete and Commit; destination → source carries Start, a RoundAck per RoundEnd,
+//! FunctionState (v1.4 profile), VcpuState, Complete and Commit; destination → source carries Start, a RoundAck per RoundEnd,
 //! Ready and CommitAck; either side may send Cancel or Error before Commit.
 //! Every section is a fixed 16-byte header (magic, type, flags, payload length, sequence number),
 //! the payload, and a crc32c over both (docs/stream-format.md has the byte layouts, the version
@@ -48,6 +48,7 @@
 mod config;
 mod engine;
 mod error;
+mod function_state;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod header;
@@ -69,6 +70,7 @@ pub use engine::{
 };
 pub use engine::{Fault, FaultPoint};
 pub use error::{Position, StreamError, WriteError};
+pub use function_state::{FunctionState, MAX_FUNCTION_STATE, MAX_PENDING_VECTORS};
 pub use header::{
     MessageType, Phase, SectionHeader, CRC_LEN, FLAG_FINAL, HEADER_LEN, MAGIC, MAX_CONFIG,
     MAX_DEVICE_CONTEXT, MAX_MEMORY_DATA, MAX_MEMORY_RANGES, MAX_TEXT, MAX_VCPU_STATE, PAGE_SIZE,

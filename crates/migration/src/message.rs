@@ -2,6 +2,7 @@
 //! (`config.rs`).
 
 use crate::config::VmConfig;
+use crate::function_state::FunctionState;
 use crate::header::{MessageType, Phase, MAX_DEVICE_CONTEXT, MAX_TEXT, MAX_VCPU_STATE};
 use crate::memory::{self, MemoryChunk};
 
@@ -87,6 +88,10 @@ pub enum Message {
         /// Stream bytes the destination had received when it read the RoundEnd.
         bytes_received: u64,
     },
+    /// Under the v1.4 profile, source to destination after a device's final DeviceContext: its
+    /// PCI function's own registers, which 1.4's device parts leave to the hypervisor
+    /// (spec-decisions §37).
+    FunctionState(FunctionState),
 }
 
 /// Why a migration was cancelled.
@@ -137,6 +142,7 @@ impl Message {
             Message::Error { .. } => MessageType::Error,
             Message::RoundEnd { .. } => MessageType::RoundEnd,
             Message::RoundAck { .. } => MessageType::RoundAck,
+            Message::FunctionState(_) => MessageType::FunctionState,
         }
     }
 
@@ -201,6 +207,7 @@ pub(crate) fn encode_small(msg: &Message) -> Result<Vec<u8>, String> {
             v.extend_from_slice(&bytes_received.to_le_bytes());
             Ok(v)
         }
+        Message::FunctionState(state) => state.encode(),
     }
 }
 
@@ -309,5 +316,6 @@ pub(crate) fn decode(msg_type: MessageType, flags: u16, payload: &[u8]) -> Resul
                 bytes_received: u64::from_le_bytes(bytes),
             })
         }
+        MessageType::FunctionState => FunctionState::decode(payload).map(Message::FunctionState),
     }
 }

@@ -26,7 +26,7 @@ fn read_all(wire: &[u8]) -> Vec<Message> {
     }
 }
 
-/// Each of the thirteen message types, including both phases of Memory and DeviceContext, reads
+/// Each of the fourteen message types, including both phases of Memory and DeviceContext, reads
 /// back equal to what was written.
 #[test]
 fn every_message_type_round_trips() {

@@ -18,6 +18,10 @@ use crate::notify::NotificationData;
 use crate::pci_cfg::PciCfgWindow;
 use crate::transport::PciTransport;
 
+mod registers;
+
+pub use registers::FunctionRegisters;
+
 /// How a driver notification reaches the core.
 #[derive(Clone, Debug)]
 pub enum KickMode {

@@ -131,6 +131,49 @@ impl MsixInterrupts {
         self.isr.swap(0, Ordering::SeqCst)
     }
 
+    /// Vectors with a message raised and not yet taken (their eventfd readable), in order, and
+    /// whether the INTx line is. Taking the count to look at it, the count is put back: the
+    /// reader (a paused guest) finds what it would have found.
+    pub fn pending(&self) -> (Vec<u16>, bool) {
+        let peek = |line: &Line| match line.fd.read() {
+            Ok(n) if n > 0 => {
+                // Adding back what was just taken cannot overflow the counter.
+                let _ = line.fd.write(n);
+                true
+            }
+            _ => false,
+        };
+        let vectors = (0u16..)
+            .zip(&self.vectors)
+            .filter(|(_, l)| peek(l))
+            .map(|(v, _)| v)
+            .collect();
+        (vectors, peek(&self.intx))
+    }
+
+    /// Raises `vector`'s message again without counting a delivery (a message pending on
+    /// another function, moved here); `false` for a vector the function does not have.
+    pub fn raise_pending(&self, vector: u16) -> bool {
+        match self.vectors.get(usize::from(vector)) {
+            Some(line) => line.fd.write(1).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Raises the INTx line again without counting a delivery (see [`Self::raise_pending`]).
+    pub fn raise_intx_pending(&self) {
+        // A full counter needs 2^64 - 2 unread signals.
+        let _ = self.intx.fd.write(1);
+    }
+
+    /// Sets the ISR status as the function had it elsewhere (bits 0 and 1 only).
+    pub fn set_isr(&self, isr: u8) {
+        self.isr.store(
+            isr & (VIRTIO_PCI_ISR_QUEUE | VIRTIO_PCI_ISR_CONFIG),
+            Ordering::SeqCst,
+        );
+    }
+
     /// The vector configuration changes go to.
     pub fn config_vector(&self) -> u16 {
         self.config_vector.load(Ordering::SeqCst)

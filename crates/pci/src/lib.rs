@@ -68,7 +68,7 @@ pub use driver::{
     QueueBookkeeping, QueueSetup, QueueStateRegs, Region, Regions, RingDriver, SavedState,
 };
 pub use error::PciError;
-pub use function::{KickMode, VirtioPciFunction};
+pub use function::{FunctionRegisters, KickMode, VirtioPciFunction};
 pub use interrupts::MsixInterrupts;
 pub use layout::{capabilities, VirtioCap};
 pub use notify::NotificationData;

@@ -60,6 +60,21 @@ impl PciCfgWindow {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// What the driver programmed: `bar`, `offset`, `length`.
+    pub(crate) fn registers(&self) -> (u8, u32, u32) {
+        let w = *self.lock();
+        (w.bar, w.offset, w.length)
+    }
+
+    /// Programs the window as a driver's writes would have.
+    pub(crate) fn set_registers(&self, (bar, offset, length): (u8, u32, u32)) {
+        *self.lock() = Window {
+            bar,
+            offset,
+            length,
+        };
+    }
+
     /// Back to the state after reset (FLR).
     pub(crate) fn reset(&self) {
         *self.lock() = Window::default();

@@ -8,19 +8,21 @@ use std::time::Duration;
 use virtio_lm_device::{CoreOptions, VirtioDevice};
 use virtio_lm_devices::blk::config::features as bf;
 use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverConfig};
+use virtio_lm_devices::blk::BlkParts;
 use virtio_lm_devices::net::config::{ctrl, features as nf};
 use virtio_lm_devices::net::pci_driver::{NetPciConfig, NetPciDriver};
 use virtio_lm_devices::net::Announcer;
+use virtio_lm_devices::net::NetParts;
 use virtio_lm_devices::{Blk, BlkOptions, HostEntropy, Net, NetOptions, NetStats, Rng};
-use virtio_lm_pci::admin::{OwnerFunction, OwnerOptions};
+use virtio_lm_pci::admin::{DevicePartsCodec, OwnerFunction, OwnerOptions};
 use virtio_lm_pci::{PciDriver, VirtioPciFunction};
-use virtio_lm_spec::Feature;
+use virtio_lm_spec::{Feature, Profile};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::ctrl_shadow::CtrlShadow;
 use crate::guest::blk::BLOCK_LEN;
 use crate::guest::queue_vectors;
-use crate::machine::{MachineError, PROFILE};
+use crate::machine::MachineError;
 use crate::memory::{GuestRam, VmMemory};
 use crate::options::{GuestLayout, MachineOptions, RingFormat};
 
@@ -28,8 +30,14 @@ use crate::options::{GuestLayout, MachineOptions, RingFormat};
 pub(crate) const QUEUE_SIZE: u16 = 64;
 
 /// A member's device before the owner's factory builds its function, with the eventfd its
-/// worker watches besides the kicks and its MSI-X vector count.
-pub(crate) type PendingMember = (Box<dyn VirtioDevice<GuestRam>>, Arc<EventFd>, u16);
+/// worker watches besides the kicks, its MSI-X vector count, and its device-type parts codec
+/// (the v1.4 profile's owner moves it as device parts).
+pub(crate) type PendingMember = (
+    Box<dyn VirtioDevice<GuestRam>>,
+    Arc<EventFd>,
+    u16,
+    Box<dyn DevicePartsCodec>,
+);
 
 /// What the machine keeps of its net device once the device moved into its function.
 pub(crate) struct NetHandles {
@@ -57,7 +65,8 @@ pub(crate) fn devices(
         })
         .map_err(|e| MachineError::Device(e.to_string()))?;
         let wake = blk.completion_fd();
-        pending.push((Box::new(blk), wake, options.queues + 1));
+        let codec = Box::new(BlkParts);
+        pending.push((Box::new(blk), wake, options.queues + 1, codec));
     }
     if let Some(endpoints) = options.net {
         let mut net = Net::new(NetOptions {
@@ -75,25 +84,42 @@ pub(crate) fn devices(
             announcer: net.announcer(),
         });
         let wake = net.wake_fd();
-        pending.push((Box::new(net), wake, 2 * options.queues + 2));
+        let codec = Box::new(NetParts);
+        pending.push((Box::new(net), wake, 2 * options.queues + 2, codec));
     }
     Ok((pending, handles))
 }
 
-/// The transport features the guest drivers ask for, but those in `omits`.
-pub(crate) fn transport_features(ring: RingFormat, omits: &[Feature]) -> Result<u64, MachineError> {
-    let mut wanted = vec![
-        Feature::Version1,
-        Feature::EventIdx,
-        Feature::DeviceStop,
-        Feature::QueueState,
-        Feature::Suspend,
-    ];
+/// The transport features the devices offer under `profile` (spec-decisions §35): the seeds
+/// profile's default set, or under v1.4 the published features without DEVICE_STOP and
+/// QUEUE_STATE, which 1.4 does not number, and with RING_RESET.
+fn device_features(profile: Profile) -> Vec<Feature> {
+    let mut features = CoreOptions::default().features;
+    if profile == Profile::V1_4 {
+        features.retain(|f| !matches!(f, Feature::DeviceStop | Feature::QueueState));
+        features.push(Feature::RingReset);
+    }
+    features
+}
+
+/// The transport features the guest drivers ask for under `profile`, but those in `omits`:
+/// VERSION_1, EVENT_IDX, SUSPEND and (packed) RING_PACKED; besides, DEVICE_STOP and
+/// QUEUE_STATE under the seeds profile, RING_RESET under v1.4 (spec-decisions §35).
+pub(crate) fn transport_features(
+    profile: Profile,
+    ring: RingFormat,
+    omits: &[Feature],
+) -> Result<u64, MachineError> {
+    let mut wanted = vec![Feature::Version1, Feature::EventIdx, Feature::Suspend];
+    match profile {
+        Profile::Seeds => wanted.extend([Feature::DeviceStop, Feature::QueueState]),
+        Profile::V1_4 => wanted.push(Feature::RingReset),
+    }
     if ring == RingFormat::Packed {
         wanted.push(Feature::RingPacked);
     }
     wanted.retain(|f| !omits.contains(f));
-    PROFILE
+    profile
         .feature_set(&wanted)
         .map_err(|e| MachineError::Driver(e.to_string()))
 }
@@ -107,12 +133,21 @@ pub(crate) fn owner(
     pending: Vec<PendingMember>,
 ) -> Result<OwnerFunction<GuestRam>, MachineError> {
     let count = u16::try_from(pending.len()).unwrap_or(u16::MAX);
-    let mut pending: Vec<Option<PendingMember>> = pending.into_iter().map(Some).collect();
     let ram = ram.clone();
+    let profile = options.profile;
     let core = CoreOptions {
+        profile,
+        features: device_features(profile),
         quiesce_mode: options.quiesce,
-        ..CoreOptions::default()
     };
+    let mut codecs = Vec::new();
+    let mut pending: Vec<Option<_>> = pending
+        .into_iter()
+        .map(|(device, wake, vectors, codec)| {
+            codecs.push(codec);
+            Some((device, wake, vectors))
+        })
+        .collect();
     let factory = Box::new(move |vf: u16| {
         let (device, _, vectors) = usize::from(vf)
             .checked_sub(1)
@@ -123,12 +158,21 @@ pub(crate) fn owner(
     });
     let entropy = HostEntropy::open()?;
     let device = Box::new(Rng::new(Box::new(entropy), 8));
-    let owner = OwnerFunction::new(
-        device,
-        owner_memory.ram().clone(),
-        OwnerOptions::default(),
-        factory,
-    )?;
+    let owner_options = match profile {
+        Profile::Seeds => OwnerOptions::default(),
+        Profile::V1_4 => OwnerOptions {
+            core: CoreOptions {
+                profile,
+                features: vec![Feature::Version1],
+                ..CoreOptions::default()
+            },
+            ..OwnerOptions::default()
+        },
+    };
+    let owner = OwnerFunction::new(device, owner_memory.ram().clone(), owner_options, factory)?;
+    for (vf, codec) in (1u64..).zip(codecs) {
+        owner.set_member_parts_codec(vf, codec);
+    }
     owner.set_num_vfs(count)?;
     owner.set_vf_enable(true)?;
     Ok(owner)
@@ -151,7 +195,7 @@ impl GuestBoot<'_> {
         queues: u16,
     ) -> Result<(PciDriver<GuestRam>, Vec<Arc<EventFd>>), MachineError> {
         let irqs = queue_vectors(function, queues).map_err(MachineError::Driver)?;
-        let pci = PciDriver::new(function.clone(), self.ram.clone(), PROFILE)?;
+        let pci = PciDriver::new(function.clone(), self.ram.clone(), self.options.profile)?;
         Ok((pci, irqs))
     }
 

@@ -9,7 +9,7 @@ use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
 use virtio_lm_spec::admin::DevMode;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 use vm_memory::GuestAddress;
 
 use crate::guest::blk::BlkGuest;
@@ -17,7 +17,7 @@ use crate::guest::dirtier::Dirtier;
 use crate::guest::net::NetGuest;
 use crate::guest::{lock, VcpuState};
 use crate::inband::{is_inband, stopped_inband};
-use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PROFILE};
+use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK};
 
 /// What a destination must match of one member function (the Config section's device entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,13 @@ impl Machine {
     /// stream lasts until the mode changes, so after a migration cancelled before Stop the
     /// next one's pre-copy read would otherwise find the old stream read to its end (seed 004:
     /// after DISCARD the next READ is "as if VIRTIO_ADMIN_CMD_DEV_CTX_READ was never received").
+    ///
+    /// Under v1.4 each is the member's device parts instead (DEV_PARTS_METADATA_GET SIZE and
+    /// DEV_PARTS_GET ALL through a GET object kept for the migration; spec-decisions §36).
     pub fn read_contexts(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        if self.options.profile == Profile::V1_4 {
+            return self.read_parts();
+        }
         let mut admin = lock(&self.admin);
         let mut contexts = Vec::new();
         for member in self.members() {
@@ -84,13 +90,34 @@ impl Machine {
         Ok(contexts)
     }
 
+    /// The final read of every member, once they are stopped: [`Self::read_contexts`], and
+    /// under v1.4 the GET objects destroyed after it, as Linux's virtio-vfio-pci leaves
+    /// STOP_COPY.
+    pub fn read_final_contexts(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
+        let contexts = self.read_contexts()?;
+        self.end_device_reads()?;
+        Ok(contexts)
+    }
+
+    /// Releases what the source's device reads hold (v1.4: the GET objects; nothing under the
+    /// seeds, whose read stream a later DEV_CTX_DISCARD restarts): after the final read, and
+    /// when a migration is abandoned at any step.
+    pub fn end_device_reads(&self) -> Result<(), MachineError> {
+        match self.options.profile {
+            Profile::Seeds => Ok(()),
+            Profile::V1_4 => self.destroy_get_objects(),
+        }
+    }
+
     /// DEV_MODE_SET Stop then Freeze on every member (Stop returns once in-process requests
-    /// are drained or recorded, as the quiesce mode says).
+    /// are drained or recorded, as the quiesce mode says); under v1.4 DEV_MODE_SET STOPPED.
     pub fn stop_devices(&self) -> Result<(), MachineError> {
-        let mut admin = lock(&self.admin);
         for member in self.members() {
-            admin.dev_mode_set(member, DevMode::Stop)?;
-            admin.dev_mode_set(member, DevMode::Freeze)?;
+            self.member_mode(member, DevMode::Stop)?;
+            // v1.4 has one stopped mode: Stop is all of it.
+            if self.options.profile == Profile::Seeds {
+                self.member_mode(member, DevMode::Freeze)?;
+            }
         }
         Ok(())
     }
@@ -98,9 +125,8 @@ impl Machine {
     /// DEV_MODE_SET `mode` on every member, one after the other (the engine sets every member
     /// Stop, then every member Freeze).
     pub fn set_members_mode(&self, mode: DevMode) -> Result<(), MachineError> {
-        let mut admin = lock(&self.admin);
         for member in self.members() {
-            admin.dev_mode_set(member, mode)?;
+            self.member_mode(member, mode)?;
         }
         Ok(())
     }
@@ -110,12 +136,9 @@ impl Machine {
     /// reports the first failure.
     pub fn reactivate(&self) -> Result<(), MachineError> {
         let mut first = Ok(());
-        {
-            let mut admin = lock(&self.admin);
-            for member in self.members() {
-                if let Err(e) = admin.dev_mode_set(member, DevMode::Active) {
-                    first = first.and(Err(e.into()));
-                }
+        for member in self.members() {
+            if let Err(e) = self.member_mode(member, DevMode::Active) {
+                first = first.and(Err(e));
             }
         }
         self.resume();
@@ -133,6 +156,13 @@ impl Machine {
         rings: bool,
     ) -> Result<(), MachineError> {
         let bad = |what: String| MachineError::Device(format!("member {member}: {what}"));
+        if self.options.profile == Profile::V1_4 && !is_inband(context) {
+            let parts = self.check_parts(member, context).map_err(bad)?;
+            if rings {
+                self.check_parts_rings(&parts).map_err(bad)?;
+            }
+            return Ok(());
+        }
         let function = self
             .members()
             .into_iter()
@@ -167,7 +197,8 @@ impl Machine {
             return Ok(());
         }
         let driver = ctx.driver_features.first().copied().unwrap_or(0);
-        let has = |f| PROFILE.bit(f).is_some_and(|b| driver & (1u64 << b) != 0);
+        let profile = self.options.profile;
+        let has = |f| profile.bit(f).is_some_and(|b| driver & (1u64 << b) != 0);
         let kind = if has(Feature::RingPacked) {
             RingKind::Packed
         } else {
@@ -231,6 +262,8 @@ impl Machine {
             if is_inband(context) {
                 let replay = self.load_inband(*member, context)?;
                 inband.push((*member, replay));
+            } else if self.options.profile == Profile::V1_4 {
+                self.load_parts(*member, context)?;
             } else {
                 lock(&self.admin).dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
             }
@@ -264,7 +297,7 @@ impl Machine {
                 let (_, replay) = inband.swap_remove(at);
                 self.driver_ok_inband(member, replay)?;
             } else {
-                lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
+                self.member_mode(member, DevMode::Active)?;
             }
         }
         if let (Some(handles), Some(function)) = (&self.net_handles, &self.net) {

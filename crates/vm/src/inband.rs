@@ -20,7 +20,7 @@ use virtio_lm_spec::{DeviceStatus, Feature};
 use crate::ctrl_replay::CtrlReplay;
 use crate::ctrl_shadow::{self, SHADOW_FIELD};
 use crate::guest::lock;
-use crate::machine::{Machine, MachineError, PROFILE};
+use crate::machine::{Machine, MachineError};
 
 /// Which status bit stops the devices (`--status-bit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -303,7 +303,9 @@ impl Machine {
         for (member, function) in self.members().into_iter().zip(self.functions()) {
             let negotiated = lock(function.core()).driver_features();
             for feature in [bit.feature(), Feature::QueueState] {
-                let has = PROFILE
+                let has = self
+                    .options
+                    .profile
                     .bit(feature)
                     .is_some_and(|b| negotiated & (1u64 << b) != 0);
                 if !has {
@@ -423,7 +425,9 @@ impl Machine {
                 return Err(bad("a control-queue shadow for a device without one".into()));
             }
             let features = ctx.driver_features.first().copied().unwrap_or(0);
-            let packed = PROFILE
+            let packed = self
+                .options
+                .profile
                 .bit(Feature::RingPacked)
                 .is_some_and(|b| features & (1u64 << b) != 0);
             // The control queue is the device's last (after every receive/transmit pair).
@@ -448,7 +452,7 @@ impl Machine {
             q.state = rewound;
             replay = Some(prepared);
         }
-        lock(&self.admin).dev_mode_set(member, DevMode::Active)?;
+        self.member_mode(member, DevMode::Active)?;
         Registers::new(&function)?.reinitialise(&ctx)?;
         Ok(replay)
     }

@@ -58,8 +58,10 @@ mod inband;
 mod machine;
 pub mod memory;
 pub mod options;
+mod parts;
 pub mod pause;
 mod progress;
+mod registers;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
@@ -67,6 +69,7 @@ pub use dirty::DirtyRange;
 pub use guest::VcpuState;
 pub use handover::MemberInfo;
 pub use inband::StatusBit;
-pub use machine::{Machine, MachineError, MachineReport, PAUSE_TIMEOUT, PROFILE};
+pub use machine::{Machine, MachineError, MachineReport, PAUSE_TIMEOUT};
 pub use memory::{DirtyLog, GuestRam, MemoryError, RamRange, VmMemory, PAGE_SIZE};
 pub use options::{GuestLayout, MachineOptions, NetEndpoints, RingFormat, MIB};
+pub use virtio_lm_pci::FunctionRegisters;

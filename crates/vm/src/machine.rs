@@ -32,8 +32,6 @@ use crate::memory::{GuestRam, MemoryError, VmMemory};
 use crate::options::{GuestLayout, MachineOptions, OptionsError, MIB};
 use crate::pause::{PauseControl, PauseError};
 
-/// The numbering profile of the machine's devices and drivers.
-pub const PROFILE: Profile = Profile::Seeds;
 /// Host memory of the owner function (its admin queue and command buffers).
 const OWNER_MEMORY: u64 = MIB;
 /// Longest a pause waits for every vCPU to reach a safe point.
@@ -132,6 +130,8 @@ pub struct Machine {
     workers: Vec<Worker>,
     /// A guest loaded by [`Machine::load`], waiting for [`Machine::activate`].
     pub(crate) loaded: Option<Loaded>,
+    /// The v1.4 source's GET objects of a migration in progress.
+    pub(crate) get_objects: Mutex<crate::parts::GetObjects>,
     /// Kept for the owner's rings: they live here, not in guest RAM.
     _owner_memory: VmMemory,
 }
@@ -155,8 +155,11 @@ impl Machine {
             let from = machine.layout.working_set_at + machine.layout.working_set_len;
             fill_random(&ram, from, machine.options.memory, machine.options.seed)?;
         }
-        let features =
-            build::transport_features(machine.options.ring, &machine.options.guest_omits)?;
+        let features = build::transport_features(
+            machine.options.profile,
+            machine.options.ring,
+            &machine.options.guest_omits,
+        )?;
         let (options, layout) = (&machine.options, &machine.layout);
         let boot = build::GuestBoot {
             ram: &ram,
@@ -187,16 +190,30 @@ impl Machine {
     }
 
     /// Builds the machine waiting for a migrated guest: the same devices and layout as the
-    /// options say, every member put in Freeze before anything runs, no vCPU.
+    /// options say, every member put in Freeze (v1.4: stopped) before anything runs, no vCPU.
     pub fn incoming(options: MachineOptions) -> Result<Self, MachineError> {
         let machine = Self::build(options)?;
-        {
-            let mut admin = lock(&machine.admin);
-            for member in machine.members() {
-                admin.dev_mode_set(member, DevMode::Freeze)?;
-            }
+        for member in machine.members() {
+            machine.member_mode(member, DevMode::Freeze)?;
         }
         Ok(machine)
+    }
+
+    /// The numbering profile of the devices, the owner and the drivers.
+    pub fn profile(&self) -> Profile {
+        self.options.profile
+    }
+
+    /// DEV_MODE_SET of `member` through the owner, in the profile's command set: the seed-004
+    /// modes as they are; under v1.4 Stop and Freeze are both the STOPPED flag (1.4 has one
+    /// stopped mode, which completes every observed buffer first) and Active clears it.
+    pub(crate) fn member_mode(&self, member: u64, mode: DevMode) -> Result<(), MachineError> {
+        let mut admin = lock(&self.admin);
+        match self.options.profile {
+            Profile::Seeds => admin.dev_mode_set(member, mode)?,
+            Profile::V1_4 => admin.dev_mode_stopped(member, mode != DevMode::Active)?,
+        }
+        Ok(())
     }
 
     fn build(options: MachineOptions) -> Result<Self, MachineError> {
@@ -225,10 +242,17 @@ impl Machine {
         let mut admin = AdminClient::init(
             owner.function().clone(),
             owner_memory.ram().clone(),
-            PROFILE,
+            options.profile,
             AdminClientConfig::default(),
         )?;
-        admin.use_migration_commands()?;
+        match options.profile {
+            Profile::Seeds => admin.use_migration_commands()?,
+            Profile::V1_4 => {
+                admin.use_v1_4_commands()?;
+                let cap = admin.dev_parts_cap_get()?;
+                admin.dev_parts_cap_set(cap)?;
+            }
+        }
         Ok(Self {
             options,
             layout,
@@ -244,6 +268,7 @@ impl Machine {
             threads: Vec::new(),
             workers,
             loaded: None,
+            get_objects: Mutex::default(),
             _owner_memory: owner_memory,
         })
     }
@@ -393,14 +418,8 @@ impl Machine {
     /// The source side's device hand-over: DEV_MODE_SET Stop then Freeze on every member,
     /// then each one's device context (DEV_CTX_READ), by member number.
     pub fn freeze_devices(&self) -> Result<Vec<(u64, Vec<u8>)>, MachineError> {
-        let mut admin = lock(&self.admin);
-        let mut contexts = Vec::new();
-        for member in self.members() {
-            admin.dev_mode_set(member, DevMode::Stop)?;
-            admin.dev_mode_set(member, DevMode::Freeze)?;
-            contexts.push((member, admin.dev_ctx_read_all(member, CONTEXT_CHUNK)?));
-        }
-        Ok(contexts)
+        self.stop_devices()?;
+        self.read_contexts()
     }
 
     /// The destination side in one go: [`Self::load`] then [`Self::activate`].

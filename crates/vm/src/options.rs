@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use virtio_lm_device::QuiesceMode;
-use virtio_lm_spec::Feature;
+use virtio_lm_spec::{Feature, Profile};
 
 use crate::memory::PAGE_SIZE;
 
@@ -63,6 +63,11 @@ pub struct MachineOptions {
     /// Transport features the guest's drivers leave out of what they ask for (none by default;
     /// e.g. a guest without VIRTIO_F_SUSPEND, which the status strategy refuses at Start).
     pub guest_omits: Vec<Feature>,
+    /// The numbering profile of every device, the owner's admin client and the guest drivers
+    /// (`--profile seeds|v1.4`, spec-decisions §1): under v1.4 the owner speaks device parts
+    /// instead of the seed-004 commands, and the drivers ask for SUSPEND on bit 43 and neither
+    /// DEVICE_STOP nor QUEUE_STATE (spec-decisions §35).
+    pub profile: Profile,
 }
 
 impl Default for MachineOptions {
@@ -80,6 +85,7 @@ impl Default for MachineOptions {
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
             fill_random: false,
             guest_omits: Vec::new(),
+            profile: Profile::Seeds,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tracing::{info, info_span, warn};
-use virtio_lm_vm::{Machine, MachineOptions, VcpuState};
+use virtio_lm_spec::Profile;
+use virtio_lm_vm::{FunctionRegisters, Machine, MachineOptions, VcpuState};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::source::{ms, truncate, unexpected, vm_config};
@@ -158,6 +159,7 @@ impl Destination<'_> {
         let mut written = vec![false; pages as usize];
         let mut contexts: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut state: Option<VcpuState> = None;
+        let mut registers: BTreeMap<u64, FunctionRegisters> = BTreeMap::new();
         loop {
             if self.control.is_cancelled() {
                 return Err(MigrationError::Cancelled("by the operator".into()));
@@ -226,10 +228,28 @@ impl Destination<'_> {
                             })?,
                         );
                 }
+                Section::Message(Message::FunctionState(function)) => {
+                    let member = u64::from(function.device_id);
+                    let invalid = |reason: String| MigrationError::Invalid {
+                        section: format!("FunctionState section {at}"),
+                        reason,
+                    };
+                    if !members.contains(&member) {
+                        return Err(invalid(format!("no device {member} here")));
+                    }
+                    if registers.contains_key(&member) {
+                        return Err(invalid(format!("device {member} listed twice")));
+                    }
+                    let regs = function.registers();
+                    machine
+                        .check_function_registers(member, &regs)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    registers.insert(member, regs);
+                }
                 Section::Message(Message::Complete) => break,
                 Section::Message(other) => {
                     return Err(unexpected(
-                        "Memory, RoundEnd, DeviceContext, VcpuState or Complete",
+                        "Memory, RoundEnd, DeviceContext, FunctionState, VcpuState or Complete",
                         other,
                     ))
                 }
@@ -252,6 +272,17 @@ impl Destination<'_> {
             section: "Complete".into(),
             reason: "no vCPU state".into(),
         })?;
+        let unregistered: Vec<u64> = members
+            .iter()
+            .copied()
+            .filter(|m| !registers.contains_key(m))
+            .collect();
+        if machine.profile() == Profile::V1_4 && !unregistered.is_empty() {
+            return Err(MigrationError::Invalid {
+                section: "Complete".into(),
+                reason: format!("no function state for device(s) {unregistered:?}"),
+            });
+        }
         // Everything is checked before anything is applied: the rings as a dry run against
         // the memory now complete.
         let rings = !self.control.skip_ring_check();
@@ -267,6 +298,9 @@ impl Destination<'_> {
         let load_start = Instant::now();
         self.report.check_ms = ms(complete, load_start);
         machine.load(&contexts, state)?;
+        for (member, regs) in &registers {
+            machine.restore_function_registers(*member, regs)?;
+        }
         let loaded = Instant::now();
         drop(span);
         wire.tx.write(&Message::Ready)?;
@@ -317,10 +351,13 @@ fn check_config(machine: &Machine, theirs: &VmConfig) -> Result<(), MigrationErr
     }
     if theirs.profile != ours.profile {
         return bad(format!(
-            "profile {:?} here, {:?} on the source",
-            ours.profile, theirs.profile
+            "numbering profile {} here, {} on the source: both VMs need the same --profile \
+             (spec-decisions §35)",
+            ours.profile.name(),
+            theirs.profile.name()
         ));
     }
+    super::v14::check_config(theirs)?;
     if theirs.devices.len() != ours.devices.len() {
         return bad(format!(
             "{} devices here, {} on the source",

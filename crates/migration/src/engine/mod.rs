@@ -10,6 +10,7 @@ mod options;
 mod report;
 mod source;
 mod tls;
+mod v14;
 mod wire;
 
 pub use control::{MigrationControl, MigrationState, Progress};

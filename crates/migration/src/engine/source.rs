@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn};
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::Profile;
 use virtio_lm_vm::{DirtyLog, DirtyRange, Machine, RingFormat};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -112,6 +113,7 @@ impl<'a, L: Link> Source<'a, L> {
                 Inflight::Transfer => "transfer",
             }
             .into(),
+            profile: machine.profile().name().into(),
             memory_bytes: machine.memory().size(),
             ..MigrationReport::default()
         };
@@ -188,6 +190,7 @@ impl<'a, L: Link> Source<'a, L> {
 
     /// The status strategy's preconditions, refused at Start (spec-decisions §15).
     fn check_strategy(&self) -> Result<(), MigrationError> {
+        super::v14::check_source(self.machine, self.options)?;
         let Strategy::Status(bit) = self.options.strategy else {
             return Ok(());
         };
@@ -466,10 +469,14 @@ impl<'a, L: Link> Source<'a, L> {
         match self.options.strategy {
             // Every member Stop, then every member Freeze: no member is frozen while another
             // still processes requests that may touch it.
+            // Under v1.4 Stop is DEV_MODE_SET STOPPED, the one stopped mode 1.4 has: no
+            // Freeze follows (spec-decisions §36).
             Strategy::Admin => {
                 self.machine.set_members_mode(DevMode::Stop)?;
                 self.control.reached(FaultPoint::AfterStop)?;
-                self.machine.set_members_mode(DevMode::Freeze)?;
+                if self.machine.profile() == Profile::Seeds {
+                    self.machine.set_members_mode(DevMode::Freeze)?;
+                }
                 self.control.reached(FaultPoint::AfterFreeze)?;
             }
             Strategy::Status(bit) => {
@@ -493,7 +500,7 @@ impl<'a, L: Link> Source<'a, L> {
 
         let device_span = info_span!("device-state").entered();
         let contexts = match self.options.strategy {
-            Strategy::Admin => self.machine.read_contexts()?,
+            Strategy::Admin => self.machine.read_final_contexts()?,
             Strategy::Status(_) => self.machine.read_inband()?,
         };
         let contexts_read = Instant::now();
@@ -507,6 +514,14 @@ impl<'a, L: Link> Source<'a, L> {
             })?;
             if let Some(point) = step.take() {
                 self.control.reached(point)?;
+            }
+        }
+        // 1.4's parts leave the function's own registers to the hypervisor (spec-decisions
+        // §37): they follow the device state in a section of their own.
+        if self.machine.profile() == Profile::V1_4 {
+            for (member, regs) in self.machine.function_registers()? {
+                let state = crate::FunctionState::of(member as u32, &regs);
+                self.send(&Message::FunctionState(state))?;
             }
         }
         let state = self.machine.vcpu_state()?.encode().map_err(|e| {
@@ -651,6 +666,13 @@ impl<'a, L: Link> Source<'a, L> {
         let _ = self.wire.tx.write(&msg).and_then(|()| self.wire.tx.flush());
         self.wire.close();
         let mut outcome = outcome;
+        // Whatever step it ended at, the owner keeps nothing for this migration (v1.4: the GET
+        // objects, also when no vCPU was paused yet).
+        if self.options.strategy == Strategy::Admin {
+            if let Err(e) = self.machine.end_device_reads() {
+                warn!("releasing the device reads: {e}");
+            }
+        }
         if self.paused_at.is_some() {
             let back = match self.options.strategy {
                 Strategy::Admin => self.machine.reactivate(),
@@ -706,7 +728,7 @@ pub fn vm_config(machine: &Machine) -> VmConfig {
                 size: r.len,
             })
             .collect(),
-        profile: virtio_lm_vm::PROFILE,
+        profile: machine.profile(),
         devices: machine
             .member_info()
             .into_iter()

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use virtio_lm_migration::{
-    CancelReason, DeviceConfig, MemoryChunk, MemoryRange, MemoryRegion, Message, Pages, Phase,
-    StreamWriter, VmConfig, PAGE_SIZE, PROTOCOL_VERSION,
+    CancelReason, DeviceConfig, FunctionState, MemoryChunk, MemoryRange, MemoryRegion, Message,
+    Pages, Phase, StreamWriter, VmConfig, PAGE_SIZE, PROTOCOL_VERSION,
 };
 use virtio_lm_spec::Profile;
 
@@ -106,6 +106,16 @@ pub fn one_of_each() -> Vec<Message> {
             round: 3,
             bytes_received: 0x1_2345_6789,
         },
+        Message::FunctionState(FunctionState {
+            device_id: 2,
+            device_feature_select: 1,
+            driver_feature_select: 1,
+            queue_select: 3,
+            isr: 1,
+            msix_pending: vec![1, 4],
+            intx_pending: true,
+            pci_cfg_window: Some((0, 0x14, 4)),
+        }),
     ]
 }
 
@@ -210,6 +220,29 @@ fn text() -> impl Strategy<Value = String> {
     ".{0,40}"
 }
 
+/// A valid FunctionState section's content.
+pub fn arb_function_state() -> impl Strategy<Value = FunctionState> {
+    (
+        any::<(u32, u32, u32, u16)>(),
+        0u8..4,
+        prop::collection::btree_set(any::<u16>(), 0..8),
+        any::<bool>(),
+        any::<Option<(u8, u32, u32)>>(),
+    )
+        .prop_map(
+            |((device_id, dfs, drfs, qs), isr, pending, intx, window)| FunctionState {
+                device_id,
+                device_feature_select: dfs,
+                driver_feature_select: drfs,
+                queue_select: qs,
+                isr,
+                msix_pending: pending.into_iter().collect(),
+                intx_pending: intx,
+                pci_cfg_window: window,
+            },
+        )
+}
+
 /// Any message but Start.
 pub fn arb_message() -> impl Strategy<Value = Message> {
     let reason = prop_oneof![
@@ -255,6 +288,7 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             round,
             bytes_received
         }),
+        arb_function_state().prop_map(Message::FunctionState),
     ]
 }
 

@@ -10,7 +10,6 @@ use virtio_lm_devices::blk::workload::{BlkReport, BlkWorkload};
 use virtio_lm_pci::VirtioPciFunction;
 
 use super::{queue_vectors, StallClock, Vcpu};
-use crate::machine::PROFILE;
 use crate::memory::GuestRam;
 
 /// The blk vCPU's state outside guest memory: the driver's bookkeeping and the workload's
@@ -72,9 +71,11 @@ impl BlkGuest {
         state: BlkVcpuState,
     ) -> Result<Self, String> {
         let workload = BlkWorkload::decode(&state.workload).ok_or("blk workload state")?;
+        // The driver numbers features as the device does: the machine built both alike.
+        let profile = super::lock(function.core()).profile();
         let irqs = queue_vectors(function, state.driver.config.num_queues)?;
         let driver =
-            BlkDriver::from_state(function.clone(), ram.clone(), PROFILE, state.driver, irqs)
+            BlkDriver::from_state(function.clone(), ram.clone(), profile, state.driver, irqs)
                 .map_err(|e| e.to_string())?;
         Ok(Self {
             driver,

@@ -11,7 +11,6 @@ use virtio_lm_pci::VirtioPciFunction;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{queue_vectors, StallClock, Vcpu};
-use crate::machine::PROFILE;
 use crate::memory::GuestRam;
 
 /// The net vCPU's state outside guest memory: the driver's bookkeeping and the workload's
@@ -90,9 +89,11 @@ impl NetGuest {
         state: NetVcpuState,
     ) -> Result<Self, String> {
         let workload = NetWorkload::decode(&state.workload).ok_or("net workload state")?;
+        // The driver numbers features as the device does: the machine built both alike.
+        let profile = super::lock(function.core()).profile();
         let irqs = queue_vectors(function, state.driver.net.num_queues())?;
         let driver =
-            NetPciDriver::from_state(function.clone(), ram.clone(), PROFILE, state.driver, irqs)
+            NetPciDriver::from_state(function.clone(), ram.clone(), profile, state.driver, irqs)
                 .map_err(|e| e.to_string())?;
         Ok(Self {
             driver,

@@ -7,7 +7,7 @@ use virtio_lm_spec::admin::opcode::{v1_4, LIST_QUERY, LIST_USE};
 use virtio_lm_spec::parts::{
     CapIdData, DevPartHdr, DevPartsCap, DevPartsObj, DevPartsObjData, DevPartsTypedData,
     MetadataHead, Part, ResourceObjHdr, DEV_MODE_FLAGS_STOPPED, DEV_PARTS_CAP, GET_TYPE_ALL,
-    GET_TYPE_SELECTED, METADATA_TYPE_LIST,
+    GET_TYPE_SELECTED, METADATA_TYPE_LIST, METADATA_TYPE_SIZE,
 };
 use vm_memory::GuestMemory;
 use zerocopy::{FromBytes, IntoBytes};
@@ -148,12 +148,42 @@ impl<M: GuestMemory> AdminClient<M> {
         Ok(hdrs)
     }
 
+    /// DEV_PARTS_METADATA_GET SIZE: the bytes DEV_PARTS_GET ALL would return now (what a
+    /// driver sizes the GET's result buffer with, as Linux's virtio-vfio-pci does).
+    pub fn parts_size(&mut self, member: u64, id: u32) -> Result<u32, AdminError> {
+        let data = DevPartsTypedData::new(id, METADATA_TYPE_SIZE)
+            .as_bytes()
+            .to_vec();
+        let cmd = AdminCommand::new(
+            v1_4::DEV_PARTS_METADATA_GET,
+            group_type::SRIOV,
+            member,
+            data,
+        );
+        let result = self.ok(cmd, size_of::<MetadataHead>())?;
+        MetadataHead::read_from_prefix(&result)
+            .map(|(head, _)| head.value.get())
+            .map_err(|_| protocol("METADATA_GET SIZE result too short"))
+    }
+
     /// DEV_PARTS_GET ALL (with `selected`, SELECTED with those headers).
     pub fn parts_get(
         &mut self,
         member: u64,
         id: u32,
         selected: Option<&[DevPartHdr]>,
+    ) -> Result<Vec<Part>, AdminError> {
+        self.parts_get_sized(member, id, selected, RESULT_ROOM)
+    }
+
+    /// [`Self::parts_get`] with `room` bytes for the result (METADATA_GET SIZE's answer; a
+    /// result that no longer fits fails with ENOMEM).
+    pub fn parts_get_sized(
+        &mut self,
+        member: u64,
+        id: u32,
+        selected: Option<&[DevPartHdr]>,
+        room: usize,
     ) -> Result<Vec<Part>, AdminError> {
         let kind = if selected.is_some() {
             GET_TYPE_SELECTED
@@ -165,7 +195,7 @@ impl<M: GuestMemory> AdminClient<M> {
             data.extend_from_slice(h.as_bytes());
         }
         let cmd = AdminCommand::new(v1_4::DEV_PARTS_GET, group_type::SRIOV, member, data);
-        let result = self.ok(cmd, RESULT_ROOM)?;
+        let result = self.ok(cmd, room)?;
         // The device pads the result to a multiple of 8 bytes with zeros.
         let mut body = result.as_slice();
         let mut parts = Vec::new();
@@ -210,6 +240,24 @@ impl<M: GuestMemory + Send + Sync + 'static> OwnerFunction<M> {
         if let Some(v14) = crate::admin::device::lock(&self.shared).v14.as_mut() {
             v14.codec = codec;
         }
+    }
+
+    /// The device-type half of the parts of member `vf` only, over [`Self::set_parts_codec`]'s
+    /// (an owner whose members are of several device types). Only for an owner built with the
+    /// v1.4 profile; ignored otherwise.
+    pub fn set_member_parts_codec(&self, vf: u64, codec: Box<dyn DevicePartsCodec>) {
+        if let Some(v14) = crate::admin::device::lock(&self.shared).v14.as_mut() {
+            v14.member_codecs.insert(vf, codec);
+        }
+    }
+
+    /// How many device-parts resource objects exist (0 for an owner without the v1.4 profile):
+    /// what a migration that ended must have left.
+    pub fn parts_object_count(&self) -> usize {
+        crate::admin::device::lock(&self.shared)
+            .v14
+            .as_ref()
+            .map_or(0, |v14| v14.objects.len())
     }
 
     /// Breaks this owner on purpose (the conformance checks' negative control).

@@ -136,7 +136,8 @@ impl PartsState {
         let Ok(ctx) = core.snapshot_context() else {
             return AdminResult::error(status::EAGAIN, qualifier::Q_TRYAGAIN);
         };
-        let mut all = parts_of(&ctx, &vectors_of(core, irq), &*self.codec);
+        let codec = self.codec_for(cmd.group_member_id);
+        let mut all = parts_of(&ctx, &vectors_of(core, irq), codec);
         if self.defects.reverse_order {
             all.reverse();
         }
@@ -209,9 +210,9 @@ impl PartsState {
             },
         };
         let staged = if self.defects.accept_wrong_length {
-            stage(&parts, &mut ctx, &mut vectors, &*self.codec).or(Ok(()))
+            stage(&parts, &mut ctx, &mut vectors, self.codec_for(member)).or(Ok(()))
         } else {
-            stage(&parts, &mut ctx, &mut vectors, &*self.codec)
+            stage(&parts, &mut ctx, &mut vectors, self.codec_for(member))
         };
         // A SET may bring a few parts at a time; the whole is checked once it carries the
         // device status (the parts after it only refine it), and again on resume.

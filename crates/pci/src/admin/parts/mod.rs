@@ -103,6 +103,9 @@ pub(crate) struct PartsState {
     /// The group generation the objects belong to: clearing VF Enable destroys them.
     generation: u64,
     pub(crate) codec: Box<dyn DevicePartsCodec>,
+    /// Codecs of particular members, over `codec`: an owner whose members are of several
+    /// device types (a VM's blk and net functions) has one per member.
+    pub(crate) member_codecs: BTreeMap<u64, Box<dyn DevicePartsCodec>>,
     pub(crate) defects: Defects,
 }
 
@@ -120,8 +123,17 @@ impl PartsState {
             staged: BTreeMap::new(),
             generation: 0,
             codec: Box::new(NoDeviceParts),
+            member_codecs: BTreeMap::new(),
             defects: Defects::default(),
         }
+    }
+
+    /// The codec of `member`'s device type.
+    pub(crate) fn codec_for(&self, member: u64) -> &dyn DevicePartsCodec {
+        self.member_codecs
+            .get(&member)
+            .unwrap_or(&self.codec)
+            .as_ref()
     }
 
     /// Owner reset: "a device reset destroys all resource objects"; the driver's capability
