@@ -16,7 +16,7 @@ use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::Dirtier;
 use crate::guest::net::NetGuest;
 use crate::guest::{lock, VcpuState};
-use crate::inband::{is_inband, stopped_inband};
+use crate::inband::{is_inband, read_inband};
 use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PROFILE};
 
 /// What a destination must match of one member function (the Config section's device entry).
@@ -141,7 +141,7 @@ impl Machine {
             .map(|(_, f)| f)
             .ok_or_else(|| bad("no such member".into()))?;
         let ctx = decode(context).map_err(|e| bad(e.to_string()))?;
-        if stopped_inband(ctx.device_status) {
+        if read_inband(&ctx) {
             // Read through the registers: no device-specific fields to validate; the
             // re-initialisation checks each register as a driver would.
             let queues = lock(function.core()).num_queues();

@@ -142,7 +142,7 @@ pub(crate) struct Loaded {
     pub(crate) net: Option<NetGuest>,
     pub(crate) dirtier: Dirtier,
     /// Members restored in-band (status strategy): DRIVER_OK on Commit, not admin Active.
-    pub(crate) inband: Vec<(u64, Option<crate::ctrl_replay::CtrlReplay>)>,
+    pub(crate) inband: Vec<(u64, crate::inband::InbandCommit)>,
 }
 
 impl Machine {
@@ -344,6 +344,14 @@ impl Machine {
     /// [`Self::resume`]).
     pub fn all_parked(&self) -> bool {
         self.control.all_parked()
+    }
+
+    /// The blk vCPU.
+    pub(crate) fn blk_vcpu(&self) -> Result<&Arc<Mutex<BlkGuest>>, MachineError> {
+        self.guest()?
+            .blk
+            .as_ref()
+            .ok_or(MachineError::State("no blk function"))
     }
 
     fn guest(&self) -> Result<&Guest, MachineError> {
