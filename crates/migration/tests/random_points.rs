@@ -7,11 +7,15 @@
 //! corrupted echo, the dirtier's working set intact.
 //!
 //! Each hop takes the seed 004 admin-command strategy (spec-decisions §13) or the in-band
-//! status strategy with either status bit (§15) at random. Every fourth hop or so the guest's
+//! status strategy with either status bit (seed 000 DEVICE_STOPPED, seed 003 SUSPEND, seed 001
+//! queue state; §15) at random. Every fourth hop or so the guest's
 //! blk driver resets its device first and initialises it again, holding after a seeded step of
 //! the initialisation until the hop is done (issue 10, "Random migration points include the
 //! guest driver's initialisation and a device reset"; §40): the hop waits until the guest
-//! reached that step, never for a time. The rest of the initialisation runs on the
+//! reached that step, never for a time. Seed 001: a device "MUST reset the queue state when
+//! the driver sets ACKNOWLEDGE status bit", so a device between ACKNOWLEDGE and DRIVER_OK needs
+//! no ring position; the destination device must show the status and driver features the
+//! source's did. The rest of the initialisation runs on the
 //! destination, partly during the next hops, which so also land between its steps unheld.
 
 use std::time::Duration;
