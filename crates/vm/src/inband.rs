@@ -77,6 +77,10 @@ const RESTING_FIELD: FieldType = FieldType(0x03FE);
 
 /// The longest wait for the device to present a status change: only a hung device reaches it.
 const STATUS_DEADLINE: Duration = Duration::from_secs(60);
+/// Status re-reads back to back before [`Registers::wait`] starts sleeping between them.
+const SPINS: u32 = 32;
+/// The longest sleep between two status re-reads.
+const MAX_POLL_PAUSE: Duration = Duration::from_micros(100);
 
 /// One function seen through its registers, as a hypervisor's vDPA backend sees it.
 struct Registers<'a> {
@@ -147,13 +151,18 @@ impl<'a> Registers<'a> {
         self.write(offset::DEVICE_STATUS, &[s.bits()]);
     }
 
-    /// Re-reads the status until `done` (the device presents what was written).
+    /// Re-reads the status until `done` (the device presents what was written). A few
+    /// re-reads back to back (most changes are presented at once), then short sleeps growing
+    /// to [`MAX_POLL_PAUSE`]: a stop waits for requests the device's threads complete, and on
+    /// a loaded machine a reader that only yields takes the CPU they need.
     fn wait(
         &self,
         what: &str,
         done: impl Fn(DeviceStatus) -> bool,
     ) -> Result<DeviceStatus, MachineError> {
         let start = Instant::now();
+        let mut spins = 0u32;
+        let mut pause = Duration::from_micros(5);
         loop {
             let s = self.status();
             if done(s) {
@@ -164,7 +173,13 @@ impl<'a> Registers<'a> {
                     "{what}: the device presents {s:?}"
                 )));
             }
-            std::thread::yield_now();
+            if spins < SPINS {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_POLL_PAUSE);
+            }
         }
     }
 

@@ -132,15 +132,15 @@ pub struct Machine {
     workers: Vec<Worker>,
     /// A guest loaded by [`Machine::load`], waiting for [`Machine::activate`].
     pub(crate) loaded: Option<Loaded>,
+    /// The device part of the last [`Machine::load`] and [`Machine::activate`].
+    pub(crate) device_time: Duration,
     /// Kept for the owner's rings: they live here, not in guest RAM.
     _owner_memory: VmMemory,
 }
 
-/// The vCPUs of a loaded guest, not yet running.
+/// A guest loaded and not yet running: its vCPU threads exist, parked at their first safe
+/// point until Commit.
 pub(crate) struct Loaded {
-    pub(crate) blk: Option<BlkGuest>,
-    pub(crate) net: Option<NetGuest>,
-    pub(crate) dirtier: Dirtier,
     /// Members restored in-band (status strategy): DRIVER_OK on Commit, not admin Active.
     pub(crate) inband: Vec<(u64, crate::inband::InbandCommit)>,
 }
@@ -244,6 +244,7 @@ impl Machine {
             threads: Vec::new(),
             workers,
             loaded: None,
+            device_time: Duration::ZERO,
             _owner_memory: owner_memory,
         })
     }
