@@ -253,14 +253,9 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
 fn hold_in_initialisation(machine: &Machine, rng: &mut Rng, i: u32) -> anyhow::Result<usize> {
     let steps = machine.blk_init_steps()? as u64;
     let at = 1 + rng.below(steps - 1) as usize;
-    machine.blk_reinit(Some(at))?;
-    let holds = |r: Option<virtio_lm_vm::guest::reinit::ReinitState>| r.is_some_and(|r| r.held());
-    if !machine.wait_blk_reinit(holds, PROGRESS_LIMIT) {
-        bail!(
-            "migration {i}: the guest did not reach init step {at}: {:?}",
-            machine.vcpu_errors()
-        );
-    }
+    machine
+        .blk_hold_in_initialisation(at, PROGRESS_LIMIT)
+        .with_context(|| format!("migration {i}"))?;
     Ok(at)
 }
 

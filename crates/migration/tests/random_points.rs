@@ -48,13 +48,9 @@ fn hold_in_initialisation(machine: &Machine, holds: &mut u64) -> usize {
     // Every step in turn, so each ring format holds at each of them.
     let at = 1 + (*holds % (steps - 1)) as usize;
     *holds += 1;
-    machine.blk_reinit(Some(at)).unwrap();
-    let holds = machine.wait_blk_reinit(|r| r.is_some_and(|r| r.held()), Duration::from_secs(60));
-    assert!(
-        holds,
-        "the guest did not reach step {at}: {:?}",
-        machine.vcpu_errors()
-    );
+    machine
+        .blk_hold_in_initialisation(at, Duration::from_secs(60))
+        .unwrap();
     at
 }
 

@@ -70,6 +70,25 @@ impl Machine {
         Ok(())
     }
 
+    /// The blk vCPU resets its device and holds after `at` steps of the initialisation
+    /// ([`Self::blk_reinit`]); returns once it holds there (an error after `timeout`, which
+    /// only a hang takes, or if a vCPU failed).
+    pub fn blk_hold_in_initialisation(
+        &self,
+        at: usize,
+        timeout: Duration,
+    ) -> Result<(), MachineError> {
+        self.blk_reinit(Some(at))?;
+        if self.wait_blk_reinit(|r| r.is_some_and(|r| r.held()), timeout) {
+            Ok(())
+        } else {
+            Err(MachineError::Vcpu(format!(
+                "the blk driver did not reach step {at} of its initialisation: {:?}",
+                self.vcpu_errors()
+            )))
+        }
+    }
+
     /// Waits until `done` holds of the blk vCPU's re-initialisation (checked every
     /// millisecond); false after `timeout` without it.
     pub fn wait_blk_reinit(
