@@ -197,8 +197,15 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
         } else {
             Fault::None
         };
+        // Now and then the guest's blk driver resets its device first and holds after a seeded
+        // step of its initialisation until the migration has ended (spec-decisions §40).
+        let held = if rng.below(5) == 0 && machine.blk_reinit_state().is_none() {
+            Some(hold_in_initialisation(&machine, &mut rng, i)?)
+        } else {
+            None
+        };
         let what = format!(
-            "migration {i} ({}, {inflight:?}, {ring:?}, {fault:?})",
+            "migration {i} ({}, {inflight:?}, {ring:?}, {fault:?}, held after init step {held:?})",
             strategy.name()
         );
         let migrate_options = MigrateOptions {
@@ -212,16 +219,19 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
         match (fault, &report.outcome, arrived) {
             (Fault::None, Outcome::Completed, Ok(incoming)) => {
                 totals.migrations_ok += 1;
+                release(&incoming.machine, held, &what)?;
                 drop(machine);
                 guest = Some((incoming.machine, options));
             }
             (Fault::Cancel(_), Outcome::Cancelled(_), Err(_)) => {
                 totals.cancelled += 1;
+                release(&machine, held, &what)?;
                 running_again(&machine, &what)?;
                 guest = Some((machine, options));
             }
             (Fault::CutLink(_) | Fault::DestinationGone, Outcome::Failed(_), Err(_)) => {
                 totals.faults_survived += 1;
+                release(&machine, held, &what)?;
                 running_again(&machine, &what)?;
                 guest = Some((machine, options));
             }
@@ -235,6 +245,33 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
         totals.add_guest(&m.finish(Duration::from_secs(10))?);
     }
     Ok(totals)
+}
+
+/// Has the guest's blk driver reset its device and hold after a seeded step of its
+/// initialisation (from status 0 to the last queue enabled, before DRIVER_OK), and waits until
+/// it holds there. Returns the step.
+fn hold_in_initialisation(machine: &Machine, rng: &mut Rng, i: u32) -> anyhow::Result<usize> {
+    let steps = machine.blk_init_steps()? as u64;
+    let at = 1 + rng.below(steps - 1) as usize;
+    machine
+        .blk_hold_in_initialisation(at, PROGRESS_LIMIT)
+        .with_context(|| format!("migration {i}"))?;
+    Ok(at)
+}
+
+/// Where the guest is after a migration that found it held at `held`: still there (the
+/// destination reproduced the device's registers and the driver continues from them), then let
+/// go.
+fn release(machine: &Machine, held: Option<usize>, what: &str) -> anyhow::Result<()> {
+    let Some(at) = held else {
+        return Ok(());
+    };
+    let state = machine.blk_reinit_state();
+    if !state.is_some_and(|r| r.held() && r.done == at) {
+        bail!("{what}: the guest's initialisation is at {state:?}");
+    }
+    machine.release_blk_reinit()?;
+    Ok(())
 }
 
 /// After an abandoned migration the source must run: vCPUs resumed, logging stopped, and its

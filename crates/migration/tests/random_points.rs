@@ -6,13 +6,23 @@
 //! whole history verifies: 0 lost, 0 duplicated, 0 corrupted blk requests, no duplicated or
 //! corrupted echo, the dirtier's working set intact.
 //!
-//! The seed 004 admin-command strategy (spec-decisions §13).
+//! Each hop takes the seed 004 admin-command strategy (spec-decisions §13) or the in-band
+//! status strategy with either status bit (seed 000 DEVICE_STOPPED, seed 003 SUSPEND, seed 001
+//! queue state; §15) at random. Every fourth hop or so the guest's
+//! blk driver resets its device first and initialises it again, holding after a seeded step of
+//! the initialisation until the hop is done (issue 10, "Random migration points include the
+//! guest driver's initialisation and a device reset"; §40): the hop waits until the guest
+//! reached that step, never for a time. Seed 001: a device "MUST reset the queue state when
+//! the driver sets ACKNOWLEDGE status bit", so a device between ACKNOWLEDGE and DRIVER_OK needs
+//! no ring position; the destination device must show the status and driver features the
+//! source's did. The rest of the initialisation runs on the
+//! destination, partly during the next hops, which so also land between its steps unheld.
 
 use std::time::Duration;
 
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
-use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl};
+use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, StatusBit, Strategy};
 use virtio_lm_vm::testing::{self, image, localhost, run_for};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat, MIB};
 
@@ -30,6 +40,27 @@ impl Rng {
     }
 }
 
+/// Has the guest's blk driver reset its device and hold after a seeded step of its
+/// initialisation — from the reset (status 0) to the last queue enabled, before DRIVER_OK —
+/// and waits until it holds there. Returns the step.
+fn hold_in_initialisation(machine: &Machine, holds: &mut u64) -> usize {
+    let steps = machine.blk_init_steps().unwrap() as u64;
+    // Every step in turn, so each ring format holds at each of them.
+    let at = 1 + (*holds % (steps - 1)) as usize;
+    *holds += 1;
+    machine
+        .blk_hold_in_initialisation(at, Duration::from_secs(60))
+        .unwrap();
+    at
+}
+
+/// The blk device's status and driver features, as its driver set them.
+fn blk_registers(machine: &Machine) -> (u8, u64) {
+    let blk = &machine.functions()[0];
+    let mut core = blk.core().lock().unwrap();
+    (core.status().bits(), core.driver_features())
+}
+
 fn hop_around(ring: RingFormat, seed: u64) {
     let tag = format!("{ring:?}");
     let image = image("mig-random", &tag);
@@ -43,22 +74,38 @@ fn hop_around(ring: RingFormat, seed: u64) {
         ..testing::options(&image, &echo, ring, 2)
     };
     let mut rng = Rng(seed | 1);
+    let mut holds = 0;
     let mut machine = Machine::start(options.clone()).unwrap();
     for hop in 0..HOPS {
         let steps = rng.next() % 25;
         if steps > 0 {
             run_for(&machine, steps);
         }
-        let inflight = if rng.next().is_multiple_of(2) {
-            Inflight::Drain
-        } else {
+        let strategy = match rng.next() % 3 {
+            0 => Strategy::Admin,
+            1 => Strategy::Status(StatusBit::Stopped),
+            _ => Strategy::Status(StatusBit::Suspend),
+        };
+        // The status strategy always drains (§15).
+        let inflight = if strategy == Strategy::Admin && rng.next().is_multiple_of(2) {
             Inflight::Transfer
+        } else {
+            Inflight::Drain
         };
         let migrate = MigrateOptions {
             inflight,
+            strategy,
             ..test_options()
         };
-        let context = format!("{tag} hop {hop} after {steps} steps, {inflight:?}");
+        let held = (rng.next().is_multiple_of(4) && machine.blk_reinit_state().is_none())
+            .then(|| hold_in_initialisation(&machine, &mut holds));
+        let during = machine.blk_reinit_state();
+        let registers = blk_registers(&machine);
+        let context = format!(
+            "{tag} (seed {seed:#x}) hop {hop} after {steps} steps, {}, {inflight:?}, \
+             re-initialising: {during:?}",
+            strategy.name()
+        );
         let (report, incoming) = migrate_to(
             &machine,
             options.clone(),
@@ -70,16 +117,33 @@ fn hop_around(ring: RingFormat, seed: u64) {
             .unwrap_or_else(|e| panic!("{context}: {e}"))
             .machine;
         drop(std::mem::replace(&mut machine, next));
+        if let Some(at) = held {
+            let state = machine.blk_reinit_state();
+            assert!(state.is_some_and(|r| r.held()), "{context}: {state:?}");
+            assert_eq!(state.unwrap().done, at, "{context}");
+            assert_eq!(
+                blk_registers(&machine),
+                registers,
+                "{context}: the device as it was"
+            );
+            machine.release_blk_reinit().unwrap();
+        }
         assert!(
             machine.vcpu_errors().is_empty(),
             "{context}: {:?}",
             machine.vcpu_errors()
         );
     }
+    let finished = machine.wait_blk_reinit(|r| r.is_none(), Duration::from_secs(60));
+    assert!(finished, "{tag}: {:?}", machine.vcpu_errors());
     run_for(&machine, 50);
     let after = machine.finish(Duration::from_secs(10)).unwrap();
     eprintln!("{tag}: {after:?}");
     assert_clean(&after, u64::from(HOPS), &tag);
+    assert!(
+        holds >= 8,
+        "{tag}: only {holds} hops held in the initialisation"
+    );
     assert!(after.blk.unwrap().verified > 0);
 }
 

@@ -64,8 +64,9 @@ pub mod testing;
 mod transport;
 
 pub use driver::{
-    discover, DriverQueue, DriverState, Notifier, OutstandingChain, PciDriver, PollPolicy,
-    QueueBookkeeping, QueueSetup, QueueStateRegs, Region, Regions, RingDriver, SavedState,
+    discover, DriverQueue, DriverState, InitStep, Notifier, OutstandingChain, PciDriver,
+    PollPolicy, QueueBookkeeping, QueueSetup, QueueStateRegs, Region, Regions, RingDriver,
+    SavedState,
 };
 pub use error::PciError;
 pub use function::{FunctionRegisters, KickMode, VirtioPciFunction};

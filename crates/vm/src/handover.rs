@@ -5,6 +5,8 @@
 //! dry run of the ring checks against the received memory), loading the guest while the
 //! members stay frozen, and activating it on Commit.
 
+use std::time::{Duration, Instant};
+
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
 use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
@@ -16,8 +18,8 @@ use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::Dirtier;
 use crate::guest::net::NetGuest;
 use crate::guest::{lock, VcpuState};
-use crate::inband::{is_inband, stopped_inband};
-use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK};
+use crate::inband::{is_inband, read_inband};
+use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PAUSE_TIMEOUT};
 
 /// What a destination must match of one member function (the Config section's device entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +173,7 @@ impl Machine {
             .map(|(_, f)| f)
             .ok_or_else(|| bad("no such member".into()))?;
         let ctx = decode(context).map_err(|e| bad(e.to_string()))?;
-        if stopped_inband(ctx.device_status) {
+        if read_inband(&ctx) {
             // Read through the registers: no device-specific fields to validate; the
             // re-initialisation checks each register as a driver would.
             let queues = lock(function.core()).num_queues();
@@ -230,7 +232,9 @@ impl Machine {
     /// The destination side, before Commit: writes each member's context (DEV_CTX_WRITE; the
     /// members stay in Freeze, so nothing runs yet; a context read in-band is restored through
     /// the registers instead, short of DRIVER_OK) and builds the guest's vCPUs from `state`
-    /// on this machine's memory (which must hold the source's by now), without starting them.
+    /// on this machine's memory (which must hold the source's by now), their threads started
+    /// and parked at their first safe point: Commit then only lets them go, and creating
+    /// threads is not part of the downtime.
     pub fn load(
         &mut self,
         contexts: &[(u64, Vec<u8>)],
@@ -258,6 +262,7 @@ impl Machine {
         )
         .map_err(MachineError::Vcpu)?;
         let mut inband = Vec::new();
+        let devices = Instant::now();
         for (member, context) in contexts {
             if is_inband(context) {
                 let replay = self.load_inband(*member, context)?;
@@ -268,30 +273,33 @@ impl Machine {
                 lock(&self.admin).dev_ctx_write_all(*member, context, CONTEXT_CHUNK)?;
             }
         }
-        self.loaded = Some(Loaded {
-            blk,
-            net,
-            dirtier,
-            inband,
-        });
+        self.device_time = devices.elapsed();
+        // No vCPU runs here yet, so the pause is in force at once and every thread parks
+        // before its first step.
+        self.control.pause(PAUSE_TIMEOUT)?;
+        self.run(blk, net, dirtier)?;
+        self.loaded = Some(Loaded { inband });
         Ok(())
+    }
+
+    /// How long the device part of the last [`Self::load`] and [`Self::activate`] took: the
+    /// members' contexts written or re-initialised in-band, then Active or DRIVER_OK and the
+    /// announcement — not the vCPUs' rebuild or start (the destination's share of the
+    /// device downtime).
+    pub fn device_time(&self) -> Duration {
+        self.device_time
     }
 
     /// Commit on the destination: every member Active (each re-checks its queues and delivers
     /// what it owes; a member restored in-band gets DRIVER_OK instead), the net device
     /// announced (VIRTIO_NET_S_ANNOUNCE and a configuration change, virtio spec 5.1.6.5.4;
-    /// docs/spec-decisions.md §31), then the loaded guest's vCPUs start.
+    /// docs/spec-decisions.md §31), then the loaded guest's vCPUs run on.
     pub fn activate(&mut self) -> Result<(), MachineError> {
-        let Loaded {
-            blk,
-            net,
-            dirtier,
-            inband,
-        } = self
+        let Loaded { mut inband } = self
             .loaded
             .take()
             .ok_or(MachineError::State("no guest is loaded"))?;
-        let mut inband = inband;
+        let devices = Instant::now();
         for member in self.members() {
             if let Some(at) = inband.iter().position(|(m, _)| *m == member) {
                 let (_, replay) = inband.swap_remove(at);
@@ -303,6 +311,8 @@ impl Machine {
         if let (Some(handles), Some(function)) = (&self.net_handles, &self.net) {
             handles.announcer.announce(&mut lock(function.core()));
         }
-        self.run(blk, net, dirtier)
+        self.device_time += devices.elapsed();
+        self.resume();
+        Ok(())
     }
 }

@@ -10,12 +10,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use virtio_lm_device::context::{decode, encode, DeviceContext, QueueContext, VqConfig};
+use virtio_lm_device::context::{
+    decode, encode, DeviceContext, DeviceField, QueueContext, VqConfig,
+};
 use virtio_lm_pci::{discover, PciTransport, Regions};
-use virtio_lm_queue::QueueState;
+use virtio_lm_queue::{QueueState, RingKind};
 use virtio_lm_spec::admin::DevMode;
+use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
 use crate::ctrl_replay::CtrlReplay;
 use crate::ctrl_shadow::{self, SHADOW_FIELD};
@@ -68,8 +71,16 @@ impl StatusBit {
 
 type Function = virtio_lm_pci::VirtioPciFunction<crate::GuestRam>;
 
+/// The context field (empty) that marks an in-band context of a device that was not running
+/// at the stop, so had no status bit to set (spec-decisions §40): one below the shadow's.
+const RESTING_FIELD: FieldType = FieldType(0x03FE);
+
 /// The longest wait for the device to present a status change: only a hung device reaches it.
 const STATUS_DEADLINE: Duration = Duration::from_secs(60);
+/// Status re-reads back to back before [`Registers::wait`] starts sleeping between them.
+const SPINS: u32 = 32;
+/// The longest sleep between two status re-reads.
+const MAX_POLL_PAUSE: Duration = Duration::from_micros(100);
 
 /// One function seen through its registers, as a hypervisor's vDPA backend sees it.
 struct Registers<'a> {
@@ -140,13 +151,18 @@ impl<'a> Registers<'a> {
         self.write(offset::DEVICE_STATUS, &[s.bits()]);
     }
 
-    /// Re-reads the status until `done` (the device presents what was written).
+    /// Re-reads the status until `done` (the device presents what was written). A few
+    /// re-reads back to back (most changes are presented at once), then short sleeps growing
+    /// to [`MAX_POLL_PAUSE`]: a stop waits for requests the device's threads complete, and on
+    /// a loaded machine a reader that only yields takes the CPU they need.
     fn wait(
         &self,
         what: &str,
         done: impl Fn(DeviceStatus) -> bool,
     ) -> Result<DeviceStatus, MachineError> {
         let start = Instant::now();
+        let mut spins = 0u32;
+        let mut pause = Duration::from_micros(5);
         loop {
             let s = self.status();
             if done(s) {
@@ -157,7 +173,13 @@ impl<'a> Registers<'a> {
                     "{what}: the device presents {s:?}"
                 )));
             }
-            std::thread::yield_now();
+            if spins < SPINS {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_POLL_PAUSE);
+            }
         }
     }
 
@@ -229,41 +251,62 @@ impl<'a> Registers<'a> {
     /// The destination's re-initialisation, as a driver would do it, up to (not including)
     /// DRIVER_OK: reset, ACKNOWLEDGE, DRIVER, the same features, FEATURES_OK, the
     /// configuration vector, each queue's configuration and state (seed 001: written between
-    /// FEATURES_OK and DRIVER_OK), then the configuration writes.
+    /// FEATURES_OK and DRIVER_OK), then the configuration writes. A device that was not
+    /// running at the stop (no stop bit in `ctx`) is taken only as far as the driver had taken
+    /// it: the status bits it shows, the features written, the queues configured; the queue
+    /// state only where it is not the initial one (spec-decisions §40).
     fn reinitialise(&self, ctx: &DeviceContext) -> Result<(), MachineError> {
         let bad = |what: String| Err(MachineError::Device(what));
+        let running = stopped_inband(ctx.device_status);
+        let want = DeviceStatus::from_bits_retain(ctx.device_status);
+        let wanted = |bit| running || want.contains(bit);
         self.set_status(DeviceStatus::RESET);
         self.wait("reset", |s| s.is_empty())?;
-        let mut s = DeviceStatus::ACKNOWLEDGE;
-        self.set_status(s);
-        s |= DeviceStatus::DRIVER;
-        self.set_status(s);
-        let features = ctx.driver_features.first().copied().unwrap_or(0);
-        self.regions.write_driver_features(self.transport, features);
-        s |= DeviceStatus::FEATURES_OK;
-        self.set_status(s);
-        if !self.status().contains(DeviceStatus::FEATURES_OK) {
-            return bad(format!("features {features:#x} not accepted"));
+        let mut s = DeviceStatus::RESET;
+        for bit in [DeviceStatus::ACKNOWLEDGE, DeviceStatus::DRIVER] {
+            if wanted(bit) {
+                s |= bit;
+                self.set_status(s);
+            }
         }
-        self.write16(offset::CONFIG_MSIX_VECTOR, ctx.config_msix_vector);
+        let features = ctx.driver_features.first().copied().unwrap_or(0);
+        if s.contains(DeviceStatus::DRIVER) && (running || features != 0) {
+            self.regions.write_driver_features(self.transport, features);
+        }
+        if wanted(DeviceStatus::FEATURES_OK) {
+            s |= DeviceStatus::FEATURES_OK;
+            self.set_status(s);
+            if !self.status().contains(DeviceStatus::FEATURES_OK) {
+                return bad(format!("features {features:#x} not accepted"));
+            }
+        }
+        if self.read16(offset::CONFIG_MSIX_VECTOR) != ctx.config_msix_vector {
+            self.write16(offset::CONFIG_MSIX_VECTOR, ctx.config_msix_vector);
+        }
+        let profile = lock(self.function.core()).profile();
+        let initial = initial_state(profile, features);
         for (index, q) in (0u16..).zip(&ctx.queues) {
+            self.write16(offset::QUEUE_SELECT, index);
             if !q.config.enabled {
+                self.configure_disabled_queue(&q.config);
                 continue;
             }
-            self.write16(offset::QUEUE_SELECT, index);
             self.write16(offset::QUEUE_SIZE, q.config.size);
             self.write64(offset::QUEUE_DESC, q.config.desc);
             self.write64(offset::QUEUE_DRIVER, q.config.driver);
             self.write64(offset::QUEUE_DEVICE, q.config.device);
             self.write16(offset::QUEUE_MSIX_VECTOR, q.config.msix_vector);
-            self.write16(offset::QUEUE_AVAIL_STATE, q.state.avail_state);
-            self.write16(offset::QUEUE_USED_STATE, q.state.used_state);
-            let state = (
-                self.read16(offset::QUEUE_AVAIL_STATE),
-                self.read16(offset::QUEUE_USED_STATE),
-            );
-            if state != (q.state.avail_state, q.state.used_state) {
-                return bad(format!("queue {index}: state {state:?} not accepted"));
+            let state = (q.state.avail_state, q.state.used_state);
+            if running || state != initial {
+                self.write16(offset::QUEUE_AVAIL_STATE, state.0);
+                self.write16(offset::QUEUE_USED_STATE, state.1);
+                let read = (
+                    self.read16(offset::QUEUE_AVAIL_STATE),
+                    self.read16(offset::QUEUE_USED_STATE),
+                );
+                if read != state {
+                    return bad(format!("queue {index}: state {read:?} not accepted"));
+                }
             }
             if self.read16(offset::QUEUE_MSIX_VECTOR) != q.config.msix_vector {
                 return bad(format!("queue {index}: MSI-X vector not accepted"));
@@ -280,13 +323,67 @@ impl<'a> Registers<'a> {
                 }
             }
         }
+        if !running && want.contains(DeviceStatus::FAILED) {
+            self.set_status(s | DeviceStatus::FAILED);
+        }
         Ok(())
+    }
+
+    /// The selected queue's registers as the driver left them, while it is not enabled (a
+    /// driver part-way through configuring it): only those that differ from this device's.
+    fn configure_disabled_queue(&self, c: &VqConfig) {
+        if self.read16(offset::QUEUE_SIZE) != c.size {
+            self.write16(offset::QUEUE_SIZE, c.size);
+        }
+        for (field, value) in [
+            (offset::QUEUE_DESC, c.desc),
+            (offset::QUEUE_DRIVER, c.driver),
+            (offset::QUEUE_DEVICE, c.device),
+        ] {
+            if self.read64(field) != value {
+                self.write64(field, value);
+            }
+        }
+        if self.read16(offset::QUEUE_MSIX_VECTOR) != c.msix_vector {
+            self.write16(offset::QUEUE_MSIX_VECTOR, c.msix_vector);
+        }
     }
 }
 
-/// True if `context` was read in-band (its DEVICE_STATUS shows the status-register stop).
+/// A queue's state registers before it ever ran, in the ring format `features` choose.
+fn initial_state(profile: Profile, features: u64) -> (u16, u16) {
+    let kind = if has(profile, features, Feature::RingPacked) {
+        RingKind::Packed
+    } else {
+        RingKind::Split
+    };
+    let state = QueueState::initial(kind);
+    (state.avail_state, state.used_state)
+}
+
+/// Whether `features` hold `feature` by `profile`'s numbering.
+fn has(profile: Profile, features: u64, feature: Feature) -> bool {
+    profile
+        .bit(feature)
+        .is_some_and(|b| features & (1u64 << b) != 0)
+}
+
+/// True if `context` was read in-band (its DEVICE_STATUS shows the status-register stop, or
+/// it is marked as read from a device that was not running).
 pub(crate) fn is_inband(context: &[u8]) -> bool {
-    decode(context).is_ok_and(|c| stopped_inband(c.device_status))
+    decode(context).is_ok_and(|c| read_inband(&c))
+}
+
+/// [`is_inband`] of a decoded context.
+pub(crate) fn read_inband(ctx: &DeviceContext) -> bool {
+    stopped_inband(ctx.device_status) || resting(ctx)
+}
+
+/// Whether `ctx` is marked as read in-band from a device that was not running (§40).
+fn resting(ctx: &DeviceContext) -> bool {
+    ctx.device_fields
+        .iter()
+        .any(|f| f.field_type == RESTING_FIELD)
 }
 
 /// True if `status` shows a status-register stop (DEVICE_STOPPED or SUSPEND).
@@ -295,26 +392,45 @@ pub(crate) fn stopped_inband(status: u8) -> bool {
         .intersects(DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND)
 }
 
+/// Fails unless `function`'s driver negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE
+/// (without them a driver may not set the bit nor write queue state).
+fn negotiated_for(member: u64, function: &Function, bit: StatusBit) -> Result<(), MachineError> {
+    let (profile, negotiated) = {
+        let core = lock(function.core());
+        (core.profile(), core.driver_features())
+    };
+    for feature in [bit.feature(), Feature::QueueState] {
+        if !has(profile, negotiated, feature) {
+            return Err(MachineError::Device(format!(
+                "member {member}: the guest did not negotiate {} (negotiated {negotiated:#x}); \
+                 the status strategy needs it",
+                feature.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a member loaded in-band needs on Commit.
+pub(crate) struct InbandCommit {
+    /// DRIVER_OK: the device was running at the stop (otherwise the guest's driver goes on
+    /// initialising it, §40).
+    driver_ok: bool,
+    /// The control-queue replay to run (§21).
+    replay: Option<CtrlReplay>,
+}
+
 impl Machine {
     /// The status strategy's preconditions, checked at Start: every member's driver
     /// negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE (without them a driver may not set
     /// the bit nor write queue state).
     pub fn check_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
         for (member, function) in self.members().into_iter().zip(self.functions()) {
-            let negotiated = lock(function.core()).driver_features();
-            for feature in [bit.feature(), Feature::QueueState] {
-                let has = self
-                    .options
-                    .profile
-                    .bit(feature)
-                    .is_some_and(|b| negotiated & (1u64 << b) != 0);
-                if !has {
-                    return Err(MachineError::Device(format!(
-                        "member {member}: the guest did not negotiate {} (negotiated {negotiated:#x}); \
-                         the status strategy needs it",
-                        feature.name()
-                    )));
-                }
+            // A driver before FEATURES_OK has negotiated nothing yet (it is initialising the
+            // device, §40): the stop checks again what it negotiates by then.
+            let status = lock(function.core()).status();
+            if status.contains(DeviceStatus::FEATURES_OK) {
+                negotiated_for(member, &function, bit)?;
             }
         }
         Ok(())
@@ -323,16 +439,16 @@ impl Machine {
     /// Stops every member through its status register (the vCPUs are paused): sets `bit`
     /// and re-reads until the device presents it — the device completes what it is
     /// processing first (seed 000 / 003), so in-flight requests always drain.
+    /// A device not at DRIVER_OK (the guest initialising or resetting it) is not running:
+    /// there is nothing to stop, and it travels as its register state (spec-decisions §40).
     pub fn stop_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
-        for function in self.functions() {
+        for (member, function) in self.members().into_iter().zip(self.functions()) {
             let regs = Registers::new(&function)?;
             let s = regs.status();
             if !s.contains(DeviceStatus::DRIVER_OK) {
-                return Err(MachineError::Device(format!(
-                    "the device is not at DRIVER_OK ({s:?}): the guest is initialising or \
-                     resetting it"
-                )));
+                continue;
             }
+            negotiated_for(member, &function, bit)?;
             regs.set_status(s | bit.bit());
             regs.wait("stopping in-band", |s| bit.presented(s))?;
         }
@@ -345,6 +461,10 @@ impl Machine {
         let mut out = Vec::new();
         for (member, function) in self.members().into_iter().zip(self.functions()) {
             let mut ctx = Registers::new(&function)?.context();
+            if !stopped_inband(ctx.device_status) {
+                ctx.device_fields
+                    .push(DeviceField::new(RESTING_FIELD, Vec::new()));
+            }
             if self.is_net(&function) {
                 let shadow = self.net_handles.as_ref().and_then(|h| h.shadow.field());
                 ctx.device_fields.extend(shadow);
@@ -410,7 +530,7 @@ impl Machine {
         &self,
         member: u64,
         context: &[u8],
-    ) -> Result<Option<CtrlReplay>, MachineError> {
+    ) -> Result<InbandCommit, MachineError> {
         let bad = |e: String| MachineError::Device(format!("member {member}: {e}"));
         let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
         let function = self.member_function(member)?;
@@ -419,10 +539,14 @@ impl Machine {
             .device_fields
             .iter()
             .find(|f| f.field_type == SHADOW_FIELD);
+        let driver_ok = stopped_inband(ctx.device_status);
         if let Some(field) = shadow {
             let commands = ctrl_shadow::decode(&field.value).map_err(bad)?;
             if !self.is_net(&function) {
                 return Err(bad("a control-queue shadow for a device without one".into()));
+            }
+            if !driver_ok {
+                return Err(bad("a control-queue shadow for a device not running".into()));
             }
             let features = ctx.driver_features.first().copied().unwrap_or(0);
             let packed = self
@@ -454,16 +578,21 @@ impl Machine {
         }
         self.member_mode(member, DevMode::Active)?;
         Registers::new(&function)?.reinitialise(&ctx)?;
-        Ok(replay)
+        Ok(InbandCommit { driver_ok, replay })
     }
 
     /// Destination, on Commit: DRIVER_OK on `member`; the device resumes where the source
-    /// stopped — after running the control-queue replay, if any, to its acknowledgements.
+    /// stopped — after running the control-queue replay, if any, to its acknowledgements. A
+    /// device that was not running stays as loaded: the guest's driver goes on with it.
     pub(crate) fn driver_ok_inband(
         &self,
         member: u64,
-        replay: Option<CtrlReplay>,
+        commit: InbandCommit,
     ) -> Result<(), MachineError> {
+        let InbandCommit { driver_ok, replay } = commit;
+        if !driver_ok {
+            return Ok(());
+        }
         let function = self.member_function(member)?;
         let regs = Registers::new(&function)?;
         regs.set_status(regs.status() | DeviceStatus::DRIVER_OK);

@@ -132,17 +132,17 @@ pub struct Machine {
     pub(crate) loaded: Option<Loaded>,
     /// The v1.4 source's GET objects of a migration in progress.
     pub(crate) get_objects: Mutex<crate::parts::GetObjects>,
+    /// The device part of the last [`Machine::load`] and [`Machine::activate`].
+    pub(crate) device_time: Duration,
     /// Kept for the owner's rings: they live here, not in guest RAM.
     _owner_memory: VmMemory,
 }
 
-/// The vCPUs of a loaded guest, not yet running.
+/// A guest loaded and not yet running: its vCPU threads exist, parked at their first safe
+/// point until Commit.
 pub(crate) struct Loaded {
-    pub(crate) blk: Option<BlkGuest>,
-    pub(crate) net: Option<NetGuest>,
-    pub(crate) dirtier: Dirtier,
     /// Members restored in-band (status strategy): DRIVER_OK on Commit, not admin Active.
-    pub(crate) inband: Vec<(u64, Option<crate::ctrl_replay::CtrlReplay>)>,
+    pub(crate) inband: Vec<(u64, crate::inband::InbandCommit)>,
 }
 
 impl Machine {
@@ -269,6 +269,7 @@ impl Machine {
             workers,
             loaded: None,
             get_objects: Mutex::default(),
+            device_time: Duration::ZERO,
             _owner_memory: owner_memory,
         })
     }
@@ -369,6 +370,14 @@ impl Machine {
     /// [`Self::resume`]).
     pub fn all_parked(&self) -> bool {
         self.control.all_parked()
+    }
+
+    /// The blk vCPU.
+    pub(crate) fn blk_vcpu(&self) -> Result<&Arc<Mutex<BlkGuest>>, MachineError> {
+        self.guest()?
+            .blk
+            .as_ref()
+            .ok_or(MachineError::State("no blk function"))
     }
 
     fn guest(&self) -> Result<&Guest, MachineError> {

@@ -11,6 +11,9 @@
 //! and verifies: 0 lost, 0 duplicated, 0 corrupted blk requests; no duplicated or corrupted
 //! echo; every page of the working set as the dirtier last wrote it. Only echoes in the air
 //! when the tunnel moved may be lost, at most the net window.
+//!
+//! Between load and Commit the guest's vCPU threads exist but make no step (spec-decisions
+//! §13: the destination lets the vCPUs run only on Commit).
 
 mod common;
 
@@ -46,7 +49,12 @@ fn continue_elsewhere(ring: RingFormat, queues: u16, quiesce: QuiesceMode) {
     destination.memory().copy_from(source.memory()).unwrap();
     drop(source);
     let state = VcpuState::decode(&bytes).unwrap();
-    destination.restore(&contexts, state).unwrap();
+    destination.load(&contexts, state).unwrap();
+    // Loaded before Commit: the vCPU threads exist, parked before their first step (the pause
+    // returns once every one is), and nothing has moved since the source paused.
+    destination.pause().unwrap();
+    assert_eq!(destination.report(), before, "no vCPU step before Commit");
+    destination.activate().unwrap();
     for _ in 0..5 {
         run_for(&destination, 50);
         destination.pause().unwrap();

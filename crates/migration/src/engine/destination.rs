@@ -318,8 +318,9 @@ impl Destination<'_> {
         self.report.await_commit_ms = ms(loaded, commit);
         self.report.activate_ms = ms(commit, running);
         self.report.restore_ms = ms(complete, running);
-        // Context writes happened in load (with the vCPU rebuild, a small part); Active now.
-        self.report.device_ms = ms(load_start, loaded) + ms(commit, running);
+        // Context writes (or the in-band re-initialisation) in load, Active (or DRIVER_OK)
+        // now: the machine times them, without the vCPUs' rebuild and start around them.
+        self.report.device_ms = machine.device_time().as_secs_f64() * 1e3;
         let ack = Message::CommitAck {
             restore_us: (self.report.restore_ms * 1e3) as u64,
             device_us: (self.report.device_ms * 1e3) as u64,

@@ -176,15 +176,17 @@ impl MigrationReport {
 pub struct DestinationReport {
     /// Complete received to guest running (validation, dry run, contexts, vCPU state, Active).
     pub restore_ms: f64,
-    /// The device part: context writes plus DEV_MODE_SET Active.
+    /// The device part: context writes (or the in-band re-initialisation) plus DEV_MODE_SET
+    /// Active (or DRIVER_OK) and the announcement; not the vCPUs' rebuild or start.
     pub device_ms: f64,
     /// Of `restore_ms`: the final validation with the ring dry run.
     pub check_ms: f64,
-    /// Of `restore_ms`: context writes and the vCPUs rebuilt (before Ready).
+    /// Of `restore_ms`: context writes and the vCPUs rebuilt and started, parked (before
+    /// Ready).
     pub load_ms: f64,
     /// Ready sent to Commit received (the link and the source's turn).
     pub await_commit_ms: f64,
-    /// Of `restore_ms`: members Active and vCPUs started (after Commit).
+    /// Of `restore_ms`: members Active and the parked vCPUs let go (after Commit).
     pub activate_ms: f64,
     /// Wire bytes received.
     pub bytes_received: u64,

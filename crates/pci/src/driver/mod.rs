@@ -9,6 +9,7 @@ mod ring;
 mod ring_reset;
 mod setup;
 mod state;
+mod stepwise;
 mod types;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use vm_memory::GuestMemory;
 pub use caps::{discover, Region, Regions};
 pub use ring::{DriverQueue, RingDriver};
 pub use state::{DriverState, QueueBookkeeping};
+pub use stepwise::InitStep;
 pub use types::{Notifier, OutstandingChain, PollPolicy, QueueSetup, QueueStateRegs, SavedState};
 
 use crate::error::PciError;

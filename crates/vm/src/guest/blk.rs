@@ -9,6 +9,7 @@ use virtio_lm_devices::blk::driver::{BlkDriver, BlkDriverState};
 use virtio_lm_devices::blk::workload::{BlkReport, BlkWorkload};
 use virtio_lm_pci::VirtioPciFunction;
 
+use super::reinit::ReinitState;
 use super::{queue_vectors, StallClock, Vcpu};
 use crate::memory::GuestRam;
 
@@ -24,6 +25,8 @@ pub struct BlkVcpuState {
     pub turn: u16,
     /// Completion gaps.
     pub stall: StallClock,
+    /// A re-initialisation of the device under way (spec-decisions §40).
+    pub reinit: Option<ReinitState>,
 }
 
 /// Requests the workload keeps in flight per queue.
@@ -39,6 +42,7 @@ pub struct BlkGuest {
     workload: BlkWorkload,
     turn: u16,
     stall: StallClock,
+    reinit: Option<ReinitState>,
 }
 
 impl BlkGuest {
@@ -51,6 +55,7 @@ impl BlkGuest {
             workload: BlkWorkload::new(blocks, BLOCK_LEN, seed),
             turn: 0,
             stall: StallClock::default(),
+            reinit: None,
         }
     }
 
@@ -61,6 +66,7 @@ impl BlkGuest {
             workload: self.workload.encode(),
             turn: self.turn,
             stall: self.stall,
+            reinit: self.reinit,
         }
     }
 
@@ -74,14 +80,24 @@ impl BlkGuest {
         // The driver numbers features as the device does: the machine built both alike.
         let profile = super::lock(function.core()).profile();
         let irqs = queue_vectors(function, state.driver.config.num_queues)?;
-        let driver =
+        let mut driver =
             BlkDriver::from_state(function.clone(), ram.clone(), profile, state.driver, irqs)
                 .map_err(|e| e.to_string())?;
+        if let Some(r) = state.reinit {
+            let steps = driver.pci().init_steps().len();
+            if r.done >= steps || (r.draining && r.done > 0) {
+                return Err(format!(
+                    "blk re-initialisation at step {} of {steps}",
+                    r.done
+                ));
+            }
+        }
         Ok(Self {
             driver,
             workload,
             turn: state.turn,
             stall: state.stall,
+            reinit: state.reinit,
         })
     }
 
@@ -139,8 +155,73 @@ impl BlkGuest {
     }
 }
 
+impl BlkGuest {
+    /// Starts resetting and re-initialising the device (see [`super::reinit`]), holding after
+    /// `hold_at` steps of the initialisation if given. Returns how many steps it has; fails if
+    /// one is under way.
+    pub fn begin_reinit(&mut self, hold_at: Option<usize>) -> Result<usize, String> {
+        if self.reinit.is_some() {
+            return Err("a re-initialisation is under way".into());
+        }
+        self.reinit = Some(ReinitState::new(hold_at));
+        Ok(self.init_steps())
+    }
+
+    /// How many steps the driver's initialisation has.
+    pub fn init_steps(&mut self) -> usize {
+        self.driver.pci().init_steps().len()
+    }
+
+    /// Where a re-initialisation is, if one is under way.
+    pub fn reinit(&self) -> Option<ReinitState> {
+        self.reinit
+    }
+
+    /// Lets a held re-initialisation go on.
+    pub fn release_reinit(&mut self) {
+        if let Some(r) = &mut self.reinit {
+            r.hold_at = None;
+        }
+    }
+
+    /// One step of the re-initialisation `r`.
+    fn reinit_step(&mut self, mut r: ReinitState) -> Result<(), String> {
+        if r.draining {
+            for q in 0..self.driver.num_queues() {
+                self.driver
+                    .wait(q, Duration::from_millis(1))
+                    .map_err(|e| e.to_string())?;
+            }
+            let n = self.collect_all()?;
+            self.stall.completed(n as u64);
+            r.draining = self.in_flight() > 0;
+        } else if r.held() {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            let steps = self.driver.pci().init_steps();
+            let step = *steps
+                .get(r.done)
+                .ok_or("re-initialisation past its last step")?;
+            self.driver
+                .pci()
+                .init_step(step)
+                .map_err(|e| format!("re-initialising the device ({step:?}): {e}"))?;
+            r.done += 1;
+            if r.done == steps.len() {
+                self.reinit = None;
+                return Ok(());
+            }
+        }
+        self.reinit = Some(r);
+        Ok(())
+    }
+}
+
 impl Vcpu for BlkGuest {
     fn step(&mut self) -> Result<(), String> {
+        if let Some(r) = self.reinit {
+            return self.reinit_step(r);
+        }
         let queues = self.driver.num_queues();
         for q in 0..queues {
             self.workload

@@ -8,6 +8,7 @@
 pub mod blk;
 pub mod dirtier;
 pub mod net;
+pub mod reinit;
 mod stall;
 mod state;
 
