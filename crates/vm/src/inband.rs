@@ -6,16 +6,21 @@
 //! DRIVER_OK. No owner device takes part on the source. The state read here travels in the
 //! same context encoding as the admin strategy's; its DEVICE_STATUS carries the stop bit, which
 //! is how the destination knows to restore it in-band.
+//!
+//! Under the v1.4 profile (spec-decisions §38) the stop is SUSPEND and there is no queue state
+//! to read or write: the destination takes each ring's position from the guest memory it
+//! received (spec-decisions §32) and sets it into the device through the hypervisor's own
+//! call, where the seeds profile writes the queue-state registers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use virtio_lm_device::context::{decode, encode, DeviceContext, QueueContext, VqConfig};
 use virtio_lm_pci::{discover, PciTransport, Regions};
-use virtio_lm_queue::QueueState;
+use virtio_lm_queue::{QueuePosition, QueueState, RingPosition};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::pci::offset;
-use virtio_lm_spec::{DeviceStatus, Feature};
+use virtio_lm_spec::{DeviceStatus, Feature, Profile};
 
 use crate::ctrl_replay::CtrlReplay;
 use crate::ctrl_shadow::{self, SHADOW_FIELD};
@@ -76,6 +81,8 @@ struct Registers<'a> {
     function: &'a Function,
     transport: &'a dyn PciTransport,
     regions: Regions,
+    /// The seeds profile has queue-state registers; v1.4 does not (spec-decisions §38).
+    profile: Profile,
 }
 
 impl<'a> Registers<'a> {
@@ -85,6 +92,7 @@ impl<'a> Registers<'a> {
             function,
             regions: discover(transport)?,
             transport,
+            profile: lock(function.core()).profile(),
         })
     }
 
@@ -187,6 +195,8 @@ impl<'a> Registers<'a> {
     }
 
     /// Everything a driver can read, as a context (the device must be stopped or suspended).
+    /// Under v1.4 the queue state is left at zero: 1.4's common configuration ends before the
+    /// seed 001 registers, and the destination finds each position in guest memory.
     fn context(&self) -> DeviceContext {
         let num_queues = self.read16(offset::NUM_QUEUES);
         let queues = (0..num_queues)
@@ -201,12 +211,7 @@ impl<'a> Registers<'a> {
                         driver: self.read64(offset::QUEUE_DRIVER),
                         device: self.read64(offset::QUEUE_DEVICE),
                     },
-                    state: QueueState {
-                        avail_state: self.read16(offset::QUEUE_AVAIL_STATE),
-                        used_state: self.read16(offset::QUEUE_USED_STATE),
-                        notification_owed: false,
-                        inflight: Vec::new(),
-                    },
+                    state: self.queue_state(),
                 }
             })
             .collect();
@@ -226,6 +231,52 @@ impl<'a> Registers<'a> {
         }
     }
 
+    /// The selected queue's seed 001 state registers (zero under v1.4, which has none).
+    fn queue_state(&self) -> QueueState {
+        let seeds = self.profile == Profile::Seeds;
+        let read = |field| if seeds { self.read16(field) } else { 0 };
+        QueueState {
+            avail_state: read(offset::QUEUE_AVAIL_STATE),
+            used_state: read(offset::QUEUE_USED_STATE),
+            notification_owed: false,
+            inflight: Vec::new(),
+        }
+    }
+
+    /// Sets the selected queue `index` to `state` before DRIVER_OK: through the seed 001
+    /// registers, read back; under v1.4, which has none, through the device's hypervisor-side
+    /// call (vhost's SET_VRING_BASE; spec-decisions §38).
+    fn set_queue_state(
+        &self,
+        index: u16,
+        state: &QueueState,
+        packed: bool,
+    ) -> Result<(), MachineError> {
+        if self.profile == Profile::V1_4 {
+            // Drained (§15), so the next buffer to take is the next to use: one position.
+            let position = if packed {
+                QueuePosition::Packed(RingPosition::from_state(state.avail_state))
+            } else {
+                QueuePosition::Split(state.avail_state)
+            };
+            return lock(self.function.core())
+                .set_queue_position(index, position)
+                .map_err(|e| MachineError::Device(format!("queue {index}: {e}")));
+        }
+        self.write16(offset::QUEUE_AVAIL_STATE, state.avail_state);
+        self.write16(offset::QUEUE_USED_STATE, state.used_state);
+        let read = (
+            self.read16(offset::QUEUE_AVAIL_STATE),
+            self.read16(offset::QUEUE_USED_STATE),
+        );
+        if read != (state.avail_state, state.used_state) {
+            return Err(MachineError::Device(format!(
+                "queue {index}: state {read:?} not accepted"
+            )));
+        }
+        Ok(())
+    }
+
     /// The destination's re-initialisation, as a driver would do it, up to (not including)
     /// DRIVER_OK: reset, ACKNOWLEDGE, DRIVER, the same features, FEATURES_OK, the
     /// configuration vector, each queue's configuration and state (seed 001: written between
@@ -239,6 +290,7 @@ impl<'a> Registers<'a> {
         s |= DeviceStatus::DRIVER;
         self.set_status(s);
         let features = ctx.driver_features.first().copied().unwrap_or(0);
+        let packed = negotiated(self.profile, features, Feature::RingPacked);
         self.regions.write_driver_features(self.transport, features);
         s |= DeviceStatus::FEATURES_OK;
         self.set_status(s);
@@ -256,15 +308,7 @@ impl<'a> Registers<'a> {
             self.write64(offset::QUEUE_DRIVER, q.config.driver);
             self.write64(offset::QUEUE_DEVICE, q.config.device);
             self.write16(offset::QUEUE_MSIX_VECTOR, q.config.msix_vector);
-            self.write16(offset::QUEUE_AVAIL_STATE, q.state.avail_state);
-            self.write16(offset::QUEUE_USED_STATE, q.state.used_state);
-            let state = (
-                self.read16(offset::QUEUE_AVAIL_STATE),
-                self.read16(offset::QUEUE_USED_STATE),
-            );
-            if state != (q.state.avail_state, q.state.used_state) {
-                return bad(format!("queue {index}: state {state:?} not accepted"));
-            }
+            self.set_queue_state(index, &q.state, packed)?;
             if self.read16(offset::QUEUE_MSIX_VECTOR) != q.config.msix_vector {
                 return bad(format!("queue {index}: MSI-X vector not accepted"));
             }
@@ -284,6 +328,13 @@ impl<'a> Registers<'a> {
     }
 }
 
+/// Whether `driver_features`, numbered by `profile`, include `feature`.
+pub(crate) fn negotiated(profile: Profile, driver_features: u64, feature: Feature) -> bool {
+    profile
+        .bit(feature)
+        .is_some_and(|b| driver_features & (1u64 << b) != 0)
+}
+
 /// True if `context` was read in-band (its DEVICE_STATUS shows the status-register stop).
 pub(crate) fn is_inband(context: &[u8]) -> bool {
     decode(context).is_ok_and(|c| stopped_inband(c.device_status))
@@ -297,24 +348,41 @@ pub(crate) fn stopped_inband(status: u8) -> bool {
 
 impl Machine {
     /// The status strategy's preconditions, checked at Start: every member's driver
-    /// negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE (without them a driver may not set
-    /// the bit nor write queue state).
+    /// negotiated `bit`'s feature and, under the seeds profile, VIRTIO_F_QUEUE_STATE (without
+    /// them a driver may not set the bit nor write queue state). Under v1.4 (spec-decisions
+    /// §38) there is no DEVICE_STOPPED, and a packed ring needs VIRTIO_F_EVENT_IDX: without it
+    /// the stopped device cannot record where the ring stands.
     pub fn check_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
+        let profile = self.options.profile;
+        if profile == Profile::V1_4 && bit == StatusBit::Stopped {
+            return Err(MachineError::Device(
+                "virtio 1.4 (the v1.4 profile) has no DEVICE_STOPPED: the status strategy \
+                 stops a v1.4 guest with --status-bit suspend"
+                    .into(),
+            ));
+        }
+        let mut needed = vec![bit.feature()];
+        if profile == Profile::Seeds {
+            needed.push(Feature::QueueState);
+        }
         for (member, function) in self.members().into_iter().zip(self.functions()) {
-            let negotiated = lock(function.core()).driver_features();
-            for feature in [bit.feature(), Feature::QueueState] {
-                let has = self
-                    .options
-                    .profile
-                    .bit(feature)
-                    .is_some_and(|b| negotiated & (1u64 << b) != 0);
-                if !has {
+            let driver = lock(function.core()).driver_features();
+            let has = |f| negotiated(profile, driver, f);
+            for &feature in &needed {
+                if !has(feature) {
                     return Err(MachineError::Device(format!(
-                        "member {member}: the guest did not negotiate {} (negotiated {negotiated:#x}); \
+                        "member {member}: the guest did not negotiate {} (negotiated {driver:#x}); \
                          the status strategy needs it",
                         feature.name()
                     )));
                 }
+            }
+            if profile == Profile::V1_4 && has(Feature::RingPacked) && !has(Feature::EventIdx) {
+                return Err(MachineError::Device(format!(
+                    "member {member}: packed rings without VIRTIO_F_EVENT_IDX under v1.4: the \
+                     stopped device records its ring position only with EVENT_IDX, and 1.4 has \
+                     no queue state to carry it, so the status strategy cannot migrate it"
+                )));
             }
         }
         Ok(())
@@ -405,7 +473,8 @@ impl Machine {
     /// Destination, before Commit: takes `member` out of the Freeze it was built in (it is
     /// at status 0, with nothing to process) and re-initialises it from `context` as a driver
     /// would, short of DRIVER_OK. A control-queue shadow in the context is written into the
-    /// idle control queue, its state rewound by the commands, to run at DRIVER_OK (§21).
+    /// idle control queue, its state rewound by the commands, to run at DRIVER_OK (§21). Under
+    /// v1.4 each queue's state is first taken from the ring in guest memory (§38).
     pub(crate) fn load_inband(
         &self,
         member: u64,
@@ -414,6 +483,11 @@ impl Machine {
         let bad = |e: String| MachineError::Device(format!("member {member}: {e}"));
         let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
         let function = self.member_function(member)?;
+        let profile = self.options.profile;
+        if profile == Profile::V1_4 {
+            ctx.set_ring_positions_from_memory(profile, &**self.memory.ram())
+                .map_err(|e| bad(format!("in the received memory: {e}")))?;
+        }
         let mut replay = None;
         let shadow = ctx
             .device_fields
@@ -425,11 +499,7 @@ impl Machine {
                 return Err(bad("a control-queue shadow for a device without one".into()));
             }
             let features = ctx.driver_features.first().copied().unwrap_or(0);
-            let packed = self
-                .options
-                .profile
-                .bit(Feature::RingPacked)
-                .is_some_and(|b| features & (1u64 << b) != 0);
+            let packed = negotiated(profile, features, Feature::RingPacked);
             // The control queue is the device's last (after every receive/transmit pair).
             let index = ctx
                 .queues
