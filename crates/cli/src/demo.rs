@@ -281,6 +281,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     // Flags that do not go together are refused before any child starts.
     args.migration.check()?;
+    if args.profile == Profile::V1_4 && args.migration.inflight == crate::args::Inflight::Transfer {
+        return Err(UsageError(
+            "--inflight transfer is not possible under the v1.4 profile: no virtio 1.4 device \
+             part carries in-flight buffers; use --inflight drain"
+                .into(),
+        )
+        .into());
+    }
     check_status_bit(args)?;
     let mut dir = WorkDir::new(args.dir.as_deref())?;
     let mut children = Children::default();

@@ -3,6 +3,7 @@
 //! per device after its final DeviceContext; encoded with serde + postcard.
 
 use serde::{Deserialize, Serialize};
+use virtio_lm_vm::FunctionRegisters;
 
 /// Most pending MSI-X vectors one function may list (the MSI-X table size limit).
 pub const MAX_PENDING_VECTORS: usize = 2048;
@@ -32,6 +33,33 @@ pub struct FunctionState {
 }
 
 impl FunctionState {
+    /// Device `device_id`'s registers `regs`, as the section carries them.
+    pub fn of(device_id: u32, regs: &FunctionRegisters) -> Self {
+        Self {
+            device_id,
+            device_feature_select: regs.device_feature_select,
+            driver_feature_select: regs.driver_feature_select,
+            queue_select: regs.queue_select,
+            isr: regs.isr,
+            msix_pending: regs.msix_pending.clone(),
+            intx_pending: regs.intx_pending,
+            pci_cfg_window: regs.pci_cfg_window,
+        }
+    }
+
+    /// The registers the section carries.
+    pub fn registers(&self) -> FunctionRegisters {
+        FunctionRegisters {
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            queue_select: self.queue_select,
+            isr: self.isr,
+            msix_pending: self.msix_pending.clone(),
+            intx_pending: self.intx_pending,
+            pci_cfg_window: self.pci_cfg_window,
+        }
+    }
+
     /// The rules a section must meet whatever function it is for; the function's own check
     /// (vectors it has) comes later.
     pub fn validate(&self) -> Result<(), String> {
@@ -70,5 +98,81 @@ impl FunctionState {
         }
         state.validate()?;
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FunctionState {
+        FunctionState {
+            device_id: 2,
+            device_feature_select: 1,
+            driver_feature_select: 0,
+            queue_select: 4,
+            isr: 3,
+            msix_pending: vec![0, 2, 9],
+            intx_pending: true,
+            pci_cfg_window: Some((0, 0x14, 2)),
+        }
+    }
+
+    /// docs/stream-format.md, FunctionState: what is encoded decodes equal.
+    #[test]
+    fn round_trips() {
+        let s = sample();
+        assert_eq!(FunctionState::decode(&s.encode().unwrap()).unwrap(), s);
+    }
+
+    /// Hostile payloads are refused with a reason, never a panic: every truncation, trailing
+    /// bytes, undefined ISR bits, vectors out of order or repeated, and more vectors than an
+    /// MSI-X table has (the encoder refuses the same).
+    #[test]
+    fn hostile_payloads_are_refused() {
+        let bytes = sample().encode().unwrap();
+        for n in 0..bytes.len() {
+            assert!(FunctionState::decode(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(FunctionState::decode(&longer)
+            .unwrap_err()
+            .contains("after"));
+        let bad = [
+            FunctionState { isr: 4, ..sample() },
+            FunctionState {
+                msix_pending: vec![3, 3],
+                ..sample()
+            },
+            FunctionState {
+                msix_pending: vec![5, 1],
+                ..sample()
+            },
+            FunctionState {
+                msix_pending: (0..=MAX_PENDING_VECTORS as u16).collect(),
+                ..sample()
+            },
+        ];
+        for s in bad {
+            assert!(s.encode().is_err(), "{s:?}");
+            let raw = postcard::to_allocvec(&s).unwrap();
+            assert!(FunctionState::decode(&raw).is_err(), "{s:?}");
+        }
+    }
+
+    /// The largest valid section fits the payload limit the header enforces.
+    #[test]
+    fn the_largest_valid_section_fits_the_limit() {
+        let s = FunctionState {
+            device_id: u32::MAX,
+            device_feature_select: u32::MAX,
+            driver_feature_select: u32::MAX,
+            queue_select: u16::MAX,
+            msix_pending: (u16::MAX - MAX_PENDING_VECTORS as u16 + 1..=u16::MAX).collect(),
+            pci_cfg_window: Some((u8::MAX, u32::MAX, u32::MAX)),
+            ..sample()
+        };
+        assert!(s.encode().unwrap().len() <= MAX_FUNCTION_STATE);
     }
 }

@@ -1,13 +1,20 @@
 //! Body of the `stream_receiver` fuzz target in `fuzz/`, kept in the library so that `cargo test`
 //! runs it over generated input on stable Rust and the fuzzer runs the very same code.
 
+use zerocopy::IntoBytes;
+
 use crate::header::{CRC_LEN, HEADER_LEN, MAGIC};
-use crate::{Message, StreamError, StreamReader, StreamWriter};
+use crate::{
+    Message, MessageType, SectionHeader, StreamError, StreamReader, StreamWriter, PROTOCOL_VERSION,
+};
 
 /// Fuzz body: the destination's stream receiver reads `data` until it refuses something or the
 /// stream ends. The first byte picks the mode: odd means "repair the framing first" (magic,
 /// sequence numbers and crcs rewritten, everything else left hostile) so the fuzzer reaches the
-/// payload decoders instead of stopping at the crc; even means raw bytes.
+/// payload decoders instead of stopping at the crc; 2 modulo 4 means "typed": a valid Start, then
+/// one well-framed section of the type the next byte picks (every type, FunctionState included)
+/// carrying the rest as its payload, so each payload decoder sees arbitrary bytes at once; 0
+/// modulo 4 means raw bytes.
 ///
 /// Panics only when an invariant of ours breaks: an error names a position inside the input, a
 /// section never starts past the bytes received, and every accepted message survives a
@@ -16,10 +23,10 @@ pub fn stream_receiver(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let bytes = if mode & 1 == 1 {
-        repair_framing(rest)
-    } else {
-        rest.to_vec()
+    let bytes = match mode & 3 {
+        1 | 3 => repair_framing(rest),
+        2 => typed_section(rest),
+        _ => rest.to_vec(),
     };
     let mut reader = StreamReader::new(&bytes[..]);
     let mut accepted = Vec::new();
@@ -90,4 +97,33 @@ pub fn repair_framing(data: &[u8]) -> Vec<u8> {
         sequence = sequence.wrapping_add(1);
     }
     out
+}
+
+/// A valid Start, then one section of the type `data[0]` picks (its allowed flags when bit 7 is
+/// set) with the rest of `data`, cut to the type's limit, as its payload; header and crc right.
+pub fn typed_section(data: &[u8]) -> Vec<u8> {
+    let Some((&pick, payload)) = data.split_first() else {
+        return Vec::new();
+    };
+    let types = MessageType::ALL;
+    let t = types[usize::from(pick) % types.len()];
+    let flags = if pick & 0x80 != 0 {
+        t.allowed_flags()
+    } else {
+        0
+    };
+    let payload = &payload[..payload.len().min(t.max_payload())];
+    let mut wire = Vec::new();
+    StreamWriter::new(&mut wire)
+        .write(&Message::Start {
+            version: PROTOCOL_VERSION,
+        })
+        .expect("Start encodes");
+    let header = SectionHeader::new(t, flags, payload.len() as u32, 1);
+    let start = wire.len();
+    wire.extend_from_slice(header.as_bytes());
+    wire.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&wire[start..]);
+    wire.extend_from_slice(&crc.to_le_bytes());
+    wire
 }

@@ -1,14 +1,15 @@
 //! The engine's test rig (feature `test-utils`): a destination on a loopback TCP port in a
 //! thread of this process, a source migrating to it, and the checks every migration test makes.
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use virtio_lm_vm::{Machine, MachineOptions, MachineReport};
 
 use crate::{incoming, migrate, Incoming, MigrateOptions, MigrationControl, MigrationError};
-use crate::{MigrationReport, Outcome};
+use crate::{Message, MigrationReport, Outcome, StreamReader};
 
 /// A destination waiting on a loopback port (chosen by binding port 0) in its own thread.
 pub struct Destination {
@@ -48,6 +49,26 @@ impl Destination {
     pub fn join(self) -> Result<Incoming, MigrationError> {
         self.thread.join().expect("the destination panicked")
     }
+}
+
+/// Writes `wire` (a hand-made stream) to a fresh destination built from `options`, then reads
+/// its answers to the end. Returns what the destination returned and the messages it sent.
+pub fn feed(options: &MachineOptions, wire: &[u8]) -> (Result<(), MigrationError>, Vec<Message>) {
+    let dst = Destination::spawn(options.clone());
+    let mut stream = TcpStream::connect(dst.addr).expect("connect");
+    // The destination may stop reading early (a refused section); what it did not read is
+    // its business, the answer is what counts.
+    let _ = stream.write_all(wire);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let result = dst.join().map(drop);
+    let mut rx = StreamReader::new(&answer[..]);
+    let mut got = Vec::new();
+    while let Ok(m) = rx.read_message() {
+        got.push(m);
+    }
+    (result, got)
 }
 
 /// Migrates `source` to a new destination built from `destination`; returns the source's

@@ -10,14 +10,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-
 use proptest::prelude::*;
-use virtio_lm_migration::testing::Destination;
+use virtio_lm_migration::testing::feed;
 use virtio_lm_migration::{
-    vm_config, MemoryChunk, MemoryRange, Message, MigrationError, Pages, Phase, StreamReader,
-    PAGE_SIZE, PROTOCOL_VERSION,
+    vm_config, MemoryChunk, MemoryRange, Message, Pages, Phase, PAGE_SIZE, PROTOCOL_VERSION,
 };
 use virtio_lm_vm::testing::{image, run_for};
 use virtio_lm_vm::{Machine, MachineOptions, MIB};
@@ -29,26 +25,6 @@ fn machine_options(image: &virtio_lm_devices::testing::ImageFile) -> MachineOpti
         working_set_mib: 1,
         ..MachineOptions::default()
     }
-}
-
-/// Writes `wire` to a fresh destination, then reads its answers to the end. Returns what the
-/// destination returned and the messages it sent.
-fn feed(options: &MachineOptions, wire: &[u8]) -> (Result<(), MigrationError>, Vec<Message>) {
-    let dst = Destination::spawn(options.clone());
-    let mut stream = TcpStream::connect(dst.addr).unwrap();
-    // The destination may stop reading early (a refused section); what it did not read is
-    // its business, the answer is what counts.
-    let _ = stream.write_all(wire);
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let result = dst.join().map(drop);
-    let mut rx = StreamReader::new(&answer[..]);
-    let mut got = Vec::new();
-    while let Ok(m) = rx.read_message() {
-        got.push(m);
-    }
-    (result, got)
 }
 
 fn assert_refused(options: &MachineOptions, msgs: &[Message], what: &str) -> String {

@@ -110,11 +110,14 @@ impl Machine {
     }
 
     /// DEV_MODE_SET Stop then Freeze on every member (Stop returns once in-process requests
-    /// are drained or recorded, as the quiesce mode says).
+    /// are drained or recorded, as the quiesce mode says); under v1.4 DEV_MODE_SET STOPPED.
     pub fn stop_devices(&self) -> Result<(), MachineError> {
         for member in self.members() {
             self.member_mode(member, DevMode::Stop)?;
-            self.member_mode(member, DevMode::Freeze)?;
+            // v1.4 has one stopped mode: Stop is all of it.
+            if self.options.profile == Profile::Seeds {
+                self.member_mode(member, DevMode::Freeze)?;
+            }
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use virtio_lm_pci::admin::AdminClient;
+use virtio_lm_pci::admin::{check_ring_positions, AdminClient};
 use virtio_lm_spec::parts::{
     decode_parts, part_type, Part, DEV_PARTS_TYPE_GET, DEV_PARTS_TYPE_SET,
 };
@@ -177,9 +177,11 @@ impl Machine {
 
 impl Machine {
     /// The ring check before Ready: every queue the parts run must have a sound position in
-    /// the received memory (spec-decisions §36). Not yet wired: until the ring-position check
-    /// lands, an inconsistent ring is only refused by the resume on Commit.
-    pub(crate) fn check_parts_rings(&self, _parts: &[Part]) -> Result<(), String> {
-        Ok(())
+    /// the received memory, as the resume on Commit will find it (split: `used.idx` against
+    /// `avail.idx` and the size; packed: the position the stopped source recorded;
+    /// spec-decisions §32, §36), so an inconsistent ring is refused before Ready.
+    pub(crate) fn check_parts_rings(&self, parts: &[Part]) -> Result<(), String> {
+        check_ring_positions(parts, &**self.memory.ram())
+            .map_err(|e| format!("against the received memory: {e}"))
     }
 }

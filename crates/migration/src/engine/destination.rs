@@ -240,7 +240,7 @@ impl Destination<'_> {
                     if registers.contains_key(&member) {
                         return Err(invalid(format!("device {member} listed twice")));
                     }
-                    let regs = super::v14::function_registers(&function);
+                    let regs = function.registers();
                     machine
                         .check_function_registers(member, &regs)
                         .map_err(|e| invalid(e.to_string()))?;

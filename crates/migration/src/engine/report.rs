@@ -78,6 +78,9 @@ pub struct MigrationReport {
     pub ring: String,
     /// `drain` or `transfer`.
     pub inflight: String,
+    /// The numbering profile of both VMs: `seeds` or `v1.4` (spec-decisions §35).
+    #[serde(default)]
+    pub profile: String,
     /// Guest RAM bytes.
     pub memory_bytes: u64,
     /// Start to end of the migration.

@@ -113,6 +113,7 @@ impl<'a, L: Link> Source<'a, L> {
                 Inflight::Transfer => "transfer",
             }
             .into(),
+            profile: machine.profile().name().into(),
             memory_bytes: machine.memory().size(),
             ..MigrationReport::default()
         };
@@ -519,7 +520,7 @@ impl<'a, L: Link> Source<'a, L> {
         // §37): they follow the device state in a section of their own.
         if self.machine.profile() == Profile::V1_4 {
             for (member, regs) in self.machine.function_registers()? {
-                let state = super::v14::function_state(member, &regs);
+                let state = crate::FunctionState::of(member as u32, &regs);
                 self.send(&Message::FunctionState(state))?;
             }
         }

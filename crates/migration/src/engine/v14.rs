@@ -3,10 +3,10 @@
 //! in guest memory when EVENT_IDX is negotiated.
 
 use virtio_lm_spec::{Feature, Profile};
-use virtio_lm_vm::{FunctionRegisters, Machine};
+use virtio_lm_vm::Machine;
 
 use super::{Inflight, MigrateOptions, MigrationError};
-use crate::{FunctionState, VmConfig};
+use crate::VmConfig;
 
 /// Whether `negotiated` (v1.4 numbering) has a packed ring without EVENT_IDX.
 fn packed_without_event_idx(negotiated: u64) -> bool {
@@ -64,31 +64,4 @@ pub(crate) fn check_config(config: &VmConfig) -> Result<(), MigrationError> {
         }
     }
     Ok(())
-}
-
-/// `regs` of device `member` as the FunctionState section carries them.
-pub(crate) fn function_state(member: u64, regs: &FunctionRegisters) -> FunctionState {
-    FunctionState {
-        device_id: member as u32,
-        device_feature_select: regs.device_feature_select,
-        driver_feature_select: regs.driver_feature_select,
-        queue_select: regs.queue_select,
-        isr: regs.isr,
-        msix_pending: regs.msix_pending.clone(),
-        intx_pending: regs.intx_pending,
-        pci_cfg_window: regs.pci_cfg_window,
-    }
-}
-
-/// The registers a FunctionState section carries.
-pub(crate) fn function_registers(state: &FunctionState) -> FunctionRegisters {
-    FunctionRegisters {
-        device_feature_select: state.device_feature_select,
-        driver_feature_select: state.driver_feature_select,
-        queue_select: state.queue_select,
-        isr: state.isr,
-        msix_pending: state.msix_pending.clone(),
-        intx_pending: state.intx_pending,
-        pci_cfg_window: state.pci_cfg_window,
-    }
 }
