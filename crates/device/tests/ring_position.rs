@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
-use virtio_lm_device::testing::{CoreDriver, CountingDevice, Mem, RUNNING};
-use virtio_lm_device::{AdminModeChange, CoreOptions, DeviceCore, DeviceError, InterruptCounter};
+use virtio_lm_device::testing::{CoreDriver, CountingDevice, Mem, SlowDevice, RUNNING};
+use virtio_lm_device::{
+    AdminModeChange, CoreOptions, DeviceCore, DeviceError, InterruptCounter, QuiesceMode,
+};
 use virtio_lm_queue::{packed_position, PositionError, QueuePosition, RingDriver, RingPosition};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
@@ -86,11 +88,8 @@ fn a_v1_4_stop_records_the_packed_position_and_a_destination_starts_there() {
                 o
             });
         }
-        // As a device type that disabled notifications would leave it: only the stop's own
-        // write can make the position appear.
-        let config = *source.rings[0].as_ref().unwrap().config();
-        let disabled = [0xffu8, 0xff, 1, 0];
-        source.mem.write_obj(disabled, config.device_area).unwrap();
+        // Only the stop's own write can make the position appear.
+        let config = disable_in_memory(&source);
         if suspend {
             source.core.write_status(RUNNING | DeviceStatus::SUSPEND);
             assert!(source.core.status().contains(DeviceStatus::SUSPEND));
@@ -180,6 +179,13 @@ fn ring_positions_are_set_only_in_their_window() {
             source: PositionError::NotRecorded { flags: 0 }
         })
     );
+    d.core.set_admin_mode(DevMode::Freeze).unwrap();
+    assert!(matches!(
+        d.core
+            .set_queue_position(0, QueuePosition::Packed(RingPosition::INITIAL)),
+        Err(DeviceError::PositionWindow(_))
+    ));
+    d.core.set_admin_mode(DevMode::Active).unwrap();
     d.core
         .set_queue_position(0, QueuePosition::Packed(RingPosition::INITIAL))
         .unwrap();
@@ -207,4 +213,53 @@ fn ring_positions_are_set_only_in_their_window() {
         seeds.core.set_ring_positions_from_memory(),
         Err(DeviceError::PositionWindow(_))
     ));
+}
+
+/// Writes flags DISABLE with a garbage `desc` into queue 0's device event suppression
+/// structure, as a device type that disabled notifications would leave it, and returns the
+/// queue's configuration.
+fn disable_in_memory(d: &CoreDriver) -> virtio_lm_queue::QueueConfig {
+    let config = *d.rings[0].as_ref().unwrap().config();
+    d.mem
+        .write_obj([0xffu8, 0xff, 1, 0], config.device_area)
+        .unwrap();
+    config
+}
+
+/// spec-decisions §32: a v1.4 stop that leaves chains in flight (a device recording them
+/// instead of completing) has no position to give: it withdraws the structure (DISABLE), so a
+/// destination refuses the queue instead of losing those chains. The seeds profile, which has
+/// queue state, records nothing.
+#[test]
+fn a_stop_with_chains_in_flight_withdraws_and_the_seeds_profile_records_nothing() {
+    let options = CoreOptions {
+        quiesce_mode: QuiesceMode::RecordInflight,
+        ..v14_options()
+    };
+    let mut d = CoreDriver::with_options(Box::new(SlowDevice::new()), options);
+    d.start(bits(&V14_FEATURES));
+    let config = *d.rings[0].as_ref().unwrap().config();
+    d.offer(2);
+    d.core.kick(0);
+    let change = d.core.set_admin_mode(DevMode::Freeze).unwrap();
+    assert_eq!(change, AdminModeChange::Done);
+    assert_eq!(
+        packed_position(&*d.mem, &config),
+        Err(PositionError::NotRecorded { flags: 1 })
+    );
+
+    let mut seeds = CoreDriver::counting();
+    seeds.start(virtio_lm_device::testing::features_of(
+        &[Feature::Version1, Feature::EventIdx, Feature::DeviceStop],
+        true,
+    ));
+    seeds.offer(3);
+    seeds.core.kick(0);
+    assert_eq!(seeds.collect().len(), 3);
+    let config = disable_in_memory(&seeds);
+    seeds.core.set_admin_mode(DevMode::Freeze).unwrap();
+    assert_eq!(
+        packed_position(&*seeds.mem, &config),
+        Err(PositionError::NotRecorded { flags: 1 })
+    );
 }

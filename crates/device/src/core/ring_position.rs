@@ -38,10 +38,10 @@ impl<M: GuestMemory + Send + Sync + 'static> DeviceCore<M> {
                 continue;
             };
             let config = slot.regs.config(RingKind::Packed, features);
-            let drained = state.inflight.is_empty() && state.avail_state == state.used_state;
             // The ring was checked when the queue started: neither write can fail, and a stop
-            // must not fail on what would be only a lost position.
-            let _ = if drained {
+            // must not fail on what would be only a lost position. (With nothing in flight the
+            // available and used positions are equal: the state's own invariant.)
+            let _ = if state.inflight.is_empty() {
                 let position = RingPosition::from_state(state.avail_state);
                 write_packed_position(&**self.mem(), &config, position)
             } else {
