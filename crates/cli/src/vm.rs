@@ -35,8 +35,9 @@ use crate::UsageError;
 /// `--help` text.
 pub const LONG_ABOUT: &str = "\
 Runs a simulated VM: a guest with a virtio-blk and a virtio-net function (members of an SR-IOV
-owner whose admin queue migrates them, seed 004), workloads that verify every request, and a
-thread dirtying guest memory at --dirty-rate over --working-set.
+owner whose admin queue migrates them: seed 004's commands, or with --profile v1.4 virtio 1.4's
+device parts), workloads that verify every request, and a thread dirtying guest memory at
+--dirty-rate over --working-set.
 
 It is steered through --control SOCKET: JSON lines as QMP, e.g. {\"execute\":\"status\"},
 {\"execute\":\"migrate\",\"arguments\":{\"to\":\"tcp:127.0.0.1:4444\"}}, {\"execute\":\"cancel\"},

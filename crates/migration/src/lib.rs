@@ -2,7 +2,7 @@
 //!
 //! A migration travels as a sequence of sections in each direction: source → destination carries
 //! Start, Config, Memory rounds (each pre-copy round closed by a RoundEnd), DeviceContext,
-//! VcpuState, Complete and Commit; destination → source carries Start, a RoundAck per RoundEnd,
+//! FunctionState (v1.4 profile), VcpuState, Complete and Commit; destination → source carries Start, a RoundAck per RoundEnd,
 //! Ready and CommitAck; either side may send Cancel or Error before Commit.
 //! Every section is a fixed 16-byte header (magic, type, flags, payload length, sequence number),
 //! the payload, and a crc32c over both (docs/stream-format.md has the byte layouts, the version

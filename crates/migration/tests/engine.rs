@@ -94,6 +94,7 @@ fn the_report_has_the_issue_field_names() {
         "strategy",
         "ring",
         "inflight",
+        "profile",
         "memory_bytes",
         "total_ms",
         "downtime_ms",
