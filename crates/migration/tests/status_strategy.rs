@@ -127,23 +127,15 @@ fn admin_status_admin_ping_pong() {
 /// (seed 000: setting DEVICE_STOPPED completes in-flight requests first, so they never travel).
 #[test]
 fn status_with_inflight_transfer_is_refused_at_start() {
-    let (_image, _echo, machine_options, source) =
-        start_machine("mig-status", "refused", RingFormat::Split, 1);
-    let options = MigrateOptions {
-        strategy: Strategy::Status(StatusBit::Stopped),
-        inflight: Inflight::Transfer,
-        ..test_options()
-    };
-    let (report, incoming) =
-        migrate_to(&source, machine_options, &options, &MigrationControl::new());
-    let Outcome::Failed(why) = &report.outcome else {
-        panic!("expected a refusal, got {:?}", report.outcome);
-    };
+    let options = status_options(StatusBit::Stopped, Inflight::Transfer);
+    let why = refused_at_start(
+        "refused",
+        RingFormat::Split,
+        Profile::Seeds,
+        vec![],
+        options,
+    );
     assert!(why.contains("--inflight transfer"), "{why}");
-    assert!(incoming.is_err());
-    run_for(&source, 20);
-    let after = source.finish(Duration::from_secs(10)).unwrap();
-    assert_clean(&after, 0, "refused");
 }
 
 /// Cancels once the source is stopped in-band with each of `bits`, checks the source runs on
@@ -214,7 +206,14 @@ fn start_refuses_a_guest_without_the_status_features() {
     ];
     for (omitted, bit) in cases {
         let tag = format!("omits-{}", omitted.name());
-        let why = refused_at_start(&tag, RingFormat::Split, Profile::Seeds, vec![omitted], bit);
+        let options = status_options(bit, Inflight::Drain);
+        let why = refused_at_start(
+            &tag,
+            RingFormat::Split,
+            Profile::Seeds,
+            vec![omitted],
+            options,
+        );
         assert!(
             why.contains(omitted.name()) && why.contains("did not negotiate"),
             "{tag}: {why}"
@@ -222,22 +221,27 @@ fn start_refuses_a_guest_without_the_status_features() {
     }
 }
 
-/// Starts a guest of `profile` whose drivers left out `omits`, migrates it with the status
-/// strategy and `bit`, and returns why the source refused at Start (checking it sent no memory,
+/// The status strategy with `bit` and `inflight`, the test timeouts.
+fn status_options(bit: StatusBit, inflight: Inflight) -> MigrateOptions {
+    MigrateOptions {
+        strategy: Strategy::Status(bit),
+        inflight,
+        ..test_options()
+    }
+}
+
+/// Starts a guest of `profile` whose drivers left out `omits`, migrates it with `options`, and
+/// returns why the source refused at Start (checking it sent no memory,
 /// the destination got nothing and the source runs on clean).
 fn refused_at_start(
     tag: &str,
     ring: RingFormat,
     profile: Profile,
     omits: Vec<Feature>,
-    bit: StatusBit,
+    options: MigrateOptions,
 ) -> String {
     let (_image, _echo, machine_options, source) = start_guest(tag, ring, profile, omits);
     run_for(&source, 20);
-    let options = MigrateOptions {
-        strategy: Strategy::Status(bit),
-        ..test_options()
-    };
     let (report, incoming) =
         migrate_to(&source, machine_options, &options, &MigrationControl::new());
     let Outcome::Failed(why) = &report.outcome else {
@@ -258,34 +262,46 @@ fn refused_at_start(
 /// negotiated"; 1.4 numbers no DEVICE_STOPPED; packed rings: the ring position is recorded only
 /// with EVENT_IDX, spec-decisions §32) under the v1.4 profile, each refused at Start with a
 /// message naming what is missing, before any memory is sent, the source running on: a guest
-/// without VIRTIO_F_SUSPEND, `--status-bit stopped`, and a packed ring without
-/// VIRTIO_F_EVENT_IDX (spec-decisions §38).
+/// without VIRTIO_F_SUSPEND, `--status-bit stopped`, a packed ring without VIRTIO_F_EVENT_IDX,
+/// and `--inflight transfer` (1.4 carries no in-flight buffers; spec-decisions §36, §38).
 #[test]
 fn v1_4_start_refuses_what_the_position_cannot_come_from() {
+    use Inflight::{Drain, Transfer};
     let cases = [
         (
             RingFormat::Split,
             Some(Feature::Suspend),
             StatusBit::Suspend,
+            Drain,
             "VIRTIO_F_SUSPEND",
         ),
         (
             RingFormat::Split,
             None,
             StatusBit::Stopped,
+            Drain,
             "DEVICE_STOPPED",
         ),
         (
             RingFormat::Packed,
             Some(Feature::EventIdx),
             StatusBit::Suspend,
+            Drain,
             "VIRTIO_F_EVENT_IDX",
         ),
+        (
+            RingFormat::Split,
+            None,
+            StatusBit::Suspend,
+            Transfer,
+            "--inflight transfer",
+        ),
     ];
-    for (ring, omitted, bit, named) in cases {
-        let tag = format!("v1.4-{ring:?}-{omitted:?}-{}", bit.name());
+    for (ring, omitted, bit, inflight, named) in cases {
+        let tag = format!("v1.4-{ring:?}-{omitted:?}-{}-{inflight:?}", bit.name());
         let omits = omitted.into_iter().collect();
-        let why = refused_at_start(&tag, ring, Profile::V1_4, omits, bit);
+        let options = status_options(bit, inflight);
+        let why = refused_at_start(&tag, ring, Profile::V1_4, omits, options);
         assert!(why.contains(named), "{tag}: {why}");
     }
 }
