@@ -10,6 +10,10 @@
 //! The driver side ([`SplitDriver`], [`PackedDriver`]) is the guest driver model used by tests,
 //! the simulated VM and the conformance suite.
 //!
+//! virtio 1.4 has no queue state: [`read_position`] recovers a stopped device's ring position
+//! from guest memory, checked ([`QueuePosition`], [`PositionError`]); a stopping packed device
+//! records its own with [`write_packed_position`] (spec-decisions §32).
+//!
 //! ```
 //! use virtio_lm_queue::{BufferSpec, DeviceQueue, PackedDriver, PackedQueue, QueueConfig, RingFeatures, RingKind};
 //! use vm_memory::{GuestAddress, GuestMemoryMmap};
