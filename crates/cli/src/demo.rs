@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use virtio_lm_migration::MigrationReport;
 use virtio_lm_spec::Profile;
 
-use crate::args::{parse_profile, parse_size, Ring};
+use crate::args::{parse_profile, parse_size, Ring, StatusBitArg, StrategyArg};
 use crate::control::{ControlClient, Request, Status};
 use crate::migrate::{migrate_and_watch, MigrationFlags, ReportFlags};
 use crate::summary::render;
@@ -273,7 +273,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if let Some(count) = args.stress.stress {
         if args.profile != Profile::Seeds {
             return Err(UsageError(
-                "--stress runs the seeds profile only: leave out --profile".into(),
+                "--stress draws each guest's profile (seeds or v1.4): leave out --profile".into(),
             )
             .into());
         }
@@ -289,6 +289,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         )
         .into());
     }
+    check_status_bit(args)?;
     let mut dir = WorkDir::new(args.dir.as_deref())?;
     let mut children = Children::default();
     let result = story(args, &dir.path, &mut children);
@@ -318,6 +319,21 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             Err(e.context(format!("logs in {}", dir.path.display())))
         }
     }
+}
+
+/// The status strategy's stop bit must exist in the VMs' profile: virtio 1.4 numbers no
+/// DEVICE_STOPPED, the default `--status-bit` (spec-decisions §38).
+fn check_status_bit(args: &DemoArgs) -> Result<(), UsageError> {
+    let status = args.migration.strategy == StrategyArg::Status;
+    let suspend = args.migration.status_bit == Some(StatusBitArg::Suspend);
+    if args.profile == Profile::V1_4 && status && !suspend {
+        return Err(UsageError(
+            "--profile v1.4 with --strategy status needs --status-bit suspend: virtio 1.4 has \
+             no DEVICE_STOPPED (the default --status-bit stopped)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The story; returns the report it printed (`result` "ok" only if verified).

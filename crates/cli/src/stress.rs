@@ -2,7 +2,8 @@
 //! and forth between machines in this process, at random points of its seeded workload, each
 //! with a random strategy and in-flight mode, and every few an injected fault or a cancel. The
 //! ring format is drawn per migration too: a guest negotiated its ring once, so drawing the other
-//! one finishes (and verifies) the guest and starts a fresh one with it.
+//! one finishes (and verifies) the guest and starts a fresh one with it, under a numbering
+//! profile (seeds or v1.4) drawn for that guest (spec-decisions §27, §39).
 //!
 //! Every migration must end as its fault says: Completed without one (the guest then runs on
 //! the destination only), Cancelled or Failed with one (the source runs again, the destination
@@ -24,6 +25,7 @@ use virtio_lm_migration::{
     incoming, migrate, Incoming, Inflight, Link, MigrateOptions, MigrationControl, MigrationError,
     MigrationReport, MigrationState, Outcome, StatusBit, Strategy,
 };
+use virtio_lm_spec::Profile;
 use virtio_lm_vm::{Machine, MachineOptions, NetEndpoints, RingFormat, MIB};
 
 /// `demo --stress` and `--seed`.
@@ -155,7 +157,10 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
                 if let Some((m, _)) = other {
                     totals.add_guest(&m.finish(Duration::from_secs(10))?);
                 }
-                let options = small_guest(&dir, &echo, ring, rng.next(), i)?;
+                let options = MachineOptions {
+                    profile: Profile::ALL[rng.below(2) as usize],
+                    ..small_guest(&dir, &echo, ring, rng.next(), i)?
+                };
                 (Machine::start(options.clone())?, options)
             }
         };
@@ -166,16 +171,8 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
                 machine.report()
             );
         }
-        let strategy = match rng.below(3) {
-            0 => Strategy::Admin,
-            1 => Strategy::Status(StatusBit::Stopped),
-            _ => Strategy::Status(StatusBit::Suspend),
-        };
-        // The status strategy always drains (spec-decisions §15).
-        let inflight = match (strategy, rng.below(2)) {
-            (Strategy::Admin, 1) => Inflight::Transfer,
-            _ => Inflight::Drain,
-        };
+        let profile = options.profile;
+        let (strategy, inflight) = draw_strategy(&mut rng, profile);
         let fault = if i % 4 == 3 {
             match rng.below(3) {
                 0 => Fault::Cancel(
@@ -205,7 +202,7 @@ pub fn stress(count: u32, seed: u64) -> anyhow::Result<Totals> {
             None
         };
         let what = format!(
-            "migration {i} ({}, {inflight:?}, {ring:?}, {fault:?}, held after init step {held:?})",
+            "migration {i} ({profile}, {}, {inflight:?}, {ring:?}, {fault:?}, held after init step {held:?})",
             strategy.name()
         );
         let migrate_options = MigrateOptions {
@@ -272,6 +269,23 @@ fn release(machine: &Machine, held: Option<usize>, what: &str) -> anyhow::Result
     }
     machine.release_blk_reinit()?;
     Ok(())
+}
+
+/// A migration's strategy and in-flight mode under `profile`. The seeds profile has admin,
+/// DEVICE_STOPPED and SUSPEND; v1.4 has admin (device parts) and SUSPEND only, no DEVICE_STOPPED.
+/// The status strategy always drains (spec-decisions §15), and so does every v1.4 migration:
+/// 1.4 carries no in-flight buffers (spec-decisions §39).
+fn draw_strategy(rng: &mut Rng, profile: Profile) -> (Strategy, Inflight) {
+    let strategy = match (profile, rng.below(3)) {
+        (_, 0) => Strategy::Admin,
+        (Profile::Seeds, 1) => Strategy::Status(StatusBit::Stopped),
+        _ => Strategy::Status(StatusBit::Suspend),
+    };
+    let inflight = match (profile, strategy, rng.below(2)) {
+        (Profile::Seeds, Strategy::Admin, 1) => Inflight::Transfer,
+        _ => Inflight::Drain,
+    };
+    (strategy, inflight)
 }
 
 /// After an abandoned migration the source must run: vCPUs resumed, logging stopped, and its

@@ -4,7 +4,9 @@
 //! object with these fields: migrations_ok, cancelled, faults_survived, requests_completed,
 //! requests_verified, lost, duplicated, corrupted"; "CI runs at least 100"; "The goal is 0 lost,
 //! 0 duplicated, 0 corrupted"). The seed 004 admin strategy and the in-band status strategy
-//! (seeds 000, 001, 003), spec-decisions §27.
+//! (seeds 000, 001, 003), spec-decisions §27; and (issue 15, spec-decisions §39) guests of the
+//! virtio 1.4 profile, moved with device parts or with 1.4's SUSPEND, each ring's position taken
+//! from guest memory.
 
 mod common;
 use common::binary;

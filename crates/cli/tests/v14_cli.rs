@@ -36,8 +36,8 @@ fn two_process_v14_admin_migrations_lose_nothing() {
 }
 
 /// spec-decisions §36: `--inflight transfer` under v1.4 is a usage error before any VM
-/// starts (no 1.4 part carries in-flight buffers); so is `--stress` with v1.4, which the stress
-/// run does not cover yet.
+/// starts (no 1.4 part carries in-flight buffers); so is `--stress` with `--profile`, as the
+/// stress run draws each guest's profile itself (spec-decisions §39).
 #[test]
 fn v14_flags_that_cannot_work_are_usage_errors() {
     let cases: [(&[&str], &str); 2] = [
@@ -47,7 +47,7 @@ fn v14_flags_that_cannot_work_are_usage_errors() {
         ),
         (
             &["demo", "--profile", "v1.4", "--stress", "1"],
-            "--stress runs the seeds profile only",
+            "--stress draws each guest's profile",
         ),
     ];
     assert_usage_errors(&cases);

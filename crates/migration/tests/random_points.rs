@@ -17,12 +17,18 @@
 //! no ring position; the destination device must show the status and driver features the
 //! source's did. The rest of the initialisation runs on the
 //! destination, partly during the next hops, which so also land between its steps unheld.
+//!
+//! The seed 004 admin-command strategy (spec-decisions §13); and under the v1.4 profile (issue
+//! 15, spec-decisions §39) both strategies, drawn per hop: device parts through the owner, or
+//! virtio 1.4 SUSPEND in-band, each ring's position taken from guest memory on the destination.
+//! 1.4 has no in-flight buffers to carry, so v1.4 hops always drain.
 
 use std::time::Duration;
 
 use virtio_lm_devices::net::echo::EchoPeer;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{Inflight, MigrateOptions, MigrationControl, StatusBit, Strategy};
+use virtio_lm_spec::Profile;
 use virtio_lm_vm::testing::{self, image, localhost, run_for};
 use virtio_lm_vm::{Machine, MachineOptions, RingFormat, MIB};
 
@@ -61,8 +67,30 @@ fn blk_registers(machine: &Machine) -> (u8, u64) {
     (core.status().bits(), core.driver_features())
 }
 
-fn hop_around(ring: RingFormat, seed: u64) {
-    let tag = format!("{ring:?}");
+/// The v1.4 hops per ring format.
+const V1_4_HOPS: u32 = 30;
+
+/// What a hop does under `profile`: admin, or the status strategy with a status bit the
+/// profile has (v1.4 has no DEVICE_STOPPED); in-flight requests travel only with the seeds'
+/// admin strategy (the status strategy always drains, §15; 1.4 carries no in-flight buffers).
+fn plan(profile: Profile, rng: &mut Rng) -> (Strategy, Inflight) {
+    let strategy = match (profile, rng.next() % 3) {
+        (_, 0) => Strategy::Admin,
+        (Profile::Seeds, 1) => Strategy::Status(StatusBit::Stopped),
+        _ => Strategy::Status(StatusBit::Suspend),
+    };
+    let transfer =
+        profile == Profile::Seeds && strategy == Strategy::Admin && rng.next().is_multiple_of(2);
+    let inflight = if transfer {
+        Inflight::Transfer
+    } else {
+        Inflight::Drain
+    };
+    (strategy, inflight)
+}
+
+fn hop_around(profile: Profile, ring: RingFormat, seed: u64, hops: u32) {
+    let tag = format!("{profile}-{ring:?}");
     let image = image("mig-random", &tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
     // The rig's blk-and-net machine, smaller and with a lighter dirtier: 50 hops per format.
@@ -71,30 +99,21 @@ fn hop_around(ring: RingFormat, seed: u64) {
         dirty_rate_mib: 8,
         working_set_mib: 1,
         seed,
+        profile,
         ..testing::options(&image, &echo, ring, 2)
     };
     let mut rng = Rng(seed | 1);
     let mut holds = 0;
     let mut machine = Machine::start(options.clone()).unwrap();
-    for hop in 0..HOPS {
+    for hop in 0..hops {
         let steps = rng.next() % 25;
         if steps > 0 {
             run_for(&machine, steps);
         }
-        let strategy = match rng.next() % 3 {
-            0 => Strategy::Admin,
-            1 => Strategy::Status(StatusBit::Stopped),
-            _ => Strategy::Status(StatusBit::Suspend),
-        };
-        // The status strategy always drains (§15).
-        let inflight = if strategy == Strategy::Admin && rng.next().is_multiple_of(2) {
-            Inflight::Transfer
-        } else {
-            Inflight::Drain
-        };
+        let (strategy, inflight) = plan(profile, &mut rng);
         let migrate = MigrateOptions {
-            inflight,
             strategy,
+            inflight,
             ..test_options()
         };
         let held = (rng.next().is_multiple_of(4) && machine.blk_reinit_state().is_none())
@@ -139,20 +158,38 @@ fn hop_around(ring: RingFormat, seed: u64) {
     run_for(&machine, 50);
     let after = machine.finish(Duration::from_secs(10)).unwrap();
     eprintln!("{tag}: {after:?}");
-    assert_clean(&after, u64::from(HOPS), &tag);
+    assert_clean(&after, u64::from(hops), &tag);
+    // Whether a hop may hold depends on the guest having finished its last initialisation,
+    // so the count is not fixed; one hop in four is drawn.
+    let least = u64::from(hops) / 15;
     assert!(
-        holds >= 8,
-        "{tag}: only {holds} hops held in the initialisation"
+        holds >= least,
+        "{tag}: only {holds} hops held in the initialisation (at least {least} expected)"
     );
     assert!(after.blk.unwrap().verified > 0);
 }
 
 #[test]
 fn split_guest_hops_50_times() {
-    hop_around(RingFormat::Split, 0x5eed_0009);
+    hop_around(Profile::Seeds, RingFormat::Split, 0x5eed_0009, HOPS);
 }
 
 #[test]
 fn packed_guest_hops_50_times() {
-    hop_around(RingFormat::Packed, 0x5eed_0010);
+    hop_around(Profile::Seeds, RingFormat::Packed, 0x5eed_0010, HOPS);
+}
+
+/// virtio 1.4, split ring: hops with device parts (DEV_MODE_SET STOPPED, PARTS_GET/SET) or
+/// SUSPEND in-band at random points; a stopped 1.4 device has used every buffer it observed, so
+/// each hop continues from `used.idx` in the received memory (spec-decisions §32, §38).
+#[test]
+fn v1_4_split_guest_hops_with_both_strategies() {
+    hop_around(Profile::V1_4, RingFormat::Split, 0x5eed_0015, V1_4_HOPS);
+}
+
+/// virtio 1.4, packed ring with EVENT_IDX: each hop continues from the position the stopping
+/// device wrote into the device event suppression structure (spec-decisions §32, §38).
+#[test]
+fn v1_4_packed_guest_hops_with_both_strategies() {
+    hop_around(Profile::V1_4, RingFormat::Packed, 0x5eed_0016, V1_4_HOPS);
 }

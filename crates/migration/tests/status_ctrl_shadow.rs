@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use virtio_lm_devices::net::config::ctrl;
 use virtio_lm_migration::testing::{assert_clean, assert_completed, migrate_to, test_options};
 use virtio_lm_migration::{MigrateOptions, MigrationControl, StatusBit, Strategy};
-use virtio_lm_vm::testing::{run_for, start_machine};
-use virtio_lm_vm::{Machine, RingFormat};
+use virtio_lm_spec::Profile;
+use virtio_lm_vm::testing::{run_for, start_machine_with};
+use virtio_lm_vm::{Machine, MachineOptions, RingFormat};
 
 /// A unicast address the guest puts in its MAC table.
 const LISTED: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
@@ -106,10 +107,11 @@ fn command(machine: &Machine, class: u8, cmd: u8, data: &[u8]) {
 /// (a frame to an unlisted MAC and one on a VLAN not added are dropped, a listed MAC and an
 /// added VLAN delivered, promiscuous mode off), steers over both queue pairs (no echo comes
 /// back on another pair than it left on), and the guest's workloads lose nothing.
-fn control_state_holds(ring: RingFormat, bit: StatusBit) {
-    let tag = format!("{ring:?}-{}", bit.name());
+fn control_state_holds(profile: Profile, ring: RingFormat, bit: StatusBit) {
+    let tag = format!("{profile}-{ring:?}-{}", bit.name());
     // Two queue pairs: the guest's driver set VQ_PAIRS_SET 2 at boot.
-    let (_image, _echo, to, source) = start_machine("mig-shadow", &tag, ring, 2);
+    let with_profile = |o| MachineOptions { profile, ..o };
+    let (_image, _echo, to, source) = start_machine_with("mig-shadow", &tag, ring, 2, with_profile);
     let mut table = 1u32.to_le_bytes().to_vec();
     table.extend_from_slice(&LISTED);
     table.extend_from_slice(&0u32.to_le_bytes());
@@ -142,7 +144,14 @@ fn control_state_holds(ring: RingFormat, bit: StatusBit) {
 
 virtio_lm_device::test_cases! { control_state_holds:
     /// Seed 000 (DEVICE_STOPPED), split ring.
-    fn ctrl_shadow_stopped_split(RingFormat::Split, StatusBit::Stopped);
+    fn ctrl_shadow_stopped_split(Profile::Seeds, RingFormat::Split, StatusBit::Stopped);
     /// Seed 003 (SUSPEND), packed ring.
-    fn ctrl_shadow_suspend_packed(RingFormat::Packed, StatusBit::Suspend);
+    fn ctrl_shadow_suspend_packed(Profile::Seeds, RingFormat::Packed, StatusBit::Suspend);
+    /// virtio 1.4 SUSPEND, split ring: no queue state, so the replay rewinds the control queue
+    /// from the position in guest memory (`used.idx`) and sets the rewound position through
+    /// the hypervisor's call before DRIVER_OK (spec-decisions §38).
+    fn ctrl_shadow_suspend_split_v1_4(Profile::V1_4, RingFormat::Split, StatusBit::Suspend);
+    /// virtio 1.4 SUSPEND, packed ring: rewound from the position in the device event
+    /// suppression structure, which the replay puts back (spec-decisions §38).
+    fn ctrl_shadow_suspend_packed_v1_4(Profile::V1_4, RingFormat::Packed, StatusBit::Suspend);
 }

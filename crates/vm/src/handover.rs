@@ -18,7 +18,7 @@ use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::Dirtier;
 use crate::guest::net::NetGuest;
 use crate::guest::{lock, VcpuState};
-use crate::inband::{is_inband, read_inband};
+use crate::inband::{is_inband, negotiated, read_inband};
 use crate::machine::{restore_guest, Loaded, Machine, MachineError, CONTEXT_CHUNK, PAUSE_TIMEOUT};
 
 /// What a destination must match of one member function (the Config section's device entry).
@@ -172,8 +172,9 @@ impl Machine {
             .find(|(m, _)| *m == member)
             .map(|(_, f)| f)
             .ok_or_else(|| bad("no such member".into()))?;
-        let ctx = decode(context).map_err(|e| bad(e.to_string()))?;
-        if read_inband(&ctx) {
+        let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
+        let inband = read_inband(&ctx);
+        if inband {
             // Read through the registers: no device-specific fields to validate; the
             // re-initialisation checks each register as a driver would.
             let queues = lock(function.core()).num_queues();
@@ -198,9 +199,16 @@ impl Machine {
         if !running {
             return Ok(());
         }
-        let driver = ctx.driver_features.first().copied().unwrap_or(0);
         let profile = self.options.profile;
-        let has = |f| profile.bit(f).is_some_and(|b| driver & (1u64 << b) != 0);
+        let ram = self.memory.ram();
+        if inband && profile == Profile::V1_4 {
+            // No queue state in 1.4: the positions the load will take, from the same memory
+            // (spec-decisions §38).
+            ctx.set_ring_positions_from_memory(profile, &**ram)
+                .map_err(|e| bad(format!("in the received memory: {e}")))?;
+        }
+        let driver = ctx.driver_features.first().copied().unwrap_or(0);
+        let has = |f| negotiated(profile, driver, f);
         let kind = if has(Feature::RingPacked) {
             RingKind::Packed
         } else {
@@ -210,7 +218,6 @@ impl Machine {
             event_idx: has(Feature::EventIdx),
             indirect_desc: has(Feature::IndirectDesc),
         };
-        let ram = self.memory.ram();
         for (index, q) in ctx.queues.iter().enumerate() {
             if !q.config.enabled {
                 continue;

@@ -6,6 +6,11 @@
 //! DRIVER_OK. No owner device takes part on the source. The state read here travels in the
 //! same context encoding as the admin strategy's; its DEVICE_STATUS carries the stop bit, which
 //! is how the destination knows to restore it in-band.
+//!
+//! Under the v1.4 profile (spec-decisions §38) the stop is SUSPEND and there is no queue state
+//! to read or write: the destination takes each ring's position from the guest memory it
+//! received (spec-decisions §32) and sets it into the device through the hypervisor's own
+//! call, where the seeds profile writes the queue-state registers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +19,7 @@ use virtio_lm_device::context::{
     decode, encode, DeviceContext, DeviceField, QueueContext, VqConfig,
 };
 use virtio_lm_pci::{discover, PciTransport, Regions};
-use virtio_lm_queue::{QueueState, RingKind};
+use virtio_lm_queue::{QueuePosition, QueueState, RingKind, RingPosition};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::context::FieldType;
 use virtio_lm_spec::pci::offset;
@@ -87,6 +92,8 @@ struct Registers<'a> {
     function: &'a Function,
     transport: &'a dyn PciTransport,
     regions: Regions,
+    /// The seeds profile has queue-state registers; v1.4 does not (spec-decisions §38).
+    profile: Profile,
 }
 
 impl<'a> Registers<'a> {
@@ -96,6 +103,7 @@ impl<'a> Registers<'a> {
             function,
             regions: discover(transport)?,
             transport,
+            profile: lock(function.core()).profile(),
         })
     }
 
@@ -209,6 +217,8 @@ impl<'a> Registers<'a> {
     }
 
     /// Everything a driver can read, as a context (the device must be stopped or suspended).
+    /// Under v1.4 the queue state is left at zero: 1.4's common configuration ends before the
+    /// seed 001 registers, and the destination finds each position in guest memory.
     fn context(&self) -> DeviceContext {
         let num_queues = self.read16(offset::NUM_QUEUES);
         let queues = (0..num_queues)
@@ -223,12 +233,7 @@ impl<'a> Registers<'a> {
                         driver: self.read64(offset::QUEUE_DRIVER),
                         device: self.read64(offset::QUEUE_DEVICE),
                     },
-                    state: QueueState {
-                        avail_state: self.read16(offset::QUEUE_AVAIL_STATE),
-                        used_state: self.read16(offset::QUEUE_USED_STATE),
-                        notification_owed: false,
-                        inflight: Vec::new(),
-                    },
+                    state: self.queue_state(),
                 }
             })
             .collect();
@@ -246,6 +251,52 @@ impl<'a> Registers<'a> {
             queues,
             device_fields: Vec::new(),
         }
+    }
+
+    /// The selected queue's seed 001 state registers (zero under v1.4, which has none).
+    fn queue_state(&self) -> QueueState {
+        let seeds = self.profile == Profile::Seeds;
+        let read = |field| if seeds { self.read16(field) } else { 0 };
+        QueueState {
+            avail_state: read(offset::QUEUE_AVAIL_STATE),
+            used_state: read(offset::QUEUE_USED_STATE),
+            notification_owed: false,
+            inflight: Vec::new(),
+        }
+    }
+
+    /// Sets the selected queue `index` to `state` before DRIVER_OK: through the seed 001
+    /// registers, read back; under v1.4, which has none, through the device's hypervisor-side
+    /// call (vhost's SET_VRING_BASE; spec-decisions §38).
+    fn set_queue_state(
+        &self,
+        index: u16,
+        state: &QueueState,
+        packed: bool,
+    ) -> Result<(), MachineError> {
+        if self.profile == Profile::V1_4 {
+            // Drained (§15), so the next buffer to take is the next to use: one position.
+            let position = if packed {
+                QueuePosition::Packed(RingPosition::from_state(state.avail_state))
+            } else {
+                QueuePosition::Split(state.avail_state)
+            };
+            return lock(self.function.core())
+                .set_queue_position(index, position)
+                .map_err(|e| MachineError::Device(format!("queue {index}: {e}")));
+        }
+        self.write16(offset::QUEUE_AVAIL_STATE, state.avail_state);
+        self.write16(offset::QUEUE_USED_STATE, state.used_state);
+        let read = (
+            self.read16(offset::QUEUE_AVAIL_STATE),
+            self.read16(offset::QUEUE_USED_STATE),
+        );
+        if read != (state.avail_state, state.used_state) {
+            return Err(MachineError::Device(format!(
+                "queue {index}: state {read:?} not accepted"
+            )));
+        }
+        Ok(())
     }
 
     /// The destination's re-initialisation, as a driver would do it, up to (not including)
@@ -283,8 +334,8 @@ impl<'a> Registers<'a> {
         if self.read16(offset::CONFIG_MSIX_VECTOR) != ctx.config_msix_vector {
             self.write16(offset::CONFIG_MSIX_VECTOR, ctx.config_msix_vector);
         }
-        let profile = lock(self.function.core()).profile();
-        let initial = initial_state(profile, features);
+        let packed = negotiated(self.profile, features, Feature::RingPacked);
+        let initial = initial_state(self.profile, features);
         for (index, q) in (0u16..).zip(&ctx.queues) {
             self.write16(offset::QUEUE_SELECT, index);
             if !q.config.enabled {
@@ -297,16 +348,10 @@ impl<'a> Registers<'a> {
             self.write64(offset::QUEUE_DEVICE, q.config.device);
             self.write16(offset::QUEUE_MSIX_VECTOR, q.config.msix_vector);
             let state = (q.state.avail_state, q.state.used_state);
-            if running || state != initial {
-                self.write16(offset::QUEUE_AVAIL_STATE, state.0);
-                self.write16(offset::QUEUE_USED_STATE, state.1);
-                let read = (
-                    self.read16(offset::QUEUE_AVAIL_STATE),
-                    self.read16(offset::QUEUE_USED_STATE),
-                );
-                if read != state {
-                    return bad(format!("queue {index}: state {read:?} not accepted"));
-                }
+            // A device not running keeps its initial state unless the driver wrote another
+            // (§40); under v1.4 the source reads no state at all, so there is none to write.
+            if running || (self.profile == Profile::Seeds && state != initial) {
+                self.set_queue_state(index, &q.state, packed)?;
             }
             if self.read16(offset::QUEUE_MSIX_VECTOR) != q.config.msix_vector {
                 return bad(format!("queue {index}: MSI-X vector not accepted"));
@@ -352,7 +397,7 @@ impl<'a> Registers<'a> {
 
 /// A queue's state registers before it ever ran, in the ring format `features` choose.
 fn initial_state(profile: Profile, features: u64) -> (u16, u16) {
-    let kind = if has(profile, features, Feature::RingPacked) {
+    let kind = if negotiated(profile, features, Feature::RingPacked) {
         RingKind::Packed
     } else {
         RingKind::Split
@@ -361,11 +406,11 @@ fn initial_state(profile: Profile, features: u64) -> (u16, u16) {
     (state.avail_state, state.used_state)
 }
 
-/// Whether `features` hold `feature` by `profile`'s numbering.
-fn has(profile: Profile, features: u64, feature: Feature) -> bool {
+/// Whether `driver_features`, numbered by `profile`, include `feature`.
+pub(crate) fn negotiated(profile: Profile, driver_features: u64, feature: Feature) -> bool {
     profile
         .bit(feature)
-        .is_some_and(|b| features & (1u64 << b) != 0)
+        .is_some_and(|b| driver_features & (1u64 << b) != 0)
 }
 
 /// True if `context` was read in-band (its DEVICE_STATUS shows the status-register stop, or
@@ -392,17 +437,32 @@ pub(crate) fn stopped_inband(status: u8) -> bool {
         .intersects(DeviceStatus::DEVICE_STOPPED | DeviceStatus::SUSPEND)
 }
 
-/// Fails unless `function`'s driver negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE
-/// (without them a driver may not set the bit nor write queue state).
-fn negotiated_for(member: u64, function: &Function, bit: StatusBit) -> Result<(), MachineError> {
-    let (profile, negotiated) = {
+/// The features a driver must have negotiated for the status strategy to stop it with `bit`:
+/// the bit's own and, under the seeds profile, VIRTIO_F_QUEUE_STATE (v1.4 has none; the ring
+/// position comes from guest memory, spec-decisions §38).
+fn needed_features(profile: Profile, bit: StatusBit) -> Vec<Feature> {
+    let mut needed = vec![bit.feature()];
+    if profile == Profile::Seeds {
+        needed.push(Feature::QueueState);
+    }
+    needed
+}
+
+/// Fails unless `function`'s driver negotiated every feature of `needed` (without them a
+/// driver may not set the bit nor write queue state).
+fn negotiated_for(
+    member: u64,
+    function: &Function,
+    needed: &[Feature],
+) -> Result<(), MachineError> {
+    let (profile, driver) = {
         let core = lock(function.core());
         (core.profile(), core.driver_features())
     };
-    for feature in [bit.feature(), Feature::QueueState] {
-        if !has(profile, negotiated, feature) {
+    for &feature in needed {
+        if !negotiated(profile, driver, feature) {
             return Err(MachineError::Device(format!(
-                "member {member}: the guest did not negotiate {} (negotiated {negotiated:#x}); \
+                "member {member}: the guest did not negotiate {} (negotiated {driver:#x}); \
                  the status strategy needs it",
                 feature.name()
             )));
@@ -422,15 +482,26 @@ pub(crate) struct InbandCommit {
 
 impl Machine {
     /// The status strategy's preconditions, checked at Start: every member's driver
-    /// negotiated `bit`'s feature and VIRTIO_F_QUEUE_STATE (without them a driver may not set
-    /// the bit nor write queue state).
+    /// negotiated `bit`'s feature and, under the seeds profile, VIRTIO_F_QUEUE_STATE (without
+    /// them a driver may not set the bit nor write queue state). Under v1.4 (spec-decisions
+    /// §38) there is no DEVICE_STOPPED. (A v1.4 packed ring without VIRTIO_F_EVENT_IDX, which
+    /// no strategy can migrate, the engine refuses before it asks, spec-decisions §36.)
     pub fn check_inband(&self, bit: StatusBit) -> Result<(), MachineError> {
+        let profile = self.options.profile;
+        if profile == Profile::V1_4 && bit == StatusBit::Stopped {
+            return Err(MachineError::Device(
+                "virtio 1.4 (the v1.4 profile) has no DEVICE_STOPPED: the status strategy \
+                 stops a v1.4 guest with --status-bit suspend"
+                    .into(),
+            ));
+        }
+        let needed = needed_features(profile, bit);
         for (member, function) in self.members().into_iter().zip(self.functions()) {
             // A driver before FEATURES_OK has negotiated nothing yet (it is initialising the
             // device, §40): the stop checks again what it negotiates by then.
             let status = lock(function.core()).status();
             if status.contains(DeviceStatus::FEATURES_OK) {
-                negotiated_for(member, &function, bit)?;
+                negotiated_for(member, &function, &needed)?;
             }
         }
         Ok(())
@@ -448,7 +519,11 @@ impl Machine {
             if !s.contains(DeviceStatus::DRIVER_OK) {
                 continue;
             }
-            negotiated_for(member, &function, bit)?;
+            negotiated_for(
+                member,
+                &function,
+                &needed_features(self.options.profile, bit),
+            )?;
             regs.set_status(s | bit.bit());
             regs.wait("stopping in-band", |s| bit.presented(s))?;
         }
@@ -525,7 +600,8 @@ impl Machine {
     /// Destination, before Commit: takes `member` out of the Freeze it was built in (it is
     /// at status 0, with nothing to process) and re-initialises it from `context` as a driver
     /// would, short of DRIVER_OK. A control-queue shadow in the context is written into the
-    /// idle control queue, its state rewound by the commands, to run at DRIVER_OK (§21).
+    /// idle control queue, its state rewound by the commands, to run at DRIVER_OK (§21). Under
+    /// v1.4 each queue's state is first taken from the ring in guest memory (§38).
     pub(crate) fn load_inband(
         &self,
         member: u64,
@@ -534,6 +610,11 @@ impl Machine {
         let bad = |e: String| MachineError::Device(format!("member {member}: {e}"));
         let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
         let function = self.member_function(member)?;
+        let profile = self.options.profile;
+        if profile == Profile::V1_4 {
+            ctx.set_ring_positions_from_memory(profile, &**self.memory.ram())
+                .map_err(|e| bad(format!("in the received memory: {e}")))?;
+        }
         let mut replay = None;
         let shadow = ctx
             .device_fields
@@ -549,11 +630,7 @@ impl Machine {
                 return Err(bad("a control-queue shadow for a device not running".into()));
             }
             let features = ctx.driver_features.first().copied().unwrap_or(0);
-            let packed = self
-                .options
-                .profile
-                .bit(Feature::RingPacked)
-                .is_some_and(|b| features & (1u64 << b) != 0);
+            let packed = negotiated(profile, features, Feature::RingPacked);
             // The control queue is the device's last (after every receive/transmit pair).
             let index = ctx
                 .queues

@@ -50,9 +50,21 @@ pub fn start_machine(
     ring: RingFormat,
     queues: u16,
 ) -> (ImageFile, EchoPeer, MachineOptions, Machine) {
+    start_machine_with(prefix, tag, ring, queues, |o| o)
+}
+
+/// As [`start_machine`], the options changed by `adjust` first (a numbering profile, features
+/// the guest's drivers leave out).
+pub fn start_machine_with(
+    prefix: &str,
+    tag: &str,
+    ring: RingFormat,
+    queues: u16,
+    adjust: impl FnOnce(MachineOptions) -> MachineOptions,
+) -> (ImageFile, EchoPeer, MachineOptions, Machine) {
     let image = image(prefix, tag);
     let echo = EchoPeer::spawn(localhost()).unwrap();
-    let machine_options = options(&image, &echo, ring, queues);
+    let machine_options = adjust(options(&image, &echo, ring, queues));
     let machine = Machine::start(machine_options.clone()).unwrap();
     (image, echo, machine_options, machine)
 }

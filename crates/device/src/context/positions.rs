@@ -1,7 +1,7 @@
 //! Ring positions of a context's queues recovered from guest memory, for the v1.4 profile,
 //! which carries no queue state (spec-decisions §32).
 
-use virtio_lm_queue::{read_position, QueueConfig, QueuePosition};
+use virtio_lm_queue::{read_position, QueueConfig, QueuePosition, QueueState};
 use virtio_lm_spec::{DeviceStatus, Profile};
 use vm_memory::{GuestAddress, GuestMemory};
 
@@ -50,11 +50,30 @@ impl DeviceContext {
 
     /// Sets each enabled queue's state to its [`Self::ring_positions`] (nothing in flight): what
     /// a v1.4 destination does before it applies the context. Changes nothing on an error.
+    ///
+    /// A device that is not running (the driver initialising or resetting it, spec-decisions
+    /// §40) has no position to recover: 1.4 carries no queue state, and none of its queues has
+    /// run since the reset, so each is set to its initial state, which a restore leaves for the
+    /// queue to take in the ring format the driver negotiates by DRIVER_OK. (A state taken over
+    /// from elsewhere, such as a fresh device's split zeros, would start a packed ring on the
+    /// wrong wrap counter.)
     pub fn set_ring_positions_from_memory<M: GuestMemory + ?Sized>(
         &mut self,
         profile: Profile,
         mem: &M,
     ) -> Result<(), DeviceError> {
+        let negotiation = Negotiation {
+            profile,
+            status: DeviceStatus::from_bits_retain(self.device_status),
+            driver: self.driver_features.first().copied().unwrap_or(0),
+        };
+        if !negotiation.has(DeviceStatus::DRIVER_OK | DeviceStatus::SUSPEND) {
+            let initial = QueueState::initial(negotiation.ring_kind());
+            for q in &mut self.queues {
+                q.state = initial.clone();
+            }
+            return Ok(());
+        }
         for (index, position) in self.ring_positions(profile, mem)? {
             if let Some(q) = self.queues.get_mut(usize::from(index)) {
                 q.state = position.queue_state();
