@@ -11,25 +11,14 @@ pub const MAX_PENDING_VECTORS: usize = 2048;
 /// Most payload bytes of a FunctionState section: room for the largest valid one.
 pub const MAX_FUNCTION_STATE: usize = 8192;
 
-/// One function's registers outside its device (the fields of `virtio_lm_pci::FunctionRegisters`).
+/// One function's registers outside its device, as the section carries them (postcard encodes
+/// the nested registers field by field, as if they were this struct's own).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionState {
     /// The device, as [`crate::DeviceConfig::id`] names it.
     pub device_id: u32,
-    /// `device_feature_select`.
-    pub device_feature_select: u32,
-    /// `driver_feature_select`.
-    pub driver_feature_select: u32,
-    /// `queue_select`.
-    pub queue_select: u16,
-    /// The ISR status not yet read (bits 0 and 1 only).
-    pub isr: u8,
-    /// MSI-X vectors with a message raised and not taken, strictly ascending.
-    pub msix_pending: Vec<u16>,
-    /// The INTx line raised and not taken.
-    pub intx_pending: bool,
-    /// The VIRTIO_PCI_CAP_PCI_CFG window's `bar`, `offset`, `length`, if the function has one.
-    pub pci_cfg_window: Option<(u8, u32, u32)>,
+    /// Its function's registers.
+    pub registers: FunctionRegisters,
 }
 
 impl FunctionState {
@@ -37,43 +26,30 @@ impl FunctionState {
     pub fn of(device_id: u32, regs: &FunctionRegisters) -> Self {
         Self {
             device_id,
-            device_feature_select: regs.device_feature_select,
-            driver_feature_select: regs.driver_feature_select,
-            queue_select: regs.queue_select,
-            isr: regs.isr,
-            msix_pending: regs.msix_pending.clone(),
-            intx_pending: regs.intx_pending,
-            pci_cfg_window: regs.pci_cfg_window,
+            registers: regs.clone(),
         }
     }
 
     /// The registers the section carries.
     pub fn registers(&self) -> FunctionRegisters {
-        FunctionRegisters {
-            device_feature_select: self.device_feature_select,
-            driver_feature_select: self.driver_feature_select,
-            queue_select: self.queue_select,
-            isr: self.isr,
-            msix_pending: self.msix_pending.clone(),
-            intx_pending: self.intx_pending,
-            pci_cfg_window: self.pci_cfg_window,
-        }
+        self.registers.clone()
     }
 
     /// The rules a section must meet whatever function it is for; the function's own check
     /// (vectors it has) comes later.
     pub fn validate(&self) -> Result<(), String> {
-        if self.msix_pending.len() > MAX_PENDING_VECTORS {
+        let regs = &self.registers;
+        if regs.msix_pending.len() > MAX_PENDING_VECTORS {
             return Err(format!(
                 "{} pending MSI-X vectors, limit {MAX_PENDING_VECTORS}",
-                self.msix_pending.len()
+                regs.msix_pending.len()
             ));
         }
-        if self.msix_pending.windows(2).any(|w| w[0] >= w[1]) {
+        if regs.msix_pending.windows(2).any(|w| w[0] >= w[1]) {
             return Err("pending MSI-X vectors not strictly ascending".into());
         }
-        if self.isr & !3 != 0 {
-            return Err(format!("ISR status {:#x} has undefined bits", self.isr));
+        if regs.isr & !3 != 0 {
+            return Err(format!("ISR status {:#x} has undefined bits", regs.isr));
         }
         Ok(())
     }
@@ -108,14 +84,23 @@ mod tests {
     fn sample() -> FunctionState {
         FunctionState {
             device_id: 2,
-            device_feature_select: 1,
-            driver_feature_select: 0,
-            queue_select: 4,
-            isr: 3,
-            msix_pending: vec![0, 2, 9],
-            intx_pending: true,
-            pci_cfg_window: Some((0, 0x14, 2)),
+            registers: FunctionRegisters {
+                device_feature_select: 1,
+                driver_feature_select: 0,
+                queue_select: 4,
+                isr: 3,
+                msix_pending: vec![0, 2, 9],
+                intx_pending: true,
+                pci_cfg_window: Some((0, 0x14, 2)),
+            },
         }
+    }
+
+    /// [`sample`] with `change` made to its registers.
+    fn sample_with(change: impl FnOnce(&mut FunctionRegisters)) -> FunctionState {
+        let mut s = sample();
+        change(&mut s.registers);
+        s
     }
 
     /// docs/stream-format.md, FunctionState: what is encoded decodes equal.
@@ -140,19 +125,10 @@ mod tests {
             .unwrap_err()
             .contains("after"));
         let bad = [
-            FunctionState { isr: 4, ..sample() },
-            FunctionState {
-                msix_pending: vec![3, 3],
-                ..sample()
-            },
-            FunctionState {
-                msix_pending: vec![5, 1],
-                ..sample()
-            },
-            FunctionState {
-                msix_pending: (0..=MAX_PENDING_VECTORS as u16).collect(),
-                ..sample()
-            },
+            sample_with(|r| r.isr = 4),
+            sample_with(|r| r.msix_pending = vec![3, 3]),
+            sample_with(|r| r.msix_pending = vec![5, 1]),
+            sample_with(|r| r.msix_pending = (0..=MAX_PENDING_VECTORS as u16).collect()),
         ];
         for s in bad {
             assert!(s.encode().is_err(), "{s:?}");
@@ -164,15 +140,14 @@ mod tests {
     /// The largest valid section fits the payload limit the header enforces.
     #[test]
     fn the_largest_valid_section_fits_the_limit() {
-        let s = FunctionState {
-            device_id: u32::MAX,
-            device_feature_select: u32::MAX,
-            driver_feature_select: u32::MAX,
-            queue_select: u16::MAX,
-            msix_pending: (u16::MAX - MAX_PENDING_VECTORS as u16 + 1..=u16::MAX).collect(),
-            pci_cfg_window: Some((u8::MAX, u32::MAX, u32::MAX)),
-            ..sample()
-        };
+        let mut s = sample_with(|r| {
+            r.device_feature_select = u32::MAX;
+            r.driver_feature_select = u32::MAX;
+            r.queue_select = u16::MAX;
+            r.msix_pending = (u16::MAX - MAX_PENDING_VECTORS as u16 + 1..=u16::MAX).collect();
+            r.pci_cfg_window = Some((u8::MAX, u32::MAX, u32::MAX));
+        });
+        s.device_id = u32::MAX;
         assert!(s.encode().unwrap().len() <= MAX_FUNCTION_STATE);
     }
 }

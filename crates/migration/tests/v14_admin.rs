@@ -348,10 +348,9 @@ fn bad_function_state_sections_are_refused_before_ready() {
         (
             "a vector the function lacks",
             with(&|m| {
-                m[first] = Message::FunctionState(FunctionState {
-                    msix_pending: vec![200],
-                    ..state.clone()
-                })
+                let mut bad = state.clone();
+                bad.registers.msix_pending = vec![200];
+                m[first] = Message::FunctionState(bad)
             }),
             "MSI-X vector 200 pending",
         ),

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use virtio_lm_device::context::decode;
 use virtio_lm_device::QuiesceMode;
-use virtio_lm_queue::{DeviceQueue, QueueConfig, RingFeatures, RingKind, Virtqueue};
+use virtio_lm_queue::{DeviceQueue, RingFeatures, RingKind, Virtqueue};
 use virtio_lm_spec::admin::DevMode;
 use virtio_lm_spec::{DeviceStatus, Feature, Profile};
-use vm_memory::GuestAddress;
 
 use crate::guest::blk::BlkGuest;
 use crate::guest::dirtier::Dirtier;
@@ -222,14 +221,7 @@ impl Machine {
             if !q.config.enabled {
                 continue;
             }
-            let config = QueueConfig {
-                kind,
-                size: q.config.size,
-                desc_table: GuestAddress(q.config.desc),
-                driver_area: GuestAddress(q.config.driver),
-                device_area: GuestAddress(q.config.device),
-                features,
-            };
+            let config = q.config.queue_config(kind, features);
             Virtqueue::from_state(config, &q.state, &**ram)
                 .map_err(|e| bad(format!("queue {index} against the received memory: {e}")))?;
         }

@@ -6,13 +6,16 @@
 //! device-specific fields, END_MARKER. Whatever `encode` accepts, [`super::decode`] returns
 //! unchanged.
 
-use virtio_lm_queue::{QueueState, SavedChain, MAX_QUEUE_SIZE};
+use virtio_lm_queue::{
+    QueueConfig, QueueState, RingFeatures, RingKind, SavedChain, MAX_QUEUE_SIZE,
+};
 use virtio_lm_spec::context::{
     FieldType, PciCommonCfgField, VqConfigField, VqStateField, FIELD_FLAG_OPTIONAL,
     VQ_STATE_F_NOTIFY_OWED,
 };
 use virtio_lm_spec::zerocopy::little_endian::{U16, U64};
 use virtio_lm_spec::zerocopy::IntoBytes;
+use vm_memory::GuestAddress;
 
 use super::error::ContextError;
 use super::format::{ContextWriter, ValueWriter};
@@ -74,6 +77,19 @@ pub struct VqConfig {
 }
 
 impl VqConfig {
+    /// The ring this configuration describes, in ring format `kind` with the ring features
+    /// the driver negotiated.
+    pub fn queue_config(&self, kind: RingKind, features: RingFeatures) -> QueueConfig {
+        QueueConfig {
+            kind,
+            size: self.size,
+            desc_table: GuestAddress(self.desc),
+            driver_area: GuestAddress(self.driver),
+            device_area: GuestAddress(self.device),
+            features,
+        }
+    }
+
     /// The configuration of a core's queue registers (MSI-X is the transport's).
     pub fn from_registers(regs: &QueueRegisters) -> Self {
         Self {

@@ -1,9 +1,9 @@
 //! Ring positions of a context's queues recovered from guest memory, for the v1.4 profile,
 //! which carries no queue state (spec-decisions §32).
 
-use virtio_lm_queue::{read_position, QueueConfig, QueuePosition, QueueState};
+use virtio_lm_queue::{read_position, QueuePosition, QueueState};
 use virtio_lm_spec::{DeviceStatus, Profile};
-use vm_memory::{GuestAddress, GuestMemory};
+use vm_memory::GuestMemory;
 
 use super::checks::Negotiation;
 use super::DeviceContext;
@@ -33,14 +33,7 @@ impl DeviceContext {
             if !q.config.enabled {
                 continue;
             }
-            let config = QueueConfig {
-                kind,
-                size: q.config.size,
-                desc_table: GuestAddress(q.config.desc),
-                driver_area: GuestAddress(q.config.driver),
-                device_area: GuestAddress(q.config.device),
-                features,
-            };
+            let config = q.config.queue_config(kind, features);
             let position = read_position(mem, &config)
                 .map_err(|source| DeviceError::RingPosition { index, source })?;
             positions.push((index, position));

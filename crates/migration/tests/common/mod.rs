@@ -7,6 +7,7 @@ use virtio_lm_migration::{
     Pages, Phase, StreamWriter, VmConfig, PAGE_SIZE, PROTOCOL_VERSION,
 };
 use virtio_lm_spec::Profile;
+use virtio_lm_vm::FunctionRegisters;
 
 pub fn sample_config() -> VmConfig {
     VmConfig {
@@ -108,13 +109,15 @@ pub fn one_of_each() -> Vec<Message> {
         },
         Message::FunctionState(FunctionState {
             device_id: 2,
-            device_feature_select: 1,
-            driver_feature_select: 1,
-            queue_select: 3,
-            isr: 1,
-            msix_pending: vec![1, 4],
-            intx_pending: true,
-            pci_cfg_window: Some((0, 0x14, 4)),
+            registers: FunctionRegisters {
+                device_feature_select: 1,
+                driver_feature_select: 1,
+                queue_select: 3,
+                isr: 1,
+                msix_pending: vec![1, 4],
+                intx_pending: true,
+                pci_cfg_window: Some((0, 0x14, 4)),
+            },
         }),
     ]
 }
@@ -232,13 +235,15 @@ pub fn arb_function_state() -> impl Strategy<Value = FunctionState> {
         .prop_map(
             |((device_id, dfs, drfs, qs), isr, pending, intx, window)| FunctionState {
                 device_id,
-                device_feature_select: dfs,
-                driver_feature_select: drfs,
-                queue_select: qs,
-                isr,
-                msix_pending: pending.into_iter().collect(),
-                intx_pending: intx,
-                pci_cfg_window: window,
+                registers: FunctionRegisters {
+                    device_feature_select: dfs,
+                    driver_feature_select: drfs,
+                    queue_select: qs,
+                    isr,
+                    msix_pending: pending.into_iter().collect(),
+                    intx_pending: intx,
+                    pci_cfg_window: window,
+                },
             },
         )
 }

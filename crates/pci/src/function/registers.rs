@@ -9,12 +9,14 @@
 //! vector is an eventfd the hypervisor routes; nothing masks it) and no writable PCI header
 //! register (the configuration space is fixed at build; only the window is writable).
 
+use serde::{Deserialize, Serialize};
 use vm_memory::GuestMemory;
 
 use super::{lock, VirtioPciFunction};
 
-/// The function's registers outside the device (see the module documentation).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The function's registers outside the device (see the module documentation). Serializable:
+/// the migration stream's FunctionState section carries it as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionRegisters {
     /// `device_feature_select`.
     pub device_feature_select: u32,
