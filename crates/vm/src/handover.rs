@@ -165,12 +165,8 @@ impl Machine {
             return Ok(());
         }
         let function = self
-            .members()
-            .into_iter()
-            .zip(self.functions())
-            .find(|(m, _)| *m == member)
-            .map(|(_, f)| f)
-            .ok_or_else(|| bad("no such member".into()))?;
+            .member_function(member)
+            .map_err(|_| bad("no such member".into()))?;
         let mut ctx = decode(context).map_err(|e| bad(e.to_string()))?;
         let inband = read_inband(&ctx);
         if inband {

@@ -584,15 +584,6 @@ impl Machine {
         first
     }
 
-    fn member_function(&self, member: u64) -> Result<Arc<Function>, MachineError> {
-        self.members()
-            .into_iter()
-            .zip(self.functions())
-            .find(|(m, _)| *m == member)
-            .map(|(_, f)| f)
-            .ok_or_else(|| MachineError::Device(format!("member {member}: no such member")))
-    }
-
     fn is_net(&self, function: &Arc<Function>) -> bool {
         self.net.as_ref().is_some_and(|n| Arc::ptr_eq(n, function))
     }

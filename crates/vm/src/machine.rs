@@ -350,6 +350,19 @@ impl Machine {
         self.blk.iter().chain(&self.net).cloned().collect()
     }
 
+    /// The function of member `member` (its VF number).
+    pub(crate) fn member_function(
+        &self,
+        member: u64,
+    ) -> Result<Arc<VirtioPciFunction<GuestRam>>, MachineError> {
+        self.members()
+            .into_iter()
+            .zip(self.functions())
+            .find(|(m, _)| *m == member)
+            .map(|(_, f)| f)
+            .ok_or_else(|| MachineError::Device(format!("member {member}: no such member")))
+    }
+
     /// Errors that stopped a vCPU, so far.
     pub fn vcpu_errors(&self) -> Vec<String> {
         lock(&self.errors).clone()

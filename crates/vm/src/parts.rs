@@ -115,13 +115,7 @@ impl Machine {
     /// checks the rest when the guest is loaded.
     pub(crate) fn check_parts(&self, member: u64, bytes: &[u8]) -> Result<Vec<Part>, String> {
         let parts = decode_parts(bytes).map_err(|e| e.to_string())?;
-        let function = self
-            .members()
-            .into_iter()
-            .zip(self.functions())
-            .find(|(m, _)| *m == member)
-            .map(|(_, f)| f)
-            .ok_or("no such member")?;
+        let function = self.member_function(member).map_err(|_| "no such member")?;
         let (features, queues) = {
             let core = lock(function.core());
             (core.device_features(), core.num_queues())

@@ -2,23 +2,11 @@
 //! hypervisor (spec-decisions §37): read on the source once the guest is paused and the
 //! members stopped, checked and set on the destination before Ready.
 
-use std::sync::Arc;
-
-use virtio_lm_pci::{FunctionRegisters, VirtioPciFunction};
+use virtio_lm_pci::FunctionRegisters;
 
 use crate::machine::{Machine, MachineError};
-use crate::memory::GuestRam;
 
 impl Machine {
-    fn function_of(&self, member: u64) -> Result<Arc<VirtioPciFunction<GuestRam>>, MachineError> {
-        self.members()
-            .into_iter()
-            .zip(self.functions())
-            .find(|(m, _)| *m == member)
-            .map(|(_, f)| f)
-            .ok_or_else(|| MachineError::Device(format!("member {member}: no such member")))
-    }
-
     /// Every member's function registers, by member number; the vCPUs must be paused (a
     /// running guest could take a pending message while it is looked at).
     pub fn function_registers(&self) -> Result<Vec<(u64, FunctionRegisters)>, MachineError> {
@@ -41,7 +29,7 @@ impl Machine {
         member: u64,
         regs: &FunctionRegisters,
     ) -> Result<(), MachineError> {
-        self.function_of(member)?
+        self.member_function(member)?
             .check_registers(regs)
             .map_err(|e| MachineError::Device(format!("member {member}: {e}")))
     }
@@ -52,7 +40,7 @@ impl Machine {
         member: u64,
         regs: &FunctionRegisters,
     ) -> Result<(), MachineError> {
-        self.function_of(member)?
+        self.member_function(member)?
             .restore_registers(regs)
             .map_err(|e| MachineError::Device(format!("member {member}: {e}")))
     }

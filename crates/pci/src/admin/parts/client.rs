@@ -120,18 +120,27 @@ impl<M: GuestMemory> AdminClient<M> {
         self.ok(cmd, 0).map(|_| ())
     }
 
-    /// DEV_PARTS_METADATA_GET LIST: every part header.
-    pub fn parts_list(&mut self, member: u64, id: u32) -> Result<Vec<DevPartHdr>, AdminError> {
-        let data = DevPartsTypedData::new(id, METADATA_TYPE_LIST)
-            .as_bytes()
-            .to_vec();
+    /// DEV_PARTS_METADATA_GET of `kind` on object `id`, with `room` bytes for the result.
+    fn metadata_get(
+        &mut self,
+        member: u64,
+        id: u32,
+        kind: u8,
+        room: usize,
+    ) -> Result<Vec<u8>, AdminError> {
+        let data = DevPartsTypedData::new(id, kind).as_bytes().to_vec();
         let cmd = AdminCommand::new(
             v1_4::DEV_PARTS_METADATA_GET,
             group_type::SRIOV,
             member,
             data,
         );
-        let result = self.ok(cmd, RESULT_ROOM)?;
+        self.ok(cmd, room)
+    }
+
+    /// DEV_PARTS_METADATA_GET LIST: every part header.
+    pub fn parts_list(&mut self, member: u64, id: u32) -> Result<Vec<DevPartHdr>, AdminError> {
+        let result = self.metadata_get(member, id, METADATA_TYPE_LIST, RESULT_ROOM)?;
         let (head, rest) = MetadataHead::read_from_prefix(&result)
             .map_err(|_| protocol("METADATA_GET result too short"))?;
         let count = head.value.get() as usize;
@@ -151,16 +160,8 @@ impl<M: GuestMemory> AdminClient<M> {
     /// DEV_PARTS_METADATA_GET SIZE: the bytes DEV_PARTS_GET ALL would return now (what a
     /// driver sizes the GET's result buffer with, as Linux's virtio-vfio-pci does).
     pub fn parts_size(&mut self, member: u64, id: u32) -> Result<u32, AdminError> {
-        let data = DevPartsTypedData::new(id, METADATA_TYPE_SIZE)
-            .as_bytes()
-            .to_vec();
-        let cmd = AdminCommand::new(
-            v1_4::DEV_PARTS_METADATA_GET,
-            group_type::SRIOV,
-            member,
-            data,
-        );
-        let result = self.ok(cmd, size_of::<MetadataHead>())?;
+        let room = size_of::<MetadataHead>();
+        let result = self.metadata_get(member, id, METADATA_TYPE_SIZE, room)?;
         MetadataHead::read_from_prefix(&result)
             .map(|(head, _)| head.value.get())
             .map_err(|_| protocol("METADATA_GET SIZE result too short"))
